@@ -1,0 +1,1 @@
+"""Generated protobuf stubs for the interop tests (see scripts/generate-protos.d/python.sh)."""
