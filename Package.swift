@@ -1,0 +1,55 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "CURecServe",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "curecd", targets: ["curecd"]),
+        .library(name: "CURecRPC", targets: ["CURecRPC"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        // libnghttp2 from the system (Debian: libnghttp2-dev).
+        .systemLibrary(
+            name: "CNGHTTP2",
+            pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"])]
+        ),
+        // Linux event APIs (epoll, eventfd, accept4) for the event loops.
+        .target(name: "CLinux"),
+        // Messages generated from Debian's grpc-proto files (health, reflection, testing).
+        .target(
+            name: "CURecRPCProtos",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
+        // gRPC over HTTP/2 (h2c) on libnghttp2. Knows nothing about recommendation.
+        .target(
+            name: "CURecRPC",
+            dependencies: [
+                "CNGHTTP2",
+                "CLinux",
+                "CURecRPCProtos",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "curecd",
+            dependencies: [
+                "CURecRPC",
+                "CURecRPCProtos",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "CURecRPCTests",
+            dependencies: ["CURecRPC", "CURecRPCProtos"]
+        ),
+    ]
+)

@@ -1,0 +1,4 @@
+#ifndef CURE_CNGHTTP2_SHIM_H
+#define CURE_CNGHTTP2_SHIM_H
+#include <nghttp2/nghttp2.h>
+#endif

@@ -1,0 +1,631 @@
+import CNGHTTP2
+import CLinux
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One accepted h2c connection, driven by libnghttp2 on one event loop.
+///
+/// Reads are fed to `nghttp2_session_mem_recv`; frames nghttp2 produces are coalesced into a
+/// write buffer and sent with as few `send` calls as possible. Every call on the connection
+/// is a ``ServerCall``. Confined to its loop: other threads reach it only through
+/// `EventLoop.execute`.
+final class HTTP2Connection: EventSource, @unchecked Sendable {
+    let fd: Int32
+    unowned let loop: EventLoop
+    let shared: ServerShared
+    let onClose: (HTTP2Connection) -> Void
+
+    private var session: OpaquePointer? = nil
+    private(set) var calls: [Int32: ServerCall] = [:]
+    private var writeBuffer: [UInt8] = []
+    private var writeOffset = 0
+    private var watchingWritable = false
+    private(set) var isClosed = false
+    private(set) var lastActivity: UInt64 = MonotonicClock.nanoseconds()
+    private var goingAway = false
+
+    init(fd: Int32, loop: EventLoop, shared: ServerShared, onClose: @escaping (HTTP2Connection) -> Void) throws {
+        self.fd = fd
+        self.loop = loop
+        self.shared = shared
+        self.onClose = onClose
+        writeBuffer.reserveCapacity(64 * 1024)
+
+        var option: OpaquePointer? = nil
+        nghttp2_option_new(&option)
+        defer { nghttp2_option_del(option) }
+        nghttp2_option_set_no_auto_window_update(option, 1)
+        nghttp2_option_set_max_outbound_ack(option, 10_000)
+
+        let userData = Unmanaged.passUnretained(self).toOpaque()
+        let result = nghttp2_session_server_new2(&session, HTTP2Callbacks.shared.pointer, userData, option)
+        guard result == 0, session != nil else { throw RPCServerError.http2("nghttp2_session_server_new2", result) }
+
+        let configuration = shared.configuration
+        var settings = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue),
+                                   value: configuration.maxConcurrentStreams),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue),
+                                   value: configuration.initialWindowBytes),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
+                                   value: UInt32(configuration.maxHeaderListBytes)),
+        ]
+        nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
+        nghttp2_session_set_local_window_size(
+            session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, configuration.connectionWindowBytes)
+    }
+
+    deinit {
+        if let session { nghttp2_session_del(session) }
+    }
+
+    /// Registers with the loop and sends the server's SETTINGS.
+    func start() throws {
+        try loop.register(fd: fd, events: EPOLLIN.rawValue | EPOLLRDHUP.rawValue, source: self)
+        flush()
+    }
+
+    // MARK: I/O
+
+    func handleEvents(_ events: UInt32) {
+        if events & EPOLLOUT.rawValue != 0 { flush() }
+        if isClosed { return }
+        if events & (EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue | EPOLLRDHUP.rawValue) != 0 {
+            readAvailable()
+        }
+    }
+
+    private func readAvailable() {
+        let buffer = loop.readBuffer
+        for _ in 0..<16 {
+            let count = recv(fd, buffer.baseAddress, buffer.count, 0)
+            if count > 0 {
+                lastActivity = MonotonicClock.nanoseconds()
+                let consumed = nghttp2_session_mem_recv(
+                    session, buffer.baseAddress!.assumingMemoryBound(to: UInt8.self), count)
+                if consumed < 0 {
+                    shared.logger.debug("closing connection after a protocol error", metadata: [
+                        "error": "\(String(cString: nghttp2_strerror(Int32(consumed))))"])
+                    flush()
+                    close()
+                    return
+                }
+                if count < buffer.count { break }
+            } else if count == 0 {
+                close()
+                return
+            } else {
+                if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { break }
+                close()
+                return
+            }
+        }
+        flush()
+    }
+
+    /// Sends everything nghttp2 has queued, watching for writability if the socket is full.
+    func flush() {
+        guard !isClosed, let session else { return }
+        while true {
+            if writeOffset < writeBuffer.count {
+                let sent = writeBuffer.withUnsafeBytes { raw in
+                    send(fd, raw.baseAddress! + writeOffset, raw.count - writeOffset, Int32(MSG_NOSIGNAL))
+                }
+                if sent < 0 {
+                    if errno == EAGAIN || errno == EWOULDBLOCK {
+                        watchWritable(true)
+                        return
+                    }
+                    if errno == EINTR { continue }
+                    close()
+                    return
+                }
+                writeOffset += sent
+                if writeOffset < writeBuffer.count {
+                    watchWritable(true)
+                    return
+                }
+            }
+            writeBuffer.removeAll(keepingCapacity: true)
+            writeOffset = 0
+            // Collect frames until the buffer is reasonably full.
+            while writeBuffer.count < 64 * 1024 {
+                var data: UnsafePointer<UInt8>? = nil
+                let length = nghttp2_session_mem_send(session, &data)
+                if length < 0 {
+                    close()
+                    return
+                }
+                if length == 0 { break }
+                writeBuffer.append(contentsOf: UnsafeBufferPointer(start: data, count: length))
+            }
+            if writeBuffer.isEmpty { break }
+        }
+        watchWritable(false)
+        if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
+            close()
+        }
+    }
+
+    private func watchWritable(_ on: Bool) {
+        guard on != watchingWritable else { return }
+        watchingWritable = on
+        var events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
+        if on { events |= EPOLLOUT.rawValue }
+        loop.modify(fd: fd, events: events)
+    }
+
+    /// Closes the socket and cancels every call still open.
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        loop.deregister(fd: fd)
+        Glibc.close(fd)
+        let open = calls
+        calls.removeAll()
+        for call in open.values {
+            if let timer = call.deadlineTimer { loop.cancelTimer(timer) }
+            call.channel.cancel(RPCError(.cancelled, "the connection closed"))
+        }
+        onClose(self)
+    }
+
+    // MARK: Lifecycle
+
+    /// Starts a graceful close: GOAWAY now, then the connection ends once its calls finish.
+    func beginGracefulShutdown() {
+        guard !isClosed, !goingAway, let session else { return }
+        goingAway = true
+        nghttp2_submit_shutdown_notice(session)
+        flush()
+        // A round trip later, name the last stream that will be processed.
+        loop.schedule(afterNanos: 100_000_000) { [weak self] in
+            guard let self, !self.isClosed, let session = self.session else { return }
+            nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue),
+                                  nghttp2_session_get_last_proc_stream_id(session),
+                                  UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
+            self.flush()
+        }
+    }
+
+    /// Closes the connection with GOAWAY if it has had no open calls for `idleNanos`.
+    func closeIfIdle(now: UInt64, idleNanos: UInt64) {
+        guard !isClosed, calls.isEmpty, now &- lastActivity > idleNanos, let session else { return }
+        nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue),
+                              nghttp2_session_get_last_proc_stream_id(session),
+                              UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
+        goingAway = true
+        flush()
+        close()
+    }
+
+    // MARK: Calls (invoked from the nghttp2 callbacks)
+
+    fileprivate func beginCall(streamID: Int32) {
+        let loop = self.loop
+        let connection = WeakConnection(self)
+        let call = ServerCall(
+            streamID: streamID, maxMessageBytes: shared.configuration.maxReceiveMessageBytes,
+            wakeLoop: {
+                loop.execute { connection.value?.serviceCall(streamID: streamID) }
+            })
+        calls[streamID] = call
+    }
+
+    fileprivate func receiveHeader(streamID: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let call = calls[streamID] else { return true }
+        call.headerBytes += name.count + value.count + 32
+        if call.headerBytes > shared.configuration.maxHeaderListBytes {
+            return false
+        }
+        let nameString = String(decoding: name, as: UTF8.self)
+        let valueString = String(decoding: value, as: UTF8.self)
+        if nameString.hasPrefix(":") {
+            switch nameString {
+            case ":path": call.path = valueString
+            case ":method": call.method = valueString
+            default: break
+            }
+            return true
+        }
+        switch nameString {
+        case "content-type": call.contentType = valueString
+        case "grpc-timeout": call.timeoutText = valueString
+        case "grpc-encoding": call.encoding = valueString
+        case "te", "grpc-accept-encoding", "host", "connection": break
+        default:
+            if !call.metadata.addWireHeader(name: nameString, value: valueString) {
+                call.badHeader = "metadata '\(nameString)' is not valid base64"
+            }
+        }
+        return true
+    }
+
+    fileprivate func requestHeadersComplete(streamID: Int32, endStream: Bool) {
+        guard let call = calls[streamID] else { return }
+        if let response = shared.admit(call: call, connection: self) {
+            respondWithoutHandler(call, response)
+            return
+        }
+        if call.streamsRequests { startHandler(call) }
+        if endStream { requestEnded(streamID: streamID) }
+    }
+
+    fileprivate func receiveData(streamID: Int32, data: UnsafeRawBufferPointer) {
+        guard let session else { return }
+        nghttp2_session_consume_connection(session, data.count)
+        guard let call = calls[streamID], !call.completed else {
+            nghttp2_session_consume_stream(session, streamID, data.count)
+            return
+        }
+        do {
+            try call.deframer.process(data) { message in
+                call.requestCount += 1
+                if call.streamsRequests {
+                    call.channel.deliver(message)
+                } else if call.requestCount == 1 {
+                    call.pendingRequest = message
+                } else {
+                    throw RPCError(.internal, "\(call.path) is a unary-request method but the client sent more than one message")
+                }
+            }
+        } catch let error as MessageDeframer.DeframingError {
+            fail(call, status: Self.status(for: error, path: call.path))
+            nghttp2_session_consume_stream(session, streamID, data.count)
+            return
+        } catch let error as RPCError {
+            fail(call, status: error.status)
+            nghttp2_session_consume_stream(session, streamID, data.count)
+            return
+        } catch {
+            fail(call, status: RPCStatus(code: .internal, message: "\(error)"))
+            return
+        }
+        if !call.streamsRequests || call.channel.inboundHasRoom() {
+            nghttp2_session_consume_stream(session, streamID, data.count)
+        } else {
+            call.unconsumedBytes += data.count
+        }
+    }
+
+    static func status(for error: MessageDeframer.DeframingError, path: String) -> RPCStatus {
+        switch error {
+        case .messageTooLarge(let declared, let limit):
+            return RPCStatus(code: .resourceExhausted,
+                             message: "request message of \(declared) bytes is over the \(limit)-byte limit of this server")
+        case .compressedWithoutEncoding:
+            return RPCStatus(code: .internal,
+                             message: "a request message is marked compressed but the call sent no grpc-encoding")
+        case .invalidFlag(let flag):
+            return RPCStatus(code: .internal, message: "invalid message flag byte \(flag) in the request (expected 0 or 1)")
+        }
+    }
+
+    fileprivate func requestEnded(streamID: Int32) {
+        guard let call = calls[streamID], !call.completed else { return }
+        guard call.deframer.isAtMessageBoundary else {
+            fail(call, status: RPCStatus(
+                code: .internal,
+                message: "the request ended inside a message (\(call.deframer.bufferedBytes) bytes of an incomplete message)"))
+            return
+        }
+        if call.streamsRequests {
+            call.channel.finishInbound()
+            return
+        }
+        guard call.pendingRequest != nil else {
+            fail(call, status: RPCStatus(code: .internal, message: "\(call.path) expects one request message; the client sent none"))
+            return
+        }
+        startHandler(call)
+    }
+
+    fileprivate func streamClosed(streamID: Int32, errorCode: UInt32) {
+        guard let call = calls.removeValue(forKey: streamID) else { return }
+        if let timer = call.deadlineTimer { loop.cancelTimer(timer) }
+        if !call.completed {
+            call.channel.cancel(RPCError(.cancelled, "the client cancelled the call (HTTP/2 error code \(errorCode))"))
+        }
+        call.completed = true
+    }
+
+    /// Sends the end of the response early: the call failed before or without its handler.
+    private func fail(_ call: ServerCall, status: RPCStatus) {
+        guard !call.completed else { return }
+        call.channel.abort(with: status)
+        serviceCall(call)
+    }
+
+    private func respondWithoutHandler(_ call: ServerCall, _ response: EarlyResponse) {
+        guard let session else { return }
+        call.completed = true
+        call.dispatched = true
+        var headers = HeaderBlock()
+        switch response {
+        case .httpStatus(let status):
+            headers.add(":status", String(status))
+            headers.withNameValues { nvs, count in
+                _ = nghttp2_submit_response(session, call.streamID, nvs, count, nil)
+            }
+        case .grpcStatus(let status, let trailers):
+            call.channel.abort(with: status)
+            headers.add(":status", "200")
+            headers.add("content-type", "application/grpc")
+            headers.add("grpc-status", String(status.code.rawValue))
+            if !status.message.isEmpty { headers.add("grpc-message", WireFormats.percentEncode(status.message)) }
+            headers.add(trailers)
+            headers.withNameValues { nvs, count in
+                _ = nghttp2_submit_response(session, call.streamID, nvs, count, nil)
+            }
+        }
+    }
+
+    private func startHandler(_ call: ServerCall) {
+        guard !call.dispatched, let route = call.route, let context = call.context else { return }
+        call.dispatched = true
+        switch route.handler {
+        case .inlineUnary(let handler):
+            let request = call.pendingRequest ?? []
+            call.pendingRequest = nil
+            do {
+                let response = try handler(request, context)
+                _ = call.channel.state.withLock { state in
+                    let framed = MessageFramer.frame(response)
+                    state.outbound.append(framed)
+                    state.outboundBytes += framed.count
+                    state.finalStatus = .ok
+                }
+            } catch {
+                let (status, trailers) = Self.status(for: error)
+                call.channel.finish(status, trailingMetadata: trailers)
+            }
+            serviceCall(call)
+        case .unary(let handler):
+            let request = call.pendingRequest ?? []
+            call.pendingRequest = nil
+            let channel = call.channel
+            channel.attach(task: Task {
+                do {
+                    let response = try await handler(request, context)
+                    try await channel.send(framed: MessageFramer.frame(response))
+                    channel.finish(.ok)
+                } catch {
+                    let (status, trailers) = Self.status(for: error)
+                    channel.finish(status, trailingMetadata: trailers)
+                }
+            })
+        case .serverStreaming(let handler):
+            let request = call.pendingRequest ?? []
+            call.pendingRequest = nil
+            let channel = call.channel
+            channel.attach(task: Task {
+                do {
+                    try await handler(request, context)
+                    channel.finish(.ok)
+                } catch {
+                    let (status, trailers) = Self.status(for: error)
+                    channel.finish(status, trailingMetadata: trailers)
+                }
+            })
+        case .streamingRequests(let handler):
+            let channel = call.channel
+            channel.attach(task: Task {
+                do {
+                    try await handler(context)
+                    channel.finish(.ok)
+                } catch {
+                    let (status, trailers) = Self.status(for: error)
+                    channel.finish(status, trailingMetadata: trailers)
+                }
+            })
+        }
+    }
+
+    /// The status a handler's error ends the call with.
+    static func status(for error: any Error) -> (RPCStatus, Metadata) {
+        switch error {
+        case let rpcError as RPCError:
+            return (rpcError.status, rpcError.trailingMetadata)
+        case is CancellationError:
+            return (RPCStatus(code: .cancelled, message: "the call was cancelled"), Metadata())
+        default:
+            return (RPCStatus(code: .unknown, message: "\(error)"), Metadata())
+        }
+    }
+
+    /// Arms the call's deadline timer.
+    func armDeadline(_ call: ServerCall, nanos: UInt64) {
+        let streamID = call.streamID
+        call.deadlineTimer = loop.schedule(afterNanos: nanos) { [weak self] in
+            guard let self, let call = self.calls[streamID], !call.completed else { return }
+            call.deadlineTimer = nil
+            call.channel.abort(with: RPCStatus(code: .deadlineExceeded, message: "the call's deadline passed"))
+            self.serviceCall(call)
+            self.flush()
+        }
+    }
+
+    /// Looks at a call's shared state and submits whatever response frames are due.
+    func serviceCall(streamID: Int32) {
+        guard !isClosed, let call = calls[streamID] else { return }
+        serviceCall(call)
+        flush()
+    }
+
+    private func serviceCall(_ call: ServerCall) {
+        guard let session, !call.completed else { return }
+        if call.unconsumedBytes > 0, call.channel.inboundHasRoom() {
+            nghttp2_session_consume_stream(session, call.streamID, call.unconsumedBytes)
+            call.unconsumedBytes = 0
+        }
+        let snapshot = call.channel.takeOutboundSnapshot()
+        if !call.headersSent {
+            if snapshot.hasData {
+                call.headersSent = true
+                var headers = HeaderBlock()
+                headers.add(":status", "200")
+                headers.add("content-type", "application/grpc")
+                headers.add(call.channel.initialMetadata())
+                var provider = nghttp2_data_provider()
+                provider.read_callback = HTTP2Callbacks.readResponseData
+                headers.withNameValues { nvs, count in
+                    nghttp2_submit_response(session, call.streamID, nvs, count, &provider)
+                }
+            } else if let status = snapshot.finalStatus {
+                // Trailers-only response.
+                call.headersSent = true
+                call.completed = true
+                let (_, trailing) = call.channel.trailers()
+                var headers = HeaderBlock()
+                headers.add(":status", "200")
+                headers.add("content-type", "application/grpc")
+                headers.add(call.channel.initialMetadata())
+                headers.add("grpc-status", String(status.code.rawValue))
+                if !status.message.isEmpty { headers.add("grpc-message", WireFormats.percentEncode(status.message)) }
+                headers.add(trailing)
+                headers.withNameValues { nvs, count in
+                    _ = nghttp2_submit_response(session, call.streamID, nvs, count, nil)
+                }
+                if let timer = call.deadlineTimer { loop.cancelTimer(timer) }
+            }
+        } else if call.dataDeferred {
+            call.dataDeferred = false
+            nghttp2_session_resume_data(session, call.streamID)
+        }
+    }
+
+    /// Fills a DATA frame for `streamID` (nghttp2's data source callback).
+    fileprivate func readResponseData(streamID: Int32, buffer: UnsafeMutablePointer<UInt8>, length: Int,
+                                      flags: UnsafeMutablePointer<UInt32>) -> Int {
+        guard let call = calls[streamID], let session else {
+            return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+        }
+        switch call.channel.pull(into: buffer, capacity: length) {
+        case .copied(let count):
+            return count
+        case .wouldBlock:
+            call.dataDeferred = true
+            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+        case .endOfData:
+            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
+            let (status, trailing) = call.channel.trailers()
+            var trailers = HeaderBlock()
+            trailers.add("grpc-status", String(status.code.rawValue))
+            if !status.message.isEmpty { trailers.add("grpc-message", WireFormats.percentEncode(status.message)) }
+            trailers.add(trailing)
+            trailers.withNameValues { nvs, count in
+                _ = nghttp2_submit_trailer(session, streamID, nvs, count)
+            }
+            call.completed = true
+            if let timer = call.deadlineTimer { loop.cancelTimer(timer) }
+            return 0
+        }
+    }
+
+    /// After the response ends, asks the client to stop sending if it has not finished.
+    fileprivate func responseEnded(streamID: Int32) {
+        guard let session else { return }
+        if nghttp2_session_get_stream_remote_close(session, streamID) == 0 {
+            nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamID, UInt32(NGHTTP2_NO_ERROR.rawValue))
+        }
+    }
+}
+
+/// A weak reference to a connection that calls may hold from any thread.
+final class WeakConnection: Sendable {
+    weak let value: HTTP2Connection?
+    init(_ value: HTTP2Connection) { self.value = value }
+}
+
+/// A response sent without running a handler.
+enum EarlyResponse {
+    /// A plain HTTP status (not a gRPC request at all).
+    case httpStatus(Int)
+    /// A trailers-only gRPC response.
+    case grpcStatus(RPCStatus, Metadata)
+}
+
+/// The nghttp2 callback table shared by every connection.
+///
+/// Each callback recovers its ``HTTP2Connection`` from nghttp2's `user_data`, which is an
+/// unretained pointer: the connection owns the session and outlives it.
+final class HTTP2Callbacks: @unchecked Sendable {
+    static let shared = HTTP2Callbacks()
+    let pointer: OpaquePointer
+
+    private init() {
+        var callbacks: OpaquePointer? = nil
+        nghttp2_session_callbacks_new(&callbacks)
+        pointer = callbacks!
+
+        nghttp2_session_callbacks_set_on_begin_headers_callback(pointer) { _, frame, userData in
+            guard let frame, let userData else { return 0 }
+            if frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue),
+               frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
+                HTTP2Callbacks.connection(userData).beginCall(streamID: frame.pointee.hd.stream_id)
+            }
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_header_callback(pointer) { _, frame, name, nameLength, value, valueLength, _, userData in
+            guard let frame, let userData, let name, let value else { return 0 }
+            let accepted = HTTP2Callbacks.connection(userData).receiveHeader(
+                streamID: frame.pointee.hd.stream_id,
+                name: UnsafeBufferPointer(start: name, count: nameLength),
+                value: UnsafeBufferPointer(start: value, count: valueLength))
+            return accepted ? 0 : Int32(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+        }
+        nghttp2_session_callbacks_set_on_frame_recv_callback(pointer) { _, frame, userData in
+            guard let frame, let userData else { return 0 }
+            let connection = HTTP2Callbacks.connection(userData)
+            let streamID = frame.pointee.hd.stream_id
+            let endStream = frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+            switch UInt32(frame.pointee.hd.type) {
+            case NGHTTP2_HEADERS.rawValue:
+                if frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
+                    connection.requestHeadersComplete(streamID: streamID, endStream: endStream)
+                } else if endStream {
+                    connection.requestEnded(streamID: streamID)
+                }
+            case NGHTTP2_DATA.rawValue:
+                if endStream { connection.requestEnded(streamID: streamID) }
+            default:
+                break
+            }
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(pointer) { _, _, streamID, data, length, userData in
+            guard let userData, let data else { return 0 }
+            HTTP2Callbacks.connection(userData).receiveData(
+                streamID: streamID, data: UnsafeRawBufferPointer(start: data, count: length))
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_stream_close_callback(pointer) { _, streamID, errorCode, userData in
+            guard let userData else { return 0 }
+            HTTP2Callbacks.connection(userData).streamClosed(streamID: streamID, errorCode: errorCode)
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_frame_send_callback(pointer) { _, frame, userData in
+            guard let frame, let userData else { return 0 }
+            if frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue),
+               frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 {
+                HTTP2Callbacks.connection(userData).responseEnded(streamID: frame.pointee.hd.stream_id)
+            }
+            return 0
+        }
+    }
+
+    static func connection(_ userData: UnsafeMutableRawPointer) -> HTTP2Connection {
+        Unmanaged<HTTP2Connection>.fromOpaque(userData).takeUnretainedValue()
+    }
+
+    /// `nghttp2_data_source_read_callback` for gRPC responses.
+    static let readResponseData: nghttp2_data_source_read_callback = { _, streamID, buffer, length, flags, _, userData in
+        guard let userData, let buffer, let flags else { return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
+        return HTTP2Callbacks.connection(userData).readResponseData(
+            streamID: streamID, buffer: buffer, length: length, flags: flags)
+    }
+}

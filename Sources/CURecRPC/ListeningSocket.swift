@@ -1,0 +1,160 @@
+import CLinux
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Creating, binding and inspecting non-blocking TCP listening sockets.
+enum ListeningSocket {
+    /// Opens a non-blocking listening socket on `host:port` with `SO_REUSEPORT`, so that each
+    /// event loop can own one and the kernel spreads connections over them.
+    static func open(host: String, port: Int) throws(RPCServerError) -> Int32 {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
+        var results: UnsafeMutablePointer<addrinfo>? = nil
+        let lookup = getaddrinfo(host, String(port), &hints, &results)
+        guard lookup == 0, let first = results else {
+            throw .invalidAddress("\(host):\(port)", "cannot resolve host: \(String(cString: gai_strerror(lookup)))")
+        }
+        defer { freeaddrinfo(results) }
+
+        let fd = socket(first.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .system("socket", errno) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard bind(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0 else {
+            let code = errno
+            close(fd)
+            if code == EADDRINUSE {
+                throw .invalidAddress("\(host):\(port)", "the address is already in use")
+            }
+            throw .system("bind", code)
+        }
+        guard listen(fd, 4096) == 0 else {
+            let code = errno
+            close(fd)
+            throw .system("listen", code)
+        }
+        return fd
+    }
+
+    /// The port a bound socket listens on.
+    static func boundPort(_ fd: Int32) throws(RPCServerError) -> Int {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let result = withUnsafeMutablePointer(to: &storage) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard result == 0 else { throw .system("getsockname", errno) }
+        if Int32(storage.ss_family) == AF_INET6 {
+            return withUnsafePointer(to: &storage) { pointer in
+                pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) }
+            }
+        }
+        return withUnsafePointer(to: &storage) { pointer in
+            pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+        }
+    }
+}
+
+/// Accepts connections on one loop's listening socket and owns that loop's connections.
+///
+/// Confined to its loop.
+final class LoopAcceptor: EventSource, @unchecked Sendable {
+    let loop: EventLoop
+    let shared: ServerShared
+    private var listenerFD: Int32
+    private var connections: [ObjectIdentifier: HTTP2Connection] = [:]
+    private var draining = false
+
+    init(loop: EventLoop, shared: ServerShared, listenerFD: Int32) {
+        self.loop = loop
+        self.shared = shared
+        self.listenerFD = listenerFD
+    }
+
+    /// Starts accepting and the once-a-second idle sweep. Loop thread.
+    func start() throws {
+        try loop.register(fd: listenerFD, events: EPOLLIN.rawValue, source: self)
+        scheduleSweep()
+    }
+
+    func handleEvents(_ events: UInt32) {
+        while listenerFD >= 0 {
+            let fd = curec_accept_nonblocking(listenerFD)
+            if fd < 0 {
+                if errno == EINTR || errno == ECONNABORTED { continue }
+                if errno != EAGAIN && errno != EWOULDBLOCK {
+                    shared.logger.warning("accept failed", metadata: ["errno": "\(errno)"])
+                }
+                return
+            }
+            if shared.openConnections.load(ordering: .relaxed) >= shared.configuration.maxConnections {
+                shared.logger.warning("connection limit reached; closing a new connection",
+                                      metadata: ["limit": "\(shared.configuration.maxConnections)"])
+                close(fd)
+                continue
+            }
+            var one: Int32 = 1
+            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            do {
+                let connection = try HTTP2Connection(fd: fd, loop: loop, shared: shared) { [weak self] closed in
+                    self?.connectionClosed(closed)
+                }
+                connections[ObjectIdentifier(connection)] = connection
+                shared.openConnections.add(1, ordering: .relaxed)
+                try connection.start()
+            } catch {
+                shared.logger.warning("could not set up a connection", metadata: ["error": "\(error)"])
+                close(fd)
+            }
+        }
+    }
+
+    private func connectionClosed(_ connection: HTTP2Connection) {
+        if connections.removeValue(forKey: ObjectIdentifier(connection)) != nil {
+            shared.openConnections.subtract(1, ordering: .relaxed)
+        }
+        if draining && connections.isEmpty { loop.stop() }
+    }
+
+    private func scheduleSweep() {
+        loop.schedule(afterNanos: 1_000_000_000) { [weak self] in
+            guard let self else { return }
+            let now = MonotonicClock.nanoseconds()
+            let idle = UInt64(max(0, self.shared.configuration.idleTimeout.components.seconds)) * 1_000_000_000
+            for connection in Array(self.connections.values) {
+                connection.closeIfIdle(now: now, idleNanos: idle)
+            }
+            self.scheduleSweep()
+        }
+    }
+
+    /// Stops accepting, asks every connection to finish, and stops the loop when all have
+    /// closed or `drainNanos` has passed. Loop thread.
+    func beginShutdown(drainNanos: UInt64) {
+        guard !draining else { return }
+        draining = true
+        if listenerFD >= 0 {
+            loop.deregister(fd: listenerFD)
+            close(listenerFD)
+            listenerFD = -1
+        }
+        if connections.isEmpty {
+            loop.stop()
+            return
+        }
+        for connection in Array(connections.values) { connection.beginGracefulShutdown() }
+        loop.schedule(afterNanos: drainNanos) { [weak self] in
+            guard let self else { return }
+            if !self.connections.isEmpty {
+                self.shared.logger.warning("drain timeout passed; closing connections with calls in flight",
+                                           metadata: ["connections": "\(self.connections.count)"])
+            }
+            for connection in Array(self.connections.values) { connection.close() }
+            self.loop.stop()
+        }
+    }
+}

@@ -1,0 +1,105 @@
+import Foundation
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A gRPC server over cleartext HTTP/2 (h2c with prior knowledge), built on libnghttp2.
+///
+/// The server runs one event-loop thread per configured loop, each with its own
+/// `SO_REUSEPORT` listening socket, so the kernel spreads connections across cores. Inline
+/// handlers run on those threads; all others run as Swift tasks.
+///
+/// ```swift
+/// var router = RPCRouter()
+/// router.register(HealthService())
+/// let server = try RPCServer(configuration: .init(), router: router, logger: logger)
+/// let port = try server.start()
+/// server.waitUntilStopped()
+/// ```
+public final class RPCServer: Sendable {
+    private let shared: ServerShared
+    private let loops: [EventLoop]
+    private let acceptors = Mutex<[LoopAcceptor]>([])
+    private let stoppedLoops = DispatchGroup()
+    private let portState = Mutex<Int?>(nil)
+
+    /// Creates a server; nothing is bound until ``start()``.
+    public init(configuration: RPCServerConfiguration, router: RPCRouter, logger: Logger) throws {
+        self.shared = ServerShared(configuration: configuration, router: router, logger: logger)
+        self.loops = try (0..<max(1, configuration.eventLoopCount)).map { try EventLoop(index: $0) }
+    }
+
+    /// The port the server listens on, once started.
+    public var port: Int? { portState.withLock { $0 } }
+
+    /// Binds the listening sockets and starts the event loops; returns the bound port
+    /// (useful when the configured port is 0).
+    @discardableResult
+    public func start() throws -> Int {
+        signal(SIGPIPE, SIG_IGN)
+        let configuration = shared.configuration
+        var port = configuration.port
+        var listeners: [Int32] = []
+        do {
+            for _ in loops {
+                let fd = try ListeningSocket.open(host: configuration.host, port: port)
+                listeners.append(fd)
+                if port == 0 { port = try ListeningSocket.boundPort(fd) }
+            }
+        } catch {
+            listeners.forEach { close($0) }
+            throw error
+        }
+        portState.withLock { $0 = port }
+        for (loop, listener) in zip(loops, listeners) {
+            let acceptor = LoopAcceptor(loop: loop, shared: shared, listenerFD: listener)
+            acceptors.withLock { $0.append(acceptor) }
+            stoppedLoops.enter()
+            let group = stoppedLoops
+            let logger = shared.logger
+            let thread = Thread {
+                do {
+                    try acceptor.start()
+                } catch {
+                    logger.error("event loop failed to start", metadata: ["error": "\(error)"])
+                }
+                loop.run()
+                group.leave()
+            }
+            thread.name = "curec-io-\(loop.index)"
+            thread.stackSize = 8 * 1024 * 1024
+            thread.start()
+        }
+        shared.logger.info("serving gRPC", metadata: [
+            "address": "\(configuration.host):\(port)", "event_loops": "\(loops.count)"])
+        return port
+    }
+
+    /// Begins graceful shutdown: stop accepting, send GOAWAY, let calls in flight finish
+    /// within the configured drain timeout, then stop the loops. Safe from any thread;
+    /// calling it again has no further effect.
+    public func beginGracefulShutdown() {
+        guard !shared.draining.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let drain = shared.configuration.drainTimeout.components
+        let drainNanos = UInt64(max(0, drain.seconds)) * 1_000_000_000 + UInt64(max(0, drain.attoseconds / 1_000_000_000))
+        shared.logger.info("shutting down", metadata: ["drain_timeout": "\(shared.configuration.drainTimeout)"])
+        for acceptor in acceptors.withLock({ $0 }) {
+            acceptor.loop.execute { acceptor.beginShutdown(drainNanos: drainNanos) }
+        }
+    }
+
+    /// Blocks the calling thread until every event loop has stopped.
+    public func waitUntilStopped() {
+        stoppedLoops.wait()
+    }
+
+    /// Suspends until every event loop has stopped.
+    public func stopped() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            stoppedLoops.notify(queue: .global()) { continuation.resume() }
+        }
+    }
+}

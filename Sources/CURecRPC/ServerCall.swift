@@ -1,0 +1,53 @@
+import CNGHTTP2
+
+/// One gRPC call on one HTTP/2 stream, as seen from the connection's loop thread.
+///
+/// It collects the request headers, routes the call, reassembles request messages and
+/// drives the response (headers, DATA, trailers) from the ``CallChannel`` it shares with
+/// the handler. Confined to the connection's loop.
+final class ServerCall {
+    let streamID: Int32
+    let channel: CallChannel
+
+    // Request head, filled by header callbacks.
+    var path: String = ""
+    var method: String = ""
+    var contentType: String = ""
+    var timeoutText: String? = nil
+    var encoding: String? = nil
+    var metadata = Metadata()
+    var headerBytes = 0
+    var badHeader: String? = nil
+
+    var route: Route? = nil
+    var deframer: MessageDeframer
+    /// Request messages held until END_STREAM for unary and server-streaming calls.
+    var pendingRequest: [UInt8]? = nil
+    var requestCount = 0
+    var context: ServerContext? = nil
+    var deadlineTimer: UInt64? = nil
+
+    /// The handler was started (or the call was answered without one).
+    var dispatched = false
+    /// Response headers were submitted.
+    var headersSent = false
+    /// The final status was submitted (as trailers or a trailers-only response).
+    var completed = false
+    /// nghttp2 is waiting for `resume_data` on this stream.
+    var dataDeferred = false
+    /// Flow-control credit held back while the handler is behind.
+    var unconsumedBytes = 0
+
+    init(streamID: Int32, maxMessageBytes: Int, wakeLoop: @escaping @Sendable () -> Void) {
+        self.streamID = streamID
+        self.deframer = MessageDeframer(maxMessageBytes: maxMessageBytes)
+        self.channel = CallChannel(wakeLoop: wakeLoop)
+    }
+
+    /// Whether the handler reads requests as a stream (so messages go straight to it).
+    var streamsRequests: Bool {
+        guard let route else { return false }
+        if case .streamingRequests = route.handler { return true }
+        return false
+    }
+}
