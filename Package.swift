@@ -38,11 +38,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .executableTarget(
-            name: "curecd",
+        // The daemon: configuration, services and lifecycle.
+        .target(
+            name: "CURecServer",
             dependencies: [
                 "CURecRPC",
                 "CURecRPCProtos",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "curecd",
+            dependencies: [
+                "CURecServer",
+                "CURecRPC",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

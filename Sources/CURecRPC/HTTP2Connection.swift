@@ -373,7 +373,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
             call.pendingRequest = nil
             do {
                 let response = try handler(request, context)
-                _ = call.channel.state.withLock { state in
+                call.channel.state.withLock { state in
                     let framed = MessageFramer.frame(response)
                     state.outbound.append(framed)
                     state.outboundBytes += framed.count
