@@ -39,9 +39,11 @@ import Testing
         #expect(Base64.decode(Base64.encode(bytes)) == bytes)
         #expect(Base64.decode("A") == nil)
         var metadata = Metadata()
-        #expect(metadata.addWireHeader(name: "x-trace-bin", value: "q6ur"))
+        let accepted = metadata.addWireHeader(name: "x-trace-bin", value: "q6ur")
+        #expect(accepted)
         #expect(metadata.firstBinary("x-trace-bin") == bytes)
-        #expect(!metadata.addWireHeader(name: "x-bad-bin", value: "!!!"))
+        let rejected = !metadata.addWireHeader(name: "x-bad-bin", value: "!!!")
+        #expect(rejected)
     }
 
     @Test func listenAddressesParse() throws {
