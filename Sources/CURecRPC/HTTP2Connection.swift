@@ -27,6 +27,8 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
     private(set) var isClosed = false
     private(set) var lastActivity: UInt64 = MonotonicClock.nanoseconds()
     private var goingAway = false
+    /// After a fatal protocol error: GOAWAY sent, write side shut, input discarded until EOF.
+    private var lingering = false
 
     init(fd: Int32, loop: EventLoop, shared: ServerShared, onClose: @escaping (HTTP2Connection) -> Void) throws {
         self.fd = fd
@@ -83,6 +85,12 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
         let buffer = loop.readBuffer
         for _ in 0..<16 {
             let count = recv(fd, buffer.baseAddress, buffer.count, 0)
+            if lingering {
+                if count > 0 { continue }
+                if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { return }
+                close()
+                return
+            }
             if count > 0 {
                 lastActivity = MonotonicClock.nanoseconds()
                 let consumed = nghttp2_session_mem_recv(
@@ -90,8 +98,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
                 if consumed < 0 {
                     shared.logger.debug("closing connection after a protocol error", metadata: [
                         "error": "\(String(cString: nghttp2_strerror(Int32(consumed))))"])
-                    flush()
-                    close()
+                    closeAfterProtocolError()
                     return
                 }
                 if count < buffer.count { break }
@@ -146,9 +153,21 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
             if writeBuffer.isEmpty { break }
         }
         watchWritable(false)
-        if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
+        if !lingering && nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
             close()
         }
+    }
+
+    /// Sends GOAWAY, shuts the write side and discards input until the peer closes (or a
+    /// second passes), so the peer reads the GOAWAY instead of a connection reset.
+    private func closeAfterProtocolError() {
+        guard let session else { return }
+        lingering = true
+        nghttp2_session_terminate_session(session, UInt32(NGHTTP2_PROTOCOL_ERROR.rawValue))
+        flush()
+        guard !isClosed else { return }
+        shutdown(fd, Int32(SHUT_WR))
+        loop.schedule(afterNanos: 1_000_000_000) { [weak self] in self?.close() }
     }
 
     private func watchWritable(_ on: Bool) {
