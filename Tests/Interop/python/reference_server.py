@@ -28,7 +28,9 @@ import grpc  # noqa: E402
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc  # noqa: E402
 
-from generated.grpc_testing import empty_pb2, messages_pb2, test_pb2, test_pb2_grpc  # noqa: E402
+from generated.grpc_testing import empty_pb2, messages_pb2, test_pb2_grpc  # noqa: E402
+# Registers grpc/testing/test.proto in the default descriptor pool, for reflection.
+from generated.grpc_testing import test_pb2  # noqa: E402,F401
 
 TEST_SERVICE = "grpc.testing.TestService"
 ECHO_INITIAL_KEY = "x-grpc-test-echo-initial"

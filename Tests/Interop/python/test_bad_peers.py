@@ -1,8 +1,7 @@
 """Misbehaving peers on raw sockets: the server must reject them cleanly and keep serving.
 
-Frames are written by hand; only HPACK encoding and decoding of well-formed header
-blocks uses the `hpack` package (installed with h2). After every case a normal grpcio
-call on a new connection must succeed.
+Frames are written by hand (raw_h2.py). After every case a normal grpcio call on a new
+connection must succeed.
 """
 
 import random
@@ -13,188 +12,32 @@ import subprocess
 import time
 
 import pytest
-from hpack import Decoder, Encoder, HPACKError
+from hpack import Decoder, HPACKError
 
 from generated.grpc_testing import empty_pb2, test_pb2_grpc
 from interop_support import CALL_TIMEOUT, new_channel, use_reference
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
-FLAG_END_STREAM = 0x1
-FLAG_ACK = 0x1
-FLAG_END_HEADERS = 0x4
-
-NO_ERROR = 0x0
-PROTOCOL_ERROR = 0x1
-CANCEL = 0x8
-COMPRESSION_ERROR = 0x9
-
-GRPC_OK = 0
-GRPC_RESOURCE_EXHAUSTED = 8
-
-SOCKET_TIMEOUT = 5.0  # no single read may wait longer than this
-CASE_TIMEOUT = 10.0  # a case that sees no verdict from the server within this fails
-
-
-def frame(frame_type, flags, stream_id, payload=b""):
-    return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", frame_type, flags, stream_id & 0x7FFFFFFF) + payload
-
-
-def settings_frame(ack=False):
-    return frame(SETTINGS, FLAG_ACK if ack else 0, 0)
-
-
-def rst_stream_frame(stream_id, code=CANCEL):
-    return frame(RST_STREAM, 0, stream_id, struct.pack(">I", code))
-
-
-class Frame:
-    def __init__(self, frame_type, flags, stream_id, payload):
-        self.type = frame_type
-        self.flags = flags
-        self.stream_id = stream_id
-        self.payload = payload
-
-    def goaway_error(self):
-        last_stream, code = struct.unpack(">II", self.payload[:8])
-        return code
-
-    def __repr__(self):
-        return "Frame(type=%d, flags=%#x, stream=%d, %d bytes)" % (self.type, self.flags, self.stream_id, len(self.payload))
-
-
-class Closed(Exception):
-    """The server closed (or reset) the connection."""
-
-
-class RawConnection:
-    """A minimal hand-driven HTTP/2 client connection to the server under test."""
-
-    def __init__(self, address):
-        host, port = address.rsplit(":", 1)
-        assert host in ("127.0.0.1", "localhost", "[::1]"), "raw tests talk only to loopback"
-        self.authority = address
-        self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=SOCKET_TIMEOUT)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buffer = b""
-        self.encoder = Encoder()
-        self.decoder = Decoder()
-        self.decoder.max_allowed_table_size = 65536
-
-    def close(self):
-        self.sock.close()
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def start(self):
-        """Client preface and an empty SETTINGS frame."""
-        self.send(PREFACE + settings_frame())
-
-    def _fill(self, deadline):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise socket.timeout("case deadline passed")
-        self.sock.settimeout(min(SOCKET_TIMEOUT, remaining))
-        try:
-            chunk = self.sock.recv(65536)
-        except ConnectionResetError:
-            raise Closed("connection reset")
-        if not chunk:
-            raise Closed("connection closed")
-        self.buffer += chunk
-
-    def read_raw_until_closed(self, deadline):
-        """(bytes received, whether the server closed) once it closes or the deadline passes."""
-        try:
-            while True:
-                self._fill(deadline)
-        except Closed:
-            return self.buffer, True
-        except socket.timeout:
-            return self.buffer, False
-
-    def read_frame(self, deadline):
-        while len(self.buffer) < 9:
-            self._fill(deadline)
-        length = struct.unpack(">I", b"\0" + self.buffer[:3])[0]
-        frame_type, flags, stream_id = struct.unpack(">BBI", self.buffer[3:9])
-        while len(self.buffer) < 9 + length:
-            self._fill(deadline)
-        payload = self.buffer[9 : 9 + length]
-        self.buffer = self.buffer[9 + length :]
-        received = Frame(frame_type, flags, stream_id & 0x7FFFFFFF, payload)
-        # Keep the connection healthy while reading.
-        if frame_type == SETTINGS and not flags & FLAG_ACK:
-            self.send(settings_frame(ack=True))
-        elif frame_type == PING and not flags & FLAG_ACK:
-            self.send(frame(PING, FLAG_ACK, 0, payload))
-        return received
-
-    def request_headers(self, path):
-        return [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", path),
-            (":authority", self.authority),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-        ]
-
-    def headers_frame(self, stream_id, headers, end_stream=False):
-        flags = FLAG_END_HEADERS | (FLAG_END_STREAM if end_stream else 0)
-        return frame(HEADERS, flags, stream_id, self.encoder.encode(headers))
-
-    def decode_headers(self, received):
-        block = received.payload
-        if received.flags & 0x8:  # PADDED
-            pad = block[0]
-            block = block[1 : len(block) - pad]
-        if received.flags & 0x20:  # PRIORITY
-            block = block[5:]
-        return [(k.decode() if isinstance(k, bytes) else k, v.decode() if isinstance(v, bytes) else v) for k, v in self.decoder.decode(block, raw=True)]
-
-    def read_response(self, stream_id, deadline):
-        """Header blocks and DATA of one stream until it ends (END_STREAM or RST_STREAM).
-
-        Returns (list of header lists, data bytes, rst code or None).
-        """
-        header_blocks = []
-        data = b""
-        while True:
-            received = self.read_frame(deadline)
-            if received.type == GOAWAY:
-                raise AssertionError("unexpected GOAWAY (error %#x, %r)" % (received.goaway_error(), received.payload[8:]))
-            if received.type == HEADERS:
-                # Headers must be decoded in order on the connection, whatever the stream.
-                decoded = self.decode_headers(received)
-                assert received.flags & FLAG_END_HEADERS, "CONTINUATION not expected for small header blocks"
-                if received.stream_id == stream_id:
-                    header_blocks.append(decoded)
-                    if received.flags & FLAG_END_STREAM:
-                        return header_blocks, data, None
-            elif received.type == DATA and received.stream_id == stream_id:
-                data += received.payload
-                if received.payload:
-                    self.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", len(received.payload))))
-                if received.flags & FLAG_END_STREAM:
-                    return header_blocks, data, None
-            elif received.type == RST_STREAM and received.stream_id == stream_id:
-                return header_blocks, data, struct.unpack(">I", received.payload)[0]
-
-
-def read_until_goaway_or_close(conn, deadline):
-    """Frames until a GOAWAY arrives or the connection closes; returns (frames, goaway or None)."""
-    frames = []
-    try:
-        while True:
-            received = conn.read_frame(deadline)
-            frames.append(received)
-            if received.type == GOAWAY:
-                return frames, received
-    except Closed:
-        return frames, None
+from raw_h2 import (
+    CANCEL,
+    CASE_TIMEOUT,
+    COMPRESSION_ERROR,
+    CONTINUATION,
+    DATA,
+    FLAG_END_HEADERS,
+    FLAG_END_STREAM,
+    GOAWAY,
+    GRPC_OK,
+    GRPC_RESOURCE_EXHAUSTED,
+    HEADERS,
+    PREFACE,
+    RST_STREAM,
+    Closed,
+    RawConnection,
+    deadline,
+    frame,
+    grpc_status,
+    read_until_goaway_or_close,
+    rst_stream_frame,
+)
 
 
 @pytest.fixture
@@ -214,18 +57,6 @@ def server_still_serves(server_address):
         assert stub.EmptyCall(empty_pb2.Empty(), timeout=CALL_TIMEOUT) == empty_pb2.Empty()
     finally:
         channel.close()
-
-
-def deadline():
-    return time.monotonic() + CASE_TIMEOUT
-
-
-def grpc_status(header_blocks):
-    """grpc-status from the trailers (the last header block), as an int."""
-    assert header_blocks, "no response headers"
-    trailers = dict(header_blocks[-1])
-    assert "grpc-status" in trailers, "no grpc-status in final header block: %r" % (header_blocks,)
-    return int(trailers["grpc-status"])
 
 
 # --------------------------------------------------------------------------- cases
@@ -415,3 +246,36 @@ def test_many_streams_opened_and_reset(raw):
                 raw.decode_headers(received)
     except (Closed, socket.timeout):
         pass
+
+
+def test_continuation_flood(raw):
+    """One header block spread over 1,000 CONTINUATION frames (about 100 KB of headers).
+
+    The server may drop the connection (libnghttp2 allows 8 CONTINUATIONs), send GOAWAY,
+    refuse the stream or even serve it (grpc C-core does); it must not hang or stop
+    serving others. The raw connection is read until the stream or connection ends.
+    """
+    raw.start()
+    headers = raw.request_headers("/grpc.testing.TestService/EmptyCall")
+    headers += [("x-filler-%04d" % i, "v" * 80) for i in range(1000)]
+    block = raw.encoder.encode(headers)
+    size = -(-len(block) // 1001)
+    pieces = [block[i : i + size] for i in range(0, len(block), size)]
+    frames = [frame(HEADERS, 0, 1, pieces[0])]
+    frames += [frame(CONTINUATION, 0, 1, p) for p in pieces[1:-1]]
+    frames.append(frame(CONTINUATION, FLAG_END_HEADERS, 1, pieces[-1]))
+    try:
+        raw.send(b"".join(frames) + frame(DATA, FLAG_END_STREAM, 1, b"\0\0\0\0\0"))
+        end = deadline()
+        while True:
+            received = raw.read_frame(end)
+            if received.type == GOAWAY or (received.type == RST_STREAM and received.stream_id == 1):
+                break
+            if received.type == HEADERS:
+                raw.decode_headers(received)
+                if received.stream_id == 1 and received.flags & FLAG_END_STREAM:
+                    break
+    except Closed:
+        pass  # dropped while we were still sending
+    except socket.timeout:
+        pytest.fail("no verdict on a 1,000-frame header block within %ss" % CASE_TIMEOUT)
