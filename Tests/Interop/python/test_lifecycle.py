@@ -1,0 +1,79 @@
+"""Start-up and SIGTERM behaviour, each case on a server process of its own."""
+
+import os
+import re
+import time
+
+import grpc
+import pytest
+
+from generated.grpc_testing import empty_pb2, messages_pb2, test_pb2_grpc
+from interop_support import CALL_TIMEOUT, Daemon, new_channel
+
+pytestmark = pytest.mark.skipif(
+    bool(os.environ.get("CURECD_ADDR")), reason="needs to start its own server (CURECD_ADDR is set)"
+)
+
+
+@pytest.fixture
+def own_daemon():
+    server = Daemon().start()
+    yield server
+    if server.proc.poll() is None:
+        server.proc.kill()
+        server.proc.wait()
+
+
+def test_port_file_and_sigterm_when_idle(own_daemon):
+    with open(own_daemon.port_file) as f:
+        text = f.read()
+    assert re.fullmatch(r"[1-9][0-9]*\n", text), repr(text)
+    channel = new_channel(own_daemon.address)
+    try:
+        stub = test_pb2_grpc.TestServiceStub(channel)
+        stub.EmptyCall(empty_pb2.Empty(), timeout=CALL_TIMEOUT)
+    finally:
+        channel.close()
+    started = time.monotonic()
+    assert own_daemon.stop() == 0, own_daemon.log_tail()
+    assert time.monotonic() - started < 5.0
+
+
+def test_sigterm_with_idle_open_connection(own_daemon):
+    """An idle client connection must not keep the server from stopping promptly."""
+    channel = new_channel(own_daemon.address)
+    try:
+        stub = test_pb2_grpc.TestServiceStub(channel)
+        stub.EmptyCall(empty_pb2.Empty(), timeout=CALL_TIMEOUT)
+        started = time.monotonic()
+        assert own_daemon.stop() == 0, own_daemon.log_tail()
+        assert time.monotonic() - started < 5.0
+    finally:
+        channel.close()
+
+
+def test_sigterm_lets_inflight_call_finish(own_daemon):
+    channel = new_channel(own_daemon.address)
+    try:
+        stub = test_pb2_grpc.TestServiceStub(channel)
+        request = messages_pb2.StreamingOutputCallRequest(
+            response_parameters=[messages_pb2.ResponseParameters(size=100, interval_us=400_000) for _ in range(5)]
+        )
+        responses = stub.StreamingOutputCall(request, timeout=CALL_TIMEOUT)
+        assert len(next(responses).payload.body) == 100
+        own_daemon.proc.terminate()  # SIGTERM
+        time.sleep(0.3)
+        # New connections are no longer served while the call drains.
+        late = new_channel(own_daemon.address)
+        try:
+            with pytest.raises(grpc.RpcError) as excinfo:
+                test_pb2_grpc.TestServiceStub(late).EmptyCall(empty_pb2.Empty(), timeout=1.0, wait_for_ready=False)
+            assert excinfo.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        finally:
+            late.close()
+        rest = list(responses)
+        assert [len(r.payload.body) for r in rest] == [100] * 4
+        assert responses.code() == grpc.StatusCode.OK
+    finally:
+        channel.close()
+    assert own_daemon.stop() == 0, own_daemon.log_tail()
