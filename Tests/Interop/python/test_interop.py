@@ -342,3 +342,34 @@ def test_concurrent_calls_on_one_channel(stub):
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+def test_many_concurrent_calls(stub):
+    """300 unary calls in flight at once on one connection."""
+    futures = [
+        stub.UnaryCall.future(messages_pb2.SimpleRequest(response_size=i, payload=payload(i)), timeout=30)
+        for i in range(300)
+    ]
+    for i, future in enumerate(futures):
+        assert len(future.result().payload.body) == i
+
+
+def test_large_client_stream(stub):
+    """20 MB upstream: the server must keep opening its receive windows."""
+    count, size = 200, 100 * 1024
+    requests = (messages_pb2.StreamingInputCallRequest(payload=payload(size)) for _ in range(count))
+    response = stub.StreamingInputCall(requests, timeout=60)
+    assert response.aggregated_payload_size == count * size
+
+
+def test_large_bidi_exchange(stub):
+    """Both directions busy at once: 50 requests of 200 KB, each answered by 200 KB."""
+    size = 200 * 1024
+    requests = (streaming_request(size, payload_size=size) for _ in range(50))
+    sizes = [len(r.payload.body) for r in stub.FullDuplexCall(requests, timeout=60)]
+    assert sizes == [size] * 50
+
+
+def test_response_just_under_client_limit(stub):
+    response = stub.UnaryCall(messages_pb2.SimpleRequest(response_size=4 * 1024 * 1024 - 64), timeout=CALL_TIMEOUT)
+    assert len(response.payload.body) == 4 * 1024 * 1024 - 64
