@@ -6,6 +6,7 @@ client stops reading), plus server-side enforcement of grpc-timeout.
 """
 
 import time
+import urllib.parse
 
 import pytest
 
@@ -65,7 +66,10 @@ def unary_body(response_size, payload_size=0):
 def expect_ok_unary(raw, stream_id, response_size):
     header_blocks, data, rst = raw.read_response(stream_id, deadline())
     assert rst is None, "stream reset with %#x" % rst
-    assert dict(header_blocks[0]).get(":status") == "200"
+    assert len(header_blocks) == 2, "want response headers and trailers: %r" % header_blocks
+    headers = dict(header_blocks[0])
+    assert headers.get(":status") == "200"
+    assert headers.get("content-type", "").startswith("application/grpc"), headers
     assert grpc_status(header_blocks) == GRPC_OK, header_blocks
     (message,) = grpc_messages(data)
     response = messages_pb2.SimpleResponse.FromString(message)
@@ -167,19 +171,20 @@ def test_stalled_stream_does_not_block_other_streams(raw):
     expect_ok_unary(raw, 5, 30000)
 
 
-def test_server_enforces_grpc_timeout(raw):
-    """With grpc-timeout: 200m and a 3 s sleep, the server must end the call by itself."""
+@pytest.mark.parametrize("timeout", ["200m", "200000u", "1S"])
+def test_server_enforces_grpc_timeout(raw, timeout):
+    """With grpc-timeout of at most 1 s (at most 8 digits) and a 3 s sleep, the server must end the call by itself."""
     request = messages_pb2.StreamingOutputCallRequest(
         response_parameters=[messages_pb2.ResponseParameters(size=1, interval_us=3_000_000)]
     )
     started = time.monotonic()
     raw.send(
-        raw.headers_frame(1, raw.request_headers(TEST_SERVICE_PATH + "StreamingOutputCall", [("grpc-timeout", "200m")]))
+        raw.headers_frame(1, raw.request_headers(TEST_SERVICE_PATH + "StreamingOutputCall", [("grpc-timeout", timeout)]))
         + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(request.SerializeToString()))
     )
     header_blocks, data, rst = raw.read_response(1, deadline())
     elapsed = time.monotonic() - started
-    assert elapsed < 2.0, "call ended only after %.1fs" % elapsed
+    assert elapsed < 2.5, "call ended only after %.1fs" % elapsed
     assert data == b"", "a response was sent after the deadline"
     if rst is None:
         assert grpc_status(header_blocks) == GRPC_DEADLINE_EXCEEDED
@@ -222,3 +227,36 @@ def test_response_frames_respect_max_frame_size(raw):
     assert sizes and max(sizes) <= 16384, sizes
     (message,) = grpc_messages(body)
     assert len(messages_pb2.SimpleResponse.FromString(message).payload.body) == 100000
+
+
+SPECIAL_STATUS_MESSAGE = "\t\ntest with whitespace\r\nand Unicode BMP \u263a and non-BMP \U0001f608\t\n"
+
+
+def test_status_message_is_percent_encoded(raw):
+    """grpc-message goes on the wire percent-encoded (UTF-8), printable ASCII only."""
+    request = messages_pb2.SimpleRequest(
+        response_status=messages_pb2.EchoStatus(code=2, message=SPECIAL_STATUS_MESSAGE)
+    )
+    raw.send(
+        raw.headers_frame(1, raw.request_headers(TEST_SERVICE_PATH + "UnaryCall"))
+        + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(request.SerializeToString()))
+    )
+    header_blocks, data, rst = raw.read_response(1, deadline())
+    assert rst is None
+    trailers = dict(header_blocks[-1])
+    assert trailers.get("grpc-status") == "2"
+    wire = trailers.get("grpc-message")
+    assert wire is not None
+    assert all(0x20 <= ord(c) <= 0x7E for c in wire), repr(wire)
+    assert urllib.parse.unquote(wire, encoding="utf-8", errors="strict") == SPECIAL_STATUS_MESSAGE
+
+
+def test_unknown_method_gets_unimplemented(raw):
+    raw.send(
+        raw.headers_frame(1, raw.request_headers("/grpc.testing.NoSuchService/NoSuchMethod"))
+        + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(b""))
+    )
+    header_blocks, data, rst = raw.read_response(1, deadline())
+    assert rst is None
+    assert dict(header_blocks[0]).get(":status") == "200"
+    assert grpc_status(header_blocks) == 12  # UNIMPLEMENTED
