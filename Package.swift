@@ -20,6 +20,16 @@ let package = Package(
             pkgConfig: "libnghttp2",
             providers: [.apt(["libnghttp2-dev"])]
         ),
+        // OpenBLAS (Debian libopenblas-dev): every matrix product goes through cblas.
+        .systemLibrary(
+            name: "COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        // Float32 tensors, explicit forward/backward kernels, AdamW, safetensors.
+        .target(name: "CURecTensor", dependencies: ["COpenBLAS"]),
+        // GPT-style LM, BPE and WordPiece tokenizers, MiniLM sentence encoder.
+        .target(name: "CURecModels", dependencies: ["CURecTensor"]),
         // Linux event APIs (epoll, eventfd, accept4) for the event loops.
         .target(name: "CLinux"),
         // Messages generated from Debian's grpc-proto files (health, reflection, testing).
@@ -56,6 +66,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .testTarget(name: "CURecTensorTests", dependencies: ["CURecTensor"]),
+        .testTarget(name: "CURecModelsTests", dependencies: ["CURecModels", "CURecTensor"]),
         .testTarget(
             name: "CURecRPCTests",
             dependencies: ["CURecRPC", "CURecRPCProtos"]

@@ -1,0 +1,4 @@
+#ifndef CUREC_COPENBLAS_SHIM_H
+#define CUREC_COPENBLAS_SHIM_H
+#include <cblas.h>
+#endif

@@ -1,0 +1,4 @@
+import Testing
+import CURecModels
+
+@Test func modelsLibraryLinks() { #expect(CURecModelsLibrary.formatVersion == 1) }

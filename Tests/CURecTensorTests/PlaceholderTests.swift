@@ -1,0 +1,4 @@
+import Testing
+import CURecTensor
+
+@Test func tensorLibraryLinks() { #expect(CURecTensorLibrary.formatVersion == 1) }
