@@ -14,7 +14,7 @@ import time
 import pytest
 from hpack import Decoder, HPACKError
 
-from generated.grpc_testing import empty_pb2, test_pb2_grpc
+from generated.grpc_testing import empty_pb2, messages_pb2, test_pb2_grpc
 from interop_support import CALL_TIMEOUT, new_channel, use_reference
 from raw_h2 import (
     CANCEL,
@@ -34,6 +34,7 @@ from raw_h2 import (
     RawConnection,
     deadline,
     frame,
+    grpc_frame,
     grpc_status,
     read_until_goaway_or_close,
     rst_stream_frame,
@@ -279,3 +280,57 @@ def test_continuation_flood(raw):
         pass  # dropped while we were still sending
     except socket.timeout:
         pytest.fail("no verdict on a 1,000-frame header block within %ss" % CASE_TIMEOUT)
+
+
+def test_abrupt_disconnect_mid_calls(server_address):
+    """Calls in every state, then the TCP connection is reset (SO_LINGER 0)."""
+    conn = RawConnection(server_address)
+    conn.start()
+    sleepy = messages_pb2.StreamingOutputCallRequest(
+        response_parameters=[messages_pb2.ResponseParameters(size=10, interval_us=500_000) for _ in range(10)]
+    )
+    big = messages_pb2.StreamingOutputCallRequest(
+        response_parameters=[messages_pb2.ResponseParameters(size=64 * 1024) for _ in range(50)]
+    )
+    conn.send(
+        # A server stream that sleeps between responses.
+        conn.headers_frame(1, conn.request_headers("/grpc.testing.TestService/StreamingOutputCall"))
+        + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(sleepy.SerializeToString()))
+        # A server stream blocked on flow control.
+        + conn.headers_frame(3, conn.request_headers("/grpc.testing.TestService/StreamingOutputCall"))
+        + frame(DATA, FLAG_END_STREAM, 3, grpc_frame(big.SerializeToString()))
+        # A client stream with half a message.
+        + conn.headers_frame(5, conn.request_headers("/grpc.testing.TestService/StreamingInputCall"))
+        + frame(DATA, 0, 5, b"\x00\x00\x00\x10\x00\x0a")
+        # A bidi stream waiting for requests.
+        + conn.headers_frame(7, conn.request_headers("/grpc.testing.TestService/FullDuplexCall"))
+    )
+    time.sleep(0.3)
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+    time.sleep(0.6)  # past the next wake-up of the sleeping stream
+
+
+def test_many_idle_connections(server_address):
+    """Connections that send the preface and then nothing do not keep others from service."""
+    idle = []
+    try:
+        for _ in range(50):
+            conn = RawConnection(server_address)
+            conn.start()
+            idle.append(conn)
+        half = []
+        for _ in range(20):
+            conn = RawConnection(server_address)
+            conn.send(PREFACE[:10])  # not even a whole preface
+            half.append(conn)
+        idle.extend(half)
+        channel = new_channel(server_address)
+        try:
+            stub = test_pb2_grpc.TestServiceStub(channel)
+            assert stub.EmptyCall(empty_pb2.Empty(), timeout=CALL_TIMEOUT) == empty_pb2.Empty()
+        finally:
+            channel.close()
+    finally:
+        for conn in idle:
+            conn.close()
