@@ -425,3 +425,80 @@ func TestSlowReaderDoesNotBlockOtherCalls(t *testing.T) {
 	cancel()
 	checkChannelWorks(t, client)
 }
+
+func TestManyConcurrentCalls(t *testing.T) {
+	client := newClient(t)
+	const calls = 300
+	errs := make(chan error, calls)
+	for i := 0; i < calls; i++ {
+		go func(size int) {
+			reply, err := client.UnaryCall(callContext(t), &pb.SimpleRequest{ResponseSize: int32(size), Payload: newPayload(size)})
+			if err == nil && len(reply.GetPayload().GetBody()) != size {
+				err = status.Errorf(codes.Internal, "got %d bytes, want %d", len(reply.GetPayload().GetBody()), size)
+			}
+			errs <- err
+		}(i)
+	}
+	for i := 0; i < calls; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestLargeClientStream(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	stream, err := newClient(t).StreamingInputCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const count, size = 200, 100 * 1024
+	for i := 0; i < count; i++ {
+		if err := stream.Send(&pb.StreamingInputCallRequest{Payload: newPayload(size)}); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	reply, err := stream.CloseAndRecv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply.GetAggregatedPayloadSize() != count*size {
+		t.Fatalf("aggregated %d, want %d", reply.GetAggregatedPayloadSize(), count*size)
+	}
+}
+
+func TestLargeBidiExchange(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	stream, err := newClient(t).FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const count, size = 50, 200 * 1024
+	sendErr := make(chan error, 1)
+	go func() {
+		for i := 0; i < count; i++ {
+			if err := stream.Send(streamingRequest(size, 0, size)); err != nil {
+				sendErr <- err
+				return
+			}
+		}
+		sendErr <- stream.CloseSend()
+	}()
+	for i := 0; i < count; i++ {
+		reply, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		if len(reply.GetPayload().GetBody()) != size {
+			t.Fatalf("response %d has %d bytes", i, len(reply.GetPayload().GetBody()))
+		}
+	}
+	if _, err := stream.Recv(); err != io.EOF {
+		t.Fatalf("after the last response: %v", err)
+	}
+	if err := <-sendErr; err != nil {
+		t.Fatal(err)
+	}
+}
