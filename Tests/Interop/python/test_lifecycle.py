@@ -9,6 +9,18 @@ import pytest
 
 from generated.grpc_testing import empty_pb2, messages_pb2, test_pb2_grpc
 from interop_support import CALL_TIMEOUT, Daemon, new_channel
+from raw_h2 import (
+    DATA,
+    FLAG_END_STREAM,
+    GOAWAY,
+    NO_ERROR,
+    Closed,
+    RawConnection,
+    deadline,
+    frame,
+    grpc_frame,
+    grpc_status,
+)
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("CURECD_ADDR")), reason="needs to start its own server (CURECD_ADDR is set)"
@@ -76,4 +88,28 @@ def test_sigterm_lets_inflight_call_finish(own_daemon):
         assert responses.code() == grpc.StatusCode.OK
     finally:
         channel.close()
+    assert own_daemon.stop() == 0, own_daemon.log_tail()
+
+
+def test_sigterm_sends_goaway_to_idle_connection(own_daemon):
+    conn = RawConnection(own_daemon.address)
+    try:
+        conn.start()
+        conn.send(conn.headers_frame(1, conn.request_headers("/grpc.testing.TestService/EmptyCall")) + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(b"")))
+        header_blocks, data, rst = conn.read_response(1, deadline())
+        assert grpc_status(header_blocks) == 0
+        own_daemon.proc.terminate()  # SIGTERM
+        goaway = None
+        end = deadline()
+        try:
+            while True:
+                received = conn.read_frame(end)
+                if received.type == GOAWAY:
+                    goaway = received
+        except Closed:
+            pass
+        assert goaway is not None, "connection closed without GOAWAY"
+        assert goaway.goaway_error() == NO_ERROR, "GOAWAY error %#x" % goaway.goaway_error()
+    finally:
+        conn.close()
     assert own_daemon.stop() == 0, own_daemon.log_tail()
