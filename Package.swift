@@ -30,6 +30,8 @@ let package = Package(
         .target(name: "CURecTensor", dependencies: ["COpenBLAS"]),
         // GPT-style LM, BPE and WordPiece tokenizers, MiniLM sentence encoder.
         .target(name: "CURecModels", dependencies: ["CURecTensor"]),
+        // Datasets (RecBole atomic files), leave-one-out splits, ranking metrics.
+        .target(name: "CURecData"),
         // Linux event APIs (epoll, eventfd, accept4) for the event loops.
         .target(name: "CLinux"),
         // Messages generated from Debian's grpc-proto files (health, reflection, testing).
@@ -66,6 +68,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .testTarget(name: "CURecDataTests", dependencies: ["CURecData"]),
         .testTarget(name: "CURecTensorTests", dependencies: ["CURecTensor"]),
         .testTarget(name: "CURecModelsTests", dependencies: ["CURecModels", "CURecTensor"]),
         .testTarget(
