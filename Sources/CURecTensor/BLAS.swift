@@ -1,0 +1,102 @@
+import COpenBLAS
+import Synchronization
+
+/// Row-major matrix products through `cblas_sgemm`.
+///
+/// Threading: by default OpenBLAS is switched to one thread and ``gemm`` splits large products
+/// over ``Parallel/workers`` itself, so no OpenBLAS thread spins while the element-wise kernels
+/// run on the same cores. ``threading`` can hand the threading back to OpenBLAS instead.
+public enum BLAS {
+    /// Who splits a matrix product over the cores.
+    public enum Threading: Int, Sendable {
+        /// OpenBLAS runs single-threaded; ``gemm`` splits the output over the workers.
+        case split = 0
+        /// OpenBLAS uses its own thread pool with ``Parallel/workers`` threads.
+        case openBLAS = 1
+    }
+
+    private static let mode = Atomic<Int>(-1)
+
+    /// The current threading mode (``Threading/split`` unless changed).
+    public static var threading: Threading {
+        get { Threading(rawValue: max(0, mode.load(ordering: .relaxed))) ?? .split }
+        set { apply(newValue) }
+    }
+
+    private static func apply(_ t: Threading) {
+        mode.store(t.rawValue, ordering: .relaxed)
+        openblas_set_num_threads(t == .split ? 1 : Int32(Parallel.workers))
+    }
+
+    @inline(__always) private static func ensureConfigured() {
+        if mode.load(ordering: .relaxed) < 0 { apply(.split) }
+    }
+
+    /// Makes OpenBLAS single-threaded so callers may run independent products concurrently.
+    ///
+    /// Returns the mode to restore with ``restore(_:)``.
+    public static func enterConcurrentRegion() -> Threading {
+        ensureConfigured()
+        let old = threading
+        if old == .openBLAS { openblas_set_num_threads(1) }
+        return old
+    }
+
+    /// Restores the mode saved by ``enterConcurrentRegion()``.
+    public static func restore(_ old: Threading) {
+        if old == .openBLAS { openblas_set_num_threads(Int32(Parallel.workers)) }
+    }
+
+    /// `C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C`, all row-major.
+    ///
+    /// `op(A)` is `A` (`A` stored `[M, lda>=K]`) or, with `transA`, `Aᵀ` (`A` stored `[K, lda>=M]`);
+    /// likewise for `B` (`[K, ldb>=N]` or, transposed, `[N, ldb>=K]`).
+    /// Large products are split over the workers by output rows or columns.
+    public static func gemm(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int,
+        beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        if m == 0 || n == 0 { return }
+        ensureConfigured()
+        let flops = 2 * m * n * k
+        let workers = Parallel.workers
+        if threading == .openBLAS || workers == 1 || flops < 2_000_000 {
+            single(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+            return
+        }
+        let sa = SendablePointer(UnsafeMutablePointer(mutating: a))
+        let sb = SendablePointer(UnsafeMutablePointer(mutating: b))
+        let sc = SendablePointer(c)
+        if m >= n {
+            // Split the rows of C (and of op(A)).
+            Parallel.forRange(m, grain: 16) { r in
+                let aOff = transA ? r.lowerBound : r.lowerBound * lda
+                single(transA, transB, r.count, n, k, alpha, sa.p + aOff, lda, sb.p, ldb,
+                       beta, sc.p + r.lowerBound * ldc, ldc)
+            }
+        } else {
+            // Split the columns of C (and of op(B)).
+            Parallel.forRange(n, grain: 16) { r in
+                let bOff = transB ? r.lowerBound * ldb : r.lowerBound
+                single(transA, transB, m, r.count, k, alpha, sa.p, lda, sb.p + bOff, ldb,
+                       beta, sc.p + r.lowerBound, ldc)
+            }
+        }
+    }
+
+    /// One `cblas_sgemm` call on the calling thread, no splitting.
+    @inline(__always)
+    public static func single(
+        _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
+        _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
+        _ b: UnsafePointer<Float>, _ ldb: Int,
+        _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
+    ) {
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                    transB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb),
+                    beta, c, Int32(ldc))
+    }
+}
