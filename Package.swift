@@ -7,6 +7,10 @@ let package = Package(
     products: [
         .executable(name: "curecd", targets: ["curecd"]),
         .library(name: "CURecRPC", targets: ["CURecRPC"]),
+        // Plugins, each a shared library loaded by the daemon at run time.
+        .library(name: "CURecBPR", type: .dynamic, targets: ["BPRPlugin"]),
+        .library(name: "CURecCollaborativeReward", type: .dynamic, targets: ["CollaborativeRewardPlugin"]),
+        .library(name: "CURecPopularity", type: .dynamic, targets: ["PopularityPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
@@ -32,6 +36,41 @@ let package = Package(
         .target(name: "CURecModels", dependencies: ["CURecTensor"]),
         // Datasets (RecBole atomic files), leave-one-out splits, ranking metrics.
         .target(name: "CURecData"),
+        // The plugin C ABI: one header, include/curec_plugin.h.
+        .target(name: "CURecPluginABI"),
+        // Loads, checks, hot-swaps and retires plugin libraries.
+        .target(
+            name: "CURecPluginHost",
+            dependencies: ["CURecPluginABI", .product(name: "Logging", package: "swift-log")]
+        ),
+        // Helpers for writing plugins in Swift (statically linked into each plugin).
+        .target(name: "CURecPluginKit", dependencies: ["CURecPluginABI"]),
+        .target(
+            name: "BPRPlugin",
+            dependencies: ["CURecPluginKit", "CURecPluginABI"],
+            path: "Plugins/bpr",
+            swiftSettings: [.unsafeFlags(["-O"])]
+        ),
+        .target(
+            name: "CollaborativeRewardPlugin",
+            dependencies: ["CURecPluginKit", "CURecPluginABI"],
+            path: "Plugins/collaborative-reward",
+            swiftSettings: [.unsafeFlags(["-O"])]
+        ),
+        // protobuf-c (Debian libprotobuf-c-dev), for the C plugin's config message.
+        .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
+        .target(
+            name: "PopularityPlugin",
+            dependencies: ["CURecPluginABI", "CProtobufC"],
+            path: "Plugins/popularity",
+            exclude: ["popularity_config.proto"],
+            cSettings: [.unsafeFlags(["-O2"])]
+        ),
+        // Messages and services of the daemon's API, generated from Protos/curec/v1.
+        .target(
+            name: "CURecProto",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
         // Linux event APIs (epoll, eventfd, accept4) for the event loops.
         .target(name: "CLinux"),
         // Messages generated from Debian's grpc-proto files (health, reflection, testing).

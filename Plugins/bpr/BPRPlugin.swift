@@ -1,0 +1,206 @@
+import CURecPluginABI
+import CURecPluginKit
+import Foundation
+
+/// Bayesian Personalized Ranking matrix factorisation (Rendle et al., 2009).
+///
+/// score(u, i) = p_u · q_i + b_i, trained by SGD on (user, positive, sampled negative)
+/// triples to maximise ln σ(score(u, i) − score(u, j)) with L2 regularisation.
+///
+/// Config (JSON, every field optional): `factors` (64), `epochs` (40), `learning_rate`
+/// (0.05), `regularization` (0.002), `seed` (42), `version_label` ("1.0.0").
+final class BPRPlugin: SwiftPlugin, @unchecked Sendable {
+    struct Config: Codable {
+        var factors: Int?
+        var epochs: Int?
+        var learning_rate: Float?
+        var regularization: Float?
+        var seed: UInt64?
+        var version_label: String?
+    }
+
+    struct Meta: Codable {
+        var users: Int
+        var items: Int
+        var factors: Int
+    }
+
+    let factors: Int
+    let epochs: Int
+    let learningRate: Float
+    let regularization: Float
+    let seed: UInt64
+    let version: String
+
+    // Trained state (written only by train/load, which the host never overlaps with scoring).
+    private var userCount = 0
+    private var itemCount = 0
+    private var userFactors: [Float] = []
+    private var itemFactors: [Float] = []
+    private var itemBias: [Float] = []
+    private var trained = false
+
+    init(config: [UInt8]) throws(PluginFailure) {
+        let parsed = try decodeJSONConfig(Config.self, from: config, plugin: "bpr")
+        factors = parsed.factors ?? 64
+        epochs = parsed.epochs ?? 40
+        learningRate = parsed.learning_rate ?? 0.05
+        regularization = parsed.regularization ?? 0.002
+        seed = parsed.seed ?? 42
+        version = parsed.version_label ?? "1.0.0"
+        guard (1...1024).contains(factors) else {
+            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "bpr config: factors must be 1...1024, got \(factors)")
+        }
+        guard epochs >= 0, learningRate > 0, regularization >= 0 else {
+            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT,
+                                "bpr config: epochs must be >= 0, learning_rate > 0 and regularization >= 0")
+        }
+    }
+
+    var facts: PluginFacts {
+        var facts = PluginFacts(name: "bpr", version: version, kind: CUREC_PLUGIN_KIND_RECOMMENDER)
+        facts.isTrained = trained
+        return facts
+    }
+
+    func train(_ data: TrainingView, hooks: TrainingHooks) throws(PluginFailure) {
+        guard data.users.count > 0, data.userCount > 0, data.itemCount > 1 else {
+            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "bpr needs at least one interaction and two items")
+        }
+        let users = data.userCount, items = data.itemCount, k = factors
+        var random = SplitMix64(seed: seed)
+        var p = (0..<(users * k)).map { _ in random.nextGaussian() * 0.1 }
+        var q = (0..<(items * k)).map { _ in random.nextGaussian() * 0.1 }
+        var bias = [Float](repeating: 0, count: items)
+        // Each user's positives, for negative sampling.
+        var seen = [Set<UInt32>](repeating: [], count: users)
+        for index in 0..<data.users.count {
+            guard Int(data.users[index]) < users, Int(data.items[index]) < items else {
+                throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "interaction \(index) has an out-of-range user or item")
+            }
+            seen[Int(data.users[index])].insert(data.items[index])
+        }
+        let samples = data.users.count
+        let lr = learningRate, reg = regularization
+        for epoch in 0..<epochs {
+            if hooks.isCancelled { throw PluginFailure(CUREC_STATUS_CANCELLED, "bpr training was cancelled") }
+            var lossSum: Double = 0
+            p.withUnsafeMutableBufferPointer { p in
+            q.withUnsafeMutableBufferPointer { q in
+            bias.withUnsafeMutableBufferPointer { bias in
+                for _ in 0..<samples {
+                    let index = Int(random.next() % UInt64(samples))
+                    let u = Int(data.users[index]), i = Int(data.items[index])
+                    var j = Int(random.next() % UInt64(items))
+                    var attempts = 0
+                    while seen[u].contains(UInt32(j)) && attempts < 20 {
+                        j = Int(random.next() % UInt64(items))
+                        attempts += 1
+                    }
+                    let pu = u * k, qi = i * k, qj = j * k
+                    var x = bias[i] - bias[j]
+                    for f in 0..<k { x += p[pu + f] * (q[qi + f] - q[qj + f]) }
+                    // d/dx ln σ(x) = σ(−x)
+                    let g = 1 / (1 + exp(x))
+                    lossSum += Double(log1p(exp(-x)))
+                    bias[i] += lr * (g - reg * bias[i])
+                    bias[j] += lr * (-g - reg * bias[j])
+                    for f in 0..<k {
+                        let pf = p[pu + f], qif = q[qi + f], qjf = q[qj + f]
+                        p[pu + f] += lr * (g * (qif - qjf) - reg * pf)
+                        q[qi + f] += lr * (g * pf - reg * qif)
+                        q[qj + f] += lr * (-g * pf - reg * qjf)
+                    }
+                }
+            }}}
+            hooks.progress(step: epoch + 1, total: epochs, metrics: ["loss": lossSum / Double(samples)])
+        }
+        userCount = users
+        itemCount = items
+        userFactors = p
+        itemFactors = q
+        itemBias = bias
+        trained = true
+    }
+
+    func scoreRecommender(user: UInt32, history: UnsafeBufferPointer<UInt32>, candidates: UnsafeBufferPointer<UInt32>,
+                          scores: UnsafeMutableBufferPointer<Float>) throws(PluginFailure) {
+        guard trained else { throw PluginFailure(CUREC_STATUS_FAILED_PRECONDITION, "bpr is not trained yet") }
+        guard Int(user) < userCount else {
+            throw PluginFailure(CUREC_STATUS_NOT_FOUND, "user index \(user) is not in the trained model (\(userCount) users)")
+        }
+        let k = factors, pu = Int(user) * k
+        userFactors.withUnsafeBufferPointer { p in
+        itemFactors.withUnsafeBufferPointer { q in
+            for (slot, item) in candidates.enumerated() {
+                let qi = Int(item) * k
+                guard Int(item) < itemCount else { scores[slot] = -.infinity; continue }
+                var sum = itemBias[Int(item)]
+                for f in 0..<k { sum += p[pu + f] * q[qi + f] }
+                scores[slot] = sum
+            }
+        }}
+        if let bad = candidates.first(where: { Int($0) >= itemCount }) {
+            throw PluginFailure(CUREC_STATUS_NOT_FOUND, "item index \(bad) is not in the trained model (\(itemCount) items)")
+        }
+    }
+
+    func save(directory: String) throws(PluginFailure) {
+        guard trained else { throw PluginFailure(CUREC_STATUS_FAILED_PRECONDITION, "bpr is not trained; nothing to save") }
+        let meta = Meta(users: userCount, items: itemCount, factors: factors)
+        do {
+            try JSONEncoder().encode(meta).write(to: URL(fileURLWithPath: directory + "/bpr.json"), options: .atomic)
+        } catch {
+            throw PluginFailure(CUREC_STATUS_INTERNAL, "cannot write \(directory)/bpr.json: \(error.localizedDescription)")
+        }
+        try FloatArrayFile.write(userFactors, to: directory + "/user_factors.f32")
+        try FloatArrayFile.write(itemFactors, to: directory + "/item_factors.f32")
+        try FloatArrayFile.write(itemBias, to: directory + "/item_bias.f32")
+    }
+
+    func load(directory: String) throws(PluginFailure) {
+        guard let data = FileManager.default.contents(atPath: directory + "/bpr.json") else {
+            throw PluginFailure(CUREC_STATUS_NOT_FOUND, "\(directory)/bpr.json is missing: not a bpr artifact")
+        }
+        let meta: Meta
+        do {
+            meta = try JSONDecoder().decode(Meta.self, from: data)
+        } catch {
+            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "\(directory)/bpr.json is malformed: \(error)")
+        }
+        guard meta.factors == factors else {
+            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT,
+                                "the artifact has \(meta.factors) factors but this instance is configured for \(factors)")
+        }
+        let p = try FloatArrayFile.read(directory + "/user_factors.f32", expectedCount: meta.users * meta.factors)
+        let q = try FloatArrayFile.read(directory + "/item_factors.f32", expectedCount: meta.items * meta.factors)
+        let b = try FloatArrayFile.read(directory + "/item_bias.f32", expectedCount: meta.items)
+        userCount = meta.users
+        itemCount = meta.items
+        userFactors = p
+        itemFactors = q
+        itemBias = b
+        trained = true
+    }
+}
+
+/// SplitMix64: a small, fast, seedable generator (deterministic training).
+struct SplitMix64 {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A standard normal sample (Box–Muller).
+    mutating func nextGaussian() -> Float {
+        let u1 = max(Double(next() >> 11) / Double(1 << 53), 1e-12)
+        let u2 = Double(next() >> 11) / Double(1 << 53)
+        return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
+    }
+}

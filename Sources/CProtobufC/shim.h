@@ -1,0 +1,4 @@
+#ifndef CUREC_CPROTOBUFC_SHIM_H
+#define CUREC_CPROTOBUFC_SHIM_H
+#include <protobuf-c/protobuf-c.h>
+#endif

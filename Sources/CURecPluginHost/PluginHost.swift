@@ -1,0 +1,144 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// Finds, loads, hot-swaps and retires plugin instances.
+///
+/// Each loaded instance is registered under a name. `instance(named:)` hands out a strong
+/// reference, so a call in flight keeps its instance (and library) alive even while a reload
+/// swaps a new one in; the old instance is destroyed and its library closed when the last
+/// such reference is released.
+public final class PluginHost: Sendable {
+    /// A loaded instance as listed by the host.
+    public struct Status: Sendable {
+        public var name: String
+        public var library: String
+        public var generation: UInt64
+        public var description: PluginDescription
+    }
+
+    /// Directories searched for plugin libraries, in order.
+    public let searchDirectories: [String]
+    private let cacheDirectory: String
+    private let logger: Logger
+    private let instances = Mutex<[String: PluginInstance]>([:])
+    private let generations = Mutex<[String: UInt64]>([:])
+    /// Serializes load/unload/reload so two reloads of one name cannot interleave.
+    private let adminLock = Mutex<Void>(())
+
+    /// Creates a host. `cacheDirectory` holds private copies of loaded libraries.
+    public init(searchDirectories: [String], cacheDirectory: String, logger: Logger) {
+        self.searchDirectories = searchDirectories
+        self.cacheDirectory = cacheDirectory
+        self.logger = logger
+        try? FileManager.default.removeItem(atPath: cacheDirectory)
+    }
+
+    /// Resolves a library name (file name in a search directory) or path to a file.
+    public func resolve(library: String) throws(PluginHostError) -> String {
+        if library.hasPrefix("/") {
+            guard FileManager.default.fileExists(atPath: library) else {
+                throw .libraryNotFound(name: library, searched: [library])
+            }
+            return library
+        }
+        let candidates = [library, "lib\(library).so", "\(library).so"]
+        for directory in searchDirectories {
+            for candidate in candidates {
+                let path = (directory as NSString).appendingPathComponent(candidate)
+                if FileManager.default.fileExists(atPath: path) { return path }
+            }
+        }
+        throw .libraryNotFound(name: library, searched: searchDirectories)
+    }
+
+    /// Shared libraries in the search directories that export the CURec plugin ABI.
+    public func availableLibraries() -> [String] {
+        var found: [String] = []
+        for directory in searchDirectories {
+            guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { continue }
+            for name in names.sorted() where name.hasSuffix(".so") {
+                let path = (directory as NSString).appendingPathComponent(name)
+                if PluginLibrary.probe(path: path) { found.append(path) }
+            }
+        }
+        return found
+    }
+
+    /// Creates an instance of `library` with `config` without registering it.
+    ///
+    /// `prepare` runs before the instance is returned (train it or load an artifact).
+    public func makeInstance(name: String, library: String, config: [UInt8],
+                             prepare: (PluginInstance) throws -> Void = { _ in }) throws -> PluginInstance {
+        let path = try resolve(library: library)
+        let loaded = try PluginLibrary(path: path, cacheDirectory: cacheDirectory)
+        let generation = generations.withLock { $0[name, default: 0] + 1 }
+        let instance = try PluginInstance(name: name, generation: generation, library: loaded, config: config)
+        try prepare(instance)
+        return instance
+    }
+
+    /// Loads and registers a new instance; fails if the name is taken.
+    @discardableResult
+    public func load(name: String, library: String, config: [UInt8],
+                     prepare: (PluginInstance) throws -> Void = { _ in }) throws -> PluginInstance {
+        try adminLock.withLock { _ in
+            if instances.withLock({ $0[name] }) != nil { throw PluginHostError.instanceExists(name) }
+            let instance = try makeInstance(name: name, library: library, config: config, prepare: prepare)
+            generations.withLock { $0[name] = instance.generation }
+            instances.withLock { $0[name] = instance }
+            configs.withLock { $0[name] = config }
+            logger.info("plugin loaded", metadata: [
+                "name": "\(name)", "library": "\(instance.libraryPath)", "generation": "\(instance.generation)"])
+            return instance
+        }
+    }
+
+    private let configs = Mutex<[String: [UInt8]]>([:])
+
+    /// Brings up a new instance beside the serving one and switches to it atomically.
+    ///
+    /// `library` nil reuses the current library path (re-read from disk); `config` nil reuses
+    /// the current config. If anything fails the old instance keeps serving and the error is
+    /// thrown. Calls in flight finish on the old instance, which is destroyed after them.
+    @discardableResult
+    public func reload(name: String, library: String? = nil, config: [UInt8]? = nil,
+                       prepare: (PluginInstance) throws -> Void = { _ in }) throws -> PluginInstance {
+        try adminLock.withLock { _ in
+            guard let current = instances.withLock({ $0[name] }) else { throw PluginHostError.instanceNotFound(name) }
+            let libraryPath = library ?? current.libraryPath
+            let newConfig = config ?? configs.withLock { $0[name] ?? [] }
+            let replacement = try makeInstance(name: name, library: libraryPath, config: newConfig, prepare: prepare)
+            generations.withLock { $0[name] = replacement.generation }
+            instances.withLock { $0[name] = replacement }
+            configs.withLock { $0[name] = newConfig }
+            logger.info("plugin reloaded", metadata: [
+                "name": "\(name)", "library": "\(replacement.libraryPath)", "generation": "\(replacement.generation)"])
+            return replacement
+        }
+    }
+
+    /// Unregisters an instance; it is destroyed once calls in flight release it.
+    public func unload(name: String) throws {
+        try adminLock.withLock { _ in
+            guard instances.withLock({ $0.removeValue(forKey: name) }) != nil else {
+                throw PluginHostError.instanceNotFound(name)
+            }
+            _ = configs.withLock { $0.removeValue(forKey: name) }
+            logger.info("plugin unloaded", metadata: ["name": "\(name)"])
+        }
+    }
+
+    /// The serving instance named `name`, if any. Cheap: one lock and a dictionary lookup.
+    public func instance(named name: String) -> PluginInstance? {
+        instances.withLock { $0[name] }
+    }
+
+    /// Every loaded instance.
+    public func list() -> [Status] {
+        let current = instances.withLock { Array($0.values) }
+        return current.sorted { $0.name < $1.name }.map {
+            Status(name: $0.name, library: $0.libraryPath, generation: $0.generation, description: $0.describe())
+        }
+    }
+}

@@ -1,0 +1,58 @@
+/// Why a plugin could not be loaded or called. Each case maps to a gRPC status code.
+public enum PluginHostError: Error, CustomStringConvertible, Sendable {
+    /// dlopen refused the file.
+    case notASharedLibrary(path: String, reason: String)
+    /// The library does not export the CURec ABI entry points.
+    case missingSymbol(path: String, symbol: String)
+    /// The plugin was built for an ABI the host cannot serve.
+    case incompatibleABI(path: String, pluginMajor: UInt32, pluginMinor: UInt32, hostMajor: UInt32, hostMinor: UInt32)
+    /// No library of that name in the plugin directories.
+    case libraryNotFound(name: String, searched: [String])
+    /// No plugin instance has that name.
+    case instanceNotFound(String)
+    /// An instance of that name is already loaded.
+    case instanceExists(String)
+    /// The plugin reported an error (code is a gRPC status code).
+    case plugin(code: Int32, message: String, function: String, instance: String)
+    /// The instance is of the wrong kind for the call.
+    case wrongKind(instance: String, expected: String, actual: String)
+    /// A host-side failure (copying the library, creating directories).
+    case host(String)
+
+    /// The gRPC status code for this error.
+    public var statusCode: Int {
+        switch self {
+        case .notASharedLibrary, .missingSymbol, .incompatibleABI: return 9  // FAILED_PRECONDITION
+        case .libraryNotFound, .instanceNotFound: return 5  // NOT_FOUND
+        case .instanceExists: return 6  // ALREADY_EXISTS
+        case .plugin(let code, _, _, _): return Int(code == 0 ? 13 : code)
+        case .wrongKind: return 3  // INVALID_ARGUMENT
+        case .host: return 13  // INTERNAL
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .notASharedLibrary(let path, let reason):
+            return "\(path) is not a loadable shared library: \(reason)"
+        case .missingSymbol(let path, let symbol):
+            return "\(path) does not export \(symbol): it is not a CURec plugin or was built against an incomplete ABI"
+        case .incompatibleABI(let path, let pluginMajor, let pluginMinor, let hostMajor, let hostMinor):
+            return "\(path) was built for plugin ABI \(pluginMajor).\(pluginMinor) but this daemon provides \(hostMajor).\(hostMinor)"
+                + (pluginMajor != hostMajor ? " (major versions must match); rebuild it against curec_plugin.h \(hostMajor).x"
+                                            : " (it needs a newer daemon)")
+        case .libraryNotFound(let name, let searched):
+            return "no plugin library '\(name)' in \(searched.joined(separator: ", "))"
+        case .instanceNotFound(let name):
+            return "no plugin instance named '\(name)' is loaded"
+        case .instanceExists(let name):
+            return "a plugin instance named '\(name)' is already loaded; unload or reload it"
+        case .plugin(_, let message, let function, let instance):
+            return "plugin '\(instance)' \(function) failed: \(message)"
+        case .wrongKind(let instance, let expected, let actual):
+            return "plugin '\(instance)' is a \(actual), not a \(expected)"
+        case .host(let message):
+            return message
+        }
+    }
+}

@@ -1,0 +1,243 @@
+import CURecPluginABI
+import Foundation
+
+/// What a plugin instance does.
+public enum PluginKind: String, Sendable {
+    case recommender = "recommender"
+    case rewardModel = "reward_model"
+}
+
+/// A plugin's self-description (from `curec_plugin_describe`).
+public struct PluginDescription: Sendable, Hashable {
+    public var pluginName: String
+    public var pluginVersion: String
+    public var kind: PluginKind
+    public var itemFeatureDimension: Int
+    public var userFeatureDimension: Int
+    public var reasonEmbeddingDimension: Int
+    public var isTrained: Bool
+}
+
+/// Training data handed to a plugin, owned by the caller (arrays are copied into the view).
+public struct PluginTrainingData: Sendable {
+    public var userCount: Int
+    public var itemCount: Int
+    /// Interactions sorted by user, then time.
+    public var users: [UInt32]
+    public var items: [UInt32]
+    public var ratings: [Float]
+    public var timestamps: [Int64]
+    /// Row-major `[itemCount x itemFeatureDimension]`, or empty.
+    public var itemFeatures: [Float]
+    public var itemFeatureDimension: Int
+    public var validationUsers: [UInt32]
+    public var validationItems: [UInt32]
+
+    public init(userCount: Int, itemCount: Int, users: [UInt32], items: [UInt32], ratings: [Float], timestamps: [Int64],
+                itemFeatures: [Float] = [], itemFeatureDimension: Int = 0,
+                validationUsers: [UInt32] = [], validationItems: [UInt32] = []) {
+        self.userCount = userCount
+        self.itemCount = itemCount
+        self.users = users
+        self.items = items
+        self.ratings = ratings
+        self.timestamps = timestamps
+        self.itemFeatures = itemFeatures
+        self.itemFeatureDimension = itemFeatureDimension
+        self.validationUsers = validationUsers
+        self.validationItems = validationItems
+    }
+}
+
+/// One live plugin instance. Scoring is thread-safe; train/load must not overlap other calls
+/// (the host guarantees this by training instances before they serve).
+public final class PluginInstance: @unchecked Sendable {
+    /// The instance name in the daemon.
+    public let name: String
+    /// Increases by one per reload of `name`.
+    public let generation: UInt64
+    /// The library it came from.
+    public var libraryPath: String { library.path }
+    let library: PluginLibrary
+    private let pointer: OpaquePointer
+
+    init(name: String, generation: UInt64, library: PluginLibrary, config: [UInt8]) throws(PluginHostError) {
+        self.name = name
+        self.generation = generation
+        self.library = library
+        var error = CURecError()
+        var created: OpaquePointer? = nil
+        let status = config.withUnsafeBufferPointer { buffer in
+            library.create(buffer.baseAddress, buffer.count, &created, &error)
+        }
+        guard status == 0, let created else {
+            throw .plugin(code: status == 0 ? 13 : status,
+                          message: status == 0 ? "create returned no instance" : Self.message(error),
+                          function: "create", instance: name)
+        }
+        self.pointer = created
+    }
+
+    deinit {
+        library.destroy(pointer)
+    }
+
+    static func message(_ error: CURecError) -> String {
+        withUnsafeBytes(of: error.message) { raw in
+            let bytes = raw.prefix { $0 != 0 }
+            return String(decoding: bytes, as: UTF8.self)
+        }
+    }
+
+    private func check(_ status: Int32, _ error: CURecError, _ function: String) throws(PluginHostError) {
+        guard status == 0 else {
+            throw .plugin(code: status, message: Self.message(error), function: function, instance: name)
+        }
+    }
+
+    /// The plugin's current self-description.
+    public func describe() -> PluginDescription {
+        var info = CURecPluginInfo()
+        info.struct_size = UInt32(MemoryLayout<CURecPluginInfo>.size)
+        _ = library.describe(pointer, &info)
+        return PluginDescription(
+            pluginName: info.name.map { String(cString: $0) } ?? "",
+            pluginVersion: info.version.map { String(cString: $0) } ?? "",
+            kind: info.kind == Int32(CUREC_PLUGIN_KIND_REWARD_MODEL.rawValue) ? .rewardModel : .recommender,
+            itemFeatureDimension: Int(info.item_feature_dim),
+            userFeatureDimension: Int(info.user_feature_dim),
+            reasonEmbeddingDimension: Int(info.reason_embedding_dim),
+            isTrained: info.is_trained != 0)
+    }
+
+    /// Scores `candidates` for `user`, writing into `scores` (same count as candidates).
+    public func scoreRecommender(user: UInt32, history: [UInt32], candidates: UnsafeBufferPointer<UInt32>,
+                                 scores: UnsafeMutableBufferPointer<Float>) throws(PluginHostError) {
+        guard let score = library.scoreRecommender else {
+            throw .wrongKind(instance: name, expected: "recommender", actual: "reward model")
+        }
+        var error = CURecError()
+        let status = history.withUnsafeBufferPointer { historyBuffer in
+            var request = CURecRecommendRequest(
+                struct_size: UInt32(MemoryLayout<CURecRecommendRequest>.size), user: user,
+                history: historyBuffer.baseAddress, history_count: UInt32(historyBuffer.count),
+                candidates: candidates.baseAddress, candidate_count: UInt32(candidates.count))
+            return score(pointer, &request, scores.baseAddress, &error)
+        }
+        try check(status, error, "score")
+    }
+
+    /// One reward input.
+    public struct RewardInput: Sendable {
+        public var user: UInt32
+        public var item: UInt32
+        public var embedding: [Float]
+        public init(user: UInt32, item: UInt32, embedding: [Float]) {
+            self.user = user
+            self.item = item
+            self.embedding = embedding
+        }
+    }
+
+    /// Scores reasons; returns one reward per input.
+    public func scoreReward(_ inputs: [RewardInput]) throws(PluginHostError) -> [Float] {
+        guard let score = library.scoreReward else {
+            throw .wrongKind(instance: name, expected: "reward model", actual: "recommender")
+        }
+        var rewards = [Float](repeating: 0, count: inputs.count)
+        var error = CURecError()
+        // Keep every embedding alive while the triples point into them.
+        let flat = inputs.flatMap(\.embedding)
+        let status = flat.withUnsafeBufferPointer { embeddings -> Int32 in
+            var offset = 0
+            var triples: [CURecRewardTriple] = []
+            triples.reserveCapacity(inputs.count)
+            for input in inputs {
+                triples.append(CURecRewardTriple(
+                    user: input.user, item: input.item,
+                    reason_embedding: embeddings.baseAddress.map { $0 + offset }, dim: UInt32(input.embedding.count)))
+                offset += input.embedding.count
+            }
+            return triples.withUnsafeBufferPointer { tripleBuffer in
+                rewards.withUnsafeMutableBufferPointer { output in
+                    score(pointer, tripleBuffer.baseAddress, tripleBuffer.count, output.baseAddress, &error)
+                }
+            }
+        }
+        try check(status, error, "score")
+        return rewards
+    }
+
+    /// Trains on `data`. `progress` gets (step, total, metrics JSON); `isCancelled` is polled.
+    public func train(_ data: PluginTrainingData,
+                      progress: @escaping (UInt64, UInt64, String) -> Void = { _, _, _ in },
+                      isCancelled: @escaping () -> Bool = { false }) throws(PluginHostError) {
+        final class Hooks {
+            let progress: (UInt64, UInt64, String) -> Void
+            let isCancelled: () -> Bool
+            init(progress: @escaping (UInt64, UInt64, String) -> Void, isCancelled: @escaping () -> Bool) {
+                self.progress = progress
+                self.isCancelled = isCancelled
+            }
+        }
+        let hooks = Hooks(progress: progress, isCancelled: isCancelled)
+        var error = CURecError()
+        let status: Int32 = withExtendedLifetime(hooks) {
+            data.users.withUnsafeBufferPointer { users in
+            data.items.withUnsafeBufferPointer { items in
+            data.ratings.withUnsafeBufferPointer { ratings in
+            data.timestamps.withUnsafeBufferPointer { timestamps in
+            data.itemFeatures.withUnsafeBufferPointer { features in
+            data.validationUsers.withUnsafeBufferPointer { validationUsers in
+            data.validationItems.withUnsafeBufferPointer { validationItems in
+                var view = CURecDatasetView()
+                view.struct_size = UInt32(MemoryLayout<CURecDatasetView>.size)
+                view.user_count = UInt32(data.userCount)
+                view.item_count = UInt32(data.itemCount)
+                view.interaction_count = UInt64(users.count)
+                view.users = users.baseAddress
+                view.items = items.baseAddress
+                view.ratings = ratings.baseAddress
+                view.timestamps = timestamps.baseAddress
+                view.item_features = data.itemFeatureDimension > 0 ? features.baseAddress : nil
+                view.item_feature_dim = UInt32(data.itemFeatureDimension)
+                view.validation_count = UInt64(validationUsers.count)
+                view.validation_users = validationUsers.baseAddress
+                view.validation_items = validationItems.baseAddress
+                var callbacks = CURecTrainCallbacks()
+                callbacks.struct_size = UInt32(MemoryLayout<CURecTrainCallbacks>.size)
+                callbacks.context = Unmanaged.passUnretained(hooks).toOpaque()
+                callbacks.progress = { context, step, total, metrics in
+                    guard let context else { return }
+                    let hooks = Unmanaged<Hooks>.fromOpaque(context).takeUnretainedValue()
+                    hooks.progress(step, total, metrics.map { String(cString: $0) } ?? "{}")
+                }
+                callbacks.is_cancelled = { context in
+                    guard let context else { return 0 }
+                    return Unmanaged<Hooks>.fromOpaque(context).takeUnretainedValue().isCancelled() ? 1 : 0
+                }
+                return library.train(pointer, &view, &callbacks, &error)
+            }}}}}}}
+        }
+        try check(status, error, "train")
+    }
+
+    /// Saves the trained state into `directory` (created if needed).
+    public func save(to directory: String) throws(PluginHostError) {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw .host("cannot create \(directory): \(error.localizedDescription)")
+        }
+        var error = CURecError()
+        let status = library.save(pointer, directory, &error)
+        try check(status, error, "save")
+    }
+
+    /// Loads state saved by `save(to:)`.
+    public func load(from directory: String) throws(PluginHostError) {
+        var error = CURecError()
+        let status = library.load(pointer, directory, &error)
+        try check(status, error, "load")
+    }
+}

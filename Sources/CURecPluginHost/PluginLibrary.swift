@@ -1,0 +1,118 @@
+import CURecPluginABI
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One dlopen-ed plugin library with its resolved entry points.
+///
+/// The host loads every library from a private copy of the file, so a new build of the same
+/// path can be loaded beside the old one (dlopen would otherwise return the loaded copy).
+/// The handle is closed and the copy deleted when the last instance using it is gone.
+final class PluginLibrary: @unchecked Sendable {
+    typealias AbiVersion = @convention(c) () -> UInt32
+    typealias Create = @convention(c) (UnsafePointer<UInt8>?, Int, UnsafeMutablePointer<OpaquePointer?>?, UnsafeMutablePointer<CURecError>?) -> Int32
+    typealias Describe = @convention(c) (OpaquePointer?, UnsafeMutablePointer<CURecPluginInfo>?) -> Int32
+    typealias Train = @convention(c) (OpaquePointer?, UnsafePointer<CURecDatasetView>?, UnsafePointer<CURecTrainCallbacks>?, UnsafeMutablePointer<CURecError>?) -> Int32
+    typealias ScoreRecommender = @convention(c) (OpaquePointer?, UnsafePointer<CURecRecommendRequest>?, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<CURecError>?) -> Int32
+    typealias ScoreReward = @convention(c) (OpaquePointer?, UnsafePointer<CURecRewardTriple>?, Int, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<CURecError>?) -> Int32
+    typealias Directory = @convention(c) (OpaquePointer?, UnsafePointer<CChar>?, UnsafeMutablePointer<CURecError>?) -> Int32
+    typealias Destroy = @convention(c) (OpaquePointer?) -> Void
+
+    /// The file the library was loaded for (not the private copy).
+    let path: String
+    let abiMajor: UInt32
+    let abiMinor: UInt32
+    let create: Create
+    let describe: Describe
+    let train: Train
+    let scoreRecommender: ScoreRecommender?
+    let scoreReward: ScoreReward?
+    let save: Directory
+    let load: Directory
+    let destroy: Destroy
+    private let handle: UnsafeMutableRawPointer
+    private let loadedCopy: String
+
+    /// The ABI version of this host.
+    static let hostMajor = UInt32(CUREC_PLUGIN_ABI_VERSION_MAJOR)
+    static let hostMinor = UInt32(CUREC_PLUGIN_ABI_VERSION_MINOR)
+
+    /// Opens `path` (through a private copy in `cacheDirectory`) and checks the ABI.
+    init(path: String, cacheDirectory: String) throws(PluginHostError) {
+        self.path = path
+        let copy = (cacheDirectory as NSString).appendingPathComponent(
+            "\(UUID().uuidString)-\((path as NSString).lastPathComponent)")
+        do {
+            try FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: path, toPath: copy)
+        } catch {
+            throw .host("cannot stage plugin library \(path) for loading: \(error.localizedDescription)")
+        }
+        guard let handle = dlopen(copy, RTLD_NOW | RTLD_LOCAL) else {
+            let reason = dlerror().map { String(cString: $0) } ?? "unknown dlopen error"
+            try? FileManager.default.removeItem(atPath: copy)
+            throw .notASharedLibrary(path: path, reason: reason.replacingOccurrences(of: copy, with: path))
+        }
+        func symbol<T>(_ name: String, as type: T.Type, required: Bool = true) throws(PluginHostError) -> T? {
+            guard let address = dlsym(handle, name) else {
+                if required {
+                    dlclose(handle)
+                    try? FileManager.default.removeItem(atPath: copy)
+                    throw .missingSymbol(path: path, symbol: name)
+                }
+                return nil
+            }
+            return unsafeBitCast(address, to: type)
+        }
+        guard let abiVersion = try symbol("curec_plugin_abi_version", as: AbiVersion.self) else {
+            throw .missingSymbol(path: path, symbol: "curec_plugin_abi_version")
+        }
+        let packed = abiVersion()
+        let major = packed >> 16
+        let minor = packed & 0xFFFF
+        guard major == Self.hostMajor, minor <= Self.hostMinor else {
+            dlclose(handle)
+            try? FileManager.default.removeItem(atPath: copy)
+            throw .incompatibleABI(path: path, pluginMajor: major, pluginMinor: minor,
+                                   hostMajor: Self.hostMajor, hostMinor: Self.hostMinor)
+        }
+        self.abiMajor = major
+        self.abiMinor = minor
+        // Required entry points, then the kind-specific ones.
+        guard let create = try symbol("curec_plugin_create", as: Create.self),
+              let describe = try symbol("curec_plugin_describe", as: Describe.self),
+              let train = try symbol("curec_plugin_train", as: Train.self),
+              let save = try symbol("curec_plugin_save", as: Directory.self),
+              let load = try symbol("curec_plugin_load", as: Directory.self),
+              let destroy = try symbol("curec_plugin_destroy", as: Destroy.self) else {
+            throw .host("unreachable: a required symbol resolved to nil")
+        }
+        self.create = create
+        self.describe = describe
+        self.train = train
+        self.save = save
+        self.load = load
+        self.destroy = destroy
+        self.scoreRecommender = try symbol("curec_plugin_score_recommender", as: ScoreRecommender.self, required: false)
+        self.scoreReward = try symbol("curec_plugin_score_reward", as: ScoreReward.self, required: false)
+        self.handle = handle
+        self.loadedCopy = copy
+    }
+
+    deinit {
+        dlclose(handle)
+        try? FileManager.default.removeItem(atPath: loadedCopy)
+    }
+
+    /// Whether `path` looks like a CURec plugin: loadable and exporting the version symbol.
+    /// Loads nothing permanently.
+    static func probe(path: String) -> Bool {
+        guard let handle = dlopen(path, RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD) ?? dlopen(path, RTLD_LAZY | RTLD_LOCAL) else {
+            return false
+        }
+        defer { dlclose(handle) }
+        return dlsym(handle, "curec_plugin_abi_version") != nil
+    }
+}
