@@ -60,6 +60,7 @@ class Daemon:
         self.log_path = os.path.join(self.workdir, "server.log")
         self.proc = None
         self.port = None
+        self.terminated = False
 
     @property
     def address(self):
@@ -94,10 +95,16 @@ class Daemon:
     def alive(self):
         return self.proc is None or self.proc.poll() is None
 
-    def stop(self):
-        """Sends SIGTERM and returns the exit status (None if it had to be killed)."""
-        if self.proc.poll() is None:
+    def terminate(self):
+        """Sends SIGTERM once; stop() then only waits for the exit."""
+        if not self.terminated and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+        self.terminated = True
+
+    def stop(self):
+        """Sends SIGTERM (unless terminate() did) and returns the exit status (None if it had to be killed)."""
+        if self.proc.poll() is None:
+            self.terminate()
             try:
                 self.proc.wait(SHUTDOWN_TIMEOUT)
             except subprocess.TimeoutExpired:

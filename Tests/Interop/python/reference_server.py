@@ -224,7 +224,10 @@ def main(argv=None):
     while not stop.wait(0.2):
         pass
     health_servicer.enter_graceful_shutdown()
-    server.stop(grace=2).wait()
+    server.stop(grace=5).wait()
+    # A repeated SIGTERM during interpreter shutdown must not turn exit 0 into a kill.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0
 
 
