@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
         // libnghttp2 from the system (Debian: libnghttp2-dev).
@@ -95,6 +96,10 @@ let package = Package(
             dependencies: [
                 "CURecRPC",
                 "CURecRPCProtos",
+                "CURecProto",
+                "CURecData",
+                "CURecPluginHost",
+                .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -108,7 +113,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "CURecDataTests", dependencies: ["CURecData"]),
-        .testTarget(name: "CURecTensorTests", dependencies: ["CURecTensor"]),
+        .testTarget(name: "CURecTensorTests", dependencies: ["CURecTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "CURecModelsTests", dependencies: ["CURecModels", "CURecTensor"]),
         .testTarget(
             name: "CURecRPCTests",

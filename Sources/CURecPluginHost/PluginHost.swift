@@ -15,6 +15,13 @@ public final class PluginHost: Sendable {
         public var library: String
         public var generation: UInt64
         public var description: PluginDescription
+
+        public init(name: String, library: String, generation: UInt64, description: PluginDescription) {
+            self.name = name
+            self.library = library
+            self.generation = generation
+            self.description = description
+        }
     }
 
     /// Directories searched for plugin libraries, in order.
@@ -127,6 +134,11 @@ public final class PluginHost: Sendable {
             _ = configs.withLock { $0.removeValue(forKey: name) }
             logger.info("plugin unloaded", metadata: ["name": "\(name)"])
         }
+    }
+
+    /// The config the instance named `name` was created with.
+    public func config(of name: String) -> [UInt8]? {
+        configs.withLock { $0[name] }
     }
 
     /// The serving instance named `name`, if any. Cheap: one lock and a dictionary lookup.

@@ -9,7 +9,10 @@ import Glibc
 ///
 /// The host loads every library from a private copy of the file, so a new build of the same
 /// path can be loaded beside the old one (dlopen would otherwise return the loaded copy).
-/// The handle is closed and the copy deleted when the last instance using it is gone.
+/// When the last instance using it is gone the handle is released and the copy deleted, but
+/// the code stays mapped (RTLD_NODELETE): language runtimes, Swift's among them, keep
+/// pointers into a loaded image's metadata for the life of the process, so unmapping a
+/// library would leave them dangling. A reload therefore costs one mapping of the library.
 final class PluginLibrary: @unchecked Sendable {
     typealias AbiVersion = @convention(c) () -> UInt32
     typealias Create = @convention(c) (UnsafePointer<UInt8>?, Int, UnsafeMutablePointer<OpaquePointer?>?, UnsafeMutablePointer<CURecError>?) -> Int32
@@ -50,7 +53,7 @@ final class PluginLibrary: @unchecked Sendable {
         } catch {
             throw .host("cannot stage plugin library \(path) for loading: \(error.localizedDescription)")
         }
-        guard let handle = dlopen(copy, RTLD_NOW | RTLD_LOCAL) else {
+        guard let handle = dlopen(copy, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
             let reason = dlerror().map { String(cString: $0) } ?? "unknown dlopen error"
             try? FileManager.default.removeItem(atPath: copy)
             throw .notASharedLibrary(path: path, reason: reason.replacingOccurrences(of: copy, with: path))
@@ -107,9 +110,9 @@ final class PluginLibrary: @unchecked Sendable {
     }
 
     /// Whether `path` looks like a CURec plugin: loadable and exporting the version symbol.
-    /// Loads nothing permanently.
+    /// The probed file stays mapped (see the type's notes); probing it again maps nothing new.
     static func probe(path: String) -> Bool {
-        guard let handle = dlopen(path, RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD) ?? dlopen(path, RTLD_LAZY | RTLD_LOCAL) else {
+        guard let handle = dlopen(path, RTLD_LAZY | RTLD_LOCAL | RTLD_NODELETE) else {
             return false
         }
         defer { dlclose(handle) }

@@ -1,46 +1,98 @@
+import CURecData
+import CURecPluginHost
+import CURecProto
 import CURecRPC
 import Foundation
 import Logging
 
-/// Options of a daemon run, from flags, the environment or a config file.
+/// Options of a daemon run that are not part of the configuration file.
 public struct DaemonOptions: Sendable {
-    /// The RPC server's settings (listen address, limits, timeouts).
-    public var server = RPCServerConfiguration()
-    /// Serve `grpc.testing.TestService` for the standard interop cases.
-    public var enableInteropTesting = false
+    /// The merged configuration (defaults, file, environment, flags).
+    public var configuration = DaemonConfiguration()
     /// If set, the bound port is written here (then a newline) once the server listens.
     public var portFile: String? = nil
+    /// The directory of the running executable; searched first for plugin libraries.
+    public var executableDirectory: String? = nil
 
     /// Creates the default options.
     public init() {}
 }
 
-/// The CURec daemon: builds the services, runs the RPC server, and shuts down gracefully.
+/// The CURec daemon: loads the dataset, brings up the configured plugins (loading saved
+/// state or training on first start), serves the RPC services, and shuts down gracefully.
 public final class Daemon: Sendable {
     /// The health service, so callers can change serving status.
     public let health: HealthService
+    /// The plugin host.
+    public let plugins: PluginHost
     private let server: RPCServer
     private let options: DaemonOptions
     private let logger: Logger
 
-    /// Creates the daemon and all of its services; nothing is bound until ``start()``.
+    /// Creates the daemon: loads data and plugins (training what is missing), builds the
+    /// services. Nothing is bound until ``start()``.
     public init(options: DaemonOptions, logger: Logger) throws {
         self.options = options
         self.logger = logger
+        let configuration = options.configuration
+        try configuration.validate()
+
+        let data: ServingData?
+        do {
+            let dataset = try RecDataset.load(directory: configuration.dataset_dir, name: configuration.dataset_name)
+            data = ServingData(dataset: dataset)
+            logger.info("dataset loaded", metadata: [
+                "name": "\(dataset.name)", "users": "\(dataset.userCount)", "items": "\(dataset.itemCount)",
+                "interactions": "\(dataset.interactions.count)"])
+        } catch {
+            data = nil
+            logger.error("no dataset: recommendation RPCs will fail until one is configured",
+                         metadata: ["error": "\(error)"])
+        }
+
+        var searchDirectories: [String] = []
+        if let executableDirectory = options.executableDirectory { searchDirectories.append(executableDirectory) }
+        searchDirectories.append((configuration.data_dir as NSString).appendingPathComponent("plugins"))
+        searchDirectories.append(contentsOf: configuration.plugin_dirs)
+        let plugins = PluginHost(
+            searchDirectories: searchDirectories,
+            cacheDirectory: (configuration.data_dir as NSString).appendingPathComponent("plugin-cache/\(getpid())"),
+            logger: logger)
+        let preparer = PluginPreparer(artifacts: ArtifactStore(root: configuration.data_dir), data: data, logger: logger)
+        for spec in configuration.plugins {
+            do {
+                let config = try spec.configBytes()
+                try plugins.load(name: spec.name, library: spec.library, config: config) { instance in
+                    try preparer.prepare(instance, config: config, train: spec.train_on_start ?? true)
+                }
+            } catch {
+                logger.error("plugin not loaded", metadata: ["name": "\(spec.name)", "error": "\(error)"])
+            }
+        }
+
         let health = HealthService()
         var router = RPCRouter()
         router.register(health)
-        if options.enableInteropTesting {
+        if configuration.enable_interop_testing {
             router.register(InteropTestService())
-            health.setStatus(.serving, for: "grpc.testing.TestService")
         }
-        health.setStatus(.serving, for: "grpc.health.v1.Health")
+        if let data {
+            router.register(RecommendService(data: data, plugins: plugins, defaultRecommender: configuration.default_recommender))
+            router.register(RewardService(data: data, plugins: plugins, defaultRewardModel: configuration.default_reward_model))
+        }
+        router.register(PluginService(plugins: plugins, preparer: preparer))
+        for service in router.serviceNames { health.setStatus(.serving, for: service) }
         let reflection = try ReflectionService(
-            descriptorSets: [ReflectionService.standardDescriptorSet],
+            descriptorSets: [ReflectionService.standardDescriptorSet, Self.curecDescriptorSet],
             services: router.serviceNames)
         router.register(reflection)
         self.health = health
-        self.server = try RPCServer(configuration: options.server, router: router, logger: logger)
+        self.plugins = plugins
+        self.server = try RPCServer(configuration: try configuration.serverConfiguration(), router: router, logger: logger)
+    }
+
+    static var curecDescriptorSet: Data {
+        Data(base64Encoded: curecDescriptorSetBase64, options: .ignoreUnknownCharacters) ?? Data()
     }
 
     /// Binds and starts serving; returns the bound port and writes the port file if asked.

@@ -134,14 +134,29 @@ public enum LayerNorm {
 
 /// A fully connected layer with Conv1D (GPT-2) weight layout `[in, out]`.
 public enum Matmul {
-    /// `out[N,OC] = inp[N,C] @ weight[C,OC] + bias[OC]` (`bias` may be nil).
+    /// `out[N,OC] = residual[N,OC] + inp[N,C] @ weight[C,OC] + bias[OC]`.
+    ///
+    /// `bias` and `residual` may be nil. Passing `residual` fuses the residual connection that
+    /// follows a projection (its backward is the identity, so ``backward`` is unchanged).
     public static func forward(
         out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
-        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, N: Int, C: Int, OC: Int
+        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, N: Int, C: Int, OC: Int,
+        residual: UnsafePointer<Float>? = nil
     ) {
         var beta: Float = 0
-        if let bias {
-            let o = SendablePointer(out)
+        let o = SendablePointer(out)
+        if let residual, let bias {
+            Parallel.forRange(N, grain: 64) { r in
+                for n in r {
+                    let d = o.p + n * OC, x = residual + n * OC
+                    for i in 0..<OC { d[i] = x[i] + bias[i] }
+                }
+            }
+            beta = 1
+        } else if let residual {
+            if UnsafePointer(out) != residual { out.update(from: residual, count: N * OC) }
+            beta = 1
+        } else if let bias {
             Parallel.forRange(N, grain: 64) { r in
                 for n in r { (o.p + n * OC).update(from: bias, count: OC) }
             }

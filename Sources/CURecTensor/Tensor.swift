@@ -57,8 +57,10 @@ public final class Tensor: @unchecked Sendable {
         }
     }
 
-    /// A zero-filled tensor for internal, already validated shapes.
-    init(uncheckedZeros shape: [Int]) {
+    /// A zero-filled tensor for shapes the caller has already validated (dimensions known to be
+    /// non-negative, e.g. derived from a validated model config). Traps on a negative dimension.
+    public init(uncheckedZeros shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
         self.shape = shape
         self.count = shape.reduce(1, *)
         self.data = Tensor.allocate(count)

@@ -42,6 +42,12 @@
  *   with train or load. Different instances are independent. Callbacks passed to
  *   curec_plugin_train are called on the thread that called curec_plugin_train.
  *
+ * UNLOADING
+ *   The host loads each library from a private copy of its file, so a rebuilt library can be
+ *   loaded beside the running one. After curec_plugin_destroy of a retired instance the host
+ *   drops its handle but the code stays mapped (RTLD_NODELETE): plugins need not make their
+ *   code safe to unmap, and must not rely on library destructors running at unload.
+ *
  * IDS
  *   Users and items are dense 0-based indices (uint32), assigned by the host from the
  *   dataset; they are stable for one dataset and saved artifacts are only valid for it.

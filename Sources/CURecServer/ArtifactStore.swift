@@ -1,0 +1,61 @@
+import Foundation
+
+/// Trained plugin state on disk: `<root>/models/<name>/<version>/`, versions `v1`, `v2`, ...
+///
+/// A version directory is written under a temporary name and renamed into place when
+/// complete, so a crash never leaves a half-written version; an existing version is never
+/// overwritten.
+public struct ArtifactStore: Sendable {
+    public let root: String
+
+    public init(root: String) {
+        self.root = root
+    }
+
+    /// The directory holding every version of `name`.
+    public func directory(of name: String) -> String {
+        (root as NSString).appendingPathComponent("models/\(name)")
+    }
+
+    /// Existing versions of `name`, oldest first.
+    public func versions(of name: String) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory(of: name))) ?? []
+        return names.compactMap { entry -> (Int, String)? in
+            guard entry.hasPrefix("v"), let number = Int(entry.dropFirst()) else { return nil }
+            return (number, entry)
+        }.sorted { $0.0 < $1.0 }.map(\.1)
+    }
+
+    /// The newest complete version directory of `name`, if any.
+    public func latest(of name: String) -> String? {
+        versions(of: name).last.map { (directory(of: name) as NSString).appendingPathComponent($0) }
+    }
+
+    /// Writes a new version: `write` fills a fresh directory, which then becomes `vN+1`.
+    /// `metadata` is stored beside the files as metadata.json.
+    @discardableResult
+    public func addVersion(of name: String, metadata: [String: String], write: (String) throws -> Void) throws -> String {
+        let base = directory(of: name)
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        let staging = (base as NSString).appendingPathComponent(".staging-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        do {
+            try write(staging)
+            var meta = metadata
+            meta["created"] = ISO8601DateFormatter().string(from: Date())
+            let data = try JSONSerialization.data(withJSONObject: meta, options: [.prettyPrinted, .sortedKeys])
+            try data.write(to: URL(fileURLWithPath: (staging as NSString).appendingPathComponent("metadata.json")))
+            while true {
+                let next = (versions(of: name).last.flatMap { Int($0.dropFirst()) } ?? 0) + 1
+                let final = (base as NSString).appendingPathComponent("v\(next)")
+                if rename(staging, final) == 0 { return final }
+                if errno != EEXIST && errno != ENOTEMPTY {
+                    throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: final])
+                }
+            }
+        } catch {
+            try? FileManager.default.removeItem(atPath: staging)
+            throw error
+        }
+    }
+}

@@ -1,0 +1,64 @@
+import CURecPluginHost
+import Foundation
+import Logging
+
+/// Makes a new plugin instance ready to serve: loads the newest saved artifact made by the
+/// same plugin with the same config, or else trains it on the dataset and saves a new
+/// artifact version.
+public struct PluginPreparer: Sendable {
+    let artifacts: ArtifactStore
+    let data: ServingData?
+    let logger: Logger
+
+    /// A stable fingerprint of config bytes (FNV-1a, 64 bit), to match artifacts to configs.
+    static func fingerprint(_ bytes: [UInt8]) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01B3
+        }
+        return String(hash, radix: 16)
+    }
+
+    public func prepare(_ instance: PluginInstance, config: [UInt8], train: Bool) throws {
+        let description = instance.describe()
+        let fingerprint = Self.fingerprint(config)
+        let datasetName = data?.dataset.name ?? ""
+        for version in artifacts.versions(of: instance.name).reversed() {
+            let directory = (artifacts.directory(of: instance.name) as NSString).appendingPathComponent(version)
+            guard let metadata = Self.metadata(in: directory),
+                  metadata["plugin"] == description.pluginName,
+                  metadata["config_fingerprint"] == fingerprint,
+                  metadata["dataset"] == datasetName else { continue }
+            do {
+                try instance.load(from: directory)
+                logger.info("plugin state loaded", metadata: ["name": "\(instance.name)", "artifact": "\(directory)"])
+                return
+            } catch {
+                logger.warning("saved plugin state could not be loaded; trying an older one or training",
+                               metadata: ["name": "\(instance.name)", "artifact": "\(directory)", "error": "\(error)"])
+            }
+        }
+        guard train, let data else { return }
+        let started = Date()
+        let name = instance.name
+        let logger = self.logger
+        try instance.train(data.trainingData(), progress: { step, total, metrics in
+            logger.debug("training", metadata: ["name": "\(name)", "step": "\(step)", "total": "\(total)", "metrics": "\(metrics)"])
+        })
+        let seconds = Date().timeIntervalSince(started)
+        let directory = try artifacts.addVersion(of: instance.name, metadata: [
+            "plugin": description.pluginName, "plugin_version": description.pluginVersion,
+            "config_fingerprint": fingerprint, "dataset": datasetName, "library": instance.libraryPath,
+            "training_seconds": String(format: "%.2f", seconds),
+        ]) { staging in try instance.save(to: staging) }
+        logger.info("plugin trained", metadata: [
+            "name": "\(instance.name)", "seconds": "\(String(format: "%.2f", seconds))", "artifact": "\(directory)"])
+    }
+
+    static func metadata(in directory: String) -> [String: String]? {
+        guard let data = FileManager.default.contents(atPath: (directory as NSString).appendingPathComponent("metadata.json")),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: String] else { return nil }
+        return object
+    }
+}
