@@ -112,6 +112,8 @@ func startDaemon() (*daemon, string, error) {
 		return nil, "", err
 	}
 	cmd.Dir = root
+	// If the test binary dies (a panic in a case), take the server with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	if err := cmd.Start(); err != nil {
