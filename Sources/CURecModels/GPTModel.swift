@@ -2,7 +2,7 @@ import CURecTensor
 import Foundation
 
 /// A validated batch of token ids `[B, T]` (row-major `Int32`).
-public struct TokenBatch: Sendable, Equatable {
+public struct GPTTokenBatch: Sendable, Equatable {
     /// Rows `B`.
     public let batch: Int
     /// Tokens per row `T`.
@@ -127,7 +127,7 @@ public final class GPTModel: @unchecked Sendable {
     /// Gradients of the last ``forwardBackward(inputs:targets:)``, same layout.
     public let gradients: Tensor
     var acts: GPTActivations?
-    var lastBatch: TokenBatch?
+    var lastBatch: GPTTokenBatch?
 
     /// A model with GPT-2 initialisation: weights `N(0, 0.02²)`, residual projections
     /// (`attn.c_proj`, `mlp.c_proj`) `N(0, (0.02/√(2L))²)`, biases 0, LayerNorm weights 1.
@@ -209,7 +209,7 @@ public final class GPTModel: @unchecked Sendable {
     // MARK: Forward
 
     /// Runs the network up to the logits; they are left in `acts.logits` `[B,T,V]`.
-    func forwardLogits(_ batch: TokenBatch) -> GPTActivations {
+    func forwardLogits(_ batch: GPTTokenBatch) -> GPTActivations {
         let c = config
         let B = batch.batch, T = batch.time, N = B * T
         let L = c.layers, C = c.width, NH = c.heads
@@ -255,7 +255,7 @@ public final class GPTModel: @unchecked Sendable {
 
     /// Logits `[B, T, V]` (flat, row-major) for the token rows `inputs` `[B][T]`.
     public func logits(inputs: [[Int]]) throws(GPTError) -> [Float] {
-        let batch = try TokenBatch(rows: inputs, config: config)
+        let batch = try GPTTokenBatch(rows: inputs, config: config)
         return forwardLogits(batch).logits.values
     }
 
@@ -272,18 +272,18 @@ public final class GPTModel: @unchecked Sendable {
         return meanLoss(a.losses, tgt)
     }
 
-    func validate(inputs: [[Int]], targets: [[Int]]) throws(GPTError) -> (TokenBatch, TokenBatch) {
-        let batch = try TokenBatch(rows: inputs, config: config)
+    func validate(inputs: [[Int]], targets: [[Int]]) throws(GPTError) -> (GPTTokenBatch, GPTTokenBatch) {
+        let batch = try GPTTokenBatch(rows: inputs, config: config)
         guard targets.count == inputs.count, targets.allSatisfy({ $0.count == batch.time }) else {
             throw .targetShapeMismatch(inputs: [inputs.count, batch.time],
                                        targets: [targets.count, targets.first?.count ?? 0])
         }
-        let tgt = try TokenBatch(rows: targets, config: config, targets: true)
+        let tgt = try GPTTokenBatch(rows: targets, config: config, targets: true)
         guard tgt.ids.contains(where: { $0 >= 0 }) else { throw .noTargets }
         return (batch, tgt)
     }
 
-    func meanLoss(_ losses: Tensor, _ tgt: TokenBatch) -> Float {
+    func meanLoss(_ losses: Tensor, _ tgt: GPTTokenBatch) -> Float {
         var sum: Double = 0
         var n = 0
         for i in 0..<tgt.ids.count where tgt.ids[i] >= 0 {
@@ -307,7 +307,7 @@ public final class GPTModel: @unchecked Sendable {
         return forwardBackward(batch, tgt)
     }
 
-    func forwardBackward(_ batch: TokenBatch, _ tgt: TokenBatch) -> Float {
+    func forwardBackward(_ batch: GPTTokenBatch, _ tgt: GPTTokenBatch) -> Float {
         let c = config
         let B = batch.batch, T = batch.time, N = B * T
         let L = c.layers, C = c.width, NH = c.heads, V = c.vocab

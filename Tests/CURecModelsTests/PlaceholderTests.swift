@@ -1,4 +1,0 @@
-import Testing
-import CURecModels
-
-@Test func modelsLibraryLinks() { #expect(CURecModelsLibrary.formatVersion == 1) }
