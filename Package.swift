@@ -7,6 +7,9 @@ let package = Package(
     products: [
         .executable(name: "curecd", targets: ["curecd"]),
         .library(name: "CURecRPC", targets: ["CURecRPC"]),
+        // The plugin SDK: the C header and the Swift helpers for plugin authors.
+        .library(name: "CURecPluginABI", targets: ["CURecPluginABI"]),
+        .library(name: "CURecPluginKit", targets: ["CURecPluginKit"]),
         // Plugins, each a shared library loaded by the daemon at run time.
         .library(name: "CURecBPR", type: .dynamic, targets: ["BPRPlugin"]),
         .library(name: "CURecCollaborativeReward", type: .dynamic, targets: ["CollaborativeRewardPlugin"]),
