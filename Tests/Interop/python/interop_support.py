@@ -48,7 +48,8 @@ def daemon_command(port_file, listen="127.0.0.1:0"):
             "curecd binary %s not found (run `swift build`, set CURECD, "
             "set CURECD_ADDR, or set INTEROP_REFERENCE=1)" % binary
         )
-    return [binary] + args
+    # The interop cases need only the RPC layer: no dataset, no plugin training.
+    return [binary] + args + ["--no-plugins", "--data-dir", tempfile.mkdtemp(prefix="curec-interop-data-")]
 
 
 class Daemon:

@@ -74,6 +74,12 @@ func serverCommand(root, portFile string) (*exec.Cmd, error) {
 	if _, err := os.Stat(binary); err != nil {
 		return nil, fmt.Errorf("curecd binary %s not found (run `swift build`, set CURECD, CURECD_ADDR or INTEROP_REFERENCE=1)", binary)
 	}
+	// The interop cases need only the RPC layer: no dataset, no plugin training.
+	dataDir, err := os.MkdirTemp("", "curec-interop-data-")
+	if err != nil {
+		return nil, err
+	}
+	args = append(args, "--no-plugins", "--data-dir", dataDir)
 	return exec.Command(binary, args...), nil
 }
 
