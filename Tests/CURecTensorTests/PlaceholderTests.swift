@@ -1,4 +1,0 @@
-import Testing
-import CURecTensor
-
-@Test func tensorLibraryLinks() { #expect(CURecTensorLibrary.formatVersion == 1) }
