@@ -129,20 +129,38 @@ final class BPRPlugin: SwiftPlugin, @unchecked Sendable {
         guard Int(user) < userCount else {
             throw PluginFailure(CUREC_STATUS_NOT_FOUND, "user index \(user) is not in the trained model (\(userCount) users)")
         }
-        let k = factors, pu = Int(user) * k
+        let k = factors, pu = Int(user) * k, items = itemCount
         userFactors.withUnsafeBufferPointer { p in
         itemFactors.withUnsafeBufferPointer { q in
+        itemBias.withUnsafeBufferPointer { bias in
+            let user = p.baseAddress! + pu
             for (slot, item) in candidates.enumerated() {
-                let qi = Int(item) * k
-                guard Int(item) < itemCount else { scores[slot] = -.infinity; continue }
-                var sum = itemBias[Int(item)]
-                for f in 0..<k { sum += p[pu + f] * q[qi + f] }
-                scores[slot] = sum
+                guard Int(item) < items else { scores[slot] = -.infinity; continue }
+                scores[slot] = bias[Int(item)] + Self.dot(user, q.baseAddress! + Int(item) * k, count: k)
             }
-        }}
+        }}}
         if let bad = candidates.first(where: { Int($0) >= itemCount }) {
             throw PluginFailure(CUREC_STATUS_NOT_FOUND, "item index \(bad) is not in the trained model (\(itemCount) items)")
         }
+    }
+
+    /// a · b over `count` floats, eight lanes at a time.
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        var lanes = SIMD8<Float>()
+        var index = 0
+        while index + 8 <= count {
+            let x = UnsafeRawPointer(a + index).loadUnaligned(as: SIMD8<Float>.self)
+            let y = UnsafeRawPointer(b + index).loadUnaligned(as: SIMD8<Float>.self)
+            lanes += x * y
+            index += 8
+        }
+        var sum = lanes.sum()
+        while index < count {
+            sum += a[index] * b[index]
+            index += 1
+        }
+        return sum
     }
 
     func save(directory: String) throws(PluginFailure) {

@@ -52,9 +52,17 @@ public struct RecDataset: Sendable {
     public var itemCount: Int { items.count }
 
     /// The dense index of a user id, if known.
-    public func userIndex(_ externalID: String) -> Int32? { userIndexByID[externalID] }
+    public func userIndex(_ externalID: String) -> Int32? {
+        NumericIDTable.lookup(externalID, in: userNumericIndex) ?? userIndexByID[externalID]
+    }
     /// The dense index of an item id, if known.
-    public func itemIndex(_ externalID: String) -> Int32? { itemIndexByID[externalID] }
+    public func itemIndex(_ externalID: String) -> Int32? {
+        NumericIDTable.lookup(externalID, in: itemNumericIndex) ?? itemIndexByID[externalID]
+    }
+
+    /// Index by numeric value for ids that are canonical small decimal numbers (-1: none).
+    private let userNumericIndex: [Int32]
+    private let itemNumericIndex: [Int32]
 
     /// Column names of the atomic files.
     public struct Columns: Sendable {
@@ -165,6 +173,8 @@ public struct RecDataset: Sendable {
         for (index, item) in items.enumerated() { itemIndex[item.externalID] = Int32(index) }
         self.userIndexByID = userIndex
         self.itemIndexByID = itemIndex
+        self.userNumericIndex = NumericIDTable.build(userIndex)
+        self.itemNumericIndex = NumericIDTable.build(itemIndex)
     }
 
     private init(name: String, users: [UserInfo], items: [ItemInfo], interactions: [Interaction],
@@ -175,5 +185,48 @@ public struct RecDataset: Sendable {
         self.interactions = interactions
         self.userIndexByID = userIndexByID
         self.itemIndexByID = itemIndexByID
+        self.userNumericIndex = NumericIDTable.build(userIndexByID)
+        self.itemNumericIndex = NumericIDTable.build(itemIndexByID)
+    }
+}
+
+/// A direct-indexed table for ids written as canonical decimal numbers ("1", "1682"): a
+/// lookup parses the digits and reads an array instead of hashing a string. Ids of other
+/// shapes (and numbers beyond the table) fall back to the dictionary.
+enum NumericIDTable {
+    static let maxValue = 1 << 22
+
+    static func build(_ index: [String: Int32]) -> [Int32] {
+        var table: [Int32] = []
+        for (id, position) in index {
+            guard let value = canonicalValue(id), value < maxValue else { continue }
+            if value >= table.count { table.append(contentsOf: repeatElement(-1, count: value + 1 - table.count)) }
+            table[value] = position
+        }
+        return table
+    }
+
+    /// The id's index if it is canonical decimal and in the table; nil means "ask the dictionary".
+    @inline(__always)
+    static func lookup(_ id: String, in table: [Int32]) -> Int32? {
+        guard let value = canonicalValue(id), value < table.count else { return nil }
+        let position = table[value]
+        return position >= 0 ? position : nil
+    }
+
+    /// The value of an id made only of decimal digits without a leading zero (or "0").
+    @inline(__always)
+    static func canonicalValue(_ id: String) -> Int? {
+        let utf8 = id.utf8
+        return utf8.withContiguousStorageIfAvailable { bytes -> Int? in
+            guard !bytes.isEmpty, bytes.count <= 7 else { return nil }
+            if bytes.count > 1 && bytes[0] == UInt8(ascii: "0") { return nil }
+            var value = 0
+            for byte in bytes {
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+                value = value * 10 + Int(byte - UInt8(ascii: "0"))
+            }
+            return value
+        } ?? nil
     }
 }

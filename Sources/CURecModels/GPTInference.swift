@@ -304,9 +304,12 @@ extension GPTModel {
             }
             return V - 1
         }
-        var order = Array(0..<V)
+        // Candidates in decreasing probability: the top k through a size-k min-heap (O(V log k)),
+        // or every token when only top-p is active.
+        let k = options.topK > 0 ? min(options.topK, V) : V
+        var order = k < V ? topIndices(probs, count: k) : Array(0..<V)
         order.sort { probs[$0] > probs[$1] || (probs[$0] == probs[$1] && $0 < $1) }
-        var keep = options.topK > 0 ? min(options.topK, V) : V
+        var keep = k
         if options.topP < 1 {
             var cum: Float = 0
             let target = options.topP * sum
@@ -323,6 +326,42 @@ extension GPTModel {
             if u < 0 { return order[j] }
         }
         return order[keep - 1]
+    }
+
+    /// Indices of the `count` largest values (ties to the lower index), in no particular order.
+    static func topIndices(_ values: [Float], count: Int) -> [Int] {
+        // Min-heap ordered by (value, -index): the root is the weakest kept candidate.
+        var heap: [Int] = []
+        heap.reserveCapacity(count)
+        @inline(__always) func weaker(_ a: Int, _ b: Int) -> Bool {
+            values[a] < values[b] || (values[a] == values[b] && a > b)
+        }
+        func siftDown(_ start: Int) {
+            var i = start
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < heap.count && weaker(heap[l], heap[m]) { m = l }
+                if r < heap.count && weaker(heap[r], heap[m]) { m = r }
+                if m == i { return }
+                heap.swapAt(i, m)
+                i = m
+            }
+        }
+        for i in 0..<values.count {
+            if heap.count < count {
+                heap.append(i)
+                var c = heap.count - 1
+                while c > 0 {
+                    let p = (c - 1) / 2
+                    if weaker(heap[c], heap[p]) { heap.swapAt(c, p); c = p } else { break }
+                }
+            } else if weaker(heap[0], i) {
+                heap[0] = i
+                siftDown(0)
+            }
+        }
+        return heap
     }
 
     // MARK: Log-probabilities

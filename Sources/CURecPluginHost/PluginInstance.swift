@@ -76,7 +76,15 @@ public final class PluginInstance: @unchecked Sendable {
                           function: "create", instance: name)
         }
         self.pointer = created
+        var info = CURecPluginInfo()
+        info.struct_size = UInt32(MemoryLayout<CURecPluginInfo>.size)
+        _ = library.describe(created, &info)
+        let version = info.version.map { String(cString: $0) } ?? ""
+        self.servedBy = "\(name)@\(version)#\(generation)"
     }
+
+    /// "name@version#generation": which instance answered, for responses and logs.
+    public let servedBy: String
 
     deinit {
         library.destroy(pointer)

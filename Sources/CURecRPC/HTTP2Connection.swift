@@ -374,7 +374,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
             call.channel.abort(with: status)
             headers.add(":status", "200")
             headers.add("content-type", "application/grpc")
-            headers.add("grpc-status", String(status.code.rawValue))
+            headers.add("grpc-status", status.code.wireValue)
             if !status.message.isEmpty { headers.add("grpc-message", WireFormats.percentEncode(status.message)) }
             headers.add(trailers)
             headers.withNameValues { nvs, count in
@@ -503,7 +503,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
                 headers.add(":status", "200")
                 headers.add("content-type", "application/grpc")
                 headers.add(call.channel.initialMetadata())
-                headers.add("grpc-status", String(status.code.rawValue))
+                headers.add("grpc-status", status.code.wireValue)
                 if !status.message.isEmpty { headers.add("grpc-message", WireFormats.percentEncode(status.message)) }
                 headers.add(trailing)
                 headers.withNameValues { nvs, count in
@@ -533,7 +533,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
             let (status, trailing) = call.channel.trailers()
             var trailers = HeaderBlock()
-            trailers.add("grpc-status", String(status.code.rawValue))
+            trailers.add("grpc-status", status.code.wireValue)
             if !status.message.isEmpty { trailers.add("grpc-message", WireFormats.percentEncode(status.message)) }
             trailers.add(trailing)
             trailers.withNameValues { nvs, count in

@@ -20,6 +20,10 @@ public enum StatusCode: Int, Sendable, Hashable, CustomStringConvertible {
     case dataLoss = 15
     case unauthenticated = 16
 
+    /// The decimal text of the code, as sent in `grpc-status` (no formatting per call).
+    var wireValue: String { Self.wireValues[rawValue] }
+    private static let wireValues = (0...16).map { String($0) }
+
     public var description: String {
         switch self {
         case .ok: return "OK"

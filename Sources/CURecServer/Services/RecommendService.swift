@@ -33,8 +33,7 @@ struct RecommendService: RPCService {
     }
 
     static func servedBy(_ instance: PluginInstance) -> String {
-        let description = instance.describe()
-        return "\(instance.name)@\(description.pluginVersion)#\(instance.generation)"
+        instance.servedBy
     }
 
     func score(_ request: Curec_V1_ScoreRequest) throws(RPCError) -> Curec_V1_ScoreResponse {

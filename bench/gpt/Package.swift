@@ -1,0 +1,14 @@
+// swift-tools-version:6.1
+// Benchmark harness for the compute engine. The library sources are symlinks to the main
+// package's targets (they are not products of the main package), built here in release mode.
+import PackageDescription
+
+let package = Package(
+    name: "GPTBench",
+    targets: [
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas"),
+        .target(name: "CURecTensor", dependencies: ["COpenBLAS"]),
+        .target(name: "CURecModels", dependencies: ["CURecTensor"]),
+        .executableTarget(name: "gpt-bench", dependencies: ["CURecModels", "CURecTensor", "COpenBLAS"]),
+    ]
+)
