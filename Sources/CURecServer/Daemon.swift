@@ -26,6 +26,7 @@ public final class Daemon: Sendable {
     /// The plugin host.
     public let plugins: PluginHost
     private let server: RPCServer
+    private let recommendations: RecommendService?
     private let options: DaemonOptions
     private let logger: Logger
 
@@ -76,8 +77,11 @@ public final class Daemon: Sendable {
         if configuration.enable_interop_testing {
             router.register(InteropTestService())
         }
+        var recommendations: RecommendService? = nil
         if let data {
-            router.register(RecommendService(data: data, plugins: plugins, defaultRecommender: configuration.default_recommender))
+            let service = RecommendService(data: data, plugins: plugins, defaultRecommender: configuration.default_recommender)
+            recommendations = service
+            router.register(service)
             router.register(RewardService(data: data, plugins: plugins, defaultRewardModel: configuration.default_reward_model))
         }
         router.register(PluginService(plugins: plugins, preparer: preparer))
@@ -88,6 +92,7 @@ public final class Daemon: Sendable {
         router.register(reflection)
         self.health = health
         self.plugins = plugins
+        self.recommendations = recommendations
         self.server = try RPCServer(configuration: try configuration.serverConfiguration(), router: router, logger: logger)
     }
 
@@ -106,7 +111,25 @@ public final class Daemon: Sendable {
                 throw RPCServerError.system("rename(\(temporary), \(portFile))", errno)
             }
         }
+        logSampleRecommendations()
         return port
+    }
+
+    /// Logs what the default recommender suggests to the dataset's first user, so a newcomer
+    /// sees the daemon doing its job right away.
+    private func logSampleRecommendations() {
+        guard let recommendations, let user = recommendations.data.dataset.users.first else { return }
+        var request = Curec_V1_RecommendRequest()
+        request.userID = user.externalID
+        request.k = 5
+        request.excludeSeen = true
+        do {
+            let response = try recommendations.recommend(request)
+            let titles = response.items.map { "\($0.title) (\($0.itemID))" }.joined(separator: "; ")
+            logger.info("sample: top 5 for user \(user.externalID) by \(response.servedBy): \(titles)")
+        } catch {
+            logger.info("no sample recommendations yet", metadata: ["reason": "\(error)"])
+        }
     }
 
     /// Starts graceful shutdown: health turns NOT_SERVING, GOAWAY is sent, calls drain.
