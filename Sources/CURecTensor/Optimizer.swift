@@ -65,24 +65,29 @@ public final class AdamW: @unchecked Sendable {
         let c1 = 1 - Float(pow(Double(b1), Double(step)))
         let c2 = 1 - Float(pow(Double(b2), Double(step)))
         let n = m.count
-        let decayMask = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
-        defer { decayMask.deallocate() }
-        decayMask.initialize(repeating: 0, count: n)
-        for s in segments where s.decay {
-            let r = s.range.clamped(to: 0..<n)
-            (decayMask + r.lowerBound).update(repeating: weightDecay, count: r.count)
+        // Decay per element: segments marked `decay` get `weightDecay`, everything else 0.
+        var ranges: [(Range<Int>, Float)] = []
+        var covered = 0
+        for s in segments.sorted(by: { $0.range.lowerBound < $1.range.lowerBound }) {
+            let r = s.range.clamped(to: covered..<n)
+            if r.lowerBound > covered { ranges.append((covered..<r.lowerBound, 0)) }
+            if !r.isEmpty { ranges.append((r, s.decay ? weightDecay : 0)) }
+            covered = max(covered, r.upperBound)
         }
-        let pp = SendablePointer(params), mp = SendablePointer(m.data)
-        let vp = SendablePointer(v.data), dm = SendablePointer(decayMask)
-        Parallel.forRange(n, grain: 16384) { r in
-            for i in r {
-                let g = grads[i] * gradScale
-                let mi = b1 * mp.p[i] + (1 - b1) * g
-                let vi = b2 * vp.p[i] + (1 - b2) * g * g
-                mp.p[i] = mi
-                vp.p[i] = vi
-                let mhat = mi / c1, vhat = vi / c2
-                pp.p[i] -= lr * (mhat / (vhat.squareRoot() + e) + dm.p[i] * pp.p[i])
+        if covered < n { ranges.append((covered..<n, 0)) }
+        let pp = SendablePointer(params), mp = SendablePointer(m.data), vp = SendablePointer(v.data)
+        for (range, wd) in ranges {
+            Parallel.forRange(range.count, grain: 16384) { r in
+                for j in r {
+                    let i = range.lowerBound + j
+                    let g = grads[i] * gradScale
+                    let mi = b1 * mp.p[i] + (1 - b1) * g
+                    let vi = b2 * vp.p[i] + (1 - b2) * g * g
+                    mp.p[i] = mi
+                    vp.p[i] = vi
+                    let mhat = mi / c1, vhat = vi / c2
+                    pp.p[i] -= lr * (mhat / (vhat.squareRoot() + e) + wd * pp.p[i])
+                }
             }
         }
     }
