@@ -169,3 +169,30 @@ struct MiniLMLoadingTests {
         }
     }
 }
+
+@Suite("MiniLM kernels")
+struct MiniLMKernelTests {
+    @Test("the vectorisable erf used by GELU agrees with libm erf to Float32 precision")
+    func erfAccuracy() {
+        var worst: Double = 0
+        var z: Float = -8
+        while z <= 8 {
+            worst = max(worst, abs(Double(EncoderKernels.vectorErf(z)) - erf(Double(z))))
+            z += 1.0 / 1024
+        }
+        #expect(worst < 1e-7, "largest |error| \(worst)")
+        #expect(EncoderKernels.vectorErf(0) == 0)
+        #expect(EncoderKernels.vectorErf(.infinity) == 1 && EncoderKernels.vectorErf(-.infinity) == -1)
+    }
+
+    @Test("GELU matches x·Φ(x) computed with libm erf")
+    func geluMatchesDefinition() {
+        var values = (0..<20000).map { Float($0 - 10000) / 1000 }
+        let expected = values.map { v in Double(v) * 0.5 * (1 + erf(Double(v) / 2.0.squareRoot())) }
+        values.withUnsafeMutableBufferPointer { buffer in
+            if let base = buffer.baseAddress { EncoderKernels.gelu(base, count: buffer.count) }
+        }
+        let worst = zip(values, expected).map { abs(Double($0) - $1) / max(1, abs($1)) }.max() ?? 0
+        #expect(worst < 1e-6, "largest relative error \(worst)")
+    }
+}
