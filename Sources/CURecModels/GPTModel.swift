@@ -283,11 +283,11 @@ public final class GPTModel: @unchecked Sendable {
         return (batch, tgt)
     }
 
-    func meanLoss(_ losses: Tensor, _ tgt: GPTTokenBatch) -> Float {
+    func meanLoss(_ losses: Tensor, _ tgt: GPTTokenBatch, _ weights: [Float]? = nil) -> Float {
         var sum: Double = 0
         var n = 0
         for i in 0..<tgt.ids.count where tgt.ids[i] >= 0 {
-            sum += Double(losses[i])
+            sum += Double(losses[i]) * Double(weights?[i] ?? 1)
             n += 1
         }
         return Float(sum / Double(max(n, 1)))
@@ -301,13 +301,26 @@ public final class GPTModel: @unchecked Sendable {
     /// - Parameters:
     ///   - inputs: token ids `[B][T]`, `T <= context`.
     ///   - targets: next-token ids `[B][T]`, -1 to ignore a position.
+    ///   - weights: optional per-position weights `[B][T]` (finite); the loss becomes
+    ///     `Σ w·CE / (number of counted positions)`, e.g. advantages for a policy-gradient step.
     @discardableResult
-    public func forwardBackward(inputs: [[Int]], targets: [[Int]]) throws(GPTError) -> Float {
+    public func forwardBackward(inputs: [[Int]], targets: [[Int]],
+                                weights: [[Float]]? = nil) throws(GPTError) -> Float {
         let (batch, tgt) = try validate(inputs: inputs, targets: targets)
-        return forwardBackward(batch, tgt)
+        return forwardBackward(batch, tgt, try flatWeights(weights, batch))
     }
 
-    func forwardBackward(_ batch: GPTTokenBatch, _ tgt: GPTTokenBatch) -> Float {
+    func flatWeights(_ weights: [[Float]]?, _ batch: GPTTokenBatch) throws(GPTError) -> [Float]? {
+        guard let weights else { return nil }
+        guard weights.count == batch.batch, weights.allSatisfy({ $0.count == batch.time }) else {
+            throw .invalidArgument("weights have shape [\(weights.count), \(weights.first?.count ?? 0)] but inputs have shape [\(batch.batch), \(batch.time)]")
+        }
+        let flat = weights.flatMap { $0 }
+        guard flat.allSatisfy({ $0.isFinite }) else { throw .invalidArgument("weights must be finite") }
+        return flat
+    }
+
+    func forwardBackward(_ batch: GPTTokenBatch, _ tgt: GPTTokenBatch, _ weights: [Float]? = nil) -> Float {
         let c = config
         let B = batch.batch, T = batch.time, N = B * T
         let L = c.layers, C = c.width, NH = c.heads, V = c.vocab
@@ -315,10 +328,18 @@ public final class GPTModel: @unchecked Sendable {
         let valid = tgt.ids.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
         tgt.ids.withUnsafeBufferPointer { t in
             guard let tp = t.baseAddress else { return }
-            SoftmaxCrossEntropy.forwardBackward(losses: a.losses.data, logits: a.logits.data,
-                                                targets: tp, dloss: 1 / Float(valid), N: N, V: V)
+            if let weights {
+                weights.withUnsafeBufferPointer { wb in
+                    SoftmaxCrossEntropy.forwardBackward(
+                        losses: a.losses.data, logits: a.logits.data, targets: tp,
+                        dloss: 1 / Float(valid), weights: wb.baseAddress, N: N, V: V)
+                }
+            } else {
+                SoftmaxCrossEntropy.forwardBackward(losses: a.losses.data, logits: a.logits.data,
+                                                    targets: tp, dloss: 1 / Float(valid), N: N, V: V)
+            }
         }
-        let loss = meanLoss(a.losses, tgt)
+        let loss = meanLoss(a.losses, tgt, weights)
         gradients.zero()
         a.dresidual.zero()
         let dres = a.dresidual.data, dln = a.dln.data
@@ -379,14 +400,16 @@ public final class GPTModel: @unchecked Sendable {
     ///   - optimizer: state from ``makeOptimizer(beta1:beta2:eps:weightDecay:)``.
     ///   - learningRate: e.g. from ``CosineSchedule``.
     ///   - maxGradNorm: clip the global gradient norm to this (0 disables clipping).
+    ///   - weights: optional per-position loss weights, see ``forwardBackward(inputs:targets:weights:)``.
     @discardableResult
     public func trainStep(inputs: [[Int]], targets: [[Int]], optimizer: AdamW,
-                          learningRate: Float, maxGradNorm: Float = 1.0) throws(GPTError) -> TrainStepResult {
+                          learningRate: Float, maxGradNorm: Float = 1.0,
+                          weights: [[Float]]? = nil) throws(GPTError) -> TrainStepResult {
         guard optimizer.m.count == layout.total else {
             throw .optimizerMismatch(expected: layout.total, got: optimizer.m.count)
         }
         let (batch, tgt) = try validate(inputs: inputs, targets: targets)
-        let loss = forwardBackward(batch, tgt)
+        let loss = forwardBackward(batch, tgt, try flatWeights(weights, batch))
         guard loss.isFinite else { throw .nonFiniteLoss(loss) }
         let norm = GradientClipping.globalNorm(gradients.data, count: layout.total)
         guard norm.isFinite else { throw .nonFiniteGradient(norm: norm) }

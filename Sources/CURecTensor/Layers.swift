@@ -400,11 +400,14 @@ public enum SoftmaxCrossEntropy {
         }
     }
 
-    /// Fused training pass: replaces `logits[N,V]` in place by `dloss·(softmax − onehot)` and
-    /// writes `losses[N]`. Uses one read and one write of the logits instead of four.
+    /// Fused training pass: replaces `logits[N,V]` in place by `dloss·w[n]·(softmax − onehot)`
+    /// and writes the unweighted `losses[N]`. `weights[N]` (nil: all 1) scales each position's
+    /// gradient, e.g. advantages of a policy-gradient loss. Uses one read and one write of the
+    /// logits instead of four.
     public static func forwardBackward(
         losses: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>,
-        targets: UnsafePointer<Int32>, dloss: Float, N: Int, V: Int
+        targets: UnsafePointer<Int32>, dloss: Float, weights: UnsafePointer<Float>? = nil,
+        N: Int, V: Int
     ) {
         let l = SendablePointer(losses), lg = SendablePointer(logits)
         Parallel.forRange(N, grain: 4) { r in
@@ -426,9 +429,10 @@ public enum SoftmaxCrossEntropy {
                     sum += e
                 }
                 l.p[n] = logf(sum) - (xt - mx)
-                let g = dloss / sum
+                let scale = dloss * (weights?[n] ?? 1)
+                let g = scale / sum
                 for i in 0..<V { x[i] *= g }
-                x[t] -= dloss
+                x[t] -= scale
             }
         }
     }

@@ -143,3 +143,27 @@ struct GPTTrainingTests {
         #expect(s.learningRate(step: 100) == 0.1)
     }
 }
+
+@Suite("GPT weighted loss")
+struct GPTWeightedLossTests {
+    @Test("per-position weights scale loss and gradients; weight 0 equals an ignored target")
+    func weights() throws {
+        let config = GPTConfig(layers: 1, heads: 2, width: 16, context: 8, vocab: 20)
+        let m = try GPTModel(config: config, seed: 4)
+        let x = [[1, 2, 3, 4]], y = [[2, 3, 4, 5]]
+        let plain = try m.forwardBackward(inputs: x, targets: y)
+        let g1 = m.gradients.values
+        let doubled = try m.forwardBackward(inputs: x, targets: y, weights: [[2, 2, 2, 2]])
+        #expect(abs(doubled - 2 * plain) < 1e-5)
+        #expect(relativeError(m.gradients.values, g1.map { 2 * $0 }) < 1e-6)
+        // Weight 0 on the last position equals ignoring it, up to the 4-vs-3 normaliser.
+        let ignored = try m.forwardBackward(inputs: x, targets: [[2, 3, 4, -1]])
+        let gi = m.gradients.values
+        let zeroed = try m.forwardBackward(inputs: x, targets: y, weights: [[1, 1, 1, 0]])
+        #expect(abs(zeroed - ignored * 3 / 4) < 1e-5)
+        #expect(relativeError(m.gradients.values, gi.map { $0 * 3 / 4 }) < 1e-6)
+        #expect(throws: GPTError.self) {
+            try m.forwardBackward(inputs: x, targets: y, weights: [[1, 1]])
+        }
+    }
+}
