@@ -1,0 +1,67 @@
+"""Python client for the CURec serve daemon (``curecd``).
+
+Example::
+
+    from curec_client import Client
+
+    with Client("127.0.0.1:50051") as client:
+        for item in client.recommend("196", k=5):
+            print(item.item_id, item.title, round(item.score, 3))
+
+The generated protobuf/gRPC stubs are available as ``curec_client.pb`` (the modules
+``recommend_pb2``, ``job_pb2_grpc``, ...) for calls the wrapper does not cover.
+"""
+
+from ._proto.curec import v1 as pb
+from ._proto.curec.v1 import (  # noqa: F401  (re-exported through ``pb``)
+    job_pb2,
+    job_pb2_grpc,
+    model_pb2,
+    model_pb2_grpc,
+    plugin_pb2,
+    plugin_pb2_grpc,
+    recommend_pb2,
+    recommend_pb2_grpc,
+    reward_pb2,
+    reward_pb2_grpc,
+)
+from .client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client
+from .errors import CurecError
+from .types import (
+    Job,
+    JobEvent,
+    JobState,
+    Model,
+    ModelVersion,
+    PluginKind,
+    PluginList,
+    PluginStatus,
+    RecommendedItem,
+    Recommendations,
+    RewardTriple,
+    Rewards,
+    Scores,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "CurecError",
+    "DEFAULT_ADDRESS",
+    "DEFAULT_TIMEOUT",
+    "Job",
+    "JobEvent",
+    "JobState",
+    "Model",
+    "ModelVersion",
+    "PluginKind",
+    "PluginList",
+    "PluginStatus",
+    "RecommendedItem",
+    "Recommendations",
+    "RewardTriple",
+    "Rewards",
+    "Scores",
+    "pb",
+]

@@ -1,0 +1,1 @@
+"""Generated code of the curec.v1 API. Do not edit."""

@@ -1,0 +1,83 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PluginKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PLUGIN_KIND_UNSPECIFIED: _ClassVar[PluginKind]
+    PLUGIN_KIND_RECOMMENDER: _ClassVar[PluginKind]
+    PLUGIN_KIND_REWARD_MODEL: _ClassVar[PluginKind]
+PLUGIN_KIND_UNSPECIFIED: PluginKind
+PLUGIN_KIND_RECOMMENDER: PluginKind
+PLUGIN_KIND_REWARD_MODEL: PluginKind
+
+class PluginStatus(_message.Message):
+    __slots__ = ("name", "plugin_name", "plugin_version", "kind", "library", "trained", "generation", "item_feature_dim", "reason_embedding_dim")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PLUGIN_NAME_FIELD_NUMBER: _ClassVar[int]
+    PLUGIN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    ITEM_FEATURE_DIM_FIELD_NUMBER: _ClassVar[int]
+    REASON_EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    plugin_name: str
+    plugin_version: str
+    kind: PluginKind
+    library: str
+    trained: bool
+    generation: int
+    item_feature_dim: int
+    reason_embedding_dim: int
+    def __init__(self, name: _Optional[str] = ..., plugin_name: _Optional[str] = ..., plugin_version: _Optional[str] = ..., kind: _Optional[_Union[PluginKind, str]] = ..., library: _Optional[str] = ..., trained: _Optional[bool] = ..., generation: _Optional[int] = ..., item_feature_dim: _Optional[int] = ..., reason_embedding_dim: _Optional[int] = ...) -> None: ...
+
+class ListPluginsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPluginsResponse(_message.Message):
+    __slots__ = ("plugins", "available_libraries")
+    PLUGINS_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_LIBRARIES_FIELD_NUMBER: _ClassVar[int]
+    plugins: _containers.RepeatedCompositeFieldContainer[PluginStatus]
+    available_libraries: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, plugins: _Optional[_Iterable[_Union[PluginStatus, _Mapping]]] = ..., available_libraries: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LoadPluginRequest(_message.Message):
+    __slots__ = ("name", "library", "config", "train")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    library: str
+    config: bytes
+    train: bool
+    def __init__(self, name: _Optional[str] = ..., library: _Optional[str] = ..., config: _Optional[bytes] = ..., train: _Optional[bool] = ...) -> None: ...
+
+class UnloadPluginRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class UnloadPluginResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReloadPluginRequest(_message.Message):
+    __slots__ = ("name", "library", "config")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    library: str
+    config: bytes
+    def __init__(self, name: _Optional[str] = ..., library: _Optional[str] = ..., config: _Optional[bytes] = ...) -> None: ...
