@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // libnghttp2 from the system (Debian: libnghttp2-dev).
@@ -70,6 +71,14 @@ let package = Package(
             exclude: ["popularity_config.proto"],
             cSettings: [.unsafeFlags(["-O2"])]
         ),
+        // Durable jobs: records in SQLite (GRDB), queue, workers, recovery after restarts.
+        .target(
+            name: "CURecJobs",
+            dependencies: [
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Messages and services of the daemon's API, generated from Protos/curec/v1.
         .target(
             name: "CURecProto",
@@ -102,6 +111,7 @@ let package = Package(
                 "CURecProto",
                 "CURecData",
                 "CURecPluginHost",
+                "CURecJobs",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -116,6 +126,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "CURecDataTests", dependencies: ["CURecData"]),
+        .testTarget(name: "CURecJobsTests", dependencies: ["CURecJobs"]),
         .testTarget(name: "CURecTensorTests", dependencies: ["CURecTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "CURecModelsTests", dependencies: ["CURecModels", "CURecTensor"]),
         .testTarget(

@@ -8,7 +8,13 @@ import Foundation
 /// triples to maximise ln σ(score(u, i) − score(u, j)) with L2 regularisation.
 ///
 /// Config (JSON, every field optional): `factors` (64), `epochs` (40), `learning_rate`
-/// (0.05), `regularization` (0.002), `seed` (42), `version_label` ("1.0.0").
+/// (0.05), `regularization` (0.002), `seed` (42), `version_label` ("1.0.0"),
+/// `checkpoint_every` (5 epochs; 0 disables checkpoints).
+///
+/// Training is resumable: when the host gives a checkpoint directory (ABI 1.1), the state
+/// after every `checkpoint_every` epochs is written there as `epoch-N/`, and a later train
+/// call with the same shapes continues after the newest complete one, with the same random
+/// stream, so a resumed run ends with exactly the model an uninterrupted run would.
 final class BPRPlugin: SwiftPlugin, @unchecked Sendable {
     struct Config: Codable {
         var factors: Int?
@@ -17,6 +23,7 @@ final class BPRPlugin: SwiftPlugin, @unchecked Sendable {
         var regularization: Float?
         var seed: UInt64?
         var version_label: String?
+        var checkpoint_every: Int?
     }
 
     struct Meta: Codable {
@@ -25,12 +32,24 @@ final class BPRPlugin: SwiftPlugin, @unchecked Sendable {
         var factors: Int
     }
 
+    /// What a training checkpoint holds besides the factor files.
+    struct Checkpoint: Codable {
+        var epoch: Int
+        var users: Int
+        var items: Int
+        var factors: Int
+        var samples: Int
+        var seed: UInt64
+        var randomState: UInt64
+    }
+
     let factors: Int
     let epochs: Int
     let learningRate: Float
     let regularization: Float
     let seed: UInt64
     let version: String
+    let checkpointEvery: Int
 
     // Trained state (written only by train/load, which the host never overlaps with scoring).
     private var userCount = 0
@@ -48,6 +67,7 @@ final class BPRPlugin: SwiftPlugin, @unchecked Sendable {
         regularization = parsed.regularization ?? 0.002
         seed = parsed.seed ?? 42
         version = parsed.version_label ?? "1.0.0"
+        checkpointEvery = parsed.checkpoint_every ?? 5
         guard (1...1024).contains(factors) else {
             throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "bpr config: factors must be 1...1024, got \(factors)")
         }
@@ -82,7 +102,19 @@ final class BPRPlugin: SwiftPlugin, @unchecked Sendable {
         }
         let samples = data.users.count
         let lr = learningRate, reg = regularization
-        for epoch in 0..<epochs {
+        var firstEpoch = 0
+        let checkpointDirectory = checkpointEvery > 0 ? hooks.checkpointDirectory : nil
+        if let checkpointDirectory,
+           let resumed = Self.latestCheckpoint(in: checkpointDirectory, users: users, items: items, factors: k,
+                                               samples: samples, seed: seed) {
+            p = resumed.p
+            q = resumed.q
+            bias = resumed.bias
+            random = SplitMix64(state: resumed.checkpoint.randomState)
+            firstEpoch = min(resumed.checkpoint.epoch, epochs)
+            hooks.progress(step: firstEpoch, total: epochs, metrics: ["resumed_from_epoch": Double(firstEpoch)])
+        }
+        for epoch in firstEpoch..<epochs {
             if hooks.isCancelled { throw PluginFailure(CUREC_STATUS_CANCELLED, "bpr training was cancelled") }
             var lossSum: Double = 0
             p.withUnsafeMutableBufferPointer { p in
@@ -114,6 +146,12 @@ final class BPRPlugin: SwiftPlugin, @unchecked Sendable {
                 }
             }}}
             hooks.progress(step: epoch + 1, total: epochs, metrics: ["loss": lossSum / Double(samples)])
+            if let checkpointDirectory, (epoch + 1) % checkpointEvery == 0, epoch + 1 < epochs {
+                try Self.writeCheckpoint(
+                    Checkpoint(epoch: epoch + 1, users: users, items: items, factors: k, samples: samples,
+                               seed: seed, randomState: random.state),
+                    p: p, q: q, bias: bias, in: checkpointDirectory)
+            }
         }
         userCount = users
         itemCount = items
@@ -142,6 +180,55 @@ final class BPRPlugin: SwiftPlugin, @unchecked Sendable {
         if let bad = candidates.first(where: { Int($0) >= itemCount }) {
             throw PluginFailure(CUREC_STATUS_NOT_FOUND, "item index \(bad) is not in the trained model (\(itemCount) items)")
         }
+    }
+
+    /// Writes `epoch-N/` completely under a temporary name, renames it into place, then
+    /// removes older checkpoints: a crash at any moment leaves a complete newest checkpoint.
+    static func writeCheckpoint(_ checkpoint: Checkpoint, p: [Float], q: [Float], bias: [Float],
+                                in directory: String) throws(PluginFailure) {
+        let final = directory + "/epoch-\(checkpoint.epoch)"
+        let staging = final + ".tmp"
+        let files = FileManager.default
+        try? files.removeItem(atPath: staging)
+        do {
+            try files.createDirectory(atPath: staging, withIntermediateDirectories: true)
+            try JSONEncoder().encode(checkpoint).write(to: URL(fileURLWithPath: staging + "/checkpoint.json"))
+        } catch {
+            throw PluginFailure(CUREC_STATUS_INTERNAL, "cannot write a checkpoint in \(staging): \(error.localizedDescription)")
+        }
+        try FloatArrayFile.write(p, to: staging + "/user_factors.f32")
+        try FloatArrayFile.write(q, to: staging + "/item_factors.f32")
+        try FloatArrayFile.write(bias, to: staging + "/item_bias.f32")
+        try? files.removeItem(atPath: final)
+        guard rename(staging, final) == 0 else {
+            throw PluginFailure(CUREC_STATUS_INTERNAL, "cannot move checkpoint \(staging) into place")
+        }
+        for entry in (try? files.contentsOfDirectory(atPath: directory)) ?? []
+        where entry.hasPrefix("epoch-") && entry != "epoch-\(checkpoint.epoch)" {
+            try? files.removeItem(atPath: directory + "/" + entry)
+        }
+    }
+
+    /// The newest complete checkpoint in `directory` made for the same shapes and seed.
+    static func latestCheckpoint(in directory: String, users: Int, items: Int, factors: Int, samples: Int, seed: UInt64)
+        -> (checkpoint: Checkpoint, p: [Float], q: [Float], bias: [Float])? {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        let epochs = entries.compactMap { entry -> Int? in
+            guard entry.hasPrefix("epoch-"), !entry.hasSuffix(".tmp") else { return nil }
+            return Int(entry.dropFirst("epoch-".count))
+        }.sorted(by: >)
+        for epoch in epochs {
+            let path = directory + "/epoch-\(epoch)"
+            guard let data = FileManager.default.contents(atPath: path + "/checkpoint.json"),
+                  let checkpoint = try? JSONDecoder().decode(Checkpoint.self, from: data),
+                  checkpoint.users == users, checkpoint.items == items, checkpoint.factors == factors,
+                  checkpoint.samples == samples, checkpoint.seed == seed,
+                  let p = try? FloatArrayFile.read(path + "/user_factors.f32", expectedCount: users * factors),
+                  let q = try? FloatArrayFile.read(path + "/item_factors.f32", expectedCount: items * factors),
+                  let bias = try? FloatArrayFile.read(path + "/item_bias.f32", expectedCount: items) else { continue }
+            return (checkpoint, p, q, bias)
+        }
+        return nil
     }
 
     /// a · b over `count` floats, eight lanes at a time.
@@ -204,8 +291,9 @@ final class BPRPlugin: SwiftPlugin, @unchecked Sendable {
 
 /// SplitMix64: a small, fast, seedable generator (deterministic training).
 struct SplitMix64 {
-    private var state: UInt64
+    private(set) var state: UInt64
     init(seed: UInt64) { state = seed }
+    init(state: UInt64) { self.state = state }
 
     mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15

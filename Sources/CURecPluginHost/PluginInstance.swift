@@ -176,8 +176,9 @@ public final class PluginInstance: @unchecked Sendable {
         return rewards
     }
 
-    /// Trains on `data`. `progress` gets (step, total, metrics JSON); `isCancelled` is polled.
-    public func train(_ data: PluginTrainingData,
+    /// Trains on `data`. `progress` gets (step, total, metrics JSON); `isCancelled` is polled;
+    /// a plugin that supports it checkpoints into (and resumes from) `checkpointDirectory`.
+    public func train(_ data: PluginTrainingData, checkpointDirectory: String? = nil,
                       progress: @escaping (UInt64, UInt64, String) -> Void = { _, _, _ in },
                       isCancelled: @escaping () -> Bool = { false }) throws(PluginHostError) {
         final class Hooks {
@@ -224,7 +225,11 @@ public final class PluginInstance: @unchecked Sendable {
                     guard let context else { return 0 }
                     return Unmanaged<Hooks>.fromOpaque(context).takeUnretainedValue().isCancelled() ? 1 : 0
                 }
-                return library.train(pointer, &view, &callbacks, &error)
+                guard let checkpointDirectory else { return library.train(pointer, &view, &callbacks, &error) }
+                return checkpointDirectory.withCString { directory in
+                    callbacks.checkpoint_directory = directory
+                    return library.train(pointer, &view, &callbacks, &error)
+                }
             }}}}}}}
         }
         try check(status, error, "train")

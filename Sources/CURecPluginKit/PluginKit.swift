@@ -71,6 +71,15 @@ public struct TrainingHooks {
         json.withCString { report(callbacks.context, UInt64(step), UInt64(total), $0) }
     }
 
+    /// A directory for training checkpoints that survives restarts (ABI 1.1), or nil.
+    public var checkpointDirectory: String? {
+        guard let callbacks,
+              Int(callbacks.struct_size) >= MemoryLayout<CURecTrainCallbacks>.offset(of: \.checkpoint_directory)!
+                + MemoryLayout<UnsafePointer<CChar>?>.size,
+              let directory = callbacks.checkpoint_directory else { return nil }
+        return String(cString: directory)
+    }
+
     /// True when the host asked training to stop.
     public var isCancelled: Bool {
         guard let callbacks, let check = callbacks.is_cancelled else { return false }

@@ -1,4 +1,5 @@
 import CURecData
+import CURecJobs
 import CURecPluginHost
 import CURecProto
 import CURecRPC
@@ -25,6 +26,8 @@ public final class Daemon: Sendable {
     public let health: HealthService
     /// The plugin host.
     public let plugins: PluginHost
+    /// The job manager (queue, workers, records).
+    public let jobs: JobManager
     private let server: RPCServer
     private let recommendations: RecommendService?
     private let options: DaemonOptions
@@ -59,7 +62,8 @@ public final class Daemon: Sendable {
             searchDirectories: searchDirectories,
             cacheDirectory: (configuration.data_dir as NSString).appendingPathComponent("plugin-cache/\(getpid())"),
             logger: logger)
-        let preparer = PluginPreparer(artifacts: ArtifactStore(root: configuration.data_dir), data: data, logger: logger)
+        let artifacts = ArtifactStore(root: configuration.data_dir)
+        let preparer = PluginPreparer(artifacts: artifacts, data: data, logger: logger)
         for spec in configuration.plugins {
             do {
                 let config = try spec.configBytes()
@@ -85,6 +89,18 @@ public final class Daemon: Sendable {
             router.register(RewardService(data: data, plugins: plugins, defaultRewardModel: configuration.default_reward_model))
         }
         router.register(PluginService(plugins: plugins, preparer: preparer))
+        var jobLimits = JobManager.Limits()
+        jobLimits.workerCount = configuration.job_workers
+        jobLimits.queueCapacity = configuration.job_queue_capacity
+        let jobs = try JobManager(
+            dataDirectory: configuration.data_dir,
+            kinds: [
+                TrainPluginJob(plugins: plugins, data: data, artifacts: artifacts, preparer: preparer),
+                EvaluateJob(plugins: plugins, data: data, defaultRecommender: configuration.default_recommender),
+            ],
+            limits: jobLimits, logger: logger)
+        router.register(JobService(jobs: jobs))
+        router.register(ModelService(artifacts: artifacts))
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
         let reflection = try ReflectionService(
             descriptorSets: [ReflectionService.standardDescriptorSet, Self.curecDescriptorSet],
@@ -93,6 +109,7 @@ public final class Daemon: Sendable {
         self.health = health
         self.plugins = plugins
         self.recommendations = recommendations
+        self.jobs = jobs
         self.server = try RPCServer(configuration: try configuration.serverConfiguration(), router: router, logger: logger)
     }
 
@@ -104,6 +121,7 @@ public final class Daemon: Sendable {
     @discardableResult
     public func start() throws -> Int {
         let port = try server.start()
+        jobs.start()
         if let portFile = options.portFile {
             let temporary = portFile + ".tmp"
             try "\(port)\n".write(toFile: temporary, atomically: false, encoding: .utf8)
@@ -132,10 +150,12 @@ public final class Daemon: Sendable {
         }
     }
 
-    /// Starts graceful shutdown: health turns NOT_SERVING, GOAWAY is sent, calls drain.
+    /// Starts graceful shutdown: health turns NOT_SERVING, GOAWAY is sent, calls drain;
+    /// running jobs pause at their next step and resume on the next start.
     public func beginShutdown() {
         health.markAllNotServing()
         server.beginGracefulShutdown()
+        jobs.stop(timeout: 10)
     }
 
     /// Blocks until the server has stopped.

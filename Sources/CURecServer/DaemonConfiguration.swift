@@ -80,6 +80,10 @@ public struct DaemonConfiguration: Sendable, Codable {
     public var log_level: String = "info"
     /// Serve grpc.testing.TestService. Default false.
     public var enable_interop_testing: Bool = false
+    /// Jobs running at once. Default 1 (training uses every core).
+    public var job_workers: Int = 1
+    /// Jobs allowed to wait in the queue; more are refused with RESOURCE_EXHAUSTED. Default 32.
+    public var job_queue_capacity: Int = 32
 
     /// The bundled plugins: BPR (default recommender), popularity (C), collaborative reward.
     public static let defaultPlugins: [PluginSpec] = [
@@ -93,7 +97,7 @@ public struct DaemonConfiguration: Sendable, Codable {
     private enum CodingKeys: String, CodingKey {
         case listen, data_dir, dataset_dir, dataset_name, plugin_dirs, plugins, default_recommender,
              default_reward_model, max_message_bytes, drain_timeout_seconds, idle_timeout_seconds, event_loops,
-             log_level, enable_interop_testing
+             log_level, enable_interop_testing, job_workers, job_queue_capacity
     }
 
     /// Decodes a YAML document; absent keys keep their defaults; unknown keys are errors.
@@ -102,7 +106,8 @@ public struct DaemonConfiguration: Sendable, Codable {
         let container = try decoder.container(keyedBy: AnyKey.self)
         let known = Set(["listen", "data_dir", "dataset_dir", "dataset_name", "plugin_dirs", "plugins",
                          "default_recommender", "default_reward_model", "max_message_bytes", "drain_timeout_seconds",
-                         "idle_timeout_seconds", "event_loops", "log_level", "enable_interop_testing"])
+                         "idle_timeout_seconds", "event_loops", "log_level", "enable_interop_testing",
+                         "job_workers", "job_queue_capacity"])
         for key in container.allKeys where !known.contains(key.stringValue) {
             throw ConfigurationError.invalid("unknown key '\(key.stringValue)' (known: \(known.sorted().joined(separator: ", ")))")
         }
@@ -123,6 +128,8 @@ public struct DaemonConfiguration: Sendable, Codable {
         try read("event_loops", &event_loops)
         try read("log_level", &log_level)
         try read("enable_interop_testing", &enable_interop_testing)
+        try read("job_workers", &job_workers)
+        try read("job_queue_capacity", &job_queue_capacity)
     }
 
     private struct AnyKey: CodingKey {
@@ -179,6 +186,9 @@ public struct DaemonConfiguration: Sendable, Codable {
             throw .invalid("drain_timeout_seconds must be >= 0 and idle_timeout_seconds > 0")
         }
         guard event_loops >= 0 else { throw .invalid("event_loops must be >= 0 (0 = one per core)") }
+        guard job_workers >= 1, job_queue_capacity >= 1 else {
+            throw .invalid("job_workers and job_queue_capacity must be at least 1")
+        }
         var names = Set<String>()
         for plugin in plugins {
             guard !plugin.name.isEmpty, !plugin.library.isEmpty else {

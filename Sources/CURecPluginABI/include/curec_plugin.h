@@ -19,6 +19,8 @@
  *   Minor versions only add: new functions (looked up optionally) and new trailing struct
  *   fields, which is why every input struct starts with `struct_size`: a host or plugin
  *   reads only the fields that fit in the size the other side declared.
+ *   1.0: the first version. 1.1: CURecTrainCallbacks.checkpoint_directory (resumable
+ *   training).
  *
  * ERRORS
  *   Functions that can fail return a CUREC_STATUS_* code (0 = success) and, on failure, fill
@@ -64,7 +66,7 @@ extern "C" {
 
 /** The ABI version this header describes. */
 #define CUREC_PLUGIN_ABI_VERSION_MAJOR 1
-#define CUREC_PLUGIN_ABI_VERSION_MINOR 0
+#define CUREC_PLUGIN_ABI_VERSION_MINOR 1
 /** MAJOR and MINOR packed as returned by curec_plugin_abi_version(). */
 #define CUREC_PLUGIN_ABI_VERSION \
     ((uint32_t)((CUREC_PLUGIN_ABI_VERSION_MAJOR << 16) | CUREC_PLUGIN_ABI_VERSION_MINOR))
@@ -169,6 +171,14 @@ typedef struct CURecTrainCallbacks {
     void (*progress)(void *context, uint64_t step, uint64_t total, const char *metrics_json);
     /** Returns non-zero when training should stop; the plugin then returns CANCELLED. */
     int32_t (*is_cancelled)(void *context);
+    /**
+     * Since 1.1 (read it only when struct_size covers it). A NUL-terminated directory that
+     * survives daemon restarts, or NULL. A plugin that supports resuming writes checkpoints
+     * of its training state there now and then (replacing files atomically), and when a
+     * train call finds a checkpoint made for the same dataset and config, continues from it
+     * instead of starting over. Owned by the host, valid during the call.
+     */
+    const char *checkpoint_directory;
 } CURecTrainCallbacks;
 
 /** One recommender scoring request, owned by the caller, valid during the call. */

@@ -1,0 +1,102 @@
+import Foundation
+
+/// Where a job is in its life.
+public enum JobState: String, Sendable, Codable, CaseIterable {
+    case queued, running, succeeded, failed, cancelled
+
+    /// Whether the job has ended (no further changes).
+    public var isFinal: Bool { self == .succeeded || self == .failed || self == .cancelled }
+}
+
+/// One job as stored and reported.
+public struct JobRecord: Sendable, Hashable {
+    public var id: String
+    public var kind: String
+    public var parameters: [String: String]
+    public var state: JobState
+    public var stage: String = ""
+    public var step: UInt64 = 0
+    public var total: UInt64 = 0
+    public var metrics: [String: Double] = [:]
+    public var error: String = ""
+    public var createdMS: Int64
+    public var startedMS: Int64 = 0
+    public var finishedMS: Int64 = 0
+    /// Times the job was started; above 1 after a restart resumed it.
+    public var attempts: Int = 0
+    /// The artifact the job produced (e.g. `models/bpr/v3`).
+    public var artifact: String = ""
+
+    public init(id: String, kind: String, parameters: [String: String], state: JobState, createdMS: Int64) {
+        self.id = id
+        self.kind = kind
+        self.parameters = parameters
+        self.state = state
+        self.createdMS = createdMS
+    }
+}
+
+/// One progress event of a job.
+public struct JobEvent: Sendable, Hashable {
+    public var jobID: String
+    public var state: JobState
+    public var stage: String
+    public var step: UInt64
+    public var total: UInt64
+    public var metrics: [String: Double]
+    public var logLine: String
+    public var timeMS: Int64
+    public var error: String
+    /// The last event: the job ended.
+    public var isFinal: Bool { state.isFinal }
+
+    /// The event describing `record` as it is now, with an optional log line.
+    public init(record: JobRecord, logLine: String = "") {
+        jobID = record.id
+        state = record.state
+        stage = record.stage
+        step = record.step
+        total = record.total
+        metrics = record.metrics
+        self.logLine = logLine
+        timeMS = Clock.nowMS()
+        error = record.error
+    }
+}
+
+/// Why a job request was refused. Each case maps to a gRPC status code.
+public enum JobError: Error, CustomStringConvertible, Sendable {
+    case unknownKind(String, known: [String])
+    case invalidParameter(String)
+    case queueFull(limit: Int)
+    case notFound(String)
+    case alreadyEnded(id: String, state: JobState)
+    case storage(String)
+
+    public var statusCode: Int {
+        switch self {
+        case .unknownKind, .invalidParameter: return 3  // INVALID_ARGUMENT
+        case .queueFull: return 8  // RESOURCE_EXHAUSTED
+        case .notFound: return 5  // NOT_FOUND
+        case .alreadyEnded: return 9  // FAILED_PRECONDITION
+        case .storage: return 13  // INTERNAL
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .unknownKind(let kind, let known):
+            return "unknown job kind '\(kind)'; known kinds: \(known.joined(separator: ", "))"
+        case .invalidParameter(let message): return message
+        case .queueFull(let limit):
+            return "the job queue is full (\(limit) jobs waiting); retry after some finish or cancel queued ones"
+        case .notFound(let id): return "no job with id '\(id)'"
+        case .alreadyEnded(let id, let state): return "job \(id) has already ended (\(state.rawValue)); nothing to cancel"
+        case .storage(let message): return "job storage failed: \(message)"
+        }
+    }
+}
+
+enum Clock {
+    static func nowMS() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import GRDB
+
+/// Durable job records and events in SQLite (through GRDB), in `<data_dir>/jobs.sqlite`.
+///
+/// Every state change is written before it is announced, so a crash loses no record; the
+/// database runs in WAL mode with synchronous=NORMAL.
+public final class JobStore: Sendable {
+    private let database: DatabaseQueue
+
+    /// Opens (creating if needed) the store at `path`.
+    public init(path: String) throws(JobError) {
+        do {
+            try FileManager.default.createDirectory(
+                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            var configuration = Configuration()
+            configuration.prepareDatabase { db in
+                try db.execute(sql: "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL")
+            }
+            database = try DatabaseQueue(path: path, configuration: configuration)
+            var migrator = DatabaseMigrator()
+            migrator.registerMigration("v1") { db in
+                try db.create(table: "job") { table in
+                    table.primaryKey("id", .text)
+                    table.column("kind", .text).notNull()
+                    table.column("parameters", .text).notNull()
+                    table.column("state", .text).notNull()
+                    table.column("stage", .text).notNull().defaults(to: "")
+                    table.column("step", .integer).notNull().defaults(to: 0)
+                    table.column("total", .integer).notNull().defaults(to: 0)
+                    table.column("metrics", .text).notNull().defaults(to: "{}")
+                    table.column("error", .text).notNull().defaults(to: "")
+                    table.column("created_ms", .integer).notNull()
+                    table.column("started_ms", .integer).notNull().defaults(to: 0)
+                    table.column("finished_ms", .integer).notNull().defaults(to: 0)
+                    table.column("attempts", .integer).notNull().defaults(to: 0)
+                    table.column("artifact", .text).notNull().defaults(to: "")
+                }
+                try db.create(index: "job_state", on: "job", columns: ["state"])
+                try db.create(table: "job_event") { table in
+                    table.autoIncrementedPrimaryKey("seq")
+                    table.column("job_id", .text).notNull().indexed()
+                    table.column("time_ms", .integer).notNull()
+                    table.column("state", .text).notNull()
+                    table.column("stage", .text).notNull()
+                    table.column("step", .integer).notNull()
+                    table.column("total", .integer).notNull()
+                    table.column("metrics", .text).notNull()
+                    table.column("log_line", .text).notNull()
+                }
+            }
+            try migrator.migrate(database)
+        } catch let error as JobError {
+            throw error
+        } catch {
+            throw .storage("cannot open \(path): \(error)")
+        }
+    }
+
+    private static func encode<T: Encodable>(_ value: T) -> String {
+        (try? String(decoding: JSONEncoder().encode(value), as: UTF8.self)) ?? "{}"
+    }
+
+    private static func decode<T: Decodable>(_ type: T.Type, _ text: String, default value: T) -> T {
+        (try? JSONDecoder().decode(T.self, from: Data(text.utf8))) ?? value
+    }
+
+    private static func record(_ row: Row) -> JobRecord {
+        var record = JobRecord(
+            id: row["id"], kind: row["kind"],
+            parameters: decode([String: String].self, row["parameters"], default: [:]),
+            state: JobState(rawValue: row["state"]) ?? .failed, createdMS: row["created_ms"])
+        record.stage = row["stage"]
+        record.step = UInt64(max(0, row["step"] as Int64))
+        record.total = UInt64(max(0, row["total"] as Int64))
+        record.metrics = decode([String: Double].self, row["metrics"], default: [:])
+        record.error = row["error"]
+        record.startedMS = row["started_ms"]
+        record.finishedMS = row["finished_ms"]
+        record.attempts = row["attempts"]
+        record.artifact = row["artifact"]
+        return record
+    }
+
+    /// Inserts or replaces a record.
+    public func save(_ record: JobRecord) throws(JobError) {
+        do {
+            try database.write { db in
+                try db.execute(sql: """
+                    INSERT OR REPLACE INTO job (id, kind, parameters, state, stage, step, total, metrics, error,
+                        created_ms, started_ms, finished_ms, attempts, artifact)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [
+                        record.id, record.kind, Self.encode(record.parameters), record.state.rawValue, record.stage,
+                        Int64(record.step), Int64(record.total), Self.encode(record.metrics), record.error,
+                        record.createdMS, record.startedMS, record.finishedMS, record.attempts, record.artifact,
+                    ])
+            }
+        } catch {
+            throw .storage("\(error)")
+        }
+    }
+
+    /// Saves `record` and appends `event` in one transaction.
+    public func save(_ record: JobRecord, event: JobEvent) throws(JobError) {
+        do {
+            try database.write { db in
+                try db.execute(sql: """
+                    INSERT OR REPLACE INTO job (id, kind, parameters, state, stage, step, total, metrics, error,
+                        created_ms, started_ms, finished_ms, attempts, artifact)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [
+                        record.id, record.kind, Self.encode(record.parameters), record.state.rawValue, record.stage,
+                        Int64(record.step), Int64(record.total), Self.encode(record.metrics), record.error,
+                        record.createdMS, record.startedMS, record.finishedMS, record.attempts, record.artifact,
+                    ])
+                try db.execute(sql: """
+                    INSERT INTO job_event (job_id, time_ms, state, stage, step, total, metrics, log_line)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [
+                        event.jobID, event.timeMS, event.state.rawValue, event.stage, Int64(event.step),
+                        Int64(event.total), Self.encode(event.metrics), event.logLine,
+                    ])
+            }
+        } catch {
+            throw .storage("\(error)")
+        }
+    }
+
+    /// The record with `id`, if any.
+    public func fetch(_ id: String) throws(JobError) -> JobRecord? {
+        do {
+            return try database.read { db in
+                try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [id]).map(Self.record)
+            }
+        } catch {
+            throw .storage("\(error)")
+        }
+    }
+
+    /// Records, newest first, filtered by state and kind.
+    public func list(state: JobState? = nil, kind: String? = nil, limit: Int = 100) throws(JobError) -> [JobRecord] {
+        var conditions: [String] = []
+        var arguments: [(any DatabaseValueConvertible)?] = []
+        if let state { conditions.append("state = ?"); arguments.append(state.rawValue) }
+        if let kind, !kind.isEmpty { conditions.append("kind = ?"); arguments.append(kind) }
+        let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        let sql = "SELECT * FROM job \(filter) ORDER BY created_ms DESC, id DESC LIMIT \(max(1, limit))"
+        do {
+            return try database.read { db in
+                try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).map(Self.record)
+            }
+        } catch {
+            throw .storage("\(error)")
+        }
+    }
+
+    /// The log lines recorded for a job, oldest first.
+    public func logLines(of id: String) throws(JobError) -> [String] {
+        do {
+            return try database.read { db in
+                try String.fetchAll(db, sql: "SELECT log_line FROM job_event WHERE job_id = ? AND log_line != '' ORDER BY seq",
+                                    arguments: [id])
+            }
+        } catch {
+            throw .storage("\(error)")
+        }
+    }
+}

@@ -1,0 +1,156 @@
+import CURecJobs
+import CURecProto
+import CURecRPC
+import Foundation
+
+/// `curec.v1.JobService`: submit, inspect, cancel and watch durable jobs.
+struct JobService: RPCService {
+    let jobs: JobManager
+
+    func register(into router: inout RPCRouter) {
+        let service = "curec.v1.JobService"
+        router.registerUnary(service: service, method: "Submit",
+                             request: Curec_V1_SubmitJobRequest.self, response: Curec_V1_Job.self) { request, _ in
+            guard !request.kind.isEmpty else {
+                throw RPCError(.invalidArgument, "kind is empty; known kinds: \(jobs.kindNames.joined(separator: ", "))")
+            }
+            return try Self.job(mapping { try jobs.submit(kind: request.kind, parameters: request.parameters) })
+        }
+        router.registerUnary(service: service, method: "Get",
+                             request: Curec_V1_GetJobRequest.self, response: Curec_V1_Job.self) { request, _ in
+            try Self.requireID(request.id)
+            return try Self.job(mapping { try jobs.get(request.id) })
+        }
+        router.registerUnary(service: service, method: "List",
+                             request: Curec_V1_ListJobsRequest.self, response: Curec_V1_ListJobsResponse.self) { request, _ in
+            guard request.limit <= 10_000 else { throw RPCError(.invalidArgument, "limit is \(request.limit); at most 10000") }
+            let state: JobState?
+            switch request.state {
+            case .unspecified: state = nil
+            case .UNRECOGNIZED(let value): throw RPCError(.invalidArgument, "state \(value) is not a JobState")
+            default: state = Self.state(request.state)
+            }
+            let records = try mapping {
+                try jobs.list(state: state, kind: request.kind.isEmpty ? nil : request.kind,
+                              limit: request.limit == 0 ? 100 : Int(request.limit))
+            }
+            return .with { $0.jobs = records.map(Self.job) }
+        }
+        router.registerUnary(service: service, method: "Cancel",
+                             request: Curec_V1_CancelJobRequest.self, response: Curec_V1_Job.self) { request, _ in
+            try Self.requireID(request.id)
+            return try Self.job(mapping { try jobs.cancel(request.id) })
+        }
+        router.registerServerStreaming(service: service, method: "Watch",
+                                       request: Curec_V1_WatchJobRequest.self, response: Curec_V1_JobEvent.self) { request, writer, _ in
+            try Self.requireID(request.id)
+            let events = try mapping { try jobs.watch(request.id) }
+            for await event in events {
+                try await writer.send(Self.event(event))
+                if event.isFinal { return }
+            }
+            try Task.checkCancellation()
+        }
+    }
+
+    private static func requireID(_ id: String) throws(RPCError) {
+        guard !id.isEmpty else { throw RPCError(.invalidArgument, "id is empty; give a job id from Submit or List") }
+    }
+
+    static func state(_ state: JobState) -> Curec_V1_JobState {
+        switch state {
+        case .queued: return .queued
+        case .running: return .running
+        case .succeeded: return .succeeded
+        case .failed: return .failed
+        case .cancelled: return .cancelled
+        }
+    }
+
+    static func state(_ state: Curec_V1_JobState) -> JobState? {
+        switch state {
+        case .queued: return .queued
+        case .running: return .running
+        case .succeeded: return .succeeded
+        case .failed: return .failed
+        case .cancelled: return .cancelled
+        default: return nil
+        }
+    }
+
+    static func job(_ record: JobRecord) -> Curec_V1_Job {
+        .with {
+            $0.id = record.id
+            $0.kind = record.kind
+            $0.parameters = record.parameters
+            $0.state = state(record.state)
+            $0.stage = record.stage
+            $0.step = record.step
+            $0.total = record.total
+            $0.metrics = record.metrics
+            $0.error = record.error
+            $0.createdUnixMs = record.createdMS
+            $0.startedUnixMs = record.startedMS
+            $0.finishedUnixMs = record.finishedMS
+            $0.attempts = UInt32(record.attempts)
+            $0.artifact = record.artifact
+        }
+    }
+
+    static func event(_ event: CURecJobs.JobEvent) -> Curec_V1_JobEvent {
+        .with {
+            $0.jobID = event.jobID
+            $0.state = state(event.state)
+            $0.stage = event.stage
+            $0.step = event.step
+            $0.total = event.total
+            $0.metrics = event.metrics
+            $0.logLine = event.logLine
+            $0.timeUnixMs = event.timeMS
+            $0.final = event.isFinal
+            $0.error = event.error
+        }
+    }
+}
+
+/// Runs `body`, turning a ``JobError`` into the gRPC error of the same meaning.
+func mapping<T>(_ body: () throws -> T) throws(RPCError) -> T {
+    do {
+        return try body()
+    } catch let error as JobError {
+        throw RPCError(StatusCode(rawValue: error.statusCode) ?? .internal, error.description)
+    } catch {
+        throw RPCError.from(error)
+    }
+}
+
+/// `curec.v1.ModelService`: the artifact store's models and versions.
+struct ModelService: RPCService {
+    let artifacts: ArtifactStore
+
+    func register(into router: inout RPCRouter) {
+        router.registerUnary(service: "curec.v1.ModelService", method: "List",
+                             request: Curec_V1_ListModelsRequest.self, response: Curec_V1_ListModelsResponse.self) { request, _ in
+            let root = (artifacts.root as NSString).appendingPathComponent("models")
+            var names = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
+            if !request.name.isEmpty {
+                guard names.contains(request.name) else { throw RPCError(.notFound, "no model named '\(request.name)'") }
+                names = [request.name]
+            }
+            return .with { response in
+                response.models = names.map { name in
+                    .with { model in
+                        model.name = name
+                        model.versions = artifacts.versions(of: name).map { version in
+                            .with {
+                                $0.version = version
+                                let directory = (artifacts.directory(of: name) as NSString).appendingPathComponent(version)
+                                $0.metadata = PluginPreparer.metadata(in: directory) ?? [:]
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
