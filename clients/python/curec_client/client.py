@@ -415,7 +415,11 @@ class Client:
     # ------------------------------------------------------------ models
 
     def models(self, name: str = "", *, timeout: Optional[float] = _UNSET) -> List[Model]:
-        """Trained models in the artifact store and their versions (only ``name`` if given)."""
+        """Trained models in the artifact store and their versions.
+
+        Args:
+            name: only this model; NOT_FOUND if there is no model of that name.
+        """
         response = self._call("ModelService", "List", model_pb2.ListModelsRequest(name=name), timeout)
         return [Model.from_proto(model) for model in response.models]
 
