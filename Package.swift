@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "curecd", targets: ["curecd"]),
+        .executable(name: "curec", targets: ["curec"]),
         .library(name: "CURecRPC", targets: ["CURecRPC"]),
         // The plugin SDK: the C header and the Swift helpers for plugin authors.
         .library(name: "CURecPluginABI", targets: ["CURecPluginABI"]),
@@ -123,6 +124,16 @@ let package = Package(
                 "CURecRPC",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The operator CLI.
+        .executableTarget(
+            name: "curec",
+            dependencies: [
+                "CURecRPC",
+                "CURecRPCProtos",
+                "CURecProto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "CURecDataTests", dependencies: ["CURecData"]),

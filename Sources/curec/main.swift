@@ -1,0 +1,218 @@
+import ArgumentParser
+import CURecProto
+import CURecRPC
+import CURecRPCProtos
+import Foundation
+import SwiftProtobuf
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `curec`: the operator's command line for a running curecd.
+struct CURecCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "curec",
+        abstract: "Talk to a running curecd: health, plugins, jobs, recommendations.",
+        discussion: "The daemon address comes from --address or CUREC_ADDRESS (default 127.0.0.1:50051).",
+        subcommands: [Health.self, Plugins.self, Jobs.self, Models.self, Recommend.self, Score.self])
+}
+
+/// Options every command takes.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: "Daemon address HOST:PORT (default: CUREC_ADDRESS or 127.0.0.1:50051).")
+    var address: String?
+
+    @Flag(name: .long, help: "Print JSON (one object per line) instead of text.")
+    var json = false
+
+    @Option(name: .long, help: "Seconds to wait for an answer.")
+    var timeout: Double = 30
+
+    func client() throws -> RPCClient {
+        let target = address ?? ProcessInfo.processInfo.environment["CUREC_ADDRESS"] ?? "127.0.0.1:50051"
+        return try CURec.run { try RPCClient(address: target) }
+    }
+}
+
+func printJSON(_ message: some SwiftProtobuf.Message) {
+    var options = JSONEncodingOptions()
+    options.preserveProtoFieldNames = true
+    print((try? message.jsonString(options: options)) ?? "{}")
+}
+
+struct Health: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check the daemon's health (grpc.health.v1).")
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Service to check; empty means the whole daemon.") var service = ""
+
+    func run() throws {
+        let client = try global.client()
+        let response: Grpc_Health_V1_HealthCheckResponse = try CURec.run {
+            try client.unary("/grpc.health.v1.Health/Check", Grpc_Health_V1_HealthCheckRequest.with { $0.service = service },
+                             timeout: global.timeout)
+        }
+        if global.json { printJSON(response) } else { print(response.status == .serving ? "SERVING" : "\(response.status)") }
+    }
+}
+
+struct Plugins: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List, load, unload and hot-reload plugins.", subcommands: [List.self, Load.self, Unload.self, Reload.self])
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List plugin instances and available libraries.")
+        @OptionGroup var global: GlobalOptions
+        func run() throws {
+            let client = try global.client()
+            let response: Curec_V1_ListPluginsResponse = try CURec.run {
+                try client.unary("/curec.v1.PluginService/List", Curec_V1_ListPluginsRequest(), timeout: global.timeout)
+            }
+            if global.json { printJSON(response); return }
+            print(pad("NAME", 16) + pad("PLUGIN", 24) + pad("KIND", 14) + pad("TRAINED", 9) + "GENERATION")
+            for plugin in response.plugins {
+                print(pad(plugin.name, 16) + pad("\(plugin.pluginName)@\(plugin.pluginVersion)", 24)
+                      + pad(plugin.kind == .rewardModel ? "reward_model" : "recommender", 14)
+                      + pad(plugin.trained ? "yes" : "no", 9) + "\(plugin.generation)")
+            }
+            if !response.availableLibraries.isEmpty {
+                print("\navailable libraries:")
+                for library in response.availableLibraries { print("  \(library)") }
+            }
+        }
+    }
+
+    struct Load: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Load a plugin library as a new instance.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Instance name.") var name: String
+        @Argument(help: "Library name (e.g. CURecBPR) or path.") var library: String
+        @Option(help: "Plugin config text (e.g. JSON).") var config = ""
+        @Flag(help: "Train it on the daemon's dataset unless saved state exists.") var train = false
+        func run() throws {
+            let client = try global.client()
+            let status: Curec_V1_PluginStatus = try CURec.run {
+                try client.unary("/curec.v1.PluginService/Load", Curec_V1_LoadPluginRequest.with {
+                    $0.name = name
+                    $0.library = library
+                    $0.config = Data(config.utf8)
+                    $0.train = train
+                }, timeout: max(global.timeout, 600))
+            }
+            if global.json { printJSON(status) } else { print("loaded \(status.name): \(status.pluginName)@\(status.pluginVersion), trained: \(status.trained)") }
+        }
+    }
+
+    struct Unload: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Unload a plugin instance.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Instance name.") var name: String
+        func run() throws {
+            let client = try global.client()
+            let _: Curec_V1_UnloadPluginResponse = try CURec.run {
+                try client.unary("/curec.v1.PluginService/Unload", Curec_V1_UnloadPluginRequest.with { $0.name = name },
+                                 timeout: global.timeout)
+            }
+            if !global.json { print("unloaded \(name)") }
+        }
+    }
+
+    struct Reload: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Hot-reload a plugin instance (same or new library/config).")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Instance name.") var name: String
+        @Option(help: "New library (default: the same file, re-read).") var library = ""
+        @Option(help: "New config text (default: the same config).") var config: String?
+        func run() throws {
+            let client = try global.client()
+            let status: Curec_V1_PluginStatus = try CURec.run {
+                try client.unary("/curec.v1.PluginService/Reload", Curec_V1_ReloadPluginRequest.with {
+                    $0.name = name
+                    $0.library = library
+                    if let config { $0.config = Data(config.utf8) }
+                }, timeout: max(global.timeout, 600))
+            }
+            if global.json { printJSON(status) } else { print("reloaded \(status.name): \(status.pluginName)@\(status.pluginVersion) generation \(status.generation)") }
+        }
+    }
+}
+
+struct Models: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List saved models and their versions.")
+    @OptionGroup var global: GlobalOptions
+    func run() throws {
+        let client = try global.client()
+        let response: Curec_V1_ListModelsResponse = try CURec.run {
+            try client.unary("/curec.v1.ModelService/List", Curec_V1_ListModelsRequest(), timeout: global.timeout)
+        }
+        if global.json { printJSON(response); return }
+        for model in response.models {
+            print("\(model.name): " + model.versions.map { "\($0.version) (\($0.metadata["plugin"] ?? "?"), \($0.metadata["created"] ?? ""))" }
+                .joined(separator: ", "))
+        }
+    }
+}
+
+struct Recommend: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Top-k items for a user.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "User id of the dataset (e.g. 196).") var user: String
+    @Option(help: "How many items.") var k: Int32 = 10
+    @Option(help: "Recommender instance (default: the daemon's default).") var plugin = ""
+    @Flag(help: "Include items the user has already seen.") var includeSeen = false
+    func run() throws {
+        let client = try global.client()
+        let response: Curec_V1_RecommendResponse = try CURec.run {
+            try client.unary("/curec.v1.RecommendService/Recommend", Curec_V1_RecommendRequest.with {
+                $0.userID = user
+                $0.k = k
+                $0.plugin = plugin
+                $0.excludeSeen = !includeSeen
+            }, timeout: global.timeout)
+        }
+        if global.json { printJSON(response); return }
+        print("top \(response.items.count) for user \(user) (\(response.servedBy)):")
+        for (rank, item) in response.items.enumerated() {
+            print(String(format: "%3d. %@  %@  %.4f", rank + 1, pad(item.itemID, 6), pad(item.title, 48), item.score))
+        }
+    }
+}
+
+struct Score: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Score items for a user.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "User id.") var user: String
+    @Argument(help: "Item ids.") var items: [String]
+    @Option(help: "Recommender instance.") var plugin = ""
+    func run() throws {
+        let client = try global.client()
+        let response: Curec_V1_ScoreResponse = try CURec.run {
+            try client.unary("/curec.v1.RecommendService/Score", Curec_V1_ScoreRequest.with {
+                $0.userID = user
+                $0.itemIds = items
+                $0.plugin = plugin
+            }, timeout: global.timeout)
+        }
+        if global.json { printJSON(response); return }
+        for (item, score) in zip(items, response.scores) { print("\(pad(item, 8)) \(String(format: "%.5f", score))") }
+    }
+}
+
+func pad(_ text: String, _ width: Int) -> String {
+    text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+}
+
+/// Runs an RPC, turning its error into the CLI's: the server's status and message, exit 1.
+/// (A namespace, so commands can call it beside their own `run()`.)
+enum CURec {
+    static func run<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as RPCError {
+            FileHandle.standardError.write(Data("error: \(error.status.code): \(error.status.message)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+CURecCommand.main()
