@@ -139,7 +139,7 @@ let package = Package(
         .testTarget(name: "CURecDataTests", dependencies: ["CURecData"]),
         .testTarget(name: "CURecJobsTests", dependencies: ["CURecJobs"]),
         .testTarget(name: "CURecTensorTests", dependencies: ["CURecTensor"], exclude: ["Fixtures"]),
-        .testTarget(name: "CURecModelsTests", dependencies: ["CURecModels", "CURecTensor"]),
+        .testTarget(name: "CURecModelsTests", dependencies: ["CURecModels", "CURecTensor"], exclude: ["Fixtures"]),
         .testTarget(
             name: "CURecRPCTests",
             dependencies: ["CURecRPC", "CURecRPCProtos"]

@@ -1,0 +1,142 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+@testable import CURecJobs
+
+/// A job kind whose steps the test controls.
+struct CountingJob: JobKind {
+    let steps: Int
+    let stepDelay: Duration
+    var name: String { "count" }
+    var parameterSummary: String { "fail=true|false" }
+
+    func validate(_ parameters: [String: String]) throws(JobError) {
+        if let fail = parameters["fail"], fail != "true", fail != "false" {
+            throw .invalidParameter("fail must be true or false")
+        }
+    }
+
+    func run(_ context: JobContext) throws -> JobOutcome {
+        // Resume from the checkpoint file if an earlier attempt left one.
+        let marker = context.checkpointDirectory + "/step"
+        var step = (try? String(contentsOfFile: marker, encoding: .utf8)).flatMap { Int($0) } ?? 0
+        while step < steps {
+            if context.isCancelled { throw JobCancelled() }
+            Thread.sleep(forTimeInterval: Double(stepDelay.components.attoseconds) / 1e18)
+            step += 1
+            try String(step).write(toFile: marker, atomically: true, encoding: .utf8)
+            context.progress(stage: "count", step: UInt64(step), total: UInt64(steps))
+        }
+        if context.parameters["fail"] == "true" { throw JobError.invalidParameter("asked to fail") }
+        return JobOutcome(metrics: ["steps": Double(step), "attempt": Double(context.attempt)])
+    }
+}
+
+@Suite(.serialized) struct JobManagerTests {
+    private func directory() -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("curec-jobs-\(UUID().uuidString)").path
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    private func manager(_ path: String, steps: Int = 5, delay: Duration = .milliseconds(5), queue: Int = 8) throws -> JobManager {
+        var limits = JobManager.Limits()
+        limits.queueCapacity = queue
+        return try JobManager(dataDirectory: path, kinds: [CountingJob(steps: steps, stepDelay: delay)], limits: limits,
+                              logger: Logger(label: "test"))
+    }
+
+    private func waitForFinal(_ manager: JobManager, _ id: String) async throws -> JobRecord {
+        for _ in 0..<2000 {
+            let record = try manager.get(id)
+            if record.state.isFinal { return record }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        Issue.record("job \(id) did not finish")
+        return try manager.get(id)
+    }
+
+    @Test func runsJobsToSuccessAndFailure() async throws {
+        let jobs = try manager(directory())
+        jobs.start()
+        defer { jobs.stop(timeout: 5) }
+        let good = try jobs.submit(kind: "count", parameters: [:])
+        let bad = try jobs.submit(kind: "count", parameters: ["fail": "true"])
+        let goodRecord = try await waitForFinal(jobs, good.id)
+        #expect(goodRecord.state == .succeeded)
+        #expect(goodRecord.metrics["steps"] == 5)
+        #expect(goodRecord.step == 5 && goodRecord.total == 5)
+        let badRecord = try await waitForFinal(jobs, bad.id)
+        #expect(badRecord.state == .failed)
+        #expect(badRecord.error.contains("asked to fail"))
+    }
+
+    @Test func refusesUnknownKindsBadParametersAndAFullQueue() throws {
+        let jobs = try manager(directory(), queue: 2)
+        #expect(throws: JobError.self) { try jobs.submit(kind: "nope", parameters: [:]) }
+        #expect(throws: JobError.self) { try jobs.submit(kind: "count", parameters: ["fail": "maybe"]) }
+        _ = try jobs.submit(kind: "count", parameters: [:])
+        _ = try jobs.submit(kind: "count", parameters: [:])
+        do {
+            _ = try jobs.submit(kind: "count", parameters: [:])
+            Issue.record("the third job should not fit")
+        } catch {
+            #expect(error.statusCode == 8)
+        }
+    }
+
+    @Test func cancelsQueuedAndRunningJobsAndRefusesEndedOnes() async throws {
+        let jobs = try manager(directory(), steps: 1000, delay: .milliseconds(2))
+        let running = try jobs.submit(kind: "count", parameters: [:])
+        let queued = try jobs.submit(kind: "count", parameters: [:])
+        jobs.start()
+        defer { jobs.stop(timeout: 5) }
+        for _ in 0..<1000 where try jobs.get(running.id).step < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(try jobs.cancel(queued.id).state == .cancelled)
+        _ = try jobs.cancel(running.id)
+        let record = try await waitForFinal(jobs, running.id)
+        #expect(record.state == .cancelled)
+        #expect(record.step < 1000)
+        do {
+            _ = try jobs.cancel(running.id)
+            Issue.record("cancelling an ended job should fail")
+        } catch {
+            #expect(error.statusCode == 9)
+        }
+    }
+
+    @Test func watchStartsWithTheCurrentStateAndEndsWithTheFinalOne() async throws {
+        let jobs = try manager(directory())
+        let job = try jobs.submit(kind: "count", parameters: [:])
+        let events = try jobs.watch(job.id)
+        jobs.start()
+        defer { jobs.stop(timeout: 5) }
+        var seen: [JobEvent] = []
+        for await event in events { seen.append(event) }
+        #expect(seen.first?.state == .queued)
+        #expect(seen.last?.state == .succeeded)
+        #expect(seen.contains { $0.stage == "count" && $0.step == 5 })
+    }
+
+    @Test func aRestartResumesInterruptedJobsFromTheirCheckpoint() async throws {
+        let path = directory()
+        var id = ""
+        do {
+            let first = try manager(path, steps: 400, delay: .milliseconds(2))
+            id = try first.submit(kind: "count", parameters: [:]).id
+            first.start()
+            for _ in 0..<1000 where try first.get(id).step < 10 { try await Task.sleep(for: .milliseconds(5)) }
+            first.stop(timeout: 5)  // as a crash would, leaves the job `running` in the store
+            #expect(try first.get(id).state == .running)
+        }
+        let second = try manager(path, steps: 400, delay: .milliseconds(1))
+        #expect(try second.get(id).state == .queued)
+        second.start()
+        defer { second.stop(timeout: 5) }
+        let record = try await waitForFinal(second, id)
+        #expect(record.state == .succeeded)
+        #expect(record.attempts == 2)
+        #expect(try second.logLines(of: id).contains { $0.contains("resume") })
+    }
+}
