@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "CURecBPR", type: .dynamic, targets: ["BPRPlugin"]),
         .library(name: "CURecCollaborativeReward", type: .dynamic, targets: ["CollaborativeRewardPlugin"]),
         .library(name: "CURecPopularity", type: .dynamic, targets: ["PopularityPlugin"]),
+        .library(name: "CURecSASRec", type: .dynamic, targets: ["SASRecPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
@@ -63,6 +64,15 @@ let package = Package(
             path: "Plugins/collaborative-reward",
             swiftSettings: [.unsafeFlags(["-O"])]
         ),
+        // SASRec with optional reason/content features (ID embeddings + projected features).
+        .target(
+            name: "SASRecPlugin",
+            dependencies: ["CURecPluginKit", "CURecPluginABI", "CURecModels", "CURecTensor"],
+            path: "Plugins/sasrec",
+            swiftSettings: [.unsafeFlags(["-O"])]
+        ),
+        // The CURec stages: corpus, verifier, pretraining, reward, GRPO, correction, evaluation.
+        .target(name: "CURecPipeline", dependencies: ["CURecData", "CURecModels", "CURecTensor"]),
         // protobuf-c (Debian libprotobuf-c-dev), for the C plugin's config message.
         .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
         .target(
@@ -138,6 +148,7 @@ let package = Package(
         ),
         .testTarget(name: "CURecDataTests", dependencies: ["CURecData"]),
         .testTarget(name: "CURecJobsTests", dependencies: ["CURecJobs"]),
+        .testTarget(name: "CURecPipelineTests", dependencies: ["CURecPipeline", "CURecData"]),
         .testTarget(name: "CURecTensorTests", dependencies: ["CURecTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "CURecModelsTests", dependencies: ["CURecModels", "CURecTensor"], exclude: ["Fixtures"]),
         .testTarget(

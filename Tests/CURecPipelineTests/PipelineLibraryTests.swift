@@ -1,0 +1,4 @@
+import Testing
+import CURecPipeline
+
+@Test func pipelineLibraryLinks() { #expect(CURecPipelineLibrary.formatVersion == 1) }
