@@ -25,9 +25,28 @@ type Error struct {
 
 func (e *Error) Error() string {
 	if e.Method == "" {
-		return fmt.Sprintf("%s: %s", e.Code, e.Message)
+		return fmt.Sprintf("%s: %s", StatusName(e.Code), e.Message)
 	}
-	return fmt.Sprintf("%s: %s (%s)", e.Code, e.Message, e.Method)
+	return fmt.Sprintf("%s: %s (%s)", StatusName(e.Code), e.Message, e.Method)
+}
+
+var statusNames = map[codes.Code]string{
+	codes.OK: "OK", codes.Canceled: "CANCELLED", codes.Unknown: "UNKNOWN",
+	codes.InvalidArgument: "INVALID_ARGUMENT", codes.DeadlineExceeded: "DEADLINE_EXCEEDED",
+	codes.NotFound: "NOT_FOUND", codes.AlreadyExists: "ALREADY_EXISTS",
+	codes.PermissionDenied: "PERMISSION_DENIED", codes.ResourceExhausted: "RESOURCE_EXHAUSTED",
+	codes.FailedPrecondition: "FAILED_PRECONDITION", codes.Aborted: "ABORTED",
+	codes.OutOfRange: "OUT_OF_RANGE", codes.Unimplemented: "UNIMPLEMENTED", codes.Internal: "INTERNAL",
+	codes.Unavailable: "UNAVAILABLE", codes.DataLoss: "DATA_LOSS", codes.Unauthenticated: "UNAUTHENTICATED",
+}
+
+// StatusName returns the canonical gRPC name of a code, e.g. "NOT_FOUND", as other gRPC
+// languages and the daemon's documentation spell it.
+func StatusName(c codes.Code) string {
+	if name, ok := statusNames[c]; ok {
+		return name
+	}
+	return fmt.Sprintf("CODE(%d)", uint32(c))
 }
 
 // GRPCStatus makes the error work with status.FromError and status.Code.

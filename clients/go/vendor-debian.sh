@@ -52,7 +52,8 @@ while IFS= read -r dir; do
 done < <(cd "$HERE" && find . -name '*.go' -not -path './vendor/*' -not -path './.cache/*' -printf '%h\n' | sort -u)
 deps="$(cd "$gopath/src/$MODULE" && GO111MODULE=off GOPATH="$gopath:/usr/share/gocode" GOFLAGS= GOPROXY=off \
     GOCACHE="${GOCACHE:-$HERE/.cache/go-build}" \
-    go list -deps -test -f '{{if not .Standard}}{{.ImportPath}}{{end}}' "${own[@]}" | sort -u)"
+    go list -deps -test -f '{{if not .Standard}}{{.ImportPath}}{{end}}' "${own[@]}" \
+    | sed 's/ \[.*//' | grep -vE '(\.test|_test)$' | sort -u)"
 if ! grep -q '^google\.golang\.org/grpc$' <<<"$deps"; then
     echo "vendor-debian.sh: go list found no dependencies" >&2
     exit 1
