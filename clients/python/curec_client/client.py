@@ -345,7 +345,7 @@ class Client:
         ``state`` may be a :class:`JobState` or its name (``"running"``).
         """
         request = job_pb2.ListJobsRequest(
-            state=int(JobState.parse(state)) if state is not None else job_pb2.JOB_STATE_UNSPECIFIED,
+            state="JOB_STATE_" + JobState.parse(state).name if state is not None else "JOB_STATE_UNSPECIFIED",
             kind=kind or "",
             limit=limit,
         )
