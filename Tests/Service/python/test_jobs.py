@@ -4,6 +4,7 @@ recovery after kill -9, and bad input."""
 import json
 import os
 import signal
+import subprocess
 import tempfile
 import time
 
@@ -11,7 +12,7 @@ import grpc
 import pytest
 
 from curec.v1 import job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc, recommend_pb2, recommend_pb2_grpc
-from conftest import RunningDaemon
+from conftest import REPO_ROOT, RunningDaemon
 
 FINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
 
@@ -54,6 +55,27 @@ def test_train_job_watched_to_completion_then_served(channel, jobs):
     models = model_pb2_grpc.ModelServiceStub(channel).List(model_pb2.ListModelsRequest(name="bpr-job"), timeout=10)
     assert [v.version for v in models.models[0].versions] == ["v1"]
     assert models.models[0].versions[0].metadata["job"] == job.id
+
+
+def go_recommend(address, plugin):
+    """Runs the Go client's example program (clients/go/cmd/curec-recommend), offline."""
+    go_dir = os.path.join(REPO_ROOT, "clients", "go")
+    subprocess.run(["./vendor-debian.sh"], cwd=go_dir, check=True, capture_output=True)
+    env = dict(os.environ, GO111MODULE="on", GOFLAGS="-mod=vendor", GOPROXY="off", GOWORK="off",
+               GOCACHE=os.path.join(go_dir, ".cache", "go-build"))
+    return subprocess.run(["go", "run", "./cmd/curec-recommend", "--address", address, "--user", "196", "--k", "5",
+                           "--plugin", plugin], cwd=go_dir, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_model_trained_from_python_is_recommended_from_go(daemon, jobs):
+    """The issue's loop: train from Python (done above as bpr-job), recommend from Go."""
+    jobs.Get(job_pb2.GetJobRequest(id=jobs.List(job_pb2.ListJobsRequest(kind="train"), timeout=10).jobs[-1].id), timeout=10)
+    result = go_recommend(daemon.address, "bpr-job")
+    assert result.returncode == 0, result.stderr
+    lines = [line.split("\t") for line in result.stdout.strip().splitlines()]
+    assert len(lines) == 5 and all(len(fields) == 3 for fields in lines), result.stdout
+    failure = go_recommend(daemon.address, "no-such-plugin")
+    assert failure.returncode == 1 and "NOT_FOUND" in failure.stderr + failure.stdout
 
 
 def test_evaluate_job_reports_ranking_metrics(jobs):
