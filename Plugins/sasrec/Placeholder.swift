@@ -1,1 +1,0 @@
-// The SASRec plugin's sources live in this folder (see docs/plugin-guide.md for the ABI).
