@@ -71,6 +71,8 @@ public enum GPTFinishReason: Sendable, Equatable {
     case stopSequence
     /// The sequence filled the model's context.
     case contextFull
+    /// The caller's `shouldStop` ended generation.
+    case cancelled
 }
 
 /// The output of one prompt.
@@ -186,11 +188,14 @@ extension GPTModel {
     /// - Parameters:
     ///   - prompts: token ids per row (each non-empty, at most `context` tokens).
     ///   - options: temperature, top-k, top-p, stop sequences, token limit and seed.
+    ///   - shouldStop: polled before each token; returning true ends every row (finish
+    ///     reason `.cancelled`), e.g. when the caller's deadline passed.
     ///   - onToken: called with `(row, token)` for each token as soon as it is final (tokens
     ///     that might begin a stop sequence are held back until that is decided).
     /// - Returns: one ``GPTGeneration`` per prompt.
     public func generate(
         prompts: [[Int]], options: GPTSamplingOptions,
+        shouldStop: () -> Bool = { false },
         onToken: (_ row: Int, _ token: Int) -> Void = { _, _ in }
     ) throws(GPTError) -> [GPTGeneration] {
         guard !prompts.isEmpty else { throw .emptyInput("no prompts") }
@@ -224,6 +229,10 @@ extension GPTModel {
         var logitRow = Array(0..<B)   // row b's logits are at logitRow[b]
         var probs = [Float](repeating: 0, count: V)
         while true {
+            if shouldStop() {
+                for b in 0..<B where active[b] { results[b].finishReason = .cancelled }
+                break
+            }
             var nextRows: [Int] = [], nextToks: [Int32] = []
             for b in 0..<B where active[b] {
                 let token = logits.withUnsafeBufferPointer { buf -> Int in
