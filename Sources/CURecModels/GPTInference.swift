@@ -195,8 +195,8 @@ extension GPTModel {
     /// - Returns: one ``GPTGeneration`` per prompt.
     public func generate(
         prompts: [[Int]], options: GPTSamplingOptions,
-        shouldStop: () -> Bool = { false },
-        onToken: (_ row: Int, _ token: Int) -> Void = { _, _ in }
+        onToken: (_ row: Int, _ token: Int) -> Void = { _, _ in },
+        shouldStop: () -> Bool = { false }
     ) throws(GPTError) -> [GPTGeneration] {
         guard !prompts.isEmpty else { throw .emptyInput("no prompts") }
         for (r, p) in prompts.enumerated() { try validatePrompt(p, row: r) }
