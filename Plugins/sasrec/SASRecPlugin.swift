@@ -1,0 +1,277 @@
+import CURecModels
+import CURecPluginABI
+import CURecPluginKit
+import CURecTensor
+import Foundation
+
+/// SASRec, the self-attentive sequential recommender (Kang & McAuley, 2018), optionally with
+/// item features (content features, or embeddings of recommendation reasons) projected and
+/// added to the item ID embeddings. See `Sources/CURecModels/SASRec/`.
+///
+/// Config (JSON, every field optional): `max_length` (50), `width` (64), `blocks` (2),
+/// `heads` (1), `hidden` (feed-forward width, = width), `epochs` (200, an upper bound),
+/// `learning_rate` (0.001), `batch_size` (128), `patience` (10 epochs without a better
+/// validation NDCG@10), `loss` ("bce": one sampled negative per position, as in the paper; or
+/// "softmax": full cross-entropy), `weight_decay` (0), `seed` (42), `use_item_features`
+/// (false; true requires the dataset's item features), `version_label` ("1.0.0"),
+/// `checkpoint_every` (5 epochs; 0 disables checkpoints).
+///
+/// Scoring reads the request's history (oldest first; its last `max_length` items), or the
+/// user's training history when the request has none.
+final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
+    struct Config: Codable {
+        var max_length: Int?
+        var width: Int?
+        var blocks: Int?
+        var heads: Int?
+        var hidden: Int?
+        var epochs: Int?
+        var learning_rate: Float?
+        var batch_size: Int?
+        var patience: Int?
+        var loss: String?
+        var weight_decay: Float?
+        var seed: UInt64?
+        var use_item_features: Bool?
+        var version_label: String?
+        var checkpoint_every: Int?
+    }
+
+    /// What an artifact holds besides the model files.
+    struct Meta: Codable {
+        var users: Int
+        var items: Int
+        var itemFeatureDimension: Int
+        var bestEpoch: Int
+        var bestValidationNDCG10: Double
+    }
+
+    let maxLength: Int
+    let width: Int
+    let blocks: Int
+    let heads: Int
+    let hidden: Int
+    let options: SASRecTrainingOptions
+    let useItemFeatures: Bool
+    let version: String
+    let checkpointEvery: Int
+
+    // Trained state (written only by train/load, which the host never overlaps with scoring).
+    private var model: SASRecModel?
+    private var histories: [[Int32]] = []
+    private var bestEpoch = 0
+    private var bestValidationNDCG: Double = -1
+
+    init(config: [UInt8]) throws(PluginFailure) {
+        let parsed = try decodeJSONConfig(Config.self, from: config, plugin: "sasrec")
+        maxLength = parsed.max_length ?? 50
+        width = parsed.width ?? 64
+        blocks = parsed.blocks ?? 2
+        heads = parsed.heads ?? 1
+        hidden = parsed.hidden ?? width
+        var options = SASRecTrainingOptions()
+        options.epochs = parsed.epochs ?? 200
+        options.learningRate = parsed.learning_rate ?? 1e-3
+        options.batchSize = parsed.batch_size ?? 128
+        options.patience = parsed.patience ?? 10
+        options.weightDecay = parsed.weight_decay ?? 0
+        options.seed = parsed.seed ?? 42
+        switch parsed.loss ?? "bce" {
+        case "bce": options.objective = .bce
+        case "softmax": options.objective = .softmax
+        case let other:
+            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "sasrec config: loss must be \"bce\" or \"softmax\", got \"\(other)\"")
+        }
+        self.options = options
+        useItemFeatures = parsed.use_item_features ?? false
+        version = parsed.version_label ?? "1.0.0"
+        checkpointEvery = parsed.checkpoint_every ?? 5
+        guard checkpointEvery >= 0 else {
+            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "sasrec config: checkpoint_every must be >= 0, got \(checkpointEvery)")
+        }
+        do {
+            // Shapes and options checked now, with a placeholder item count.
+            try SASRecConfig(itemCount: 2, maxLength: maxLength, width: width, blocks: blocks, heads: heads,
+                             hidden: hidden).validate()
+            try options.validate()
+        } catch {
+            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "sasrec config: \(error.description)")
+        }
+    }
+
+    var facts: PluginFacts {
+        var facts = PluginFacts(name: "sasrec", version: version, kind: CUREC_PLUGIN_KIND_RECOMMENDER)
+        facts.isTrained = model != nil
+        facts.itemFeatureDimension = model?.config.featureDimension ?? 0
+        return facts
+    }
+
+    static func failure(_ error: SASRecError) -> PluginFailure {
+        switch error {
+        case .cancelled: return PluginFailure(CUREC_STATUS_CANCELLED, "sasrec training was cancelled")
+        case .nonFinite, .storage: return PluginFailure(CUREC_STATUS_INTERNAL, "sasrec: \(error.description)")
+        default: return PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "sasrec: \(error.description)")
+        }
+    }
+
+    func train(_ view: TrainingView, hooks: TrainingHooks) throws(PluginFailure) {
+        guard view.users.count > 0, view.userCount > 0, view.itemCount > 1 else {
+            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "sasrec needs at least one interaction and two items")
+        }
+        let featureDimension = useItemFeatures ? view.itemFeatureDimension : 0
+        if useItemFeatures && featureDimension == 0 {
+            throw PluginFailure(CUREC_STATUS_FAILED_PRECONDITION,
+                                "sasrec config has use_item_features: true but the dataset has no item features")
+        }
+        let trainer: SASRecTrainer
+        do {
+            let data = try SASRecData(
+                userCount: view.userCount, itemCount: view.itemCount, users: view.users, items: view.items,
+                validationUsers: view.validationUsers, validationItems: view.validationItems,
+                features: featureDimension > 0 ? Array(view.itemFeatures) : [], featureDimension: featureDimension)
+            let config = SASRecConfig(itemCount: view.itemCount, maxLength: maxLength, width: width, blocks: blocks,
+                                      heads: heads, hidden: hidden, featureDimension: featureDimension)
+            trainer = try SASRecTrainer(config: config, options: options, data: data)
+        } catch {
+            throw Self.failure(error)
+        }
+        let checkpointDirectory = checkpointEvery > 0 ? hooks.checkpointDirectory : nil
+        if let checkpointDirectory, let epoch = Self.resume(trainer, from: checkpointDirectory) {
+            hooks.progress(step: epoch, total: options.epochs, metrics: ["resumed_from_epoch": Double(epoch)])
+        }
+        let trained: SASRecModel
+        do {
+            trained = try trainer.train(
+                progress: { report in
+                    var metrics = ["epoch": Double(report.epoch), "loss": report.loss,
+                                   "best_valid_ndcg@10": report.bestNDCG, "best_epoch": Double(report.bestEpoch)]
+                    if let ndcg = report.validationNDCG { metrics["valid_ndcg@10"] = ndcg }
+                    if report.stopping { metrics["early_stopped"] = 1 }
+                    hooks.progress(step: report.epoch, total: report.epochs, metrics: metrics)
+                },
+                isCancelled: { hooks.isCancelled },
+                afterEpoch: { (trainer: SASRecTrainer) throws(SASRecError) in
+                    guard let checkpointDirectory else { return }
+                    let state = trainer.state
+                    if state.epoch % self.checkpointEvery == 0, state.epoch < self.options.epochs, !state.stopped {
+                        try Self.writeCheckpoint(trainer, in: checkpointDirectory)
+                    }
+                })
+        } catch {
+            throw Self.failure(error)
+        }
+        histories = trainer.data.sequences
+        bestEpoch = trainer.state.bestEpoch
+        bestValidationNDCG = trainer.state.bestNDCG
+        model = trained
+    }
+
+    /// Writes `epoch-N/` under a temporary name, renames it into place, then removes older
+    /// checkpoints: a crash at any moment leaves a complete newest checkpoint.
+    static func writeCheckpoint(_ trainer: SASRecTrainer, in directory: String) throws(SASRecError) {
+        let name = "epoch-\(trainer.state.epoch)"
+        let final = directory + "/" + name, staging = final + ".tmp"
+        let files = FileManager.default
+        try? files.removeItem(atPath: staging)
+        try trainer.writeCheckpoint(to: staging)
+        try? files.removeItem(atPath: final)
+        guard rename(staging, final) == 0 else { throw .storage("cannot move checkpoint \(staging) into place") }
+        for entry in (try? files.contentsOfDirectory(atPath: directory)) ?? [] where entry.hasPrefix("epoch-") && entry != name {
+            try? files.removeItem(atPath: directory + "/" + entry)
+        }
+    }
+
+    /// Restores the newest complete checkpoint made for the same config and data; its epoch.
+    static func resume(_ trainer: SASRecTrainer, from directory: String) -> Int? {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        let epochs = entries.compactMap { entry -> Int? in
+            guard entry.hasPrefix("epoch-"), !entry.hasSuffix(".tmp") else { return nil }
+            return Int(entry.dropFirst("epoch-".count))
+        }.sorted(by: >)
+        for epoch in epochs {
+            do {
+                try trainer.restoreCheckpoint(from: directory + "/epoch-\(epoch)")
+                return trainer.state.epoch
+            } catch {
+                continue
+            }
+        }
+        return nil
+    }
+
+    func scoreRecommender(user: UInt32, history: UnsafeBufferPointer<UInt32>, candidates: UnsafeBufferPointer<UInt32>,
+                          scores: UnsafeMutableBufferPointer<Float>) throws(PluginFailure) {
+        guard let model else { throw PluginFailure(CUREC_STATUS_FAILED_PRECONDITION, "sasrec is not trained yet") }
+        let items = model.config.itemCount
+        var sequence: [Int32]
+        if history.isEmpty {
+            guard Int(user) < histories.count else {
+                throw PluginFailure(CUREC_STATUS_NOT_FOUND,
+                                    "user index \(user) is not in the trained model (\(histories.count) users) and the request has no history")
+            }
+            sequence = histories[Int(user)]
+        } else {
+            sequence = []
+            sequence.reserveCapacity(min(history.count, model.config.maxLength))
+            for item in history.suffix(model.config.maxLength) {
+                guard Int(item) < items else {
+                    throw PluginFailure(CUREC_STATUS_NOT_FOUND, "history item index \(item) is not in the trained model (\(items) items)")
+                }
+                sequence.append(Int32(item))
+            }
+        }
+        if let bad = candidates.first(where: { Int($0) >= items }) {
+            throw PluginFailure(CUREC_STATUS_NOT_FOUND, "item index \(bad) is not in the trained model (\(items) items)")
+        }
+        do {
+            let hidden = try model.hiddenStates(sequences: [sequence])
+            try hidden.withUnsafeBufferPointer { h throws(SASRecError) in
+                try model.scores(hidden: h.baseAddress!, candidates: candidates, into: scores)
+            }
+        } catch {
+            throw Self.failure(error)
+        }
+    }
+
+    func save(directory: String) throws(PluginFailure) {
+        guard let model else { throw PluginFailure(CUREC_STATUS_FAILED_PRECONDITION, "sasrec is not trained; nothing to save") }
+        do {
+            try SASRecFiles.save(model, to: directory)
+        } catch {
+            throw Self.failure(error)
+        }
+        let meta = Meta(users: histories.count, items: model.config.itemCount,
+                        itemFeatureDimension: model.config.featureDimension, bestEpoch: bestEpoch, bestValidationNDCG10: bestValidationNDCG)
+        do {
+            try JSONEncoder().encode(meta).write(to: URL(fileURLWithPath: directory + "/plugin.json"), options: .atomic)
+            try JSONEncoder().encode(histories).write(to: URL(fileURLWithPath: directory + "/histories.json"), options: .atomic)
+        } catch {
+            throw PluginFailure(CUREC_STATUS_INTERNAL, "cannot write the sasrec artifact in \(directory): \(error.localizedDescription)")
+        }
+    }
+
+    func load(directory: String) throws(PluginFailure) {
+        guard FileManager.default.fileExists(atPath: directory + "/sasrec.json") else {
+            throw PluginFailure(CUREC_STATUS_NOT_FOUND, "\(directory)/sasrec.json is missing: not a sasrec artifact")
+        }
+        let loaded: SASRecModel
+        do {
+            loaded = try SASRecFiles.load(from: directory)
+        } catch {
+            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "sasrec: \(error.description)")
+        }
+        let c = loaded.config
+        guard c.maxLength == maxLength, c.width == width, c.blocks == blocks, c.heads == heads, c.hidden == hidden,
+              (c.featureDimension > 0) == useItemFeatures else {
+            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT,
+                                "the artifact is \(c) but this instance is configured for max_length \(maxLength), width \(width), blocks \(blocks), heads \(heads), hidden \(hidden), use_item_features \(useItemFeatures)")
+        }
+        guard let bytes = FileManager.default.contents(atPath: directory + "/histories.json"),
+              let saved = try? JSONDecoder().decode([[Int32]].self, from: bytes),
+              saved.allSatisfy({ $0.allSatisfy { $0 >= 0 && Int($0) < c.itemCount } }) else {
+            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "\(directory)/histories.json is missing or malformed")
+        }
+        histories = saved
+        model = loaded
+    }
+}

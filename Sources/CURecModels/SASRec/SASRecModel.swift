@@ -1,0 +1,486 @@
+import CURecTensor
+import Foundation
+
+/// Which next-item objective a training step optimises.
+public enum SASRecObjective: String, Sendable, Codable, Equatable {
+    /// Binary cross-entropy against one sampled negative per position (the paper's loss).
+    case bce
+    /// Full softmax cross-entropy over every item.
+    case softmax
+}
+
+/// Activations of one forward pass over `[B, T]` item sequences, kept for the backward pass.
+/// `N = B·T`, `C` width, `H` feed-forward width, `NH` heads, `n` items, `Lb` blocks.
+final class SASRecActivations {
+    let B: Int, T: Int
+    let encoded: Tensor     // [N,C]      item table rows + position rows
+    let ln1: Tensor         // [Lb,N,C]
+    let ln1Mean: Tensor     // [Lb,N]
+    let ln1Rstd: Tensor     // [Lb,N]
+    let qkv: Tensor         // [Lb,N,3C]
+    let atty: Tensor        // [Lb,N,C]
+    let att: Tensor         // [Lb,B,NH,T,T]
+    let residual2: Tensor   // [Lb,N,C]
+    let ln2: Tensor         // [Lb,N,C]
+    let ln2Mean: Tensor     // [Lb,N]
+    let ln2Rstd: Tensor     // [Lb,N]
+    let fc1: Tensor         // [Lb,N,H]
+    let fc1Gelu: Tensor     // [Lb,N,H]
+    let residual3: Tensor   // [Lb,N,C]
+    let lnf: Tensor         // [N,C]      the hidden states h
+    let lnfMean: Tensor     // [N]
+    let lnfRstd: Tensor     // [N]
+    let losses: Tensor      // [N]
+    // Gradient scratch, reused block after block (only allocated for training).
+    let dresidual: Tensor   // [N,C]
+    let dln: Tensor         // [N,C]
+    let datty: Tensor       // [N,C]
+    let dqkv: Tensor        // [N,3C]
+    let dfc: Tensor         // [N,H]
+    var logits: Tensor?     // [N,n]      softmax objective only
+
+    init(config c: SASRecConfig, B: Int, T: Int, training: Bool) {
+        self.B = B
+        self.T = T
+        let L = c.blocks, C = c.width, H = c.hidden, N = B * T
+        encoded = Tensor(uncheckedZeros: [N, C])
+        ln1 = Tensor(uncheckedZeros: [L, N, C])
+        ln1Mean = Tensor(uncheckedZeros: [L, N])
+        ln1Rstd = Tensor(uncheckedZeros: [L, N])
+        qkv = Tensor(uncheckedZeros: [L, N, 3 * C])
+        atty = Tensor(uncheckedZeros: [L, N, C])
+        att = Tensor(uncheckedZeros: [L, B, c.heads, T, T])
+        residual2 = Tensor(uncheckedZeros: [L, N, C])
+        ln2 = Tensor(uncheckedZeros: [L, N, C])
+        ln2Mean = Tensor(uncheckedZeros: [L, N])
+        ln2Rstd = Tensor(uncheckedZeros: [L, N])
+        fc1 = Tensor(uncheckedZeros: [L, N, H])
+        fc1Gelu = Tensor(uncheckedZeros: [L, N, H])
+        residual3 = Tensor(uncheckedZeros: [L, N, C])
+        lnf = Tensor(uncheckedZeros: [N, C])
+        lnfMean = Tensor(uncheckedZeros: [N])
+        lnfRstd = Tensor(uncheckedZeros: [N])
+        losses = Tensor(uncheckedZeros: [N])
+        let g = training ? N : 0
+        dresidual = Tensor(uncheckedZeros: [g, C])
+        dln = Tensor(uncheckedZeros: [g, C])
+        datty = Tensor(uncheckedZeros: [g, C])
+        dqkv = Tensor(uncheckedZeros: [g, 3 * C])
+        dfc = Tensor(uncheckedZeros: [g, H])
+    }
+}
+
+/// A batch of right-padded item sequences `[B, T]` with next-item targets.
+///
+/// Padding sits at the END of a row (input any valid item, target -1). With causal attention
+/// a real position never attends to a later one, so padding changes neither the outputs nor
+/// the gradients of real positions; position `t` is the `t`-th item of the window.
+public struct SASRecBatch: Sendable, Equatable {
+    public let B: Int
+    public let T: Int
+    /// `[B*T]` input items.
+    public var inputs: [Int32]
+    /// `[B*T]` next items, -1 for padding.
+    public var targets: [Int32]
+    /// `[B*T]` sampled negative items (BCE objective), ignored where the target is -1.
+    public var negatives: [Int32]
+
+    /// Validates shapes and item ranges against `config`.
+    public init(B: Int, T: Int, inputs: [Int32], targets: [Int32], negatives: [Int32],
+                config: SASRecConfig) throws(SASRecError) {
+        guard B > 0, T > 0, T <= config.maxLength else {
+            throw .invalidInput("batch shape [\(B), \(T)] must be positive with T <= maxLength \(config.maxLength)")
+        }
+        guard inputs.count == B * T, targets.count == B * T, negatives.count == B * T else {
+            throw .invalidInput("inputs, targets and negatives must each hold B*T = \(B * T) items, got \(inputs.count), \(targets.count), \(negatives.count)")
+        }
+        let n = config.itemCount
+        for (i, x) in inputs.enumerated() where x < 0 || Int(x) >= n {
+            _ = i
+            throw .itemOutOfRange(item: Int(x), itemCount: n)
+        }
+        for t in targets where t < -1 || Int(t) >= n { throw .itemOutOfRange(item: Int(t), itemCount: n) }
+        for (t, q) in zip(targets, negatives) where t >= 0 && (q < 0 || Int(q) >= n) {
+            throw .itemOutOfRange(item: Int(q), itemCount: n)
+        }
+        guard targets.contains(where: { $0 >= 0 }) else { throw .invalidInput("every target is padding (-1)") }
+        self.B = B
+        self.T = T
+        self.inputs = inputs
+        self.targets = targets
+        self.negatives = negatives
+    }
+}
+
+/// SASRec: self-attentive sequential recommendation (Kang & McAuley, 2018), written out with
+/// explicit forward and backward passes on the CURecTensor layers.
+///
+/// For a window of the user's items `s_0 … s_{T−1}` (oldest first):
+///
+///     E        = itemEmb + F @ Wf                       [n,C]   (F: fixed item features [n,D])
+///     x_t      = E[s_t] + P[t]                          [T,C]
+///     block ×Lb: x = x + Proj(CausalAttn(LN1(x)))        pre-LN, as GPT-2
+///                x = x + FC2(GELU(FC1(LN2(x))))          point-wise FFN, C → H → C
+///     h_t      = LNf(x_t)                               [T,C]
+///     score_t(i) = h_t · E[i]                           the relevance of item i as s_{t+1}
+///
+/// Parameters live in one flat buffer laid out by ``SASRecLayout``; gradients in a buffer of
+/// the same layout. Training calls are not thread-safe (one task at a time); scoring
+/// (``hiddenStates(sequences:)``, ``scores(hidden:candidates:into:)``) only reads the
+/// parameters and the item table and may run concurrently once training is over.
+public final class SASRecModel: @unchecked Sendable {
+    public let config: SASRecConfig
+    public let layout: SASRecLayout
+    /// All weights, flat (`layout.total` floats).
+    public let parameters: Tensor
+    /// Gradients of the last ``forwardBackward(_:objective:)``, same layout.
+    public let gradients: Tensor
+    /// Fixed item features `[n, D]`, nil for an ID-only model or a model loaded for scoring.
+    public let features: Tensor?
+    /// Effective item embeddings `E = itemEmb + F @ Wf` `[n, C]`, refreshed by
+    /// ``refreshItemTable()`` (after every training step and on load).
+    public let itemTable: Tensor
+    var acts: SASRecActivations?
+
+    /// A new model: embeddings and matrices `N(0, 0.02²)`, the output projections of each
+    /// block `N(0, (0.02/√(2·blocks))²)`, biases 0, LayerNorm weights 1. Deterministic per seed.
+    ///
+    /// - Parameter features: row-major `[itemCount x featureDimension]`; required (and only
+    ///   allowed) when `config.featureDimension > 0`.
+    public init(config: SASRecConfig, features: [Float]? = nil, seed: UInt64) throws(SASRecError) {
+        try config.validate()
+        let n = config.itemCount, D = config.featureDimension
+        if D > 0 {
+            guard let features else { throw .featureShapeMismatch(expected: n * D, got: 0) }
+            guard features.count == n * D else { throw .featureShapeMismatch(expected: n * D, got: features.count) }
+            guard features.allSatisfy({ $0.isFinite }) else { throw .invalidInput("item features must be finite") }
+            let f = Tensor(uncheckedZeros: [n, D])
+            features.withUnsafeBufferPointer { f.data.update(from: $0.baseAddress!, count: n * D) }
+            self.features = f
+        } else {
+            guard features == nil || features!.isEmpty else {
+                throw .featureShapeMismatch(expected: 0, got: features!.count)
+            }
+            self.features = nil
+        }
+        self.config = config
+        self.layout = SASRecLayout(config: config)
+        self.parameters = Tensor(uncheckedZeros: [layout.total])
+        self.gradients = Tensor(uncheckedZeros: [layout.total])
+        self.itemTable = Tensor(uncheckedZeros: [n, config.width])
+        var rng = Xoshiro256(seed: seed)
+        let p = parameters.data, C = config.width
+        rng.fillGaussian(p, count: layout.blockStart, std: 0.02)
+        let projStd = 0.02 / Float(2 * config.blocks).squareRoot()
+        for b in 0..<config.blocks {
+            for q in SASRecLayout.BlockParam.allCases {
+                let ptr = p + layout.offset(q, block: b), count = layout.blockSizes[q.rawValue]
+                switch q {
+                case .qkvw, .fc1w: rng.fillGaussian(ptr, count: count, std: 0.02)
+                case .projw, .fc2w: rng.fillGaussian(ptr, count: count, std: projStd)
+                case .ln1w, .ln2w: ptr.update(repeating: 1, count: count)
+                default: break
+                }
+            }
+        }
+        (p + layout.finalNormWeight).update(repeating: 1, count: C)
+        refreshItemTable()
+    }
+
+    /// A model for scoring from saved weights and item table (no features, no training).
+    public init(config: SASRecConfig, parameters: [Float], itemTable: [Float]) throws(SASRecError) {
+        try config.validate()
+        let layout = SASRecLayout(config: config)
+        guard parameters.count == layout.total else {
+            throw .storage("the weights hold \(parameters.count) floats, \(config) needs \(layout.total)")
+        }
+        guard itemTable.count == config.itemCount * config.width else {
+            throw .storage("the item table holds \(itemTable.count) floats, expected \(config.itemCount * config.width)")
+        }
+        self.config = config
+        self.layout = layout
+        self.parameters = Tensor(uncheckedZeros: [layout.total])
+        self.gradients = Tensor(uncheckedZeros: [0])
+        self.features = nil
+        self.itemTable = Tensor(uncheckedZeros: [config.itemCount, config.width])
+        parameters.withUnsafeBufferPointer { self.parameters.data.update(from: $0.baseAddress!, count: layout.total) }
+        itemTable.withUnsafeBufferPointer { self.itemTable.data.update(from: $0.baseAddress!, count: $0.count) }
+    }
+
+    @inline(__always) func w(_ q: SASRecLayout.BlockParam, _ b: Int) -> UnsafeMutablePointer<Float> {
+        parameters.data + layout.offset(q, block: b)
+    }
+
+    @inline(__always) func g(_ q: SASRecLayout.BlockParam, _ b: Int) -> UnsafeMutablePointer<Float> {
+        gradients.data + layout.offset(q, block: b)
+    }
+
+    /// Recomputes ``itemTable`` from the ID embeddings and the feature projection. A model
+    /// loaded for scoring (features not kept) keeps its saved table.
+    public func refreshItemTable() {
+        if config.featureDimension > 0 && features == nil { return }
+        FeatureProjection.forward(table: itemTable.data, emb: parameters.data + layout.itemEmbedding,
+                                  features: features.map { UnsafePointer($0.data) },
+                                  weight: parameters.data + layout.featureProjection,
+                                  n: config.itemCount, D: config.featureDimension, C: config.width)
+    }
+
+    func trainingActivations(B: Int, T: Int) -> SASRecActivations {
+        if let a = acts, a.B == B, a.T == T { return a }
+        acts = nil
+        let a = SASRecActivations(config: config, B: B, T: T, training: true)
+        acts = a
+        return a
+    }
+
+    /// Frees the activation buffers kept between training steps.
+    public func releaseActivations() { acts = nil }
+
+    // MARK: Forward
+
+    /// Runs the network on `inputs` `[B*T]` (valid items) up to the hidden states `a.lnf`
+    /// `[B*T, C]`, reading ``itemTable`` (which must be current).
+    func forward(inputs: UnsafePointer<Int32>, a: SASRecActivations) {
+        let c = config, B = a.B, T = a.T, N = B * T
+        let L = c.blocks, C = c.width, H = c.hidden, NH = c.heads
+        Embedding.forward(out: a.encoded.data, tokens: inputs, wte: itemTable.data,
+                          wpe: parameters.data + layout.positionEmbedding, B: B, T: T, C: C)
+        for l in 0..<L {
+            let residual = l == 0 ? a.encoded.data : a.residual3.data + (l - 1) * N * C
+            let ln1 = a.ln1.data + l * N * C
+            let qkv = a.qkv.data + l * N * 3 * C
+            let atty = a.atty.data + l * N * C
+            let att = a.att.data + l * B * NH * T * T
+            let res2 = a.residual2.data + l * N * C
+            let ln2 = a.ln2.data + l * N * C
+            let fc1 = a.fc1.data + l * N * H
+            let fc1Gelu = a.fc1Gelu.data + l * N * H
+            let res3 = a.residual3.data + l * N * C
+            LayerNorm.forward(out: ln1, mean: a.ln1Mean.data + l * N, rstd: a.ln1Rstd.data + l * N,
+                              inp: residual, weight: w(.ln1w, l), bias: w(.ln1b, l), N: N, C: C)
+            Matmul.forward(out: qkv, inp: ln1, weight: w(.qkvw, l), bias: w(.qkvb, l), N: N, C: C, OC: 3 * C)
+            CausalSelfAttention.forward(out: atty, att: att, qkv: qkv, B: B, T: T, C: C, NH: NH)
+            Matmul.forward(out: res2, inp: atty, weight: w(.projw, l), bias: w(.projb, l), N: N, C: C, OC: C,
+                           residual: residual)
+            LayerNorm.forward(out: ln2, mean: a.ln2Mean.data + l * N, rstd: a.ln2Rstd.data + l * N,
+                              inp: res2, weight: w(.ln2w, l), bias: w(.ln2b, l), N: N, C: C)
+            Matmul.forward(out: fc1, inp: ln2, weight: w(.fc1w, l), bias: w(.fc1b, l), N: N, C: C, OC: H)
+            GELU.forward(out: fc1Gelu, inp: fc1, N: N * H)
+            Matmul.forward(out: res3, inp: fc1Gelu, weight: w(.fc2w, l), bias: w(.fc2b, l), N: N, C: H, OC: C,
+                           residual: res2)
+        }
+        LayerNorm.forward(out: a.lnf.data, mean: a.lnfMean.data, rstd: a.lnfRstd.data,
+                          inp: a.residual3.data + (L - 1) * N * C,
+                          weight: parameters.data + layout.finalNormWeight,
+                          bias: parameters.data + layout.finalNormBias, N: N, C: C)
+    }
+
+    /// Mean next-item loss of `batch` without touching the gradients (refreshes the item table).
+    public func loss(_ batch: SASRecBatch, objective: SASRecObjective) -> Float {
+        refreshItemTable()
+        let a = SASRecActivations(config: config, B: batch.B, T: batch.T, training: false)
+        let N = batch.B * batch.T, C = config.width, n = config.itemCount
+        let valid = batch.targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
+        var total: Double = 0
+        batch.inputs.withUnsafeBufferPointer { inp in
+        batch.targets.withUnsafeBufferPointer { tgt in
+        batch.negatives.withUnsafeBufferPointer { neg in
+            forward(inputs: inp.baseAddress!, a: a)
+            switch objective {
+            case .bce:
+                total = SampledBCE.forward(losses: a.losses.data, h: a.lnf.data, table: itemTable.data,
+                                           positives: tgt.baseAddress!, negatives: neg.baseAddress!, N: N, C: C)
+            case .softmax:
+                let logits = Tensor(uncheckedZeros: [N, n])
+                TiedLMHead.forward(logits: logits.data, inp: a.lnf.data, wte: itemTable.data, N: N, C: C, V: n)
+                SoftmaxCrossEntropy.forward(losses: a.losses.data, probs: logits.data, logits: logits.data,
+                                            targets: tgt.baseAddress!, N: N, V: n)
+                for r in 0..<N { total += Double(a.losses[r]) }
+            }
+        }}}
+        return Float(total / Double(valid))
+    }
+
+    // MARK: Backward
+
+    /// Forward and backward pass: returns the mean loss over non-padding positions and leaves
+    /// its gradient in ``gradients`` (overwritten). Refreshes the item table first; requires a
+    /// model built with its features (see ``trainStep(_:objective:optimizer:learningRate:clip:)``).
+    @discardableResult
+    public func forwardBackward(_ batch: SASRecBatch, objective: SASRecObjective) throws(SASRecError) -> Float {
+        guard features != nil || config.featureDimension == 0, gradients.count == layout.total else {
+            throw .invalidInput("this model was loaded for scoring only; build it with its features to train")
+        }
+        guard batch.inputs.count == batch.B * batch.T, batch.T <= config.maxLength else {
+            throw .invalidInput("batch shape [\(batch.B), \(batch.T)] does not fit maxLength \(config.maxLength)")
+        }
+        let c = config, B = batch.B, T = batch.T, N = B * T
+        let L = c.blocks, C = c.width, H = c.hidden, NH = c.heads, n = c.itemCount
+        refreshItemTable()
+        let a = trainingActivations(B: B, T: T)
+        let valid = batch.targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
+        let dloss = 1 / Float(max(valid, 1))
+        gradients.zero()
+        a.dresidual.zero()
+        let dres = a.dresidual.data, dln = a.dln.data
+        // The gradient of the item table accumulates straight into the ID embedding's slot:
+        // ∂E/∂itemEmb is the identity.
+        let dtable = gradients.data + layout.itemEmbedding
+        var total: Double = 0
+        batch.inputs.withUnsafeBufferPointer { inp in
+        batch.targets.withUnsafeBufferPointer { tgt in
+        batch.negatives.withUnsafeBufferPointer { neg in
+            forward(inputs: inp.baseAddress!, a: a)
+            switch objective {
+            case .bce:
+                // dln[N,C] = ∂loss/∂h
+                total = SampledBCE.forwardBackward(
+                    losses: a.losses.data, dh: dln, dtable: dtable, h: a.lnf.data, table: itemTable.data,
+                    positives: tgt.baseAddress!, negatives: neg.baseAddress!, dloss: dloss, N: N, C: C)
+            case .softmax:
+                if a.logits == nil { a.logits = Tensor(uncheckedZeros: [N, n]) }
+                let logits = a.logits!.data
+                // logits[N,n] = h @ Eᵀ, then in place dlogits = dloss·(softmax − onehot)
+                TiedLMHead.forward(logits: logits, inp: a.lnf.data, wte: itemTable.data, N: N, C: C, V: n)
+                SoftmaxCrossEntropy.forwardBackward(losses: a.losses.data, logits: logits,
+                                                    targets: tgt.baseAddress!, dloss: dloss, N: N, V: n)
+                for r in 0..<N { total += Double(a.losses[r]) }
+                // dln[N,C] = dlogits @ E ; dE[n,C] += dlogitsᵀ @ h
+                TiedLMHead.backward(dinp: dln, dwte: dtable, dlogits: logits, inp: a.lnf.data,
+                                    wte: itemTable.data, N: N, C: C, V: n)
+            }
+            // Final LayerNorm: dres[N,C] += LNf'(dln)
+            LayerNorm.backward(dinp: dres, dweight: gradients.data + layout.finalNormWeight,
+                               dbias: gradients.data + layout.finalNormBias, dout: dln,
+                               inp: a.residual3.data + (L - 1) * N * C,
+                               weight: parameters.data + layout.finalNormWeight,
+                               mean: a.lnfMean.data, rstd: a.lnfRstd.data, N: N, C: C)
+            for l in stride(from: L - 1, through: 0, by: -1) {
+                let residual = l == 0 ? a.encoded.data : a.residual3.data + (l - 1) * N * C
+                let ln1 = a.ln1.data + l * N * C
+                let qkv = a.qkv.data + l * N * 3 * C
+                let atty = a.atty.data + l * N * C
+                let att = a.att.data + l * B * NH * T * T
+                let res2 = a.residual2.data + l * N * C
+                let ln2 = a.ln2.data + l * N * C
+                let fc1 = a.fc1.data + l * N * H
+                let fc1Gelu = a.fc1Gelu.data + l * N * H
+                // dres = ∂/∂residual3 [N,C]; flows unchanged into ∂/∂residual2 (identity branch).
+                Matmul.backward(dinp: a.dfc.data, dweight: g(.fc2w, l), dbias: g(.fc2b, l), dout: dres,
+                                inp: fc1Gelu, weight: w(.fc2w, l), N: N, C: H, OC: C)      // dfc [N,H]
+                GELU.backward(dinp: a.dfc.data, inp: fc1, dout: a.dfc.data, N: N * H)
+                Matmul.backward(dinp: dln, dweight: g(.fc1w, l), dbias: g(.fc1b, l), dout: a.dfc.data,
+                                inp: ln2, weight: w(.fc1w, l), N: N, C: C, OC: H)          // dln [N,C]
+                LayerNorm.backward(dinp: dres, dweight: g(.ln2w, l), dbias: g(.ln2b, l), dout: dln,
+                                   inp: res2, weight: w(.ln2w, l), mean: a.ln2Mean.data + l * N,
+                                   rstd: a.ln2Rstd.data + l * N, N: N, C: C)
+                // dres = ∂/∂residual2; flows into ∂/∂residual and the attention branch.
+                Matmul.backward(dinp: a.datty.data, dweight: g(.projw, l), dbias: g(.projb, l), dout: dres,
+                                inp: atty, weight: w(.projw, l), N: N, C: C, OC: C)        // datty [N,C]
+                CausalSelfAttention.backward(dqkv: a.dqkv.data, dout: a.datty.data, qkv: qkv, att: att,
+                                             B: B, T: T, C: C, NH: NH)                    // dqkv [N,3C]
+                Matmul.backward(dinp: dln, dweight: g(.qkvw, l), dbias: g(.qkvb, l), dout: a.dqkv.data,
+                                inp: ln1, weight: w(.qkvw, l), N: N, C: C, OC: 3 * C)      // dln [N,C]
+                LayerNorm.backward(dinp: dres, dweight: g(.ln1w, l), dbias: g(.ln1b, l), dout: dln,
+                                   inp: residual, weight: w(.ln1w, l), mean: a.ln1Mean.data + l * N,
+                                   rstd: a.ln1Rstd.data + l * N, N: N, C: C)
+            }
+            // dres = ∂/∂encoded [N,C]: into the item table rows and the position embedding.
+            Embedding.backward(dwte: dtable, dwpe: gradients.data + layout.positionEmbedding, dout: dres,
+                               tokens: inp.baseAddress!, B: B, T: T, C: C)
+        }}}
+        // dWf[D,C] += Fᵀ @ dE ; dE is already the ID embedding's gradient.
+        FeatureProjection.backward(dweight: gradients.data + layout.featureProjection, dtable: dtable,
+                                   features: features.map { UnsafePointer($0.data) },
+                                   n: n, D: c.featureDimension, C: C)
+        return Float(total / Double(max(valid, 1)))
+    }
+
+    /// One AdamW step: forward, backward, global-norm clipping at `clip` (0: none), update, and
+    /// a refresh of the item table. A non-finite loss or gradient refuses the step (nothing
+    /// changes) with ``SASRecError/nonFinite(_:)``.
+    @discardableResult
+    public func trainStep(_ batch: SASRecBatch, objective: SASRecObjective, optimizer: AdamW,
+                          learningRate: Float, clip: Float) throws(SASRecError) -> Float {
+        guard optimizer.m.count == layout.total else {
+            throw .invalidInput("the optimizer holds \(optimizer.m.count) parameters, the model \(layout.total)")
+        }
+        let loss = try forwardBackward(batch, objective: objective)
+        guard loss.isFinite else { throw .nonFinite("loss is \(loss)") }
+        let norm = GradientClipping.globalNorm(gradients.data, count: layout.total)
+        guard norm.isFinite else { throw .nonFinite("gradient norm is \(norm)") }
+        optimizer.update(params: parameters.data, grads: gradients.data, segments: layout.segments(config: config),
+                         lr: learningRate, gradScale: GradientClipping.scale(norm: norm, maxNorm: clip))
+        refreshItemTable()
+        return loss
+    }
+
+    // MARK: Scoring
+
+    /// The hidden state after the last item of each sequence (each truncated to its last
+    /// `maxLength` items), `[sequences.count, C]` row-major. Empty sequences get a zero row.
+    /// Thread-safe: uses its own buffers and only reads the weights.
+    public func hiddenStates(sequences: [[Int32]]) throws(SASRecError) -> [Float] {
+        let C = config.width, L = config.maxLength, n = config.itemCount
+        var out = [Float](repeating: 0, count: sequences.count * C)
+        let chunk = 256
+        var start = 0
+        while start < sequences.count {
+            let rows = Array(sequences[start..<min(start + chunk, sequences.count)]).map { Array($0.suffix(L)) }
+            for row in rows {
+                if let bad = row.first(where: { $0 < 0 || Int($0) >= n }) {
+                    throw .itemOutOfRange(item: Int(bad), itemCount: n)
+                }
+            }
+            let T = max(1, rows.map(\.count).max() ?? 1), B = rows.count
+            var inputs = [Int32](repeating: 0, count: B * T)
+            for (b, row) in rows.enumerated() {
+                for (t, item) in row.enumerated() { inputs[b * T + t] = item }
+            }
+            let a = SASRecActivations(config: config, B: B, T: T, training: false)
+            inputs.withUnsafeBufferPointer { forward(inputs: $0.baseAddress!, a: a) }
+            for (b, row) in rows.enumerated() where !row.isEmpty {
+                let src = a.lnf.data + (b * T + row.count - 1) * C
+                for i in 0..<C { out[(start + b) * C + i] = src[i] }
+            }
+            start += chunk
+        }
+        return out
+    }
+
+    /// `scores[j] = hidden · E[candidates[j]]` for one hidden state `[C]`.
+    /// Throws ``SASRecError/itemOutOfRange(item:itemCount:)`` for an unknown candidate.
+    public func scores(hidden: UnsafePointer<Float>, candidates: UnsafeBufferPointer<UInt32>,
+                       into scores: UnsafeMutableBufferPointer<Float>) throws(SASRecError) {
+        let C = config.width, n = config.itemCount
+        let table = UnsafePointer(itemTable.data)
+        for (j, item) in candidates.enumerated() {
+            guard Int(item) < n else { throw .itemOutOfRange(item: Int(item), itemCount: n) }
+            let e = table + Int(item) * C
+            var lanes = SIMD8<Float>()
+            var i = 0
+            while i + 8 <= C {
+                lanes += UnsafeRawPointer(hidden + i).loadUnaligned(as: SIMD8<Float>.self)
+                    * UnsafeRawPointer(e + i).loadUnaligned(as: SIMD8<Float>.self)
+                i += 8
+            }
+            var s = lanes.sum()
+            while i < C { s += hidden[i] * e[i]; i += 1 }
+            scores[j] = s
+        }
+    }
+
+    /// Scores of every item `[U, n]` for hidden states `[U, C]` (one matrix product).
+    public func allScores(hidden: [Float], users U: Int) -> [Float] {
+        let C = config.width, n = config.itemCount
+        var out = [Float](repeating: 0, count: U * n)
+        guard U > 0 else { return out }
+        hidden.withUnsafeBufferPointer { h in
+            out.withUnsafeMutableBufferPointer { o in
+                BLAS.gemm(transA: false, transB: true, m: U, n: n, k: C, a: h.baseAddress!, lda: C,
+                          b: itemTable.data, ldb: C, beta: 0, c: o.baseAddress!, ldc: n)
+            }
+        }
+        return out
+    }
+}
