@@ -123,6 +123,7 @@ let package = Package(
                 "CURecData",
                 "CURecPluginHost",
                 "CURecJobs",
+                "CURecModels",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ]
