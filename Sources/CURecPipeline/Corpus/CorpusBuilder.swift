@@ -156,7 +156,7 @@ public struct CorpusBuilder: Sendable {
         let text = chooser.choose([
             "The user is \(gender.map { "\($0), " } ?? "")\(occupation), in \(bandText).",
             "Profile: \(band.map { "aged \($0.label)" } ?? "age unknown"), \(gender ?? "gender unknown"), \(occupation).",
-            "We are looking at someone \(occupation), \(gender ?? "of unknown gender"), in \(bandText).",
+            "Profile summary: \(gender ?? "gender unknown"), \(band.map { "age \($0.label)" } ?? "age unknown"), occupation \(info.occupation.isEmpty ? "unknown" : info.occupation.lowercased()).",
         ]) ?? ""
         return (text, .profile(user: user, ageBand: band, gender: info.gender, occupation: info.occupation))
     }
@@ -336,7 +336,7 @@ public struct CorpusBuilder: Sendable {
             steps.append(chooser.choose([
                 "Together this points to a taste for \(both)\(era.map { ", with a lean toward the \($0)" } ?? "").",
                 "So the strongest signals are \(both)\(era.map { " and films from the \($0)" } ?? "").",
-                "In short, \(both) stand out against the population\(era.map { ", as does the \($0)" } ?? "").",
+                "In short, \(both) stand out against the population\(era.map { ", as do the \($0)" } ?? "").",
             ]) ?? "")
         }
         let reason = chooser.choose([
@@ -586,7 +586,9 @@ public struct CorpusBuilder: Sendable {
                 "It is \(article(forms.adjective)) \(forms.adjective) title, and \(forms.plural) are \(Phrasing.percent(overlap.share)) of what they watch (baseline \(Phrasing.percent(overlap.baseline))).",
             ]) ?? "")
             if overlap.genre != affinities.first?.genre {
-                facts.append(.genreAffinity(user: user, genre: name, count: overlap.count, total: overlap.total, baseline: overlap.baseline))
+                facts.append(overlap.lift >= configuration.affinityLift
+                    ? .genreAffinity(user: user, genre: name, count: overlap.count, total: overlap.total, baseline: overlap.baseline)
+                    : .genreShare(user: user, genre: name, count: overlap.count, total: overlap.total, baseline: overlap.baseline))
             }
         }
 

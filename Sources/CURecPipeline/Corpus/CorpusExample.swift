@@ -8,6 +8,8 @@ public enum CorpusFact: Sendable, Hashable, Codable {
     case genreAffinity(user: Int32, genre: String, count: Int, total: Int, baseline: Double)
     /// As `genreAffinity`, stated as a rarely watched genre (share well below baseline).
     case genreRarity(user: Int32, genre: String, count: Int, total: Int, baseline: Double)
+    /// As `genreAffinity`, stated only as a share at or above the baseline.
+    case genreShare(user: Int32, genre: String, count: Int, total: Int, baseline: Double)
     /// `count` of the user's `total` dated history items are from `decade` (e.g. 1990).
     case decadeAffinity(user: Int32, decade: Int, count: Int, total: Int, baseline: Double)
     /// The item's genres (dataset metadata).

@@ -95,7 +95,12 @@ enum Phrasing {
         return "\"\(clean)\""
     }
 
-    static func percent(_ fraction: Double) -> String { "\(Int((fraction * 100).rounded()))%" }
+    /// Whole percent, or one decimal below 10% ("4.6%").
+    static func percent(_ fraction: Double) -> String {
+        let tenths = Int((fraction * 1000).rounded())
+        if tenths < 100 { return "\(tenths / 10).\(tenths % 10)%" }
+        return "\(Int((fraction * 100).rounded()))%"
+    }
 
     /// One decimal and an `x`: `1.8x`.
     static func lift(_ value: Double) -> String {

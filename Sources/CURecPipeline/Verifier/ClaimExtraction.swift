@@ -138,7 +138,7 @@ struct ClaimExtractor: Sendable {
             let sentence = sentenceOf(word.start)
             if sentence != currentSentence { clause += 1; currentSentence = sentence; previousEnd = word.start }
             let between = bytes[previousEnd..<word.start]
-            let insideTitle = protected.contains { $0.contains(word.start) && $0.lowerBound < word.start }
+            let insideTitle = mentions.contains { $0.words.contains(i) && $0.words.lowerBound < i }
             if !insideTitle {
                 if between.contains(where: { $0 == 0x2C || $0 == 0x3B || $0 == 0x3A }) || containsDash(Array(between)) { clause += 1 }
                 if !used[i], Self.clauseWords.contains(word.lower) { clause += 1 }

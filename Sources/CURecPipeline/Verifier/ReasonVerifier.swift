@@ -210,10 +210,16 @@ public struct ReasonVerifier: Sendable {
             case .title(let items):
                 result(.titleExists, true, claim, "title of item \(items.map(String.init).joined(separator: ", "))")
                 if let item = context.item, items.contains(item) { continue }
-                if status(items, context: context) == .after {
+                // "You watched X" reports X's timing itself.
+                let watchedClaim = analysis.claims.contains {
+                    if case .watched = $0.kind { return $0.span.upperBound == claim.span.upperBound }
+                    return false
+                }
+                if !watchedClaim, status(items, context: context) == .after {
                     result(.notFromFuture, false, claim, "the user consumed it only after the cut-off time")
                 }
             case .watched(let items):
+                guard !items.isEmpty else { continue }
                 switch status(items, context: context) {
                 case .before: result(.watchedBeforeCutoff, true, claim, "in the user's history before the cut-off")
                 case .after: result(.watchedBeforeCutoff, false, claim, "the user consumed it only after the cut-off time")
