@@ -271,7 +271,10 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
               saved.allSatisfy({ $0.allSatisfy { $0 >= 0 && Int($0) < c.itemCount } }) else {
             throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "\(directory)/histories.json is missing or malformed")
         }
+        let meta = FileManager.default.contents(atPath: directory + "/plugin.json").flatMap { try? JSONDecoder().decode(Meta.self, from: $0) }
         histories = saved
+        bestEpoch = meta?.bestEpoch ?? 0
+        bestValidationNDCG = meta?.bestValidationNDCG10 ?? -1
         model = loaded
     }
 }

@@ -95,10 +95,7 @@ public struct SASRecBatch: Sendable, Equatable {
             throw .invalidInput("inputs, targets and negatives must each hold B*T = \(B * T) items, got \(inputs.count), \(targets.count), \(negatives.count)")
         }
         let n = config.itemCount
-        for (i, x) in inputs.enumerated() where x < 0 || Int(x) >= n {
-            _ = i
-            throw .itemOutOfRange(item: Int(x), itemCount: n)
-        }
+        for x in inputs where x < 0 || Int(x) >= n { throw .itemOutOfRange(item: Int(x), itemCount: n) }
         for t in targets where t < -1 || Int(t) >= n { throw .itemOutOfRange(item: Int(t), itemCount: n) }
         for (t, q) in zip(targets, negatives) where t >= 0 && (q < 0 || Int(q) >= n) {
             throw .itemOutOfRange(item: Int(q), itemCount: n)
