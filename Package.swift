@@ -124,6 +124,7 @@ let package = Package(
                 "CURecPluginHost",
                 "CURecJobs",
                 "CURecModels",
+                "CURecPipeline",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ]

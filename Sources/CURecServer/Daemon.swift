@@ -1,5 +1,6 @@
 import CURecData
 import CURecJobs
+import CURecPipeline
 import CURecPluginHost
 import CURecProto
 import CURecRPC
@@ -97,9 +98,21 @@ public final class Daemon: Sendable {
             kinds: [
                 TrainPluginJob(plugins: plugins, data: data, artifacts: artifacts, preparer: preparer),
                 EvaluateJob(plugins: plugins, data: data, defaultRecommender: configuration.default_recommender),
+                PretrainJob(data: data, artifacts: artifacts),
             ],
             limits: jobLimits, logger: logger)
         router.register(JobService(jobs: jobs))
+        if let data {
+            do {
+                let corpus = try CorpusBuilder(dataset: data.dataset, split: data.split)
+                router.register(GenerationService(
+                    data: data, models: LanguageModelStore(artifacts: artifacts),
+                    prompt: { user, item in corpus.pairPrompt(user: Int32(bitPattern: user), item: Int32(bitPattern: item)) },
+                    reasonMarker: CorpusExample.Marker.reason, endMarker: CorpusExample.Marker.end))
+            } catch {
+                logger.error("generation is unavailable", metadata: ["error": "\(error)"])
+            }
+        }
         router.register(ModelService(artifacts: artifacts))
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
         let reflection = try ReflectionService(

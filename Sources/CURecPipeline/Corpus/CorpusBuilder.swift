@@ -126,7 +126,7 @@ public struct CorpusBuilder: Sendable {
         return mixSeed(configuration.seed, taskCode, UInt64(UInt32(bitPattern: subject)), UInt64(extra))
     }
 
-    private func profileLine(_ user: Int32) -> String {
+    func profileLine(_ user: Int32) -> String {
         let info = dataset.users[Int(user)]
         var parts: [String] = []
         parts.append(AgeBand(age: info.age).map { "age \($0.label)" } ?? "age unknown")
@@ -135,13 +135,13 @@ public struct CorpusBuilder: Sendable {
         return "User: " + parts.joined(separator: ", ") + "."
     }
 
-    private func historyLines(_ history: ArraySlice<Int32>) -> String {
+    func historyLines(_ history: ArraySlice<Int32>) -> String {
         let shown = history.suffix(configuration.historyShown)
         let titles = shown.map { Phrasing.title(dataset.items[Int($0)]) }.joined(separator: "; ")
         return "History (oldest first, last \(shown.count) of \(history.count)): \(titles)."
     }
 
-    private func itemLine(_ item: Int32) -> String {
+    func itemLine(_ item: Int32) -> String {
         let info = dataset.items[Int(item)]
         let genres = statistics.itemGenres[Int(item)].map { statistics.genres[$0] }
         return "Item: \(Phrasing.title(info)); genres: \(genres.isEmpty ? "unknown" : genres.joined(separator: ", "))."

@@ -51,12 +51,20 @@ struct EvaluateJob: JobKind {
         let phase: RankingMetrics.Phase = context.parameters["split"] == "validation" ? .validation : .test
         let cutoffs = try Self.cutoffs(context.parameters)
         let targets = phase == .test ? data.split.test.count : data.split.validation.count
+        // For the test split a sequential model sees everything before the test item: the
+        // training history plus the validation item (which the metrics exclude from ranking).
+        var validationItem: [Int32: UInt32] = [:]
+        if phase == .test {
+            for interaction in data.split.validation { validationItem[interaction.user] = UInt32(bitPattern: interaction.item) }
+        }
         var done: UInt64 = 0
         let metrics = try RankingMetrics.evaluate(split: data.split, itemCount: data.dataset.itemCount, phase: phase,
                                                   cutoffs: cutoffs) { user, scores in
             if context.isCancelled { throw JobCancelled() }
             try data.allItems.withUnsafeBufferPointer { candidates in
-                try instance.scoreRecommender(user: UInt32(user), history: data.histories[Int(user)],
+                var history = data.histories[Int(user)]
+                if let item = validationItem[user] { history.append(item) }
+                try instance.scoreRecommender(user: UInt32(user), history: history,
                                               candidates: candidates, scores: scores)
             }
             done += 1

@@ -36,11 +36,16 @@ struct GenerationService: RPCService {
             } catch let error as LanguageModelError {
                 throw RPCError(.internal, error.description)
             }
-            let promptIDs = loaded.tokenizer.encode(prompt(user, item)).map(Int.init)
-            guard promptIDs.count < loaded.model.config.context else {
-                throw RPCError(.failedPrecondition,
-                               "the prompt for this pair has \(promptIDs.count) tokens; the model's context is \(loaded.model.config.context)")
+            var promptIDs = loaded.tokenizer.encode(prompt(user, item)).map(Int.init)
+            // Keep the prompt's end (item, reasoning marker) and leave room for the answer; the
+            // model was trained on windows that start mid-example, so a cut start is familiar.
+            let room = loaded.model.config.context - options.maxTokens
+            guard room >= 16 else {
+                throw RPCError(.invalidArgument,
+                               "sampling.max_tokens \(options.maxTokens) leaves no room for the prompt in the model's context of \(loaded.model.config.context) tokens")
             }
+            if promptIDs.count > room { promptIDs.removeFirst(promptIDs.count - room) }
+            let finalPrompt = promptIDs
             var sampling = options
             if let end = loaded.tokenizer.id(of: endMarker) { sampling.stopSequences = [[Int(end)]] }
             let endTokens = loaded.tokenizer.encode(endMarker).map(Int.init)
@@ -54,7 +59,7 @@ struct GenerationService: RPCService {
                 let result: Result<[GPTGeneration], GPTError>
                 do {
                     result = .success(try loaded.lock.withLock { _ in
-                        try loaded.model.generate(prompts: [promptIDs], options: finalSampling, onToken: { _, token in
+                        try loaded.model.generate(prompts: [finalPrompt], options: finalSampling, onToken: { _, token in
                             continuation.yield(token)
                         }, shouldStop: {
                             stop.isSet || (deadline.map { ContinuousClock.now >= $0 } ?? false)

@@ -1,0 +1,71 @@
+"""Stages 1-2 and GenerationService: a small pretrain job on MovieLens-100K, then reasons
+streamed token by token, with deadlines and validation."""
+
+import grpc
+import pytest
+
+from curec.v1 import generation_pb2, generation_pb2_grpc, job_pb2, job_pb2_grpc
+
+
+@pytest.fixture(scope="module")
+def generation(channel):
+    jobs = job_pb2_grpc.JobServiceStub(channel)
+    stub = generation_pb2_grpc.GenerationServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as failure:
+        list(stub.GenerateReason(generation_pb2.GenerateReasonRequest(user_id="196", item_id="242", model="tiny-lm"),
+                                 timeout=10))
+    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no language model 'tiny-lm'" in failure.value.details()
+    job = jobs.Submit(job_pb2.SubmitJobRequest(kind="pretrain", parameters={
+        "name": "tiny-lm", "steps": "60", "layers": "2", "heads": "2", "width": "64", "context": "256",
+        "vocabulary": "600", "batch": "4"}), timeout=10)
+    events = list(jobs.Watch(job_pb2.WatchJobRequest(id=job.id), timeout=900))
+    assert events[-1].state == job_pb2.JOB_STATE_SUCCEEDED, events[-1]
+    record = jobs.Get(job_pb2.GetJobRequest(id=job.id), timeout=10)
+    assert record.artifact == "models/tiny-lm/v1"
+    assert record.metrics["examples"] > 1000
+    assert 1 < record.metrics["held_out_perplexity"] < 600
+    losses = [e.metrics["loss"] for e in events if e.stage == "pretrain" and "loss" in e.metrics]
+    assert losses[-1] < losses[0], "pretraining loss did not fall"
+    return stub
+
+
+def test_reason_streams_token_by_token(generation):
+    responses = list(generation.GenerateReason(generation_pb2.GenerateReasonRequest(
+        user_id="196", item_id="242", model="tiny-lm",
+        sampling=generation_pb2.SamplingOptions(max_tokens=40, seed=7)), timeout=120))
+    tokens, final = responses[:-1], responses[-1]
+    assert final.final and final.model_version == "models/tiny-lm/v1"
+    assert 1 <= len(tokens) <= 40
+    assert "".join(r.text for r in tokens) == final.full_text
+    # Same seed, same reason.
+    again = list(generation.GenerateReason(generation_pb2.GenerateReasonRequest(
+        user_id="196", item_id="242", model="tiny-lm",
+        sampling=generation_pb2.SamplingOptions(max_tokens=40, seed=7)), timeout=120))
+    assert again[-1].full_text == final.full_text
+
+
+def test_deadline_stops_generation(generation):
+    with pytest.raises(grpc.RpcError) as failure:
+        list(generation.GenerateReason(generation_pb2.GenerateReasonRequest(
+            user_id="196", item_id="242", model="tiny-lm",
+            sampling=generation_pb2.SamplingOptions(max_tokens=200, temperature=1.0)), timeout=0.05))
+    assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+@pytest.mark.parametrize(
+    "fields, code, words",
+    [
+        ({"user_id": "999999", "item_id": "1"}, grpc.StatusCode.NOT_FOUND, "999999"),
+        ({"user_id": "196", "item_id": "nope"}, grpc.StatusCode.NOT_FOUND, "item_id 'nope'"),
+        ({"user_id": "196", "item_id": "1", "sampling": generation_pb2.SamplingOptions(max_tokens=9999)},
+         grpc.StatusCode.INVALID_ARGUMENT, "max_tokens"),
+        ({"user_id": "196", "item_id": "1", "sampling": generation_pb2.SamplingOptions(top_p=1.5)},
+         grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
+    ],
+)
+def test_generation_validation(generation, fields, code, words):
+    with pytest.raises(grpc.RpcError) as failure:
+        list(generation.GenerateReason(generation_pb2.GenerateReasonRequest(model="tiny-lm", **fields), timeout=30))
+    assert failure.value.code() == code
+    assert words in failure.value.details()
