@@ -17,7 +17,8 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
-sys.path.insert(0, os.path.join(HERE, "generated"))
+# The generated stubs of the Python client package (clients/python), used without installing it.
+sys.path.insert(0, os.path.join(REPO_ROOT, "clients", "python"))
 
 
 def curecd_binary():

@@ -4,7 +4,7 @@ streamed token by token, with deadlines and validation."""
 import grpc
 import pytest
 
-from curec.v1 import generation_pb2, generation_pb2_grpc, job_pb2, job_pb2_grpc
+from curec_client._proto.curec.v1 import generation_pb2, generation_pb2_grpc, job_pb2, job_pb2_grpc
 
 
 @pytest.fixture(scope="module")

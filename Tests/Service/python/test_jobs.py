@@ -11,7 +11,7 @@ import time
 import grpc
 import pytest
 
-from curec.v1 import job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc, recommend_pb2, recommend_pb2_grpc
+from curec_client._proto.curec.v1 import job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc, recommend_pb2, recommend_pb2_grpc
 from conftest import REPO_ROOT, RunningDaemon
 
 FINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}

@@ -5,7 +5,7 @@ import os
 import subprocess
 import tempfile
 
-from curec.v1 import plugin_pb2, plugin_pb2_grpc, recommend_pb2, recommend_pb2_grpc
+from curec_client._proto.curec.v1 import plugin_pb2, plugin_pb2_grpc, recommend_pb2, recommend_pb2_grpc
 from conftest import REPO_ROOT
 from movielens import read_atomic
 from conftest import dataset_dir

@@ -9,7 +9,7 @@ import time
 import grpc
 import pytest
 
-from curec.v1 import plugin_pb2, plugin_pb2_grpc, recommend_pb2, recommend_pb2_grpc
+from curec_client._proto.curec.v1 import plugin_pb2, plugin_pb2_grpc, recommend_pb2, recommend_pb2_grpc
 from conftest import HERE, REPO_ROOT
 
 HEADER_DIR = os.path.join(REPO_ROOT, "Sources", "CURecPluginABI", "include")

@@ -6,7 +6,7 @@ import os
 import grpc
 import pytest
 
-from curec.v1 import recommend_pb2, recommend_pb2_grpc, reward_pb2, reward_pb2_grpc
+from curec_client._proto.curec.v1 import recommend_pb2, recommend_pb2_grpc, reward_pb2, reward_pb2_grpc
 from movielens import item_ids, load_split, ranking_metrics
 from conftest import dataset_dir
 
@@ -91,7 +91,7 @@ def test_recommend_validation(recommend):
 
 def test_reward_scores_triples_and_validates(channel):
     reward = reward_pb2_grpc.RewardServiceStub(channel)
-    from curec.v1 import plugin_pb2, plugin_pb2_grpc
+    from curec_client._proto.curec.v1 import plugin_pb2, plugin_pb2_grpc
     plugins = plugin_pb2_grpc.PluginServiceStub(channel).List(plugin_pb2.ListPluginsRequest(), timeout=10)
     dim = next(p.reason_embedding_dim for p in plugins.plugins if p.name == "reward")
     assert dim > 0
