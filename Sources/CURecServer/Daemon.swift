@@ -83,8 +83,22 @@ public final class Daemon: Sendable {
             router.register(InteropTestService())
         }
         var recommendations: RecommendService? = nil
+        var reasons: ReasonGenerator? = nil
         if let data {
-            let service = RecommendService(data: data, plugins: plugins, defaultRecommender: configuration.default_recommender)
+            do {
+                let corpus = try CorpusBuilder(dataset: data.dataset, split: data.split)
+                reasons = ReasonGenerator(
+                    models: LanguageModelStore(artifacts: artifacts),
+                    prompt: { user, item in corpus.pairPrompt(user: Int32(bitPattern: user), item: Int32(bitPattern: item)) },
+                    reasonMarker: CorpusExample.Marker.reason, endMarker: CorpusExample.Marker.end)
+            } catch {
+                logger.error("reason generation is unavailable", metadata: ["error": "\(error)"])
+            }
+        }
+        if let data {
+            var service = RecommendService(data: data, plugins: plugins, defaultRecommender: configuration.default_recommender)
+            service.reasons = reasons
+            if let reasons { router.register(GenerationService(data: data, generator: reasons)) }
             recommendations = service
             router.register(service)
             router.register(RewardService(data: data, plugins: plugins, defaultRewardModel: configuration.default_reward_model))
@@ -102,17 +116,6 @@ public final class Daemon: Sendable {
             ],
             limits: jobLimits, logger: logger)
         router.register(JobService(jobs: jobs))
-        if let data {
-            do {
-                let corpus = try CorpusBuilder(dataset: data.dataset, split: data.split)
-                router.register(GenerationService(
-                    data: data, models: LanguageModelStore(artifacts: artifacts),
-                    prompt: { user, item in corpus.pairPrompt(user: Int32(bitPattern: user), item: Int32(bitPattern: item)) },
-                    reasonMarker: CorpusExample.Marker.reason, endMarker: CorpusExample.Marker.end))
-            } catch {
-                logger.error("generation is unavailable", metadata: ["error": "\(error)"])
-            }
-        }
         router.register(ModelService(artifacts: artifacts))
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
         let reflection = try ReflectionService(

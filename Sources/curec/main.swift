@@ -160,6 +160,8 @@ struct Recommend: ParsableCommand {
     @Option(help: "How many items.") var k: Int32 = 10
     @Option(help: "Recommender instance (default: the daemon's default).") var plugin = ""
     @Flag(help: "Include items the user has already seen.") var includeSeen = false
+    @Flag(help: "Also write a reason for each item with the built-in language model.") var reasons = false
+    @Option(help: "Language model for --reasons (default: lm).") var reasonModel = ""
     func run() throws {
         let client = try global.client()
         let response: Curec_V1_RecommendResponse = try CURec.run {
@@ -168,12 +170,15 @@ struct Recommend: ParsableCommand {
                 $0.k = k
                 $0.plugin = plugin
                 $0.excludeSeen = !includeSeen
-            }, timeout: global.timeout)
+                $0.withReasons = reasons
+                $0.reasonModel = reasonModel
+            }, timeout: reasons ? max(global.timeout, 300) : global.timeout)
         }
         if global.json { printJSON(response); return }
         print("top \(response.items.count) for user \(user) (\(response.servedBy)):")
         for (rank, item) in response.items.enumerated() {
             print(String(format: "%3d. %@  %@  %.4f", rank + 1, pad(item.itemID, 6), pad(item.title, 48), item.score))
+            if !item.reason.isEmpty { print("     why: \(item.reason.replacingOccurrences(of: "\n", with: " "))") }
         }
     }
 }

@@ -70,6 +70,13 @@ public nonisolated struct Curec_V1_RecommendRequest: Sendable {
 
   public var plugin: String = String()
 
+  /// Also write a reason for each item with the built-in language model (slower: one
+  /// generation per item).
+  public var withReasons: Bool = false
+
+  /// Language model for the reasons; empty means "lm".
+  public var reasonModel: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -85,6 +92,9 @@ public nonisolated struct Curec_V1_RecommendedItem: Sendable {
   public var score: Float = 0
 
   public var title: String = String()
+
+  /// Why this user would like it, when with_reasons was set.
+  public var reason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -186,7 +196,7 @@ nonisolated extension Curec_V1_ScoreResponse: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Curec_V1_RecommendRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RecommendRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}k\0\u{3}exclude_seen\0\u{1}plugin\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}k\0\u{3}exclude_seen\0\u{1}plugin\0\u{3}with_reasons\0\u{3}reason_model\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -198,6 +208,8 @@ nonisolated extension Curec_V1_RecommendRequest: SwiftProtobuf.Message, SwiftPro
       case 2: try { try decoder.decodeSingularInt32Field(value: &self.k) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.excludeSeen) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.plugin) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.withReasons) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.reasonModel) }()
       default: break
       }
     }
@@ -216,6 +228,12 @@ nonisolated extension Curec_V1_RecommendRequest: SwiftProtobuf.Message, SwiftPro
     if !self.plugin.isEmpty {
       try visitor.visitSingularStringField(value: self.plugin, fieldNumber: 4)
     }
+    if self.withReasons != false {
+      try visitor.visitSingularBoolField(value: self.withReasons, fieldNumber: 5)
+    }
+    if !self.reasonModel.isEmpty {
+      try visitor.visitSingularStringField(value: self.reasonModel, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -224,6 +242,8 @@ nonisolated extension Curec_V1_RecommendRequest: SwiftProtobuf.Message, SwiftPro
     if lhs.k != rhs.k {return false}
     if lhs.excludeSeen != rhs.excludeSeen {return false}
     if lhs.plugin != rhs.plugin {return false}
+    if lhs.withReasons != rhs.withReasons {return false}
+    if lhs.reasonModel != rhs.reasonModel {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -231,7 +251,7 @@ nonisolated extension Curec_V1_RecommendRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Curec_V1_RecommendedItem: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RecommendedItem"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}item_id\0\u{1}score\0\u{1}title\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}item_id\0\u{1}score\0\u{1}title\0\u{1}reason\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -242,6 +262,7 @@ nonisolated extension Curec_V1_RecommendedItem: SwiftProtobuf.Message, SwiftProt
       case 1: try { try decoder.decodeSingularStringField(value: &self.itemID) }()
       case 2: try { try decoder.decodeSingularFloatField(value: &self.score) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.title) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       default: break
       }
     }
@@ -257,6 +278,9 @@ nonisolated extension Curec_V1_RecommendedItem: SwiftProtobuf.Message, SwiftProt
     if !self.title.isEmpty {
       try visitor.visitSingularStringField(value: self.title, fieldNumber: 3)
     }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -264,6 +288,7 @@ nonisolated extension Curec_V1_RecommendedItem: SwiftProtobuf.Message, SwiftProt
     if lhs.itemID != rhs.itemID {return false}
     if lhs.score != rhs.score {return false}
     if lhs.title != rhs.title {return false}
+    if lhs.reason != rhs.reason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

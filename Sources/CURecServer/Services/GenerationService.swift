@@ -10,12 +10,7 @@ import Synchronization
 /// are produced. The deadline and client cancellation stop generation between tokens.
 struct GenerationService: RPCService {
     let data: ServingData
-    let models: LanguageModelStore
-    /// The prompt the LM was trained to answer for a (user, item) pair.
-    let prompt: @Sendable (_ user: UInt32, _ item: UInt32) -> String
-    /// Text after which the reason starts, and the marker that ends it.
-    let reasonMarker: String
-    let endMarker: String
+    let generator: ReasonGenerator
 
     func register(into router: inout RPCRouter) {
         router.registerServerStreaming(
@@ -25,31 +20,10 @@ struct GenerationService: RPCService {
             let user = try data.user(request.userID)
             let item = try data.item(request.itemID, field: "item_id")
             let options = try Self.options(request.sampling)
-            let name = request.model.isEmpty ? "lm" : request.model
-            let loaded: LanguageModelStore.Loaded
-            do {
-                guard let found = try models.latest(name) else {
-                    throw RPCError(.failedPrecondition,
-                                   "no language model '\(name)' has been trained yet; submit a pretrain or pipeline job first")
-                }
-                loaded = found
-            } catch let error as LanguageModelError {
-                throw RPCError(.internal, error.description)
-            }
-            var promptIDs = loaded.tokenizer.encode(prompt(user, item)).map(Int.init)
-            // Keep the prompt's end (item, reasoning marker) and leave room for the answer; the
-            // model was trained on windows that start mid-example, so a cut start is familiar.
-            let room = loaded.model.config.context - options.maxTokens
-            guard room >= 16 else {
-                throw RPCError(.invalidArgument,
-                               "sampling.max_tokens \(options.maxTokens) leaves no room for the prompt in the model's context of \(loaded.model.config.context) tokens")
-            }
-            if promptIDs.count > room { promptIDs.removeFirst(promptIDs.count - room) }
-            let finalPrompt = promptIDs
+            let loaded = try generator.model(request.model)
+            let finalPrompt = try generator.promptTokens(loaded, user: user, item: item, maxTokens: options.maxTokens)
             var sampling = options
-            if let end = loaded.tokenizer.id(of: endMarker) { sampling.stopSequences = [[Int(end)]] }
-            let endTokens = loaded.tokenizer.encode(endMarker).map(Int.init)
-            if !endTokens.isEmpty { sampling.stopSequences.append(endTokens) }
+            sampling.stopSequences = generator.stopSequences(loaded)
             let finalSampling = sampling
             let (tokens, continuation) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .unbounded)
             let finished = FinishBox()
@@ -105,7 +79,7 @@ struct GenerationService: RPCService {
                 $0.final = true
                 $0.finishReason = "\(generation.finishReason)"
                 $0.fullText = text
-                $0.reason = Self.reason(in: text, marker: reasonMarker, end: endMarker)
+                $0.reason = generator.reason(in: text)
                 $0.modelVersion = loaded.version
             })
         }
@@ -138,14 +112,6 @@ struct GenerationService: RPCService {
         let needed = lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : 0
         if needed > back { end -= back + 1 }
         return Array(bytes[..<end])
-    }
-
-    /// The text between the reason marker and the end marker (or the end of the text).
-    static func reason(in text: String, marker: String, end: String) -> String {
-        guard let start = text.range(of: marker) else { return "" }
-        var tail = text[start.upperBound...]
-        if let stop = tail.range(of: end) { tail = tail[..<stop.lowerBound] }
-        return tail.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
 

@@ -4,12 +4,15 @@ import CURecRPC
 
 /// `curec.v1.RecommendService`: Score and Recommend with a recommender plugin.
 ///
-/// Both run inline on the I/O threads: plugin scoring is required to be fast (microseconds
-/// for hundreds of candidates), and this keeps the hot path free of thread hops.
+/// Score runs inline on the I/O threads: plugin scoring is required to be fast
+/// (microseconds for hundreds of candidates), and this keeps the hot path free of thread
+/// hops. Recommend runs as a task, because with `with_reasons` it also generates text.
 struct RecommendService: RPCService {
     let data: ServingData
     let plugins: PluginHost
     let defaultRecommender: String
+    /// Writes reasons when a request asks for them; nil when generation is unavailable.
+    var reasons: ReasonGenerator? = nil
 
     static let maxCandidates = 10_000
 
@@ -18,10 +21,26 @@ struct RecommendService: RPCService {
             service: "curec.v1.RecommendService", method: "Score",
             request: Curec_V1_ScoreRequest.self, response: Curec_V1_ScoreResponse.self
         ) { request, _ in try score(request) }
-        router.registerInlineUnary(
+        router.registerUnary(
             service: "curec.v1.RecommendService", method: "Recommend",
             request: Curec_V1_RecommendRequest.self, response: Curec_V1_RecommendResponse.self
-        ) { request, _ in try recommend(request) }
+        ) { request, context in
+            var response = try recommend(request)
+            guard request.withReasons else { return response }
+            guard let reasons else {
+                throw RPCError(.failedPrecondition, "reasons are unavailable: the daemon has no corpus to prompt its language model")
+            }
+            let user = try data.user(request.userID)
+            let items = response.items.compactMap { data.dataset.itemIndex($0.itemID) }.map { UInt32(bitPattern: $0) }
+            let deadline = context.deadline
+            let texts = try await runBlocking {
+                try reasons.reasons(user: user, items: items, modelName: request.reasonModel, shouldStop: {
+                    context.isCancelled || (deadline.map { ContinuousClock.now >= $0 } ?? false)
+                })
+            }
+            for index in response.items.indices where index < texts.count { response.items[index].reason = texts[index] }
+            return response
+        }
     }
 
     private func recommender(_ requested: String) throws(RPCError) -> PluginInstance {

@@ -69,3 +69,18 @@ def test_generation_validation(generation, fields, code, words):
         list(generation.GenerateReason(generation_pb2.GenerateReasonRequest(model="tiny-lm", **fields), timeout=30))
     assert failure.value.code() == code
     assert words in failure.value.details()
+
+
+def test_recommend_returns_items_with_reasons(channel, generation):
+    from curec_client._proto.curec.v1 import recommend_pb2, recommend_pb2_grpc
+    stub = recommend_pb2_grpc.RecommendServiceStub(channel)
+    plain = stub.Recommend(recommend_pb2.RecommendRequest(user_id="196", k=3), timeout=30)
+    assert all(item.reason == "" for item in plain.items)
+    response = stub.Recommend(recommend_pb2.RecommendRequest(user_id="196", k=3, with_reasons=True,
+                                                             reason_model="tiny-lm"), timeout=300)
+    assert [i.item_id for i in response.items] == [i.item_id for i in plain.items]
+    assert all(item.reason for item in response.items)
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.Recommend(recommend_pb2.RecommendRequest(user_id="196", k=3, with_reasons=True, reason_model="absent"),
+                       timeout=30)
+    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION

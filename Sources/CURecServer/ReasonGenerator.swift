@@ -1,0 +1,90 @@
+import CURecModels
+import CURecRPC
+import Foundation
+
+/// Writes recommendation reasons with the built-in language model: builds the pair prompt the
+/// model was trained on, fits it to the context, and extracts the reason from the output.
+/// Shared by GenerationService (streaming) and RecommendService (reasons with items).
+struct ReasonGenerator: Sendable {
+    let models: LanguageModelStore
+    /// The prompt the LM was trained to answer for a (user, item) pair.
+    let prompt: @Sendable (_ user: UInt32, _ item: UInt32) -> String
+    /// Text after which the reason starts, and the marker that ends it.
+    let reasonMarker: String
+    let endMarker: String
+
+    /// The newest version of the model `name` (default "lm"), or FAILED_PRECONDITION.
+    func model(_ name: String) throws(RPCError) -> LanguageModelStore.Loaded {
+        let modelName = name.isEmpty ? "lm" : name
+        do {
+            guard let found = try models.latest(modelName) else {
+                throw RPCError(.failedPrecondition,
+                               "no language model '\(modelName)' has been trained yet; submit a pretrain or pipeline job first")
+            }
+            return found
+        } catch let error as LanguageModelError {
+            throw RPCError(.internal, error.description)
+        } catch {
+            throw RPCError.from(error)
+        }
+    }
+
+    /// The prompt's token ids, keeping its end and leaving room for `maxTokens` of answer
+    /// (the model was trained on windows that start mid-example, so a cut start is familiar).
+    func promptTokens(_ loaded: LanguageModelStore.Loaded, user: UInt32, item: UInt32,
+                      maxTokens: Int) throws(RPCError) -> [Int] {
+        var ids = loaded.tokenizer.encode(prompt(user, item)).map(Int.init)
+        let room = loaded.model.config.context - maxTokens
+        guard room >= 16 else {
+            throw RPCError(.invalidArgument,
+                           "max_tokens \(maxTokens) leaves no room for the prompt in the model's context of \(loaded.model.config.context) tokens")
+        }
+        if ids.count > room { ids.removeFirst(ids.count - room) }
+        return ids
+    }
+
+    /// Stop sequences that end a reason (the end marker).
+    func stopSequences(_ loaded: LanguageModelStore.Loaded) -> [[Int]] {
+        var stops: [[Int]] = []
+        if let end = loaded.tokenizer.id(of: endMarker) { stops.append([Int(end)]) }
+        let endTokens = loaded.tokenizer.encode(endMarker).map(Int.init)
+        if !endTokens.isEmpty { stops.append(endTokens) }
+        return stops
+    }
+
+    /// The text between the reason marker and the end marker (or the end of the text).
+    func reason(in text: String) -> String {
+        guard let start = text.range(of: reasonMarker) else { return "" }
+        var tail = text[start.upperBound...]
+        if let stop = tail.range(of: endMarker) { tail = tail[..<stop.lowerBound] }
+        return tail.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// One reason per item for `user`, greedy and deterministic. Blocking (CPU-bound): call it
+    /// off the I/O loop. If the model wrote no reason block, the generated text is returned.
+    func reasons(user: UInt32, items: [UInt32], modelName: String, maxTokens: Int = 96,
+                 shouldStop: @escaping () -> Bool) throws(RPCError) -> [String] {
+        let loaded = try model(modelName)
+        var prompts: [[Int]] = []
+        for item in items { prompts.append(try promptTokens(loaded, user: user, item: item, maxTokens: maxTokens)) }
+        guard !prompts.isEmpty else { return [] }
+        let options = GPTSamplingOptions(maxTokens: maxTokens, temperature: 0, topK: 0, topP: 1,
+                                         stopSequences: stopSequences(loaded), seed: 0)
+        let generations: [GPTGeneration]
+        do {
+            generations = try loaded.lock.withLock { _ in
+                try loaded.model.generate(prompts: prompts, options: options, shouldStop: shouldStop)
+            }
+        } catch {
+            throw RPCError(.internal, "reason generation failed: \(error)")
+        }
+        if generations.contains(where: { $0.finishReason == .cancelled }) {
+            throw RPCError(.deadlineExceeded, "the deadline passed while writing reasons")
+        }
+        return generations.map { generation in
+            let text = (try? loaded.tokenizer.decode(generation.tokens.map(Int32.init))) ?? ""
+            let reason = reason(in: text)
+            return reason.isEmpty ? text.trimmingCharacters(in: .whitespacesAndNewlines) : reason
+        }
+    }
+}
