@@ -84,3 +84,13 @@ def test_recommend_returns_items_with_reasons(channel, generation):
         stub.Recommend(recommend_pb2.RecommendRequest(user_id="196", k=3, with_reasons=True, reason_model="absent"),
                        timeout=30)
     assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_python_client_gets_reasons_and_streams_one(daemon, generation):
+    from curec_client import Client
+    with Client(daemon.address) as client:
+        items = client.recommend("196", k=2, with_reasons=True, reason_model="tiny-lm", timeout=300)
+        assert all(item.reason for item in items)
+        pieces = list(client.generate_reason("196", items.items[0].item_id, model="tiny-lm", max_tokens=30, seed=3,
+                                             timeout=120))
+        assert pieces and "".join(pieces)

@@ -26,6 +26,8 @@ from typing import (
 import grpc
 
 from ._proto.curec.v1 import (
+    generation_pb2,
+    generation_pb2_grpc,
     job_pb2,
     job_pb2_grpc,
     model_pb2,
@@ -131,6 +133,7 @@ class Client:
             address, options=list(options or ())
         )
         self._jobs = job_pb2_grpc.JobServiceStub(self._channel)
+        self._generation = generation_pb2_grpc.GenerationServiceStub(self._channel)
         self._stubs: Dict[str, Any] = {
             "RecommendService": recommend_pb2_grpc.RecommendServiceStub(self._channel),
             "RewardService": reward_pb2_grpc.RewardServiceStub(self._channel),
@@ -186,6 +189,8 @@ class Client:
         exclude_seen: bool = True,
         plugin: str = "",
         *,
+        with_reasons: bool = False,
+        reason_model: str = "",
         timeout: Optional[float] = _UNSET,
     ) -> Recommendations:
         """The ``k`` best items for ``user_id`` over the whole catalogue, best first.
@@ -195,11 +200,15 @@ class Client:
             k: how many items, 1 to 1,000.
             exclude_seen: leave out items the user interacted with in the training data.
             plugin: recommender instance; empty means the daemon's default.
+            with_reasons: also generate a reason for each item with the built-in language
+                model (slower; FAILED_PRECONDITION if no model has been trained).
+            reason_model: language model name for the reasons; empty means ``"lm"``.
 
         Raises:
             CurecError: NOT_FOUND for an unknown user or plugin, INVALID_ARGUMENT for a bad k.
         """
-        request = recommend_pb2.RecommendRequest(user_id=str(user_id), k=k, exclude_seen=exclude_seen, plugin=plugin)
+        request = recommend_pb2.RecommendRequest(user_id=str(user_id), k=k, exclude_seen=exclude_seen, plugin=plugin,
+                                                 with_reasons=with_reasons, reason_model=reason_model)
         return Recommendations.from_proto(self._call("RecommendService", "Recommend", request, timeout))
 
     def score(
@@ -375,6 +384,45 @@ class Client:
                 yield JobEvent.from_proto(message)
         except grpc.RpcError as error:
             raise CurecError.from_rpc_error(error, "/curec.v1.JobService/Watch") from None
+        finally:
+            call.cancel()
+
+    def generate_reason(
+        self,
+        user_id: str,
+        item_id: str,
+        *,
+        model: str = "",
+        max_tokens: int = 0,
+        temperature: Optional[float] = None,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        seed: int = 0,
+        timeout: Optional[float] = None,
+    ) -> Iterator[str]:
+        """Streams a reason why ``user_id`` would like ``item_id``, piece by piece, from the
+        built-in language model (``model``, default ``"lm"``). Join the pieces for the text.
+
+        Raises:
+            CurecError: while iterating, e.g. FAILED_PRECONDITION when no model was trained,
+                DEADLINE_EXCEEDED when ``timeout`` passes mid-generation.
+        """
+        sampling = generation_pb2.SamplingOptions(max_tokens=max_tokens, seed=seed)
+        if temperature is not None:
+            sampling.temperature = temperature
+        if top_k is not None:
+            sampling.top_k = top_k
+        if top_p is not None:
+            sampling.top_p = top_p
+        request = generation_pb2.GenerateReasonRequest(user_id=str(user_id), item_id=str(item_id), model=model,
+                                                       sampling=sampling)
+        call = self._generation.GenerateReason(request, timeout=timeout)
+        try:
+            for message in call:
+                if message.text:
+                    yield message.text
+        except grpc.RpcError as error:
+            raise CurecError.from_rpc_error(error, "/curec.v1.GenerationService/GenerateReason") from None
         finally:
             call.cancel()
 

@@ -35,15 +35,17 @@ __all__ = [
 
 @dataclass(frozen=True)
 class RecommendedItem:
-    """One recommended item: the dataset's item id, its score (higher is better) and title."""
+    """One recommended item: the dataset's item id, its score (higher is better), title, and
+    a generated reason when one was asked for (empty otherwise)."""
 
     item_id: str
     score: float
     title: str
+    reason: str = ""
 
     @classmethod
     def from_proto(cls, message: Any) -> "RecommendedItem":
-        return cls(item_id=message.item_id, score=message.score, title=message.title)
+        return cls(item_id=message.item_id, score=message.score, title=message.title, reason=message.reason)
 
 
 @dataclass(frozen=True)
