@@ -87,10 +87,16 @@ public final class Daemon: Sendable {
         if let data {
             do {
                 let corpus = try CorpusBuilder(dataset: data.dataset, split: data.split)
+                let verifier = ReasonVerifier(dataset: data.dataset)
+                let cutoffs = data.split.trainTimesByUser.map { $0.last }
                 reasons = ReasonGenerator(
                     models: LanguageModelStore(artifacts: artifacts),
                     prompt: { user, item in corpus.pairPrompt(user: Int32(bitPattern: user), item: Int32(bitPattern: item)) },
-                    reasonMarker: CorpusExample.Marker.reason, endMarker: CorpusExample.Marker.end)
+                    reasonMarker: CorpusExample.Marker.reason, endMarker: CorpusExample.Marker.end,
+                    check: { user, item, reason in
+                        verifier.filterSentences(reason, context: ReasonContext(
+                            user: Int32(bitPattern: user), item: Int32(bitPattern: item), cutoff: cutoffs[Int(user)])).text
+                    })
             } catch {
                 logger.error("reason generation is unavailable", metadata: ["error": "\(error)"])
             }

@@ -12,6 +12,9 @@ struct ReasonGenerator: Sendable {
     /// Text after which the reason starts, and the marker that ends it.
     let reasonMarker: String
     let endMarker: String
+    /// Removes sentences whose claims fail the verifier (false titles, genres, years, claims
+    /// from after the user's cut-off); nil serves the model's text unchecked.
+    var check: (@Sendable (_ user: UInt32, _ item: UInt32, _ reason: String) -> String)? = nil
 
     /// The newest version of the model `name` (default "lm"), or FAILED_PRECONDITION.
     func model(_ name: String) throws(RPCError) -> LanguageModelStore.Loaded {
@@ -43,6 +46,12 @@ struct ReasonGenerator: Sendable {
         return ids
     }
 
+    /// The default answer budget: the reasoning steps come before the reason, so leave them
+    /// most of the context (192 tokens), keeping at least 48 tokens for the prompt's end.
+    static func defaultMaxTokens(context: Int) -> Int {
+        max(16, min(192, context - 48))
+    }
+
     /// Stop sequences that end a reason (the end marker).
     func stopSequences(_ loaded: LanguageModelStore.Loaded) -> [[Int]] {
         var stops: [[Int]] = []
@@ -50,6 +59,12 @@ struct ReasonGenerator: Sendable {
         let endTokens = loaded.tokenizer.encode(endMarker).map(Int.init)
         if !endTokens.isEmpty { stops.append(endTokens) }
         return stops
+    }
+
+    /// `reason` with failing sentences removed (unchanged without a checker).
+    func checked(user: UInt32, item: UInt32, _ reason: String) -> String {
+        guard let check, !reason.isEmpty else { return reason }
+        return check(user, item, reason)
     }
 
     /// The text between the reason marker and the end marker (or the end of the text).
@@ -60,11 +75,13 @@ struct ReasonGenerator: Sendable {
         return tail.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// One reason per item for `user`, greedy and deterministic. Blocking (CPU-bound): call it
-    /// off the I/O loop. If the model wrote no reason block, the generated text is returned.
-    func reasons(user: UInt32, items: [UInt32], modelName: String, maxTokens: Int = 96,
+    /// One checked reason per item for `user`, greedy and deterministic; empty when the model
+    /// wrote no reason block or every sentence failed the verifier. Blocking (CPU-bound):
+    /// call it off the I/O loop.
+    func reasons(user: UInt32, items: [UInt32], modelName: String, maxTokens: Int? = nil,
                  shouldStop: @escaping () -> Bool) throws(RPCError) -> [String] {
         let loaded = try model(modelName)
+        let maxTokens = maxTokens ?? Self.defaultMaxTokens(context: loaded.model.config.context)
         var prompts: [[Int]] = []
         for item in items { prompts.append(try promptTokens(loaded, user: user, item: item, maxTokens: maxTokens)) }
         guard !prompts.isEmpty else { return [] }
@@ -81,10 +98,9 @@ struct ReasonGenerator: Sendable {
         if generations.contains(where: { $0.finishReason == .cancelled }) {
             throw RPCError(.deadlineExceeded, "the deadline passed while writing reasons")
         }
-        return generations.map { generation in
+        return zip(items, generations).map { item, generation in
             let text = (try? loaded.tokenizer.decode(generation.tokens.map(Int32.init))) ?? ""
-            let reason = reason(in: text)
-            return reason.isEmpty ? text.trimmingCharacters(in: .whitespacesAndNewlines) : reason
+            return checked(user: user, item: item, reason(in: text))
         }
     }
 }

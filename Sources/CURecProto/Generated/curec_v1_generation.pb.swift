@@ -55,7 +55,7 @@ public nonisolated struct Curec_V1_SamplingOptions: Sendable {
   /// Clears the value of `topP`. Subsequent reads from it will return its default value.
   public mutating func clearTopP() {self._topP = nil}
 
-  /// 1 to 512; default 96.
+  /// 1 to 512; 0 means the default: 192, or less when the model's context is small.
   public var maxTokens: Int32 = 0
 
   public var seed: UInt64 = 0
@@ -114,11 +114,16 @@ public nonisolated struct Curec_V1_GenerateReasonResponse: Sendable {
 
   public var fullText: String = String()
 
-  /// On the last message: the reason part of the text (after the reason marker), if present.
+  /// On the last message: the reason part of the text (after the reason marker), with every
+  /// sentence whose claims fail the verifier removed (false titles, years or genres, claims
+  /// from after the user's history); empty if none is left.
   public var reason: String = String()
 
   /// The model artifact that generated it, e.g. "models/lm/v2".
   public var modelVersion: String = String()
+
+  /// On the last message: the reason part exactly as generated, before the verifier.
+  public var rawReason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -234,7 +239,7 @@ nonisolated extension Curec_V1_GenerateReasonRequest: SwiftProtobuf.Message, Swi
 
 nonisolated extension Curec_V1_GenerateReasonResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GenerateReasonResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}text\0\u{3}token_id\0\u{1}final\0\u{3}finish_reason\0\u{3}full_text\0\u{1}reason\0\u{3}model_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}text\0\u{3}token_id\0\u{1}final\0\u{3}finish_reason\0\u{3}full_text\0\u{1}reason\0\u{3}model_version\0\u{3}raw_reason\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -249,6 +254,7 @@ nonisolated extension Curec_V1_GenerateReasonResponse: SwiftProtobuf.Message, Sw
       case 5: try { try decoder.decodeSingularStringField(value: &self.fullText) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.modelVersion) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.rawReason) }()
       default: break
       }
     }
@@ -276,6 +282,9 @@ nonisolated extension Curec_V1_GenerateReasonResponse: SwiftProtobuf.Message, Sw
     if !self.modelVersion.isEmpty {
       try visitor.visitSingularStringField(value: self.modelVersion, fieldNumber: 7)
     }
+    if !self.rawReason.isEmpty {
+      try visitor.visitSingularStringField(value: self.rawReason, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -287,6 +296,7 @@ nonisolated extension Curec_V1_GenerateReasonResponse: SwiftProtobuf.Message, Sw
     if lhs.fullText != rhs.fullText {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs.modelVersion != rhs.modelVersion {return false}
+    if lhs.rawReason != rhs.rawReason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

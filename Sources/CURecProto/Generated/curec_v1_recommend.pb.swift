@@ -93,7 +93,8 @@ public nonisolated struct Curec_V1_RecommendedItem: Sendable {
 
   public var title: String = String()
 
-  /// Why this user would like it, when with_reasons was set.
+  /// Why this user would like it, when with_reasons was set: the generated reason with every
+  /// sentence whose claims fail the verifier removed (empty if none is left).
   public var reason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

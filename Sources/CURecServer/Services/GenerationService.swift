@@ -21,8 +21,11 @@ struct GenerationService: RPCService {
             let item = try data.item(request.itemID, field: "item_id")
             let options = try Self.options(request.sampling)
             let loaded = try generator.model(request.model)
-            let finalPrompt = try generator.promptTokens(loaded, user: user, item: item, maxTokens: options.maxTokens)
             var sampling = options
+            if request.sampling.maxTokens == 0 {
+                sampling.maxTokens = ReasonGenerator.defaultMaxTokens(context: loaded.model.config.context)
+            }
+            let finalPrompt = try generator.promptTokens(loaded, user: user, item: item, maxTokens: sampling.maxTokens)
             sampling.stopSequences = generator.stopSequences(loaded)
             let finalSampling = sampling
             let (tokens, continuation) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .unbounded)
@@ -79,14 +82,16 @@ struct GenerationService: RPCService {
                 $0.final = true
                 $0.finishReason = "\(generation.finishReason)"
                 $0.fullText = text
-                $0.reason = generator.reason(in: text)
+                $0.rawReason = generator.reason(in: text)
+                $0.reason = generator.checked(user: user, item: item, generator.reason(in: text))
                 $0.modelVersion = loaded.version
             })
         }
     }
 
     static func options(_ sampling: Curec_V1_SamplingOptions) throws(RPCError) -> GPTSamplingOptions {
-        let maxTokens = sampling.maxTokens == 0 ? 96 : Int(sampling.maxTokens)
+        // 0 means the model's default budget, filled in once the model is known.
+        let maxTokens = sampling.maxTokens == 0 ? 1 : Int(sampling.maxTokens)
         guard (1...512).contains(maxTokens) else {
             throw RPCError(.invalidArgument, "sampling.max_tokens is \(sampling.maxTokens); it must be 1 to 512")
         }

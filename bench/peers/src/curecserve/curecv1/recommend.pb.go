@@ -243,7 +243,8 @@ type RecommendedItem struct {
 	ItemId string  `protobuf:"bytes,1,opt,name=item_id,json=itemId,proto3" json:"item_id,omitempty"`
 	Score  float32 `protobuf:"fixed32,2,opt,name=score,proto3" json:"score,omitempty"`
 	Title  string  `protobuf:"bytes,3,opt,name=title,proto3" json:"title,omitempty"`
-	// Why this user would like it, when with_reasons was set.
+	// Why this user would like it, when with_reasons was set: the generated reason with every
+	// sentence whose claims fail the verifier removed (empty if none is left).
 	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 }
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63urec/v1/generation.proto\x12\x08\x63urec.v1\"\x99\x01\n\x0fSamplingOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_k\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_p\"u\n\x15GenerateReasonRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12+\n\x08sampling\x18\x03 \x01(\x0b\x32\x19.curec.v1.SamplingOptions\x12\r\n\x05model\x18\x04 \x01(\t\"\x98\x01\n\x16GenerateReasonResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\x05\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12\x11\n\tfull_text\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t2j\n\x11GenerationService\x12U\n\x0eGenerateReason\x12\x1f.curec.v1.GenerateReasonRequest\x1a .curec.v1.GenerateReasonResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63urec/v1/generation.proto\x12\x08\x63urec.v1\"\x99\x01\n\x0fSamplingOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_k\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_p\"u\n\x15GenerateReasonRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12+\n\x08sampling\x18\x03 \x01(\x0b\x32\x19.curec.v1.SamplingOptions\x12\r\n\x05model\x18\x04 \x01(\t\"\xac\x01\n\x16GenerateReasonResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\x05\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12\x11\n\tfull_text\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x12\n\nraw_reason\x18\x08 \x01(\t2j\n\x11GenerationService\x12U\n\x0eGenerateReason\x12\x1f.curec.v1.GenerateReasonRequest\x1a .curec.v1.GenerateReasonResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +36,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEREASONREQUEST']._serialized_start=195
   _globals['_GENERATEREASONREQUEST']._serialized_end=312
   _globals['_GENERATEREASONRESPONSE']._serialized_start=315
-  _globals['_GENERATEREASONRESPONSE']._serialized_end=467
-  _globals['_GENERATIONSERVICE']._serialized_start=469
-  _globals['_GENERATIONSERVICE']._serialized_end=575
+  _globals['_GENERATEREASONRESPONSE']._serialized_end=487
+  _globals['_GENERATIONSERVICE']._serialized_start=489
+  _globals['_GENERATIONSERVICE']._serialized_end=595
 # @@protoc_insertion_point(module_scope)

@@ -32,7 +32,7 @@ class GenerateReasonRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class GenerateReasonResponse(_message.Message):
-    __slots__ = ("text", "token_id", "final", "finish_reason", "full_text", "reason", "model_version")
+    __slots__ = ("text", "token_id", "final", "finish_reason", "full_text", "reason", "model_version", "raw_reason")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class GenerateReasonResponse(_message.Message):
     FULL_TEXT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RAW_REASON_FIELD_NUMBER: _ClassVar[int]
     text: str
     token_id: int
     final: bool
@@ -47,4 +48,5 @@ class GenerateReasonResponse(_message.Message):
     full_text: str
     reason: str
     model_version: str
-    def __init__(self, text: _Optional[str] = ..., token_id: _Optional[int] = ..., final: _Optional[bool] = ..., finish_reason: _Optional[str] = ..., full_text: _Optional[str] = ..., reason: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+    raw_reason: str
+    def __init__(self, text: _Optional[str] = ..., token_id: _Optional[int] = ..., final: _Optional[bool] = ..., finish_reason: _Optional[str] = ..., full_text: _Optional[str] = ..., reason: _Optional[str] = ..., model_version: _Optional[str] = ..., raw_reason: _Optional[str] = ...) -> None: ...
