@@ -21,6 +21,8 @@ import (
 	"curecserve/curecv1"
 
 	"google.golang.org/grpc"
+
+	_ "protocodec" // protobuf-go v2 codec for Debian's grpc-go 1.33
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )

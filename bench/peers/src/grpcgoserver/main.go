@@ -14,6 +14,8 @@ import (
 	"curecinterop/grpc_testing"
 
 	"google.golang.org/grpc"
+
+	_ "protocodec" // protobuf-go v2 codec for Debian's grpc-go 1.33
 )
 
 type testServer struct {

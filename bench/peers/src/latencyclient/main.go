@@ -13,6 +13,8 @@ import (
 	"curecserve/curecv1"
 
 	"google.golang.org/grpc"
+
+	_ "protocodec" // protobuf-go v2 codec for Debian's grpc-go 1.33
 )
 
 func main() {

@@ -1,9 +1,14 @@
-package main
+// Package protocodec replaces grpc-go's "proto" codec for the benchmark programs.
+//
+// Import it for its side effect: import _ "protocodec".
+package protocodec
 
 import (
 	"fmt"
 
 	"google.golang.org/grpc/encoding"
+	// Imported so that grpc-go's own "proto" codec registers first and this one replaces it.
+	_ "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/protobuf/proto"
 )
 
