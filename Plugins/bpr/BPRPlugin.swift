@@ -252,27 +252,14 @@ final class BPRPlugin: SwiftPlugin, @unchecked Sendable {
 
     func save(directory: String) throws(PluginFailure) {
         guard trained else { throw PluginFailure(CUREC_STATUS_FAILED_PRECONDITION, "bpr is not trained; nothing to save") }
-        let meta = Meta(users: userCount, items: itemCount, factors: factors)
-        do {
-            try JSONEncoder().encode(meta).write(to: URL(fileURLWithPath: directory + "/bpr.json"), options: .atomic)
-        } catch {
-            throw PluginFailure(CUREC_STATUS_INTERNAL, "cannot write \(directory)/bpr.json: \(error.localizedDescription)")
-        }
+        try JSONArtifactFile.write(Meta(users: userCount, items: itemCount, factors: factors), to: directory + "/bpr.json")
         try FloatArrayFile.write(userFactors, to: directory + "/user_factors.f32")
         try FloatArrayFile.write(itemFactors, to: directory + "/item_factors.f32")
         try FloatArrayFile.write(itemBias, to: directory + "/item_bias.f32")
     }
 
     func load(directory: String) throws(PluginFailure) {
-        guard let data = FileManager.default.contents(atPath: directory + "/bpr.json") else {
-            throw PluginFailure(CUREC_STATUS_NOT_FOUND, "\(directory)/bpr.json is missing: not a bpr artifact")
-        }
-        let meta: Meta
-        do {
-            meta = try JSONDecoder().decode(Meta.self, from: data)
-        } catch {
-            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "\(directory)/bpr.json is malformed: \(error)")
-        }
+        let meta = try JSONArtifactFile.read(Meta.self, from: directory + "/bpr.json", what: "a bpr artifact")
         guard meta.factors == factors else {
             throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT,
                                 "the artifact has \(meta.factors) factors but this instance is configured for \(factors)")
@@ -286,27 +273,5 @@ final class BPRPlugin: SwiftPlugin, @unchecked Sendable {
         itemFactors = q
         itemBias = b
         trained = true
-    }
-}
-
-/// SplitMix64: a small, fast, seedable generator (deterministic training).
-struct SplitMix64 {
-    private(set) var state: UInt64
-    init(seed: UInt64) { state = seed }
-    init(state: UInt64) { self.state = state }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// A standard normal sample (Box–Muller).
-    mutating func nextGaussian() -> Float {
-        let u1 = max(Double(next() >> 11) / Double(1 << 53), 1e-12)
-        let u2 = Double(next() >> 11) / Double(1 << 53)
-        return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
     }
 }

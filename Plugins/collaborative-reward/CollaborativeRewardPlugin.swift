@@ -78,7 +78,7 @@ final class CollaborativeRewardPlugin: SwiftPlugin, @unchecked Sendable {
             throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "collaborative-reward needs interactions and at least two items")
         }
         let users = data.userCount, items = data.itemCount, k = factors
-        var random = RewardRandom(seed: seed)
+        var random = SplitMix64(seed: seed)
         var p = (0..<(users * k)).map { _ in random.nextGaussian() * 0.1 }
         var w = (0..<(k * d)).map { _ in random.nextGaussian() * (1 / Float(d).squareRoot()) }
         var mean = [Float](repeating: 0, count: d)
@@ -153,27 +153,15 @@ final class CollaborativeRewardPlugin: SwiftPlugin, @unchecked Sendable {
 
     func save(directory: String) throws(PluginFailure) {
         guard trained else { throw PluginFailure(CUREC_STATUS_FAILED_PRECONDITION, "collaborative-reward is not trained; nothing to save") }
-        let meta = Meta(users: userCount, items: itemCount, factors: factors, dimension: dimension)
-        do {
-            try JSONEncoder().encode(meta).write(to: URL(fileURLWithPath: directory + "/reward.json"), options: .atomic)
-        } catch {
-            throw PluginFailure(CUREC_STATUS_INTERNAL, "cannot write \(directory)/reward.json: \(error.localizedDescription)")
-        }
+        try JSONArtifactFile.write(Meta(users: userCount, items: itemCount, factors: factors, dimension: dimension),
+                                   to: directory + "/reward.json")
         try FloatArrayFile.write(userVectors, to: directory + "/user_vectors.f32")
         try FloatArrayFile.write(projection, to: directory + "/projection.f32")
         try FloatArrayFile.write(meanFeature, to: directory + "/mean_feature.f32")
     }
 
     func load(directory: String) throws(PluginFailure) {
-        guard let data = FileManager.default.contents(atPath: directory + "/reward.json") else {
-            throw PluginFailure(CUREC_STATUS_NOT_FOUND, "\(directory)/reward.json is missing: not a collaborative-reward artifact")
-        }
-        let meta: Meta
-        do {
-            meta = try JSONDecoder().decode(Meta.self, from: data)
-        } catch {
-            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "\(directory)/reward.json is malformed: \(error)")
-        }
+        let meta = try JSONArtifactFile.read(Meta.self, from: directory + "/reward.json", what: "a collaborative-reward artifact")
         guard meta.factors == factors else {
             throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "the artifact has \(meta.factors) factors, this instance \(factors)")
         }
@@ -187,25 +175,5 @@ final class CollaborativeRewardPlugin: SwiftPlugin, @unchecked Sendable {
         projection = w
         meanFeature = m
         trained = true
-    }
-}
-
-/// SplitMix64 for deterministic training.
-struct RewardRandom {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    mutating func nextGaussian() -> Float {
-        let u1 = max(Double(next() >> 11) / Double(1 << 53), 1e-12)
-        let u2 = Double(next() >> 11) / Double(1 << 53)
-        return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
     }
 }

@@ -287,6 +287,55 @@ public enum FloatArrayFile {
     }
 }
 
+/// Small JSON artifact files (metadata beside the float arrays) with plugin errors.
+public enum JSONArtifactFile {
+    /// Writes `value` as JSON to `path`, atomically.
+    public static func write<Value: Encodable>(_ value: Value, to path: String) throws(PluginFailure) {
+        do {
+            try JSONEncoder().encode(value).write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            throw PluginFailure(CUREC_STATUS_INTERNAL, "cannot write \(path): \(error.localizedDescription)")
+        }
+    }
+
+    /// Reads JSON from `path`: NOT_FOUND naming `what` when the file is missing,
+    /// INVALID_ARGUMENT when it does not decode.
+    public static func read<Value: Decodable>(_ type: Value.Type, from path: String, what: String) throws(PluginFailure) -> Value {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw PluginFailure(CUREC_STATUS_NOT_FOUND, "\(path) is missing: not \(what)")
+        }
+        do {
+            return try JSONDecoder().decode(Value.self, from: data)
+        } catch {
+            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "\(path) is malformed: \(error)")
+        }
+    }
+}
+
+/// SplitMix64: a small, fast, seedable generator for deterministic plugin training. Its whole
+/// state is one word, so checkpoints can store and restore it exactly.
+public struct SplitMix64: Sendable {
+    public private(set) var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+    public init(state: UInt64) { self.state = state }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A standard normal sample (Box–Muller).
+    public mutating func nextGaussian() -> Float {
+        let u1 = max(Double(next() >> 11) / Double(1 << 53), 1e-12)
+        let u2 = Double(next() >> 11) / Double(1 << 53)
+        return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
+    }
+}
+
 /// Parses a JSON object config (empty bytes mean `{}`).
 public func decodeJSONConfig<Config: Decodable>(_ type: Config.Type, from bytes: [UInt8], plugin: String) throws(PluginFailure) -> Config {
     let data = bytes.isEmpty ? Data("{}".utf8) : Data(bytes)
