@@ -82,19 +82,23 @@ public final class JobStore: Sendable {
         return record
     }
 
+    private static func upsert(_ record: JobRecord, in db: Database) throws {
+        try db.execute(sql: """
+            INSERT OR REPLACE INTO job (id, kind, parameters, state, stage, step, total, metrics, error,
+                created_ms, started_ms, finished_ms, attempts, artifact)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [
+                record.id, record.kind, encode(record.parameters), record.state.rawValue, record.stage,
+                Int64(record.step), Int64(record.total), encode(record.metrics), record.error,
+                record.createdMS, record.startedMS, record.finishedMS, record.attempts, record.artifact,
+            ])
+    }
+
     /// Inserts or replaces a record.
     public func save(_ record: JobRecord) throws(JobError) {
         do {
             try database.write { db in
-                try db.execute(sql: """
-                    INSERT OR REPLACE INTO job (id, kind, parameters, state, stage, step, total, metrics, error,
-                        created_ms, started_ms, finished_ms, attempts, artifact)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [
-                        record.id, record.kind, Self.encode(record.parameters), record.state.rawValue, record.stage,
-                        Int64(record.step), Int64(record.total), Self.encode(record.metrics), record.error,
-                        record.createdMS, record.startedMS, record.finishedMS, record.attempts, record.artifact,
-                    ])
+                try Self.upsert(record, in: db)
             }
         } catch {
             throw .storage("\(error)")
@@ -105,15 +109,7 @@ public final class JobStore: Sendable {
     public func save(_ record: JobRecord, event: JobEvent) throws(JobError) {
         do {
             try database.write { db in
-                try db.execute(sql: """
-                    INSERT OR REPLACE INTO job (id, kind, parameters, state, stage, step, total, metrics, error,
-                        created_ms, started_ms, finished_ms, attempts, artifact)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [
-                        record.id, record.kind, Self.encode(record.parameters), record.state.rawValue, record.stage,
-                        Int64(record.step), Int64(record.total), Self.encode(record.metrics), record.error,
-                        record.createdMS, record.startedMS, record.finishedMS, record.attempts, record.artifact,
-                    ])
+                try Self.upsert(record, in: db)
                 try db.execute(sql: """
                     INSERT INTO job_event (job_id, time_ms, state, stage, step, total, metrics, log_line)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)

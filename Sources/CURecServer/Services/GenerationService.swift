@@ -78,12 +78,13 @@ struct GenerationService: RPCService {
                 throw RPCError(.deadlineExceeded, "the deadline passed after \(generated.count) tokens")
             }
             let text = (try? loaded.tokenizer.decode(generated)) ?? String(decoding: emittedBytes, as: UTF8.self)
+            let rawReason = generator.reason(in: text)
             try await writer.send(.with {
                 $0.final = true
                 $0.finishReason = "\(generation.finishReason)"
                 $0.fullText = text
-                $0.rawReason = generator.reason(in: text)
-                $0.reason = generator.checked(user: user, item: item, generator.reason(in: text))
+                $0.rawReason = rawReason
+                $0.reason = generator.checked(user: user, item: item, rawReason)
                 $0.modelVersion = loaded.version
             })
         }
