@@ -35,9 +35,10 @@ def use_reference():
     return os.environ.get("INTEROP_REFERENCE") == "1"
 
 
-def daemon_command(port_file, listen="127.0.0.1:0"):
-    """The command line that starts the server under test (curecd or the reference)."""
-    args = ["--listen", listen, "--enable-interop-testing", "--port-file", port_file]
+def daemon_command(port_file, listen="127.0.0.1:0", extra_args=()):
+    """The command line that starts the server under test (curecd or the reference), with
+    `extra_args` (server flags such as --drain-timeout) appended."""
+    args = ["--listen", listen, "--enable-interop-testing", "--port-file", port_file, *extra_args]
     if use_reference():
         return [sys.executable, REFERENCE_SERVER] + args
     binary = os.environ.get("CURECD") or ".build/debug/curecd"
@@ -55,7 +56,8 @@ def daemon_command(port_file, listen="127.0.0.1:0"):
 class Daemon:
     """One server process started for the tests, listening on 127.0.0.1."""
 
-    def __init__(self):
+    def __init__(self, *extra_args):
+        self.extra_args = extra_args
         self.workdir = tempfile.mkdtemp(prefix="curec-interop-")
         self.port_file = os.path.join(self.workdir, "port")
         self.log_path = os.path.join(self.workdir, "server.log")
@@ -68,7 +70,7 @@ class Daemon:
         return "127.0.0.1:%d" % self.port
 
     def start(self):
-        cmd = daemon_command(self.port_file)
+        cmd = daemon_command(self.port_file, extra_args=self.extra_args)
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO_ROOT

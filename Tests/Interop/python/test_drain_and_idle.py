@@ -5,17 +5,14 @@ INTEROP_REFERENCE=1, which give no control over the process).
 """
 
 import os
-import signal
 import socket
-import subprocess
-import tempfile
 import time
 
 import grpc
 import pytest
 
 from generated.grpc_testing import messages_pb2, test_pb2_grpc
-from interop_support import REPO_ROOT, daemon_command, new_channel, use_reference
+from interop_support import Daemon, new_channel, use_reference
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("CURECD_ADDR")) or use_reference(),
@@ -23,45 +20,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-class OwnDaemon:
-    def __init__(self, *extra):
-        self.dir = tempfile.mkdtemp(prefix="curec-drain-")
-        port_file = os.path.join(self.dir, "port")
-        self.log = open(os.path.join(self.dir, "log"), "wb")
-        self.proc = subprocess.Popen(
-            daemon_command(port_file) + list(extra),
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                text = open(port_file).read()
-            except FileNotFoundError:
-                text = ""
-            if text.endswith("\n"):
-                self.port = int(text)
-                return
-            assert self.proc.poll() is None, "daemon exited early"
-            time.sleep(0.05)
-        raise RuntimeError("daemon did not start")
-
-    @property
-    def address(self):
-        return "127.0.0.1:%d" % self.port
-
-    def terminate(self):
-        self.proc.send_signal(signal.SIGTERM)
-
-    def wait(self, timeout=20):
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self.log.close()
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+def kill_if_running(server):
+    if server.proc is not None and server.proc.poll() is None:
+        server.proc.kill()
+        server.proc.wait()
 
 
 def slow_stream_request(messages, interval_us):
@@ -71,25 +33,25 @@ def slow_stream_request(messages, interval_us):
 
 
 def test_drain_timeout_bounds_shutdown():
-    server = OwnDaemon("--drain-timeout", "1")
+    server = Daemon("--drain-timeout", "1").start()
     try:
         channel = new_channel(server.address)
         call = test_pb2_grpc.TestServiceStub(channel).StreamingOutputCall(slow_stream_request(3, 10_000_000), timeout=60)
         time.sleep(0.3)
         started = time.monotonic()
         server.terminate()
-        assert server.wait() == 0
+        assert server.stop() == 0
         assert time.monotonic() - started < 5, "the drain timeout was not honoured"
         with pytest.raises(grpc.RpcError) as failure:
             list(call)
         assert failure.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL)
         channel.close()
     finally:
-        server.kill()
+        kill_if_running(server)
 
 
 def test_new_calls_are_refused_while_draining():
-    server = OwnDaemon("--drain-timeout", "5")
+    server = Daemon("--drain-timeout", "5").start()
     try:
         channel = new_channel(server.address)
         stub = test_pb2_grpc.TestServiceStub(channel)
@@ -101,14 +63,14 @@ def test_new_calls_are_refused_while_draining():
             stub.UnaryCall(messages_pb2.SimpleRequest(response_size=1), timeout=3)
         assert failure.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         assert len(list(call)) == 1, "the call in flight did not finish during the drain"
-        assert server.wait() == 0
+        assert server.stop() == 0
         channel.close()
     finally:
-        server.kill()
+        kill_if_running(server)
 
 
 def test_idle_connection_gets_goaway_and_is_closed():
-    server = OwnDaemon("--idle-timeout", "1")
+    server = Daemon("--idle-timeout", "1").start()
     try:
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
         sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
@@ -132,6 +94,6 @@ def test_idle_connection_gets_goaway_and_is_closed():
         assert stub.UnaryCall(messages_pb2.SimpleRequest(response_size=5), timeout=5).payload.body == bytes(5)
         channel.close()
         server.terminate()
-        assert server.wait() == 0
+        assert server.stop() == 0
     finally:
-        server.kill()
+        kill_if_running(server)
