@@ -117,6 +117,9 @@ def test_cancel_stops_a_running_job(jobs):
         ("evaluate", {"split": "future"}, grpc.StatusCode.INVALID_ARGUMENT, "'split' must be validation or test"),
         ("evaluate", {"cutoffs": "10,x"}, grpc.StatusCode.INVALID_ARGUMENT, "cutoffs"),
         ("evaluate", {"plugin": "ghost"}, grpc.StatusCode.INVALID_ARGUMENT, "'ghost' is not loaded"),
+        ("pretrain", {"steps": "many"}, grpc.StatusCode.INVALID_ARGUMENT, "'steps' must be an integer"),
+        ("pretrain", {"width": "100", "heads": "3"}, grpc.StatusCode.INVALID_ARGUMENT, "multiple of heads"),
+        ("pretrain", {"depth": "3"}, grpc.StatusCode.INVALID_ARGUMENT, "unknown parameter 'depth'"),
     ],
 )
 def test_bad_submissions_are_refused_clearly(jobs, kind, parameters, code, words):

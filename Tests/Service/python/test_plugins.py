@@ -141,3 +141,19 @@ def test_reload_under_load_loses_no_call_and_switches(channel, plugins):
         switch = next(i for i, s in enumerate(served) if s.startswith("popularity@2.0.0-decay"))
         assert all(s.startswith("popularity@2.0.0-decay") for s in served[switch:])
         assert answers[-1][1] != tuple(before.scores)
+
+
+def test_sasrec_entry_points_refuse_bad_config_and_untrained_scoring(channel, plugins):
+    with pytest.raises(grpc.RpcError) as failure:
+        plugins.Load(plugin_pb2.LoadPluginRequest(name="sasrec-bad", library="CURecSASRec",
+                                                  config=b'{"loss": "hinge"}'), timeout=30)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert 'loss must be "bce" or "softmax"' in failure.value.details()
+    plugins.Load(plugin_pb2.LoadPluginRequest(name="sasrec-untrained", library="CURecSASRec"), timeout=30)
+    stub = recommend_pb2_grpc.RecommendServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.Score(recommend_pb2.ScoreRequest(user_id="1", item_ids=["1"], plugin="sasrec-untrained"), timeout=10)
+    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "sasrec is not trained" in failure.value.details()
+    plugins.Unload(plugin_pb2.UnloadPluginRequest(name="sasrec-untrained"), timeout=10)
+    assert_still_serving(channel)
