@@ -6,6 +6,7 @@ import CURecProto
 import CURecRPC
 import Foundation
 import Logging
+import Synchronization
 
 /// Options of a daemon run that are not part of the configuration file.
 public struct DaemonOptions: Sendable {
@@ -33,6 +34,7 @@ public final class Daemon: Sendable {
     private let recommendations: RecommendService?
     private let options: DaemonOptions
     private let logger: Logger
+    private let artifacts: ArtifactStore
 
     /// Creates the daemon: loads data and plugins (training what is missing), builds the
     /// services. Nothing is bound until ``start()``.
@@ -104,6 +106,7 @@ public final class Daemon: Sendable {
         if let data {
             var service = RecommendService(data: data, plugins: plugins, defaultRecommender: configuration.default_recommender)
             service.reasons = reasons
+            service.reasonTables = ReasonTableStore(artifacts: artifacts)
             if let reasons { router.register(GenerationService(data: data, generator: reasons)) }
             recommendations = service
             router.register(service)
@@ -113,12 +116,16 @@ public final class Daemon: Sendable {
         var jobLimits = JobManager.Limits()
         jobLimits.workerCount = configuration.job_workers
         jobLimits.queueCapacity = configuration.job_queue_capacity
+        let sampleLogger = SampleRecommendationLogger()
         let jobs = try JobManager(
             dataDirectory: configuration.data_dir,
             kinds: [
                 TrainPluginJob(plugins: plugins, data: data, artifacts: artifacts, preparer: preparer),
                 EvaluateJob(plugins: plugins, data: data, defaultRecommender: configuration.default_recommender),
                 PretrainJob(data: data, artifacts: artifacts),
+                PipelineJob(data: data, plugins: plugins, artifacts: artifacts,
+                            miniLMDirectory: configuration.resolvedMiniLMDirectory, servedName: Self.reasonAwareRecommender,
+                            onFinished: { sampleLogger.log() }),
             ],
             limits: jobLimits, logger: logger)
         router.register(JobService(jobs: jobs))
@@ -133,6 +140,27 @@ public final class Daemon: Sendable {
         self.recommendations = recommendations
         self.jobs = jobs
         self.server = try RPCServer(configuration: try configuration.serverConfiguration(), router: router, logger: logger)
+        self.artifacts = artifacts
+        let sampleAction: @Sendable () -> Void = { [weak self] in self?.logSampleRecommendations() }
+        sampleLogger.action.withLock { $0 = sampleAction }
+    }
+
+    /// Instance name of the SASRec recommender with CURec reason features the pipeline serves.
+    public static let reasonAwareRecommender = "curec"
+
+    /// Submits the first-start pipeline when it is enabled, the dataset and MiniLM are
+    /// present, no report exists yet and no pipeline job was ever submitted.
+    private func submitFirstStartPipeline() {
+        let configuration = options.configuration
+        guard configuration.pipeline_on_start != "off", recommendations != nil else { return }
+        guard artifacts.latest(of: "report") == nil else { return }
+        do {
+            guard try jobs.list(state: nil, kind: "pipeline", limit: 1).isEmpty else { return }
+            let record = try jobs.submit(kind: "pipeline", parameters: ["profile": configuration.pipeline_on_start])
+            logger.info("first start: submitted the \(configuration.pipeline_on_start) CURec pipeline as job \(record.id); follow it with `curec jobs watch \(record.id)`")
+        } catch {
+            logger.notice("first start: the CURec pipeline was not submitted", metadata: ["reason": "\(error)"])
+        }
     }
 
     static var curecDescriptorSet: Data {
@@ -152,21 +180,34 @@ public final class Daemon: Sendable {
             }
         }
         logSampleRecommendations()
+        submitFirstStartPipeline()
         return port
     }
 
-    /// Logs what the default recommender suggests to the dataset's first user, so a newcomer
-    /// sees the daemon doing its job right away.
+    /// Logs what the daemon recommends to the dataset's first user, so a newcomer sees it doing
+    /// its job right away: by the reason-aware recommender with table reasons once the
+    /// pipeline has run, else by the default recommender.
     private func logSampleRecommendations() {
         guard let recommendations, let user = recommendations.data.dataset.users.first else { return }
         var request = Curec_V1_RecommendRequest()
         request.userID = user.externalID
         request.k = 5
         request.excludeSeen = true
+        if plugins.instance(named: Self.reasonAwareRecommender) != nil { request.plugin = Self.reasonAwareRecommender }
         do {
-            let response = try recommendations.recommend(request)
-            let titles = response.items.map { "\($0.title) (\($0.itemID))" }.joined(separator: "; ")
-            logger.info("sample: top 5 for user \(user.externalID) by \(response.servedBy): \(titles)")
+            var response = try recommendations.recommend(request)
+            if let table = try recommendations.reasonTables?.latest() {
+                for index in response.items.indices {
+                    guard let item = recommendations.data.dataset.itemIndex(response.items[index].itemID),
+                          let entry = table.entries[.item(item)] else { continue }
+                    response.items[index].reason = entry.text
+                }
+            }
+            var lines = ["sample: top 5 for user \(user.externalID) by \(response.servedBy):"]
+            for (rank, item) in response.items.enumerated() {
+                lines.append("  \(rank + 1). \(item.title) (\(item.itemID))" + (item.reason.isEmpty ? "" : " - \(item.reason)"))
+            }
+            logger.info("\(lines.joined(separator: "\n"))")
         } catch {
             logger.info("no sample recommendations yet", metadata: ["reason": "\(error)"])
         }
@@ -183,5 +224,16 @@ public final class Daemon: Sendable {
     /// Blocks until the server has stopped.
     public func waitUntilStopped() {
         server.waitUntilStopped()
+    }
+}
+
+/// Lets a job ask the daemon to log sample recommendations once it has been built (the job
+/// kinds are created before the daemon exists).
+final class SampleRecommendationLogger: Sendable {
+    let action = Mutex<(@Sendable () -> Void)?>(nil)
+
+    func log() {
+        let action = self.action.withLock { $0 }
+        action?()
     }
 }

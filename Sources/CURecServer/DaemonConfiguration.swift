@@ -84,6 +84,19 @@ public struct DaemonConfiguration: Sendable, Codable {
     public var job_workers: Int = 1
     /// Jobs allowed to wait in the queue; more are refused with RESOURCE_EXHAUSTED. Default 32.
     public var job_queue_capacity: Int = 32
+    /// Directory of the all-MiniLM-L6-v2 sentence encoder (model.safetensors, vocab.txt) the
+    /// pipeline embeds reasons with. Default `<data_dir>/models/all-MiniLM-L6-v2`, where
+    /// scripts/fetch-minilm puts it.
+    public var minilm_dir: String = ""
+    /// Pipeline profile submitted on the first start (no report yet and no pipeline job ever
+    /// submitted), when the dataset and MiniLM are present: `quick`, `standard` or `off`.
+    /// Default `quick`.
+    public var pipeline_on_start: String = "quick"
+
+    /// The MiniLM directory in effect.
+    public var resolvedMiniLMDirectory: String {
+        minilm_dir.isEmpty ? (data_dir as NSString).appendingPathComponent("models/all-MiniLM-L6-v2") : minilm_dir
+    }
 
     /// The bundled plugins: BPR (default recommender), popularity (C), collaborative reward.
     public static let defaultPlugins: [PluginSpec] = [
@@ -97,7 +110,7 @@ public struct DaemonConfiguration: Sendable, Codable {
     private enum CodingKeys: String, CodingKey {
         case listen, data_dir, dataset_dir, dataset_name, plugin_dirs, plugins, default_recommender,
              default_reward_model, max_message_bytes, drain_timeout_seconds, idle_timeout_seconds, event_loops,
-             log_level, enable_interop_testing, job_workers, job_queue_capacity
+             log_level, enable_interop_testing, job_workers, job_queue_capacity, minilm_dir, pipeline_on_start
     }
 
     /// Decodes a YAML document; absent keys keep their defaults; unknown keys are errors.
@@ -107,7 +120,7 @@ public struct DaemonConfiguration: Sendable, Codable {
         let known = Set(["listen", "data_dir", "dataset_dir", "dataset_name", "plugin_dirs", "plugins",
                          "default_recommender", "default_reward_model", "max_message_bytes", "drain_timeout_seconds",
                          "idle_timeout_seconds", "event_loops", "log_level", "enable_interop_testing",
-                         "job_workers", "job_queue_capacity"])
+                         "job_workers", "job_queue_capacity", "minilm_dir", "pipeline_on_start"])
         for key in container.allKeys where !known.contains(key.stringValue) {
             throw ConfigurationError.invalid("unknown key '\(key.stringValue)' (known: \(known.sorted().joined(separator: ", ")))")
         }
@@ -130,6 +143,8 @@ public struct DaemonConfiguration: Sendable, Codable {
         try read("enable_interop_testing", &enable_interop_testing)
         try read("job_workers", &job_workers)
         try read("job_queue_capacity", &job_queue_capacity)
+        try read("minilm_dir", &minilm_dir)
+        try read("pipeline_on_start", &pipeline_on_start)
     }
 
     private struct AnyKey: CodingKey {
@@ -160,7 +175,7 @@ public struct DaemonConfiguration: Sendable, Codable {
 
     /// Applies `CUREC_*` environment variables (CUREC_LISTEN, CUREC_DATA_DIR, CUREC_DATASET_DIR,
     /// CUREC_DATASET_NAME, CUREC_PLUGIN_DIRS (colon-separated), CUREC_LOG_LEVEL,
-    /// CUREC_MAX_MESSAGE_BYTES).
+    /// CUREC_MAX_MESSAGE_BYTES, CUREC_MINILM_DIR, CUREC_PIPELINE_ON_START).
     public mutating func applyEnvironment(_ environment: [String: String]) throws(ConfigurationError) {
         if let value = environment["CUREC_LISTEN"] { listen = value }
         if let value = environment["CUREC_DATA_DIR"] { data_dir = value }
@@ -168,6 +183,8 @@ public struct DaemonConfiguration: Sendable, Codable {
         if let value = environment["CUREC_DATASET_NAME"] { dataset_name = value }
         if let value = environment["CUREC_PLUGIN_DIRS"] { plugin_dirs = value.split(separator: ":").map(String.init) }
         if let value = environment["CUREC_LOG_LEVEL"] { log_level = value }
+        if let value = environment["CUREC_MINILM_DIR"] { minilm_dir = value }
+        if let value = environment["CUREC_PIPELINE_ON_START"] { pipeline_on_start = value }
         if let value = environment["CUREC_MAX_MESSAGE_BYTES"] {
             guard let bytes = Int(value), bytes > 0 else { throw .invalid("CUREC_MAX_MESSAGE_BYTES must be a positive integer") }
             max_message_bytes = bytes
@@ -188,6 +205,9 @@ public struct DaemonConfiguration: Sendable, Codable {
         guard event_loops >= 0 else { throw .invalid("event_loops must be >= 0 (0 = one per core)") }
         guard job_workers >= 1, job_queue_capacity >= 1 else {
             throw .invalid("job_workers and job_queue_capacity must be at least 1")
+        }
+        guard ["quick", "standard", "off"].contains(pipeline_on_start) else {
+            throw .invalid("pipeline_on_start must be quick, standard or off, not '\(pipeline_on_start)'")
         }
         var names = Set<String>()
         for plugin in plugins {

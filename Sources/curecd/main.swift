@@ -55,6 +55,12 @@ struct CURecDaemonCommand: ParsableCommand {
     @Option(name: .long, help: "Seconds after which a connection with no calls is closed (default 300).")
     var idleTimeout: Double?
 
+    @Option(name: .long, help: "Directory of the all-MiniLM-L6-v2 encoder (default <data-dir>/models/all-MiniLM-L6-v2).")
+    var minilmDir: String?
+
+    @Option(name: .long, help: "Pipeline profile to run on first start: quick, standard or off (default quick).")
+    var pipelineOnStart: String?
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
     var logLevel: String?
 
@@ -89,7 +95,12 @@ struct CURecDaemonCommand: ParsableCommand {
         if let datasetName { configuration.dataset_name = datasetName }
         configuration.plugin_dirs.append(contentsOf: pluginDir)
         if enableInteropTesting { configuration.enable_interop_testing = true }
-        if noPlugins { configuration.plugins = [] }
+        if noPlugins {
+            configuration.plugins = []
+            configuration.pipeline_on_start = "off"
+        }
+        if let minilmDir { configuration.minilm_dir = minilmDir }
+        if let pipelineOnStart { configuration.pipeline_on_start = pipelineOnStart }
         if let eventLoops { configuration.event_loops = eventLoops }
         if let maxMessageBytes { configuration.max_message_bytes = maxMessageBytes }
         if let drainTimeout { configuration.drain_timeout_seconds = drainTimeout }

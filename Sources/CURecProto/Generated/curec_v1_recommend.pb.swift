@@ -20,6 +20,50 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+public nonisolated enum Curec_V1_ReasonSource: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// The corrected reason table when one exists, else generation.
+  case auto // = 0
+
+  /// Only the corrected reason table (FAILED_PRECONDITION if the pipeline has not made one).
+  case table // = 1
+
+  /// Always generate with the language model.
+  case generate // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .auto
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .auto
+    case 1: self = .table
+    case 2: self = .generate
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .auto: return 0
+    case .table: return 1
+    case .generate: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Curec_V1_ReasonSource] = [
+    .auto,
+    .table,
+    .generate,
+  ]
+
+}
+
 public nonisolated struct Curec_V1_ScoreRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -70,12 +114,16 @@ public nonisolated struct Curec_V1_RecommendRequest: Sendable {
 
   public var plugin: String = String()
 
-  /// Also write a reason for each item with the built-in language model (slower: one
-  /// generation per item).
+  /// Also return a reason for each item: from the corrected reason table the pipeline
+  /// produced, or written by the built-in language model (slower: one generation per item);
+  /// see reason_source.
   public var withReasons: Bool = false
 
-  /// Language model for the reasons; empty means "lm".
+  /// Language model for generated reasons; empty means "lm".
   public var reasonModel: String = String()
+
+  /// Where reasons come from.
+  public var reasonSource: Curec_V1_ReasonSource = .auto
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -93,9 +141,17 @@ public nonisolated struct Curec_V1_RecommendedItem: Sendable {
 
   public var title: String = String()
 
-  /// Why this user would like it, when with_reasons was set: the generated reason with every
-  /// sentence whose claims fail the verifier removed (empty if none is left).
+  /// Why this user would like it, when with_reasons was set: the item's corrected reason
+  /// from the table, or the generated reason with every sentence whose claims fail the
+  /// verifier removed (empty if none is left).
   public var reason: String = String()
+
+  /// "table" or "generated" (empty without a reason).
+  public var reasonSource: String = String()
+
+  /// The table reason's reward (collaborative agreement minus verifier penalties); 0 for
+  /// generated reasons.
+  public var reasonReward: Float = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -119,6 +175,10 @@ public nonisolated struct Curec_V1_RecommendResponse: Sendable {
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "curec.v1"
+
+nonisolated extension Curec_V1_ReasonSource: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REASON_SOURCE_AUTO\0\u{1}REASON_SOURCE_TABLE\0\u{1}REASON_SOURCE_GENERATE\0")
+}
 
 nonisolated extension Curec_V1_ScoreRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ScoreRequest"
@@ -197,7 +257,7 @@ nonisolated extension Curec_V1_ScoreResponse: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Curec_V1_RecommendRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RecommendRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}k\0\u{3}exclude_seen\0\u{1}plugin\0\u{3}with_reasons\0\u{3}reason_model\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}k\0\u{3}exclude_seen\0\u{1}plugin\0\u{3}with_reasons\0\u{3}reason_model\0\u{3}reason_source\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -211,6 +271,7 @@ nonisolated extension Curec_V1_RecommendRequest: SwiftProtobuf.Message, SwiftPro
       case 4: try { try decoder.decodeSingularStringField(value: &self.plugin) }()
       case 5: try { try decoder.decodeSingularBoolField(value: &self.withReasons) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.reasonModel) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.reasonSource) }()
       default: break
       }
     }
@@ -235,6 +296,9 @@ nonisolated extension Curec_V1_RecommendRequest: SwiftProtobuf.Message, SwiftPro
     if !self.reasonModel.isEmpty {
       try visitor.visitSingularStringField(value: self.reasonModel, fieldNumber: 6)
     }
+    if self.reasonSource != .auto {
+      try visitor.visitSingularEnumField(value: self.reasonSource, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -245,6 +309,7 @@ nonisolated extension Curec_V1_RecommendRequest: SwiftProtobuf.Message, SwiftPro
     if lhs.plugin != rhs.plugin {return false}
     if lhs.withReasons != rhs.withReasons {return false}
     if lhs.reasonModel != rhs.reasonModel {return false}
+    if lhs.reasonSource != rhs.reasonSource {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -252,7 +317,7 @@ nonisolated extension Curec_V1_RecommendRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Curec_V1_RecommendedItem: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RecommendedItem"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}item_id\0\u{1}score\0\u{1}title\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}item_id\0\u{1}score\0\u{1}title\0\u{1}reason\0\u{3}reason_source\0\u{3}reason_reward\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -264,6 +329,8 @@ nonisolated extension Curec_V1_RecommendedItem: SwiftProtobuf.Message, SwiftProt
       case 2: try { try decoder.decodeSingularFloatField(value: &self.score) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.title) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.reasonSource) }()
+      case 6: try { try decoder.decodeSingularFloatField(value: &self.reasonReward) }()
       default: break
       }
     }
@@ -282,6 +349,12 @@ nonisolated extension Curec_V1_RecommendedItem: SwiftProtobuf.Message, SwiftProt
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
     }
+    if !self.reasonSource.isEmpty {
+      try visitor.visitSingularStringField(value: self.reasonSource, fieldNumber: 5)
+    }
+    if self.reasonReward.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.reasonReward, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -290,6 +363,8 @@ nonisolated extension Curec_V1_RecommendedItem: SwiftProtobuf.Message, SwiftProt
     if lhs.score != rhs.score {return false}
     if lhs.title != rhs.title {return false}
     if lhs.reason != rhs.reason {return false}
+    if lhs.reasonSource != rhs.reasonSource {return false}
+    if lhs.reasonReward != rhs.reasonReward {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

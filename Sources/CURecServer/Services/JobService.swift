@@ -152,5 +152,54 @@ struct ModelService: RPCService {
                 }
             }
         }
+        router.registerUnary(service: "curec.v1.ModelService", method: "GetReport",
+                             request: Curec_V1_GetReportRequest.self, response: Curec_V1_GetReportResponse.self) { request, _ in
+            try report(request)
+        }
+    }
+
+    /// Media types of the files a report holds.
+    static func mediaType(of file: String) -> String {
+        switch (file as NSString).pathExtension.lowercased() {
+        case "md": return "text/markdown"
+        case "svg": return "image/svg+xml"
+        case "png": return "image/png"
+        case "json": return "application/json"
+        default: return "application/octet-stream"
+        }
+    }
+
+    func report(_ request: Curec_V1_GetReportRequest) throws(RPCError) -> Curec_V1_GetReportResponse {
+        let name = request.name.isEmpty ? "report" : request.name
+        guard !name.contains("/"), !name.hasPrefix("."), !request.version.contains("/") else {
+            throw RPCError(.invalidArgument, "name and version must be plain names (no '/', not starting with '.')")
+        }
+        let versions = artifacts.versions(of: name)
+        guard let version = request.version.isEmpty ? versions.last : versions.first(where: { $0 == request.version }) else {
+            if versions.isEmpty {
+                throw RPCError(.notFound, "no report '\(name)' exists yet; a pipeline job writes one (curec jobs submit pipeline profile=quick)")
+            }
+            throw RPCError(.notFound, "report '\(name)' has no version '\(request.version)' (have \(versions.joined(separator: ", ")))")
+        }
+        let directory = (artifacts.directory(of: name) as NSString).appendingPathComponent(version)
+        let markdownPath = (directory as NSString).appendingPathComponent("report.md")
+        guard let markdown = FileManager.default.contents(atPath: markdownPath) else {
+            throw RPCError(.notFound, "models/\(name)/\(version) is not a report (no report.md)")
+        }
+        var response = Curec_V1_GetReportResponse()
+        response.name = name
+        response.version = version
+        response.markdown = String(decoding: markdown, as: UTF8.self)
+        response.metadata = PluginPreparer.metadata(in: directory) ?? [:]
+        let files = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
+        for file in files where file != "metadata.json" {
+            guard let content = FileManager.default.contents(atPath: (directory as NSString).appendingPathComponent(file)) else { continue }
+            response.files.append(.with {
+                $0.name = file
+                $0.mediaType = Self.mediaType(of: file)
+                $0.content = content
+            })
+        }
+        return response
     }
 }

@@ -13,6 +13,8 @@ struct RecommendService: RPCService {
     let defaultRecommender: String
     /// Writes reasons when a request asks for them; nil when generation is unavailable.
     var reasons: ReasonGenerator? = nil
+    /// The corrected reason table the pipeline produced, preferred when it exists.
+    var reasonTables: ReasonTableStore? = nil
 
     static let maxCandidates = 10_000
 
@@ -27,18 +29,35 @@ struct RecommendService: RPCService {
         ) { request, context in
             var response = try recommend(request)
             guard request.withReasons else { return response }
+            let user = try data.user(request.userID)
+            let items = response.items.compactMap { data.dataset.itemIndex($0.itemID) }.map { UInt32(bitPattern: $0) }
+            if request.reasonSource != .generate, let table = try reasonTables?.latest() {
+                for index in response.items.indices where index < items.count {
+                    if let entry = table.entries[.item(Int32(bitPattern: items[index]))], !entry.text.isEmpty {
+                        response.items[index].reason = entry.text
+                        response.items[index].reasonSource = "table"
+                        response.items[index].reasonReward = Float(entry.reward)
+                    }
+                }
+                return response
+            }
+            if request.reasonSource == .table {
+                throw RPCError(.failedPrecondition,
+                               "no reason table exists yet; run a pipeline job (curec jobs submit pipeline profile=quick) or ask for REASON_SOURCE_GENERATE")
+            }
             guard let reasons else {
                 throw RPCError(.failedPrecondition, "reasons are unavailable: the daemon has no corpus to prompt its language model")
             }
-            let user = try data.user(request.userID)
-            let items = response.items.compactMap { data.dataset.itemIndex($0.itemID) }.map { UInt32(bitPattern: $0) }
             let deadline = context.deadline
             let texts = try await runBlocking {
                 try reasons.reasons(user: user, items: items, modelName: request.reasonModel, shouldStop: {
                     context.isCancelled || (deadline.map { ContinuousClock.now >= $0 } ?? false)
                 })
             }
-            for index in response.items.indices where index < texts.count { response.items[index].reason = texts[index] }
+            for index in response.items.indices where index < texts.count {
+                response.items[index].reason = texts[index]
+                if !texts[index].isEmpty { response.items[index].reasonSource = "generated" }
+            }
             return response
         }
     }

@@ -18,6 +18,9 @@ const _ = grpc.SupportPackageIsVersion7
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type ModelServiceClient interface {
 	List(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
+	// A report artifact (e.g. the pipeline's): report.md and the files beside it (charts,
+	// results.json). NOT_FOUND if no such report exists yet.
+	GetReport(ctx context.Context, in *GetReportRequest, opts ...grpc.CallOption) (*GetReportResponse, error)
 }
 
 type modelServiceClient struct {
@@ -37,11 +40,23 @@ func (c *modelServiceClient) List(ctx context.Context, in *ListModelsRequest, op
 	return out, nil
 }
 
+func (c *modelServiceClient) GetReport(ctx context.Context, in *GetReportRequest, opts ...grpc.CallOption) (*GetReportResponse, error) {
+	out := new(GetReportResponse)
+	err := c.cc.Invoke(ctx, "/curec.v1.ModelService/GetReport", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ModelServiceServer is the server API for ModelService service.
 // All implementations must embed UnimplementedModelServiceServer
 // for forward compatibility
 type ModelServiceServer interface {
 	List(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
+	// A report artifact (e.g. the pipeline's): report.md and the files beside it (charts,
+	// results.json). NOT_FOUND if no such report exists yet.
+	GetReport(context.Context, *GetReportRequest) (*GetReportResponse, error)
 	mustEmbedUnimplementedModelServiceServer()
 }
 
@@ -51,6 +66,9 @@ type UnimplementedModelServiceServer struct {
 
 func (UnimplementedModelServiceServer) List(context.Context, *ListModelsRequest) (*ListModelsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedModelServiceServer) GetReport(context.Context, *GetReportRequest) (*GetReportResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetReport not implemented")
 }
 func (UnimplementedModelServiceServer) mustEmbedUnimplementedModelServiceServer() {}
 
@@ -83,6 +101,24 @@ func _ModelService_List_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ModelService_GetReport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetReportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ModelServiceServer).GetReport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/curec.v1.ModelService/GetReport",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ModelServiceServer).GetReport(ctx, req.(*GetReportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _ModelService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "curec.v1.ModelService",
 	HandlerType: (*ModelServiceServer)(nil),
@@ -90,6 +126,10 @@ var _ModelService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "List",
 			Handler:    _ModelService_List_Handler,
+		},
+		{
+			MethodName: "GetReport",
+			Handler:    _ModelService_GetReport_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63urec/v1/model.proto\x12\x08\x63urec.v1\"!\n\x11ListModelsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x88\x01\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x36\n\x08metadata\x18\x02 \x03(\x0b\x32$.curec.v1.ModelVersion.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x08versions\x18\x02 \x03(\x0b\x32\x16.curec.v1.ModelVersion\"5\n\x12ListModelsResponse\x12\x1f\n\x06models\x18\x01 \x03(\x0b\x32\x0f.curec.v1.Model2Q\n\x0cModelService\x12\x41\n\x04List\x12\x1b.curec.v1.ListModelsRequest\x1a\x1c.curec.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63urec/v1/model.proto\x12\x08\x63urec.v1\"!\n\x11ListModelsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x88\x01\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x36\n\x08metadata\x18\x02 \x03(\x0b\x32$.curec.v1.ModelVersion.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x08versions\x18\x02 \x03(\x0b\x32\x16.curec.v1.ModelVersion\"5\n\x12ListModelsResponse\x12\x1f\n\x06models\x18\x01 \x03(\x0b\x32\x0f.curec.v1.Model\"1\n\x10GetReportRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"?\n\nReportFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\"\xd7\x01\n\x11GetReportResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08markdown\x18\x03 \x01(\t\x12#\n\x05\x66iles\x18\x04 \x03(\x0b\x32\x14.curec.v1.ReportFile\x12;\n\x08metadata\x18\x05 \x03(\x0b\x32).curec.v1.GetReportResponse.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x97\x01\n\x0cModelService\x12\x41\n\x04List\x12\x1b.curec.v1.ListModelsRequest\x1a\x1c.curec.v1.ListModelsResponse\x12\x44\n\tGetReport\x12\x1a.curec.v1.GetReportRequest\x1a\x1b.curec.v1.GetReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELVERSION_METADATAENTRY']._loaded_options = None
   _globals['_MODELVERSION_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_GETREPORTRESPONSE_METADATAENTRY']._loaded_options = None
+  _globals['_GETREPORTRESPONSE_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_LISTMODELSREQUEST']._serialized_start=34
   _globals['_LISTMODELSREQUEST']._serialized_end=67
   _globals['_MODELVERSION']._serialized_start=70
@@ -43,6 +45,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODEL']._serialized_end=271
   _globals['_LISTMODELSRESPONSE']._serialized_start=273
   _globals['_LISTMODELSRESPONSE']._serialized_end=326
-  _globals['_MODELSERVICE']._serialized_start=328
-  _globals['_MODELSERVICE']._serialized_end=409
+  _globals['_GETREPORTREQUEST']._serialized_start=328
+  _globals['_GETREPORTREQUEST']._serialized_end=377
+  _globals['_REPORTFILE']._serialized_start=379
+  _globals['_REPORTFILE']._serialized_end=442
+  _globals['_GETREPORTRESPONSE']._serialized_start=445
+  _globals['_GETREPORTRESPONSE']._serialized_end=660
+  _globals['_GETREPORTRESPONSE_METADATAENTRY']._serialized_start=159
+  _globals['_GETREPORTRESPONSE_METADATAENTRY']._serialized_end=206
+  _globals['_MODELSERVICE']._serialized_start=663
+  _globals['_MODELSERVICE']._serialized_end=814
 # @@protoc_insertion_point(module_scope)

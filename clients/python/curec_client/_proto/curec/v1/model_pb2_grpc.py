@@ -40,6 +40,11 @@ class ModelServiceStub:
                 request_serializer=curec_dot_v1_dot_model__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=curec_dot_v1_dot_model__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.GetReport = channel.unary_unary(
+                '/curec.v1.ModelService/GetReport',
+                request_serializer=curec_dot_v1_dot_model__pb2.GetReportRequest.SerializeToString,
+                response_deserializer=curec_dot_v1_dot_model__pb2.GetReportResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -52,6 +57,14 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReport(self, request, context):
+        """A report artifact (e.g. the pipeline's): report.md and the files beside it (charts,
+        results.json). NOT_FOUND if no such report exists yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +72,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.List,
                     request_deserializer=curec_dot_v1_dot_model__pb2.ListModelsRequest.FromString,
                     response_serializer=curec_dot_v1_dot_model__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReport,
+                    request_deserializer=curec_dot_v1_dot_model__pb2.GetReportRequest.FromString,
+                    response_serializer=curec_dot_v1_dot_model__pb2.GetReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +107,33 @@ class ModelService:
             '/curec.v1.ModelService/List',
             curec_dot_v1_dot_model__pb2.ListModelsRequest.SerializeToString,
             curec_dot_v1_dot_model__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/curec.v1.ModelService/GetReport',
+            curec_dot_v1_dot_model__pb2.GetReportRequest.SerializeToString,
+            curec_dot_v1_dot_model__pb2.GetReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

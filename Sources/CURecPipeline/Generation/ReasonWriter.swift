@@ -1,0 +1,125 @@
+import CURecModels
+import Foundation
+
+/// Errors of writing reasons with the language model.
+public enum ReasonWriterError: Error, CustomStringConvertible, Sendable {
+    /// The answer budget leaves no room for a prompt in the model's context.
+    case noRoomForPrompt(maxTokens: Int, context: Int)
+    /// The model refused the batch (e.g. a token outside its vocabulary).
+    case generationFailed(String)
+    /// The caller asked to stop.
+    case cancelled
+
+    public var description: String {
+        switch self {
+        case .noRoomForPrompt(let maxTokens, let context):
+            return "an answer budget of \(maxTokens) tokens leaves no room for the prompt in a context of \(context) tokens"
+        case .generationFailed(let detail): return "reason generation failed: \(detail)"
+        case .cancelled: return "reason generation was cancelled"
+        }
+    }
+}
+
+/// One written answer: the whole completion (reasoning steps and reason block) and the
+/// reason extracted from it.
+public struct WrittenReason: Sendable, Hashable {
+    /// Completion token ids (without the stop sequence).
+    public var tokens: [Int]
+    /// The decoded completion.
+    public var completion: String
+    /// The text of the reason block; empty when the model wrote none.
+    public var reason: String
+}
+
+/// Writes reasons with the built-in LM for prompts in the corpus format: encodes and fits the
+/// prompt to the context (keeping its end), samples until the end marker, and extracts the
+/// text between the reason marker and the end marker.
+public struct ReasonWriter: @unchecked Sendable {
+    /// The language model (not thread-safe: one writer per thread).
+    public let model: GPTModel
+    /// Its tokenizer.
+    public let tokenizer: BPETokenizer
+    /// Answer budget in tokens (reasoning steps plus reason).
+    public let maxTokens: Int
+    /// Rows generated together.
+    public let batchSize: Int
+
+    /// - Parameters:
+    ///   - maxTokens: the answer budget; at most the context minus 16 prompt tokens.
+    ///   - batchSize: rows per `generate` call (>= 1).
+    public init(model: GPTModel, tokenizer: BPETokenizer, maxTokens: Int, batchSize: Int = 32) throws(ReasonWriterError) {
+        guard maxTokens >= 1, model.config.context - maxTokens >= 16 else {
+            throw .noRoomForPrompt(maxTokens: maxTokens, context: model.config.context)
+        }
+        self.model = model
+        self.tokenizer = tokenizer
+        self.maxTokens = maxTokens
+        self.batchSize = max(1, batchSize)
+    }
+
+    /// The prompt's token ids, left-truncated so `maxTokens` of answer fit the context.
+    public func promptTokens(_ prompt: String) -> [Int] {
+        var ids = tokenizer.encode(prompt).map(Int.init)
+        let room = model.config.context - maxTokens
+        if ids.count > room { ids.removeFirst(ids.count - room) }
+        if ids.isEmpty { ids = [0] }
+        return ids
+    }
+
+    /// Token sequences that end an answer: the end marker (as one token and as text).
+    public var stopSequences: [[Int]] {
+        var stops: [[Int]] = []
+        if let end = tokenizer.id(of: CorpusExample.Marker.end) { stops.append([Int(end)]) }
+        let endTokens = tokenizer.encode(CorpusExample.Marker.end).map(Int.init)
+        if !endTokens.isEmpty && !stops.contains(endTokens) { stops.append(endTokens) }
+        return stops
+    }
+
+    /// The reason block of a completion: text after the reason marker, up to the end marker.
+    public static func extractReason(from completion: String) -> String {
+        guard let start = completion.range(of: CorpusExample.Marker.reason) else { return "" }
+        var tail = completion[start.upperBound...]
+        if let stop = tail.range(of: CorpusExample.Marker.end) { tail = tail[..<stop.lowerBound] }
+        if let marker = tail.range(of: "###") { tail = tail[..<marker.lowerBound] }
+        return tail.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Decodes completion tokens into a ``WrittenReason``.
+    public func written(_ tokens: [Int]) -> WrittenReason {
+        let text = (try? tokenizer.decode(tokens.map(Int32.init))) ?? ""
+        return WrittenReason(tokens: tokens, completion: text, reason: Self.extractReason(from: text))
+    }
+
+    /// Writes one answer per prompt (in order), `batchSize` rows at a time.
+    ///
+    /// - Parameters:
+    ///   - temperature: 0 for greedy (deterministic), else sampling with `topK`.
+    ///   - seed: sampling seed; row `r` of the call uses a seed derived from it and `r`.
+    ///   - progress: called with `(done, total)` after each batch.
+    public func write(prompts: [String], temperature: Float = 0, topK: Int = 0, seed: UInt64 = 0,
+                      progress: (Int, Int) -> Void = { _, _ in },
+                      isCancelled: () -> Bool = { false }) throws(ReasonWriterError) -> [WrittenReason] {
+        var results: [WrittenReason] = []
+        results.reserveCapacity(prompts.count)
+        let stops = stopSequences
+        var start = 0
+        while start < prompts.count {
+            if isCancelled() { throw .cancelled }
+            let end = min(prompts.count, start + batchSize)
+            let batch = prompts[start..<end].map(promptTokens)
+            let options = GPTSamplingOptions(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: 1,
+                                             stopSequences: stops, seed: seed &+ UInt64(start) &* 0x2545_F491_4F6C_DD1D)
+            let generations: [GPTGeneration]
+            do {
+                generations = try model.generate(prompts: batch, options: options, shouldStop: isCancelled)
+            } catch {
+                throw .generationFailed("\(error)")
+            }
+            if generations.contains(where: { $0.finishReason == .cancelled }) { throw .cancelled }
+            results.append(contentsOf: generations.map { written($0.tokens) })
+            start = end
+            progress(start, prompts.count)
+        }
+        return results
+    }
+}

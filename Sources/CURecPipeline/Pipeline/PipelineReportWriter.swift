@@ -1,0 +1,178 @@
+import CURecData
+import Foundation
+
+/// Writes the pipeline report: `report.md` (stage times, LM and RL numbers, reason table
+/// quality, the ablation table with a plain verdict, example reasons), SVG charts
+/// (`pretrain-loss.svg`, `grpo.svg`, `ablation.svg`) and `results.json` (every downstream
+/// run). Everything it states is computed from the records it is given.
+public struct PipelineReportWriter: Sendable {
+    public let config: PipelineConfig
+    public let dataset: RecDataset
+    public let stages: [PipelineStageRecord]
+    public let downstream: [DownstreamResult]
+    /// Reason table directories per variant key.
+    public let tables: [String: String]
+
+    public init(config: PipelineConfig, dataset: RecDataset, stages: [PipelineStageRecord],
+                downstream: [DownstreamResult], tables: [String: String]) {
+        self.config = config
+        self.dataset = dataset
+        self.stages = stages
+        self.downstream = downstream
+        self.tables = tables
+    }
+
+    static let metrics = ["recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10"]
+    static let headers = ["recall@10": "Recall@10", "recall@20": "Recall@20", "ndcg@10": "NDCG@10",
+                          "ndcg@20": "NDCG@20", "mrr@10": "MRR@10"]
+
+    /// The ablation table of the downstream runs, variants in report order.
+    public var ablation: AblationTable {
+        var table = AblationTable()
+        for variant in DownstreamVariant.all {
+            for run in downstream where run.variant == variant.key {
+                table.add(variant: variant.label, seed: Int(truncatingIfNeeded: run.seed), metrics: run.test)
+            }
+        }
+        return table
+    }
+
+    private func stage(_ name: String) -> PipelineStageRecord? { stages.first { $0.name == name } }
+
+    private static func fixed(_ value: Double?, _ decimals: Int = 3) -> String {
+        value.map { ReportFormat.fixed($0, decimals: decimals) } ?? "—"
+    }
+
+    /// Renders the Markdown text (without writing anything).
+    public func markdown() -> String {
+        var report = MarkdownReport()
+        report.heading("CURec pipeline report")
+        report.paragraph("Dataset \(dataset.name): \(dataset.userCount) users, \(dataset.itemCount) items, "
+            + "\(dataset.interactions.count) interactions, leave-one-out split (the last interaction of each user is "
+            + "the test item, the one before it the validation item). Profile `\(config.profile)`; seeds "
+            + config.seeds.map(String.init).joined(separator: ", ") + ". Validation and test interactions are read only "
+            + "to evaluate; model selection (early stopping) uses validation NDCG@10 only.")
+
+        report.heading("Stages", level: 2)
+        let total = stages.reduce(0) { $0 + $1.seconds }
+        var rows = stages.map { [$0.name, ReportFormat.fixed($0.seconds, decimals: 1)] }
+        rows.append(["total", ReportFormat.fixed(total, decimals: 1)])
+        report.table(header: ["Stage", "Seconds"], rows: rows, alignments: [.left, .right])
+
+        report.heading("Language model", level: 2)
+        if let pretrain = stage("pretrain") {
+            report.paragraph("Alignment pretraining: \(Int(pretrain.metrics["examples"] ?? 0)) corpus examples, "
+                + "\(config.pretraining.steps) steps, \(config.pretraining.layers) layers × width \(config.pretraining.width), "
+                + "BPE vocabulary \(config.pretraining.vocabularySize). Held-out perplexity "
+                + Self.fixed(pretrain.metrics["held_out_perplexity"], 2) + ".")
+            report.image(alt: "pretraining loss", file: "pretrain-loss.svg")
+        }
+        if let grpo = stage("grpo") {
+            report.paragraph("GRPO: \(Int(grpo.metrics["steps"] ?? 0)) steps over \(Int(grpo.metrics["prompts"] ?? 0)) "
+                + "user and item prompts, \(config.grpo.promptsPerStep) prompts × \(config.grpo.groupSize) samples per step, "
+                + "KL coefficient \(ReportFormat.compact(Double(config.grpo.klCoefficient), maxDecimals: 4)). Mean reward "
+                + Self.fixed(grpo.metrics["first_reward"]) + " at the first step, " + Self.fixed(grpo.metrics["last_reward"])
+                + " at the last (single steps are noisy; see the curve).")
+            report.image(alt: "GRPO reward, KL and length", file: "grpo.svg")
+        }
+
+        report.heading("Reasons", level: 2)
+        report.paragraph("One reason per user and per item. Reward = fraction of (true, sampled) users the collaborative "
+            + "reward model orders correctly with the reason's MiniLM embedding as content, minus the verifier's penalties "
+            + "(false titles, genres or years, claims from after the user's cut-off, format).")
+        var tableRows: [[String]] = []
+        for (key, label) in [("pretrain", "pretrain only, greedy"), ("rl", "after GRPO, greedy"),
+                             ("curec", "after GRPO, best of \(config.correction.candidates) + sentence filter")] {
+            guard let record = stage("reasons-\(key)") else { continue }
+            tableRows.append([label, Self.fixed(record.metrics["mean_reward"]), Self.fixed(record.metrics["mean_collaborative"]),
+                              ReportFormat.fixed((record.metrics["pass_rate"] ?? 0) * 100, decimals: 1) + "%",
+                              "\(Int(record.metrics["non_empty"] ?? 0))/\(Int(record.metrics["entries"] ?? 0))",
+                              ReportFormat.fixed(record.metrics["mean_words"] ?? 0, decimals: 1)])
+        }
+        report.table(header: ["Reasons", "Mean reward", "Collaborative", "All checks pass", "Non-empty", "Words"],
+                     rows: tableRows, alignments: [.left, .right, .right, .right, .right, .right])
+        if let directory = tables["curec"], let table = try? ReasonTable.read(from: directory) {
+            let examples = table.entries.filter { !$0.text.isEmpty }.sorted { $0.reward > $1.reward }
+            var lines: [String] = []
+            for entry in examples.prefix(3) + examples.suffix(2) where lines.count < 5 {
+                let name: String
+                switch entry.subject {
+                case .user(let user): name = "user \(dataset.users[Int(user)].externalID)"
+                case .item(let item): name = "item \(dataset.items[Int(item)].title)"
+                }
+                lines.append("\(name) (reward \(Self.fixed(entry.reward))): \(entry.text)")
+            }
+            if !lines.isEmpty {
+                report.paragraph("Examples from the corrected table (highest and lowest reward):")
+                report.bullets(lines)
+            }
+        }
+
+        report.heading("Downstream: SASRec with reason features", level: 2)
+        let table = ablation
+        report.paragraph("Test metrics, mean ± sample standard deviation over \(config.seeds.count) seed(s); full ranking "
+            + "over all items, excluding the user's training items.")
+        report.markdown(table.markdown(metrics: Self.metrics, headers: Self.headers))
+        report.image(alt: "ablation", file: "ablation.svg")
+        report.paragraph(verdict(table))
+        return report.render()
+    }
+
+    /// A plain statement of whether full CURec beats the ID-only and raw-content variants.
+    func verdict(_ table: AblationTable) -> String {
+        let labels = Dictionary(uniqueKeysWithValues: DownstreamVariant.all.map { ($0.key, $0.label) })
+        guard let curec = labels["curec"], let id = labels["id"], let content = labels["content"],
+              let mine = table.summary(variant: curec, metric: "ndcg@10") else {
+            return "The ablation is incomplete, so no verdict is given."
+        }
+        var sentences: [String] = []
+        for (key, name) in [(id, "ID-only"), (content, "raw-content")] {
+            guard let other = table.summary(variant: key, metric: "ndcg@10") else { continue }
+            let change = table.compare(variant: curec, against: key, metric: "ndcg@10")
+            let margin = mine.std + other.std
+            let word: String
+            if mine.mean > other.mean + margin { word = "beat" }
+            else if mine.mean > other.mean { word = "edged past (within one standard deviation of)" }
+            else if mine.mean + margin < other.mean { word = "did not beat" }
+            else { word = "did not beat (within one standard deviation of)" }
+            sentences.append("Full CURec reasons \(word) the \(name) variant on test NDCG@10 ("
+                + ReportFormat.fixed(mine.mean, decimals: 4) + " vs " + ReportFormat.fixed(other.mean, decimals: 4)
+                + ", " + ReportFormat.signedPercent(change) + ").")
+        }
+        if config.seeds.count < 2 {
+            sentences.append("With a single seed these differences carry no error bars; the standard profile runs three.")
+        }
+        return sentences.joined(separator: " ")
+    }
+
+    /// Writes report.md, the charts and results.json into `directory` (created if needed).
+    public func write(to directory: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        func save(_ text: String, _ name: String) throws {
+            try Data(text.utf8).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent(name)), options: .atomic)
+        }
+        let loss = stage("pretrain")?.curves["loss"] ?? []
+        try save(SVGLineChart(title: "Alignment pretraining loss", xLabel: "step", yLabel: "cross-entropy",
+                              series: [.init(name: "train loss", points: loss.enumerated().map { (Double($0 + 1), $1) })]).render(),
+                 "pretrain-loss.svg")
+        let curves = stage("grpo")?.curves ?? [:]
+        let series = ["reward", "kl", "length"].map { key -> SVGLineChart.Series in
+            var values = curves[key] ?? []
+            var name = key
+            if key == "length" { values = values.map { $0 / 100 }; name = "length / 100 tokens" }
+            if key == "kl" { name = "KL to reference" }
+            if key == "reward" { name = "mean reward" }
+            return .init(name: name, points: values.enumerated().map { (Double($0 + 1), $1) })
+        }
+        try save(SVGLineChart(title: "GRPO", xLabel: "step", yLabel: "value", series: series).render(), "grpo.svg")
+        try save(ablation.barChart(title: "Test metrics by variant (mean ± std)", metrics: Self.metrics,
+                                   headers: Self.headers).render(), "ablation.svg")
+        try save(markdown(), "report.md")
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(downstream).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("results.json")),
+                                             options: .atomic)
+        try encoder.encode(stages).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("stages.json")),
+                                         options: .atomic)
+    }
+}

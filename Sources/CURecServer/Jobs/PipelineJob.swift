@@ -1,0 +1,154 @@
+import CURecJobs
+import CURecPipeline
+import CURecPluginHost
+import Foundation
+
+/// Job kind `pipeline`: the whole CURec method (see `CURecPipeline.PipelineRunner`): corpus,
+/// alignment pretraining, collaborative reward model on MiniLM content embeddings, GRPO,
+/// reason tables with correction, SASRec with reason features over several seeds against
+/// ID-only, raw-content, pretrain-only and RL-only variants, and a report.
+///
+/// Parameters (all optional): `profile` (`standard` or `quick`, default standard), `seeds`
+/// (comma-separated), `pretrain_steps`, `grpo_steps`, `candidates`.
+///
+/// The workspace is the job's checkpoint directory, so a job interrupted by a crash or a
+/// shutdown resumes at its first unfinished stage. On success the outputs become artifacts:
+/// `lm-pretrain` and `lm` (the RL-tuned LM that GenerationService serves), `reasons` (the
+/// corrected reason table, with the pretrain-only and RL tables beside it), `report`
+/// (report.md, charts, results.json) and `<served>` (the kept SASRec, now serving).
+struct PipelineJob: JobKind {
+    let data: ServingData?
+    let plugins: PluginHost
+    let artifacts: ArtifactStore
+    let miniLMDirectory: String
+    let servedName: String
+    /// Called after a successful run (the daemon logs sample recommendations with reasons).
+    let onFinished: @Sendable () -> Void
+
+    static let rewardLibrary = "CURecCollaborativeReward"
+    static let recommenderLibrary = "CURecSASRec"
+
+    var name: String { "pipeline" }
+    var parameterSummary: String { "profile=standard|quick, seeds=42,1,2, pretrain_steps, grpo_steps, candidates (all optional)" }
+
+    func validate(_ parameters: [String: String]) throws(JobError) {
+        let known: Set = ["profile", "seeds", "pretrain_steps", "grpo_steps", "candidates"]
+        if let unknown = parameters.keys.first(where: { !known.contains($0) }) {
+            throw .invalidParameter("pipeline: unknown parameter '\(unknown)'; expected \(parameterSummary)")
+        }
+        _ = try Self.configuration(parameters)
+        guard data != nil else { throw .invalidParameter("pipeline: the daemon has no dataset loaded (run scripts/fetch-data and restart)") }
+        guard FileManager.default.fileExists(atPath: (miniLMDirectory as NSString).appendingPathComponent("model.safetensors")) else {
+            throw .invalidParameter("pipeline: the MiniLM sentence encoder is missing from \(miniLMDirectory) (run scripts/fetch-minilm, or set minilm_dir)")
+        }
+        for library in [Self.rewardLibrary, Self.recommenderLibrary] {
+            do {
+                _ = try plugins.resolve(library: library)
+            } catch {
+                throw .invalidParameter("pipeline: \(error)")
+            }
+        }
+    }
+
+    /// The pipeline configuration a parameter set asks for.
+    static func configuration(_ parameters: [String: String]) throws(JobError) -> PipelineConfig {
+        var config: PipelineConfig
+        switch parameters["profile"] ?? "standard" {
+        case "standard", "": config = .standard
+        case "quick": config = .quick
+        case let other: throw .invalidParameter("pipeline: parameter 'profile' must be standard or quick, not '\(other)'")
+        }
+        func integer(_ key: String, _ range: ClosedRange<Int>) throws(JobError) -> Int? {
+            guard let text = parameters[key] else { return nil }
+            guard let value = Int(text), range.contains(value) else {
+                throw .invalidParameter("pipeline: parameter '\(key)' must be an integer in \(range.lowerBound)...\(range.upperBound), not '\(text)'")
+            }
+            return value
+        }
+        if let steps = try integer("pretrain_steps", 1...1_000_000) {
+            config.pretraining.steps = steps
+            config.pretraining.warmupSteps = min(config.pretraining.warmupSteps, max(1, steps / 10))
+        }
+        if let steps = try integer("grpo_steps", 1...100_000) { config.grpo.steps = steps }
+        if let candidates = try integer("candidates", 1...64) { config.correction.candidates = candidates }
+        if let text = parameters["seeds"] {
+            var seeds: [UInt64] = []
+            for part in text.split(separator: ",") {
+                guard let seed = UInt64(part.trimmingCharacters(in: .whitespaces)) else {
+                    throw .invalidParameter("pipeline: parameter 'seeds' must be comma-separated non-negative integers, not '\(text)'")
+                }
+                seeds.append(seed)
+            }
+            config.seeds = seeds
+        }
+        do {
+            try config.validate()
+        } catch {
+            throw .invalidParameter("pipeline: \(error)")
+        }
+        return config
+    }
+
+    func run(_ context: JobContext) throws -> JobOutcome {
+        guard let data else { throw JobError.invalidParameter("no dataset loaded") }
+        let config = try Self.configuration(context.parameters)
+        let environment = PluginPipelineEnvironment(
+            data: data, plugins: plugins, artifacts: artifacts, miniLMDirectory: miniLMDirectory,
+            rewardLibrary: Self.rewardLibrary, recommenderLibrary: Self.recommenderLibrary,
+            servedName: servedName, jobID: context.id, log: { context.log($0) })
+        let runner = PipelineRunner(
+            environment: environment, config: config, workspace: context.checkpointDirectory,
+            log: { context.log($0) },
+            progress: { stage, step, total, metrics in
+                context.progress(stage: stage, step: UInt64(max(step, 0)), total: UInt64(max(total, 0)), metrics: metrics)
+            },
+            isCancelled: { context.isCancelled })
+        let outcome: PipelineOutcome
+        do {
+            outcome = try runner.run()
+        } catch {
+            if context.isCancelled { throw JobCancelled() }
+            throw error
+        }
+
+        context.progress(stage: "save", step: 0, total: 1)
+        let base: [String: String] = ["dataset": data.dataset.name, "job": context.id, "profile": config.profile]
+        try publish("lm-pretrain", from: outcome.pretrainedModelDirectory, metadata: base.merging(["kind": "language-model", "stage": "pretrain"]) { $1 })
+        try publish("lm", from: outcome.tunedModelDirectory, metadata: base.merging(["kind": "language-model", "stage": "grpo"]) { $1 })
+        let reasons = try artifacts.addVersion(of: "reasons", metadata: base.merging(["kind": "reason-table"]) { $1 }) { staging in
+            if let corrected = outcome.reasonTableDirectories["curec"] { try copyContents(of: corrected, into: staging) }
+            for key in ["pretrain", "rl"] {
+                guard let directory = outcome.reasonTableDirectories[key] else { continue }
+                try FileManager.default.copyItem(atPath: directory, toPath: (staging as NSString).appendingPathComponent(key))
+            }
+        }
+        let report = try publish("report", from: outcome.reportDirectory, metadata: base.merging(["kind": "report"]) { $1 })
+        let reportRelative = "models/report/\((report as NSString).lastPathComponent)"
+        context.log("saved models/reasons/\((reasons as NSString).lastPathComponent) and \(reportRelative)")
+
+        var metrics: [String: Double] = [:]
+        for variant in DownstreamVariant.all {
+            let runs = outcome.downstream.filter { $0.variant == variant.key }
+            guard !runs.isEmpty else { continue }
+            for metric in ["ndcg@10", "recall@10"] {
+                metrics["\(variant.key).\(metric)"] = runs.reduce(0) { $0 + ($1.test[metric] ?? 0) } / Double(runs.count)
+            }
+        }
+        for stage in outcome.stages { metrics["seconds.\(stage.name)"] = stage.seconds }
+        try? FileManager.default.removeItem(atPath: context.checkpointDirectory)
+        onFinished()
+        return JobOutcome(metrics: metrics, artifact: reportRelative)
+    }
+
+    @discardableResult
+    private func publish(_ name: String, from directory: String, metadata: [String: String]) throws -> String {
+        try artifacts.addVersion(of: name, metadata: metadata) { staging in try copyContents(of: directory, into: staging) }
+    }
+
+    private func copyContents(of source: String, into destination: String) throws {
+        for entry in try FileManager.default.contentsOfDirectory(atPath: source) {
+            try FileManager.default.copyItem(atPath: (source as NSString).appendingPathComponent(entry),
+                                             toPath: (destination as NSString).appendingPathComponent(entry))
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import CURecData
+import CURecModels
+import CURecPipeline
+import CURecPluginHost
+import Foundation
+
+/// The pipeline's host services in the daemon: MiniLM from the configured directory, the
+/// collaborative reward model and SASRec as plugin instances. The kept recommender is saved
+/// as an artifact and served as instance `servedName`.
+struct PluginPipelineEnvironment: PipelineEnvironment {
+    let data: ServingData
+    let plugins: PluginHost
+    let artifacts: ArtifactStore
+    let miniLMDirectory: String
+    let rewardLibrary: String
+    let recommenderLibrary: String
+    /// Instance and artifact name of the reason-aware recommender the pipeline leaves serving.
+    let servedName: String
+    let jobID: String
+    let log: @Sendable (String) -> Void
+
+    var dataset: RecDataset { data.dataset }
+    var split: LeaveOneOutSplit { data.split }
+
+    func makeEmbedder() throws -> any ReasonEmbedder {
+        do {
+            return try MiniLMEncoder(directory: miniLMDirectory)
+        } catch {
+            throw PipelineError.stage("content", "cannot load the MiniLM sentence encoder from \(miniLMDirectory) (run scripts/fetch-minilm): \(error)")
+        }
+    }
+
+    func trainRewardModel(itemFeatures: [Float], dimension: Int, config: String,
+                          progress: @escaping (Int, Int) -> Void,
+                          isCancelled: @escaping () -> Bool) throws -> any CollaborativeScorer {
+        let instance = try plugins.makeInstance(name: "pipeline-reward", library: rewardLibrary, config: Array(config.utf8))
+        var training = data.trainingData()
+        training.itemFeatures = itemFeatures
+        training.itemFeatureDimension = dimension
+        try instance.train(training, progress: { step, total, _ in progress(Int(step), Int(total)) }, isCancelled: isCancelled)
+        return PluginRewardScorer(instance: instance)
+    }
+
+    func trainRecommender(_ run: RecommenderRun, progress: @escaping (Int, Int, [String: Double]) -> Void,
+                          isCancelled: @escaping () -> Bool) throws -> any RecommenderScoring {
+        var object = (try? JSONSerialization.jsonObject(with: Data(run.config.utf8)) as? [String: Any]) ?? [:]
+        object["seed"] = run.seed
+        object["use_item_features"] = run.itemFeatureDimension > 0
+        object["use_user_features"] = run.userFeatureDimension > 0
+        object["version_label"] = "pipeline-\(run.variant)"
+        object["checkpoint_every"] = 0
+        let configData = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        let config = Array(configData)
+        let name = run.keep ? servedName : "pipeline-\(run.variant)-\(run.seed)"
+        let instance = try plugins.makeInstance(name: name, library: recommenderLibrary, config: config)
+        var training = data.trainingData()
+        if run.itemFeatureDimension > 0 {
+            training.itemFeatures = run.itemFeatures
+            training.itemFeatureDimension = run.itemFeatureDimension
+        } else {
+            training.itemFeatures = []
+            training.itemFeatureDimension = 0
+        }
+        training.userFeatures = run.userFeatures
+        training.userFeatureDimension = run.userFeatureDimension
+        try instance.train(
+            training,
+            progress: { step, total, metricsJSON in
+                var metrics: [String: Double] = [:]
+                if let parsed = try? JSONSerialization.jsonObject(with: Data(metricsJSON.utf8)) as? [String: Any] {
+                    for (key, value) in parsed { if let number = value as? Double { metrics[key] = number } }
+                }
+                progress(Int(step), Int(total), metrics)
+            },
+            isCancelled: isCancelled)
+        if run.keep {
+            let description = instance.describe()
+            let directory = try artifacts.addVersion(of: servedName, metadata: [
+                "plugin": description.pluginName, "plugin_version": description.pluginVersion,
+                "config_fingerprint": PluginPreparer.fingerprint(config), "dataset": data.dataset.name,
+                "library": instance.libraryPath, "job": jobID, "variant": run.variant,
+            ]) { staging in try instance.save(to: staging) }
+            let prepare: (PluginInstance) throws -> Void = { served in try served.load(from: directory) }
+            if plugins.instance(named: servedName) != nil {
+                try plugins.reload(name: servedName, library: recommenderLibrary, config: config, prepare: prepare)
+            } else {
+                try plugins.load(name: servedName, library: recommenderLibrary, config: config, prepare: prepare)
+            }
+            log("now serving '\(servedName)' (SASRec with CURec reason features) from models/\(servedName)/\((directory as NSString).lastPathComponent)")
+        }
+        return PluginRecommender(instance: instance)
+    }
+}
+
+/// The reward plugin as the pipeline's collaborative scorer.
+struct PluginRewardScorer: CollaborativeScorer {
+    let instance: PluginInstance
+
+    func scores(_ queries: [CollaborativeQuery]) throws -> [Float] {
+        try instance.scoreReward(queries.map { PluginInstance.RewardInput(user: $0.user, item: $0.item, embedding: $0.embedding) })
+    }
+}
+
+/// A recommender plugin instance as the pipeline's scorer.
+struct PluginRecommender: RecommenderScoring {
+    let instance: PluginInstance
+
+    func score(user: UInt32, history: [UInt32], candidates: UnsafeBufferPointer<UInt32>,
+               scores: UnsafeMutableBufferPointer<Float>) throws {
+        try instance.scoreRecommender(user: user, history: history, candidates: candidates, scores: scores)
+    }
+}
