@@ -81,6 +81,9 @@ public struct GPTGeneration: Sendable, Equatable {
     public var tokens: [Int]
     /// Why generation stopped.
     public var finishReason: GPTFinishReason
+    /// With finish reason `.stopSequence`, the index in `options.stopSequences` of the stop
+    /// sequence that ended the row (removed from `tokens`); nil otherwise.
+    public var stopSequenceIndex: Int? = nil
 }
 
 extension GPTModel {
@@ -243,8 +246,9 @@ extension GPTModel {
                 results[b].tokens.append(token)
                 var finish: GPTFinishReason?
                 var hold = 0
-                if let stop = options.stopSequences.first(where: { results[b].tokens.ends(with: $0) }) {
-                    results[b].tokens.removeLast(stop.count)
+                if let stopIndex = options.stopSequences.firstIndex(where: { results[b].tokens.ends(with: $0) }) {
+                    results[b].tokens.removeLast(options.stopSequences[stopIndex].count)
+                    results[b].stopSequenceIndex = stopIndex
                     finish = .stopSequence
                 } else if results[b].tokens.count >= options.maxTokens {
                     finish = .maxTokens
