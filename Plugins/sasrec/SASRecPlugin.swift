@@ -6,18 +6,25 @@ import Foundation
 
 /// SASRec, the self-attentive sequential recommender (Kang & McAuley, 2018), optionally with
 /// item features (content features, or embeddings of recommendation reasons) projected and
-/// added to the item ID embeddings. See `Sources/CURecModels/SASRec/`.
+/// added to the item ID embeddings, and with user features projected and added to every
+/// input position of the user's sequence. See `Sources/CURecModels/SASRec/`.
 ///
 /// Config (JSON, every field optional): `max_length` (50), `width` (64), `blocks` (2),
 /// `heads` (1), `hidden` (feed-forward width, = width), `epochs` (200, an upper bound),
 /// `learning_rate` (0.001), `batch_size` (128), `patience` (10 epochs without a better
 /// validation NDCG@10), `loss` ("bce": one sampled negative per position, as in the paper; or
 /// "softmax": full cross-entropy), `weight_decay` (0), `seed` (42), `use_item_features`
-/// (false; true requires the dataset's item features), `version_label` ("1.0.0"),
-/// `checkpoint_every` (5 epochs; 0 disables checkpoints).
+/// (false; true requires the dataset's item features), `use_user_features` (false; true
+/// requires the dataset's user features), `version_label` ("1.0.0"), `checkpoint_every`
+/// (5 epochs; 0 disables checkpoints).
 ///
 /// Scoring reads the request's history (oldest first; its last `max_length` items), or the
-/// user's training history when the request has none.
+/// user's training history when the request has none. With user features it also reads the
+/// request's user (NOT_FOUND when the user index is not one the model was trained on).
+///
+/// Artifact: the model files of `SASRecFiles` (with user features, `user_table.f32` holds the
+/// projected user features, so scoring needs no feature matrix), `histories.json`, and
+/// `plugin.json` (``Meta``).
 final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
     struct Config: Codable {
         var max_length: Int?
@@ -33,6 +40,7 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
         var weight_decay: Float?
         var seed: UInt64?
         var use_item_features: Bool?
+        var use_user_features: Bool?
         var version_label: String?
         var checkpoint_every: Int?
     }
@@ -42,6 +50,8 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
         var users: Int
         var items: Int
         var itemFeatureDimension: Int
+        /// Absent in artifacts written before user features existed (read as 0).
+        var userFeatureDimension: Int?
         var bestEpoch: Int
         var bestValidationNDCG10: Double
     }
@@ -53,6 +63,7 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
     let hidden: Int
     let options: SASRecTrainingOptions
     let useItemFeatures: Bool
+    let useUserFeatures: Bool
     let version: String
     let checkpointEvery: Int
 
@@ -84,6 +95,7 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
         }
         self.options = options
         useItemFeatures = parsed.use_item_features ?? false
+        useUserFeatures = parsed.use_user_features ?? false
         version = parsed.version_label ?? "1.0.0"
         checkpointEvery = parsed.checkpoint_every ?? 5
         guard checkpointEvery >= 0 else {
@@ -103,6 +115,7 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
         var facts = PluginFacts(name: "sasrec", version: version, kind: CUREC_PLUGIN_KIND_RECOMMENDER)
         facts.isTrained = model != nil
         facts.itemFeatureDimension = model?.config.featureDimension ?? 0
+        facts.userFeatureDimension = model?.config.userFeatureDimension ?? 0
         return facts
     }
 
@@ -123,14 +136,23 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
             throw PluginFailure(CUREC_STATUS_FAILED_PRECONDITION,
                                 "sasrec config has use_item_features: true but the dataset has no item features")
         }
+        let userFeatureDimension = useUserFeatures ? view.userFeatureDimension : 0
+        if useUserFeatures && userFeatureDimension == 0 {
+            throw PluginFailure(CUREC_STATUS_FAILED_PRECONDITION,
+                                "sasrec config has use_user_features: true but the dataset has no user features")
+        }
         let trainer: SASRecTrainer
         do {
             let data = try SASRecData(
                 userCount: view.userCount, itemCount: view.itemCount, users: view.users, items: view.items,
                 validationUsers: view.validationUsers, validationItems: view.validationItems,
-                features: featureDimension > 0 ? Array(view.itemFeatures) : [], featureDimension: featureDimension)
+                features: featureDimension > 0 ? Array(view.itemFeatures) : [], featureDimension: featureDimension,
+                userFeatures: userFeatureDimension > 0 ? Array(view.userFeatures) : [],
+                userFeatureDimension: userFeatureDimension)
             let config = SASRecConfig(itemCount: view.itemCount, maxLength: maxLength, width: width, blocks: blocks,
-                                      heads: heads, hidden: hidden, featureDimension: featureDimension)
+                                      heads: heads, hidden: hidden, featureDimension: featureDimension,
+                                      userCount: userFeatureDimension > 0 ? view.userCount : 0,
+                                      userFeatureDimension: userFeatureDimension)
             trainer = try SASRecTrainer(config: config, options: options, data: data)
         } catch {
             throw Self.failure(error)
@@ -203,6 +225,11 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
                           scores: UnsafeMutableBufferPointer<Float>) throws(PluginFailure) {
         guard let model else { throw PluginFailure(CUREC_STATUS_FAILED_PRECONDITION, "sasrec is not trained yet") }
         let items = model.config.itemCount
+        let withUsers = model.config.userFeatureDimension > 0
+        if withUsers && Int(user) >= model.config.userCount {
+            throw PluginFailure(CUREC_STATUS_NOT_FOUND,
+                                "user index \(user) is not in the trained model (\(model.config.userCount) users with features)")
+        }
         var sequence: [Int32]
         if history.isEmpty {
             guard Int(user) < histories.count else {
@@ -224,7 +251,7 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
             throw PluginFailure(CUREC_STATUS_NOT_FOUND, "item index \(bad) is not in the trained model (\(items) items)")
         }
         do {
-            let hidden = try model.hiddenStates(sequences: [sequence])
+            let hidden = try model.hiddenStates(sequences: [sequence], users: withUsers ? [Int32(user)] : nil)
             try hidden.withUnsafeBufferPointer { h throws(SASRecError) in
                 try model.scores(hidden: h.baseAddress!, candidates: candidates, into: scores)
             }
@@ -241,7 +268,8 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
             throw Self.failure(error)
         }
         let meta = Meta(users: histories.count, items: model.config.itemCount,
-                        itemFeatureDimension: model.config.featureDimension, bestEpoch: bestEpoch, bestValidationNDCG10: bestValidationNDCG)
+                        itemFeatureDimension: model.config.featureDimension,
+                        userFeatureDimension: model.config.userFeatureDimension, bestEpoch: bestEpoch, bestValidationNDCG10: bestValidationNDCG)
         do {
             try JSONEncoder().encode(meta).write(to: URL(fileURLWithPath: directory + "/plugin.json"), options: .atomic)
             try JSONEncoder().encode(histories).write(to: URL(fileURLWithPath: directory + "/histories.json"), options: .atomic)
@@ -262,9 +290,9 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
         }
         let c = loaded.config
         guard c.maxLength == maxLength, c.width == width, c.blocks == blocks, c.heads == heads, c.hidden == hidden,
-              (c.featureDimension > 0) == useItemFeatures else {
+              (c.featureDimension > 0) == useItemFeatures, (c.userFeatureDimension > 0) == useUserFeatures else {
             throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT,
-                                "the artifact is \(c) but this instance is configured for max_length \(maxLength), width \(width), blocks \(blocks), heads \(heads), hidden \(hidden), use_item_features \(useItemFeatures)")
+                                "the artifact is \(c) but this instance is configured for max_length \(maxLength), width \(width), blocks \(blocks), heads \(heads), hidden \(hidden), use_item_features \(useItemFeatures), use_user_features \(useUserFeatures)")
         }
         guard let bytes = FileManager.default.contents(atPath: directory + "/histories.json"),
               let saved = try? JSONDecoder().decode([[Int32]].self, from: bytes),
@@ -272,6 +300,10 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
             throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "\(directory)/histories.json is missing or malformed")
         }
         let meta = FileManager.default.contents(atPath: directory + "/plugin.json").flatMap { try? JSONDecoder().decode(Meta.self, from: $0) }
+        if let saved = meta?.userFeatureDimension, saved != c.userFeatureDimension {
+            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT,
+                                "\(directory)/plugin.json records \(saved) user feature dimensions but the model has \(c.userFeatureDimension)")
+        }
         histories = saved
         bestEpoch = meta?.bestEpoch ?? 0
         bestValidationNDCG = meta?.bestValidationNDCG10 ?? -1

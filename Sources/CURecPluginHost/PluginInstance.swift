@@ -30,11 +30,16 @@ public struct PluginTrainingData: Sendable {
     /// Row-major `[itemCount x itemFeatureDimension]`, or empty.
     public var itemFeatures: [Float]
     public var itemFeatureDimension: Int
+    /// Row-major `[userCount x userFeatureDimension]`, or empty.
+    public var userFeatures: [Float]
+    public var userFeatureDimension: Int
     public var validationUsers: [UInt32]
     public var validationItems: [UInt32]
 
+    /// Training data; feature matrices are optional (empty with dimension 0).
     public init(userCount: Int, itemCount: Int, users: [UInt32], items: [UInt32], ratings: [Float], timestamps: [Int64],
                 itemFeatures: [Float] = [], itemFeatureDimension: Int = 0,
+                userFeatures: [Float] = [], userFeatureDimension: Int = 0,
                 validationUsers: [UInt32] = [], validationItems: [UInt32] = []) {
         self.userCount = userCount
         self.itemCount = itemCount
@@ -44,6 +49,8 @@ public struct PluginTrainingData: Sendable {
         self.timestamps = timestamps
         self.itemFeatures = itemFeatures
         self.itemFeatureDimension = itemFeatureDimension
+        self.userFeatures = userFeatures
+        self.userFeatureDimension = userFeatureDimension
         self.validationUsers = validationUsers
         self.validationItems = validationItems
     }
@@ -178,9 +185,13 @@ public final class PluginInstance: @unchecked Sendable {
 
     /// Trains on `data`. `progress` gets (step, total, metrics JSON); `isCancelled` is polled;
     /// a plugin that supports it checkpoints into (and resumes from) `checkpointDirectory`.
+    /// Feature matrices whose size is not count x dimension are refused before the plugin
+    /// sees them (it would read past their end).
     public func train(_ data: PluginTrainingData, checkpointDirectory: String? = nil,
                       progress: @escaping (UInt64, UInt64, String) -> Void = { _, _, _ in },
                       isCancelled: @escaping () -> Bool = { false }) throws(PluginHostError) {
+        try Self.checkFeatures(data.itemFeatures, rows: data.itemCount, dimension: data.itemFeatureDimension, what: "item")
+        try Self.checkFeatures(data.userFeatures, rows: data.userCount, dimension: data.userFeatureDimension, what: "user")
         final class Hooks {
             let progress: (UInt64, UInt64, String) -> Void
             let isCancelled: () -> Bool
@@ -197,6 +208,7 @@ public final class PluginInstance: @unchecked Sendable {
             data.ratings.withUnsafeBufferPointer { ratings in
             data.timestamps.withUnsafeBufferPointer { timestamps in
             data.itemFeatures.withUnsafeBufferPointer { features in
+            data.userFeatures.withUnsafeBufferPointer { userFeatures in
             data.validationUsers.withUnsafeBufferPointer { validationUsers in
             data.validationItems.withUnsafeBufferPointer { validationItems in
                 var view = CURecDatasetView()
@@ -210,6 +222,8 @@ public final class PluginInstance: @unchecked Sendable {
                 view.timestamps = timestamps.baseAddress
                 view.item_features = data.itemFeatureDimension > 0 ? features.baseAddress : nil
                 view.item_feature_dim = UInt32(data.itemFeatureDimension)
+                view.user_features = data.userFeatureDimension > 0 ? userFeatures.baseAddress : nil
+                view.user_feature_dim = UInt32(data.userFeatureDimension)
                 view.validation_count = UInt64(validationUsers.count)
                 view.validation_users = validationUsers.baseAddress
                 view.validation_items = validationItems.baseAddress
@@ -230,9 +244,21 @@ public final class PluginInstance: @unchecked Sendable {
                     callbacks.checkpoint_directory = directory
                     return library.train(pointer, &view, &callbacks, &error)
                 }
-            }}}}}}}
+            }}}}}}}}
         }
         try check(status, error, "train")
+    }
+
+    /// A feature matrix must hold `rows x dimension` values (empty with dimension 0) and its
+    /// dimension must fit the view's 32-bit field.
+    static func checkFeatures(_ values: [Float], rows: Int, dimension: Int, what: String) throws(PluginHostError) {
+        guard dimension >= 0, dimension <= Int(UInt32.max) else {
+            throw .host("the \(what) feature dimension \(dimension) is out of range")
+        }
+        let (expected, overflow) = rows.multipliedReportingOverflow(by: dimension)
+        guard !overflow, values.count == expected else {
+            throw .host("the \(what) features hold \(values.count) values, expected \(what) count x dimension = \(rows) x \(dimension)")
+        }
     }
 
     /// Saves the trained state into `directory` (created if needed).

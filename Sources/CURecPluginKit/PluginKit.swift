@@ -38,8 +38,12 @@ public struct TrainingView {
     public let items: UnsafeBufferPointer<UInt32>
     public let ratings: UnsafeBufferPointer<Float>
     public let timestamps: UnsafeBufferPointer<Int64>
+    /// Row-major `[itemCount x itemFeatureDimension]`; empty when the dataset has none.
     public let itemFeatures: UnsafeBufferPointer<Float>
     public let itemFeatureDimension: Int
+    /// Row-major `[userCount x userFeatureDimension]`; empty when the dataset has none.
+    public let userFeatures: UnsafeBufferPointer<Float>
+    public let userFeatureDimension: Int
     public let validationUsers: UnsafeBufferPointer<UInt32>
     public let validationItems: UnsafeBufferPointer<UInt32>
 
@@ -53,6 +57,8 @@ public struct TrainingView {
         timestamps = UnsafeBufferPointer(start: view.timestamps, count: view.timestamps == nil ? 0 : count)
         itemFeatureDimension = view.item_features == nil ? 0 : Int(view.item_feature_dim)
         itemFeatures = UnsafeBufferPointer(start: view.item_features, count: Int(view.item_count) * itemFeatureDimension)
+        userFeatureDimension = view.user_features == nil ? 0 : Int(view.user_feature_dim)
+        userFeatures = UnsafeBufferPointer(start: view.user_features, count: Int(view.user_count) * userFeatureDimension)
         let validation = Int(view.validation_count)
         validationUsers = UnsafeBufferPointer(start: view.validation_users, count: view.validation_users == nil ? 0 : validation)
         validationItems = UnsafeBufferPointer(start: view.validation_items, count: view.validation_items == nil ? 0 : validation)

@@ -4,21 +4,31 @@ import Foundation
 import Testing
 
 /// Finite-difference checks of the SASRec backward pass, in particular the pieces that are
-/// new to SASRec: the feature projection and the sampled BCE loss.
+/// new to SASRec: the item and user feature projections and the sampled BCE loss.
 @Suite("SASRec gradients")
 struct SASRecGradientTests {
     static let config = SASRecConfig(itemCount: 7, maxLength: 5, width: 8, blocks: 2, heads: 2, hidden: 12,
                                      featureDimension: 3)
+    /// The same model with user features: 3 users, 4 dimensions.
+    static let userConfig = SASRecConfig(itemCount: 7, maxLength: 5, width: 8, blocks: 2, heads: 2, hidden: 12,
+                                         featureDimension: 3, userCount: 3, userFeatureDimension: 4)
 
     static func features(seed: UInt64) -> [Float] {
         var rng = Xoshiro256(seed: seed)
         return (0..<(config.itemCount * config.featureDimension)).map { _ in rng.nextGaussian() }
     }
 
+    static func userFeatures(seed: UInt64) -> [Float] {
+        var rng = Xoshiro256(seed: seed)
+        return (0..<(userConfig.userCount * userConfig.userFeatureDimension)).map { _ in rng.nextGaussian() }
+    }
+
     /// A model with weights large enough (std ≈ 0.3) that every gradient is well above the
-    /// float32 noise of a central difference.
-    static func model() throws -> SASRecModel {
-        let m = try SASRecModel(config: config, features: features(seed: 3), seed: 11)
+    /// float32 noise of a central difference; with `users`, the model has user features.
+    static func model(users: Bool = false) throws -> SASRecModel {
+        let m = users
+            ? try SASRecModel(config: userConfig, features: features(seed: 3), userFeatures: userFeatures(seed: 4), seed: 11)
+            : try SASRecModel(config: config, features: features(seed: 3), seed: 11)
         var rng = Xoshiro256(seed: 5)
         let ln = (0..<config.blocks).flatMap { b in
             [SASRecLayout.BlockParam.ln1w, .ln2w].map { m.layout.offset($0, block: b) }
@@ -30,19 +40,21 @@ struct SASRecGradientTests {
     }
 
     /// Two rows of five positions; the second row has two padding positions at its end.
-    static func batch() throws -> SASRecBatch {
+    /// With `users`, the rows belong to users 2 and 0 (user 1 is absent: its features get no gradient).
+    static func batch(users: Bool = false) throws -> SASRecBatch {
         try SASRecBatch(B: 2, T: 5,
                         inputs: [0, 3, 5, 2, 6, 1, 4, 4, 0, 0],
                         targets: [3, 5, 2, 6, 1, 4, 4, 2, -1, -1],
                         negatives: [6, 1, 0, 4, 2, 5, 0, 3, 0, 0],
-                        config: config)
+                        users: users ? [2, 0] : nil,
+                        config: users ? userConfig : config)
     }
 
     /// Central differences of the loss for the given parameter indices, against the analytic
     /// gradient; relative error measured against the larger of the two magnitudes.
-    static func check(_ objective: SASRecObjective, indices: [Int], label: String) throws {
-        let m = try model()
-        let b = try batch()
+    static func check(_ objective: SASRecObjective, indices: [Int], label: String, users: Bool = false) throws {
+        let m = try model(users: users)
+        let b = try batch(users: users)
         try m.forwardBackward(b, objective: objective)
         let analytic = m.gradients.values
         let h: Float = 1e-2
@@ -50,9 +62,9 @@ struct SASRecGradientTests {
         for i in indices {
             let x = m.parameters.data[i]
             m.parameters.data[i] = x + h
-            let up = Double(m.loss(b, objective: objective))
+            let up = Double(try m.loss(b, objective: objective))
             m.parameters.data[i] = x - h
-            let down = Double(m.loss(b, objective: objective))
+            let down = Double(try m.loss(b, objective: objective))
             m.parameters.data[i] = x
             let numeric = Float((up - down) / (2 * Double(h)))
             let err = abs(numeric - analytic[i]) / max(abs(numeric), abs(analytic[i]), 1e-2)
@@ -96,6 +108,81 @@ struct SASRecGradientTests {
         try Self.check(.softmax, indices: indices, label: "blocks")
     }
 
+    static var userLayout: SASRecLayout { SASRecLayout(config: userConfig) }
+
+    @Test("user projection: every weight's gradient matches finite differences (BCE and softmax)")
+    func userProjection() throws {
+        let l = Self.userLayout, c = Self.userConfig
+        #expect(l.userProjection == l.featureProjection + c.featureDimension * c.width)
+        #expect(l.blockStart == l.userProjection + c.userFeatureDimension * c.width)
+        let indices = Array(l.userProjection..<l.blockStart)
+        try Self.check(.bce, indices: indices, label: "userProjection", users: true)
+        try Self.check(.softmax, indices: indices, label: "userProjection", users: true)
+    }
+
+    @Test("with user features on: embeddings, item projection, blocks and norms match finite differences")
+    func restWithUserFeatures() throws {
+        let l = Self.userLayout, c = Self.userConfig, C = c.width
+        var indices = (0..<c.itemCount).flatMap { [$0 * C + 1, $0 * C + 6] }
+        indices += [l.positionEmbedding + 2, l.positionEmbedding + 3 * C + 5]
+        indices += [l.featureProjection, l.featureProjection + 5, l.featureProjection + c.featureDimension * C - 1]
+        for b in 0..<c.blocks {
+            for p in SASRecLayout.BlockParam.allCases {
+                let o = l.offset(p, block: b), size = l.blockSizes[p.rawValue]
+                indices += [o, o + size / 2, o + size - 1]
+            }
+        }
+        indices += [l.finalNormWeight + 4, l.finalNormBias + 7]
+        try Self.check(.bce, indices: indices, label: "withUsers", users: true)
+        try Self.check(.softmax, indices: indices, label: "withUsers", users: true)
+    }
+
+    @Test("user features: the row's user changes the loss; a batch without users is refused")
+    func usersMatter() throws {
+        let m = try Self.model(users: true)
+        var b = try Self.batch(users: true)
+        let first = try m.loss(b, objective: .bce)
+        b.users = [1, 0]
+        #expect(try m.loss(b, objective: .bce) != first)
+        b.users = nil
+        #expect(throws: SASRecError.self) { try m.loss(b, objective: .bce) }
+        #expect(throws: SASRecError.self) { try m.forwardBackward(b, objective: .bce) }
+        b.users = [0, 3]
+        #expect(throws: SASRecError.userOutOfRange(user: 3, userCount: 3)) { try m.forwardBackward(b, objective: .bce) }
+        #expect(throws: SASRecError.self) {
+            _ = try SASRecBatch(B: 1, T: 2, inputs: [0, 1], targets: [1, 2], negatives: [3, 3], config: Self.userConfig)
+        }
+        #expect(throws: SASRecError.self) { _ = try m.hiddenStates(sequences: [[0, 1]]) }
+        #expect(throws: SASRecError.userOutOfRange(user: 5, userCount: 3)) {
+            _ = try m.hiddenStates(sequences: [[0, 1]], users: [5])
+        }
+        // Hidden states depend on the user; a model without user features ignores users.
+        let h = try m.hiddenStates(sequences: [[0, 1], [0, 1]], users: [0, 2])
+        #expect(Array(h[0..<8]) != Array(h[8..<16]))
+        let plain = try Self.model()
+        #expect(try plain.hiddenStates(sequences: [[0, 1]], users: [7]) == plain.hiddenStates(sequences: [[0, 1]]))
+    }
+
+    @Test("user projection kernel: V = Fu·Wu, rows added at every position, dWu = Σ_b Fu[u_b]ᵀ Σ_t dX[b,t]")
+    func userProjectionKernel() {
+        let U = 3, Du = 2, C = 2, B = 2, T = 2
+        let F: [Float] = [1, 0, 0, 1, 1, 1]
+        let W: [Float] = [10, 20, 30, 40]
+        var table = [Float](repeating: 9, count: U * C)
+        UserProjection.table(table: &table, features: F, weight: W, U: U, Du: Du, C: C)
+        #expect(table == [10, 20, 30, 40, 40, 60])
+        let users: [Int32] = [2, 0]
+        var x: [Float] = [1, 1, 2, 2, 3, 3, 4, 4]   // [B,T,C]
+        UserProjection.forward(encoded: &x, table: table, users: users, B: B, T: T, C: C)
+        #expect(x == [41, 61, 42, 62, 13, 23, 14, 24])
+        let dX: [Float] = [1, 2, 3, 4, 5, 6, 7, 8]
+        var dW = [Float](repeating: 1, count: Du * C)
+        UserProjection.backward(dweight: &dW, dencoded: dX, features: F, users: users, B: B, T: T, Du: Du, C: C)
+        // Row 0 (user 2, F = [1,1]): Σ_t dX = [4,6]; row 1 (user 0, F = [1,0]): Σ_t dX = [12,14].
+        // dW[0] = [4+12, 6+14] + 1, dW[1] = [4, 6] + 1.
+        #expect(dW == [17, 21, 5, 7])
+    }
+
     @Test("padding positions get no gradient: the last position's embedding is unchanged by them")
     func paddingIsInert() throws {
         let m = try Self.model()
@@ -111,7 +198,7 @@ struct SASRecGradientTests {
         #expect(m.gradients.values == g1)
         // Padding rows of the position embedding (positions 3 and 4 of row 2 only) still get
         // gradient from row 1, so compare the loss instead.
-        #expect(m.loss(full, objective: .bce) == m.loss(other, objective: .bce))
+        #expect(try m.loss(full, objective: .bce) == m.loss(other, objective: .bce))
     }
 
     @Test("sampled BCE kernel: loss and gradients against a double-precision reference")

@@ -5,7 +5,9 @@ import Foundation
 ///
 /// Items are dense indices `0..<itemCount`. An item's embedding is its ID embedding plus,
 /// when `featureDimension > 0`, its fixed feature vector projected by a learned
-/// `[featureDimension, width]` matrix.
+/// `[featureDimension, width]` matrix. When `userFeatureDimension > 0`, every user also has a
+/// fixed feature vector; its projection by a learned `[userFeatureDimension, width]` matrix is
+/// added to the input embedding of every position of that user's sequence.
 public struct SASRecConfig: Sendable, Equatable, Codable, CustomStringConvertible {
     /// Number of items (rows of the ID embedding).
     public var itemCount: Int
@@ -21,9 +23,15 @@ public struct SASRecConfig: Sendable, Equatable, Codable, CustomStringConvertibl
     public var hidden: Int
     /// Dimension `D` of the fixed item features, 0 for an ID-only model.
     public var featureDimension: Int
+    /// Number of users (rows of the user feature matrix); 0 when `userFeatureDimension == 0`.
+    public var userCount: Int
+    /// Dimension `Du` of the fixed user features, 0 for a model without user features.
+    public var userFeatureDimension: Int
 
+    /// A configuration; `hidden` defaults to `width`. `userCount` matters only with
+    /// `userFeatureDimension > 0`.
     public init(itemCount: Int, maxLength: Int = 50, width: Int = 64, blocks: Int = 2, heads: Int = 1,
-                hidden: Int? = nil, featureDimension: Int = 0) {
+                hidden: Int? = nil, featureDimension: Int = 0, userCount: Int = 0, userFeatureDimension: Int = 0) {
         self.itemCount = itemCount
         self.maxLength = maxLength
         self.width = width
@@ -31,6 +39,23 @@ public struct SASRecConfig: Sendable, Equatable, Codable, CustomStringConvertibl
         self.heads = heads
         self.hidden = hidden ?? width
         self.featureDimension = featureDimension
+        self.userCount = userCount
+        self.userFeatureDimension = userFeatureDimension
+    }
+
+    /// Decodes a configuration; `userCount` and `userFeatureDimension` are optional so that
+    /// configurations saved before user features existed still load (as 0).
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        itemCount = try c.decode(Int.self, forKey: .itemCount)
+        maxLength = try c.decode(Int.self, forKey: .maxLength)
+        width = try c.decode(Int.self, forKey: .width)
+        blocks = try c.decode(Int.self, forKey: .blocks)
+        heads = try c.decode(Int.self, forKey: .heads)
+        hidden = try c.decode(Int.self, forKey: .hidden)
+        featureDimension = try c.decode(Int.self, forKey: .featureDimension)
+        userCount = try c.decodeIfPresent(Int.self, forKey: .userCount) ?? 0
+        userFeatureDimension = try c.decodeIfPresent(Int.self, forKey: .userFeatureDimension) ?? 0
     }
 
     /// Checks that every dimension is in range and the heads divide the width.
@@ -43,14 +68,21 @@ public struct SASRecConfig: Sendable, Equatable, Codable, CustomStringConvertibl
         guard featureDimension >= 0 else {
             throw .invalidConfig("featureDimension must be >= 0, got \(featureDimension)")
         }
+        guard userFeatureDimension >= 0, userCount >= 0 else {
+            throw .invalidConfig("userCount and userFeatureDimension must be >= 0, got \(userCount) and \(userFeatureDimension)")
+        }
+        guard userFeatureDimension == 0 || userCount > 0 else {
+            throw .invalidConfig("userCount must be positive with user features (userFeatureDimension \(userFeatureDimension))")
+        }
         guard width % heads == 0 else { throw .invalidConfig("width \(width) is not divisible by heads \(heads)") }
-        guard maxLength <= 4096, width <= 4096, blocks <= 64, hidden <= 16384, featureDimension <= 65536 else {
+        guard maxLength <= 4096, width <= 4096, blocks <= 64, hidden <= 16384, featureDimension <= 65536,
+              userFeatureDimension <= 65536, userCount <= 1 << 31 else {
             throw .invalidConfig("a dimension is unreasonably large: \(self)")
         }
     }
 
     public var description: String {
-        "SASRec(items: \(itemCount), maxLength: \(maxLength), width: \(width), blocks: \(blocks), heads: \(heads), hidden: \(hidden), features: \(featureDimension))"
+        "SASRec(items: \(itemCount), maxLength: \(maxLength), width: \(width), blocks: \(blocks), heads: \(heads), hidden: \(hidden), features: \(featureDimension)\(userFeatureDimension > 0 ? ", users: \(userCount), user features: \(userFeatureDimension)" : ""))"
     }
 }
 
@@ -66,6 +98,10 @@ public enum SASRecError: Error, Equatable, CustomStringConvertible {
     case itemOutOfRange(item: Int, itemCount: Int)
     /// The feature matrix does not have `itemCount x featureDimension` values.
     case featureShapeMismatch(expected: Int, got: Int)
+    /// The user feature matrix does not have `userCount x userFeatureDimension` values.
+    case userFeatureShapeMismatch(expected: Int, got: Int)
+    /// A user index is outside `0..<userCount` of a model with user features.
+    case userOutOfRange(user: Int, userCount: Int)
     /// A batch or sequence does not fit the model (length, shape).
     case invalidInput(String)
     /// The loss or a gradient became NaN or infinite; training stopped.
@@ -83,6 +119,9 @@ public enum SASRecError: Error, Equatable, CustomStringConvertible {
         case let .itemOutOfRange(item, count): return "item index \(item) is outside 0..<\(count)"
         case let .featureShapeMismatch(expected, got):
             return "item features hold \(got) values, expected itemCount x featureDimension = \(expected)"
+        case let .userFeatureShapeMismatch(expected, got):
+            return "user features hold \(got) values, expected userCount x userFeatureDimension = \(expected)"
+        case let .userOutOfRange(user, count): return "user index \(user) is outside 0..<\(count)"
         case .invalidInput(let why): return "invalid SASRec input: \(why)"
         case .nonFinite(let why): return "SASRec training diverged: \(why)"
         case .cancelled: return "SASRec training was cancelled"
@@ -94,7 +133,8 @@ public enum SASRecError: Error, Equatable, CustomStringConvertible {
 /// Offsets of the parameter tensors inside the flat parameter buffer.
 ///
 /// Order: item ID embedding `[n, C]`, position embedding `[L, C]`, feature projection
-/// `[D, C]` (absent when `D = 0`), then per block `ln1w[C] ln1b[C] qkvw[C,3C] qkvb[3C]
+/// `[D, C]` (absent when `D = 0`), user feature projection `[Du, C]` (absent when `Du = 0`,
+/// so models without user features keep their earlier layout), then per block `ln1w[C] ln1b[C] qkvw[C,3C] qkvb[3C]
 /// projw[C,C] projb[C] ln2w[C] ln2b[C] fc1w[C,H] fc1b[H] fc2w[H,C] fc2b[C]`, then the final
 /// LayerNorm `lnfw[C] lnfb[C]`. Matrices use the `[in, out]` layout of ``Matmul``.
 public struct SASRecLayout: Sendable, Equatable {
@@ -105,6 +145,8 @@ public struct SASRecLayout: Sendable, Equatable {
     public let itemEmbedding: Int
     public let positionEmbedding: Int
     public let featureProjection: Int
+    /// Offset of the user feature projection `Wu [Du, C]` (equal to `blockStart` when `Du = 0`).
+    public let userProjection: Int
     public let blockStart: Int
     public let blockSize: Int
     public let blockOffsets: [Int]
@@ -118,7 +160,8 @@ public struct SASRecLayout: Sendable, Equatable {
         itemEmbedding = 0
         positionEmbedding = c.itemCount * C
         featureProjection = positionEmbedding + c.maxLength * C
-        blockStart = featureProjection + c.featureDimension * C
+        userProjection = featureProjection + c.featureDimension * C
+        blockStart = userProjection + c.userFeatureDimension * C
         let sizes = [C, C, C * 3 * C, 3 * C, C * C, C, C, C, C * H, H, H * C, C]
         var offsets: [Int] = []
         var running = 0

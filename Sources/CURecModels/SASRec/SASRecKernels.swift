@@ -33,6 +33,65 @@ public enum FeatureProjection {
     }
 }
 
+/// User features: a learned linear map of each user's fixed feature vector, added to the
+/// input embedding of every position of that user's sequence.
+///
+/// `userTable[U,C] = Fu[U,Du] @ Wu[Du,C]` is computed once per weight update (like the item
+/// table); a row `b` of a batch belongs to user `users[b]`, and
+/// `encoded[b,t,:] += userTable[users[b],:]` for every `t` (padding positions too: causal
+/// attention keeps them from reaching real positions). There is no bias: a bias added at
+/// every position of every row is already expressed by the position embedding.
+public enum UserProjection {
+    /// `table[U,C] = features[U,Du] @ weight[Du,C]`; with `Du == 0` nothing is written.
+    public static func table(
+        table: UnsafeMutablePointer<Float>, features: UnsafePointer<Float>?, weight: UnsafePointer<Float>,
+        U: Int, Du: Int, C: Int
+    ) {
+        guard Du > 0, U > 0, let features else { return }
+        BLAS.gemm(transA: false, transB: false, m: U, n: C, k: Du, a: features, lda: Du,
+                  b: weight, ldb: C, beta: 0, c: table, ldc: C)
+    }
+
+    /// `encoded[b,t,:] += table[users[b],:]` for `encoded` `[B,T,C]`, `users` `[B]` in `0..<U`.
+    public static func forward(
+        encoded: UnsafeMutablePointer<Float>, table: UnsafePointer<Float>, users: UnsafePointer<Int32>,
+        B: Int, T: Int, C: Int
+    ) {
+        for b in 0..<B {
+            let row = table + Int(users[b]) * C
+            for t in 0..<T {
+                let x = encoded + (b * T + t) * C
+                for i in 0..<C { x[i] += row[i] }
+            }
+        }
+    }
+
+    /// Given `dencoded[B,T,C]`, adds `dweight[Du,C] += Σ_b features[users[b]]ᵀ ⊗ Σ_t dencoded[b,t]`
+    /// (the chain rule through the gathered table row and the projection).
+    public static func backward(
+        dweight: UnsafeMutablePointer<Float>, dencoded: UnsafePointer<Float>, features: UnsafePointer<Float>?,
+        users: UnsafePointer<Int32>, B: Int, T: Int, Du: Int, C: Int
+    ) {
+        guard Du > 0, let features else { return }
+        var duser = [Float](repeating: 0, count: C)   // Σ_t dencoded[b,t] [C]
+        duser.withUnsafeMutableBufferPointer { d in
+            let du = d.baseAddress!
+            for b in 0..<B {
+                du.update(repeating: 0, count: C)
+                for t in 0..<T {
+                    let g = dencoded + (b * T + t) * C
+                    for i in 0..<C { du[i] += g[i] }
+                }
+                let f = features + Int(users[b]) * Du
+                for k in 0..<Du where f[k] != 0 {
+                    let w = dweight + k * C, fk = f[k]
+                    for i in 0..<C { w[i] += fk * du[i] }
+                }
+            }
+        }
+    }
+}
+
 /// Binary cross-entropy with one sampled negative per position (the SASRec paper's loss).
 ///
 /// For a position `r` with positive item `p = positives[r]` (negative values mark padding,

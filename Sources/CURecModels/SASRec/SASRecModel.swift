@@ -84,9 +84,12 @@ public struct SASRecBatch: Sendable, Equatable {
     public var targets: [Int32]
     /// `[B*T]` sampled negative items (BCE objective), ignored where the target is -1.
     public var negatives: [Int32]
+    /// `[B]` the user of each row; required by a model with user features
+    /// (`config.userFeatureDimension > 0`), ignored by one without.
+    public var users: [Int32]?
 
-    /// Validates shapes and item ranges against `config`.
-    public init(B: Int, T: Int, inputs: [Int32], targets: [Int32], negatives: [Int32],
+    /// Validates shapes, item ranges and (for a model with user features) the users against `config`.
+    public init(B: Int, T: Int, inputs: [Int32], targets: [Int32], negatives: [Int32], users: [Int32]? = nil,
                 config: SASRecConfig) throws(SASRecError) {
         guard B > 0, T > 0, T <= config.maxLength else {
             throw .invalidInput("batch shape [\(B), \(T)] must be positive with T <= maxLength \(config.maxLength)")
@@ -101,11 +104,13 @@ public struct SASRecBatch: Sendable, Equatable {
             throw .itemOutOfRange(item: Int(q), itemCount: n)
         }
         guard targets.contains(where: { $0 >= 0 }) else { throw .invalidInput("every target is padding (-1)") }
+        if config.userFeatureDimension > 0 { try SASRecModel.checkUsers(users, rows: B, config: config) }
         self.B = B
         self.T = T
         self.inputs = inputs
         self.targets = targets
         self.negatives = negatives
+        self.users = users
     }
 }
 
@@ -115,7 +120,9 @@ public struct SASRecBatch: Sendable, Equatable {
 /// For a window of the user's items `s_0 … s_{T−1}` (oldest first):
 ///
 ///     E        = itemEmb + F @ Wf                       [n,C]   (F: fixed item features [n,D])
-///     x_t      = E[s_t] + P[t]                          [T,C]
+///     V        = Fu @ Wu                                [U,C]   (Fu: fixed user features [U,Du];
+///                                                               only when Du > 0, no bias)
+///     x_t      = E[s_t] + P[t] (+ V[u])                 [T,C]   u: the sequence's user
 ///     block ×Lb: x = x + Proj(CausalAttn(LN1(x)))        pre-LN, as GPT-2
 ///                x = x + FC2(GELU(FC1(LN2(x))))          point-wise FFN, C → H → C
 ///     h_t      = LNf(x_t)                               [T,C]
@@ -137,14 +144,24 @@ public final class SASRecModel: @unchecked Sendable {
     /// Effective item embeddings `E = itemEmb + F @ Wf` `[n, C]`, refreshed by
     /// ``refreshItemTable()`` (after every training step and on load).
     public let itemTable: Tensor
+    /// Fixed user features `[U, Du]`, nil for a model without user features or one loaded
+    /// for scoring.
+    public let userFeatures: Tensor?
+    /// Projected user features `V = Fu @ Wu` `[U, C]` (`[0, C]` without user features),
+    /// refreshed with the item table.
+    public let userTable: Tensor
     var acts: SASRecActivations?
 
     /// A new model: embeddings and matrices `N(0, 0.02²)`, the output projections of each
     /// block `N(0, (0.02/√(2·blocks))²)`, biases 0, LayerNorm weights 1. Deterministic per seed.
     ///
-    /// - Parameter features: row-major `[itemCount x featureDimension]`; required (and only
-    ///   allowed) when `config.featureDimension > 0`.
-    public init(config: SASRecConfig, features: [Float]? = nil, seed: UInt64) throws(SASRecError) {
+    /// - Parameters:
+    ///   - features: row-major `[itemCount x featureDimension]`; required (and only allowed)
+    ///     when `config.featureDimension > 0`.
+    ///   - userFeatures: row-major `[userCount x userFeatureDimension]`; required (and only
+    ///     allowed) when `config.userFeatureDimension > 0`.
+    public init(config: SASRecConfig, features: [Float]? = nil, userFeatures: [Float]? = nil,
+                seed: UInt64) throws(SASRecError) {
         try config.validate()
         let n = config.itemCount, D = config.featureDimension
         if D > 0 {
@@ -160,11 +177,28 @@ public final class SASRecModel: @unchecked Sendable {
             }
             self.features = nil
         }
+        let U = config.userCount, Du = config.userFeatureDimension
+        if Du > 0 {
+            guard let userFeatures else { throw .userFeatureShapeMismatch(expected: U * Du, got: 0) }
+            guard userFeatures.count == U * Du else {
+                throw .userFeatureShapeMismatch(expected: U * Du, got: userFeatures.count)
+            }
+            guard userFeatures.allSatisfy({ $0.isFinite }) else { throw .invalidInput("user features must be finite") }
+            let f = Tensor(uncheckedZeros: [U, Du])
+            userFeatures.withUnsafeBufferPointer { f.data.update(from: $0.baseAddress!, count: U * Du) }
+            self.userFeatures = f
+        } else {
+            if let userFeatures, !userFeatures.isEmpty {
+                throw .userFeatureShapeMismatch(expected: 0, got: userFeatures.count)
+            }
+            self.userFeatures = nil
+        }
         self.config = config
         self.layout = SASRecLayout(config: config)
         self.parameters = Tensor(uncheckedZeros: [layout.total])
         self.gradients = Tensor(uncheckedZeros: [layout.total])
         self.itemTable = Tensor(uncheckedZeros: [n, config.width])
+        self.userTable = Tensor(uncheckedZeros: [Du > 0 ? U : 0, config.width])
         var rng = Xoshiro256(seed: seed)
         let p = parameters.data, C = config.width
         rng.fillGaussian(p, count: layout.blockStart, std: 0.02)
@@ -184,8 +218,10 @@ public final class SASRecModel: @unchecked Sendable {
         refreshItemTable()
     }
 
-    /// A model for scoring from saved weights and item table (no features, no training).
-    public init(config: SASRecConfig, parameters: [Float], itemTable: [Float]) throws(SASRecError) {
+    /// A model for scoring from saved weights, item table and (with user features) user
+    /// table `[userCount x width]` (no features, no training).
+    public init(config: SASRecConfig, parameters: [Float], itemTable: [Float],
+                userTable: [Float] = []) throws(SASRecError) {
         try config.validate()
         let layout = SASRecLayout(config: config)
         guard parameters.count == layout.total else {
@@ -194,14 +230,23 @@ public final class SASRecModel: @unchecked Sendable {
         guard itemTable.count == config.itemCount * config.width else {
             throw .storage("the item table holds \(itemTable.count) floats, expected \(config.itemCount * config.width)")
         }
+        let userRows = config.userFeatureDimension > 0 ? config.userCount : 0
+        guard userTable.count == userRows * config.width else {
+            throw .storage("the user table holds \(userTable.count) floats, expected \(userRows * config.width)")
+        }
         self.config = config
         self.layout = layout
         self.parameters = Tensor(uncheckedZeros: [layout.total])
         self.gradients = Tensor(uncheckedZeros: [0])
         self.features = nil
         self.itemTable = Tensor(uncheckedZeros: [config.itemCount, config.width])
+        self.userFeatures = nil
+        self.userTable = Tensor(uncheckedZeros: [userRows, config.width])
         parameters.withUnsafeBufferPointer { self.parameters.data.update(from: $0.baseAddress!, count: layout.total) }
         itemTable.withUnsafeBufferPointer { self.itemTable.data.update(from: $0.baseAddress!, count: $0.count) }
+        if userRows > 0 {
+            userTable.withUnsafeBufferPointer { self.userTable.data.update(from: $0.baseAddress!, count: $0.count) }
+        }
     }
 
     @inline(__always) func w(_ q: SASRecLayout.BlockParam, _ b: Int) -> UnsafeMutablePointer<Float> {
@@ -212,14 +257,36 @@ public final class SASRecModel: @unchecked Sendable {
         gradients.data + layout.offset(q, block: b)
     }
 
-    /// Recomputes ``itemTable`` from the ID embeddings and the feature projection. A model
-    /// loaded for scoring (features not kept) keeps its saved table.
+    /// Recomputes ``itemTable`` from the ID embeddings and the feature projection, and
+    /// ``userTable`` from the user features and their projection. A model loaded for scoring
+    /// (features not kept) keeps its saved tables.
     public func refreshItemTable() {
-        if config.featureDimension > 0 && features == nil { return }
-        FeatureProjection.forward(table: itemTable.data, emb: parameters.data + layout.itemEmbedding,
-                                  features: features.map { UnsafePointer($0.data) },
-                                  weight: parameters.data + layout.featureProjection,
-                                  n: config.itemCount, D: config.featureDimension, C: config.width)
+        if !(config.featureDimension > 0 && features == nil) {
+            FeatureProjection.forward(table: itemTable.data, emb: parameters.data + layout.itemEmbedding,
+                                      features: features.map { UnsafePointer($0.data) },
+                                      weight: parameters.data + layout.featureProjection,
+                                      n: config.itemCount, D: config.featureDimension, C: config.width)
+        }
+        if let userFeatures {
+            // V[U,C] = Fu[U,Du] @ Wu[Du,C]
+            UserProjection.table(table: userTable.data, features: userFeatures.data,
+                                 weight: parameters.data + layout.userProjection,
+                                 U: config.userCount, Du: config.userFeatureDimension, C: config.width)
+        }
+    }
+
+    /// Checks the per-row users of a model with user features: present, `rows` of them, each
+    /// in `0..<userCount`.
+    static func checkUsers(_ users: [Int32]?, rows: Int, config: SASRecConfig) throws(SASRecError) {
+        guard let users else {
+            throw .invalidInput("this model has user features (\(config.userFeatureDimension) dimensions): give the user of every row")
+        }
+        guard users.count == rows else {
+            throw .invalidInput("\(users.count) users given for \(rows) rows; give one user per row")
+        }
+        for u in users where u < 0 || Int(u) >= config.userCount {
+            throw .userOutOfRange(user: Int(u), userCount: config.userCount)
+        }
     }
 
     func trainingActivations(B: Int, T: Int) -> SASRecActivations {
@@ -235,13 +302,19 @@ public final class SASRecModel: @unchecked Sendable {
 
     // MARK: Forward
 
-    /// Runs the network on `inputs` `[B*T]` (valid items) up to the hidden states `a.lnf`
-    /// `[B*T, C]`, reading ``itemTable`` (which must be current).
-    func forward(inputs: UnsafePointer<Int32>, a: SASRecActivations) {
+    /// Runs the network on `inputs` `[B*T]` (valid items) and, with user features, `users`
+    /// `[B]` (checked) up to the hidden states `a.lnf` `[B*T, C]`, reading ``itemTable`` and
+    /// ``userTable`` (which must be current).
+    func forward(inputs: UnsafePointer<Int32>, users: UnsafePointer<Int32>?, a: SASRecActivations) {
         let c = config, B = a.B, T = a.T, N = B * T
         let L = c.blocks, C = c.width, H = c.hidden, NH = c.heads
+        // encoded[B,T,C] = E[s_t] + P[t]
         Embedding.forward(out: a.encoded.data, tokens: inputs, wte: itemTable.data,
                           wpe: parameters.data + layout.positionEmbedding, B: B, T: T, C: C)
+        // encoded[b,t,:] += V[users[b],:]
+        if c.userFeatureDimension > 0, let users {
+            UserProjection.forward(encoded: a.encoded.data, table: userTable.data, users: users, B: B, T: T, C: C)
+        }
         for l in 0..<L {
             let residual = l == 0 ? a.encoded.data : a.residual3.data + (l - 1) * N * C
             let ln1 = a.ln1.data + l * N * C
@@ -272,8 +345,10 @@ public final class SASRecModel: @unchecked Sendable {
                           bias: parameters.data + layout.finalNormBias, N: N, C: C)
     }
 
-    /// Mean next-item loss of `batch` without touching the gradients (refreshes the item table).
-    public func loss(_ batch: SASRecBatch, objective: SASRecObjective) -> Float {
+    /// Mean next-item loss of `batch` without touching the gradients (refreshes the item and
+    /// user tables). Throws when the batch does not fit the model (shape, missing users).
+    public func loss(_ batch: SASRecBatch, objective: SASRecObjective) throws(SASRecError) -> Float {
+        try checkBatch(batch)
         refreshItemTable()
         let a = SASRecActivations(config: config, B: batch.B, T: batch.T, training: false)
         let N = batch.B * batch.T, C = config.width, n = config.itemCount
@@ -282,7 +357,8 @@ public final class SASRecModel: @unchecked Sendable {
         batch.inputs.withUnsafeBufferPointer { inp in
         batch.targets.withUnsafeBufferPointer { tgt in
         batch.negatives.withUnsafeBufferPointer { neg in
-            forward(inputs: inp.baseAddress!, a: a)
+        (batch.users ?? []).withUnsafeBufferPointer { usr in
+            forward(inputs: inp.baseAddress!, users: usr.baseAddress, a: a)
             switch objective {
             case .bce:
                 total = SampledBCE.forward(losses: a.losses.data, h: a.lnf.data, table: itemTable.data,
@@ -294,8 +370,17 @@ public final class SASRecModel: @unchecked Sendable {
                                             targets: tgt.baseAddress!, N: N, V: n)
                 for r in 0..<N { total += Double(a.losses[r]) }
             }
-        }}}
-        return Float(total / Double(valid))
+        }}}}
+        return Float(total / Double(max(valid, 1)))
+    }
+
+    /// Shape and user checks shared by ``loss(_:objective:)`` and ``forwardBackward(_:objective:)``.
+    func checkBatch(_ batch: SASRecBatch) throws(SASRecError) {
+        guard batch.inputs.count == batch.B * batch.T, batch.targets.count == batch.B * batch.T,
+              batch.negatives.count == batch.B * batch.T, batch.T <= config.maxLength else {
+            throw .invalidInput("batch shape [\(batch.B), \(batch.T)] does not fit maxLength \(config.maxLength)")
+        }
+        if config.userFeatureDimension > 0 { try Self.checkUsers(batch.users, rows: batch.B, config: config) }
     }
 
     // MARK: Backward
@@ -305,12 +390,11 @@ public final class SASRecModel: @unchecked Sendable {
     /// model built with its features (see ``trainStep(_:objective:optimizer:learningRate:clip:)``).
     @discardableResult
     public func forwardBackward(_ batch: SASRecBatch, objective: SASRecObjective) throws(SASRecError) -> Float {
-        guard features != nil || config.featureDimension == 0, gradients.count == layout.total else {
+        guard features != nil || config.featureDimension == 0, userFeatures != nil || config.userFeatureDimension == 0,
+              gradients.count == layout.total else {
             throw .invalidInput("this model was loaded for scoring only; build it with its features to train")
         }
-        guard batch.inputs.count == batch.B * batch.T, batch.T <= config.maxLength else {
-            throw .invalidInput("batch shape [\(batch.B), \(batch.T)] does not fit maxLength \(config.maxLength)")
-        }
+        try checkBatch(batch)
         let c = config, B = batch.B, T = batch.T, N = B * T
         let L = c.blocks, C = c.width, H = c.hidden, NH = c.heads, n = c.itemCount
         refreshItemTable()
@@ -327,7 +411,8 @@ public final class SASRecModel: @unchecked Sendable {
         batch.inputs.withUnsafeBufferPointer { inp in
         batch.targets.withUnsafeBufferPointer { tgt in
         batch.negatives.withUnsafeBufferPointer { neg in
-            forward(inputs: inp.baseAddress!, a: a)
+        (batch.users ?? []).withUnsafeBufferPointer { usr in
+            forward(inputs: inp.baseAddress!, users: usr.baseAddress, a: a)
             switch objective {
             case .bce:
                 // dln[N,C] = ∂loss/∂h
@@ -385,7 +470,13 @@ public final class SASRecModel: @unchecked Sendable {
             // dres = ∂/∂encoded [N,C]: into the item table rows and the position embedding.
             Embedding.backward(dwte: dtable, dwpe: gradients.data + layout.positionEmbedding, dout: dres,
                                tokens: inp.baseAddress!, B: B, T: T, C: C)
-        }}}
+            // ... and into the user projection: dWu[Du,C] += Σ_b Fu[users[b]]ᵀ ⊗ Σ_t dres[b,t]
+            if c.userFeatureDimension > 0, let users = usr.baseAddress, let userFeatures {
+                UserProjection.backward(dweight: gradients.data + layout.userProjection, dencoded: dres,
+                                        features: userFeatures.data, users: users,
+                                        B: B, T: T, Du: c.userFeatureDimension, C: C)
+            }
+        }}}}
         // dWf[D,C] += Fᵀ @ dE ; dE is already the ID embedding's gradient.
         FeatureProjection.backward(dweight: gradients.data + layout.featureProjection, dtable: dtable,
                                    features: features.map { UnsafePointer($0.data) },
@@ -416,9 +507,13 @@ public final class SASRecModel: @unchecked Sendable {
 
     /// The hidden state after the last item of each sequence (each truncated to its last
     /// `maxLength` items), `[sequences.count, C]` row-major. Empty sequences get a zero row.
+    /// `users` gives the user of each sequence (`[sequences.count]`): required by a model with
+    /// user features, ignored by one without.
     /// Thread-safe: uses its own buffers and only reads the weights.
-    public func hiddenStates(sequences: [[Int32]]) throws(SASRecError) -> [Float] {
+    public func hiddenStates(sequences: [[Int32]], users: [Int32]? = nil) throws(SASRecError) -> [Float] {
         let C = config.width, L = config.maxLength, n = config.itemCount
+        let withUsers = config.userFeatureDimension > 0
+        if withUsers { try Self.checkUsers(users, rows: sequences.count, config: config) }
         var out = [Float](repeating: 0, count: sequences.count * C)
         let chunk = 256
         var start = 0
@@ -435,7 +530,12 @@ public final class SASRecModel: @unchecked Sendable {
                 for (t, item) in row.enumerated() { inputs[b * T + t] = item }
             }
             let a = SASRecActivations(config: config, B: B, T: T, training: false)
-            inputs.withUnsafeBufferPointer { forward(inputs: $0.baseAddress!, a: a) }
+            let rowUsers = withUsers ? Array((users ?? [])[start..<(start + B)]) : []
+            inputs.withUnsafeBufferPointer { inp in
+                rowUsers.withUnsafeBufferPointer { usr in
+                    forward(inputs: inp.baseAddress!, users: usr.baseAddress, a: a)
+                }
+            }
             for (b, row) in rows.enumerated() where !row.isEmpty {
                 let src = a.lnf.data + (b * T + row.count - 1) * C
                 for i in 0..<C { out[(start + b) * C + i] = src[i] }

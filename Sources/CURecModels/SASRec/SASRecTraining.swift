@@ -33,7 +33,8 @@ public struct SASRecTrainingOptions: Sendable, Equatable, Codable {
     }
 }
 
-/// What SASRec trains on: each user's items in time order, validation pairs, item features.
+/// What SASRec trains on: each user's items in time order, validation pairs, item and user
+/// features.
 public struct SASRecData: Sendable {
     public let itemCount: Int
     /// Per user, training items oldest first.
@@ -44,11 +45,15 @@ public struct SASRecData: Sendable {
     /// Row-major `[itemCount x featureDimension]`, empty when `featureDimension == 0`.
     public let features: [Float]
     public let featureDimension: Int
+    /// Row-major `[userCount x userFeatureDimension]`, empty when `userFeatureDimension == 0`.
+    public let userFeatures: [Float]
+    public let userFeatureDimension: Int
 
     /// Groups interactions (sorted by user, then time) into per-user sequences.
     public init(userCount: Int, itemCount: Int, users: UnsafeBufferPointer<UInt32>, items: UnsafeBufferPointer<UInt32>,
                 validationUsers: UnsafeBufferPointer<UInt32>, validationItems: UnsafeBufferPointer<UInt32>,
-                features: [Float] = [], featureDimension: Int = 0) throws(SASRecError) {
+                features: [Float] = [], featureDimension: Int = 0,
+                userFeatures: [Float] = [], userFeatureDimension: Int = 0) throws(SASRecError) {
         guard users.count == items.count else {
             throw .invalidInput("\(users.count) users but \(items.count) items in the interactions")
         }
@@ -60,6 +65,9 @@ public struct SASRecData: Sendable {
         }
         guard featureDimension >= 0, features.count == itemCount * featureDimension else {
             throw .featureShapeMismatch(expected: itemCount * max(featureDimension, 0), got: features.count)
+        }
+        guard userFeatureDimension >= 0, userFeatures.count == userCount * userFeatureDimension else {
+            throw .userFeatureShapeMismatch(expected: userCount * max(userFeatureDimension, 0), got: userFeatures.count)
         }
         var sequences = [[Int32]](repeating: [], count: userCount)
         var previousUser = -1
@@ -91,12 +99,15 @@ public struct SASRecData: Sendable {
         self.validationItems = vi
         self.features = features
         self.featureDimension = featureDimension
+        self.userFeatures = userFeatures
+        self.userFeatureDimension = userFeatureDimension
     }
 
     /// Convenience for arrays.
     public init(userCount: Int, itemCount: Int, users: [UInt32], items: [UInt32],
                 validationUsers: [UInt32] = [], validationItems: [UInt32] = [],
-                features: [Float] = [], featureDimension: Int = 0) throws(SASRecError) {
+                features: [Float] = [], featureDimension: Int = 0,
+                userFeatures: [Float] = [], userFeatureDimension: Int = 0) throws(SASRecError) {
         var result: SASRecData?
         var failure: SASRecError?
         users.withUnsafeBufferPointer { u in items.withUnsafeBufferPointer { i in
@@ -104,7 +115,8 @@ public struct SASRecData: Sendable {
             do throws(SASRecError) {
                 result = try SASRecData(userCount: userCount, itemCount: itemCount, users: u, items: i,
                                         validationUsers: vu, validationItems: vi,
-                                        features: features, featureDimension: featureDimension)
+                                        features: features, featureDimension: featureDimension,
+                                        userFeatures: userFeatures, userFeatureDimension: userFeatureDimension)
             } catch { failure = error }
         }}}}
         if let failure { throw failure }
@@ -119,6 +131,11 @@ public struct SASRecData: Sendable {
         for s in sequences { mix(UInt64(s.count)); for i in s { mix(UInt64(UInt32(bitPattern: i))) } }
         for (u, i) in zip(validationUsers, validationItems) { mix(UInt64(u)); mix(UInt64(UInt32(bitPattern: i))) }
         for f in features { mix(UInt64(f.bitPattern)) }
+        // Only with user features, so fingerprints (and checkpoints) of data without them are unchanged.
+        if userFeatureDimension > 0 {
+            mix(UInt64(userFeatureDimension))
+            for f in userFeatures { mix(UInt64(f.bitPattern)) }
+        }
         return h
     }
 }
@@ -181,10 +198,17 @@ public final class SASRecTrainer {
         guard config.featureDimension == data.featureDimension else {
             throw .invalidConfig("config expects \(config.featureDimension) feature dimensions, the data has \(data.featureDimension)")
         }
+        guard config.userFeatureDimension == data.userFeatureDimension else {
+            throw .invalidConfig("config expects \(config.userFeatureDimension) user feature dimensions, the data has \(data.userFeatureDimension)")
+        }
+        guard config.userFeatureDimension == 0 || config.userCount == data.sequences.count else {
+            throw .invalidConfig("config has \(config.userCount) users, the data \(data.sequences.count)")
+        }
         self.config = config
         self.options = options
         self.data = data
         model = try SASRecModel(config: config, features: config.featureDimension > 0 ? data.features : nil,
+                                userFeatures: config.userFeatureDimension > 0 ? data.userFeatures : nil,
                                 seed: options.seed)
         optimizer = AdamW(parameterCount: model.layout.total, beta1: 0.9, beta2: 0.98, eps: 1e-8,
                           weightDecay: options.weightDecay)
@@ -225,9 +249,11 @@ public final class SASRecTrainer {
             var inputs = [Int32](repeating: 0, count: B * T)
             var targets = [Int32](repeating: -1, count: B * T)
             var negatives = [Int32](repeating: 0, count: B * T)
+            var users = [Int32](repeating: 0, count: B)
             for (b, w) in rows.enumerated() {
                 let (u, s0, m) = windows[w]
                 let s = data.sequences[u]
+                users[b] = Int32(u)
                 for t in 0..<m {
                     inputs[b * T + t] = s[s0 + t]
                     targets[b * T + t] = s[s0 + t + 1]
@@ -241,7 +267,7 @@ public final class SASRecTrainer {
                 }
             }
             let batch = try SASRecBatch(B: B, T: T, inputs: inputs, targets: targets, negatives: negatives,
-                                        config: config)
+                                        users: users, config: config)
             lossSum += Double(try model.trainStep(batch, objective: options.objective, optimizer: optimizer,
                                                   learningRate: options.learningRate, clip: options.clip))
             batches += 1
@@ -263,7 +289,8 @@ public final class SASRecTrainer {
         var start = 0
         while start < pairs.count {
             let chunk = Array(pairs[start..<min(start + 512, pairs.count)])
-            let hidden = try model.hiddenStates(sequences: chunk.map { data.sequences[$0.0] })
+            let hidden = try model.hiddenStates(sequences: chunk.map { data.sequences[$0.0] },
+                                                users: chunk.map { Int32($0.0) })
             let scores = model.allScores(hidden: hidden, users: chunk.count)
             for (r, (u, target)) in chunk.enumerated() {
                 let row = r * n, ts = scores[row + Int(target)]
@@ -383,8 +410,10 @@ public final class SASRecTrainer {
 // MARK: Files
 
 /// Artifact files of a trained SASRec model: `sasrec.json` (config), `parameters.f32`
-/// (flat weights, ``SASRecLayout``) and `item_table.f32` (the effective item embeddings, so
-/// that scoring needs no feature matrix). Float files are raw little-endian float32.
+/// (flat weights, ``SASRecLayout``), `item_table.f32` (the effective item embeddings, so
+/// that scoring needs no feature matrix) and, for a model with user features,
+/// `user_table.f32` (the projected user features `[userCount, width]`, so that scoring needs
+/// no user feature matrix). Float files are raw little-endian float32.
 public enum SASRecFiles {
     public static func write(_ values: [Float], to path: String) throws(SASRecError) {
         let bytes = values.withUnsafeBufferPointer { Data(buffer: $0) }
@@ -410,6 +439,9 @@ public enum SASRecFiles {
         }
         try write(model.parameters.values, to: directory + "/parameters.f32")
         try write(model.itemTable.values, to: directory + "/item_table.f32")
+        if model.config.userFeatureDimension > 0 {
+            try write(model.userTable.values, to: directory + "/user_table.f32")
+        }
     }
 
     /// Loads a model saved by ``save(_:to:)`` (for scoring).
@@ -424,6 +456,8 @@ public enum SASRecFiles {
         try config.validate()
         let p = try read(directory + "/parameters.f32", count: SASRecLayout(config: config).total)
         let t = try read(directory + "/item_table.f32", count: config.itemCount * config.width)
-        return try SASRecModel(config: config, parameters: p, itemTable: t)
+        let u = config.userFeatureDimension > 0
+            ? try read(directory + "/user_table.f32", count: config.userCount * config.width) : []
+        return try SASRecModel(config: config, parameters: p, itemTable: t, userTable: u)
     }
 }
