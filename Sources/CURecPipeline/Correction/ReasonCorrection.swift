@@ -89,8 +89,9 @@ public enum ReasonCorrection {
 
     /// Stage 5: for each subject, `config.candidates` reasons (the greedy one from `greedy`
     /// when given, else written greedily here, plus samples); every candidate loses the
-    /// sentences whose claims fail the verifier; the surviving text with the highest reward
-    /// is kept. A subject whose candidates all end up empty gets `regenerationRounds` more
+    /// sentences whose claims fail the verifier and those that are not well-formed
+    /// (``isWellFormed(_:)``); among the surviving texts, one passing every check beats one
+    /// that does not, then the highest reward wins and is kept. A subject whose candidates all end up empty gets `regenerationRounds` more
     /// rounds of samples; if still nothing survives its entry is empty.
     public static func correctedTable(
         subjects: [ReasonSubject], prompt: (ReasonSubject) -> String, writer: ReasonWriter, rewarder: ReasonRewarder,
@@ -143,9 +144,10 @@ public enum ReasonCorrection {
                     tried[index] = candidates[index].count
                     for text in candidates[index] where !text.isEmpty {
                         let filtered = rewarder.verifier.filterSentences(text, context: context)
-                        guard !filtered.text.isEmpty else { continue }
-                        queries.append((batch[index], filtered.text))
-                        queryOwner.append((index, filtered.removed.count))
+                        let kept = filtered.kept.filter(Self.isWellFormed)
+                        guard !kept.isEmpty else { continue }
+                        queries.append((batch[index], kept.joined(separator: " ")))
+                        queryOwner.append((index, filtered.removed.count + filtered.kept.count - kept.count))
                     }
                 }
                 let scored: [(score: ReasonScore, embedding: [Float]?)]
@@ -157,7 +159,8 @@ public enum ReasonCorrection {
                 for (slot, owner) in queryOwner.enumerated() {
                     let candidate = (text: queries[slot].text ?? "", score: scored[slot].score,
                                      embedding: scored[slot].embedding, removed: owner.removed)
-                    if let current = chosen[owner.index], current.score.total >= candidate.score.total { continue }
+                    // Candidates passing every check win over those that do not, then the higher reward.
+                    if let current = chosen[owner.index], !Self.better(candidate.score, than: current.score) { continue }
                     chosen[owner.index] = candidate
                 }
                 pending = pending.filter { chosen[$0] == nil }
@@ -184,6 +187,26 @@ public enum ReasonCorrection {
             progress(start, subjects.count)
         }
         return table
+    }
+
+    /// Whether `a` should replace `b`: passing every check first, then the higher reward.
+    static func better(_ a: ReasonScore, than b: ReasonScore) -> Bool {
+        if a.checksPassed != b.checksPassed { return a.checksPassed }
+        return a.total > b.total
+    }
+
+    /// A sentence worth keeping: at least four words with letters, beginning with a letter,
+    /// digit or quote, ending in sentence punctuation, and no left-over format text (markers,
+    /// numbered steps, section names).
+    public static func isWellFormed(_ sentence: String) -> Bool {
+        let trimmed = sentence.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let first = trimmed.first, let last = trimmed.last else { return false }
+        guard first.isLetter || first == "\"" || first == "'" else { return false }
+        guard ".!?\"')".contains(last) else { return false }
+        let words = trimmed.split(whereSeparator: \.isWhitespace).filter { $0.contains(where: \.isLetter) }
+        guard words.count >= 4 else { return false }
+        for marker in ["###", "Task:", "Instruction", "Reasoning", "<|", "|>"] where trimmed.contains(marker) { return false }
+        return true
     }
 
     static func write(_ writer: ReasonWriter, _ prompts: [String], temperature: Float, topK: Int, seed: UInt64,

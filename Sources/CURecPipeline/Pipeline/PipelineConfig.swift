@@ -5,21 +5,39 @@ import Foundation
 public struct PipelineConfig: Sendable, Codable, Equatable {
     /// Label written into the report ("standard", "quick").
     public var profile = "standard"
-    /// Stage 2.
-    public var pretraining = PretrainingConfig()
+    /// Stage 1: history titles shown in prompts (the corpus default is 20; 10 keeps a user
+    /// prompt and its reasoning within the context).
+    public var historyShown = 10
+    /// Stage 2. The context holds a whole user-preference example (prompt ~200 tokens,
+    /// reasoning and reason ~250).
+    public var pretraining: PretrainingConfig = {
+        var config = PretrainingConfig()
+        config.context = 512
+        config.steps = 500
+        config.warmupSteps = 30
+        return config
+    }()
     /// Stage 3.
     public var reward = ReasonRewardConfig()
     /// Config (JSON) of the collaborative reward plugin.
     public var rewardModelConfig = #"{"factors": 32, "epochs": 10, "seed": 7}"#
     /// Stage 4.
-    public var grpo = GRPOConfig()
+    public var grpo: GRPOConfig = {
+        var config = GRPOConfig()
+        config.steps = 40
+        return config
+    }()
     /// Users and items whose prompts GRPO trains on (a deterministic sample of each).
     public var grpoUsers = 256
     public var grpoItems = 256
     /// Stage 5.
-    public var correction = CorrectionConfig()
+    public var correction: CorrectionConfig = {
+        var config = CorrectionConfig()
+        config.candidates = 3
+        return config
+    }()
     /// Answer budget of the LM (reasoning steps plus reason), in tokens.
-    public var maxTokens = 160
+    public var maxTokens = 288
     /// Rows per generation batch.
     public var generationBatch = 32
     /// Stage 6: SASRec config (JSON) shared by every variant; features and seed are added.
@@ -41,10 +59,11 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
         config.pretraining.width = 64
         config.pretraining.heads = 2
         config.pretraining.vocabularySize = 1024
-        config.pretraining.steps = 80
-        config.pretraining.warmupSteps = 8
+        config.pretraining.steps = 300
+        config.pretraining.warmupSteps = 20
         config.pretraining.batch = 8
-        config.pretraining.checkpointEvery = 20
+        config.pretraining.maxLearningRate = 5e-3
+        config.pretraining.checkpointEvery = 50
         config.rewardModelConfig = #"{"factors": 16, "epochs": 3, "seed": 7}"#
         config.grpo.steps = 4
         config.grpo.promptsPerStep = 4
@@ -53,7 +72,6 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
         config.grpoItems = 32
         config.correction.candidates = 2
         config.correction.regenerationRounds = 0
-        config.maxTokens = 120
         config.recommenderConfig = #"{"epochs": 6, "patience": 3, "width": 32}"#
         config.seeds = [42]
         return config
@@ -70,6 +88,7 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
         try require(generationBatch >= 1 && generationBatch <= 256, "generationBatch: 1...256")
         try require(grpoUsers >= 0 && grpoItems >= 0 && grpoUsers + grpoItems > 0, "grpoUsers + grpoItems must be positive")
         try require(pretraining.steps >= 1, "pretraining.steps must be at least 1")
+        try require(historyShown >= 1, "historyShown must be at least 1")
         try require(correction.candidates >= 1, "correction.candidates must be at least 1")
         try require(Self.isJSONObject(rewardModelConfig), "rewardModelConfig must be a JSON object")
         try require(Self.isJSONObject(recommenderConfig), "recommenderConfig must be a JSON object")

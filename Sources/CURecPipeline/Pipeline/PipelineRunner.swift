@@ -139,7 +139,9 @@ public final class PipelineRunner: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
         loadRecords()
         let dataset = environment.dataset
-        let builder = try CorpusBuilder(dataset: dataset, split: environment.split)
+        var corpusConfiguration = CorpusConfiguration()
+        corpusConfiguration.historyShown = config.historyShown
+        let builder = try CorpusBuilder(dataset: dataset, split: environment.split, configuration: corpusConfiguration)
 
         // Stages 1 and 2: corpus and alignment pretraining.
         let pretrainedDirectory = path("lm-pretrain")

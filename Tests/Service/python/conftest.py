@@ -33,6 +33,10 @@ def dataset_dir():
     return path
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "pipeline: the long end-to-end CURec pipeline run (minutes)")
+
+
 class RunningDaemon:
     def __init__(self, *extra, data_dir=None):
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="curec-service-")

@@ -48,6 +48,7 @@ from .types import (
     PluginList,
     PluginStatus,
     Recommendations,
+    Report,
     RewardTriple,
     Rewards,
     Scores,
@@ -191,6 +192,7 @@ class Client:
         *,
         with_reasons: bool = False,
         reason_model: str = "",
+        reason_source: str = "auto",
         timeout: Optional[float] = _UNSET,
     ) -> Recommendations:
         """The ``k`` best items for ``user_id`` over the whole catalogue, best first.
@@ -200,15 +202,23 @@ class Client:
             k: how many items, 1 to 1,000.
             exclude_seen: leave out items the user interacted with in the training data.
             plugin: recommender instance; empty means the daemon's default.
-            with_reasons: also generate a reason for each item with the built-in language
-                model (slower; FAILED_PRECONDITION if no model has been trained).
-            reason_model: language model name for the reasons; empty means ``"lm"``.
+            with_reasons: also return a reason for each item.
+            reason_model: language model name for generated reasons; empty means ``"lm"``.
+            reason_source: ``"auto"`` (the pipeline's corrected reason table when it exists,
+                else generation), ``"table"`` (FAILED_PRECONDITION without a table) or
+                ``"generate"`` (the language model writes each reason; slower,
+                FAILED_PRECONDITION if no model has been trained).
 
         Raises:
             CurecError: NOT_FOUND for an unknown user or plugin, INVALID_ARGUMENT for a bad k.
         """
+        sources = {"auto": recommend_pb2.REASON_SOURCE_AUTO, "table": recommend_pb2.REASON_SOURCE_TABLE,
+                   "generate": recommend_pb2.REASON_SOURCE_GENERATE}
+        if reason_source not in sources:
+            raise ValueError(f"reason_source must be one of {sorted(sources)}, not {reason_source!r}")
         request = recommend_pb2.RecommendRequest(user_id=str(user_id), k=k, exclude_seen=exclude_seen, plugin=plugin,
-                                                 with_reasons=with_reasons, reason_model=reason_model)
+                                                 with_reasons=with_reasons, reason_model=reason_model,
+                                                 reason_source=sources[reason_source])
         return Recommendations.from_proto(self._call("RecommendService", "Recommend", request, timeout))
 
     def score(
@@ -470,6 +480,16 @@ class Client:
         """
         response = self._call("ModelService", "List", model_pb2.ListModelsRequest(name=name), timeout)
         return [Model.from_proto(model) for model in response.models]
+
+    def report(self, name: str = "", version: str = "", *, timeout: Optional[float] = _UNSET) -> Report:
+        """A report artifact: the pipeline's (``"report"``) by default, newest version unless
+        ``version`` (e.g. ``"v2"``) is given.
+
+        Raises:
+            CurecError: NOT_FOUND when no such report exists yet.
+        """
+        request = model_pb2.GetReportRequest(name=name, version=version)
+        return Report.from_proto(self._call("ModelService", "GetReport", request, timeout))
 
     def __getstate__(self) -> Dict[str, Any]:
         raise TypeError("a Client holds a live channel and cannot be pickled; pass the address instead")

@@ -36,16 +36,20 @@ __all__ = [
 @dataclass(frozen=True)
 class RecommendedItem:
     """One recommended item: the dataset's item id, its score (higher is better), title, and
-    a generated reason when one was asked for (empty otherwise)."""
+    a reason when one was asked for (empty otherwise): from the corrected reason table
+    (``reason_source == "table"``, with its reward) or generated (``"generated"``)."""
 
     item_id: str
     score: float
     title: str
     reason: str = ""
+    reason_source: str = ""
+    reason_reward: float = 0.0
 
     @classmethod
     def from_proto(cls, message: Any) -> "RecommendedItem":
-        return cls(item_id=message.item_id, score=message.score, title=message.title, reason=message.reason)
+        return cls(item_id=message.item_id, score=message.score, title=message.title, reason=message.reason,
+                   reason_source=message.reason_source, reason_reward=message.reason_reward)
 
 
 @dataclass(frozen=True)
@@ -376,3 +380,33 @@ class Model:
             name=message.name,
             versions=tuple(ModelVersion.from_proto(v) for v in message.versions),
         )
+
+
+@dataclass(frozen=True)
+class Report:
+    """A report artifact (the pipeline's by default): its Markdown and every file beside it."""
+
+    name: str
+    version: str
+    markdown: str
+    #: File name -> bytes (report.md, the SVG charts, results.json, stages.json).
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def save(self, directory: str) -> List[str]:
+        """Writes every file into ``directory`` (created if needed); returns the paths."""
+        import os
+
+        os.makedirs(directory, exist_ok=True)
+        paths = []
+        for name, content in self.files.items():
+            path = os.path.join(directory, os.path.basename(name))
+            with open(path, "wb") as handle:
+                handle.write(content)
+            paths.append(path)
+        return paths
+
+    @classmethod
+    def from_proto(cls, message: Any) -> "Report":
+        return cls(name=message.name, version=message.version, markdown=message.markdown,
+                   files={f.name: bytes(f.content) for f in message.files}, metadata=dict(message.metadata))
