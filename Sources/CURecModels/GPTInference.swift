@@ -51,15 +51,19 @@ public struct GPTSamplingOptions: Sendable, Equatable {
     /// Seed of the sampler; row `i` uses its own stream derived from `seed` and `i`, so a row's
     /// output does not depend on the other rows of the batch.
     public var seed: UInt64
+    /// Discourages tokens the row has already generated: their logits are divided by this
+    /// when positive and multiplied when negative before sampling (1 disables; must be >= 1).
+    public var repetitionPenalty: Float
 
     public init(maxTokens: Int = 64, temperature: Float = 1, topK: Int = 0, topP: Float = 1,
-                stopSequences: [[Int]] = [], seed: UInt64 = 0) {
+                stopSequences: [[Int]] = [], seed: UInt64 = 0, repetitionPenalty: Float = 1) {
         self.maxTokens = maxTokens
         self.temperature = temperature
         self.topK = topK
         self.topP = topP
         self.stopSequences = stopSequences
         self.seed = seed
+        self.repetitionPenalty = repetitionPenalty
     }
 }
 
@@ -214,6 +218,9 @@ extension GPTModel {
         guard options.stopSequences.allSatisfy({ !$0.isEmpty }) else {
             throw .invalidArgument("stop sequences must not be empty")
         }
+        guard options.repetitionPenalty >= 1, options.repetitionPenalty.isFinite else {
+            throw .invalidArgument("repetitionPenalty must be finite and >= 1, got \(options.repetitionPenalty)")
+        }
         let B = prompts.count, V = config.vocab
         var results = prompts.map { _ in GPTGeneration(tokens: [], finishReason: .maxTokens) }
         if options.maxTokens == 0 { return results }
@@ -238,6 +245,13 @@ extension GPTModel {
             }
             var nextRows: [Int] = [], nextToks: [Int32] = []
             for b in 0..<B where active[b] {
+                if options.repetitionPenalty > 1 {
+                    let base = logitRow[b] * V
+                    for previous in Set(results[b].tokens) where previous >= 0 && previous < V {
+                        let value = logits[base + previous]
+                        logits[base + previous] = value > 0 ? value / options.repetitionPenalty : value * options.repetitionPenalty
+                    }
+                }
                 let token = logits.withUnsafeBufferPointer { buf -> Int in
                     guard let base = buf.baseAddress else { return 0 }
                     return Self.sample(base + logitRow[b] * V, V: V, options: options,

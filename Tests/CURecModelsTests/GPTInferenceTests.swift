@@ -75,6 +75,22 @@ struct GPTInferenceTests {
         }
     }
 
+    @Test("a repetition penalty discourages tokens the row already wrote; bad penalties are refused")
+    func repetitionPenalty() throws {
+        let m = try Self.model()
+        let plain = try m.generate(prompts: [[1, 2, 3]], options: GPTSamplingOptions(maxTokens: 9, temperature: 0))[0].tokens
+        let penalised = try m.generate(prompts: [[1, 2, 3]], options: GPTSamplingOptions(
+            maxTokens: 9, temperature: 0, repetitionPenalty: 1e9))[0].tokens
+        // The first token is the same (nothing written yet); afterwards a huge penalty
+        // leaves only unseen tokens with positive logits in the running.
+        #expect(penalised.first == plain.first)
+        #expect(Set(penalised).count >= Set(plain).count)
+        #expect(Set(penalised).count == penalised.count, "a token repeated despite the penalty: \(penalised)")
+        #expect(throws: GPTError.self) {
+            try m.generate(prompts: [[1]], options: GPTSamplingOptions(maxTokens: 2, repetitionPenalty: 0.5))
+        }
+    }
+
     @Test("stop sequences end a row, are removed and never streamed")
     func stopSequences() throws {
         let m = try Self.model()

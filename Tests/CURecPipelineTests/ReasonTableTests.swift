@@ -49,5 +49,6 @@ import Testing
         #expect(ReasonWriter.extractReason(from: completion) == "You enjoy slow dramas.")
         #expect(ReasonWriter.extractReason(from: "1. Steps only") == "")
         #expect(ReasonWriter.extractReason(from: "### Reason\nCut short ### Task") == "Cut short")
+        #expect(ReasonWriter.extractReason(from: "### Reason\nThen it ended.<|endoftext|>### Task") == "Then it ended.")
     }
 }

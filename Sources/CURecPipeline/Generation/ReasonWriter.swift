@@ -43,14 +43,23 @@ public struct ReasonWriter: @unchecked Sendable {
     public let maxTokens: Int
     /// Rows generated together.
     public let batchSize: Int
+    /// Repetition penalty of every write (see ``GPTSamplingOptions/repetitionPenalty``); a
+    /// small LM decoding greedily otherwise tends to loop.
+    public let repetitionPenalty: Float
 
     /// - Parameters:
     ///   - maxTokens: the answer budget; at most the context minus 16 prompt tokens.
     ///   - batchSize: rows per `generate` call (>= 1).
-    public init(model: GPTModel, tokenizer: BPETokenizer, maxTokens: Int, batchSize: Int = 32) throws(ReasonWriterError) {
+    ///   - repetitionPenalty: >= 1; 1 disables it.
+    public init(model: GPTModel, tokenizer: BPETokenizer, maxTokens: Int, batchSize: Int = 32,
+                repetitionPenalty: Float = 1) throws(ReasonWriterError) {
         guard maxTokens >= 1, model.config.context - maxTokens >= 16 else {
             throw .noRoomForPrompt(maxTokens: maxTokens, context: model.config.context)
         }
+        guard repetitionPenalty >= 1, repetitionPenalty.isFinite else {
+            throw .generationFailed("repetitionPenalty must be finite and >= 1, got \(repetitionPenalty)")
+        }
+        self.repetitionPenalty = repetitionPenalty
         self.model = model
         self.tokenizer = tokenizer
         self.maxTokens = maxTokens
@@ -66,9 +75,11 @@ public struct ReasonWriter: @unchecked Sendable {
         return ids
     }
 
-    /// Token sequences that end an answer: the end marker (as one token and as text).
+    /// Token sequences that end an answer: the end marker (as one token and as text) and the
+    /// end-of-text token that separates training examples.
     public var stopSequences: [[Int]] {
         var stops: [[Int]] = []
+        if let endOfText = tokenizer.id(of: AlignmentPretraining.endOfText) { stops.append([Int(endOfText)]) }
         if let end = tokenizer.id(of: CorpusExample.Marker.end) { stops.append([Int(end)]) }
         let endTokens = tokenizer.encode(CorpusExample.Marker.end).map(Int.init)
         if !endTokens.isEmpty && !stops.contains(endTokens) { stops.append(endTokens) }
@@ -81,6 +92,7 @@ public struct ReasonWriter: @unchecked Sendable {
         var tail = completion[start.upperBound...]
         if let stop = tail.range(of: CorpusExample.Marker.end) { tail = tail[..<stop.lowerBound] }
         if let marker = tail.range(of: "###") { tail = tail[..<marker.lowerBound] }
+        if let marker = tail.range(of: AlignmentPretraining.endOfText) { tail = tail[..<marker.lowerBound] }
         return tail.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
@@ -108,7 +120,8 @@ public struct ReasonWriter: @unchecked Sendable {
             let end = min(prompts.count, start + batchSize)
             let batch = prompts[start..<end].map(promptTokens)
             let options = GPTSamplingOptions(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: 1,
-                                             stopSequences: stops, seed: seed &+ UInt64(start) &* 0x2545_F491_4F6C_DD1D)
+                                             stopSequences: stops, seed: seed &+ UInt64(start) &* 0x2545_F491_4F6C_DD1D,
+                                             repetitionPenalty: repetitionPenalty)
             let generations: [GPTGeneration]
             do {
                 generations = try model.generate(prompts: batch, options: options, shouldStop: isCancelled)

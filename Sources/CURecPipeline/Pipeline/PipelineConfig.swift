@@ -40,6 +40,9 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
     public var maxTokens = 288
     /// Rows per generation batch.
     public var generationBatch = 32
+    /// Repetition penalty when writing the reason tables (GRPO samples the model's own
+    /// distribution, without it).
+    public var repetitionPenalty: Float = 1.15
     /// Stage 6: SASRec config (JSON) shared by every variant; features and seed are added.
     public var recommenderConfig = #"{"epochs": 200, "patience": 10}"#
     /// Stage 7: seeds of each downstream variant.
@@ -89,6 +92,7 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
         try require(grpoUsers >= 0 && grpoItems >= 0 && grpoUsers + grpoItems > 0, "grpoUsers + grpoItems must be positive")
         try require(pretraining.steps >= 1, "pretraining.steps must be at least 1")
         try require(historyShown >= 1, "historyShown must be at least 1")
+        try require(repetitionPenalty >= 1 && repetitionPenalty.isFinite, "repetitionPenalty must be finite and >= 1")
         try require(correction.candidates >= 1, "correction.candidates must be at least 1")
         try require(Self.isJSONObject(rewardModelConfig), "rewardModelConfig must be a JSON object")
         try require(Self.isJSONObject(recommenderConfig), "recommenderConfig must be a JSON object")

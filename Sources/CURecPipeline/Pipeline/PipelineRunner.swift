@@ -248,7 +248,7 @@ public final class PipelineRunner: @unchecked Sendable {
             try stage("reasons-\(key)") {
                 let model = key == "pretrain" ? pretrained : tuned
                 let writer = try ReasonWriter(model: model.model, tokenizer: model.tokenizer, maxTokens: config.maxTokens,
-                                              batchSize: config.generationBatch)
+                                              batchSize: config.generationBatch, repetitionPenalty: config.repetitionPenalty)
                 let table: ReasonTable
                 let report: (Int, Int) -> Void = { done, total in self.progress("reasons-\(key)", done, total, [:]) }
                 if key == "curec" {
