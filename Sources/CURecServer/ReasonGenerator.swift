@@ -1,4 +1,5 @@
 import CURecModels
+import CURecPipeline
 import CURecRPC
 import Foundation
 
@@ -67,12 +68,9 @@ struct ReasonGenerator: Sendable {
         return check(user, item, reason)
     }
 
-    /// The text between the reason marker and the end marker (or the end of the text).
+    /// The text of the reason block (see `ReasonWriter.extractReason`).
     func reason(in text: String) -> String {
-        guard let start = text.range(of: reasonMarker) else { return "" }
-        var tail = text[start.upperBound...]
-        if let stop = tail.range(of: endMarker) { tail = tail[..<stop.lowerBound] }
-        return tail.trimmingCharacters(in: .whitespacesAndNewlines)
+        ReasonWriter.extractReason(from: text)
     }
 
     /// One checked reason per item for `user`, greedy and deterministic; empty when the model

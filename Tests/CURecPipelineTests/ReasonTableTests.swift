@@ -48,6 +48,8 @@ import Testing
         let completion = "1. They like dramas.\n### Reason\nYou enjoy slow dramas.\n### End\n"
         #expect(ReasonWriter.extractReason(from: completion) == "You enjoy slow dramas.")
         #expect(ReasonWriter.extractReason(from: "1. Steps only") == "")
+        #expect(ReasonWriter.extractReason(from: "### Reasoning\n1. Steps again") == "")
+        #expect(ReasonWriter.extractReason(from: "### Reasoning\n1. Step\n### Reason\nKept.\n### End") == "Kept.")
         #expect(ReasonWriter.extractReason(from: "### Reason\nCut short ### Task") == "Cut short")
         #expect(ReasonWriter.extractReason(from: "### Reason\nThen it ended.<|endoftext|>### Task") == "Then it ended.")
     }

@@ -88,7 +88,8 @@ public struct ReasonWriter: @unchecked Sendable {
 
     /// The reason block of a completion: text after the reason marker, up to the end marker.
     public static func extractReason(from completion: String) -> String {
-        guard let start = completion.range(of: CorpusExample.Marker.reason) else { return "" }
+        // The marker line itself: "### Reason" followed by a line break, not "### Reasoning".
+        guard let start = completion.range(of: CorpusExample.Marker.reason + "\n") else { return "" }
         var tail = completion[start.upperBound...]
         if let stop = tail.range(of: CorpusExample.Marker.end) { tail = tail[..<stop.lowerBound] }
         if let marker = tail.range(of: "###") { tail = tail[..<marker.lowerBound] }
