@@ -16,7 +16,7 @@ struct Jobs: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Submit a job: curec jobs submit train library=CURecBPR config='{\"epochs\":20}' --watch")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Job kind: train or evaluate.") var kind: String
+        @Argument(help: "Job kind: train, evaluate, pretrain or pipeline (see docs/jobs.md).") var kind: String
         @Argument(help: "Parameters as key=value.") var parameters: [String] = []
         @Flag(help: "Watch the job until it ends.") var watch = false
 

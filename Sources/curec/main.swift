@@ -13,9 +13,9 @@ import Glibc
 struct CURecCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "curec",
-        abstract: "Talk to a running curecd: health, plugins, jobs, recommendations.",
+        abstract: "Talk to a running curecd: health, plugins, jobs, models, the pipeline report, recommendations.",
         discussion: "The daemon address comes from --address or CUREC_ADDRESS (default 127.0.0.1:50051).",
-        subcommands: [Health.self, Plugins.self, Jobs.self, Models.self, Recommend.self, Score.self])
+        subcommands: [Health.self, Plugins.self, Jobs.self, Models.self, Report.self, Recommend.self, Score.self])
 }
 
 /// Options every command takes.
@@ -154,15 +154,21 @@ struct Models: ParsableCommand {
 }
 
 struct Recommend: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Top-k items for a user.")
+    static let configuration = CommandConfiguration(abstract: "Top-k items for a user, optionally with a reason for each.")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "User id of the dataset (e.g. 196).") var user: String
     @Option(help: "How many items.") var k: Int32 = 10
     @Option(help: "Recommender instance (default: the daemon's default).") var plugin = ""
     @Flag(help: "Include items the user has already seen.") var includeSeen = false
-    @Flag(help: "Also write a reason for each item with the built-in language model.") var reasons = false
-    @Option(help: "Language model for --reasons (default: lm).") var reasonModel = ""
+    @Flag(help: "Also give a reason for each item (see --reason-source).") var reasons = false
+    @Option(help: ArgumentHelp(
+        "Where reasons come from (default: auto); implies --reasons.",
+        discussion: "auto: the pipeline's corrected reason table when one exists, else written by the language model; "
+            + "table: only the table (FAILED_PRECONDITION before a pipeline has made one); generate: always the language model."))
+    var reasonSource: ReasonSourceArgument?
+    @Option(help: "Language model for generated reasons (default: lm).") var reasonModel = ""
     func run() throws {
+        let reasons = reasons || reasonSource != nil
         let client = try global.client()
         let response: Curec_V1_RecommendResponse = try CURec.run {
             try client.unary("/curec.v1.RecommendService/Recommend", Curec_V1_RecommendRequest.with {
@@ -172,13 +178,34 @@ struct Recommend: ParsableCommand {
                 $0.excludeSeen = !includeSeen
                 $0.withReasons = reasons
                 $0.reasonModel = reasonModel
+                $0.reasonSource = (reasonSource ?? .auto).proto
             }, timeout: reasons ? max(global.timeout, 300) : global.timeout)
         }
         if global.json { printJSON(response); return }
         print("top \(response.items.count) for user \(user) (\(response.servedBy)):")
         for (rank, item) in response.items.enumerated() {
             print(String(format: "%3d. %@  %@  %.4f", rank + 1, pad(item.itemID, 6), pad(item.title, 48), item.score))
-            if !item.reason.isEmpty { print("     why: \(item.reason.replacingOccurrences(of: "\n", with: " "))") }
+            guard !item.reason.isEmpty else { continue }
+            let source: String
+            switch item.reasonSource {
+            case "table": source = String(format: " [table, reward %.3f]", item.reasonReward)
+            case "": source = ""
+            default: source = " [\(item.reasonSource)]"
+            }
+            print("     why\(source): \(item.reason.replacingOccurrences(of: "\n", with: " "))")
+        }
+    }
+}
+
+/// `--reason-source` values.
+enum ReasonSourceArgument: String, ExpressibleByArgument, CaseIterable {
+    case auto, table, generate
+
+    var proto: Curec_V1_ReasonSource {
+        switch self {
+        case .auto: return .auto
+        case .table: return .table
+        case .generate: return .generate
         }
     }
 }

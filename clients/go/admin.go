@@ -413,3 +413,41 @@ func (c *Client) Models(ctx context.Context, name string) ([]Model, error) {
 	}
 	return models, nil
 }
+
+// Report is a report artifact, e.g. the one the pipeline job writes.
+type Report struct {
+	Name    string
+	Version string
+	// Markdown is report.md.
+	Markdown string
+	// Files holds every file of the report by name (report.md, the SVG charts,
+	// results.json, ...).
+	Files map[string][]byte
+	// MediaTypes holds each file's media type by name, e.g. "image/svg+xml".
+	MediaTypes map[string]string
+	// Metadata is the version's metadata.json.
+	Metadata map[string]string
+}
+
+// Report returns a report artifact: name "" means "report" (the pipeline's), version ""
+// the newest. Errors: NotFound when no such report exists yet (no pipeline job has
+// finished) or the version is unknown.
+func (c *Client) Report(ctx context.Context, name, version string) (*Report, error) {
+	ctx, cancel := c.unary(ctx)
+	defer cancel()
+	response, err := c.models.GetReport(ctx, &curecv1.GetReportRequest{Name: name, Version: version})
+	if err != nil {
+		return nil, wrapError(err, "/curec.v1.ModelService/GetReport")
+	}
+	report := &Report{
+		Name: response.Name, Version: response.Version, Markdown: response.Markdown,
+		Files:      make(map[string][]byte, len(response.Files)),
+		MediaTypes: make(map[string]string, len(response.Files)),
+		Metadata:   response.Metadata,
+	}
+	for _, file := range response.Files {
+		report.Files[file.Name] = file.Content
+		report.MediaTypes[file.Name] = file.MediaType
+	}
+	return report, nil
+}

@@ -1,9 +1,9 @@
 // Package client is a typed Go client for the CURec serve daemon (curecd).
 //
 // It wraps the gRPC stubs of Protos/curec/v1 (package curecv1): recommendations and
-// scoring, reward scoring, plugin administration, fine-tuning and evaluation jobs, and the
-// model store. Answers are plain Go structs; every failed call returns an *Error carrying
-// the gRPC status code and the server's message.
+// scoring (with reasons), reward scoring, plugin administration, jobs, the model store
+// and the pipeline's report. Answers are plain Go structs; every failed call returns an
+// *Error carrying the gRPC status code and the server's message.
 //
 //	c, err := client.Dial("127.0.0.1:50051")
 //	if err != nil { ... }
@@ -118,8 +118,11 @@ func (c *Client) unary(ctx context.Context) (context.Context, context.CancelFunc
 type Option func(*callSettings)
 
 type callSettings struct {
-	plugin      string
-	includeSeen bool
+	plugin       string
+	includeSeen  bool
+	withReasons  bool
+	reasonSource ReasonSource
+	reasonModel  string
 }
 
 // WithPlugin chooses the plugin instance (default: the daemon's configured one).
@@ -128,6 +131,55 @@ func WithPlugin(name string) Option { return func(s *callSettings) { s.plugin = 
 // IncludeSeen lets Recommend return items the user already interacted with in the
 // training data (left out by default).
 func IncludeSeen() Option { return func(s *callSettings) { s.includeSeen = true } }
+
+// ReasonSource says where Recommend's reasons come from (see WithReasonSource).
+type ReasonSource int32
+
+const (
+	// ReasonAuto takes the pipeline's corrected reason table when one exists, and has the
+	// language model write the reasons otherwise.
+	ReasonAuto ReasonSource = ReasonSource(curecv1.ReasonSource_REASON_SOURCE_AUTO)
+	// ReasonTable takes only the reason table: FailedPrecondition before a pipeline job
+	// has made one.
+	ReasonTable ReasonSource = ReasonSource(curecv1.ReasonSource_REASON_SOURCE_TABLE)
+	// ReasonGenerate always has the language model write the reasons.
+	ReasonGenerate ReasonSource = ReasonSource(curecv1.ReasonSource_REASON_SOURCE_GENERATE)
+)
+
+// String returns "auto", "table" or "generate".
+func (r ReasonSource) String() string {
+	switch r {
+	case ReasonAuto:
+		return "auto"
+	case ReasonTable:
+		return "table"
+	case ReasonGenerate:
+		return "generate"
+	}
+	return "unspecified"
+}
+
+// WithReasons makes Recommend give a reason for each item (RecommendedItem.Reason). Reasons
+// written by the language model take seconds: give the call a longer deadline.
+func WithReasons() Option { return func(s *callSettings) { s.withReasons = true } }
+
+// WithReasonSource makes Recommend give a reason for each item from the given source
+// (implies WithReasons).
+func WithReasonSource(source ReasonSource) Option {
+	return func(s *callSettings) {
+		s.withReasons = true
+		s.reasonSource = source
+	}
+}
+
+// WithReasonModel chooses the language model for generated reasons (default "lm";
+// implies WithReasons).
+func WithReasonModel(name string) Option {
+	return func(s *callSettings) {
+		s.withReasons = true
+		s.reasonModel = name
+	}
+}
 
 func settingsOf(opts []Option) callSettings {
 	var s callSettings
@@ -142,6 +194,14 @@ type RecommendedItem struct {
 	ItemID string
 	Score  float32
 	Title  string
+	// Reason says why the user would like the item, when reasons were asked for.
+	Reason string
+	// ReasonSource is "table" (the corrected reason table) or "generated" (written by the
+	// language model); empty without a reason.
+	ReasonSource string
+	// ReasonReward is a table reason's reward (collaborative agreement minus verifier
+	// penalties); 0 for generated reasons.
+	ReasonReward float32
 }
 
 // Recommendations is the answer of Recommend: best items first.
@@ -160,21 +220,27 @@ func (r *Recommendations) ItemIDs() []string {
 	return ids
 }
 
-// Recommend returns the k best items (1 to 1,000) for userID over the whole catalogue.
-// Errors: NotFound for an unknown user or plugin, InvalidArgument for a bad k.
+// Recommend returns the k best items (1 to 1,000) for userID over the whole catalogue;
+// WithReasons, WithReasonSource or WithReasonModel add a reason to each item.
+// Errors: NotFound for an unknown user or plugin, InvalidArgument for a bad k,
+// FailedPrecondition for ReasonTable before a pipeline job has made a reason table.
 func (c *Client) Recommend(ctx context.Context, userID string, k int, opts ...Option) (*Recommendations, error) {
 	s := settingsOf(opts)
 	ctx, cancel := c.unary(ctx)
 	defer cancel()
 	response, err := c.recommend.Recommend(ctx, &curecv1.RecommendRequest{
 		UserId: userID, K: int32(k), ExcludeSeen: !s.includeSeen, Plugin: s.plugin,
+		WithReasons: s.withReasons, ReasonModel: s.reasonModel, ReasonSource: curecv1.ReasonSource(s.reasonSource),
 	})
 	if err != nil {
 		return nil, wrapError(err, "/curec.v1.RecommendService/Recommend")
 	}
 	out := &Recommendations{Items: make([]RecommendedItem, len(response.Items)), ServedBy: response.ServedBy}
 	for i, item := range response.Items {
-		out.Items[i] = RecommendedItem{ItemID: item.ItemId, Score: item.Score, Title: item.Title}
+		out.Items[i] = RecommendedItem{
+			ItemID: item.ItemId, Score: item.Score, Title: item.Title,
+			Reason: item.Reason, ReasonSource: item.ReasonSource, ReasonReward: item.ReasonReward,
+		}
 	}
 	return out, nil
 }

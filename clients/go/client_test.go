@@ -470,3 +470,45 @@ func TestRecommendCommand(t *testing.T) {
 		t.Fatalf("stderr %q: want the status and the server's message", stderr.String())
 	}
 }
+
+func TestReport(t *testing.T) {
+	c := dial(t)
+	ctx := context.Background()
+	report, err := c.Report(ctx, "", "")
+	skipIfUnimplemented(t, err, "curec.v1.ModelService/GetReport")
+	if err == nil {
+		// A daemon given with CURECD_ADDR may have run a pipeline already.
+		if report.Name != "report" || report.Version == "" || report.Markdown == "" || string(report.Files["report.md"]) != report.Markdown {
+			t.Fatalf("report %s/%s: want report.md among %d files", report.Name, report.Version, len(report.Files))
+		}
+	} else {
+		e := wantCode(t, err, codes.NotFound)
+		if !strings.Contains(e.Message, "pipeline") {
+			t.Fatalf("message %q: want a hint at the pipeline job", e.Message)
+		}
+	}
+	_, err = c.Report(ctx, "no-such-report", "")
+	wantCode(t, err, codes.NotFound)
+	_, err = c.Report(ctx, "", "v999999")
+	wantCode(t, err, codes.NotFound)
+	_, err = c.Report(ctx, "../bpr", "")
+	wantCode(t, err, codes.InvalidArgument)
+}
+
+func TestRecommendReasonTableBeforeAnyPipeline(t *testing.T) {
+	c := dial(t)
+	ctx := context.Background()
+	if _, err := c.Report(ctx, "", ""); err == nil {
+		t.Skip("the daemon has run a pipeline: it has a reason table")
+	}
+	_, err := c.Recommend(ctx, "196", 3, client.WithReasonSource(client.ReasonTable))
+	e := wantCode(t, err, codes.FailedPrecondition)
+	if !strings.Contains(e.Message, "reason table") {
+		t.Fatalf("message %q: want it to name the missing reason table", e.Message)
+	}
+	for source, name := range map[client.ReasonSource]string{client.ReasonAuto: "auto", client.ReasonTable: "table", client.ReasonGenerate: "generate"} {
+		if source.String() != name {
+			t.Fatalf("%d.String() = %q, want %q", source, source.String(), name)
+		}
+	}
+}
