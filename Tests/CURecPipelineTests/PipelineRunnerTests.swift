@@ -94,6 +94,28 @@ import Testing
         #expect(again.downstream == outcome.downstream)
     }
 
+    @Test func aRunStoppedAfterAStageContinuesFromThere() throws {
+        let dataset = Synthetic.dataset()
+        let environment = TestPipelineEnvironment(dataset: dataset, split: LeaveOneOutSplit(dataset))
+        var config = tinyPipelineConfig()
+        config.seeds = [3]
+        let workspace = Self.workspace()
+        defer { try? FileManager.default.removeItem(atPath: workspace) }
+        let first = try PipelineRunner(environment: environment, config: config, workspace: workspace).run(through: .grpo)
+        #expect(first.completedThrough == .grpo)
+        #expect(first.stages.map(\.name).contains("grpo"))
+        #expect(!first.stages.map(\.name).contains("reasons-pretrain"))
+        #expect(first.downstream.isEmpty)
+        #expect(FileManager.default.fileExists(atPath: first.tunedModelDirectory + "/tokenizer.json"))
+        var lines: [String] = []
+        let rest = try PipelineRunner(environment: environment, config: config, workspace: workspace,
+                                      log: { lines.append($0) }).run()
+        #expect(rest.completedThrough == .report)
+        #expect(lines.contains("stage grpo: already done (\(String(format: "%.1f", first.stages.first { $0.name == "grpo" }?.seconds ?? 0)) s), skipped"))
+        #expect(lines.contains("stage reasons-curec: started"))
+        #expect(rest.downstream.count == DownstreamVariant.all.count)
+    }
+
     @Test func aCancelledRunStopsWithCancelled() throws {
         let dataset = Synthetic.dataset()
         let environment = TestPipelineEnvironment(dataset: dataset, split: LeaveOneOutSplit(dataset))

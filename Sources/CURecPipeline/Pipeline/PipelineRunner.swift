@@ -38,8 +38,32 @@ public struct DownstreamVariant: Sendable, Hashable {
     ]
 }
 
-/// Where a finished pipeline left its outputs (all inside the workspace).
+/// The stages a run can stop after (see ``PipelineRunner/run(through:)``), in order.
+public enum PipelineStage: String, Sendable, CaseIterable, Comparable {
+    /// Stages 1 and 2: corpus and alignment pretraining.
+    case pretrain
+    /// MiniLM embeddings of item content.
+    case content
+    /// Stage 3: the collaborative reward model.
+    case reward
+    /// Stage 4: GRPO.
+    case grpo
+    /// Stage 5: the three reason tables.
+    case reasons
+    /// Stages 6 and 7: the downstream ablation.
+    case downstream
+    /// The report.
+    case report
+
+    public static func < (a: PipelineStage, b: PipelineStage) -> Bool {
+        allCases.firstIndex(of: a) ?? 0 < allCases.firstIndex(of: b) ?? 0
+    }
+}
+
+/// Where a pipeline left its outputs (all inside the workspace).
 public struct PipelineOutcome: Sendable {
+    /// The last stage run; the outputs of later stages are empty.
+    public var completedThrough: PipelineStage
     public var workspace: String
     /// Pretrained LM (model files and tokenizer.json).
     public var pretrainedModelDirectory: String
@@ -133,8 +157,17 @@ public final class PipelineRunner: @unchecked Sendable {
 
     // MARK: - Run
 
-    /// Runs every stage not yet recorded and returns where the outputs are.
-    public func run() throws -> PipelineOutcome {
+    /// Runs every stage not yet recorded, up to and including `last`, and returns where the
+    /// outputs are. A later run on the same workspace continues from there.
+    public func run(through last: PipelineStage = .report) throws -> PipelineOutcome {
+        var partial = PipelineOutcome(completedThrough: last, workspace: workspace, pretrainedModelDirectory: path("lm-pretrain"),
+                                      tunedModelDirectory: path("lm-rl"), reasonTableDirectories: [:],
+                                      reportDirectory: "", stages: [], downstream: [], servedRecommender: nil)
+        func stop() -> PipelineOutcome {
+            partial.stages = records
+            log("stopped after stage \(last.rawValue); run again on this workspace to continue")
+            return partial
+        }
         try config.validate()
         try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
         loadRecords()
@@ -163,6 +196,7 @@ public final class PipelineRunner: @unchecked Sendable {
             return (["examples": Double(examples.count), "held_out_perplexity": result.heldOutPerplexity,
                      "held_out_loss": result.heldOutLoss, "train_loss": result.trainLoss], ["loss": losses])
         }
+        if last == .pretrain { return stop() }
 
         // Content embeddings (raw-content baseline and the reward model's item features).
         let embedder = try environment.makeEmbedder()
@@ -179,6 +213,7 @@ public final class PipelineRunner: @unchecked Sendable {
             try ReasonTable.bytes(values).write(to: URL(fileURLWithPath: contentPath), options: .atomic)
             return (["items": Double(texts.count), "dimension": Double(embedder.dimension)], [:])
         }
+        if last == .content { return stop() }
         let content = try ReasonTable.floats(contentPath)
 
         // Stage 3: the collaborative reward model on content embeddings (fast; retrained on resume).
@@ -194,6 +229,7 @@ public final class PipelineRunner: @unchecked Sendable {
             try record(PipelineStageRecord(name: "reward", seconds: Date().timeIntervalSince(rewardStart),
                                            metrics: ["dimension": Double(embedder.dimension)], curves: [:]))
         }
+        if last == .reward { return stop() }
 
         let pretrained = try loadLanguageModel(pretrainedDirectory)
         let prompt: (ReasonSubject) -> String = { subject in
@@ -239,6 +275,8 @@ public final class PipelineRunner: @unchecked Sendable {
                      "prompts": Double(prompts.count)], curves)
         }
 
+        if last == .grpo { return stop() }
+
         // Stage 5: reason tables (pretrain-only greedy, RL greedy, corrected).
         let subjects = ReasonCorrection.allSubjects(userCount: dataset.userCount, itemCount: dataset.itemCount)
         var tableDirectories: [String: String] = [:]
@@ -272,6 +310,9 @@ public final class PipelineRunner: @unchecked Sendable {
                          "entries": Double(summary.entries), "mean_words": summary.meanWords], [:])
             }
         }
+
+        partial.reasonTableDirectories = tableDirectories
+        if last == .reasons { return stop() }
 
         // Stages 6 and 7: downstream SASRec variants over seeds, evaluated on validation and test.
         let resultsPath = path("downstream/results.json")
@@ -325,12 +366,18 @@ public final class PipelineRunner: @unchecked Sendable {
                                            metrics: ["runs": Double(results.count)], curves: [:]))
         }
 
+        if last == .downstream {
+            partial.downstream = results
+            partial.servedRecommender = served
+            return stop()
+        }
+
         // Report.
         let reportDirectory = path("report")
         try PipelineReportWriter(config: config, dataset: dataset, stages: records, downstream: results,
                                  tables: tableDirectories).write(to: reportDirectory)
         log("report written to \(reportDirectory)")
-        return PipelineOutcome(workspace: workspace, pretrainedModelDirectory: pretrainedDirectory,
+        return PipelineOutcome(completedThrough: .report, workspace: workspace, pretrainedModelDirectory: pretrainedDirectory,
                                tunedModelDirectory: tunedDirectory, reasonTableDirectories: tableDirectories,
                                reportDirectory: reportDirectory, stages: records, downstream: results,
                                servedRecommender: served)

@@ -9,10 +9,14 @@ import Foundation
 /// ID-only, raw-content, pretrain-only and RL-only variants, and a report.
 ///
 /// Parameters (all optional): `profile` (`standard` or `quick`, default standard), `seeds`
-/// (comma-separated), `pretrain_steps`, `grpo_steps`, `candidates`.
+/// (comma-separated), `pretrain_steps`, `grpo_steps`, `candidates`, `run` (a name: the
+/// workspace becomes `<data_dir>/pipelines/<run>` and outlives the job) and `stop_after`
+/// (a stage: pretrain, content, reward, grpo, reasons, downstream; needs `run`), so stages
+/// can be run one job at a time: `pipeline run=exp stop_after=grpo`, then `pipeline run=exp`
+/// continues from the reason tables.
 ///
-/// The workspace is the job's checkpoint directory, so a job interrupted by a crash or a
-/// shutdown resumes at its first unfinished stage. On success the outputs become artifacts:
+/// Without `run` the workspace is the job's checkpoint directory. Either way a job
+/// interrupted by a crash or a shutdown resumes at its first unfinished stage. On success the outputs become artifacts:
 /// `lm-pretrain` and `lm` (the RL-tuned LM that GenerationService serves), `reasons` (the
 /// corrected reason table, with the pretrain-only and RL tables beside it), `report`
 /// (report.md, charts, results.json) and `<served>` (the kept SASRec, now serving).
@@ -29,14 +33,20 @@ struct PipelineJob: JobKind {
     static let recommenderLibrary = "CURecSASRec"
 
     var name: String { "pipeline" }
-    var parameterSummary: String { "profile=standard|quick, seeds=42,1,2, pretrain_steps, grpo_steps, candidates (all optional)" }
+    var parameterSummary: String {
+        "profile=standard|quick, seeds=42,1,2, pretrain_steps, grpo_steps, candidates, run=NAME, stop_after=STAGE (all optional)"
+    }
 
     func validate(_ parameters: [String: String]) throws(JobError) {
-        let known: Set = ["profile", "seeds", "pretrain_steps", "grpo_steps", "candidates"]
+        let known: Set = ["profile", "seeds", "pretrain_steps", "grpo_steps", "candidates", "run", "stop_after"]
         if let unknown = parameters.keys.first(where: { !known.contains($0) }) {
             throw .invalidParameter("pipeline: unknown parameter '\(unknown)'; expected \(parameterSummary)")
         }
         _ = try Self.configuration(parameters)
+        _ = try Self.lastStage(parameters)
+        if let run = parameters["run"], run.isEmpty || run.contains("/") || run.hasPrefix(".") {
+            throw .invalidParameter("pipeline: parameter 'run' must be a plain name (no '/', not starting with '.')")
+        }
         guard data != nil else { throw .invalidParameter("pipeline: the daemon has no dataset loaded (run scripts/fetch-data and restart)") }
         guard FileManager.default.fileExists(atPath: (miniLMDirectory as NSString).appendingPathComponent("model.safetensors")) else {
             throw .invalidParameter("pipeline: the MiniLM sentence encoder is missing from \(miniLMDirectory) (run scripts/fetch-minilm, or set minilm_dir)")
@@ -48,6 +58,19 @@ struct PipelineJob: JobKind {
                 throw .invalidParameter("pipeline: \(error)")
             }
         }
+    }
+
+    /// The stage a parameter set stops after (`report`: run everything).
+    static func lastStage(_ parameters: [String: String]) throws(JobError) -> PipelineStage {
+        guard let text = parameters["stop_after"] else { return .report }
+        guard let stage = PipelineStage(rawValue: text), stage != .report else {
+            let names = PipelineStage.allCases.filter { $0 != .report }.map(\.rawValue).joined(separator: ", ")
+            throw .invalidParameter("pipeline: parameter 'stop_after' must be one of \(names), not '\(text)'")
+        }
+        guard parameters["run"] != nil else {
+            throw .invalidParameter("pipeline: 'stop_after' needs 'run=NAME', so that a later pipeline job with the same run continues it")
+        }
+        return stage
     }
 
     /// The pipeline configuration a parameter set asks for.
@@ -92,12 +115,15 @@ struct PipelineJob: JobKind {
     func run(_ context: JobContext) throws -> JobOutcome {
         guard let data else { throw JobError.invalidParameter("no dataset loaded") }
         let config = try Self.configuration(context.parameters)
+        let last = try Self.lastStage(context.parameters)
+        let workspace = context.parameters["run"].map { (artifacts.root as NSString).appendingPathComponent("pipelines/\($0)") }
+            ?? context.checkpointDirectory
         let environment = PluginPipelineEnvironment(
             data: data, plugins: plugins, artifacts: artifacts, miniLMDirectory: miniLMDirectory,
             rewardLibrary: Self.rewardLibrary, recommenderLibrary: Self.recommenderLibrary,
             servedName: servedName, jobID: context.id, log: { context.log($0) })
         let runner = PipelineRunner(
-            environment: environment, config: config, workspace: context.checkpointDirectory,
+            environment: environment, config: config, workspace: workspace,
             log: { context.log($0) },
             progress: { stage, step, total, metrics in
                 context.progress(stage: stage, step: UInt64(max(step, 0)), total: UInt64(max(total, 0)), metrics: metrics)
@@ -105,10 +131,16 @@ struct PipelineJob: JobKind {
             isCancelled: { context.isCancelled })
         let outcome: PipelineOutcome
         do {
-            outcome = try runner.run()
+            outcome = try runner.run(through: last)
         } catch {
             if context.isCancelled { throw JobCancelled() }
             throw error
+        }
+        if outcome.completedThrough != .report {
+            var metrics: [String: Double] = [:]
+            for stage in outcome.stages { metrics["seconds.\(stage.name)"] = stage.seconds }
+            context.log("stopped after \(last.rawValue); submit `pipeline run=\(context.parameters["run"] ?? "")` to continue")
+            return JobOutcome(metrics: metrics)
         }
 
         context.progress(stage: "save", step: 0, total: 1)
@@ -135,7 +167,7 @@ struct PipelineJob: JobKind {
             }
         }
         for stage in outcome.stages { metrics["seconds.\(stage.name)"] = stage.seconds }
-        try? FileManager.default.removeItem(atPath: context.checkpointDirectory)
+        try? FileManager.default.removeItem(atPath: workspace)
         onFinished()
         return JobOutcome(metrics: metrics, artifact: reportRelative)
     }
