@@ -38,9 +38,12 @@ def finished(pipeline_daemon):
         assert no_table.value.code.name == "FAILED_PRECONDITION"
         assert "pipeline" in str(no_table.value)
         # Bad parameters are refused at submit.
-        with pytest.raises(CurecError) as bad:
-            client.submit_job("pipeline", profile="huge")
-        assert bad.value.code.name == "INVALID_ARGUMENT"
+        for parameters, words in [({"profile": "huge"}, "profile"), ({"stop_after": "grpo"}, "run=NAME"),
+                                  ({"run": "x", "stop_after": "everything"}, "stop_after"), ({"seeds": "1,a"}, "seeds")]:
+            with pytest.raises(CurecError) as bad:
+                client.submit_job("pipeline", parameters)
+            assert bad.value.code.name == "INVALID_ARGUMENT"
+            assert words in str(bad.value)
 
         job = client.submit_job("pipeline", profile="quick")
         stages = []
