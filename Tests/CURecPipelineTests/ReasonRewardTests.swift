@@ -87,6 +87,41 @@ import Testing
         #expect(!user.negatives.contains(3))
     }
 
+    /// A reward model in which user 0's vector is 10 times longer than everyone else's.
+    struct LoudUserScorer: CollaborativeScorer {
+        let inner: ProfileScorer
+        func scores(_ queries: [CollaborativeQuery]) throws -> [Float] {
+            let base = try inner.scores(queries)
+            return zip(queries, base).map { query, p in
+                let x = log(p / (1 - p)) * (query.user == 0 ? 10 : 1)
+                return 1 / (1 + exp(-x))
+            }
+        }
+    }
+
+    @Test func calibrationStopsALoudUserFromDecidingTheOrdering() throws {
+        let (dataset, split, builder, _) = try Synthetic.corpus()
+        let embedder = KeywordEmbedder()
+        let content = try embedder.embed((0..<dataset.itemCount).map { builder.contentText(item: Int32($0)) }).flatMap { $0 }
+        let loud = LoudUserScorer(inner: ProfileScorer(dataset: dataset, split: split, content: content, dimension: embedder.dimension))
+        var config = ReasonRewardConfig()
+        config.comparisonUsers = 11
+        let raw = ReasonRewarder(statistics: builder.statistics, verifier: ReasonVerifier(dataset: dataset),
+                                 embedder: embedder, scorer: loud, config: config)
+        let calibrated = try raw.calibrated(itemFeatures: content, dimension: embedder.dimension)
+        let scales = try #require(calibrated.userScales)
+        #expect(scales.count == dataset.userCount)
+        #expect(scales[0] > 5 * scales[2], "user 0's logits are 10x louder")
+        // User 0 likes comedies; raw scores rank them first for a comedy text about user 1 (a
+        // sci-fi fan) no matter what; calibrated, user 1's own taste decides.
+        let text = "You gravitate toward sci-fi and thrillers."
+        let rawScore = try raw.score([(.user(1), text)])[0]
+        let calibratedScore = try calibrated.score([(.user(1), text)])[0]
+        #expect(calibratedScore.collaborative >= rawScore.collaborative)
+        #expect(calibratedScore.collaborative > 0.5)
+        #expect(throws: ReasonRewardError.self) { try raw.calibrated(itemFeatures: [1, 2], dimension: embedder.dimension) }
+    }
+
     @Test func orderingRateCountsCorrectlyOrderedPairs() {
         #expect(ReasonRewarder.orderingRate(positives: [3, 2], negatives: [1, 2]) == 0.875)
         #expect(ReasonRewarder.orderingRate(positives: [], negatives: [1]) == 0.5)

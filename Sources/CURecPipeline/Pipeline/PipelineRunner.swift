@@ -223,8 +223,9 @@ public final class PipelineRunner: @unchecked Sendable {
             itemFeatures: content, dimension: embedder.dimension, config: config.rewardModelConfig,
             progress: { step, total in self.progress("reward", step, total, [:]) }, isCancelled: isCancelled)
         let verifier = ReasonVerifier(dataset: dataset)
-        let rewarder = ReasonRewarder(statistics: builder.statistics, verifier: verifier, embedder: embedder,
-                                      scorer: scorer, config: config.reward)
+        let rewarder = try ReasonRewarder(statistics: builder.statistics, verifier: verifier, embedder: embedder,
+                                          scorer: scorer, config: config.reward)
+            .calibrated(itemFeatures: content, dimension: embedder.dimension)
         if finished("reward") == nil {
             try record(PipelineStageRecord(name: "reward", seconds: Date().timeIntervalSince(rewardStart),
                                            metrics: ["dimension": Double(embedder.dimension)], curves: [:]))

@@ -111,6 +111,9 @@ public struct ReasonRewarder: Sendable {
     public let embedder: any ReasonEmbedder
     public let scorer: any CollaborativeScorer
     public let config: ReasonRewardConfig
+    /// Per-user scale of the reward model's logits over item content (see
+    /// ``calibrated(itemFeatures:dimension:samples:)``); nil compares raw scores.
+    public private(set) var userScales: [Float]?
 
     public init(statistics: CollaborativeStatistics, verifier: ReasonVerifier, embedder: any ReasonEmbedder,
                 scorer: any CollaborativeScorer, config: ReasonRewardConfig = ReasonRewardConfig()) {
@@ -119,6 +122,67 @@ public struct ReasonRewarder: Sendable {
         self.embedder = embedder
         self.scorer = scorer
         self.config = config
+    }
+
+    /// This rewarder with per-user calibration. The reward model's logit for a user is
+    /// `p_u · W (e − f̄)`, so users whose vectors are long give extreme scores to any text:
+    /// compared raw, one generic text "wins" for them whatever it says. Calibration divides
+    /// each user's logit by its root-mean-square over the content embeddings of `samples`
+    /// items (the mean is 0 by construction), so users are compared on how unusual the text
+    /// is *for them*.
+    ///
+    /// - Parameter itemFeatures: row-major `[itemCount x dimension]` content embeddings
+    ///   (those the reward model was trained on).
+    public func calibrated(itemFeatures: [Float], dimension: Int, samples: Int = 64) throws(ReasonRewardError) -> ReasonRewarder {
+        let itemCount = statistics.dataset.itemCount, userCount = statistics.dataset.userCount
+        guard dimension > 0, itemFeatures.count == itemCount * dimension, samples >= 2 else {
+            throw .scoring("calibration needs [\(itemCount) x dimension] item features and at least 2 samples")
+        }
+        var generator = Xoshiro256(seed: mixSeed(config.seed, 3))
+        let items = (0..<min(samples, itemCount)).map { _ in Int(generator.next() % UInt64(itemCount)) }
+        let rows = items.map { Array(itemFeatures[($0 * dimension)..<(($0 + 1) * dimension)]) }
+        var scales = [Float](repeating: 1, count: userCount)
+        let block = 64
+        for first in stride(from: 0, to: userCount, by: block) {
+            let users = first..<min(userCount, first + block)
+            var queries: [CollaborativeQuery] = []
+            queries.reserveCapacity(users.count * rows.count)
+            for user in users {
+                for (slot, row) in rows.enumerated() {
+                    queries.append(CollaborativeQuery(user: UInt32(user), item: UInt32(items[slot]), embedding: row))
+                }
+            }
+            let values: [Float]
+            do {
+                values = try scorer.scores(queries)
+            } catch {
+                throw .scoring("\(error)")
+            }
+            guard values.count == queries.count else { throw .scoring("expected \(queries.count) scores, got \(values.count)") }
+            for (offset, user) in users.enumerated() {
+                var sum: Float = 0
+                for slot in 0..<rows.count {
+                    let x = Self.logit(values[offset * rows.count + slot])
+                    sum += x * x
+                }
+                scales[user] = max((sum / Float(rows.count)).squareRoot(), 1e-6)
+            }
+        }
+        var copy = self
+        copy.userScales = scales
+        return copy
+    }
+
+    /// The logit of a probability, clamped away from 0 and 1.
+    static func logit(_ p: Float) -> Float {
+        let q = min(max(p, 1e-7), 1 - 1e-7)
+        return log(q / (1 - q))
+    }
+
+    /// A query's score on the comparison scale: the calibrated logit, or the raw score.
+    func comparable(_ value: Float, user: UInt32) -> Float {
+        guard let userScales, Int(user) < userScales.count else { return value }
+        return Self.logit(value) / userScales[Int(user)]
     }
 
     /// The verifier context of a subject: a user reason is checked against the user's
@@ -228,7 +292,9 @@ public struct ReasonRewarder: Sendable {
             let embedding = embeddings[slot]
             let span = spans[slot]
             slot += 1
-            let auc = Self.orderingRate(positives: Array(values[span.positives]), negatives: Array(values[span.negatives]))
+            let positives = span.positives.map { comparable(values[$0], user: queries[$0].user) }
+            let negatives = span.negatives.map { comparable(values[$0], user: queries[$0].user) }
+            let auc = Self.orderingRate(positives: positives, negatives: negatives)
             let verdict = verifier.verify(text, context: context(subject))
             let penalty = min(verdict.penalty, config.maxPenalty)
             var failed: [String] = []
