@@ -13,8 +13,8 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
     public var pretraining: PretrainingConfig = {
         var config = PretrainingConfig()
         config.context = 512
-        config.steps = 500
-        config.warmupSteps = 30
+        config.steps = 1500
+        config.warmupSteps = 60
         return config
     }()
     /// Stage 3.
@@ -24,7 +24,7 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
     /// Stage 4.
     public var grpo: GRPOConfig = {
         var config = GRPOConfig()
-        config.steps = 40
+        config.steps = 80
         return config
     }()
     /// Users and items whose prompts GRPO trains on (a deterministic sample of each).
@@ -33,7 +33,7 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
     /// Stage 5.
     public var correction: CorrectionConfig = {
         var config = CorrectionConfig()
-        config.candidates = 3
+        config.candidates = 4
         return config
     }()
     /// Answer budget of the LM (reasoning steps plus reason), in tokens.

@@ -131,10 +131,11 @@ public struct PipelineReportWriter: Sendable {
             let change = table.compare(variant: curec, against: key, metric: "ndcg@10")
             let margin = mine.std + other.std
             let word: String
+            let within = "the difference is within the two variants' combined standard deviation"
             if mine.mean > other.mean + margin { word = "beat" }
-            else if mine.mean > other.mean { word = "edged past (within one standard deviation of)" }
+            else if mine.mean > other.mean { word = "edged past (\(within))" }
             else if mine.mean + margin < other.mean { word = "did not beat" }
-            else { word = "did not beat (within one standard deviation of)" }
+            else { word = "did not beat (\(within))" }
             sentences.append("Full CURec reasons \(word) the \(name) variant on test NDCG@10 ("
                 + ReportFormat.fixed(mine.mean, decimals: 4) + " vs " + ReportFormat.fixed(other.mean, decimals: 4)
                 + ", " + ReportFormat.signedPercent(change) + ").")
