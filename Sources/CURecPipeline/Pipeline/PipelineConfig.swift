@@ -53,19 +53,14 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
     /// The default configuration.
     public static var standard: PipelineConfig { PipelineConfig() }
 
-    /// A small configuration that runs every stage quickly (CI and first start): a small LM,
-    /// few RL steps, two candidates, short recommender training, one seed.
+    /// A small configuration that runs every stage in minutes (CI and first start): the
+    /// standard LM trained for 300 steps, 4 RL steps, two candidates, short recommender
+    /// training, one seed.
     public static var quick: PipelineConfig {
         var config = PipelineConfig()
         config.profile = "quick"
-        config.pretraining.layers = 2
-        config.pretraining.width = 64
-        config.pretraining.heads = 2
-        config.pretraining.vocabularySize = 1024
         config.pretraining.steps = 300
         config.pretraining.warmupSteps = 20
-        config.pretraining.batch = 8
-        config.pretraining.maxLearningRate = 5e-3
         config.pretraining.checkpointEvery = 50
         config.rewardModelConfig = #"{"factors": 16, "epochs": 3, "seed": 7}"#
         config.grpo.steps = 4
