@@ -78,6 +78,18 @@ public final class Daemon: Sendable {
             }
         }
 
+        // The reason-aware recommender a pipeline left behind serves again after a restart.
+        if !configuration.plugins.contains(where: { $0.name == Self.reasonAwareRecommender }), !configuration.plugins.isEmpty {
+            do {
+                if let served = try ReasonAwareRecommender.serveLatest(name: Self.reasonAwareRecommender, plugins: plugins,
+                                                                       artifacts: artifacts) {
+                    logger.info("serving '\(Self.reasonAwareRecommender)' from \(served)")
+                }
+            } catch {
+                logger.error("the reason-aware recommender could not be loaded", metadata: ["error": "\(error)"])
+            }
+        }
+
         let health = HealthService()
         var router = RPCRouter()
         router.register(health)

@@ -6,7 +6,8 @@ import Foundation
 
 /// The pipeline's host services in the daemon: MiniLM from the configured directory, the
 /// collaborative reward model and SASRec as plugin instances. The kept recommender is saved
-/// as an artifact and served as instance `servedName`.
+/// as the artifact `servedName` (with its config in the metadata); the job serves it at the
+/// end (``ReasonAwareRecommender``).
 struct PluginPipelineEnvironment: PipelineEnvironment {
     let data: ServingData
     let plugins: PluginHost
@@ -75,18 +76,13 @@ struct PluginPipelineEnvironment: PipelineEnvironment {
             isCancelled: isCancelled)
         if run.keep {
             let description = instance.describe()
+            let configText = String(decoding: configData, as: UTF8.self)
             let directory = try artifacts.addVersion(of: servedName, metadata: [
                 "plugin": description.pluginName, "plugin_version": description.pluginVersion,
-                "config_fingerprint": PluginPreparer.fingerprint(config), "dataset": data.dataset.name,
-                "library": instance.libraryPath, "job": jobID, "variant": run.variant,
+                "config_fingerprint": PluginPreparer.fingerprint(config), "config": configText,
+                "dataset": data.dataset.name, "library": recommenderLibrary, "job": jobID, "variant": run.variant,
             ]) { staging in try instance.save(to: staging) }
-            let prepare: (PluginInstance) throws -> Void = { served in try served.load(from: directory) }
-            if plugins.instance(named: servedName) != nil {
-                try plugins.reload(name: servedName, library: recommenderLibrary, config: config, prepare: prepare)
-            } else {
-                try plugins.load(name: servedName, library: recommenderLibrary, config: config, prepare: prepare)
-            }
-            log("now serving '\(servedName)' (SASRec with CURec reason features) from models/\(servedName)/\((directory as NSString).lastPathComponent)")
+            log("saved models/\(servedName)/\((directory as NSString).lastPathComponent) (SASRec with CURec reason features); it serves once the job has published everything")
         }
         return PluginRecommender(instance: instance)
     }
@@ -108,5 +104,38 @@ struct PluginRecommender: RecommenderScoring {
     func score(user: UInt32, history: [UInt32], candidates: UnsafeBufferPointer<UInt32>,
                scores: UnsafeMutableBufferPointer<Float>) throws {
         try instance.scoreRecommender(user: user, history: history, candidates: candidates, scores: scores)
+    }
+}
+
+/// Serving the reason-aware recommender: loads (or hot-reloads) instance `name` from the
+/// newest `models/<name>` artifact, whose metadata holds the library and config it was
+/// trained with. Used when the pipeline job ends and when the daemon starts.
+enum ReasonAwareRecommender {
+    /// Loads or reloads the newest version; returns its `models/<name>/vN`, or nil if none.
+    @discardableResult
+    static func serveLatest(name: String, plugins: PluginHost, artifacts: ArtifactStore) throws -> String? {
+        guard let directory = artifacts.latest(of: name) else { return nil }
+        let metadata = PluginPreparer.metadata(in: directory) ?? [:]
+        guard let library = metadata["library"], let configText = metadata["config"] else {
+            throw PipelineError.stage("serve", "models/\(name)/\((directory as NSString).lastPathComponent) has no library or config in its metadata")
+        }
+        let config = Array(configText.utf8)
+        let prepare: (PluginInstance) throws -> Void = { instance in try instance.load(from: directory) }
+        // Another caller may load or unload the instance between the check and the call: take
+        // the other branch once if that happens.
+        do {
+            if plugins.instance(named: name) != nil {
+                try plugins.reload(name: name, library: library, config: config, prepare: prepare)
+            } else {
+                try plugins.load(name: name, library: library, config: config, prepare: prepare)
+            }
+        } catch {
+            if plugins.instance(named: name) != nil {
+                try plugins.reload(name: name, library: library, config: config, prepare: prepare)
+            } else {
+                try plugins.load(name: name, library: library, config: config, prepare: prepare)
+            }
+        }
+        return "models/\(name)/\((directory as NSString).lastPathComponent)"
     }
 }

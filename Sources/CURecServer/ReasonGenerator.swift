@@ -20,6 +20,9 @@ struct ReasonGenerator: Sendable {
     /// The newest version of the model `name` (default "lm"), or FAILED_PRECONDITION.
     func model(_ name: String) throws(RPCError) -> LanguageModelStore.Loaded {
         let modelName = name.isEmpty ? "lm" : name
+        guard !modelName.contains("/"), !modelName.hasPrefix(".") else {
+            throw RPCError(.invalidArgument, "model name '\(name)' must be a plain name (no '/', not starting with '.')")
+        }
         do {
             guard let found = try models.latest(modelName) else {
                 throw RPCError(.failedPrecondition,
@@ -27,7 +30,7 @@ struct ReasonGenerator: Sendable {
             }
             return found
         } catch let error as LanguageModelError {
-            throw RPCError(.internal, error.description)
+            throw RPCError(.failedPrecondition, "'\(modelName)' is not a usable language model: \(error.description)")
         } catch {
             throw RPCError.from(error)
         }

@@ -114,6 +114,13 @@ import Testing
         #expect(lines.contains("stage grpo: already done (\(String(format: "%.1f", first.stages.first { $0.name == "grpo" }?.seconds ?? 0)) s), skipped"))
         #expect(lines.contains("stage reasons-curec: started"))
         #expect(rest.downstream.count == DownstreamVariant.all.count)
+
+        // The same workspace with other settings is refused instead of mixing them.
+        var other = config
+        other.seeds = [4]
+        #expect(throws: PipelineError.self) {
+            try PipelineRunner(environment: environment, config: other, workspace: workspace).run()
+        }
     }
 
     @Test func aCancelledRunStopsWithCancelled() throws {

@@ -141,7 +141,7 @@ public enum ReasonCorrection {
                 var queryOwner: [(index: Int, removed: Int)] = []
                 for index in pending {
                     let context = rewarder.context(batch[index])
-                    tried[index] = candidates[index].count
+                    tried[index] += candidates[index].count
                     for text in candidates[index] where !text.isEmpty {
                         let filtered = rewarder.verifier.filterSentences(text, context: context)
                         let kept = filtered.kept.filter(Self.isWellFormed)
@@ -195,8 +195,8 @@ public enum ReasonCorrection {
         return a.total > b.total
     }
 
-    /// A sentence worth keeping: at least four words with letters, beginning with a letter,
-    /// digit or quote, ending in sentence punctuation, and no left-over format text (markers,
+    /// A sentence worth keeping: at least four words with letters, beginning with a letter or
+    /// a quote, ending in sentence punctuation, and no left-over format text (markers,
     /// numbered steps, section names).
     public static func isWellFormed(_ sentence: String) -> Bool {
         let trimmed = sentence.trimmingCharacters(in: .whitespacesAndNewlines)

@@ -81,6 +81,7 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
             if !condition { throw .invalidConfig(message) }
         }
         try require(!seeds.isEmpty && seeds.count <= 10, "seeds: 1 to 10 seeds")
+        try require(Set(seeds).count == seeds.count, "seeds must be distinct")
         try require(maxTokens >= 8 && maxTokens <= pretraining.context - 16,
                     "maxTokens must be in 8...\(pretraining.context - 16) (the context minus 16 prompt tokens)")
         try require(generationBatch >= 1 && generationBatch <= 256, "generationBatch: 1...256")

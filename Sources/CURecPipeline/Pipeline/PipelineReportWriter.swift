@@ -94,11 +94,14 @@ public struct PipelineReportWriter: Sendable {
         if let directory = tables["curec"], let table = try? ReasonTable.read(from: directory) {
             let examples = table.entries.filter { !$0.text.isEmpty }.sorted { $0.reward > $1.reward }
             var lines: [String] = []
-            for entry in examples.prefix(3) + examples.suffix(2) where lines.count < 5 {
+            let shown = examples.count <= 5 ? examples : Array(examples.prefix(3) + examples.suffix(2))
+            for entry in shown {
                 let name: String
                 switch entry.subject {
-                case .user(let user): name = "user \(dataset.users[Int(user)].externalID)"
-                case .item(let item): name = "item \(dataset.items[Int(item)].title)"
+                case .user(let user):
+                    name = Int(user) < dataset.userCount ? "user \(dataset.users[Int(user)].externalID)" : "user #\(user)"
+                case .item(let item):
+                    name = Int(item) < dataset.itemCount ? "item \(dataset.items[Int(item)].title)" : "item #\(item)"
                 }
                 lines.append("\(name) (reward \(Self.fixed(entry.reward))): \(entry.text)")
             }

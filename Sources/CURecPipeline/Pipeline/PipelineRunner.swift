@@ -128,6 +128,36 @@ public final class PipelineRunner: @unchecked Sendable {
 
     private func finished(_ name: String) -> PipelineStageRecord? { records.first { $0.name == name } }
 
+    /// What a workspace was started with: its config and dataset. A later run on the same
+    /// workspace must match, or stages trained under one config would mix with another's.
+    struct Manifest: Codable, Equatable {
+        var config: PipelineConfig
+        var dataset: String
+        var users: Int
+        var items: Int
+    }
+
+    private func checkManifest() throws {
+        let dataset = environment.dataset
+        let mine = Manifest(config: config, dataset: dataset.name, users: dataset.userCount, items: dataset.itemCount)
+        let file = URL(fileURLWithPath: path("manifest.json"))
+        if let data = try? Data(contentsOf: file) {
+            guard let saved = try? JSONDecoder().decode(Manifest.self, from: data) else {
+                throw PipelineError.invalidConfig("\(file.path) is unreadable; use a new workspace")
+            }
+            guard saved == mine else {
+                throw PipelineError.invalidConfig(
+                    "the workspace \(workspace) was started with profile '\(saved.config.profile)' on \(saved.dataset) "
+                    + "(\(saved.users) users, \(saved.items) items) and other settings; continue it with the same profile and "
+                    + "parameters, or use a new run name")
+            }
+            return
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(mine).write(to: file, options: .atomic)
+    }
+
     private func checkCancelled() throws {
         if isCancelled() { throw PipelineError.cancelled }
     }
@@ -170,6 +200,7 @@ public final class PipelineRunner: @unchecked Sendable {
         }
         try config.validate()
         try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
+        try checkManifest()
         loadRecords()
         let dataset = environment.dataset
         var corpusConfiguration = CorpusConfiguration()
@@ -191,11 +222,12 @@ public final class PipelineRunner: @unchecked Sendable {
                 },
                 isCancelled: isCancelled)
             try saveLanguageModel(result.model, result.tokenizer, to: pretrainedDirectory)
-            try? FileManager.default.removeItem(atPath: path("pretrain-checkpoints"))
             log(String(format: "pretrain: held-out perplexity %.2f", result.heldOutPerplexity))
             return (["examples": Double(examples.count), "held_out_perplexity": result.heldOutPerplexity,
                      "held_out_loss": result.heldOutLoss, "train_loss": result.trainLoss], ["loss": losses])
         }
+        // Only once the stage is recorded: a crash before that resumes from the checkpoints.
+        try? FileManager.default.removeItem(atPath: path("pretrain-checkpoints"))
         if last == .pretrain { return stop() }
 
         // Content embeddings (raw-content baseline and the reward model's item features).

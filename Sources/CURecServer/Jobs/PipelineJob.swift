@@ -19,7 +19,8 @@ import Foundation
 /// interrupted by a crash or a shutdown resumes at its first unfinished stage. On success the outputs become artifacts:
 /// `lm-pretrain` and `lm` (the RL-tuned LM that GenerationService serves), `reasons` (the
 /// corrected reason table, with the pretrain-only and RL tables beside it), `report`
-/// (report.md, charts, results.json) and `<served>` (the kept SASRec, now serving).
+/// (report.md, charts, results.json) and `<served>` (the kept SASRec, saved during the
+/// ablation and loaded as the serving instance only after everything else is published).
 struct PipelineJob: JobKind {
     let data: ServingData?
     let plugins: PluginHost
@@ -145,8 +146,6 @@ struct PipelineJob: JobKind {
 
         context.progress(stage: "save", step: 0, total: 1)
         let base: [String: String] = ["dataset": data.dataset.name, "job": context.id, "profile": config.profile]
-        try publish("lm-pretrain", from: outcome.pretrainedModelDirectory, metadata: base.merging(["kind": "language-model", "stage": "pretrain"]) { $1 })
-        try publish("lm", from: outcome.tunedModelDirectory, metadata: base.merging(["kind": "language-model", "stage": "grpo"]) { $1 })
         let reasons = try artifacts.addVersion(of: "reasons", metadata: base.merging(["kind": "reason-table"]) { $1 }) { staging in
             if let corrected = outcome.reasonTableDirectories["curec"] { try copyContents(of: corrected, into: staging) }
             for key in ["pretrain", "rl"] {
@@ -157,6 +156,12 @@ struct PipelineJob: JobKind {
         let report = try publish("report", from: outcome.reportDirectory, metadata: base.merging(["kind": "report"]) { $1 })
         let reportRelative = "models/report/\((report as NSString).lastPathComponent)"
         context.log("saved models/reasons/\((reasons as NSString).lastPathComponent) and \(reportRelative)")
+        try publish("lm-pretrain", from: outcome.pretrainedModelDirectory, metadata: base.merging(["kind": "language-model", "stage": "pretrain"]) { $1 })
+        try publish("lm", from: outcome.tunedModelDirectory, metadata: base.merging(["kind": "language-model", "stage": "grpo"]) { $1 })
+        // Last, so reasons, report and the LM are in place when the reason-aware recommender serves.
+        if let served = try ReasonAwareRecommender.serveLatest(name: servedName, plugins: plugins, artifacts: artifacts) {
+            context.log("now serving '\(servedName)' (SASRec with CURec reason features) from \(served)")
+        }
 
         var metrics: [String: Double] = [:]
         for variant in DownstreamVariant.all {
@@ -167,7 +172,8 @@ struct PipelineJob: JobKind {
             }
         }
         for stage in outcome.stages { metrics["seconds.\(stage.name)"] = stage.seconds }
-        try? FileManager.default.removeItem(atPath: workspace)
+        // A named run's workspace is kept (the user may inspect or extend it); the job's own is not.
+        if context.parameters["run"] == nil { try? FileManager.default.removeItem(atPath: workspace) }
         onFinished()
         return JobOutcome(metrics: metrics, artifact: reportRelative)
     }

@@ -67,22 +67,28 @@ def test_recommendations_come_with_table_reasons(pipeline_daemon, finished):
     with Client(pipeline_daemon.address) as client:
         plugins = {p.name for p in client.plugins()}
         assert "curec" in plugins, plugins
-        answer = client.recommend("196", k=10, plugin="curec", with_reasons=True)
+        answer = client.recommend("196", k=50, plugin="curec", with_reasons=True)
         assert answer.served_by.startswith("curec@")
-        assert len(answer) == 10
+        assert len(answer) == 50
         with_reason = [item for item in answer if item.reason]
-        assert with_reason, "no recommended item has a reason in the corrected table"
+        # The corrected table leaves a few items without any surviving sentence; most have one.
+        assert with_reason, "none of user 196's top 50 has a reason in the corrected table"
         for item in with_reason:
             assert item.reason_source == "table"
             assert "###" not in item.reason
+        for item in answer:
+            if not item.reason:
+                assert item.reason_source == ""
 
 
 def test_a_generated_reason_streams_from_the_tuned_model(pipeline_daemon, finished):
     with Client(pipeline_daemon.address) as client:
         lm = client.models("lm")[0]
         assert lm.latest is not None and lm.latest.metadata.get("stage") == "grpo"
-        pieces = list(client.generate_reason("196", "242", max_tokens=64, seed=3, timeout=120))
-        assert pieces and "".join(pieces).strip()
+        # The whole completion streams: numbered reasoning steps, then the reason block.
+        text = "".join(client.generate_reason("196", "242", seed=3, timeout=300))
+        assert text.strip()
+        assert "1." in text, text
 
 
 def test_the_report_is_retrievable_over_rpc(pipeline_daemon, finished, tmp_path):
