@@ -54,7 +54,7 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
     public static var standard: PipelineConfig { PipelineConfig() }
 
     /// A small configuration that runs every stage in minutes (CI and first start): the
-    /// standard LM trained for 300 steps, 4 RL steps, two candidates, short recommender
+    /// standard LM trained for 300 steps, 30 RL steps, three candidates, short recommender
     /// training, one seed.
     public static var quick: PipelineConfig {
         var config = PipelineConfig()
@@ -63,13 +63,12 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
         config.pretraining.warmupSteps = 20
         config.pretraining.checkpointEvery = 50
         config.rewardModelConfig = #"{"factors": 16, "epochs": 3, "seed": 7}"#
-        config.grpo.steps = 4
+        config.grpo.steps = 30
         config.grpo.promptsPerStep = 4
         config.grpo.groupSize = 4
         config.grpoUsers = 32
         config.grpoItems = 32
-        config.correction.candidates = 2
-        config.correction.regenerationRounds = 0
+        config.correction.candidates = 3
         config.recommenderConfig = #"{"epochs": 6, "patience": 3, "width": 32}"#
         config.seeds = [42]
         return config
