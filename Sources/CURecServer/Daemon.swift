@@ -118,7 +118,7 @@ public final class Daemon: Sendable {
         if let data {
             var service = RecommendService(data: data, plugins: plugins, defaultRecommender: configuration.default_recommender)
             service.reasons = reasons
-            service.reasonTables = ReasonTableStore(artifacts: artifacts)
+            service.reasonTables = ReasonTableStore(artifacts: artifacts, datasetName: data.dataset.name)
             if let reasons { router.register(GenerationService(data: data, generator: reasons)) }
             recommendations = service
             router.register(service)

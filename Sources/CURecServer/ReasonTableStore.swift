@@ -13,15 +13,19 @@ final class ReasonTableStore: Sendable {
     }
 
     private let artifacts: ArtifactStore
+    /// The daemon's dataset name: a table written for another dataset is not used.
+    private let datasetName: String
     private let cache = Mutex<Loaded?>(nil)
 
-    init(artifacts: ArtifactStore) {
+    init(artifacts: ArtifactStore, datasetName: String) {
         self.artifacts = artifacts
+        self.datasetName = datasetName
     }
 
-    /// The newest table, or nil when the pipeline has not produced one.
+    /// The newest table, or nil when the pipeline has not produced one for this dataset.
     func latest() throws(RPCError) -> Loaded? {
         guard let directory = artifacts.latest(of: "reasons") else { return nil }
+        if let dataset = PluginPreparer.metadata(in: directory)?["dataset"], dataset != datasetName { return nil }
         let version = "models/reasons/\((directory as NSString).lastPathComponent)"
         if let cached = cache.withLock({ $0 }), cached.version == version { return cached }
         let table: ReasonTable

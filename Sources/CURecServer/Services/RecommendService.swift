@@ -31,7 +31,14 @@ struct RecommendService: RPCService {
             guard request.withReasons else { return response }
             let user = try data.user(request.userID)
             let items = response.items.compactMap { data.dataset.itemIndex($0.itemID) }.map { UInt32(bitPattern: $0) }
-            if request.reasonSource != .generate, let table = try reasonTables?.latest() {
+            // AUTO falls back to generation when the table cannot be read; TABLE reports it.
+            let table: ReasonTableStore.Loaded?
+            switch request.reasonSource {
+            case .generate: table = nil
+            case .table: table = try reasonTables?.latest()
+            default: table = try? reasonTables?.latest()
+            }
+            if let table {
                 for index in response.items.indices where index < items.count {
                     if let entry = table.entries[.item(Int32(bitPattern: items[index]))], !entry.text.isEmpty {
                         response.items[index].reason = entry.text
