@@ -106,7 +106,6 @@ public final class Daemon: Sendable {
                 reasons = ReasonGenerator(
                     models: LanguageModelStore(artifacts: artifacts),
                     prompt: { user, item in corpus.pairPrompt(user: Int32(bitPattern: user), item: Int32(bitPattern: item)) },
-                    reasonMarker: CorpusExample.Marker.reason, endMarker: CorpusExample.Marker.end,
                     check: { user, item, reason in
                         verifier.filterSentences(reason, context: ReasonContext(
                             user: Int32(bitPattern: user), item: Int32(bitPattern: item), cutoff: cutoffs[Int(user)])).text
@@ -208,13 +207,7 @@ public final class Daemon: Sendable {
         if plugins.instance(named: Self.reasonAwareRecommender) != nil { request.plugin = Self.reasonAwareRecommender }
         do {
             var response = try recommendations.recommend(request)
-            if let table = try recommendations.reasonTables?.latest() {
-                for index in response.items.indices {
-                    guard let item = recommendations.data.dataset.itemIndex(response.items[index].itemID),
-                          let entry = table.entries[.item(item)] else { continue }
-                    response.items[index].reason = entry.text
-                }
-            }
+            try recommendations.reasonTables?.latest()?.attach(to: &response, data: recommendations.data)
             var lines = ["sample: top 5 for user \(user.externalID) by \(response.servedBy):"]
             for (rank, item) in response.items.enumerated() {
                 lines.append("  \(rank + 1). \(item.title) (\(item.itemID))" + (item.reason.isEmpty ? "" : " - \(item.reason)"))

@@ -67,11 +67,7 @@ struct PluginPipelineEnvironment: PipelineEnvironment {
         try instance.train(
             training,
             progress: { step, total, metricsJSON in
-                var metrics: [String: Double] = [:]
-                if let parsed = try? JSONSerialization.jsonObject(with: Data(metricsJSON.utf8)) as? [String: Any] {
-                    for (key, value) in parsed { if let number = value as? Double { metrics[key] = number } }
-                }
-                progress(Int(step), Int(total), metrics)
+                progress(Int(step), Int(total), PluginProgressMetrics.parse(metricsJSON))
             },
             isCancelled: isCancelled)
         if run.keep {
@@ -119,22 +115,8 @@ enum ReasonAwareRecommender {
         guard let library = metadata["library"], let configText = metadata["config"] else {
             throw PipelineError.stage("serve", "models/\(name)/\((directory as NSString).lastPathComponent) has no library or config in its metadata")
         }
-        let config = Array(configText.utf8)
-        let prepare: (PluginInstance) throws -> Void = { instance in try instance.load(from: directory) }
-        // Another caller may load or unload the instance between the check and the call: take
-        // the other branch once if that happens.
-        do {
-            if plugins.instance(named: name) != nil {
-                try plugins.reload(name: name, library: library, config: config, prepare: prepare)
-            } else {
-                try plugins.load(name: name, library: library, config: config, prepare: prepare)
-            }
-        } catch {
-            if plugins.instance(named: name) != nil {
-                try plugins.reload(name: name, library: library, config: config, prepare: prepare)
-            } else {
-                try plugins.load(name: name, library: library, config: config, prepare: prepare)
-            }
+        try plugins.loadOrReload(name: name, library: library, config: Array(configText.utf8)) { instance in
+            try instance.load(from: directory)
         }
         return "models/\(name)/\((directory as NSString).lastPathComponent)"
     }

@@ -10,9 +10,6 @@ struct ReasonGenerator: Sendable {
     let models: LanguageModelStore
     /// The prompt the LM was trained to answer for a (user, item) pair.
     let prompt: @Sendable (_ user: UInt32, _ item: UInt32) -> String
-    /// Text after which the reason starts, and the marker that ends it.
-    let reasonMarker: String
-    let endMarker: String
     /// Removes sentences whose claims fail the verifier (false titles, genres, years, claims
     /// from after the user's cut-off); nil serves the model's text unchecked.
     var check: (@Sendable (_ user: UInt32, _ item: UInt32, _ reason: String) -> String)? = nil
@@ -40,14 +37,14 @@ struct ReasonGenerator: Sendable {
     /// (the model was trained on windows that start mid-example, so a cut start is familiar).
     func promptTokens(_ loaded: LanguageModelStore.Loaded, user: UInt32, item: UInt32,
                       maxTokens: Int) throws(RPCError) -> [Int] {
-        var ids = loaded.tokenizer.encode(prompt(user, item)).map(Int.init)
-        let room = loaded.model.config.context - maxTokens
-        guard room >= 16 else {
+        let writer: ReasonWriter
+        do {
+            writer = try ReasonWriter(model: loaded.model, tokenizer: loaded.tokenizer, maxTokens: maxTokens)
+        } catch {
             throw RPCError(.invalidArgument,
                            "max_tokens \(maxTokens) leaves no room for the prompt in the model's context of \(loaded.model.config.context) tokens")
         }
-        if ids.count > room { ids.removeFirst(ids.count - room) }
-        return ids
+        return writer.promptTokens(prompt(user, item))
     }
 
     /// The default answer budget: the reasoning steps come before the reason, so leave them
@@ -56,13 +53,9 @@ struct ReasonGenerator: Sendable {
         max(16, min(192, context - 48))
     }
 
-    /// Stop sequences that end a reason (the end marker).
+    /// Stop sequences that end a reason (the end marker, and the end of an example).
     func stopSequences(_ loaded: LanguageModelStore.Loaded) -> [[Int]] {
-        var stops: [[Int]] = []
-        if let end = loaded.tokenizer.id(of: endMarker) { stops.append([Int(end)]) }
-        let endTokens = loaded.tokenizer.encode(endMarker).map(Int.init)
-        if !endTokens.isEmpty { stops.append(endTokens) }
-        return stops
+        ReasonWriter.stopSequences(loaded.tokenizer)
     }
 
     /// `reason` with failing sentences removed (unchanged without a checker).

@@ -1,4 +1,5 @@
 import CURecPipeline
+import CURecProto
 import CURecRPC
 import Foundation
 import Synchronization
@@ -10,12 +11,25 @@ final class ReasonTableStore: Sendable {
     struct Loaded: Sendable {
         let version: String
         let entries: [ReasonSubject: ReasonTableEntry]
+
+        /// Gives every item of `response` that has a non-empty table entry its reason, with
+        /// source "table" and the entry's reward.
+        func attach(to response: inout Curec_V1_RecommendResponse, data: ServingData) {
+            for index in response.items.indices {
+                guard let item = data.dataset.itemIndex(response.items[index].itemID),
+                      let entry = entries[.item(item)], !entry.text.isEmpty else { continue }
+                response.items[index].reason = entry.text
+                response.items[index].reasonSource = "table"
+                response.items[index].reasonReward = Float(entry.reward)
+            }
+        }
     }
 
     private let artifacts: ArtifactStore
     /// The daemon's dataset name: a table written for another dataset is not used.
     private let datasetName: String
-    private let cache = Mutex<Loaded?>(nil)
+    /// The version last looked at and its table (nil: written for another dataset).
+    private let cache = Mutex<(version: String, loaded: Loaded?)?>(nil)
 
     init(artifacts: ArtifactStore, datasetName: String) {
         self.artifacts = artifacts
@@ -23,11 +37,15 @@ final class ReasonTableStore: Sendable {
     }
 
     /// The newest table, or nil when the pipeline has not produced one for this dataset.
+    /// Files are read only when a new version appears.
     func latest() throws(RPCError) -> Loaded? {
         guard let directory = artifacts.latest(of: "reasons") else { return nil }
-        if let dataset = PluginPreparer.metadata(in: directory)?["dataset"], dataset != datasetName { return nil }
         let version = "models/reasons/\((directory as NSString).lastPathComponent)"
-        if let cached = cache.withLock({ $0 }), cached.version == version { return cached }
+        if let cached = cache.withLock({ $0 }), cached.version == version { return cached.loaded }
+        if let dataset = PluginPreparer.metadata(in: directory)?["dataset"], dataset != datasetName {
+            cache.withLock { $0 = (version, nil) }
+            return nil
+        }
         let table: ReasonTable
         do {
             table = try ReasonTable.read(from: directory)
@@ -35,7 +53,7 @@ final class ReasonTableStore: Sendable {
             throw RPCError(.internal, "the reason table \(version) is unreadable: \(error)")
         }
         let loaded = Loaded(version: version, entries: table.entriesBySubject())
-        cache.withLock { $0 = loaded }
+        cache.withLock { $0 = (version, loaded) }
         return loaded
     }
 }

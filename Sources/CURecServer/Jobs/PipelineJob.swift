@@ -83,11 +83,7 @@ struct PipelineJob: JobKind {
         case let other: throw .invalidParameter("pipeline: parameter 'profile' must be standard or quick, not '\(other)'")
         }
         func integer(_ key: String, _ range: ClosedRange<Int>) throws(JobError) -> Int? {
-            guard let text = parameters[key] else { return nil }
-            guard let value = Int(text), range.contains(value) else {
-                throw .invalidParameter("pipeline: parameter '\(key)' must be an integer in \(range.lowerBound)...\(range.upperBound), not '\(text)'")
-            }
-            return value
+            try JobParameters.integer(parameters, key, in: range, kind: "pipeline")
         }
         if let steps = try integer("pretrain_steps", 1...1_000_000) {
             config.pretraining.steps = steps

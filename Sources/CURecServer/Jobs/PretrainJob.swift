@@ -33,11 +33,7 @@ struct PretrainJob: JobKind {
     static func configuration(_ parameters: [String: String]) throws(JobError) -> PretrainingConfig {
         var config = PretrainingConfig()
         func integer(_ key: String, _ range: ClosedRange<Int>) throws(JobError) -> Int? {
-            guard let text = parameters[key] else { return nil }
-            guard let value = Int(text), range.contains(value) else {
-                throw .invalidParameter("pretrain: parameter '\(key)' must be an integer in \(range.lowerBound)...\(range.upperBound), not '\(text)'")
-            }
-            return value
+            try JobParameters.integer(parameters, key, in: range, kind: "pretrain")
         }
         if let value = try integer("steps", 1...1_000_000) { config.steps = value; config.warmupSteps = min(config.warmupSteps, max(1, value / 10)) }
         if let value = try integer("layers", 1...24) { config.layers = value }

@@ -69,10 +69,7 @@ struct TrainPluginJob: JobKind {
             try instance.train(
                 data.trainingData(), checkpointDirectory: context.checkpointDirectory,
                 progress: { step, total, metricsJSON in
-                    var metrics: [String: Double] = [:]
-                    if let object = try? JSONSerialization.jsonObject(with: Data(metricsJSON.utf8)) as? [String: Any] {
-                        for (key, value) in object { if let number = value as? Double { metrics[key] = number } }
-                    }
+                    let metrics = PluginProgressMetrics.parse(metricsJSON)
                     lastMetrics.merge(metrics) { _, new in new }
                     context.progress(stage: "train", step: step, total: total, metrics: metrics)
                 },
@@ -93,11 +90,8 @@ struct TrainPluginJob: JobKind {
         context.log("saved \(relative)")
         if parameters["serve"] == "true" {
             context.progress(stage: "serve", step: 0, total: 1)
-            let prepare: (PluginInstance) throws -> Void = { instance in try instance.load(from: directory) }
-            if plugins.instance(named: name) != nil {
-                try plugins.reload(name: name, library: library, config: config, prepare: prepare)
-            } else {
-                try plugins.load(name: name, library: library, config: config, prepare: prepare)
+            try plugins.loadOrReload(name: name, library: library, config: config) { instance in
+                try instance.load(from: directory)
             }
             context.log("now serving '\(name)' from \(relative)")
         }

@@ -29,8 +29,6 @@ struct RecommendService: RPCService {
         ) { request, context in
             var response = try recommend(request)
             guard request.withReasons else { return response }
-            let user = try data.user(request.userID)
-            let items = response.items.compactMap { data.dataset.itemIndex($0.itemID) }.map { UInt32(bitPattern: $0) }
             // AUTO falls back to generation when the table cannot be read; TABLE reports it.
             let table: ReasonTableStore.Loaded?
             switch request.reasonSource {
@@ -39,13 +37,7 @@ struct RecommendService: RPCService {
             default: table = try? reasonTables?.latest()
             }
             if let table {
-                for index in response.items.indices where index < items.count {
-                    if let entry = table.entries[.item(Int32(bitPattern: items[index]))], !entry.text.isEmpty {
-                        response.items[index].reason = entry.text
-                        response.items[index].reasonSource = "table"
-                        response.items[index].reasonReward = Float(entry.reward)
-                    }
-                }
+                table.attach(to: &response, data: data)
                 return response
             }
             if request.reasonSource == .table {
@@ -55,6 +47,8 @@ struct RecommendService: RPCService {
             guard let reasons else {
                 throw RPCError(.failedPrecondition, "reasons are unavailable: the daemon has no corpus to prompt its language model")
             }
+            let user = try data.user(request.userID)
+            let items = response.items.compactMap { data.dataset.itemIndex($0.itemID) }.map { UInt32(bitPattern: $0) }
             let deadline = context.deadline
             let texts = try await runBlocking {
                 try reasons.reasons(user: user, items: items, modelName: request.reasonModel, shouldStop: {
