@@ -77,7 +77,10 @@ public struct ReasonWriter: @unchecked Sendable {
 
     /// Token sequences that end an answer: the end marker (as one token and as text) and the
     /// end-of-text token that separates training examples.
-    public var stopSequences: [[Int]] {
+    public var stopSequences: [[Int]] { Self.stopSequences(tokenizer) }
+
+    /// ``stopSequences`` for any tokenizer of a corpus-trained LM.
+    public static func stopSequences(_ tokenizer: BPETokenizer) -> [[Int]] {
         var stops: [[Int]] = []
         if let endOfText = tokenizer.id(of: AlignmentPretraining.endOfText) { stops.append([Int(endOfText)]) }
         if let end = tokenizer.id(of: CorpusExample.Marker.end) { stops.append([Int(end)]) }

@@ -21,7 +21,8 @@ public struct RecommenderRun: Sendable {
     public var userFeatureDimension: Int
     /// Recommender config (JSON) without features or seed, which the environment adds.
     public var config: String
-    /// Keep this run's model as the served reason-aware recommender.
+    /// Save this run's model as the reason-aware recommender the host serves once the
+    /// pipeline has published its outputs.
     public var keep: Bool
 
     public init(variant: String, seed: UInt64, itemFeatures: [Float], itemFeatureDimension: Int,

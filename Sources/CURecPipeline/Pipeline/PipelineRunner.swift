@@ -75,8 +75,6 @@ public struct PipelineOutcome: Sendable {
     public var reportDirectory: String
     public var stages: [PipelineStageRecord]
     public var downstream: [DownstreamResult]
-    /// The kept recommender (full CURec, first seed).
-    public var servedRecommender: (any RecommenderScoring)?
 }
 
 /// Runs the CURec stages in order inside a workspace directory: corpus, alignment
@@ -192,7 +190,7 @@ public final class PipelineRunner: @unchecked Sendable {
     public func run(through last: PipelineStage = .report) throws -> PipelineOutcome {
         var partial = PipelineOutcome(completedThrough: last, workspace: workspace, pretrainedModelDirectory: path("lm-pretrain"),
                                       tunedModelDirectory: path("lm-rl"), reasonTableDirectories: [:],
-                                      reportDirectory: "", stages: [], downstream: [], servedRecommender: nil)
+                                      reportDirectory: "", stages: [], downstream: [])
         func stop() -> PipelineOutcome {
             partial.stages = records
             log("stopped after stage \(last.rawValue); run again on this workspace to continue")
@@ -351,7 +349,6 @@ public final class PipelineRunner: @unchecked Sendable {
         let resultsPath = path("downstream/results.json")
         var results = (try? JSONDecoder().decode([DownstreamResult].self,
                                                  from: Data(contentsOf: URL(fileURLWithPath: resultsPath)))) ?? []
-        var served: (any RecommenderScoring)?
         let downstreamStart = Date()
         if finished("downstream") == nil {
             try FileManager.default.createDirectory(atPath: path("downstream"), withIntermediateDirectories: true)
@@ -360,12 +357,13 @@ public final class PipelineRunner: @unchecked Sendable {
             let total = DownstreamVariant.all.count * config.seeds.count
             for variant in DownstreamVariant.all {
                 for (seedIndex, seed) in config.seeds.enumerated() {
-                    let keep = variant.key == "curec" && seedIndex == 0
-                    if !keep, results.contains(where: { $0.variant == variant.key && $0.seed == seed }) { continue }
+                    // The keep run saves its model before its result is recorded, so a recorded
+                    // run never needs training again.
+                    if results.contains(where: { $0.variant == variant.key && $0.seed == seed }) { continue }
                     try checkCancelled()
                     var run = RecommenderRun(variant: variant.key, seed: seed, itemFeatures: [], itemFeatureDimension: 0,
                                              userFeatures: [], userFeatureDimension: 0, config: config.recommenderConfig,
-                                             keep: keep)
+                                             keep: variant.key == "curec" && seedIndex == 0)
                     if variant.key == "content" {
                         run.itemFeatures = content
                         run.itemFeatureDimension = embedder.dimension
@@ -382,8 +380,6 @@ public final class PipelineRunner: @unchecked Sendable {
                         run, progress: { step, steps, metrics in
                             self.progress("downstream \(variant.key) seed \(seed)", step, steps, metrics)
                         }, isCancelled: isCancelled)
-                    if keep { served = model }
-                    if results.contains(where: { $0.variant == variant.key && $0.seed == seed }) { continue }
                     let result = try evaluate(model, variant: variant.key, seed: seed, seconds: Date().timeIntervalSince(runStart))
                     results.append(result)
                     let encoder = JSONEncoder()
@@ -401,7 +397,6 @@ public final class PipelineRunner: @unchecked Sendable {
 
         if last == .downstream {
             partial.downstream = results
-            partial.servedRecommender = served
             return stop()
         }
 
@@ -412,8 +407,7 @@ public final class PipelineRunner: @unchecked Sendable {
         log("report written to \(reportDirectory)")
         return PipelineOutcome(completedThrough: .report, workspace: workspace, pretrainedModelDirectory: pretrainedDirectory,
                                tunedModelDirectory: tunedDirectory, reasonTableDirectories: tableDirectories,
-                               reportDirectory: reportDirectory, stages: records, downstream: results,
-                               servedRecommender: served)
+                               reportDirectory: reportDirectory, stages: records, downstream: results)
     }
 
     // MARK: - Pieces
@@ -424,11 +418,8 @@ public final class PipelineRunner: @unchecked Sendable {
         var generator = Xoshiro256(seed: config.grpo.seed &+ 0xC0FFEE)
         func sample(_ count: Int, of total: Int) -> [Int32] {
             var all = (0..<total).map { Int32($0) }
-            let n = min(count, total)
-            for index in 0..<n {
-                all.swapAt(index, index + Int(generator.next() % UInt64(total - index)))
-            }
-            return Array(all.prefix(n))
+            all.shuffleRandomPrefix(count, using: &generator)
+            return Array(all.prefix(count))
         }
         let users = sample(config.grpoUsers, of: dataset.userCount).map { ReasonSubject.user($0) }
         let items = sample(config.grpoItems, of: dataset.itemCount).map { ReasonSubject.item($0) }

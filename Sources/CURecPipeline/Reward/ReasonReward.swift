@@ -210,10 +210,7 @@ public struct ReasonRewarder: Sendable {
             generator = Xoshiro256(seed: mixSeed(config.seed, 2, UInt64(UInt32(bitPattern: item))))
             var audience = Array(Set(statistics.audienceByItem[Int(item)])).sorted()
             if audience.count > n {
-                for index in 0..<n {
-                    let swap = index + Int(generator.next() % UInt64(audience.count - index))
-                    audience.swapAt(index, swap)
-                }
+                audience.shuffleRandomPrefix(n, using: &generator)
                 audience = Array(audience.prefix(n))
             }
             positives = audience
