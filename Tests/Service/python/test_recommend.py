@@ -108,3 +108,18 @@ def test_reward_scores_triples_and_validates(channel):
         reward.Score(reward_pb2.RewardRequest(triples=[reward_pb2.RewardTriple(
             user_id="196", item_id="424242", reason_embedding=[0.1] * dim)]), timeout=10)
     assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("fields, code, words", [
+    ({"reason_source": recommend_pb2.REASON_SOURCE_GENERATE, "reason_model": "../x"},
+     grpc.StatusCode.INVALID_ARGUMENT, "plain name"),
+    ({"reason_source": recommend_pb2.REASON_SOURCE_GENERATE, "reason_model": "bpr"},
+     grpc.StatusCode.FAILED_PRECONDITION, "not a usable language model"),
+    ({"reason_source": recommend_pb2.REASON_SOURCE_TABLE},
+     grpc.StatusCode.FAILED_PRECONDITION, "no reason table"),
+])
+def test_recommend_reason_refusals(recommend, fields, code, words):
+    with pytest.raises(grpc.RpcError) as failure:
+        recommend.Recommend(recommend_pb2.RecommendRequest(user_id="196", k=3, with_reasons=True, **fields), timeout=30)
+    assert failure.value.code() == code
+    assert words in failure.value.details()
