@@ -86,9 +86,6 @@ public nonisolated struct Curec_V1_Dataset: Sendable {
 
   public var bytes: UInt64 = 0
 
-  /// Hex SHA-256 of the stored file.
-  public var sha256: String = String()
-
   public var createdUnixMs: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -220,7 +217,7 @@ nonisolated extension Curec_V1_UploadDatasetHeader: SwiftProtobuf.Message, Swift
 
 nonisolated extension Curec_V1_Dataset: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Dataset"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{1}examples\0\u{1}bytes\0\u{1}sha256\0\u{3}created_unix_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{1}examples\0\u{1}bytes\0\u{3}created_unix_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -232,8 +229,7 @@ nonisolated extension Curec_V1_Dataset: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 2: try { try decoder.decodeSingularStringField(value: &self.version) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.examples) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.bytes) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.sha256) }()
-      case 6: try { try decoder.decodeSingularInt64Field(value: &self.createdUnixMs) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.createdUnixMs) }()
       default: break
       }
     }
@@ -252,11 +248,8 @@ nonisolated extension Curec_V1_Dataset: SwiftProtobuf.Message, SwiftProtobuf._Me
     if self.bytes != 0 {
       try visitor.visitSingularUInt64Field(value: self.bytes, fieldNumber: 4)
     }
-    if !self.sha256.isEmpty {
-      try visitor.visitSingularStringField(value: self.sha256, fieldNumber: 5)
-    }
     if self.createdUnixMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.createdUnixMs, fieldNumber: 6)
+      try visitor.visitSingularInt64Field(value: self.createdUnixMs, fieldNumber: 5)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -266,7 +259,6 @@ nonisolated extension Curec_V1_Dataset: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.version != rhs.version {return false}
     if lhs.examples != rhs.examples {return false}
     if lhs.bytes != rhs.bytes {return false}
-    if lhs.sha256 != rhs.sha256 {return false}
     if lhs.createdUnixMs != rhs.createdUnixMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63urec/v1/dataset.proto\x12\x08\x63urec.v1\"`\n\x14UploadDatasetRequest\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.curec.v1.UploadDatasetHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"#\n\x13UploadDatasetHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\"r\n\x07\x44\x61taset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08\x65xamples\x18\x03 \x01(\x04\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x06 \x01(\x03\"#\n\x13ListDatasetsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x14ListDatasetsResponse\x12#\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x11.curec.v1.Dataset2\x96\x01\n\x0e\x44\x61tasetService\x12=\n\x06Upload\x12\x1e.curec.v1.UploadDatasetRequest\x1a\x11.curec.v1.Dataset(\x01\x12\x45\n\x04List\x12\x1d.curec.v1.ListDatasetsRequest\x1a\x1e.curec.v1.ListDatasetsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63urec/v1/dataset.proto\x12\x08\x63urec.v1\"`\n\x14UploadDatasetRequest\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.curec.v1.UploadDatasetHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"#\n\x13UploadDatasetHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\"b\n\x07\x44\x61taset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08\x65xamples\x18\x03 \x01(\x04\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12\x17\n\x0f\x63reated_unix_ms\x18\x05 \x01(\x03\"#\n\x13ListDatasetsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x14ListDatasetsResponse\x12#\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x11.curec.v1.Dataset2\x96\x01\n\x0e\x44\x61tasetService\x12=\n\x06Upload\x12\x1e.curec.v1.UploadDatasetRequest\x1a\x11.curec.v1.Dataset(\x01\x12\x45\n\x04List\x12\x1d.curec.v1.ListDatasetsRequest\x1a\x1e.curec.v1.ListDatasetsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +36,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADDATASETHEADER']._serialized_start=134
   _globals['_UPLOADDATASETHEADER']._serialized_end=169
   _globals['_DATASET']._serialized_start=171
-  _globals['_DATASET']._serialized_end=285
-  _globals['_LISTDATASETSREQUEST']._serialized_start=287
-  _globals['_LISTDATASETSREQUEST']._serialized_end=322
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=324
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=383
-  _globals['_DATASETSERVICE']._serialized_start=386
-  _globals['_DATASETSERVICE']._serialized_end=536
+  _globals['_DATASET']._serialized_end=269
+  _globals['_LISTDATASETSREQUEST']._serialized_start=271
+  _globals['_LISTDATASETSREQUEST']._serialized_end=306
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=308
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=367
+  _globals['_DATASETSERVICE']._serialized_start=370
+  _globals['_DATASETSERVICE']._serialized_end=520
 # @@protoc_insertion_point(module_scope)

@@ -21,20 +21,18 @@ class UploadDatasetHeader(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("name", "version", "examples", "bytes", "sha256", "created_unix_ms")
+    __slots__ = ("name", "version", "examples", "bytes", "created_unix_ms")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
-    SHA256_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     examples: int
     bytes: int
-    sha256: str
     created_unix_ms: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., examples: _Optional[int] = ..., bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., created_unix_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., examples: _Optional[int] = ..., bytes: _Optional[int] = ..., created_unix_ms: _Optional[int] = ...) -> None: ...
 
 class ListDatasetsRequest(_message.Message):
     __slots__ = ("name",)
