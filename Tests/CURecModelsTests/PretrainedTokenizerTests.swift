@@ -1,3 +1,4 @@
+import CURecTensor
 import Foundation
 import Testing
 
@@ -48,6 +49,7 @@ struct PretrainedTokenizerTests {
         #expect(try tokenizer.decode(plain) == text)
         #expect(tokenizer.encode("hi", addingBOSToken: true) == [1, tokenizer.bpe.id(of: "hi")!])
         #expect(tokenizer.endOfTurnTokenIDs == [2, 0])
+        #expect(tokenizer.endOfTurnStopSequences == [[2], [0]])
 
         var lacking = smallDescription()
         // Drop the byte 0x04 ('Ą' in the byte alphabet) from the vocabulary.
@@ -55,6 +57,17 @@ struct PretrainedTokenizerTests {
         lacking.tokenTypes?[3 + 4] = 5
         let dropping = try PretrainedTokenizer(lacking)
         #expect(try dropping.decode(dropping.encode("a\u{4}b")) == "ab")
+    }
+
+    @Test("a tokenizer.json with Digits before ByteLevel keeps its pre-tokenization through save and load")
+    func tokenizerJSONWithDigits() throws {
+        let bpe = try PretrainedTokenizer(smallDescription()).bpe
+        let path = NSTemporaryDirectory() + "digits-\(UUID().uuidString).json"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try bpe.saveTokenizerJSON(path: path)
+        let loaded = try BPETokenizer.load(tokenizerJSONPath: path)
+        #expect(loaded.preTokenization == .gpt2IndividualDigits)
+        #expect(loaded.encode("<|im_start|>a  12 hi") == bpe.encode("<|im_start|>a  12 hi"))
     }
 
     @Test("unsupported models, pre-tokenizers and templates are refused with a reason")
@@ -108,5 +121,49 @@ struct PretrainedTokenizerTests {
         #expect(smol.render([], addingGenerationPrompt: true) == "<|im_start|>assistant\n")
         #expect(ChatTemplate.chatML(defaultSystemPrompt: nil).render([.user("a")], addingGenerationPrompt: false)
             == "<|im_start|>user\na<|im_end|>\n")
+    }
+
+    @Test("SmolLM2: ids of varied texts match the reference, and decode inverts encode")
+    func smolLM2Reference() throws {
+        guard SmolLM2Assets.available else { return }
+        let reference = try SmolLM2TokenizerReference.load()
+        let description = try SmolLM2Assets.tokenizerDescription()
+        #expect(description.model == "gpt2" && description.preTokenizer == "smollm")
+        #expect(description.tokens.count == 49152 && description.merges.count == 48900)
+        #expect(description.tokenTypes?.filter { $0 == VocabularyTokenType.control.rawValue }.count == 17)
+        let tokenizer = try PretrainedTokenizer(gguf: GGUFFile.read(path: SmolLM2Assets.modelPath))
+        #expect(tokenizer.vocabularySize == 49152)
+        #expect(tokenizer.bpe.specialTokens.count == 17 && tokenizer.bpe.preTokenization == .gpt2IndividualDigits)
+        #expect(tokenizer.bosTokenID == reference.bos_token_id && tokenizer.eosTokenID == reference.eos_token_id)
+        #expect(!tokenizer.addsBOSToken)
+        #expect(tokenizer.endOfTurnTokenIDs == [2, 0])
+        #expect(reference.cases.count >= 20)
+        for item in reference.cases {
+            let ids = tokenizer.encode(item.text)
+            #expect(ids == item.ids, "\(item.text.debugDescription)")
+            #expect(try tokenizer.decode(ids) == item.decoded, "\(item.text.debugDescription)")
+            if !item.text.unicodeScalars.contains("\u{4}") {
+                #expect(item.decoded == item.text)
+            }
+            let plain = tokenizer.encode(item.text, allowingSpecialTokens: false)
+            #expect(plain == (item.ids_without_special_tokens ?? item.ids), "\(item.text.debugDescription)")
+            #expect(try tokenizer.decode(plain) == item.decoded)
+        }
+    }
+
+    @Test("SmolLM2: chat prompts and their ids match apply_chat_template")
+    func smolLM2Chats() throws {
+        guard SmolLM2Assets.available else { return }
+        let reference = try SmolLM2TokenizerReference.load()
+        let tokenizer = try PretrainedTokenizer(SmolLM2Assets.tokenizerDescription())
+        #expect(tokenizer.chatTemplate == .chatML(defaultSystemPrompt: "You are a helpful AI assistant named SmolLM, trained by Hugging Face"))
+        for chat in reference.chats {
+            let messages = try chat.messages.map { message in
+                guard let role = ChatMessage.Role(rawValue: message.role) else { throw TokenizerError.unsupported(message.role) }
+                return ChatMessage(role: role, content: message.content)
+            }
+            #expect(try tokenizer.prompt(for: messages, addingGenerationPrompt: chat.add_generation_prompt) == chat.text)
+            #expect(try tokenizer.encode(conversation: messages, addingGenerationPrompt: chat.add_generation_prompt) == chat.ids)
+        }
     }
 }

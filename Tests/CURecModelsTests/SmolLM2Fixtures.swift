@@ -1,4 +1,5 @@
 import CURecModels
+import CURecTensor
 import Foundation
 
 /// SmolLM2-135M-Instruct (GGUF, Q4_1), fetched by `scripts/fetch-lm` when absent.
@@ -19,6 +20,11 @@ enum SmolLM2Assets {
         // Let the tests run (and fail loudly) when pip exists but the fetch did not work.
         return true
     }()
+
+    /// The model's tokenizer description, read from the GGUF file.
+    static func tokenizerDescription() throws -> PretrainedTokenizerDescription {
+        try PretrainedTokenizerDescription(gguf: GGUFFile.read(path: modelPath))
+    }
 }
 
 /// `smollm2_tokenizer_reference.json`, written by `Fixtures/make_smollm2_tokenizer_reference.py`.

@@ -4,6 +4,8 @@
 /// Built from a ``PretrainedTokenizerDescription`` (the GGUF `tokenizer.*` keys). Tokens typed
 /// control, user-defined or unknown are special: their text is matched as one id when
 /// special tokens are allowed (see ``BPETokenizer/encode(_:allowingSpecialTokens:)``).
+/// Bytes the vocabulary has no token for are left out of encodings, as the reference
+/// tokenizers do (SmolLM2 lacks a few control characters and bytes rare in UTF-8).
 public final class PretrainedTokenizer: Sendable {
     /// The byte-level BPE tokenizer doing the work.
     public let bpe: BPETokenizer
@@ -113,6 +115,9 @@ public final class PretrainedTokenizer: Sendable {
 
     /// Number of tokens.
     public var vocabularySize: Int { bpe.vocabularySize }
+
+    /// ``endOfTurnTokenIDs`` as one-token stop sequences, for ``SamplingOptions/stopSequences``.
+    public var endOfTurnStopSequences: [[Int]] { endOfTurnTokenIDs.map { [Int($0)] } }
 
     /// Token ids of `text`.
     ///
