@@ -28,7 +28,10 @@ public final class BPETokenizer: Sendable {
     private let specialIDs: [String: Int32]
     private let specialByFirstScalar: [Unicode.Scalar: [[Unicode.Scalar]]]
     private let isSpecial: [Bool]
-    private let cache = Mutex<[String: [Int32]]>([:])
+    /// Ids of pieces already encoded, keyed by their UTF-8 bytes: `String` keys would compare
+    /// by canonical equivalence and hand one piece the ids of another (U+2001 and U+2003,
+    /// `;` and U+037E).
+    private let cache = Mutex<[[UInt8]: [Int32]]>([:])
 
     struct SymbolPair: Hashable, Sendable {
         var left: Int32, right: Int32
@@ -231,14 +234,15 @@ public final class BPETokenizer: Sendable {
 
     /// Ids of one pre-tokenized piece, cached.
     func encodePiece(_ piece: String) -> [Int32] {
-        if let cached = cache.withLock({ $0[piece] }) { return cached }
+        let bytes = Array(piece.utf8)
+        if let cached = cache.withLock({ $0[bytes] }) { return cached }
         var symbols: [Int32] = []
-        symbols.reserveCapacity(piece.utf8.count)
-        for byte in piece.utf8 where byteIDs[Int(byte)] >= 0 { symbols.append(byteIDs[Int(byte)]) }
+        symbols.reserveCapacity(bytes.count)
+        for byte in bytes where byteIDs[Int(byte)] >= 0 { symbols.append(byteIDs[Int(byte)]) }
         mergeSymbols(&symbols)
         cache.withLock { table in
             if table.count > 100_000 { table.removeAll(keepingCapacity: true) }
-            table[piece] = symbols
+            table[bytes] = symbols
         }
         return symbols
     }

@@ -51,6 +51,8 @@ TEXTS = [
     "WOW!!! ... ??? --- *** <<>> {json: [1, 2]} a_b-c.d",
     "<|im_start and <im_end|> are not special, nor is <|IM_END|>",
     "control\u0004byte, bell\u0007, and text",
+    # Canonically equivalent but different characters must keep their own bytes.
+    "em\u2003space; em\u2001quad\u037e ok\u0343 ok\u0313 \u212b \u00c5",
 ]
 
 CHATS = [
