@@ -22,7 +22,7 @@ public final class GPTKVCache: KeyValueCache {
     public init(config: GPTConfig, rows: Int, capacity: Int? = nil) {
         self.config = config
         self.rows = rows
-        self.capacity = min(capacity ?? config.context, config.context)
+        self.capacity = max(1, min(capacity ?? config.context, config.context))
         let hs = config.width / config.heads
         let shape = [config.layers, rows, config.heads, self.capacity, hs]
         k = Tensor(uncheckedZeros: shape)

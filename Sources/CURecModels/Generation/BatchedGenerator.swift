@@ -126,3 +126,5 @@ extension Array where Element: Equatable {
         suffix.count <= count && self.suffix(suffix.count).elementsEqual(suffix)
     }
 }
+
+extension BatchedGenerator: Sendable where Model: Sendable {}

@@ -82,3 +82,5 @@ public struct CompletionScorer<Model: CausalLanguageModel> {
         return x[index] - mx - Float(log(sum))
     }
 }
+
+extension CompletionScorer: Sendable where Model: Sendable {}
