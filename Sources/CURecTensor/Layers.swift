@@ -438,15 +438,58 @@ public enum SoftmaxCrossEntropy {
     }
 }
 
-/// The language-model head tied to the token embedding: `logits = x · wteᵀ`.
+/// A fully connected layer without bias in the PyTorch / GGUF weight layout `[out, in]`:
+/// `y = x · Wᵀ`. Used by the Llama blocks and, with the token embedding as `W`, by the tied
+/// language-model heads.
+public enum Linear {
+    /// `out[N,OC] = residual[N,OC] + inp[N,C] @ weight[OC,C]ᵀ`.
+    ///
+    /// `residual` may be nil or alias `out`; passing it fuses the residual connection that
+    /// follows a projection (its backward is the identity, so ``backward`` is unchanged).
+    public static func forward(
+        out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
+        weight: UnsafePointer<Float>, N: Int, C: Int, OC: Int,
+        residual: UnsafePointer<Float>? = nil
+    ) {
+        var beta: Float = 0
+        if let residual {
+            if UnsafePointer(out) != residual { out.update(from: residual, count: N * OC) }
+            beta = 1
+        }
+        BLAS.gemm(transA: false, transB: true, m: N, n: OC, k: C, a: inp, lda: C,
+                  b: weight, ldb: C, beta: beta, c: out, ldc: OC)
+    }
+
+    /// Backward of ``forward(out:inp:weight:N:C:OC:residual:)``.
+    ///
+    /// Writes `dinp[N,C] = dout @ weight` (skipped if nil; ADDED instead of written when
+    /// `accumulateInput`, for inputs that feed several projections) and adds
+    /// `dweight[OC,C] += doutᵀ @ inp` (skipped if nil, e.g. for a frozen weight).
+    public static func backward(
+        dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
+        dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        N: Int, C: Int, OC: Int, accumulateInput: Bool = false
+    ) {
+        if let dinp {
+            BLAS.gemm(transA: false, transB: false, m: N, n: C, k: OC, a: dout, lda: OC,
+                      b: weight, ldb: C, beta: accumulateInput ? 1 : 0, c: dinp, ldc: C)
+        }
+        if let dweight {
+            BLAS.gemm(transA: true, transB: false, m: OC, n: C, k: N, a: dout, lda: OC,
+                      b: inp, ldb: C, beta: 1, c: dweight, ldc: C)
+        }
+    }
+}
+
+/// The language-model head tied to the token embedding: `logits = x · wteᵀ`, a ``Linear``
+/// layer whose weight is the embedding table `[V, C]`.
 public enum TiedLMHead {
     /// `logits[N,V] = inp[N,C] @ wte[V,C]ᵀ`.
     public static func forward(
         logits: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
         wte: UnsafePointer<Float>, N: Int, C: Int, V: Int
     ) {
-        BLAS.gemm(transA: false, transB: true, m: N, n: V, k: C, a: inp, lda: C,
-                  b: wte, ldb: C, beta: 0, c: logits, ldc: V)
+        Linear.forward(out: logits, inp: inp, weight: wte, N: N, C: C, OC: V)
     }
 
     /// Writes `dinp[N,C] = dlogits @ wte` and adds `dwte[V,C] += dlogitsᵀ @ inp`.
@@ -455,9 +498,7 @@ public enum TiedLMHead {
         dlogits: UnsafePointer<Float>, inp: UnsafePointer<Float>, wte: UnsafePointer<Float>,
         N: Int, C: Int, V: Int
     ) {
-        BLAS.gemm(transA: false, transB: false, m: N, n: C, k: V, a: dlogits, lda: V,
-                  b: wte, ldb: C, beta: 0, c: dinp, ldc: C)
-        BLAS.gemm(transA: true, transB: false, m: V, n: C, k: N, a: dlogits, lda: V,
-                  b: inp, ldb: C, beta: 1, c: dwte, ldc: C)
+        Linear.backward(dinp: dinp, dweight: dwte, dout: dlogits, inp: inp, weight: wte,
+                        N: N, C: C, OC: V)
     }
 }

@@ -55,11 +55,15 @@ public final class AdamW: @unchecked Sendable {
     /// - Parameters:
     ///   - params: flat parameters, `m.count` elements, updated in place.
     ///   - grads: gradients with the same layout.
-    ///   - segments: which ranges get weight decay; ranges not listed are updated without decay.
+    ///   - segments: which ranges get weight decay; ranges not listed are updated without decay,
+    ///     or, with `onlySegments`, left unchanged (frozen parameters: neither they nor their
+    ///     moments move).
     ///   - lr: learning rate of this step.
     ///   - gradScale: multiplier for the gradients (the clipping factor, 1 when not clipped).
+    ///   - onlySegments: update only the listed ranges.
     public func update(params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>,
-                       segments: [ParameterSegment], lr: Float, gradScale: Float = 1) {
+                       segments: [ParameterSegment], lr: Float, gradScale: Float = 1,
+                       onlySegments: Bool = false) {
         step += 1
         let b1 = beta1, b2 = beta2, e = eps
         let c1 = 1 - Float(pow(Double(b1), Double(step)))
@@ -70,11 +74,11 @@ public final class AdamW: @unchecked Sendable {
         var covered = 0
         for s in segments.sorted(by: { $0.range.lowerBound < $1.range.lowerBound }) {
             let r = s.range.clamped(to: covered..<n)
-            if r.lowerBound > covered { ranges.append((covered..<r.lowerBound, 0)) }
+            if r.lowerBound > covered && !onlySegments { ranges.append((covered..<r.lowerBound, 0)) }
             if !r.isEmpty { ranges.append((r, s.decay ? weightDecay : 0)) }
             covered = max(covered, r.upperBound)
         }
-        if covered < n { ranges.append((covered..<n, 0)) }
+        if covered < n && !onlySegments { ranges.append((covered..<n, 0)) }
         let pp = SendablePointer(params), mp = SendablePointer(m.data), vp = SendablePointer(v.data)
         for (range, wd) in ranges {
             Parallel.forRange(range.count, grain: 16384) { r in

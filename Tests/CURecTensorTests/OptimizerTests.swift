@@ -18,6 +18,17 @@ struct OptimizerTests {
         #expect(abs(opt.m[0] - 0.025) < 1e-7 && abs(opt.v[0] - 0.000625) < 1e-8)
     }
 
+    @Test("AdamW with onlySegments leaves unlisted ranges and their moments unchanged")
+    func adamwOnlySegments() {
+        let p = Tensor(uncheckedZeros: [3]); p.fill(1)
+        let g = Tensor(uncheckedZeros: [3]); g.fill(0.5)
+        let opt = AdamW(parameterCount: 3, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1)
+        opt.update(params: p.data, grads: g.data, segments: [ParameterSegment(range: 1..<2, decay: true)],
+                   lr: 0.1, gradScale: 0.5, onlySegments: true)
+        #expect(p[0] == 1 && p[2] == 1 && opt.m[0] == 0 && opt.v[2] == 0)
+        #expect(abs(p[1] - 0.89) < 1e-6)
+    }
+
     @Test("global norm and clip factor; NaN propagates")
     func clipping() {
         let g = Tensor(uncheckedZeros: [40000])
