@@ -104,8 +104,12 @@ struct GenerationService: RPCService {
         guard topK >= 0 else { throw RPCError(.invalidArgument, "sampling.top_k is \(topK); it must be >= 0") }
         let topP = sampling.hasTopP ? sampling.topP : 0.95
         guard topP > 0, topP <= 1 else { throw RPCError(.invalidArgument, "sampling.top_p is \(topP); it must be in (0, 1]") }
+        let penalty = sampling.hasRepetitionPenalty ? sampling.repetitionPenalty : 1
+        guard penalty >= 1, penalty <= 2 else {
+            throw RPCError(.invalidArgument, "sampling.repetition_penalty is \(penalty); it must be 1 to 2")
+        }
         return GPTSamplingOptions(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP,
-                                  stopSequences: [], seed: sampling.seed)
+                                  stopSequences: [], seed: sampling.seed, repetitionPenalty: penalty)
     }
 
     /// The longest prefix of `bytes` that ends on a UTF-8 character boundary.
