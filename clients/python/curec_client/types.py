@@ -480,7 +480,7 @@ class ChatMessage:
         if isinstance(value, Mapping):
             try:
                 role, content = value["role"], value["content"]
-            except KeyError as missing:
+            except KeyError:
                 raise TypeError("a chat message mapping needs 'role' and 'content', got keys %s"
                                 % sorted(value)) from None
         elif isinstance(value, (tuple, list)) and len(value) == 2:
