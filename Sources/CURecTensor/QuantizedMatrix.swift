@@ -1,0 +1,306 @@
+import CQuantKernels
+
+// Matrix products with weights kept in their GGUF block form (Q4_0, Q4_1, Q8_0), for decoding
+// where a few activation rows meet every weight once and the time goes into reading the
+// weights: a Q4_1 weight takes 5 bits instead of the 32 of a dequantized copy.
+//
+//   out[N, OC] = inp[N, C] · Wᵀ      W: [OC, C], each row C/32 blocks, GGUF layout
+//
+// The activation rows are quantized once per product to 8 bits per block of 32 (scale
+// d = max|x| / 127, q = round(x / d)), as GGML does for its q4_1 · q8_1 dot, so each block
+// product is an exact integer dot scaled by two floats (see CQuantKernels.c for the algebra).
+
+/// Which implementation of the quantized dot products to run.
+public enum QuantKernel: Int, Sendable, CaseIterable, CustomStringConvertible {
+    /// Swift SIMD code; runs on every CPU.
+    case portable = 0
+    /// C with AVX2, FMA and F16C intrinsics (x86-64 since 2013).
+    case avx2 = 1
+    /// C with AVX-512 VNNI byte dot products (`vpdpbusd`).
+    case avx512vnni = 2
+
+    /// The fastest kernel this CPU runs, detected once.
+    public static let best: QuantKernel = QuantKernel(rawValue: Int(curec_quant_cpu_level())) ?? .portable
+
+    /// The kernels this CPU runs.
+    public static var supported: [QuantKernel] { allCases.filter(\.isSupported) }
+
+    /// True if this CPU runs the kernel.
+    public var isSupported: Bool { rawValue <= QuantKernel.best.rawValue }
+
+    public var description: String {
+        switch self {
+        case .portable: return "portable"
+        case .avx2: return "avx2"
+        case .avx512vnni: return "avx512vnni"
+        }
+    }
+}
+
+/// Activation rows quantized to 8 bits per block of 32, ready for ``QuantizedMatrix/forward(out:activations:accumulate:kernel:)``.
+/// Quantize once to multiply the same rows by several matrices (e.g. query, key and value).
+public struct QuantizedActivations: Sendable {
+    /// Number of rows (N).
+    public let rows: Int
+    /// Elements per row (C), a multiple of 32.
+    public let columns: Int
+    /// Quantized values, [N, C].
+    let q: [Int8]
+    /// Per block, [N, C/32]: the scale d, so that x ≈ q · d.
+    let d: [Float]
+    /// Per block, [N, C/32]: d · Σ q (the block sum, for the weight offsets of Q4_0 and Q4_1).
+    let s: [Float]
+
+    /// Quantizes `rows` rows of `columns` floats (row-major, contiguous) starting at `inp`.
+    /// `columns` must be a multiple of 32.
+    public init(_ inp: UnsafePointer<Float>, rows: Int, columns: Int) {
+        precondition(rows >= 0 && columns >= 0 && columns % 32 == 0, "activation rows of \(columns) are not whole blocks of 32")
+        self.rows = rows
+        self.columns = columns
+        let blocks = rows * columns / 32
+        var scales = [Float](repeating: 0, count: blocks)
+        var sums = [Float](repeating: 0, count: blocks)
+        q = [Int8](unsafeUninitializedCapacity: rows * columns) { q, initialized in
+            for block in 0..<blocks {
+                let x = inp + block * 32
+                var amax: Float = 0
+                for i in 0..<32 { amax = max(amax, abs(x[i])) }
+                let d = amax / 127
+                let inverse: Float = amax > 0 ? 127 / amax : 0
+                var sum: Int32 = 0
+                for i in 0..<32 {
+                    // |x · inverse| <= 127 up to rounding, so the clamp only guards that rounding.
+                    let v = Int32(min(127, max(-127, (x[i] * inverse).rounded(.toNearestOrEven))))
+                    q[block * 32 + i] = Int8(truncatingIfNeeded: v)
+                    sum += v
+                }
+                scales[block] = d
+                sums[block] = d * Float(sum)
+            }
+            initialized = rows * columns
+        }
+        d = scales
+        s = sums
+    }
+}
+
+/// A weight matrix W of shape [OC, C] kept in its stored GGUF form (Q4_0, Q4_1 or Q8_0; other
+/// types are held as Float32), multiplying activation rows: `out[N, OC] = inp[N, C] · Wᵀ`.
+/// Immutable; a matrix read from a file keeps the file mapped and reads the blocks in place.
+public struct QuantizedMatrix: Sendable {
+    /// Output features (OC): rows of W.
+    public let rows: Int
+    /// Input features (C): elements per row of W.
+    public let columns: Int
+    /// Storage type: `.q4_0`, `.q4_1`, `.q8_0` or `.f32`.
+    public let type: GGMLType
+    private let storage: Storage
+
+    private enum Storage: Sendable {
+        case mapped(GGUFTensorData)
+        case bytes([UInt8])
+        case floats([Float])
+    }
+
+    /// Bytes of weight data read by one product.
+    public var byteCount: Int {
+        type == .f32 ? rows * columns * 4 : rows * (columns / 32) * type.blockBytes
+    }
+
+    /// The 2-D tensor `name` of `file` ([OC, C] row-major, i.e. GGUF ne = [C, OC]). Q4_0, Q4_1,
+    /// Q8_0 and F32 stay in the mapped file; F16 and BF16 are converted to Float32.
+    public init(_ file: GGUFFile, _ name: String) throws(GGUFError) {
+        guard let info = file.tensor(name) else { throw .tensorNotFound(path: file.path, tensor: name) }
+        guard info.shape.count == 2 else {
+            throw .invalidArgument(
+                path: file.path, tensor: name, reason: "shape \(info.shape) is not a 2-D weight matrix")
+        }
+        rows = info.shape[0]
+        columns = info.shape[1]
+        switch info.type {
+        case .q4_0, .q4_1, .q8_0, .f32:
+            type = info.type
+            storage = .mapped(try file.data(name))
+        case .f16, .bf16:
+            type = .f32
+            storage = .floats(try file.floats(name))
+        default:
+            throw .unsupportedType(path: file.path, tensor: name, type: info.type)
+        }
+    }
+
+    /// A matrix from stored blocks: `rows` rows of `columns / 32` blocks of `type` (Q4_0, Q4_1
+    /// or Q8_0) in GGUF layout.
+    public init(type: GGMLType, rows: Int, columns: Int, blocks: [UInt8]) {
+        precondition([.q4_0, .q4_1, .q8_0].contains(type), "\(type) is not a quantized matrix type")
+        precondition(rows >= 0 && columns >= 0 && columns % 32 == 0, "rows of \(columns) are not whole blocks")
+        precondition(blocks.count == rows * columns / 32 * type.blockBytes, "\(blocks.count) bytes do not hold [\(rows), \(columns)] \(type)")
+        self.rows = rows
+        self.columns = columns
+        self.type = type
+        storage = .bytes(blocks)
+    }
+
+    /// A Float32 matrix, [rows, columns] row-major (multiplied through BLAS).
+    public init(rows: Int, columns: Int, floats: [Float]) {
+        precondition(rows >= 0 && columns >= 0 && floats.count == rows * columns, "\(floats.count) floats are not [\(rows), \(columns)]")
+        self.rows = rows
+        self.columns = columns
+        type = .f32
+        storage = .floats(floats)
+    }
+
+    /// W as Float32, [OC, C] row-major.
+    public func dequantized() -> [Float] {
+        withWeights { raw in
+            [Float](unsafeUninitializedCapacity: rows * columns) { buffer, initialized in
+                if let base = raw.baseAddress, let destination = buffer.baseAddress {
+                    GGMLBlocks.dequantize(type, from: base, count: rows * columns, into: destination)
+                }
+                initialized = rows * columns
+            }
+        }
+    }
+
+    /// `out[N, OC] = inp[N, C] · Wᵀ` (or `+=` with `accumulate`), all row-major and contiguous.
+    /// Quantized weights quantize `inp` to 8 bits per block first (see ``QuantizedActivations``).
+    public func forward(
+        out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, n: Int, accumulate: Bool = false,
+        kernel: QuantKernel = .best
+    ) {
+        if type == .f32 {
+            withWeights { raw in
+                guard let w = raw.baseAddress?.assumingMemoryBound(to: Float.self) else { return }
+                // out[N, OC] = inp[N, C] @ W[OC, C]ᵀ
+                BLAS.gemm(
+                    transA: false, transB: true, m: n, n: rows, k: columns, a: inp, lda: columns, b: w, ldb: columns,
+                    beta: accumulate ? 1 : 0, c: out, ldc: rows)
+            }
+            return
+        }
+        forward(out: out, activations: QuantizedActivations(inp, rows: n, columns: columns), accumulate: accumulate, kernel: kernel)
+    }
+
+    /// `out[N, OC] = x[N, C] · Wᵀ` (or `+=` with `accumulate`) for activations quantized
+    /// beforehand. A Float32 matrix multiplies the dequantized activations.
+    public func forward(
+        out: UnsafeMutablePointer<Float>, activations x: QuantizedActivations, accumulate: Bool = false,
+        kernel: QuantKernel = .best
+    ) {
+        precondition(x.columns == columns, "activations have \(x.columns) columns, the matrix \(columns)")
+        let n = x.rows
+        if n == 0 || rows == 0 { return }
+        if columns == 0 {
+            if !accumulate { out.update(repeating: 0, count: n * rows) }
+            return
+        }
+        if type == .f32 {
+            let floats = (0..<(n * columns)).map { Float(x.q[$0]) * x.d[$0 / 32] }
+            floats.withUnsafeBufferPointer { forward(out: out, inp: $0.baseAddress!, n: n, accumulate: accumulate) }
+            return
+        }
+        let blocks = columns / 32
+        let rowBytes = blocks * type.blockBytes
+        let kernel = kernel.isSupported ? kernel : .best
+        // Each worker takes a range of weight rows; below about 16K block products a range is
+        // not worth a thread hop.
+        let grain = max(1, Self.blockProductsPerWorker / max(1, blocks * n))
+        withWeights { raw in
+            guard let w = raw.baseAddress else { return }
+            x.q.withUnsafeBufferPointer { q in
+                x.d.withUnsafeBufferPointer { d in
+                    x.s.withUnsafeBufferPointer { s in
+                        // Workers write disjoint columns o of out (their weight rows).
+                        Parallel.forRange(rows, grain: grain) { range in
+                            if kernel == .portable {
+                                PortableQuantKernel.matmul(
+                                    type: type, w: w, rowBytes: rowBytes, rows: range, blocks: blocks,
+                                    q: q, d: d, s: s, n: n, out: out, ldo: rows, accumulate: accumulate)
+                            } else {
+                                let status = curec_quant_matmul(
+                                    Int32(kernel.rawValue), Int32(type.rawValue), w, rowBytes,
+                                    Int64(range.lowerBound), Int64(range.upperBound), Int64(blocks),
+                                    q.baseAddress, d.baseAddress, s.baseAddress, Int64(n), out, Int64(rows),
+                                    accumulate ? 1 : 0)
+                                precondition(status == 0, "quantized kernel \(kernel) refused \(type)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Block products (one weight block times one activation block) below which a product is
+    /// not split over more workers.
+    static let blockProductsPerWorker = 16_384
+
+    private func withWeights<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+        switch storage {
+        case let .mapped(data): return data.withBytes(body)
+        case let .bytes(bytes): return bytes.withUnsafeBytes(body)
+        case let .floats(floats): return floats.withUnsafeBytes(body)
+        }
+    }
+}
+
+/// The quantized dot products in Swift SIMD, for CPUs without the C kernels' instruction sets.
+enum PortableQuantKernel {
+    /// `out[r * ldo + o]` for the weight rows `rows` and all activation rows (see CQuantKernels.h).
+    static func matmul(
+        type: GGMLType, w: UnsafeRawPointer, rowBytes: Int, rows: Range<Int>, blocks: Int,
+        q: UnsafeBufferPointer<Int8>, d: UnsafeBufferPointer<Float>, s: UnsafeBufferPointer<Float>,
+        n: Int, out: UnsafeMutablePointer<Float>, ldo: Int, accumulate: Bool
+    ) {
+        guard let xq = q.baseAddress, let xd = d.baseAddress, let xs = s.baseAddress else { return }
+        let raw = UnsafeRawPointer(xq)
+        for o in rows {
+            let row = w + o * rowBytes
+            for r in 0..<n {
+                var sum: Float = 0
+                for b in 0..<blocks {
+                    let xb = r * blocks + b
+                    let x = raw + xb * 32
+                    switch type {
+                    case .q8_0:
+                        let block = row + b * 34
+                        let dw = GGMLBlocks.half(block, 0)
+                        sum += Float(dot8(block + 2, x)) * (dw * xd[xb])
+                    case .q4_1:
+                        let block = row + b * 20
+                        let dw = GGMLBlocks.half(block, 0), mw = GGMLBlocks.half(block, 2)
+                        sum += Float(dot4(block + 4, x)) * (dw * xd[xb]) + mw * xs[xb]
+                    default:  // .q4_0
+                        let block = row + b * 18
+                        let dw = GGMLBlocks.half(block, 0)
+                        sum += Float(dot4(block + 2, x)) * (dw * xd[xb]) - 8 * dw * xs[xb]
+                    }
+                }
+                let y = out + r * ldo + o
+                y.pointee = accumulate ? y.pointee + sum : sum
+            }
+        }
+    }
+
+    /// Σ nibble(i) · x[i] over a block: 16 packed bytes at `w`, 32 signed bytes at `x`.
+    @inline(__always)
+    static func dot4(_ w: UnsafeRawPointer, _ x: UnsafeRawPointer) -> Int32 {
+        let packed = w.loadUnaligned(as: SIMD16<UInt8>.self)
+        let low = SIMD16<Int16>(truncatingIfNeeded: packed & 0x0F)
+        let high = SIMD16<Int16>(truncatingIfNeeded: packed &>> 4)
+        let x0 = SIMD16<Int16>(truncatingIfNeeded: x.loadUnaligned(as: SIMD16<Int8>.self))
+        let x1 = SIMD16<Int16>(truncatingIfNeeded: x.loadUnaligned(fromByteOffset: 16, as: SIMD16<Int8>.self))
+        // Each half sums 16 products of at most 15 · 127: below 2^15, so Int16 does not wrap.
+        return Int32((low &* x0).wrappedSum()) + Int32((high &* x1).wrappedSum())
+    }
+
+    /// Σ w[i] · x[i] over a block of 32 signed bytes each.
+    @inline(__always)
+    static func dot8(_ w: UnsafeRawPointer, _ x: UnsafeRawPointer) -> Int32 {
+        let w0 = SIMD16<Int32>(truncatingIfNeeded: w.loadUnaligned(as: SIMD16<Int8>.self))
+        let w1 = SIMD16<Int32>(truncatingIfNeeded: w.loadUnaligned(fromByteOffset: 16, as: SIMD16<Int8>.self))
+        let x0 = SIMD16<Int32>(truncatingIfNeeded: x.loadUnaligned(as: SIMD16<Int8>.self))
+        let x1 = SIMD16<Int32>(truncatingIfNeeded: x.loadUnaligned(fromByteOffset: 16, as: SIMD16<Int8>.self))
+        return (w0 &* x0 &+ w1 &* x1).wrappedSum()
+    }
+}
