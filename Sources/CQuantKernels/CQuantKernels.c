@@ -12,9 +12,10 @@
 // unsigned x signed byte product: vpmaddubsw + vpmaddwd on AVX2, vpdpbusd with VNNI. For
 // signed Q8_0 weights the sign is moved onto the activations (|w| * sign(w) x).
 //
-// Loop order: weight row outer (its blocks are read from memory once, then from L1 cache),
-// activation rows inner in groups of up to 4, each with one 8-lane float accumulator, so
-// the register pressure stays within the 16 vector registers of AVX2.
+// Loop order: tiles of R weight rows (their blocks are read from memory once, then from L1
+// cache) times groups of G <= 4 activation rows, with R * G <= 8 independent 8-lane float
+// accumulators: enough independent FMA chains to hide their latency for one activation row,
+// few enough for the 16 vector registers of AVX2.
 #include "CQuantKernels.h"
 
 #include <string.h>
@@ -74,105 +75,117 @@ static inline uint16_t load_u16(const uint8_t *p) {
 #define DOT_AVX2(a, b) _mm256_madd_epi16(_mm256_maddubs_epi16((a), (b)), _mm256_set1_epi16(1))
 #define DOT_VNNI(a, b) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (a), (b))
 
-// Defines q4_rows_<S>, q8_rows_<S> and matmul_<S> for one instruction set.
-#define DEFINE_KERNELS(S, TARGET, DOT)                                                              \
-    INLINE TARGET float hsum_##S(__m256 v) {                                                       \
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));             \
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                    \
-        s = _mm_add_ss(s, _mm_movehdup_ps(s));                                                     \
-        return _mm_cvtss_f32(s);                                                                   \
-    }                                                                                              \
-                                                                                                   \
-    /* One Q4_0/Q4_1 weight row against activation rows r0 .. r0+G-1. */                           \
-    INLINE TARGET void q4_rows_##S(const int q41, const int G, const uint8_t *row, int64_t blocks, \
-                                   const int8_t *xq, const float *xd, const float *xs, int64_t r0, \
-                                   float *out, int64_t ldo, int64_t o, int accumulate) {           \
-        const int64_t block_bytes = q41 ? 20 : 18, nibbles = q41 ? 4 : 2;                          \
-        const __m128i low4 = _mm_set1_epi8(0x0F);                                                  \
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),            \
-                         _mm256_setzero_ps()};                                                     \
-        float extra[4] = {0, 0, 0, 0};                                                             \
-        for (int64_t b = 0; b < blocks; b++) {                                                     \
-            const uint8_t *block = row + b * block_bytes;                                          \
-            const float dw = _cvtsh_ss(load_u16(block));                                           \
-            const float cw = q41 ? _cvtsh_ss(load_u16(block + 2)) : -8.0f * dw;                    \
-            const __m128i packed = _mm_loadu_si128((const __m128i *)(block + nibbles));            \
-            const __m256i qw = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), low4),    \
-                                                _mm_and_si128(packed, low4));                      \
-            for (int g = 0; g < G; g++) {                                                          \
-                const int64_t xb = (r0 + g) * blocks + b;                                          \
-                const __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + xb * 32));            \
-                const __m256 p = _mm256_cvtepi32_ps(DOT(qw, qx));                                  \
-                acc[g] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw * xd[xb]), acc[g]);                  \
-                extra[g] += cw * xs[xb];                                                           \
-            }                                                                                      \
-        }                                                                                          \
-        for (int g = 0; g < G; g++) {                                                              \
-            float *y = out + (r0 + g) * ldo + o;                                                   \
-            const float v = hsum_##S(acc[g]) + extra[g];                                           \
-            *y = accumulate ? *y + v : v;                                                          \
-        }                                                                                          \
-    }                                                                                              \
-                                                                                                   \
-    /* One Q8_0 weight row against activation rows r0 .. r0+G-1. */                                \
-    INLINE TARGET void q8_rows_##S(const int G, const uint8_t *row, int64_t blocks,                \
-                                   const int8_t *xq, const float *xd, int64_t r0, float *out,      \
-                                   int64_t ldo, int64_t o, int accumulate) {                       \
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),            \
-                         _mm256_setzero_ps()};                                                     \
-        for (int64_t b = 0; b < blocks; b++) {                                                     \
-            const uint8_t *block = row + b * 34;                                                   \
-            const float dw = _cvtsh_ss(load_u16(block));                                           \
-            const __m256i qw = _mm256_loadu_si256((const __m256i *)(block + 2));                   \
-            const __m256i aw = _mm256_sign_epi8(qw, qw);                                           \
-            for (int g = 0; g < G; g++) {                                                          \
-                const int64_t xb = (r0 + g) * blocks + b;                                          \
-                const __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + xb * 32));            \
-                const __m256 p = _mm256_cvtepi32_ps(DOT(aw, _mm256_sign_epi8(qx, qw)));            \
-                acc[g] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw * xd[xb]), acc[g]);                  \
-            }                                                                                      \
-        }                                                                                          \
-        for (int g = 0; g < G; g++) {                                                              \
-            float *y = out + (r0 + g) * ldo + o;                                                   \
-            const float v = hsum_##S(acc[g]);                                                      \
-            *y = accumulate ? *y + v : v;                                                          \
-        }                                                                                          \
-    }                                                                                              \
-                                                                                                   \
-    /* The group size is a constant in each call, so the loops over g unroll and the */           \
-    /* accumulators stay in registers. */                                                          \
+// Defines tile_<S> and matmul_<S> for one instruction set.
+#define DEFINE_KERNELS(S, TARGET, DOT)                                                             \
+    INLINE TARGET float hsum_##S(__m256 v) {                                                      \
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));            \
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                   \
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));                                                    \
+        return _mm_cvtss_f32(s);                                                                  \
+    }                                                                                             \
+                                                                                                  \
+    /* Weight rows o0 .. o0+R-1 times activation rows r0 .. r0+G-1: R*G accumulators of 8    */   \
+    /* lanes, each weight block unpacked once and each activation block loaded once per tile. */  \
+    INLINE TARGET void tile_##S(const int type, const int R, const int G, const uint8_t *w,       \
+                                int64_t row_bytes, int64_t o0, int64_t blocks, const int8_t *xq,  \
+                                const float *xd, const float *xs, int64_t n4, int64_t r0,         \
+                                float *out, int64_t ldo, int accumulate) {                        \
+        const int q8 = type == CUREC_QUANT_Q8_0, q41 = type == CUREC_QUANT_Q4_1;                  \
+        const int64_t block_bytes = q8 ? 34 : q41 ? 20 : 18;                                      \
+        const __m128i low4 = _mm_set1_epi8(0x0F);                                                 \
+        __m256 acc[4][4];                                                                         \
+        __m128 extra[4];                                                                          \
+        for (int i = 0; i < R; i++) {                                                             \
+            extra[i] = _mm_setzero_ps();                                                          \
+            for (int g = 0; g < G; g++) acc[i][g] = _mm256_setzero_ps();                          \
+        }                                                                                         \
+        for (int64_t b = 0; b < blocks; b++) {                                                    \
+            __m256i qw[4], aw[4];                                                                 \
+            __m256 dw[4];                                                                         \
+            for (int i = 0; i < R; i++) {                                                         \
+                const uint8_t *block = w + (o0 + i) * row_bytes + b * block_bytes;                \
+                const float d = _cvtsh_ss(load_u16(block));                                       \
+                dw[i] = _mm256_set1_ps(d);                                                        \
+                if (q8) {                                                                         \
+                    qw[i] = _mm256_loadu_si256((const __m256i *)(block + 2));                     \
+                    aw[i] = _mm256_sign_epi8(qw[i], qw[i]);                                       \
+                } else {                                                                          \
+                    /* The offset term c * (dx * sum qx) for 4 activation rows at once. */        \
+                    const float c = q41 ? _cvtsh_ss(load_u16(block + 2)) : -8.0f * d;             \
+                    extra[i] = _mm_fmadd_ps(_mm_set1_ps(c), _mm_loadu_ps(xs + b * n4 + r0), extra[i]); \
+                    const __m128i packed = _mm_loadu_si128((const __m128i *)(block + (q41 ? 4 : 2))); \
+                    qw[i] = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), low4),      \
+                                             _mm_and_si128(packed, low4));                        \
+                    aw[i] = qw[i];                                                                \
+                }                                                                                 \
+            }                                                                                     \
+            for (int g = 0; g < G; g++) {                                                         \
+                const int64_t xb = (r0 + g) * blocks + b;                                         \
+                const __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + xb * 32));           \
+                const __m256 dx = _mm256_broadcast_ss(xd + xb);                                   \
+                for (int i = 0; i < R; i++) {                                                     \
+                    const __m256i p = q8 ? DOT(aw[i], _mm256_sign_epi8(qx, qw[i])) : DOT(aw[i], qx); \
+                    acc[i][g] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(p), dx), dw[i], acc[i][g]); \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+        for (int i = 0; i < R; i++) {                                                             \
+            float offsets[4];                                                                     \
+            _mm_storeu_ps(offsets, extra[i]);                                                     \
+            for (int g = 0; g < G; g++) {                                                         \
+                float *y = out + (r0 + g) * ldo + o0 + i;                                         \
+                const float v = hsum_##S(acc[i][g]) + offsets[g];                                 \
+                *y = accumulate ? *y + v : v;                                                     \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* R and G are constants in every call below, so the tile loops unroll and the */            \
+    /* accumulators stay in registers. */                                                         \
+    INLINE TARGET void tiles_##S(const int type, const int R, const uint8_t *w, int64_t row_bytes, \
+                                 int64_t o0, int64_t blocks, const int8_t *xq, const float *xd,   \
+                                 const float *xs, int64_t n, float *out, int64_t ldo,             \
+                                 int accumulate) {                                                \
+        const int64_t n4 = (n + 3) / 4 * 4;                                                       \
+        for (int64_t r0 = 0; r0 < n; r0 += 4) {                                                   \
+            switch (n - r0 >= 4 ? 4 : (int)(n - r0)) {                                            \
+            case 4: tile_##S(type, R, 4, w, row_bytes, o0, blocks, xq, xd, xs, n4, r0, out, ldo, accumulate); break; \
+            case 3: tile_##S(type, R, 3, w, row_bytes, o0, blocks, xq, xd, xs, n4, r0, out, ldo, accumulate); break; \
+            case 2: tile_##S(type, R, 2, w, row_bytes, o0, blocks, xq, xd, xs, n4, r0, out, ldo, accumulate); break; \
+            default: tile_##S(type, R, 1, w, row_bytes, o0, blocks, xq, xd, xs, n4, r0, out, ldo, accumulate); break; \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* Weight rows in tiles of R (4 for one or two activation rows, else 2), each tile */         \
+    /* meeting all activation rows while its blocks are in L1 cache. */                           \
+    INLINE TARGET void matmul_type_##S(const int type, const uint8_t *w, int64_t row_bytes,      \
+                                       int64_t row_begin, int64_t row_end, int64_t blocks,        \
+                                       const int8_t *xq, const float *xd, const float *xs,        \
+                                       int64_t n, float *out, int64_t ldo, int accumulate) {      \
+        int64_t o = row_begin;                                                                    \
+        if (n <= 2) {                                                                             \
+            for (; o + 4 <= row_end; o += 4)                                                      \
+                tiles_##S(type, 4, w, row_bytes, o, blocks, xq, xd, xs, n, out, ldo, accumulate); \
+        } else {                                                                                  \
+            for (; o + 2 <= row_end; o += 2)                                                      \
+                tiles_##S(type, 2, w, row_bytes, o, blocks, xq, xd, xs, n, out, ldo, accumulate); \
+        }                                                                                         \
+        for (; o < row_end; o++)                                                                  \
+            tiles_##S(type, 1, w, row_bytes, o, blocks, xq, xd, xs, n, out, ldo, accumulate);     \
+    }                                                                                             \
+                                                                                                  \
     static TARGET void matmul_##S(int type, const uint8_t *w, size_t row_bytes, int64_t row_begin, \
-                                  int64_t row_end, int64_t blocks, const int8_t *xq,               \
-                                  const float *xd, const float *xs, int64_t n, float *out,         \
-                                  int64_t ldo, int accumulate) {                                   \
-        for (int64_t o = row_begin; o < row_end; o++) {                                            \
-            const uint8_t *row = w + o * (int64_t)row_bytes;                                       \
-            for (int64_t r0 = 0; r0 < n; r0 += 4) {                                                \
-                const int64_t left = n - r0;                                                       \
-                if (type == CUREC_QUANT_Q8_0) {                                                    \
-                    switch (left >= 4 ? 4 : left) {                                                \
-                    case 4: q8_rows_##S(4, row, blocks, xq, xd, r0, out, ldo, o, accumulate); break; \
-                    case 3: q8_rows_##S(3, row, blocks, xq, xd, r0, out, ldo, o, accumulate); break; \
-                    case 2: q8_rows_##S(2, row, blocks, xq, xd, r0, out, ldo, o, accumulate); break; \
-                    default: q8_rows_##S(1, row, blocks, xq, xd, r0, out, ldo, o, accumulate); break; \
-                    }                                                                              \
-                } else if (type == CUREC_QUANT_Q4_1) {                                             \
-                    switch (left >= 4 ? 4 : left) {                                                \
-                    case 4: q4_rows_##S(1, 4, row, blocks, xq, xd, xs, r0, out, ldo, o, accumulate); break; \
-                    case 3: q4_rows_##S(1, 3, row, blocks, xq, xd, xs, r0, out, ldo, o, accumulate); break; \
-                    case 2: q4_rows_##S(1, 2, row, blocks, xq, xd, xs, r0, out, ldo, o, accumulate); break; \
-                    default: q4_rows_##S(1, 1, row, blocks, xq, xd, xs, r0, out, ldo, o, accumulate); break; \
-                    }                                                                              \
-                } else {                                                                           \
-                    switch (left >= 4 ? 4 : left) {                                                \
-                    case 4: q4_rows_##S(0, 4, row, blocks, xq, xd, xs, r0, out, ldo, o, accumulate); break; \
-                    case 3: q4_rows_##S(0, 3, row, blocks, xq, xd, xs, r0, out, ldo, o, accumulate); break; \
-                    case 2: q4_rows_##S(0, 2, row, blocks, xq, xd, xs, r0, out, ldo, o, accumulate); break; \
-                    default: q4_rows_##S(0, 1, row, blocks, xq, xd, xs, r0, out, ldo, o, accumulate); break; \
-                    }                                                                              \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
+                                  int64_t row_end, int64_t blocks, const int8_t *xq,              \
+                                  const float *xd, const float *xs, int64_t n, float *out,        \
+                                  int64_t ldo, int accumulate) {                                  \
+        const int64_t stride = (int64_t)row_bytes;                                                \
+        if (type == CUREC_QUANT_Q8_0)                                                             \
+            matmul_type_##S(CUREC_QUANT_Q8_0, w, stride, row_begin, row_end, blocks, xq, xd, xs, n, out, ldo, accumulate); \
+        else if (type == CUREC_QUANT_Q4_1)                                                        \
+            matmul_type_##S(CUREC_QUANT_Q4_1, w, stride, row_begin, row_end, blocks, xq, xd, xs, n, out, ldo, accumulate); \
+        else                                                                                      \
+            matmul_type_##S(CUREC_QUANT_Q4_0, w, stride, row_begin, row_end, blocks, xq, xd, xs, n, out, ldo, accumulate); \
     }
 
 DEFINE_KERNELS(avx2, AVX2_TARGET, DOT_AVX2)

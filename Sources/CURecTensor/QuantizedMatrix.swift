@@ -48,8 +48,11 @@ public struct QuantizedActivations: Sendable {
     let q: [Int8]
     /// Per block, [N, C/32]: the scale d, so that x ≈ q · d.
     let d: [Float]
-    /// Per block, [N, C/32]: d · Σ q (the block sum, for the weight offsets of Q4_0 and Q4_1).
+    /// Per block, block-major [C/32, N4] with N4 = N rounded up to a multiple of 4 (zero
+    /// padded): d · Σ q, for the weight offsets of Q4_0 and Q4_1.
     let s: [Float]
+    /// N rounded up to a multiple of 4: the row stride of `s`.
+    var paddedRows: Int { (rows + 3) / 4 * 4 }
 
     /// Quantizes `rows` rows of `columns` floats (row-major, contiguous) starting at `inp`.
     /// `columns` must be a multiple of 32.
@@ -57,9 +60,10 @@ public struct QuantizedActivations: Sendable {
         precondition(rows >= 0 && columns >= 0 && columns % 32 == 0, "activation rows of \(columns) are not whole blocks of 32")
         self.rows = rows
         self.columns = columns
-        let blocks = rows * columns / 32
+        let blocks = rows * columns / 32, blocksPerRow = columns / 32
+        let paddedRows = (rows + 3) / 4 * 4
         var scales = [Float](repeating: 0, count: blocks)
-        var sums = [Float](repeating: 0, count: blocks)
+        var sums = [Float](repeating: 0, count: blocksPerRow * paddedRows)
         q = [Int8](unsafeUninitializedCapacity: rows * columns) { q, initialized in
             for block in 0..<blocks {
                 let x = inp + block * 32
@@ -75,7 +79,7 @@ public struct QuantizedActivations: Sendable {
                     sum += v
                 }
                 scales[block] = d
-                sums[block] = d * Float(sum)
+                sums[(block % blocksPerRow) * paddedRows + block / blocksPerRow] = d * Float(sum)
             }
             initialized = rows * columns
         }
@@ -246,7 +250,8 @@ public struct QuantizedMatrix: Sendable {
 
 /// The quantized dot products in Swift SIMD, for CPUs without the C kernels' instruction sets.
 enum PortableQuantKernel {
-    /// `out[r * ldo + o]` for the weight rows `rows` and all activation rows (see CQuantKernels.h).
+    /// `out[r * ldo + o]` for the weight rows `rows` and all activation rows, with the
+    /// activation layout of CQuantKernels.h.
     static func matmul(
         type: GGMLType, w: UnsafeRawPointer, rowBytes: Int, rows: Range<Int>, blocks: Int,
         q: UnsafeBufferPointer<Int8>, d: UnsafeBufferPointer<Float>, s: UnsafeBufferPointer<Float>,
@@ -254,6 +259,7 @@ enum PortableQuantKernel {
     ) {
         guard let xq = q.baseAddress, let xd = d.baseAddress, let xs = s.baseAddress else { return }
         let raw = UnsafeRawPointer(xq)
+        let n4 = (n + 3) / 4 * 4
         for o in rows {
             let row = w + o * rowBytes
             for r in 0..<n {
@@ -269,11 +275,11 @@ enum PortableQuantKernel {
                     case .q4_1:
                         let block = row + b * 20
                         let dw = GGMLBlocks.half(block, 0), mw = GGMLBlocks.half(block, 2)
-                        sum += Float(dot4(block + 4, x)) * (dw * xd[xb]) + mw * xs[xb]
+                        sum += Float(dot4(block + 4, x)) * (dw * xd[xb]) + mw * xs[b * n4 + r]
                     default:  // .q4_0
                         let block = row + b * 18
                         let dw = GGMLBlocks.half(block, 0)
-                        sum += Float(dot4(block + 2, x)) * (dw * xd[xb]) - 8 * dw * xs[xb]
+                        sum += Float(dot4(block + 2, x)) * (dw * xd[xb]) - 8 * dw * xs[b * n4 + r]
                     }
                 }
                 let y = out + r * ldo + o

@@ -25,7 +25,9 @@ enum { CUREC_QUANT_Q4_0 = 2, CUREC_QUANT_Q4_1 = 3, CUREC_QUANT_Q8_0 = 8 };
  *
  * w:         weight rows in GGML layout, `blocks` blocks of 32 per row, `row_bytes` apart.
  * xq:        activations quantized per 32-block, [n, blocks * 32] int8.
- * xd, xs:    per activation block, [n, blocks]: the scale d (x ~ q * d) and d * sum(q).
+ * xd:        per activation block, [n, blocks]: the scale d (x ~ q * d).
+ * xs:        per activation block, block-major [blocks, n4] with n4 = n rounded up to a
+ *            multiple of 4 (zero padded): d * sum(q), for the offsets of Q4_0 and Q4_1.
  * Returns 0, or -1 (nothing written) if `type` or `level` is not one of the above or the
  * level is above curec_quant_cpu_level(). */
 int curec_quant_matmul(int level, int type, const void *w, size_t row_bytes, int64_t row_begin,
