@@ -9,10 +9,12 @@ import CQuantKernels
 // The activation rows are quantized once per product to 8 bits per block of 32 (scale
 // d = max|x| / 127, q = round(x / d)), as GGML does for its q4_1 · q8_1 dot, so each block
 // product is an exact integer dot scaled by two floats (see CQuantKernels.c for the algebra).
+// The kernels are C (CQuantKernels): Swift SIMD code for the same loops ran 7-8x slower than
+// the AVX2 intrinsics, its generic vector conversions not being specialized.
 
 /// Which implementation of the quantized dot products to run.
 public enum QuantKernel: Int, Sendable, CaseIterable, CustomStringConvertible {
-    /// Swift SIMD code; runs on every CPU.
+    /// Plain C vectorized by the compiler for the baseline instruction set; runs on every CPU.
     case portable = 0
     /// C with AVX2, FMA and F16C intrinsics (x86-64 since 2013).
     case avx2 = 1
@@ -51,8 +53,6 @@ public struct QuantizedActivations: Sendable {
     /// Per block, block-major [C/32, N4] with N4 = N rounded up to a multiple of 4 (zero
     /// padded): d · Σ q, for the weight offsets of Q4_0 and Q4_1.
     let s: [Float]
-    /// N rounded up to a multiple of 4: the row stride of `s`.
-    var paddedRows: Int { (rows + 3) / 4 * 4 }
 
     /// Quantizes `rows` rows of `columns` floats (row-major, contiguous) starting at `inp`.
     /// `columns` must be a multiple of 32.
@@ -60,26 +60,16 @@ public struct QuantizedActivations: Sendable {
         precondition(rows >= 0 && columns >= 0 && columns % 32 == 0, "activation rows of \(columns) are not whole blocks of 32")
         self.rows = rows
         self.columns = columns
-        let blocks = rows * columns / 32, blocksPerRow = columns / 32
         let paddedRows = (rows + 3) / 4 * 4
-        var scales = [Float](repeating: 0, count: blocks)
-        var sums = [Float](repeating: 0, count: blocksPerRow * paddedRows)
+        var scales = [Float](repeating: 0, count: rows * columns / 32)
+        var sums = [Float](repeating: 0, count: columns / 32 * paddedRows)
         q = [Int8](unsafeUninitializedCapacity: rows * columns) { q, initialized in
-            for block in 0..<blocks {
-                let x = inp + block * 32
-                var amax: Float = 0
-                for i in 0..<32 { amax = max(amax, abs(x[i])) }
-                let d = amax / 127
-                let inverse: Float = amax > 0 ? 127 / amax : 0
-                var sum: Int32 = 0
-                for i in 0..<32 {
-                    // |x · inverse| <= 127 up to rounding, so the clamp only guards that rounding.
-                    let v = Int32(min(127, max(-127, (x[i] * inverse).rounded(.toNearestOrEven))))
-                    q[block * 32 + i] = Int8(truncatingIfNeeded: v)
-                    sum += v
+            scales.withUnsafeMutableBufferPointer { d in
+                sums.withUnsafeMutableBufferPointer { s in
+                    if let q = q.baseAddress, let d = d.baseAddress, let s = s.baseAddress {
+                        curec_quant_activations(inp, Int64(rows), Int64(columns), q, d, s)
+                    }
                 }
-                scales[block] = d
-                sums[(block % blocksPerRow) * paddedRows + block / blocksPerRow] = d * Float(sum)
             }
             initialized = rows * columns
         }
@@ -216,18 +206,12 @@ public struct QuantizedMatrix: Sendable {
                     x.s.withUnsafeBufferPointer { s in
                         // Workers write disjoint columns o of out (their weight rows).
                         Parallel.forRange(rows, grain: grain) { range in
-                            if kernel == .portable {
-                                PortableQuantKernel.matmul(
-                                    type: type, w: w, rowBytes: rowBytes, rows: range, blocks: blocks,
-                                    q: q, d: d, s: s, n: n, out: out, ldo: rows, accumulate: accumulate)
-                            } else {
-                                let status = curec_quant_matmul(
-                                    Int32(kernel.rawValue), Int32(type.rawValue), w, rowBytes,
-                                    Int64(range.lowerBound), Int64(range.upperBound), Int64(blocks),
-                                    q.baseAddress, d.baseAddress, s.baseAddress, Int64(n), out, Int64(rows),
-                                    accumulate ? 1 : 0)
-                                precondition(status == 0, "quantized kernel \(kernel) refused \(type)")
-                            }
+                            let status = curec_quant_matmul(
+                                Int32(kernel.rawValue), Int32(type.rawValue), w, rowBytes,
+                                Int64(range.lowerBound), Int64(range.upperBound), Int64(blocks),
+                                q.baseAddress, d.baseAddress, s.baseAddress, Int64(n), out, Int64(rows),
+                                accumulate ? 1 : 0)
+                            precondition(status == 0, "quantized kernel \(kernel) refused \(type)")
                         }
                     }
                 }
@@ -245,68 +229,5 @@ public struct QuantizedMatrix: Sendable {
         case let .bytes(bytes): return bytes.withUnsafeBytes(body)
         case let .floats(floats): return floats.withUnsafeBytes(body)
         }
-    }
-}
-
-/// The quantized dot products in Swift SIMD, for CPUs without the C kernels' instruction sets.
-enum PortableQuantKernel {
-    /// `out[r * ldo + o]` for the weight rows `rows` and all activation rows, with the
-    /// activation layout of CQuantKernels.h.
-    static func matmul(
-        type: GGMLType, w: UnsafeRawPointer, rowBytes: Int, rows: Range<Int>, blocks: Int,
-        q: UnsafeBufferPointer<Int8>, d: UnsafeBufferPointer<Float>, s: UnsafeBufferPointer<Float>,
-        n: Int, out: UnsafeMutablePointer<Float>, ldo: Int, accumulate: Bool
-    ) {
-        guard let xq = q.baseAddress, let xd = d.baseAddress, let xs = s.baseAddress else { return }
-        let raw = UnsafeRawPointer(xq)
-        let n4 = (n + 3) / 4 * 4
-        for o in rows {
-            let row = w + o * rowBytes
-            for r in 0..<n {
-                var sum: Float = 0
-                for b in 0..<blocks {
-                    let xb = r * blocks + b
-                    let x = raw + xb * 32
-                    switch type {
-                    case .q8_0:
-                        let block = row + b * 34
-                        let dw = GGMLBlocks.half(block, 0)
-                        sum += Float(dot8(block + 2, x)) * (dw * xd[xb])
-                    case .q4_1:
-                        let block = row + b * 20
-                        let dw = GGMLBlocks.half(block, 0), mw = GGMLBlocks.half(block, 2)
-                        sum += Float(dot4(block + 4, x)) * (dw * xd[xb]) + mw * xs[b * n4 + r]
-                    default:  // .q4_0
-                        let block = row + b * 18
-                        let dw = GGMLBlocks.half(block, 0)
-                        sum += Float(dot4(block + 2, x)) * (dw * xd[xb]) - 8 * dw * xs[b * n4 + r]
-                    }
-                }
-                let y = out + r * ldo + o
-                y.pointee = accumulate ? y.pointee + sum : sum
-            }
-        }
-    }
-
-    /// Σ nibble(i) · x[i] over a block: 16 packed bytes at `w`, 32 signed bytes at `x`.
-    @inline(__always)
-    static func dot4(_ w: UnsafeRawPointer, _ x: UnsafeRawPointer) -> Int32 {
-        let packed = w.loadUnaligned(as: SIMD16<UInt8>.self)
-        let low = SIMD16<Int16>(truncatingIfNeeded: packed & 0x0F)
-        let high = SIMD16<Int16>(truncatingIfNeeded: packed &>> 4)
-        let x0 = SIMD16<Int16>(truncatingIfNeeded: x.loadUnaligned(as: SIMD16<Int8>.self))
-        let x1 = SIMD16<Int16>(truncatingIfNeeded: x.loadUnaligned(fromByteOffset: 16, as: SIMD16<Int8>.self))
-        // Each half sums 16 products of at most 15 · 127: below 2^15, so Int16 does not wrap.
-        return Int32((low &* x0).wrappedSum()) + Int32((high &* x1).wrappedSum())
-    }
-
-    /// Σ w[i] · x[i] over a block of 32 signed bytes each.
-    @inline(__always)
-    static func dot8(_ w: UnsafeRawPointer, _ x: UnsafeRawPointer) -> Int32 {
-        let w0 = SIMD16<Int32>(truncatingIfNeeded: w.loadUnaligned(as: SIMD16<Int8>.self))
-        let w1 = SIMD16<Int32>(truncatingIfNeeded: w.loadUnaligned(fromByteOffset: 16, as: SIMD16<Int8>.self))
-        let x0 = SIMD16<Int32>(truncatingIfNeeded: x.loadUnaligned(as: SIMD16<Int8>.self))
-        let x1 = SIMD16<Int32>(truncatingIfNeeded: x.loadUnaligned(fromByteOffset: 16, as: SIMD16<Int8>.self))
-        return (w0 &* x0 &+ w1 &* x1).wrappedSum()
     }
 }
