@@ -156,6 +156,18 @@ public struct QuantizedMatrix: Sendable {
         }
     }
 
+    /// Writes row `row` of W (`columns` floats) to `destination`: an embedding lookup
+    /// without a Float32 copy of the whole table.
+    public func dequantizeRow(_ row: Int, into destination: UnsafeMutablePointer<Float>) {
+        precondition(row >= 0 && row < rows, "row \(row) is outside 0..<\(rows)")
+        let rowBytes = type == .f32 ? columns * 4 : columns / 32 * type.blockBytes
+        withWeights { raw in
+            if let base = raw.baseAddress {
+                GGMLBlocks.dequantize(type, from: base + row * rowBytes, count: columns, into: destination)
+            }
+        }
+    }
+
     /// `out[N, OC] = inp[N, C] · Wᵀ` (or `+=` with `accumulate`), all row-major and contiguous.
     /// Quantized weights quantize `inp` to 8 bits per block first (see ``QuantizedActivations``).
     public func forward(

@@ -212,7 +212,14 @@ struct QuantizedMatrixTests {
             #expect(matrix.type == tensor.type && matrix.rows == tensor.shape[0] && matrix.columns == 32)
             #expect(matrix.dequantized() == tensor.expected)
             #expect(matrix.byteCount == tensor.data.count)
+            var row = [Float](repeating: 0, count: 32)
+            row.withUnsafeMutableBufferPointer { matrix.dequantizeRow(1, into: $0.baseAddress!) }
+            #expect(row[...] == tensor.expected[32..<64])
         }
+        let floats = QuantizedMatrix(rows: 2, columns: 3, floats: [1, 2, 3, 4, 5, 6])
+        var row = [Float](repeating: 0, count: 3)
+        row.withUnsafeMutableBufferPointer { floats.dequantizeRow(1, into: $0.baseAddress!) }
+        #expect(row == [4, 5, 6])
     }
 
     @Test("3-D, 1-D and unsupported tensors are refused")
@@ -242,6 +249,11 @@ struct QuantizedMatrixTests {
             let matrix = try QuantizedMatrix(file, name)
             let weights = try file.floats(name)
             #expect(matrix.dequantized() == weights)
+            var row = [Float](repeating: 0, count: matrix.columns)
+            for index in [0, matrix.rows / 2, matrix.rows - 1] {
+                row.withUnsafeMutableBufferPointer { matrix.dequantizeRow(index, into: $0.baseAddress!) }
+                #expect(row[...] == weights[(index * matrix.columns)..<((index + 1) * matrix.columns)], "\(name) row \(index)")
+            }
             let rows = matrix.rows, columns = matrix.columns
             let x = (0..<(n * columns)).map { _ in rng.nextGaussian() }
             // Reference and bounds through BLAS: W·xᵀ, |W|·|x|ᵀ and |W|·aᵀ with a the
