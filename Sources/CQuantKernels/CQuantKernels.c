@@ -94,13 +94,20 @@ static void matmul_portable(int type, const uint8_t *w, int64_t row_bytes, int64
                 const uint8_t *block = row + b * block_bytes;
                 const int8_t *x = xq + (r * blocks + b) * 32;
                 const float dw = half_to_float(load_u16(block));
-                int32_t p = 0;
+                // Unpacking into a block of bytes first lets the compiler vectorize both loops.
+                int8_t qw[32];
                 if (q8) {
-                    const int8_t *qw = (const int8_t *)(block + 2);
-                    for (int i = 0; i < 32; i++) p += (int32_t)qw[i] * x[i];
+                    memcpy(qw, block + 2, 32);
                 } else {
                     const uint8_t *packed = block + (q41 ? 4 : 2);
-                    for (int i = 0; i < 16; i++) p += (int32_t)(packed[i] & 0x0F) * x[i] + (int32_t)(packed[i] >> 4) * x[i + 16];
+                    for (int i = 0; i < 16; i++) {
+                        qw[i] = (int8_t)(packed[i] & 0x0F);
+                        qw[i + 16] = (int8_t)(packed[i] >> 4);
+                    }
+                }
+                int32_t p = 0;
+                for (int i = 0; i < 32; i++) p += (int32_t)qw[i] * x[i];
+                if (!q8) {
                     const float c = q41 ? half_to_float(load_u16(block + 2)) : -8.0f * dw;
                     sum += c * xs[b * n4 + r];
                 }
