@@ -188,7 +188,9 @@ public struct QuantizedMatrix: Sendable {
     }
 
     /// `out[N, OC] = x[N, C] · Wᵀ` (or `+=` with `accumulate`) for activations quantized
-    /// beforehand. A Float32 matrix multiplies the dequantized activations.
+    /// beforehand. A Float32 matrix multiplies the dequantized activations. The weight rows
+    /// are split over ``Parallel/workers`` when the product has at least about 16K block
+    /// products per worker; `kernel` falls back to ``QuantKernel/best`` if this CPU lacks it.
     public func forward(
         out: UnsafeMutablePointer<Float>, activations x: QuantizedActivations, accumulate: Bool = false,
         kernel: QuantKernel = .best
@@ -202,7 +204,9 @@ public struct QuantizedMatrix: Sendable {
         }
         if type == .f32 {
             let floats = (0..<(n * columns)).map { Float(x.q[$0]) * x.d[$0 / 32] }
-            floats.withUnsafeBufferPointer { forward(out: out, inp: $0.baseAddress!, n: n, accumulate: accumulate) }
+            floats.withUnsafeBufferPointer { inp in
+                if let inp = inp.baseAddress { forward(out: out, inp: inp, n: n, accumulate: accumulate) }
+            }
             return
         }
         let blocks = columns / 32
