@@ -19,6 +19,7 @@
 // (the 49152 x 576 head) from memory, so the weights are read strictly in order.
 #include "CQuantKernels.h"
 
+#include <math.h>
 #include <string.h>
 
 static inline uint16_t load_u16(const uint8_t *p) {
@@ -59,22 +60,27 @@ void curec_quant_activations(const float *x, int64_t n, int64_t c, int8_t *q, fl
             const float *v = x + r * c + b * 32;
             int8_t *out = q + r * c + b * 32;
             float peak = 0;
+            int nan = 0;
             for (int i = 0; i < 32; i++) {
                 const float a = v[i] < 0 ? -v[i] : v[i];
                 peak = a > peak ? a : peak;
+                nan |= v[i] != v[i];
             }
             const float inverse = peak > 0 ? 127.0f / peak : 0.0f;
             int32_t sum = 0;
             for (int i = 0; i < 32; i++) {
                 // Round to nearest even by adding and removing 1.5 * 2^23 (|v * inverse| <= 127
-                // up to rounding); the clamp only guards that rounding.
+                // up to rounding); the clamp guards that rounding and maps NaN to -127 (no
+                // undefined float-to-int conversion).
                 float rounded = (v[i] * inverse + 12582912.0f) - 12582912.0f;
-                rounded = rounded > 127.0f ? 127.0f : rounded < -127.0f ? -127.0f : rounded;
+                rounded = rounded >= -127.0f ? (rounded <= 127.0f ? rounded : 127.0f) : -127.0f;
                 const int32_t value = (int32_t)rounded;
                 out[i] = (int8_t)value;
                 sum += value;
             }
-            const float scale = peak / 127.0f;
+            // A NaN in the block makes its scale NaN, so the products it enters are NaN too (an
+            // infinity makes the scale infinite and the products NaN as well).
+            const float scale = nan ? NAN : peak / 127.0f;
             d[r * blocks + b] = scale;
             s[b * n4 + r] = scale * (float)sum;
         }

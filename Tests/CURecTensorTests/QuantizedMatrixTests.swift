@@ -174,6 +174,25 @@ struct QuantizedMatrixTests {
         #expect(a == b)
     }
 
+    @Test("a NaN or infinite activation makes its row's outputs NaN, not finite garbage")
+    func nonFinite() {
+        var rng = Xoshiro256(seed: 13)
+        let rows = 5, columns = 64, n = 3
+        let matrix = QuantizedMatrix(
+            type: .q4_1, rows: rows, columns: columns, blocks: randomBlocks(.q4_1, rows: rows, columns: columns, rng: &rng))
+        var x = randomActivations(rows: n, columns: columns, rng: &rng)
+        x[columns + 7] = .nan
+        x[2 * columns + 40] = .infinity
+        for kernel in QuantKernel.supported {
+            var out = [Float](repeating: 0, count: n * rows)
+            out.withUnsafeMutableBufferPointer { o in
+                x.withUnsafeBufferPointer { matrix.forward(out: o.baseAddress!, inp: $0.baseAddress!, n: n, kernel: kernel) }
+            }
+            let finite = out[0..<rows].allSatisfy { $0.isFinite }, nan = out[rows...].allSatisfy { $0.isNaN }
+            #expect(finite && nan, "\(kernel): \(out)")
+        }
+    }
+
     @Test("a Float32 matrix multiplies through BLAS")
     func float32() {
         var rng = Xoshiro256(seed: 3)
