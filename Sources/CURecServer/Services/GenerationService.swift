@@ -50,24 +50,30 @@ struct GenerationService: RPCService {
             }
             var emittedBytes: [UInt8] = []
             var generated: [Int32] = []
-            do {
-                for await token in tokens {
-                    generated.append(Int32(token))
-                    let bytes = (try? loaded.tokenizer.decodeBytes(generated)) ?? emittedBytes
-                    // Send only whole UTF-8 characters: hold back an incomplete tail.
-                    let complete = Self.completeUTF8Prefix(bytes)
-                    let piece = complete.count > emittedBytes.count ? Array(complete[emittedBytes.count...]) : []
-                    if !piece.isEmpty { emittedBytes = complete }
-                    try await writer.send(.with {
-                        $0.text = String(decoding: piece, as: UTF8.self)
-                        $0.tokenID = Int32(token)
-                        $0.modelVersion = loaded.version
-                    })
+            // A cancelled call ends the token stream; stop the generation thread with it.
+            try await withTaskCancellationHandler {
+                do {
+                    for await token in tokens {
+                        generated.append(Int32(token))
+                        let bytes = (try? loaded.tokenizer.decodeBytes(generated)) ?? emittedBytes
+                        // Send only whole UTF-8 characters: hold back an incomplete tail.
+                        let complete = Self.completeUTF8Prefix(bytes)
+                        let piece = complete.count > emittedBytes.count ? Array(complete[emittedBytes.count...]) : []
+                        if !piece.isEmpty { emittedBytes = complete }
+                        try await writer.send(.with {
+                            $0.text = String(decoding: piece, as: UTF8.self)
+                            $0.tokenID = Int32(token)
+                            $0.modelVersion = loaded.version
+                        })
+                    }
+                } catch {
+                    stop.set()
+                    throw error
                 }
-            } catch {
+            } onCancel: {
                 stop.set()
-                throw error
             }
+            try Task.checkCancellation()
             guard let outcome = finished.get() else { throw RPCError(.internal, "generation ended without a result") }
             let generation: GPTGeneration
             switch outcome {

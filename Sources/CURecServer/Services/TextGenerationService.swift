@@ -63,33 +63,40 @@ struct TextGenerationService: RPCService {
             var generated: [Int32] = []
             var sentScalars = 0
             var stoppedAt: Int? = nil
-            do {
-                for await token in tokens {
-                    if stoppedAt != nil { continue }
-                    generated.append(Int32(token))
-                    let text = Array(Self.decodeComplete(generated, loaded.tokenizer).unicodeScalars)
-                    var safe: Int
-                    switch matcher.check(text) {
-                    case .running(let upTo): safe = upTo
-                    case .stopped(let at):
-                        safe = at
-                        stoppedAt = at
-                        stop.set()
+            // A cancelled call (deadline, RST_STREAM, a vanished client) ends the token stream;
+            // the generation thread must stop too, or it would hold the model to the end.
+            try await withTaskCancellationHandler {
+                do {
+                    for await token in tokens {
+                        if stoppedAt != nil { continue }
+                        generated.append(Int32(token))
+                        let text = Array(Self.decodeComplete(generated, loaded.tokenizer).unicodeScalars)
+                        var safe: Int
+                        switch matcher.check(text) {
+                        case .running(let upTo): safe = upTo
+                        case .stopped(let at):
+                            safe = at
+                            stoppedAt = at
+                            stop.set()
+                        }
+                        safe = max(safe, sentScalars)
+                        var piece = String.UnicodeScalarView()
+                        piece.append(contentsOf: text[sentScalars..<safe])
+                        sentScalars = safe
+                        try await writer.send(.with {
+                            $0.text = String(piece)
+                            $0.tokenID = Int32(token)
+                            $0.modelVersion = loaded.version
+                        })
                     }
-                    safe = max(safe, sentScalars)
-                    var piece = String.UnicodeScalarView()
-                    piece.append(contentsOf: text[sentScalars..<safe])
-                    sentScalars = safe
-                    try await writer.send(.with {
-                        $0.text = String(piece)
-                        $0.tokenID = Int32(token)
-                        $0.modelVersion = loaded.version
-                    })
+                } catch {
+                    stop.set()
+                    throw error
                 }
-            } catch {
+            } onCancel: {
                 stop.set()
-                throw error
             }
+            try Task.checkCancellation()
             guard let outcome = finished.get() else { throw RPCError(.internal, "generation ended without a result") }
             let result: GenerationResult
             switch outcome {
