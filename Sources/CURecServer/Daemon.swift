@@ -141,6 +141,8 @@ public final class Daemon: Sendable {
             limits: jobLimits, logger: logger)
         router.register(JobService(jobs: jobs))
         router.register(ModelService(artifacts: artifacts))
+        router.register(DatasetService(datasets: DatasetStore(
+            dataDirectory: configuration.data_dir, maxUploadBytes: configuration.dataset_upload_max_bytes)))
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
         let reflection = try ReflectionService(
             descriptorSets: [ReflectionService.standardDescriptorSet, Self.curecDescriptorSet],

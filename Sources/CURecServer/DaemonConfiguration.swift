@@ -92,6 +92,8 @@ public struct DaemonConfiguration: Sendable, Codable {
     /// submitted), when the dataset and MiniLM are present: `quick`, `standard` or `off`.
     /// Default `quick`.
     public var pipeline_on_start: String = "quick"
+    /// Largest dataset a client may upload through DatasetService.Upload, bytes. Default 64 MiB.
+    public var dataset_upload_max_bytes: Int = 64 * 1024 * 1024
 
     /// The MiniLM directory in effect.
     public var resolvedMiniLMDirectory: String {
@@ -110,7 +112,7 @@ public struct DaemonConfiguration: Sendable, Codable {
     private enum CodingKeys: String, CodingKey {
         case listen, data_dir, dataset_dir, dataset_name, plugin_dirs, plugins, default_recommender,
              default_reward_model, max_message_bytes, drain_timeout_seconds, idle_timeout_seconds, event_loops,
-             log_level, enable_interop_testing, job_workers, job_queue_capacity, minilm_dir, pipeline_on_start
+             log_level, enable_interop_testing, job_workers, job_queue_capacity, minilm_dir, pipeline_on_start, dataset_upload_max_bytes
     }
 
     /// Decodes a YAML document; absent keys keep their defaults; unknown keys are errors.
@@ -120,7 +122,8 @@ public struct DaemonConfiguration: Sendable, Codable {
         let known = Set(["listen", "data_dir", "dataset_dir", "dataset_name", "plugin_dirs", "plugins",
                          "default_recommender", "default_reward_model", "max_message_bytes", "drain_timeout_seconds",
                          "idle_timeout_seconds", "event_loops", "log_level", "enable_interop_testing",
-                         "job_workers", "job_queue_capacity", "minilm_dir", "pipeline_on_start"])
+                         "job_workers", "job_queue_capacity", "minilm_dir", "pipeline_on_start",
+                         "dataset_upload_max_bytes"])
         for key in container.allKeys where !known.contains(key.stringValue) {
             throw ConfigurationError.invalid("unknown key '\(key.stringValue)' (known: \(known.sorted().joined(separator: ", ")))")
         }
@@ -145,6 +148,7 @@ public struct DaemonConfiguration: Sendable, Codable {
         try read("job_queue_capacity", &job_queue_capacity)
         try read("minilm_dir", &minilm_dir)
         try read("pipeline_on_start", &pipeline_on_start)
+        try read("dataset_upload_max_bytes", &dataset_upload_max_bytes)
     }
 
     private struct AnyKey: CodingKey {
@@ -199,6 +203,7 @@ public struct DaemonConfiguration: Sendable, Codable {
             throw .invalid("listen: \(error)")
         }
         guard max_message_bytes > 0 else { throw .invalid("max_message_bytes must be positive") }
+        guard dataset_upload_max_bytes > 0 else { throw .invalid("dataset_upload_max_bytes must be positive") }
         guard drain_timeout_seconds >= 0, idle_timeout_seconds > 0 else {
             throw .invalid("drain_timeout_seconds must be >= 0 and idle_timeout_seconds > 0")
         }

@@ -334,3 +334,77 @@ def test_many_idle_connections(server_address):
     finally:
         for conn in idle:
             conn.close()
+
+
+# --------------------------------------------------------------------------- dataset uploads
+
+UPLOAD_PATH = "/curec.v1.DatasetService/Upload"
+LIST_DATASETS_PATH = "/curec.v1.DatasetService/List"
+GRPC_INVALID_ARGUMENT = 3
+GRPC_NOT_FOUND = 5
+
+
+def _pb_bytes(field, payload):
+    """A length-delimited protobuf field (field numbers and lengths below 128 bytes of varint)."""
+    length = len(payload)
+    varint = b""
+    while True:
+        byte = length & 0x7F
+        length >>= 7
+        varint += bytes([byte | (0x80 if length else 0)])
+        if not length:
+            break
+    return bytes([field << 3 | 2]) + varint + payload
+
+
+def _upload_header(name):
+    return _pb_bytes(1, _pb_bytes(1, name.encode()))
+
+
+def _upload_chunk(data):
+    return _pb_bytes(2, data)
+
+
+def _dataset_listing_status(server_address, name):
+    conn = RawConnection(server_address)
+    try:
+        conn.start()
+        conn.send(conn.headers_frame(1, conn.request_headers(LIST_DATASETS_PATH))
+                  + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(_pb_bytes(1, name.encode()))))
+        header_blocks, _, rst = conn.read_response(1, deadline())
+        assert rst is None
+        return grpc_status(header_blocks)
+    finally:
+        conn.close()
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+@pytest.mark.parametrize("ending", ["rst-stream", "reset-connection"])
+def test_upload_cut_mid_stream_stores_nothing(server_address, ending):
+    """A client that starts an upload, sends half a line and vanishes leaves no dataset."""
+    conn = RawConnection(server_address)
+    conn.start()
+    line = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+    conn.send(conn.headers_frame(1, conn.request_headers(UPLOAD_PATH))
+              + frame(DATA, 0, 1, grpc_frame(_upload_header("cut-" + ending)))
+              + frame(DATA, 0, 1, grpc_frame(_upload_chunk(line + line[:20]))))
+    if ending == "rst-stream":
+        conn.send(rst_stream_frame(1))
+        conn.close()
+    else:
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+    assert _dataset_listing_status(server_address, "cut-" + ending) == GRPC_NOT_FOUND
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+def test_upload_with_undecodable_messages(raw, server_address):
+    """A message that is not an UploadDatasetRequest ends the call with a status, not a crash."""
+    raw.start()
+    raw.send(raw.headers_frame(1, raw.request_headers(UPLOAD_PATH))
+             + frame(DATA, 0, 1, grpc_frame(_upload_header("garbled")))
+             + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(b"\xff\xff\xff\xff\x0f")))
+    header_blocks, _, rst = raw.read_response(1, deadline())
+    assert rst is None
+    assert grpc_status(header_blocks) not in (None, GRPC_OK)
+    assert _dataset_listing_status(server_address, "garbled") == GRPC_NOT_FOUND
