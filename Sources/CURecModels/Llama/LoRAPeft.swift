@@ -160,7 +160,7 @@ extension LlamaLoRA {
         func bool(_ key: String) -> Bool { (json[key] as? Bool) ?? false }
         func number(_ key: String) throws(LoRAError) -> Double? {
             if isNull(key) { return nil }
-            guard let n = json[key] as? NSNumber, !(json[key] is Bool) else {
+            guard let n = json[key] as? NSNumber else {
                 throw .adapterFile("'\(key)' is not a number", file: file)
             }
             return n.doubleValue
