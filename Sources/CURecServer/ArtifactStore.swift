@@ -1,20 +1,25 @@
 import Foundation
 
-/// Trained plugin state on disk: `<root>/models/<name>/<version>/`, versions `v1`, `v2`, ...
+/// Immutable versioned directories on disk: `<root>/<collection>/<name>/<version>/`, versions
+/// `v1`, `v2`, ... The daemon keeps trained models in the `models` collection and uploaded
+/// datasets in `datasets`.
 ///
 /// A version directory is written under a temporary name and renamed into place when
 /// complete, so a crash never leaves a half-written version; an existing version is never
 /// overwritten.
 public struct ArtifactStore: Sendable {
     public let root: String
+    /// The folder under `root` holding the names, e.g. `models`.
+    public let collection: String
 
-    public init(root: String) {
+    public init(root: String, collection: String = "models") {
         self.root = root
+        self.collection = collection
     }
 
     /// The directory holding every version of `name`.
     public func directory(of name: String) -> String {
-        (root as NSString).appendingPathComponent("models/\(name)")
+        (root as NSString).appendingPathComponent("\(collection)/\(name)")
     }
 
     /// Existing versions of `name`, oldest first.
@@ -35,27 +40,46 @@ public struct ArtifactStore: Sendable {
     /// `metadata` is stored beside the files as metadata.json.
     @discardableResult
     public func addVersion(of name: String, metadata: [String: String], write: (String) throws -> Void) throws -> String {
+        let staging = try beginVersion(of: name)
+        do {
+            try write(staging)
+            return try commitVersion(staging, of: name, metadata: metadata)
+        } catch {
+            discard(staging)
+            throw error
+        }
+    }
+
+    /// Creates an empty staging directory for a new version of `name`, for writers that fill
+    /// it over time (an upload). Finish with ``commitVersion(_:of:metadata:)`` or ``discard(_:)``.
+    public func beginVersion(of name: String) throws -> String {
         let base = directory(of: name)
         try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
         let staging = (base as NSString).appendingPathComponent(".staging-\(UUID().uuidString)")
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
-        do {
-            try write(staging)
-            var meta = metadata
-            meta["created"] = ISO8601DateFormatter().string(from: Date())
-            let data = try JSONSerialization.data(withJSONObject: meta, options: [.prettyPrinted, .sortedKeys])
-            try data.write(to: URL(fileURLWithPath: (staging as NSString).appendingPathComponent("metadata.json")))
-            while true {
-                let next = (versions(of: name).last.flatMap { Int($0.dropFirst()) } ?? 0) + 1
-                let final = (base as NSString).appendingPathComponent("v\(next)")
-                if rename(staging, final) == 0 { return final }
-                if errno != EEXIST && errno != ENOTEMPTY {
-                    throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: final])
-                }
+        return staging
+    }
+
+    /// Writes metadata.json into a staging directory and renames it to the next free `vN`.
+    /// Returns the version directory.
+    public func commitVersion(_ staging: String, of name: String, metadata: [String: String]) throws -> String {
+        let base = directory(of: name)
+        var meta = metadata
+        meta["created"] = ISO8601DateFormatter().string(from: Date())
+        let data = try JSONSerialization.data(withJSONObject: meta, options: [.prettyPrinted, .sortedKeys])
+        try data.write(to: URL(fileURLWithPath: (staging as NSString).appendingPathComponent("metadata.json")))
+        while true {
+            let next = (versions(of: name).last.flatMap { Int($0.dropFirst()) } ?? 0) + 1
+            let final = (base as NSString).appendingPathComponent("v\(next)")
+            if rename(staging, final) == 0 { return final }
+            if errno != EEXIST && errno != ENOTEMPTY {
+                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: final])
             }
-        } catch {
-            try? FileManager.default.removeItem(atPath: staging)
-            throw error
         }
+    }
+
+    /// Removes a staging directory that will not become a version.
+    public func discard(_ staging: String) {
+        try? FileManager.default.removeItem(atPath: staging)
     }
 }

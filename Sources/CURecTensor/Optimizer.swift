@@ -50,6 +50,10 @@ public final class AdamW: @unchecked Sendable {
         return c
     }
 
+    /// Sets the number of updates taken, for state restored from a checkpoint (the bias
+    /// corrections of the next update depend on it). Negative values count as 0.
+    public func restoreStep(_ step: Int) { self.step = max(step, 0) }
+
     /// Applies one update to `params` from `grads · gradScale`.
     ///
     /// - Parameters:

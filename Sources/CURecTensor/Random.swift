@@ -20,6 +20,16 @@ public struct Xoshiro256: RandomNumberGenerator, Sendable {
         s0 = splitmix(&x); s1 = splitmix(&x); s2 = splitmix(&x); s3 = splitmix(&x)
     }
 
+    /// The four state words, for checkpoints: ``init(state:)`` continues the stream from them.
+    public var state: [UInt64] { [s0, s1, s2, s3] }
+
+    /// The generator whose state is `state` (four words, not all zero, as ``state`` gives
+    /// them); nil for any other array.
+    public init?(state: [UInt64]) {
+        guard state.count == 4, state.contains(where: { $0 != 0 }) else { return nil }
+        s0 = state[0]; s1 = state[1]; s2 = state[2]; s3 = state[3]
+    }
+
     /// The next 64 random bits.
     public mutating func next() -> UInt64 {
         let result = ((s1 &* 5) << 7 | (s1 &* 5) >> 57) &* 9

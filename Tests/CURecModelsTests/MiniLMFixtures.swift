@@ -6,6 +6,21 @@ enum ModelsFixturePaths {
         .appendingPathComponent("Fixtures").path
     static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent().path
+
+    /// Runs a program and waits for it; its exit status, or -1 when it cannot start.
+    static func run(_ executable: String, _ arguments: [String]) -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        do {
+            try process.run()
+        } catch {
+            return -1
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
 }
 
 /// The all-MiniLM-L6-v2 weights and vocabulary, fetched by `scripts/fetch-minilm` when absent.
@@ -30,17 +45,7 @@ enum MiniLMAssets {
     }()
 
     private static func run(_ executable: String, _ arguments: [String]) -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        do {
-            try process.run()
-        } catch {
-            return -1
-        }
-        process.waitUntilExit()
-        return process.terminationStatus
+        ModelsFixturePaths.run(executable, arguments)
     }
 }
 

@@ -7,7 +7,8 @@ let package = Package(
     name: "GPTBench",
     targets: [
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas"),
-        .target(name: "CURecTensor", dependencies: ["COpenBLAS"]),
+        .target(name: "CQuantKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CURecTensor", dependencies: ["COpenBLAS", "CQuantKernels"]),
         .target(name: "CURecModels", dependencies: ["CURecTensor"]),
         .executableTarget(name: "gpt-bench", dependencies: ["CURecModels", "CURecTensor", "COpenBLAS"]),
     ]

@@ -16,7 +16,7 @@ cd "$ROOT"
 GRPCIO_TOOLS_VERSION=1.85.1
 PYTHON="${PYTHON:-python3}"
 GO_IMPORT_PATH=curecserve.local/client/curecv1
-protos=(curec/v1/recommend.proto curec/v1/reward.proto curec/v1/plugin.proto curec/v1/job.proto curec/v1/model.proto curec/v1/generation.proto)
+protos=(curec/v1/recommend.proto curec/v1/reward.proto curec/v1/plugin.proto curec/v1/job.proto curec/v1/model.proto curec/v1/generation.proto curec/v1/dataset.proto)
 
 missing=()
 command -v protoc >/dev/null || missing+=(protobuf-compiler)

@@ -35,8 +35,10 @@ extension BPETokenizer {
     }
 
     /// Loads a Hugging Face `tokenizer.json` whose model is BPE with a ByteLevel
-    /// pre-tokenizer (as GPT-2's). Added tokens become never-split tokens. Merges may be
-    /// `"a b"` strings or `["a", "b"]` pairs. Other model or pre-tokenizer kinds throw.
+    /// pre-tokenizer (as GPT-2's), optionally preceded by `Digits(individual_digits: true)`
+    /// (``BPEPreTokenization/gpt2IndividualDigits``, as SmolLM's). Added tokens become
+    /// never-split tokens. Merges may be `"a b"` strings or `["a", "b"]` pairs. Other model or
+    /// pre-tokenizer kinds throw.
     public static func load(tokenizerJSONPath path: String) throws(TokenizerError) -> BPETokenizer {
         guard let root = try TokenizerFiles.readJSON(path) as? [String: Any],
             let model = root["model"] as? [String: Any]
@@ -52,11 +54,12 @@ extension BPETokenizer {
         for key in ["byte_fallback", "ignore_merges"] where (model[key] as? Bool) == true {
             throw .invalidFile(path: path, line: nil, reason: "BPE option '\(key)' is not supported")
         }
-        guard let preTokenizer = root["pre_tokenizer"] as? [String: Any],
-            (preTokenizer["type"] as? String) == "ByteLevel"
-        else {
-            throw .invalidFile(path: path, line: nil, reason: "only a ByteLevel pre_tokenizer is supported")
+        guard let found = byteLevelPreTokenizer(root["pre_tokenizer"]) else {
+            throw .invalidFile(
+                path: path, line: nil,
+                reason: "only a ByteLevel pre_tokenizer, alone or after Digits(individual_digits), is supported")
         }
+        let (preTokenizer, preTokenization) = found
         guard (preTokenizer["use_regex"] as? Bool) ?? true else {
             throw .invalidFile(path: path, line: nil, reason: "ByteLevel with use_regex=false is not supported")
         }
@@ -94,7 +97,25 @@ extension BPETokenizer {
         }
         return try BPETokenizer(
             vocabulary: vocabulary, merges: merges, specialTokens: specials,
-            addPrefixSpace: (preTokenizer["add_prefix_space"] as? Bool) ?? false)
+            addPrefixSpace: (preTokenizer["add_prefix_space"] as? Bool) ?? false,
+            preTokenization: preTokenization)
+    }
+
+    /// The ByteLevel part of a supported `pre_tokenizer` object and the split it amounts to.
+    private static func byteLevelPreTokenizer(_ json: Any?) -> ([String: Any], BPEPreTokenization)? {
+        guard let object = json as? [String: Any] else { return nil }
+        switch object["type"] as? String {
+        case "ByteLevel":
+            return (object, .gpt2)
+        case "Sequence":
+            guard let steps = object["pretokenizers"] as? [[String: Any]], steps.count == 2,
+                steps[0]["type"] as? String == "Digits", steps[0]["individual_digits"] as? Bool == true,
+                steps[1]["type"] as? String == "ByteLevel"
+            else { return nil }
+            return (steps[1], .gpt2IndividualDigits)
+        default:
+            return nil
+        }
     }
 
     /// Saves a Hugging Face `tokenizer.json` (BPE model, ByteLevel pre-tokenizer and
@@ -103,6 +124,16 @@ extension BPETokenizer {
         let byteLevel: [String: Any] = [
             "type": "ByteLevel", "add_prefix_space": addPrefixSpace, "trim_offsets": true, "use_regex": true,
         ]
+        let preTokenizer: [String: Any]
+        switch preTokenization {
+        case .gpt2:
+            preTokenizer = byteLevel
+        case .gpt2IndividualDigits:
+            preTokenizer = [
+                "type": "Sequence",
+                "pretokenizers": [["type": "Digits", "individual_digits": true], byteLevel],
+            ]
+        }
         let added: [[String: Any]] = specialTokens.compactMap { token in
             guard let id = id(of: token) else { return nil }
             return [
@@ -117,7 +148,7 @@ extension BPETokenizer {
         ]
         let root: [String: Any] = [
             "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": added,
-            "normalizer": NSNull(), "pre_tokenizer": byteLevel, "post_processor": NSNull(),
+            "normalizer": NSNull(), "pre_tokenizer": preTokenizer, "post_processor": NSNull(),
             "decoder": byteLevel, "model": model,
         ]
         try TokenizerFiles.writeJSON(root, to: path, pretty: true)

@@ -2,11 +2,12 @@ import Synchronization
 
 /// A byte-level BPE tokenizer in the style of GPT-2.
 ///
-/// Encoding: the text is first cut at special tokens (which always become their own id and
-/// are never split), each remaining stretch is pre-tokenized by `GPT2PreTokenizer`, each piece
+/// Encoding: the text is first cut at special tokens (which become their own id and are never
+/// split), each remaining stretch is pre-tokenized (``BPEPreTokenization``), each piece
 /// is written in `ByteLevelAlphabet` (one symbol per UTF-8 byte) and its symbols are merged by
-/// the learned merges, lowest rank first. Every byte has a symbol, so any UTF-8 text encodes
-/// and `decode(encode(text)) == text` exactly.
+/// the learned merges, lowest rank first. When every byte has a symbol, any UTF-8 text encodes
+/// and `decode(encode(text)) == text` exactly (see `droppingBytesWithoutToken` for
+/// vocabularies that lack some bytes).
 public final class BPETokenizer: Sendable {
     /// Tokens by id (byte-level strings, or the text of a special token).
     public let tokens: [String]
@@ -16,16 +17,21 @@ public final class BPETokenizer: Sendable {
     public let specialTokens: [String]
     /// Whether a space is put in front of text that does not start with whitespace.
     public let addPrefixSpace: Bool
+    /// How text between special tokens is cut into pieces before merging.
+    public let preTokenization: BPEPreTokenization
 
     private let ids: [String: Int32]
     /// (left id, right id) → (rank, merged id).
     private let mergeTable: [SymbolPair: MergeResult]
+    /// Token of each byte's symbol; -1 for a byte the vocabulary lacks.
     private let byteIDs: [Int32]
     private let specialIDs: [String: Int32]
     private let specialByFirstScalar: [Unicode.Scalar: [[Unicode.Scalar]]]
     private let isSpecial: [Bool]
-    private let preTokenizer = GPT2PreTokenizer()
-    private let cache = Mutex<[String: [Int32]]>([:])
+    /// Ids of pieces already encoded, keyed by their UTF-8 bytes: `String` keys would compare
+    /// by canonical equivalence and hand one piece the ids of another (U+2001 and U+2003,
+    /// `;` and U+037E).
+    private let cache = Mutex<[[UInt8]: [Int32]]>([:])
 
     struct SymbolPair: Hashable, Sendable {
         var left: Int32, right: Int32
@@ -38,9 +44,10 @@ public final class BPETokenizer: Sendable {
     /// Builds a tokenizer from a vocabulary (token → id, ids dense from 0), ranked merges and
     /// special tokens. Throws if ids are not dense, a byte symbol is missing, a merge's parts
     /// or result are not in the vocabulary, or a special token is not in it.
-    public init(
+    public convenience init(
         vocabulary: [String: Int], merges: [(String, String)], specialTokens: [String],
-        addPrefixSpace: Bool = false
+        addPrefixSpace: Bool = false, preTokenization: BPEPreTokenization = .gpt2,
+        droppingBytesWithoutToken: Bool = false
     ) throws(TokenizerError) {
         var tokens = [String?](repeating: nil, count: vocabulary.count)
         for (token, id) in vocabulary {
@@ -49,16 +56,46 @@ public final class BPETokenizer: Sendable {
             }
             tokens[id] = token
         }
-        let dense = tokens.compactMap { $0 }
+        try self.init(
+            tokens: tokens.compactMap { $0 }, merges: merges, specialTokens: specialTokens,
+            addPrefixSpace: addPrefixSpace, preTokenization: preTokenization,
+            droppingBytesWithoutToken: droppingBytesWithoutToken)
+    }
+
+    /// Builds a tokenizer from its tokens in id order, ranked merges and special tokens.
+    /// Throws if a token appears twice, a merge's parts or result are not in the vocabulary,
+    /// a special token is not in it, or a byte symbol is missing.
+    ///
+    /// With `droppingBytesWithoutToken`, a vocabulary without some byte symbols is accepted and
+    /// those bytes are left out of encodings, as Hugging Face's BPE without an unknown token and
+    /// llama.cpp do (SmolLM2 lacks 21 bytes: a few control characters and bytes that never or
+    /// rarely occur in UTF-8); text holding them then does not round-trip.
+    public init(
+        tokens dense: [String], merges: [(String, String)], specialTokens: [String],
+        addPrefixSpace: Bool = false, preTokenization: BPEPreTokenization = .gpt2,
+        droppingBytesWithoutToken: Bool = false
+    ) throws(TokenizerError) {
+        guard dense.count <= Int(Int32.max) else {
+            throw .invalidConfiguration("\(dense.count) tokens do not fit 32-bit ids")
+        }
         var ids: [String: Int32] = [:]
-        for (id, token) in dense.enumerated() { ids[token] = Int32(id) }
+        ids.reserveCapacity(dense.count)
+        for (id, token) in dense.enumerated() {
+            if let first = ids[token] {
+                throw .invalidConfiguration("token '\(token)' has ids \(first) and \(id)")
+            }
+            ids[token] = Int32(id)
+        }
 
         var byteIDs: [Int32] = []
         for scalar in ByteLevelAlphabet.scalarForByte {
-            guard let id = ids[String(Character(scalar))] else {
+            if let id = ids[String(Character(scalar))] {
+                byteIDs.append(id)
+            } else if droppingBytesWithoutToken {
+                byteIDs.append(-1)
+            } else {
                 throw .missingToken(String(Character(scalar)))
             }
-            byteIDs.append(id)
         }
         var table: [SymbolPair: MergeResult] = [:]
         for (rank, merge) in merges.enumerated() {
@@ -90,6 +127,7 @@ public final class BPETokenizer: Sendable {
         self.merges = merges
         self.specialTokens = specialTokens
         self.addPrefixSpace = addPrefixSpace
+        self.preTokenization = preTokenization
         self.ids = ids
         self.mergeTable = table
         self.byteIDs = byteIDs
@@ -104,10 +142,24 @@ public final class BPETokenizer: Sendable {
     /// The id of a token string, or nil.
     public func id(of token: String) -> Int32? { ids[token] }
 
+    /// Whether `id` is one of ``specialTokens``.
+    public func isSpecialToken(_ id: Int32) -> Bool {
+        id >= 0 && Int(id) < isSpecial.count && isSpecial[Int(id)]
+    }
+
     /// Token ids of `text`.
-    public func encode(_ text: String) -> [Int32] {
+    ///
+    /// With `allowingSpecialTokens` (the default, as Hugging Face tokenizers do) the text of a
+    /// special token such as `<|im_start|>` becomes that token's single id, longest match
+    /// first. Without it, special tokens are not recognised and their text is encoded like
+    /// any other text, e.g. when the text comes from a user and must not forge control tokens.
+    public func encode(_ text: String, allowingSpecialTokens: Bool = true) -> [Int32] {
         let scalars = Array(text.unicodeScalars)
         var result: [Int32] = []
+        guard allowingSpecialTokens else {
+            encodeOrdinary(scalars[...], into: &result)
+            return result
+        }
         var segmentStart = 0
         var i = 0
         while i < scalars.count {
@@ -124,14 +176,15 @@ public final class BPETokenizer: Sendable {
         return result
     }
 
-    /// The bytes that `ids` stand for; special tokens give their UTF-8 text.
-    public func decodeBytes(_ ids: [Int32]) throws(TokenizerError) -> [UInt8] {
+    /// The bytes that `ids` stand for; special tokens give their UTF-8 text, or nothing when
+    /// `skippingSpecialTokens`.
+    public func decodeBytes(_ ids: [Int32], skippingSpecialTokens: Bool = false) throws(TokenizerError) -> [UInt8] {
         var bytes: [UInt8] = []
         for id in ids {
             guard id >= 0, Int(id) < tokens.count else { throw .unknownTokenID(Int(id)) }
             let token = tokens[Int(id)]
             if isSpecial[Int(id)] {
-                bytes.append(contentsOf: token.utf8)
+                if !skippingSpecialTokens { bytes.append(contentsOf: token.utf8) }
             } else if let tokenBytes = ByteLevelAlphabet.decode(token) {
                 bytes.append(contentsOf: tokenBytes)
             } else {
@@ -143,9 +196,10 @@ public final class BPETokenizer: Sendable {
     }
 
     /// The text of `ids`. Invalid UTF-8 (e.g. half a character at the end of a partial
-    /// sequence) is replaced by U+FFFD; whole encodings always decode exactly.
-    public func decode(_ ids: [Int32]) throws(TokenizerError) -> String {
-        let bytes = try decodeBytes(ids)
+    /// sequence) is replaced by U+FFFD; whole encodings always decode exactly. Special tokens
+    /// give their text unless `skippingSpecialTokens`.
+    public func decode(_ ids: [Int32], skippingSpecialTokens: Bool = false) throws(TokenizerError) -> String {
+        let bytes = try decodeBytes(ids, skippingSpecialTokens: skippingSpecialTokens)
         let text = String(decoding: bytes, as: UTF8.self)
         if addPrefixSpace, text.hasPrefix(" ") { return String(text.dropFirst()) }
         return text
@@ -171,7 +225,7 @@ public final class BPETokenizer: Sendable {
         if addPrefixSpace, scalars.first != " " {
             scalars.insert(" ", at: 0)
         }
-        for range in preTokenizer.pieceRanges(scalars) {
+        for range in preTokenization.pieceRanges(scalars) {
             var view = String.UnicodeScalarView()
             view.append(contentsOf: scalars[range])
             result.append(contentsOf: encodePiece(String(view)))
@@ -180,12 +234,15 @@ public final class BPETokenizer: Sendable {
 
     /// Ids of one pre-tokenized piece, cached.
     func encodePiece(_ piece: String) -> [Int32] {
-        if let cached = cache.withLock({ $0[piece] }) { return cached }
-        var symbols = piece.utf8.map { byteIDs[Int($0)] }
+        let bytes = Array(piece.utf8)
+        if let cached = cache.withLock({ $0[bytes] }) { return cached }
+        var symbols: [Int32] = []
+        symbols.reserveCapacity(bytes.count)
+        for byte in bytes where byteIDs[Int(byte)] >= 0 { symbols.append(byteIDs[Int(byte)]) }
         mergeSymbols(&symbols)
         cache.withLock { table in
             if table.count > 100_000 { table.removeAll(keepingCapacity: true) }
-            table[piece] = symbols
+            table[bytes] = symbols
         }
         return symbols
     }

@@ -66,14 +66,24 @@ public struct GPT2PreTokenizer: Sendable {
     /// The pieces of `scalars` as index ranges.
     func pieceRanges(_ s: [Unicode.Scalar]) -> [Range<Int>] {
         var ranges: [Range<Int>] = []
-        var i = 0
-        let n = s.count
-        while i < n {
-            let end = pieceEnd(s, from: i)
+        appendPieceRanges(s, in: 0..<s.count, to: &ranges)
+        return ranges
+    }
+
+    /// Appends the pieces of `s[bounds]`, split as if `s[bounds]` were the whole text.
+    func appendPieceRanges(_ s: [Unicode.Scalar], in bounds: Range<Int>, to ranges: inout [Range<Int>]) {
+        var i = bounds.lowerBound
+        while i < bounds.upperBound {
+            let end = pieceEnd(s, from: i, limit: bounds.upperBound)
             ranges.append(i..<end)
             i = end
         }
-        return ranges
+    }
+
+    /// Whether `scalar` is a number (`\p{N}`: decimal digits, letter numbers such as `Ⅻ`,
+    /// other numbers such as `½` or `²`).
+    static func isNumber(_ scalar: Unicode.Scalar) -> Bool {
+        kind(scalar) == .number
     }
 
     private enum Kind { case letter, number, space, other }
@@ -99,9 +109,8 @@ public struct GPT2PreTokenizer: Sendable {
         }
     }
 
-    /// End of the piece starting at `i` (`i < s.count`).
-    private func pieceEnd(_ s: [Unicode.Scalar], from i: Int) -> Int {
-        let n = s.count
+    /// End of the piece starting at `i` (`i < n`), looking no further than `n`.
+    private func pieceEnd(_ s: [Unicode.Scalar], from i: Int, limit n: Int) -> Int {
         // 's 't 're 've 'm 'll 'd
         if s[i] == "'" && i + 1 < n {
             switch s[i + 1] {
@@ -125,5 +134,49 @@ public struct GPT2PreTokenizer: Sendable {
         while end < n && Self.kind(s[end]) == .space { end += 1 }
         if end < n && end - i >= 2 { return end - 1 }
         return end
+    }
+}
+
+/// How a byte-level BPE tokenizer cuts text (between special tokens) into pieces that merges
+/// never cross.
+public enum BPEPreTokenization: String, Sendable, Equatable, CaseIterable {
+    /// GPT-2's split (``GPT2PreTokenizer``).
+    case gpt2
+    /// Every number scalar (`\p{N}`) becomes a piece of its own, then the text between them
+    /// gets GPT-2's split, as if it stood alone. Used by vocabularies trained with single-digit
+    /// numbers (SmolLM, StarCoder); a Hugging Face `Digits(individual_digits)` pre-tokenizer
+    /// followed by `ByteLevel`, and llama.cpp's pre-tokenizer type `smollm`.
+    ///
+    /// It differs from ``gpt2`` only around numbers: `"a  1"` is `a`, `␣␣`, `1` here (the spaces
+    /// before a digit stay together) but `a`, `␣`, `␣1` with GPT-2's split.
+    case gpt2IndividualDigits
+
+    /// The pieces of `text`, in order; concatenated they give `text` back.
+    public func split(_ text: String) -> [String] {
+        let scalars = Array(text.unicodeScalars)
+        return pieceRanges(scalars).map { range in
+            var view = String.UnicodeScalarView()
+            view.append(contentsOf: scalars[range])
+            return String(view)
+        }
+    }
+
+    /// The pieces of `scalars` as index ranges.
+    func pieceRanges(_ s: [Unicode.Scalar]) -> [Range<Int>] {
+        let gpt2 = GPT2PreTokenizer()
+        switch self {
+        case .gpt2:
+            return gpt2.pieceRanges(s)
+        case .gpt2IndividualDigits:
+            var ranges: [Range<Int>] = []
+            var start = 0
+            for i in s.indices where GPT2PreTokenizer.isNumber(s[i]) {
+                gpt2.appendPieceRanges(s, in: start..<i, to: &ranges)
+                ranges.append(i..<(i + 1))
+                start = i + 1
+            }
+            gpt2.appendPieceRanges(s, in: start..<s.count, to: &ranges)
+            return ranges
+        }
     }
 }

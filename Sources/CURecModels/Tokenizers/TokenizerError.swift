@@ -10,6 +10,9 @@ public enum TokenizerError: Error, Sendable, Equatable, CustomStringConvertible 
     case invalidConfiguration(String)
     /// Token ids outside the vocabulary were given to `decode`.
     case unknownTokenID(Int)
+    /// The description asks for something not implemented (a tokenizer model, a pre-tokenizer,
+    /// a chat template) or lacks something needed (e.g. a chat template to render with).
+    case unsupported(String)
 
     public var description: String {
         switch self {
@@ -24,6 +27,8 @@ public enum TokenizerError: Error, Sendable, Equatable, CustomStringConvertible 
             return "invalid tokenizer configuration: \(reason)"
         case let .unknownTokenID(id):
             return "token id \(id) is not in the vocabulary"
+        case let .unsupported(reason):
+            return "unsupported tokenizer: \(reason)"
         }
     }
 }

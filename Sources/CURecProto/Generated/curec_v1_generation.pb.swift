@@ -20,6 +20,212 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// Who wrote a turn of a conversation.
+public nonisolated enum Curec_V1_ChatRole: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case system // = 1
+  case user // = 2
+  case assistant // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .system
+    case 2: self = .user
+    case 3: self = .assistant
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .system: return 1
+    case .user: return 2
+    case .assistant: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Curec_V1_ChatRole] = [
+    .unspecified,
+    .system,
+    .user,
+    .assistant,
+  ]
+
+}
+
+/// Why generation ended.
+public nonisolated enum Curec_V1_FinishReason: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// The model ended its turn, or the text reached a stop string.
+  case stop // = 1
+
+  /// max_tokens tokens were generated.
+  case length // = 2
+
+  /// The model's context is full.
+  case context // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .stop
+    case 2: self = .length
+    case 3: self = .context
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .stop: return 1
+    case .length: return 2
+    case .context: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Curec_V1_FinishReason] = [
+    .unspecified,
+    .stop,
+    .length,
+    .context,
+  ]
+
+}
+
+public nonisolated struct Curec_V1_ChatMessage: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var role: Curec_V1_ChatRole = .unspecified
+
+  public var content: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A conversation; the model writes the next assistant turn.
+public nonisolated struct Curec_V1_ChatConversation: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var messages: [Curec_V1_ChatMessage] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Curec_V1_GenerateRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var input: Curec_V1_GenerateRequest.OneOf_Input? = nil
+
+  public var chat: Curec_V1_ChatConversation {
+    get {
+      if case .chat(let v)? = input {return v}
+      return Curec_V1_ChatConversation()
+    }
+    set {input = .chat(newValue)}
+  }
+
+  /// Raw prompt text, tokenized as given (special tokens such as <|im_start|> are recognised).
+  public var prompt: String {
+    get {
+      if case .prompt(let v)? = input {return v}
+      return String()
+    }
+    set {input = .prompt(newValue)}
+  }
+
+  public var sampling: Curec_V1_SamplingOptions {
+    get {_sampling ?? Curec_V1_SamplingOptions()}
+    set {_sampling = newValue}
+  }
+  /// Returns true if `sampling` has been explicitly set.
+  public var hasSampling: Bool {self._sampling != nil}
+  /// Clears the value of `sampling`. Subsequent reads from it will return its default value.
+  public mutating func clearSampling() {self._sampling = nil}
+
+  /// Model name; empty means "smollm2", the pretrained base.
+  public var model: String = String()
+
+  /// Version, e.g. "v2"; empty means the newest.
+  public var version: String = String()
+
+  /// Generation also ends when the text ends with one of these (at most 4, each 1 to 64
+  /// bytes); the stop text is not returned.
+  public var stop: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Input: Equatable, Sendable {
+    case chat(Curec_V1_ChatConversation)
+    /// Raw prompt text, tokenized as given (special tokens such as <|im_start|> are recognised).
+    case prompt(String)
+
+  }
+
+  public init() {}
+
+  fileprivate var _sampling: Curec_V1_SamplingOptions? = nil
+}
+
+public nonisolated struct Curec_V1_GenerateResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The text this token added (may be empty while a multi-byte character is incomplete).
+  public var text: String = String()
+
+  public var tokenID: Int32 = 0
+
+  /// Set on the last message, which carries no new text.
+  public var final: Bool = false
+
+  public var finishReason: Curec_V1_FinishReason = .unspecified
+
+  public var promptTokens: UInt32 = 0
+
+  public var completionTokens: UInt32 = 0
+
+  /// The model that generated it, e.g. "smollm2" or "models/support-bot/v2".
+  public var modelVersion: String = String()
+
+  /// On the last message: the whole generated text (stop text excluded).
+  public var fullText: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Curec_V1_SamplingOptions: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -60,6 +266,17 @@ public nonisolated struct Curec_V1_SamplingOptions: Sendable {
 
   public var seed: UInt64 = 0
 
+  /// Divides the logits of tokens already generated when positive, multiplies them when
+  /// negative; 1 (the default) disables; 1 to 2.
+  public var repetitionPenalty: Float {
+    get {_repetitionPenalty ?? 0}
+    set {_repetitionPenalty = newValue}
+  }
+  /// Returns true if `repetitionPenalty` has been explicitly set.
+  public var hasRepetitionPenalty: Bool {self._repetitionPenalty != nil}
+  /// Clears the value of `repetitionPenalty`. Subsequent reads from it will return its default value.
+  public mutating func clearRepetitionPenalty() {self._repetitionPenalty = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -67,6 +284,7 @@ public nonisolated struct Curec_V1_SamplingOptions: Sendable {
   fileprivate var _temperature: Float? = nil
   fileprivate var _topK: Int32? = nil
   fileprivate var _topP: Float? = nil
+  fileprivate var _repetitionPenalty: Float? = nil
 }
 
 public nonisolated struct Curec_V1_GenerateReasonRequest: Sendable {
@@ -134,9 +352,229 @@ public nonisolated struct Curec_V1_GenerateReasonResponse: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "curec.v1"
 
+nonisolated extension Curec_V1_ChatRole: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CHAT_ROLE_UNSPECIFIED\0\u{1}CHAT_ROLE_SYSTEM\0\u{1}CHAT_ROLE_USER\0\u{1}CHAT_ROLE_ASSISTANT\0")
+}
+
+nonisolated extension Curec_V1_FinishReason: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0FINISH_REASON_UNSPECIFIED\0\u{1}FINISH_REASON_STOP\0\u{1}FINISH_REASON_LENGTH\0\u{1}FINISH_REASON_CONTEXT\0")
+}
+
+nonisolated extension Curec_V1_ChatMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ChatMessage"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{1}content\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.role) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.content) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.role != .unspecified {
+      try visitor.visitSingularEnumField(value: self.role, fieldNumber: 1)
+    }
+    if !self.content.isEmpty {
+      try visitor.visitSingularStringField(value: self.content, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Curec_V1_ChatMessage, rhs: Curec_V1_ChatMessage) -> Bool {
+    if lhs.role != rhs.role {return false}
+    if lhs.content != rhs.content {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Curec_V1_ChatConversation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ChatConversation"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}messages\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.messages) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.messages.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.messages, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Curec_V1_ChatConversation, rhs: Curec_V1_ChatConversation) -> Bool {
+    if lhs.messages != rhs.messages {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Curec_V1_GenerateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GenerateRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}chat\0\u{1}prompt\0\u{1}sampling\0\u{1}model\0\u{1}version\0\u{1}stop\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Curec_V1_ChatConversation?
+        var hadOneofValue = false
+        if let current = self.input {
+          hadOneofValue = true
+          if case .chat(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.input = .chat(v)
+        }
+      }()
+      case 2: try {
+        var v: String?
+        try decoder.decodeSingularStringField(value: &v)
+        if let v = v {
+          if self.input != nil {try decoder.handleConflictingOneOf()}
+          self.input = .prompt(v)
+        }
+      }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._sampling) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.model) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.version) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.stop) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.input {
+    case .chat?: try {
+      guard case .chat(let v)? = self.input else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    }()
+    case .prompt?: try {
+      guard case .prompt(let v)? = self.input else { preconditionFailure() }
+      try visitor.visitSingularStringField(value: v, fieldNumber: 2)
+    }()
+    case nil: break
+    }
+    try { if let v = self._sampling {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    if !self.model.isEmpty {
+      try visitor.visitSingularStringField(value: self.model, fieldNumber: 4)
+    }
+    if !self.version.isEmpty {
+      try visitor.visitSingularStringField(value: self.version, fieldNumber: 5)
+    }
+    if !self.stop.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.stop, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Curec_V1_GenerateRequest, rhs: Curec_V1_GenerateRequest) -> Bool {
+    if lhs.input != rhs.input {return false}
+    if lhs._sampling != rhs._sampling {return false}
+    if lhs.model != rhs.model {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.stop != rhs.stop {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Curec_V1_GenerateResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GenerateResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}text\0\u{3}token_id\0\u{1}final\0\u{3}finish_reason\0\u{3}prompt_tokens\0\u{3}completion_tokens\0\u{3}model_version\0\u{3}full_text\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.text) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.tokenID) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.final) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.finishReason) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.promptTokens) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.completionTokens) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.modelVersion) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.fullText) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.text.isEmpty {
+      try visitor.visitSingularStringField(value: self.text, fieldNumber: 1)
+    }
+    if self.tokenID != 0 {
+      try visitor.visitSingularInt32Field(value: self.tokenID, fieldNumber: 2)
+    }
+    if self.final != false {
+      try visitor.visitSingularBoolField(value: self.final, fieldNumber: 3)
+    }
+    if self.finishReason != .unspecified {
+      try visitor.visitSingularEnumField(value: self.finishReason, fieldNumber: 4)
+    }
+    if self.promptTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.promptTokens, fieldNumber: 5)
+    }
+    if self.completionTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.completionTokens, fieldNumber: 6)
+    }
+    if !self.modelVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.modelVersion, fieldNumber: 7)
+    }
+    if !self.fullText.isEmpty {
+      try visitor.visitSingularStringField(value: self.fullText, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Curec_V1_GenerateResponse, rhs: Curec_V1_GenerateResponse) -> Bool {
+    if lhs.text != rhs.text {return false}
+    if lhs.tokenID != rhs.tokenID {return false}
+    if lhs.final != rhs.final {return false}
+    if lhs.finishReason != rhs.finishReason {return false}
+    if lhs.promptTokens != rhs.promptTokens {return false}
+    if lhs.completionTokens != rhs.completionTokens {return false}
+    if lhs.modelVersion != rhs.modelVersion {return false}
+    if lhs.fullText != rhs.fullText {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Curec_V1_SamplingOptions: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SamplingOptions"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}temperature\0\u{3}top_k\0\u{3}top_p\0\u{3}max_tokens\0\u{1}seed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}temperature\0\u{3}top_k\0\u{3}top_p\0\u{3}max_tokens\0\u{1}seed\0\u{3}repetition_penalty\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -149,6 +587,7 @@ nonisolated extension Curec_V1_SamplingOptions: SwiftProtobuf.Message, SwiftProt
       case 3: try { try decoder.decodeSingularFloatField(value: &self._topP) }()
       case 4: try { try decoder.decodeSingularInt32Field(value: &self.maxTokens) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.seed) }()
+      case 6: try { try decoder.decodeSingularFloatField(value: &self._repetitionPenalty) }()
       default: break
       }
     }
@@ -174,6 +613,9 @@ nonisolated extension Curec_V1_SamplingOptions: SwiftProtobuf.Message, SwiftProt
     if self.seed != 0 {
       try visitor.visitSingularUInt64Field(value: self.seed, fieldNumber: 5)
     }
+    try { if let v = self._repetitionPenalty {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 6)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -183,6 +625,7 @@ nonisolated extension Curec_V1_SamplingOptions: SwiftProtobuf.Message, SwiftProt
     if lhs._topP != rhs._topP {return false}
     if lhs.maxTokens != rhs.maxTokens {return false}
     if lhs.seed != rhs.seed {return false}
+    if lhs._repetitionPenalty != rhs._repetitionPenalty {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

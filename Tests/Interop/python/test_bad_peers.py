@@ -35,6 +35,7 @@ from raw_h2 import (
     deadline,
     frame,
     grpc_frame,
+    grpc_messages,
     grpc_status,
     read_until_goaway_or_close,
     rst_stream_frame,
@@ -334,3 +335,147 @@ def test_many_idle_connections(server_address):
     finally:
         for conn in idle:
             conn.close()
+
+
+# --------------------------------------------------------------------------- dataset uploads
+
+UPLOAD_PATH = "/curec.v1.DatasetService/Upload"
+LIST_DATASETS_PATH = "/curec.v1.DatasetService/List"
+GRPC_INVALID_ARGUMENT = 3
+GRPC_NOT_FOUND = 5
+
+
+def _pb_bytes(field, payload):
+    """A length-delimited protobuf field (field numbers and lengths below 128 bytes of varint)."""
+    length = len(payload)
+    varint = b""
+    while True:
+        byte = length & 0x7F
+        length >>= 7
+        varint += bytes([byte | (0x80 if length else 0)])
+        if not length:
+            break
+    return bytes([field << 3 | 2]) + varint + payload
+
+
+def _upload_header(name):
+    return _pb_bytes(1, _pb_bytes(1, name.encode()))
+
+
+def _upload_chunk(data):
+    return _pb_bytes(2, data)
+
+
+def _dataset_listing_status(server_address, name):
+    conn = RawConnection(server_address)
+    try:
+        conn.start()
+        conn.send(conn.headers_frame(1, conn.request_headers(LIST_DATASETS_PATH))
+                  + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(_pb_bytes(1, name.encode()))))
+        header_blocks, _, rst = conn.read_response(1, deadline())
+        assert rst is None
+        return grpc_status(header_blocks)
+    finally:
+        conn.close()
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+@pytest.mark.parametrize("ending", ["rst-stream", "reset-connection"])
+def test_upload_cut_mid_stream_stores_nothing(server_address, ending):
+    """A client that starts an upload, sends half a line and vanishes leaves no dataset."""
+    conn = RawConnection(server_address)
+    conn.start()
+    line = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+    conn.send(conn.headers_frame(1, conn.request_headers(UPLOAD_PATH))
+              + frame(DATA, 0, 1, grpc_frame(_upload_header("cut-" + ending)))
+              + frame(DATA, 0, 1, grpc_frame(_upload_chunk(line + line[:20]))))
+    if ending == "rst-stream":
+        conn.send(rst_stream_frame(1))
+        conn.close()
+    else:
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+    assert _dataset_listing_status(server_address, "cut-" + ending) == GRPC_NOT_FOUND
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+def test_upload_with_undecodable_messages(raw, server_address):
+    """A message that is not an UploadDatasetRequest ends the call with a status, not a crash."""
+    raw.start()
+    raw.send(raw.headers_frame(1, raw.request_headers(UPLOAD_PATH))
+             + frame(DATA, 0, 1, grpc_frame(_upload_header("garbled")))
+             + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(b"\xff\xff\xff\xff\x0f")))
+    header_blocks, _, rst = raw.read_response(1, deadline())
+    assert rst is None
+    assert grpc_status(header_blocks) not in (None, GRPC_OK)
+    assert _dataset_listing_status(server_address, "garbled") == GRPC_NOT_FOUND
+
+
+# --------------------------------------------------------------------------- generation
+
+GENERATE_PATH = "/curec.v1.GenerationService/Generate"
+GRPC_DEADLINE_EXCEEDED = 4
+
+
+def _generate_request(prompt, max_tokens=0):
+    """GenerateRequest{prompt: ..., sampling: {max_tokens: ...}} encoded by hand."""
+    sampling = b"\x20" + bytes([max_tokens]) if max_tokens else b""
+    return _pb_bytes(2, prompt.encode()) + (_pb_bytes(3, sampling) if sampling else b"")
+
+
+def _read_frame_patiently(conn, seconds):
+    """The next frame, waiting up to `seconds` (single reads time out after a few seconds)."""
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            return conn.read_frame(end)
+        except socket.timeout:
+            if time.monotonic() >= end:
+                raise
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+def test_generation_abandoned_mid_stream(server_address):
+    """Clients that start long generations and reset the stream or the connection while
+    tokens stream free the model: a later generation still runs to its end."""
+    for ending in ("rst-stream", "reset-connection"):
+        conn = RawConnection(server_address)
+        conn.start()
+        conn.send(conn.headers_frame(1, conn.request_headers(GENERATE_PATH))
+                  + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(_generate_request("Once upon a time", 120))))
+        # Wait until the first token arrives (the first call also loads the model), then vanish.
+        first = _read_frame_patiently(conn, 120)
+        while first.type != DATA:
+            first = _read_frame_patiently(conn, 120)
+        if ending == "rst-stream":
+            conn.send(rst_stream_frame(1))
+        else:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+    conn = RawConnection(server_address)
+    try:
+        conn.start()
+        conn.send(conn.headers_frame(1, conn.request_headers(GENERATE_PATH))
+                  + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(_generate_request("Hello", 3))))
+        header_blocks, data, rst = conn.read_response(1, time.monotonic() + 120)
+        assert rst is None and grpc_status(header_blocks) == GRPC_OK
+        assert len(grpc_messages(data)) >= 2  # at least one token and the final message
+    finally:
+        conn.close()
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+def test_generation_prompt_beyond_the_context(raw):
+    """A prompt longer than the model's context is refused before any work, with a short message."""
+    raw.start()
+    prompt = "film " * 9000  # about 9,000 tokens; the context holds 8,192
+    body = grpc_frame(_generate_request(prompt))
+    pieces = [body[i:i + 16384] for i in range(0, len(body), 16384)]
+    raw.send(raw.headers_frame(1, raw.request_headers(GENERATE_PATH))
+             + b"".join(frame(DATA, FLAG_END_STREAM if i == len(pieces) - 1 else 0, 1, piece)
+                        for i, piece in enumerate(pieces)))
+    header_blocks, data, rst = raw.read_response(1, time.monotonic() + 60)
+    assert rst is None
+    assert grpc_status(header_blocks) == GRPC_INVALID_ARGUMENT
+    message = dict(header_blocks[-1]).get("grpc-message", "")
+    assert "context" in message and len(message) < 200

@@ -20,6 +20,13 @@ type GenerationServiceClient interface {
 	// Streams a reason why the user would like the item, token by token. Honours the call's
 	// deadline and cancellation (generation stops between tokens).
 	GenerateReason(ctx context.Context, in *GenerateReasonRequest, opts ...grpc.CallOption) (GenerationService_GenerateReasonClient, error)
+	// Generates text from a served language model: the pretrained base ("smollm2") or a
+	// fine-tuned version published by a `finetune` job. The input is a conversation, rendered
+	// with the model's chat template and ending with an open assistant turn, or a raw prompt.
+	// Streams the text token by token; the last message carries the finish reason and the token
+	// counts. NOT_FOUND for an unknown model or version; INVALID_ARGUMENT for bad sampling
+	// options, an empty input or a prompt longer than the model's context.
+	Generate(ctx context.Context, in *GenerateRequest, opts ...grpc.CallOption) (GenerationService_GenerateClient, error)
 }
 
 type generationServiceClient struct {
@@ -62,6 +69,38 @@ func (x *generationServiceGenerateReasonClient) Recv() (*GenerateReasonResponse,
 	return m, nil
 }
 
+func (c *generationServiceClient) Generate(ctx context.Context, in *GenerateRequest, opts ...grpc.CallOption) (GenerationService_GenerateClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_GenerationService_serviceDesc.Streams[1], "/curec.v1.GenerationService/Generate", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &generationServiceGenerateClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type GenerationService_GenerateClient interface {
+	Recv() (*GenerateResponse, error)
+	grpc.ClientStream
+}
+
+type generationServiceGenerateClient struct {
+	grpc.ClientStream
+}
+
+func (x *generationServiceGenerateClient) Recv() (*GenerateResponse, error) {
+	m := new(GenerateResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // GenerationServiceServer is the server API for GenerationService service.
 // All implementations must embed UnimplementedGenerationServiceServer
 // for forward compatibility
@@ -69,6 +108,13 @@ type GenerationServiceServer interface {
 	// Streams a reason why the user would like the item, token by token. Honours the call's
 	// deadline and cancellation (generation stops between tokens).
 	GenerateReason(*GenerateReasonRequest, GenerationService_GenerateReasonServer) error
+	// Generates text from a served language model: the pretrained base ("smollm2") or a
+	// fine-tuned version published by a `finetune` job. The input is a conversation, rendered
+	// with the model's chat template and ending with an open assistant turn, or a raw prompt.
+	// Streams the text token by token; the last message carries the finish reason and the token
+	// counts. NOT_FOUND for an unknown model or version; INVALID_ARGUMENT for bad sampling
+	// options, an empty input or a prompt longer than the model's context.
+	Generate(*GenerateRequest, GenerationService_GenerateServer) error
 	mustEmbedUnimplementedGenerationServiceServer()
 }
 
@@ -78,6 +124,9 @@ type UnimplementedGenerationServiceServer struct {
 
 func (UnimplementedGenerationServiceServer) GenerateReason(*GenerateReasonRequest, GenerationService_GenerateReasonServer) error {
 	return status.Errorf(codes.Unimplemented, "method GenerateReason not implemented")
+}
+func (UnimplementedGenerationServiceServer) Generate(*GenerateRequest, GenerationService_GenerateServer) error {
+	return status.Errorf(codes.Unimplemented, "method Generate not implemented")
 }
 func (UnimplementedGenerationServiceServer) mustEmbedUnimplementedGenerationServiceServer() {}
 
@@ -113,6 +162,27 @@ func (x *generationServiceGenerateReasonServer) Send(m *GenerateReasonResponse) 
 	return x.ServerStream.SendMsg(m)
 }
 
+func _GenerationService_Generate_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GenerateRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(GenerationServiceServer).Generate(m, &generationServiceGenerateServer{stream})
+}
+
+type GenerationService_GenerateServer interface {
+	Send(*GenerateResponse) error
+	grpc.ServerStream
+}
+
+type generationServiceGenerateServer struct {
+	grpc.ServerStream
+}
+
+func (x *generationServiceGenerateServer) Send(m *GenerateResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
 var _GenerationService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "curec.v1.GenerationService",
 	HandlerType: (*GenerationServiceServer)(nil),
@@ -121,6 +191,11 @@ var _GenerationService_serviceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "GenerateReason",
 			Handler:       _GenerationService_GenerateReason_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Generate",
+			Handler:       _GenerationService_Generate_Handler,
 			ServerStreams: true,
 		},
 	},

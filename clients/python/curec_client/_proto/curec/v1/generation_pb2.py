@@ -24,19 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63urec/v1/generation.proto\x12\x08\x63urec.v1\"\x99\x01\n\x0fSamplingOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_k\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_p\"u\n\x15GenerateReasonRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12+\n\x08sampling\x18\x03 \x01(\x0b\x32\x19.curec.v1.SamplingOptions\x12\r\n\x05model\x18\x04 \x01(\t\"\xac\x01\n\x16GenerateReasonResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\x05\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12\x11\n\tfull_text\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x12\n\nraw_reason\x18\x08 \x01(\t2j\n\x11GenerationService\x12U\n\x0eGenerateReason\x12\x1f.curec.v1.GenerateReasonRequest\x1a .curec.v1.GenerateReasonResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63urec/v1/generation.proto\x12\x08\x63urec.v1\"@\n\x0b\x43hatMessage\x12 \n\x04role\x18\x01 \x01(\x0e\x32\x12.curec.v1.ChatRole\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\";\n\x10\x43hatConversation\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.curec.v1.ChatMessage\"\xb3\x01\n\x0fGenerateRequest\x12*\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x1a.curec.v1.ChatConversationH\x00\x12\x10\n\x06prompt\x18\x02 \x01(\tH\x00\x12+\n\x08sampling\x18\x03 \x01(\x0b\x32\x19.curec.v1.SamplingOptions\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x0c\n\x04stop\x18\x06 \x03(\tB\x07\n\x05input\"\xcc\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\x05\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12-\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x16.curec.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x05 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\r\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x11\n\tfull_text\x18\x08 \x01(\t\"\xd1\x01\n\x0fSamplingOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_k\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x1f\n\x12repetition_penalty\x18\x06 \x01(\x02H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x15\n\x13_repetition_penalty\"u\n\x15GenerateReasonRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12+\n\x08sampling\x18\x03 \x01(\x0b\x32\x19.curec.v1.SamplingOptions\x12\r\n\x05model\x18\x04 \x01(\t\"\xac\x01\n\x16GenerateReasonResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\x05\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12\x11\n\tfull_text\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x12\n\nraw_reason\x18\x08 \x01(\t*h\n\x08\x43hatRole\x12\x19\n\x15\x43HAT_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43HAT_ROLE_SYSTEM\x10\x01\x12\x12\n\x0e\x43HAT_ROLE_USER\x10\x02\x12\x17\n\x13\x43HAT_ROLE_ASSISTANT\x10\x03*z\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x19\n\x15\x46INISH_REASON_CONTEXT\x10\x03\x32\xaf\x01\n\x11GenerationService\x12U\n\x0eGenerateReason\x12\x1f.curec.v1.GenerateReasonRequest\x1a .curec.v1.GenerateReasonResponse0\x01\x12\x43\n\x08Generate\x12\x19.curec.v1.GenerateRequest\x1a\x1a.curec.v1.GenerateResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'curec.v1.generation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SAMPLINGOPTIONS']._serialized_start=40
-  _globals['_SAMPLINGOPTIONS']._serialized_end=193
-  _globals['_GENERATEREASONREQUEST']._serialized_start=195
-  _globals['_GENERATEREASONREQUEST']._serialized_end=312
-  _globals['_GENERATEREASONRESPONSE']._serialized_start=315
-  _globals['_GENERATEREASONRESPONSE']._serialized_end=487
-  _globals['_GENERATIONSERVICE']._serialized_start=489
-  _globals['_GENERATIONSERVICE']._serialized_end=595
+  _globals['_CHATROLE']._serialized_start=1061
+  _globals['_CHATROLE']._serialized_end=1165
+  _globals['_FINISHREASON']._serialized_start=1167
+  _globals['_FINISHREASON']._serialized_end=1289
+  _globals['_CHATMESSAGE']._serialized_start=39
+  _globals['_CHATMESSAGE']._serialized_end=103
+  _globals['_CHATCONVERSATION']._serialized_start=105
+  _globals['_CHATCONVERSATION']._serialized_end=164
+  _globals['_GENERATEREQUEST']._serialized_start=167
+  _globals['_GENERATEREQUEST']._serialized_end=346
+  _globals['_GENERATERESPONSE']._serialized_start=349
+  _globals['_GENERATERESPONSE']._serialized_end=553
+  _globals['_SAMPLINGOPTIONS']._serialized_start=556
+  _globals['_SAMPLINGOPTIONS']._serialized_end=765
+  _globals['_GENERATEREASONREQUEST']._serialized_start=767
+  _globals['_GENERATEREASONREQUEST']._serialized_end=884
+  _globals['_GENERATEREASONRESPONSE']._serialized_start=887
+  _globals['_GENERATEREASONRESPONSE']._serialized_end=1059
+  _globals['_GENERATIONSERVICE']._serialized_start=1292
+  _globals['_GENERATIONSERVICE']._serialized_end=1467
 # @@protoc_insertion_point(module_scope)

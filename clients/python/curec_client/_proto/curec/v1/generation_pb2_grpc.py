@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class GenerationServiceStub:
-    """Generates recommendation reasons with the built-in language model.
+    """Generates text with the served language models.
     """
 
     def __init__(self, channel):
@@ -40,15 +40,32 @@ class GenerationServiceStub:
                 request_serializer=curec_dot_v1_dot_generation__pb2.GenerateReasonRequest.SerializeToString,
                 response_deserializer=curec_dot_v1_dot_generation__pb2.GenerateReasonResponse.FromString,
                 _registered_method=True)
+        self.Generate = channel.unary_stream(
+                '/curec.v1.GenerationService/Generate',
+                request_serializer=curec_dot_v1_dot_generation__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=curec_dot_v1_dot_generation__pb2.GenerateResponse.FromString,
+                _registered_method=True)
 
 
 class GenerationServiceServicer:
-    """Generates recommendation reasons with the built-in language model.
+    """Generates text with the served language models.
     """
 
     def GenerateReason(self, request, context):
         """Streams a reason why the user would like the item, token by token. Honours the call's
         deadline and cancellation (generation stops between tokens).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Generate(self, request, context):
+        """Generates text from a served language model: the pretrained base ("smollm2") or a
+        fine-tuned version published by a `finetune` job. The input is a conversation, rendered
+        with the model's chat template and ending with an open assistant turn, or a raw prompt.
+        Streams the text token by token; the last message carries the finish reason and the token
+        counts. NOT_FOUND for an unknown model or version; INVALID_ARGUMENT for bad sampling
+        options, an empty input or a prompt longer than the model's context.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -62,6 +79,11 @@ def add_GenerationServiceServicer_to_server(servicer, server):
                     request_deserializer=curec_dot_v1_dot_generation__pb2.GenerateReasonRequest.FromString,
                     response_serializer=curec_dot_v1_dot_generation__pb2.GenerateReasonResponse.SerializeToString,
             ),
+            'Generate': grpc.unary_stream_rpc_method_handler(
+                    servicer.Generate,
+                    request_deserializer=curec_dot_v1_dot_generation__pb2.GenerateRequest.FromString,
+                    response_serializer=curec_dot_v1_dot_generation__pb2.GenerateResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'curec.v1.GenerationService', rpc_method_handlers)
@@ -71,7 +93,7 @@ def add_GenerationServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class GenerationService:
-    """Generates recommendation reasons with the built-in language model.
+    """Generates text with the served language models.
     """
 
     @staticmethod
@@ -91,6 +113,33 @@ class GenerationService:
             '/curec.v1.GenerationService/GenerateReason',
             curec_dot_v1_dot_generation__pb2.GenerateReasonRequest.SerializeToString,
             curec_dot_v1_dot_generation__pb2.GenerateReasonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Generate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/curec.v1.GenerationService/Generate',
+            curec_dot_v1_dot_generation__pb2.GenerateRequest.SerializeToString,
+            curec_dot_v1_dot_generation__pb2.GenerateResponse.FromString,
             options,
             channel_credentials,
             insecure,
