@@ -101,11 +101,29 @@ public final class ChatModelStore: Sendable {
             let file = try GGUFFile.read(path: basePath)
             let tokenizer = try PretrainedTokenizer(gguf: file)
             let model = try LlamaModel.load(gguf: file)
+            if name != Self.baseName {
+                try Self.applyFineTuning(directory: (artifacts.root as NSString).appendingPathComponent(key), to: model)
+            }
             return Loaded(model: model, tokenizer: tokenizer, version: key)
         } catch let error as ChatModelError {
             throw error
         } catch {
             throw .unavailable("\(key) cannot be loaded: \(error)")
+        }
+    }
+
+    /// Puts a published fine-tuning (LoRA adapters, or full weights) on the base `model`.
+    static func applyFineTuning(directory: String, to model: LlamaModel) throws {
+        switch PluginPreparer.metadata(in: directory)?["method"] {
+        case "lora":
+            let adapters = try LlamaLoRA.loadPeft(directory: directory, modelConfig: model.config)
+            adapters.isTraining = false
+            try adapters.attach(to: model)
+        case "full":
+            try LlamaWeightsFile.load(path: (directory as NSString).appendingPathComponent(LlamaWeightsFile.fileName),
+                                      into: model)
+        default:
+            throw ChatModelError.unavailable("\(directory) names no fine-tuning method (lora or full) in metadata.json")
         }
     }
 
