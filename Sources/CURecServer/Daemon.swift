@@ -145,7 +145,8 @@ public final class Daemon: Sendable {
         router.register(JobService(jobs: jobs))
         router.register(ModelService(artifacts: artifacts))
         router.register(TextGenerationService(models: ChatModelStore(
-            basePath: configuration.resolvedLMPath, artifacts: artifacts)))
+            basePath: configuration.resolvedLMPath, artifacts: artifacts,
+            weights: configuration.resolvedLMWeights ?? .quantized)))
         router.register(DatasetService(datasets: datasets))
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
         let reflection = try ReflectionService(
