@@ -96,6 +96,7 @@ public final class Daemon: Sendable {
         if configuration.enable_interop_testing {
             router.register(InteropTestService())
         }
+        let chatModels = ChatModelStore(basePath: configuration.resolvedLMPath, artifacts: artifacts)
         var recommendations: RecommendService? = nil
         var reasons: ReasonGenerator? = nil
         if let data {
@@ -109,6 +110,10 @@ public final class Daemon: Sendable {
                     check: { user, item, reason in
                         verifier.filterSentences(reason, context: ReasonContext(
                             user: Int32(bitPattern: user), item: Int32(bitPattern: item), cutoff: cutoffs[Int(user)])).text
+                    },
+                    chatModels: chatModels,
+                    conversation: { user, item in
+                        corpus.pairConversation(user: Int32(bitPattern: user), item: Int32(bitPattern: item))
                     })
             } catch {
                 logger.error("reason generation is unavailable", metadata: ["error": "\(error)"])
@@ -144,8 +149,7 @@ public final class Daemon: Sendable {
             limits: jobLimits, logger: logger)
         router.register(JobService(jobs: jobs))
         router.register(ModelService(artifacts: artifacts))
-        router.register(TextGenerationService(models: ChatModelStore(
-            basePath: configuration.resolvedLMPath, artifacts: artifacts)))
+        router.register(TextGenerationService(models: chatModels))
         router.register(DatasetService(datasets: datasets))
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
         let reflection = try ReflectionService(

@@ -52,6 +52,13 @@ public final class ChatModelStore: Sendable {
     /// Whether the base model's file is present.
     public var baseAvailable: Bool { FileManager.default.fileExists(atPath: basePath) }
 
+    /// Whether `name` is the base model or a published fine-tuned chat model.
+    public func isChatModel(_ name: String) -> Bool {
+        if name == Self.baseName { return true }
+        guard Self.isPlainName(name), let newest = artifacts.latest(of: name) else { return false }
+        return PluginPreparer.metadata(in: newest)?["kind"] == Self.fineTunedKind
+    }
+
     /// The model `name` (empty: the base) at `version` ("vN"; empty: the newest).
     public func model(name: String, version: String) throws(ChatModelError) -> Loaded {
         let name = name.isEmpty ? Self.baseName : name
