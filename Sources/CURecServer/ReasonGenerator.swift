@@ -21,7 +21,7 @@ struct ReasonGenerator: Sendable {
     var conversation: (@Sendable (_ user: UInt32, _ item: UInt32) -> (system: String, user: String))? = nil
 
     /// Tokens a chat model may spend on one reason.
-    static let chatReasonMaxTokens = 96
+    static let chatReasonMaxTokens = 80
 
     /// The chat model `name` names, or nil when `name` is a built-in LM (`lm`, `pretrain` outputs).
     func chatModel(_ name: String) throws(RPCError) -> ChatModelStore.Loaded? {
@@ -46,6 +46,13 @@ struct ReasonGenerator: Sendable {
         }
     }
 
+    /// `text` up to its last sentence end (`.`, `!`, `?`), for an answer cut by the token limit;
+    /// the whole text when it holds no sentence end.
+    static func wholeSentences(_ text: String) -> String {
+        guard let end = text.lastIndex(where: { $0 == "." || $0 == "!" || $0 == "?" }) else { return text }
+        return String(text[...end])
+    }
+
     /// Greedy pair reasons from a chat model for `items`, checked by the verifier.
     func chatReasons(_ loaded: ChatModelStore.Loaded, user: UInt32, items: [UInt32],
                      shouldStop: @escaping () -> Bool) throws(RPCError) -> [String] {
@@ -68,7 +75,8 @@ struct ReasonGenerator: Sendable {
         }
         return zip(items, results).map { item, result in
             let text = (try? loaded.tokenizer.decode(result.tokens.map(Int32.init), skippingSpecialTokens: true)) ?? ""
-            return checked(user: user, item: item, text.trimmingCharacters(in: .whitespacesAndNewlines))
+            let answer = result.finishReason == .maxTokens ? Self.wholeSentences(text) : text
+            return checked(user: user, item: item, answer.trimmingCharacters(in: .whitespacesAndNewlines))
         }
     }
 
