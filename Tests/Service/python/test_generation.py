@@ -130,3 +130,24 @@ def test_recommend_with_reasons_generated_by_the_chat_model(channel):
     assert generated, "every generated reason failed the verifier"
     for item in generated:
         assert item.reason_source == "generated" and len(item.reason.split()) >= 5
+
+
+def test_a_corrupt_model_file_is_unavailable_not_a_crash(tmp_path):
+    """A truncated GGUF file at lm_path: Generate answers UNAVAILABLE naming the problem, and
+    the daemon keeps serving (the next call gets the same answer, health stays up)."""
+    from conftest import RunningDaemon, lm_path
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(open(lm_path(), "rb").read(100_000))
+    daemon = RunningDaemon("--no-plugins", "--lm-path", str(broken))
+    try:
+        channel = grpc.insecure_channel(daemon.address)
+        stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError) as failure:
+                list(stub.Generate(generation_pb2.GenerateRequest(prompt="Hello"), timeout=60))
+            assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "broken.gguf" in failure.value.details() and len(failure.value.details()) < 500
+        channel.close()
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
