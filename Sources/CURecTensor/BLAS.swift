@@ -62,7 +62,10 @@ public enum BLAS {
         ensureConfigured()
         let flops = 2 * m * n * k
         let workers = Parallel.workers
-        if threading == .openBLAS || workers == 1 || flops < 2_000_000 {
+        // Small products run on one thread, unless an operand is large: a few rows against a
+        // big weight matrix (decoding) is bound by reading the matrix, which the split shares.
+        let largeOperand = k * max(m, n) >= 1 << 18
+        if threading == .openBLAS || workers == 1 || (flops < 2_000_000 && !largeOperand) {
             single(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
             return
         }
