@@ -107,9 +107,13 @@ public final class ChatModelStore: Sendable {
         do {
             let file = try GGUFFile.read(path: basePath)
             let tokenizer = try PretrainedTokenizer(gguf: file)
-            let model = try LlamaModel.load(gguf: file)
+            // Serving reads the 4-bit weights in place (decoding is bound by reading weights);
+            // a fully fine-tuned version replaces every weight, so it needs float32 ones.
+            let directory = (artifacts.root as NSString).appendingPathComponent(key)
+            let fullWeights = name != Self.baseName && PluginPreparer.metadata(in: directory)?["method"] == "full"
+            let model = try LlamaModel.load(gguf: file, weights: fullWeights ? .float32 : .quantized)
             if name != Self.baseName {
-                try Self.applyFineTuning(directory: (artifacts.root as NSString).appendingPathComponent(key), to: model)
+                try Self.applyFineTuning(directory: directory, to: model)
             }
             return Loaded(model: model, tokenizer: tokenizer, version: key)
         } catch let error as ChatModelError {
