@@ -22,6 +22,8 @@ struct ReasonGenerator: Sendable {
 
     /// Tokens a chat model may spend on one reason.
     static let chatReasonMaxTokens = 80
+    /// Pair reasons a chat model writes at once.
+    static let chatReasonBatch = 8
 
     /// The chat model `name` names, or nil when `name` is a built-in LM (`lm`, `pretrain` outputs).
     func chatModel(_ name: String) throws(RPCError) -> ChatModelStore.Loaded? {
@@ -62,10 +64,14 @@ struct ReasonGenerator: Sendable {
         let options = SamplingOptions(maxTokens: Self.chatReasonMaxTokens, temperature: 0, topK: 0, topP: 1,
                                       stopSequences: loaded.tokenizer.endOfTurnStopSequences, seed: 0,
                                       repetitionPenalty: 1.1)
-        let results: [GenerationResult]
+        // Rows are generated a few at a time: each holds a key/value cache of its whole prompt.
+        var results: [GenerationResult] = []
         do {
-            results = try loaded.lock.withLock { _ throws(GenerationError) in
-                try BatchedGenerator(model: loaded.model).generate(prompts: prompts, options: options, shouldStop: shouldStop)
+            for start in stride(from: 0, to: prompts.count, by: Self.chatReasonBatch) {
+                let batch = Array(prompts[start..<min(start + Self.chatReasonBatch, prompts.count)])
+                results += try loaded.lock.withLock { _ throws(GenerationError) in
+                    try BatchedGenerator(model: loaded.model).generate(prompts: batch, options: options, shouldStop: shouldStop)
+                }
             }
         } catch {
             throw RPCError(.internal, "reason generation failed: \(error.description)")
