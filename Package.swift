@@ -37,8 +37,11 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
         ),
-        // Float32 tensors, explicit forward/backward kernels, AdamW, safetensors.
-        .target(name: "CURecTensor", dependencies: ["COpenBLAS"]),
+        // Quantized-weight matrix kernels with x86-64 intrinsics (AVX2, AVX-512 VNNI), chosen
+        // at run time; always optimised, also in debug builds.
+        .target(name: "CQuantKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        // Float32 tensors, explicit forward/backward kernels, AdamW, safetensors, GGUF.
+        .target(name: "CURecTensor", dependencies: ["COpenBLAS", "CQuantKernels"]),
         // GPT-style LM, BPE and WordPiece tokenizers, MiniLM sentence encoder.
         .target(name: "CURecModels", dependencies: ["CURecTensor"]),
         // Datasets (RecBole atomic files), leave-one-out splits, ranking metrics.

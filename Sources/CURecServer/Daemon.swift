@@ -124,6 +124,8 @@ public final class Daemon: Sendable {
             router.register(RewardService(data: data, plugins: plugins, defaultRewardModel: configuration.default_reward_model))
         }
         router.register(PluginService(plugins: plugins, preparer: preparer))
+        let datasets = DatasetStore(dataDirectory: configuration.data_dir,
+                                    maxUploadBytes: configuration.dataset_upload_max_bytes)
         var jobLimits = JobManager.Limits()
         jobLimits.workerCount = configuration.job_workers
         jobLimits.queueCapacity = configuration.job_queue_capacity
@@ -134,6 +136,7 @@ public final class Daemon: Sendable {
                 TrainPluginJob(plugins: plugins, data: data, artifacts: artifacts, preparer: preparer),
                 EvaluateJob(plugins: plugins, data: data, defaultRecommender: configuration.default_recommender),
                 PretrainJob(data: data, artifacts: artifacts),
+                FinetuneJob(datasets: datasets, artifacts: artifacts, basePath: configuration.resolvedLMPath),
                 PipelineJob(data: data, plugins: plugins, artifacts: artifacts,
                             miniLMDirectory: configuration.resolvedMiniLMDirectory, servedName: Self.reasonAwareRecommender,
                             onFinished: { sampleLogger.log() }),
@@ -141,8 +144,9 @@ public final class Daemon: Sendable {
             limits: jobLimits, logger: logger)
         router.register(JobService(jobs: jobs))
         router.register(ModelService(artifacts: artifacts))
-        router.register(DatasetService(datasets: DatasetStore(
-            dataDirectory: configuration.data_dir, maxUploadBytes: configuration.dataset_upload_max_bytes)))
+        router.register(TextGenerationService(models: ChatModelStore(
+            basePath: configuration.resolvedLMPath, artifacts: artifacts)))
+        router.register(DatasetService(datasets: datasets))
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
         let reflection = try ReflectionService(
             descriptorSets: [ReflectionService.standardDescriptorSet, Self.curecDescriptorSet],

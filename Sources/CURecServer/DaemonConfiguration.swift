@@ -92,8 +92,20 @@ public struct DaemonConfiguration: Sendable, Codable {
     /// submitted), when the dataset and MiniLM are present: `quick`, `standard` or `off`.
     /// Default `quick`.
     public var pipeline_on_start: String = "quick"
+    /// The pretrained chat model `GenerationService.Generate` serves as `smollm2` and `finetune`
+    /// jobs start from (a GGUF file). Default
+    /// `<data_dir>/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf`, where
+    /// scripts/fetch-lm puts it.
+    public var lm_path: String = ""
     /// Largest dataset a client may upload through DatasetService.Upload, bytes. Default 64 MiB.
     public var dataset_upload_max_bytes: Int = 64 * 1024 * 1024
+
+    /// The base chat model file in effect.
+    public var resolvedLMPath: String {
+        lm_path.isEmpty
+            ? (data_dir as NSString).appendingPathComponent("models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+            : lm_path
+    }
 
     /// The MiniLM directory in effect.
     public var resolvedMiniLMDirectory: String {
@@ -112,7 +124,7 @@ public struct DaemonConfiguration: Sendable, Codable {
     private enum CodingKeys: String, CodingKey {
         case listen, data_dir, dataset_dir, dataset_name, plugin_dirs, plugins, default_recommender,
              default_reward_model, max_message_bytes, drain_timeout_seconds, idle_timeout_seconds, event_loops,
-             log_level, enable_interop_testing, job_workers, job_queue_capacity, minilm_dir, pipeline_on_start, dataset_upload_max_bytes
+             log_level, enable_interop_testing, job_workers, job_queue_capacity, minilm_dir, pipeline_on_start, dataset_upload_max_bytes, lm_path
     }
 
     /// Decodes a YAML document; absent keys keep their defaults; unknown keys are errors.
@@ -123,7 +135,7 @@ public struct DaemonConfiguration: Sendable, Codable {
                          "default_recommender", "default_reward_model", "max_message_bytes", "drain_timeout_seconds",
                          "idle_timeout_seconds", "event_loops", "log_level", "enable_interop_testing",
                          "job_workers", "job_queue_capacity", "minilm_dir", "pipeline_on_start",
-                         "dataset_upload_max_bytes"])
+                         "dataset_upload_max_bytes", "lm_path"])
         for key in container.allKeys where !known.contains(key.stringValue) {
             throw ConfigurationError.invalid("unknown key '\(key.stringValue)' (known: \(known.sorted().joined(separator: ", ")))")
         }
@@ -149,6 +161,7 @@ public struct DaemonConfiguration: Sendable, Codable {
         try read("minilm_dir", &minilm_dir)
         try read("pipeline_on_start", &pipeline_on_start)
         try read("dataset_upload_max_bytes", &dataset_upload_max_bytes)
+        try read("lm_path", &lm_path)
     }
 
     private struct AnyKey: CodingKey {
@@ -179,7 +192,7 @@ public struct DaemonConfiguration: Sendable, Codable {
 
     /// Applies `CUREC_*` environment variables (CUREC_LISTEN, CUREC_DATA_DIR, CUREC_DATASET_DIR,
     /// CUREC_DATASET_NAME, CUREC_PLUGIN_DIRS (colon-separated), CUREC_LOG_LEVEL,
-    /// CUREC_MAX_MESSAGE_BYTES, CUREC_MINILM_DIR, CUREC_PIPELINE_ON_START).
+    /// CUREC_MAX_MESSAGE_BYTES, CUREC_MINILM_DIR, CUREC_LM_PATH, CUREC_PIPELINE_ON_START).
     public mutating func applyEnvironment(_ environment: [String: String]) throws(ConfigurationError) {
         if let value = environment["CUREC_LISTEN"] { listen = value }
         if let value = environment["CUREC_DATA_DIR"] { data_dir = value }
@@ -188,6 +201,7 @@ public struct DaemonConfiguration: Sendable, Codable {
         if let value = environment["CUREC_PLUGIN_DIRS"] { plugin_dirs = value.split(separator: ":").map(String.init) }
         if let value = environment["CUREC_LOG_LEVEL"] { log_level = value }
         if let value = environment["CUREC_MINILM_DIR"] { minilm_dir = value }
+        if let value = environment["CUREC_LM_PATH"] { lm_path = value }
         if let value = environment["CUREC_PIPELINE_ON_START"] { pipeline_on_start = value }
         if let value = environment["CUREC_MAX_MESSAGE_BYTES"] {
             guard let bytes = Int(value), bytes > 0 else { throw .invalid("CUREC_MAX_MESSAGE_BYTES must be a positive integer") }

@@ -343,7 +343,7 @@ public struct GGUFFile: Sendable {
         convert(try supportedInfo(name), into: destination)
     }
 
-    /// Like ``dequantize(_:into:)-(_,UnsafeMutablePointer<Float>)`` but checks that
+    /// Like the pointer form of `dequantize(_:into:)`, but checks that
     /// `destination` holds exactly the tensor's element count.
     public func dequantize(_ name: String, into destination: UnsafeMutableBufferPointer<Float>) throws(GGUFError) {
         let info = try supportedInfo(name)

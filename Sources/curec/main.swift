@@ -13,9 +13,11 @@ import Glibc
 struct CURecCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "curec",
-        abstract: "Talk to a running curecd: health, plugins, jobs, models, the pipeline report, recommendations.",
+        abstract: "Talk to a running curecd: health, plugins, jobs, models, the pipeline report, recommendations, "
+            + "text generation and fine-tuning datasets.",
         discussion: "The daemon address comes from --address or CUREC_ADDRESS (default 127.0.0.1:50051).",
-        subcommands: [Health.self, Plugins.self, Jobs.self, Models.self, Report.self, Recommend.self, Score.self])
+        subcommands: [Health.self, Plugins.self, Jobs.self, Models.self, Report.self, Recommend.self, Score.self,
+                      Generate.self, Datasets.self])
 }
 
 /// Options every command takes.

@@ -58,6 +58,9 @@ struct CURecDaemonCommand: ParsableCommand {
     @Option(name: .long, help: "Directory of the all-MiniLM-L6-v2 encoder (default <data-dir>/models/all-MiniLM-L6-v2).")
     var minilmDir: String?
 
+    @Option(name: .long, help: "The pretrained chat model, a GGUF file (default <data-dir>/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf).")
+    var lmPath: String?
+
     @Option(name: .long, help: "Pipeline profile to run on first start: quick, standard or off (default quick).")
     var pipelineOnStart: String?
 
@@ -100,6 +103,7 @@ struct CURecDaemonCommand: ParsableCommand {
             configuration.pipeline_on_start = "off"
         }
         if let minilmDir { configuration.minilm_dir = minilmDir }
+        if let lmPath { configuration.lm_path = lmPath }
         if let pipelineOnStart { configuration.pipeline_on_start = pipelineOnStart }
         if let eventLoops { configuration.event_loops = eventLoops }
         if let maxMessageBytes { configuration.max_message_bytes = maxMessageBytes }

@@ -7,9 +7,10 @@ let package = Package(
     name: "GPTBench",
     targets: [
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas"),
-        .target(name: "CURecTensor", dependencies: ["COpenBLAS"]),
+        .target(name: "CQuantKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CURecTensor", dependencies: ["COpenBLAS", "CQuantKernels"]),
         .target(name: "CURecModels", dependencies: ["CURecTensor"]),
         .executableTarget(name: "gpt-bench", dependencies: ["CURecModels", "CURecTensor", "COpenBLAS"]),
-        .executableTarget(name: "llama-bench", dependencies: ["CURecModels", "CURecTensor"]),
+        .executableTarget(name: "llama-finetune-bench", dependencies: ["CURecModels", "CURecTensor"]),
     ]
 )

@@ -1,8 +1,9 @@
 // Package client is a typed Go client for the CURec serve daemon (curecd).
 //
 // It wraps the gRPC stubs of Protos/curec/v1 (package curecv1): recommendations and
-// scoring (with reasons), reward scoring, plugin administration, jobs, the model store
-// and the pipeline's report. Answers are plain Go structs; every failed call returns an
+// scoring (with reasons), reward scoring, plugin administration, jobs, the model store,
+// the pipeline's report, text generation with the served language models and chat
+// datasets for fine-tuning. Answers are plain Go structs; every failed call returns an
 // *Error carrying the gRPC status code and the server's message.
 //
 //	c, err := client.Dial("127.0.0.1:50051")
@@ -34,11 +35,13 @@ type Client struct {
 	conn    *grpc.ClientConn
 	timeout time.Duration
 
-	recommend curecv1.RecommendServiceClient
-	reward    curecv1.RewardServiceClient
-	plugins   curecv1.PluginServiceClient
-	jobs      curecv1.JobServiceClient
-	models    curecv1.ModelServiceClient
+	recommend  curecv1.RecommendServiceClient
+	reward     curecv1.RewardServiceClient
+	plugins    curecv1.PluginServiceClient
+	jobs       curecv1.JobServiceClient
+	models     curecv1.ModelServiceClient
+	generation curecv1.GenerationServiceClient
+	datasets   curecv1.DatasetServiceClient
 }
 
 // DialOption configures Dial.
@@ -84,13 +87,15 @@ func DialContext(ctx context.Context, address string, opts ...DialOption) (*Clie
 // NewFromConn wraps an existing connection. Close closes it.
 func NewFromConn(conn *grpc.ClientConn, timeout time.Duration) *Client {
 	return &Client{
-		conn:      conn,
-		timeout:   timeout,
-		recommend: curecv1.NewRecommendServiceClient(conn),
-		reward:    curecv1.NewRewardServiceClient(conn),
-		plugins:   curecv1.NewPluginServiceClient(conn),
-		jobs:      curecv1.NewJobServiceClient(conn),
-		models:    curecv1.NewModelServiceClient(conn),
+		conn:       conn,
+		timeout:    timeout,
+		recommend:  curecv1.NewRecommendServiceClient(conn),
+		reward:     curecv1.NewRewardServiceClient(conn),
+		plugins:    curecv1.NewPluginServiceClient(conn),
+		jobs:       curecv1.NewJobServiceClient(conn),
+		models:     curecv1.NewModelServiceClient(conn),
+		generation: curecv1.NewGenerationServiceClient(conn),
+		datasets:   curecv1.NewDatasetServiceClient(conn),
 	}
 }
 

@@ -76,6 +76,14 @@ func startDaemon() (*daemon, error) {
 			return nil, fmt.Errorf("scripts/fetch-data: %w", err)
 		}
 	}
+	lm := filepath.Join(root, "var", "models", "SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct.Q4_1.gguf")
+	if _, err := os.Stat(lm); err != nil {
+		fetch := exec.Command(filepath.Join(root, "scripts", "fetch-lm"))
+		fetch.Stdout, fetch.Stderr = os.Stderr, os.Stderr
+		if err := fetch.Run(); err != nil {
+			return nil, fmt.Errorf("scripts/fetch-lm: %w", err)
+		}
+	}
 	dataDir, err := os.MkdirTemp("", "curec-client-go-")
 	if err != nil {
 		return nil, err
@@ -88,7 +96,7 @@ func startDaemon() (*daemon, error) {
 	}
 	defer logFile.Close()
 	d.cmd = exec.Command(binary, "--listen", "127.0.0.1:0", "--port-file", portFile,
-		"--data-dir", dataDir, "--dataset-dir", dataset)
+		"--data-dir", dataDir, "--dataset-dir", dataset, "--lm-path", lm)
 	d.cmd.Dir = root
 	d.cmd.Stdout, d.cmd.Stderr = logFile, logFile
 	if err := d.cmd.Start(); err != nil {

@@ -12,7 +12,7 @@ import (
 // Error is a failed call: the gRPC status code and the server's message, which names the
 // offending field and value. status.Code(err) and status.FromError(err) work on it too.
 //
-// Codes the daemon uses: NotFound (unknown user, item, plugin, job or model),
+// Codes the daemon uses: NotFound (unknown user, item, plugin, job, model or dataset),
 // InvalidArgument (malformed request, bad job parameters), FailedPrecondition (untrained
 // plugin, cancelling a job that has ended), ResourceExhausted (job queue full),
 // AlreadyExists (plugin name taken), Unavailable (no daemon), DeadlineExceeded.

@@ -22,12 +22,18 @@ public final class LlamaKVCache: @unchecked Sendable {
 
     /// An empty cache for `rows` sequences of up to `capacity` tokens (default and maximum:
     /// the model's context).
-    public init(config: LlamaConfig, rows: Int, capacity: Int? = nil) throws(LlamaError) {
+    public convenience init(config: LlamaConfig, rows: Int, capacity: Int? = nil) throws(LlamaError) {
         let capacity = capacity ?? config.context
         guard rows > 0 else { throw .invalidArgument("a cache needs at least one row, got \(rows)") }
         guard capacity > 0, capacity <= config.context else {
             throw .invalidArgument("cache capacity must be in 1...\(config.context), got \(capacity)")
         }
+        self.init(validConfig: config, rows: rows, capacity: capacity)
+    }
+
+    /// An empty cache for arguments the caller has checked (`rows >= 1`, `capacity` in
+    /// `1...config.context`).
+    init(validConfig config: LlamaConfig, rows: Int, capacity: Int) {
         self.config = config
         self.rows = rows
         self.capacity = capacity

@@ -74,14 +74,80 @@ public final class RPCClient {
     }
 
     /// Calls a server-streaming method; `onMessage` sees each response as it arrives.
+    ///
+    /// An ``RPCError`` thrown by `onMessage` cancels the call and is rethrown as it is; any
+    /// other error cancels it too and becomes CANCELLED with the error's description.
     public func serverStreaming<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
         _ path: String, _ request: Request, timeout: Double = 30,
         onMessage: (Response) throws -> Void
     ) throws(RPCError) {
-        let body = MessageFramer.frame(try MessageCoding.encode(request))
-        let call = ClientCall(body: body, maxMessageBytes: 64 * 1024 * 1024)
+        var body: [UInt8]? = MessageFramer.frame(try MessageCoding.encode(request))
+        try perform(path, timeout: timeout, nextFrame: {
+            defer { body = nil }
+            return body
+        }, onMessage: onMessage)
+    }
+
+    /// Calls a client-streaming method and returns its one response.
+    ///
+    /// `nextRequest` is called for each request message when the connection can take more
+    /// (HTTP/2 flow control), so a large upload is produced piece by piece, never held whole;
+    /// it returns nil after the last message. The server may answer before the requests are
+    /// all sent (e.g. an error about an early one); `nextRequest` is then not called again.
+    /// An ``RPCError`` thrown by `nextRequest` cancels the call and is rethrown as it is; any
+    /// other error cancels it too and becomes CANCELLED with the error's description.
+    ///
+    ///     let file = try FileHandle(forReadingFrom: url)
+    ///     var headerSent = false
+    ///     let stored: Curec_V1_Dataset = try client.clientStreaming("/curec.v1.DatasetService/Upload") {
+    ///         if !headerSent { headerSent = true; return Curec_V1_UploadDatasetRequest.with { $0.header.name = "films" } }
+    ///         guard let chunk = try file.read(upToCount: 256 * 1024), !chunk.isEmpty else { return nil }
+    ///         return Curec_V1_UploadDatasetRequest.with { $0.chunk = chunk }
+    ///     }
+    public func clientStreaming<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        _ path: String, timeout: Double = 30, as: Response.Type = Response.self,
+        nextRequest: () throws -> Request?
+    ) throws(RPCError) -> Response {
+        var response: Response? = nil
+        try perform(path, timeout: timeout, nextFrame: { () throws -> [UInt8]? in
+            guard let request = try nextRequest() else { return nil }
+            return MessageFramer.frame(try MessageCoding.encode(request))
+        }, onMessage: { (message: Response) in
+            guard response == nil else { throw RPCError(.internal, "\(path) answered with more than one message") }
+            response = message
+        })
+        guard let response else { throw RPCError(.internal, "\(path) answered OK without a message") }
+        return response
+    }
+
+    /// Runs one call: the request body comes from `nextFrame` (framed messages, nil at the
+    /// end) as nghttp2 asks for data; each response message goes to `onMessage`.
+    private func perform<Response: SwiftProtobuf.Message>(
+        _ path: String, timeout: Double, nextFrame: () throws -> [UInt8]?,
+        onMessage: (Response) throws -> Void
+    ) throws(RPCError) {
+        // The producer is only kept by the call, which ends before this returns.
+        let outcome: Result<Void, RPCError> = withoutActuallyEscaping(nextFrame) { producer in
+            do throws(RPCError) {
+                try run(path, timeout: timeout, producer: producer, onMessage: onMessage)
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+        try outcome.get()
+    }
+
+    private func run<Response: SwiftProtobuf.Message>(
+        _ path: String, timeout: Double, producer: @escaping () throws -> [UInt8]?,
+        onMessage: (Response) throws -> Void
+    ) throws(RPCError) {
+        let call = ClientCall(producer: producer, maxMessageBytes: 64 * 1024 * 1024)
         self.call = call
-        defer { self.call = nil }
+        defer {
+            call.producer = nil
+            self.call = nil
+        }
         var headers = HeaderBlock()
         headers.add(":method", "POST")
         headers.add(":scheme", "http")
@@ -97,27 +163,46 @@ public final class RPCClient {
             nghttp2_submit_request(session, nil, nvs, count, &provider, nil)
         }
         guard streamID > 0 else { throw RPCError(.internal, "cannot submit the request (nghttp2 error \(streamID))") }
-        let deadline = Date().addingTimeInterval(timeout > 0 ? timeout + 5 : 365 * 86400)
-        while !call.closed {
-            try pump(deadline: deadline)
+        /// Resets the stream if it is still open (the server sees a cancelled call) and sends that out.
+        func cancelStream() {
+            guard !call.closed else { return }
+            nghttp2_submit_rst_stream(session, 0, streamID, UInt32(NGHTTP2_CANCEL.rawValue))
+            _ = try? pump(deadline: Date().addingTimeInterval(1), once: true)
+        }
+        /// Hands the messages received so far to `onMessage`; its error cancels the call.
+        func deliver() throws(RPCError) {
             for message in call.takeMessages() {
                 let decoded: Response
                 do {
                     decoded = try Response(serializedBytes: message)
                 } catch {
+                    cancelStream()
                     throw RPCError(.internal, "cannot parse the response as \(Response.protoMessageName): \(error)")
                 }
                 do {
                     try onMessage(decoded)
                 } catch let error as RPCError {
-                    nghttp2_submit_rst_stream(session, 0, streamID, UInt32(NGHTTP2_CANCEL.rawValue))
-                    _ = try? pump(deadline: Date().addingTimeInterval(1), once: true)
+                    cancelStream()
                     throw error
                 } catch {
+                    cancelStream()
                     throw RPCError(.cancelled, "\(error)")
                 }
             }
         }
+        let deadline = Date().addingTimeInterval(timeout > 0 ? timeout + 5 : 365 * 86400)
+        // The call is over when the stream closes, or once the server's trailers have come
+        // (it may answer a client-streaming call before every request was sent).
+        while !call.closed && call.statusCode == nil {
+            try pump(deadline: deadline)
+            if let failure = call.producerFailure {
+                cancelStream()
+                throw failure
+            }
+            try deliver()
+        }
+        try deliver()
+        cancelStream()
         if let failure = call.failure { throw failure }
         guard let code = call.statusCode else {
             throw RPCError(.internal, "the server closed the call without a grpc-status (HTTP status \(call.httpStatus ?? "none"))")
@@ -130,15 +215,24 @@ public final class RPCClient {
         while nghttp2_session_want_write(session) != 0 {
             var data: UnsafePointer<UInt8>? = nil
             let length = nghttp2_session_mem_send(session, &data)
-            if length <= 0 { break }
+            guard length > 0, let data else { break }
             var offset = 0
             while offset < length {
-                let sent = send(fd, data! + offset, length - offset, Int32(MSG_NOSIGNAL))
+                let sent = send(fd, data + offset, length - offset, Int32(MSG_NOSIGNAL))
+                if sent < 0, errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR {
+                    // The socket's buffer is full (a large upload to a busy server): wait for room.
+                    guard deadline.timeIntervalSinceNow > 0 else {
+                        throw RPCError(.deadlineExceeded, "the server did not take the request in time")
+                    }
+                    var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                    _ = poll(&poller, 1, 1000)
+                    continue
+                }
                 guard sent > 0 else { throw RPCError(.unavailable, "the connection to the server broke while sending") }
                 offset += sent
             }
         }
-        if call?.closed == true { return }
+        if call?.closed == true || call?.producerFailure != nil { return }
         let remaining = deadline.timeIntervalSinceNow
         guard remaining > 0 else { throw RPCError(.deadlineExceeded, "no answer from the server in time") }
         var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
@@ -154,8 +248,15 @@ public final class RPCClient {
 
 /// The state of the one call in progress.
 final class ClientCall {
-    let body: [UInt8]
-    var bodyOffset = 0
+    /// Gives the request body's next framed message, nil after the last. Called from
+    /// nghttp2's data callback on the calling thread; cleared when the call ends.
+    var producer: (() throws -> [UInt8]?)?
+    /// The framed message being sent and how much of it has gone.
+    var pending: [UInt8] = []
+    var pendingOffset = 0
+    var producerDone = false
+    /// Set when `producer` threw: the call is then cancelled and this is its error.
+    var producerFailure: RPCError? = nil
     var deframer: MessageDeframer
     var messages: [[UInt8]] = []
     var httpStatus: String? = nil
@@ -164,14 +265,35 @@ final class ClientCall {
     var failure: RPCError? = nil
     var closed = false
 
-    init(body: [UInt8], maxMessageBytes: Int) {
-        self.body = body
+    init(producer: @escaping () throws -> [UInt8]?, maxMessageBytes: Int) {
+        self.producer = producer
         self.deframer = MessageDeframer(maxMessageBytes: maxMessageBytes)
     }
 
     func takeMessages() -> [[UInt8]] {
         defer { messages.removeAll() }
         return messages
+    }
+
+    /// Makes `pending` hold unsent bytes unless the body has ended; false when it has (or
+    /// the producer failed).
+    func refill() -> Bool {
+        while pendingOffset == pending.count {
+            guard !producerDone, producerFailure == nil, let producer else { return false }
+            do {
+                if let next = try producer() {
+                    pending = next
+                    pendingOffset = 0
+                } else {
+                    producerDone = true
+                }
+            } catch let error as RPCError {
+                producerFailure = error
+            } catch {
+                producerFailure = RPCError(.cancelled, "\(error)")
+            }
+        }
+        return true
     }
 }
 
@@ -219,15 +341,28 @@ final class ClientCallbacks: @unchecked Sendable {
         }
     }
 
-    /// Streams the request body, then ends the stream.
+    /// Streams the request body message by message as flow control allows, then ends the
+    /// stream. When the producer fails, sending pauses and the call is cancelled.
     static let readRequest: nghttp2_data_source_read_callback = { _, _, buffer, length, flags, _, userData in
-        guard let call = ClientCallbacks.client(userData)?.call, let buffer, let flags else { return 0 }
-        let count = min(length, call.body.count - call.bodyOffset)
-        call.body.withUnsafeBufferPointer { source in
-            buffer.update(from: source.baseAddress! + call.bodyOffset, count: count)
+        guard let buffer, let flags else { return 0 }
+        guard let call = ClientCallbacks.client(userData)?.call else {
+            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+            return 0
         }
-        call.bodyOffset += count
-        if call.bodyOffset == call.body.count { flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue }
+        guard call.refill() else {
+            if call.producerFailure != nil { return Int(NGHTTP2_ERR_DEFERRED.rawValue) }
+            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+            return 0
+        }
+        let count = min(length, call.pending.count - call.pendingOffset)
+        call.pending.withUnsafeBufferPointer { source in
+            if let base = source.baseAddress { buffer.update(from: base + call.pendingOffset, count: count) }
+        }
+        call.pendingOffset += count
+        // End the stream with this frame when nothing follows.
+        if call.pendingOffset == call.pending.count, !call.refill(), call.producerFailure == nil {
+            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+        }
         return count
     }
 }

@@ -50,24 +50,30 @@ struct GenerationService: RPCService {
             }
             var emittedBytes: [UInt8] = []
             var generated: [Int32] = []
-            do {
-                for await token in tokens {
-                    generated.append(Int32(token))
-                    let bytes = (try? loaded.tokenizer.decodeBytes(generated)) ?? emittedBytes
-                    // Send only whole UTF-8 characters: hold back an incomplete tail.
-                    let complete = Self.completeUTF8Prefix(bytes)
-                    let piece = complete.count > emittedBytes.count ? Array(complete[emittedBytes.count...]) : []
-                    if !piece.isEmpty { emittedBytes = complete }
-                    try await writer.send(.with {
-                        $0.text = String(decoding: piece, as: UTF8.self)
-                        $0.tokenID = Int32(token)
-                        $0.modelVersion = loaded.version
-                    })
+            // A cancelled call ends the token stream; stop the generation thread with it.
+            try await withTaskCancellationHandler {
+                do {
+                    for await token in tokens {
+                        generated.append(Int32(token))
+                        let bytes = (try? loaded.tokenizer.decodeBytes(generated)) ?? emittedBytes
+                        // Send only whole UTF-8 characters: hold back an incomplete tail.
+                        let complete = Self.completeUTF8Prefix(bytes)
+                        let piece = complete.count > emittedBytes.count ? Array(complete[emittedBytes.count...]) : []
+                        if !piece.isEmpty { emittedBytes = complete }
+                        try await writer.send(.with {
+                            $0.text = String(decoding: piece, as: UTF8.self)
+                            $0.tokenID = Int32(token)
+                            $0.modelVersion = loaded.version
+                        })
+                    }
+                } catch {
+                    stop.set()
+                    throw error
                 }
-            } catch {
+            } onCancel: {
                 stop.set()
-                throw error
             }
+            try Task.checkCancellation()
             guard let outcome = finished.get() else { throw RPCError(.internal, "generation ended without a result") }
             let generation: GPTGeneration
             switch outcome {
@@ -104,8 +110,12 @@ struct GenerationService: RPCService {
         guard topK >= 0 else { throw RPCError(.invalidArgument, "sampling.top_k is \(topK); it must be >= 0") }
         let topP = sampling.hasTopP ? sampling.topP : 0.95
         guard topP > 0, topP <= 1 else { throw RPCError(.invalidArgument, "sampling.top_p is \(topP); it must be in (0, 1]") }
+        let penalty = sampling.hasRepetitionPenalty ? sampling.repetitionPenalty : 1
+        guard penalty >= 1, penalty <= 2 else {
+            throw RPCError(.invalidArgument, "sampling.repetition_penalty is \(penalty); it must be 1 to 2")
+        }
         return GPTSamplingOptions(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP,
-                                  stopSequences: [], seed: sampling.seed)
+                                  stopSequences: [], seed: sampling.seed, repetitionPenalty: penalty)
     }
 
     /// The longest prefix of `bytes` that ends on a UTF-8 character boundary.

@@ -12,6 +12,7 @@ import grpc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+LM_PATH = os.path.join(REPO_ROOT, "var", "models", "SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct.Q4_1.gguf")
 REFERENCE_SERVER = os.path.join(HERE, "reference_server.py")
 
 TEST_SERVICE = "grpc.testing.TestService"
@@ -49,8 +50,10 @@ def daemon_command(port_file, listen="127.0.0.1:0", extra_args=()):
             "curecd binary %s not found (run `swift build`, set CURECD, "
             "set CURECD_ADDR, or set INTEROP_REFERENCE=1)" % binary
         )
-    # The interop cases need only the RPC layer: no dataset, no plugin training.
-    return [binary] + args + ["--no-plugins", "--data-dir", tempfile.mkdtemp(prefix="curec-interop-data-")]
+    # The interop cases need only the RPC layer: no dataset, no plugin training; the chat model
+    # (fetched by scripts/fetch-lm) for the generation cases of the bad-peer suite.
+    return [binary] + args + ["--no-plugins", "--data-dir", tempfile.mkdtemp(prefix="curec-interop-data-"),
+                              "--lm-path", LM_PATH]
 
 
 class Daemon:

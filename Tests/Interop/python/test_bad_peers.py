@@ -35,6 +35,7 @@ from raw_h2 import (
     deadline,
     frame,
     grpc_frame,
+    grpc_messages,
     grpc_status,
     read_until_goaway_or_close,
     rst_stream_frame,
@@ -408,3 +409,73 @@ def test_upload_with_undecodable_messages(raw, server_address):
     assert rst is None
     assert grpc_status(header_blocks) not in (None, GRPC_OK)
     assert _dataset_listing_status(server_address, "garbled") == GRPC_NOT_FOUND
+
+
+# --------------------------------------------------------------------------- generation
+
+GENERATE_PATH = "/curec.v1.GenerationService/Generate"
+GRPC_DEADLINE_EXCEEDED = 4
+
+
+def _generate_request(prompt, max_tokens=0):
+    """GenerateRequest{prompt: ..., sampling: {max_tokens: ...}} encoded by hand."""
+    sampling = b"\x20" + bytes([max_tokens]) if max_tokens else b""
+    return _pb_bytes(2, prompt.encode()) + (_pb_bytes(3, sampling) if sampling else b"")
+
+
+def _read_frame_patiently(conn, seconds):
+    """The next frame, waiting up to `seconds` (single reads time out after a few seconds)."""
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            return conn.read_frame(end)
+        except socket.timeout:
+            if time.monotonic() >= end:
+                raise
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+def test_generation_abandoned_mid_stream(server_address):
+    """Clients that start long generations and reset the stream or the connection while
+    tokens stream free the model: a later generation still runs to its end."""
+    for ending in ("rst-stream", "reset-connection"):
+        conn = RawConnection(server_address)
+        conn.start()
+        conn.send(conn.headers_frame(1, conn.request_headers(GENERATE_PATH))
+                  + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(_generate_request("Once upon a time", 120))))
+        # Wait until the first token arrives (the first call also loads the model), then vanish.
+        first = _read_frame_patiently(conn, 120)
+        while first.type != DATA:
+            first = _read_frame_patiently(conn, 120)
+        if ending == "rst-stream":
+            conn.send(rst_stream_frame(1))
+        else:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+    conn = RawConnection(server_address)
+    try:
+        conn.start()
+        conn.send(conn.headers_frame(1, conn.request_headers(GENERATE_PATH))
+                  + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(_generate_request("Hello", 3))))
+        header_blocks, data, rst = conn.read_response(1, time.monotonic() + 120)
+        assert rst is None and grpc_status(header_blocks) == GRPC_OK
+        assert len(grpc_messages(data)) >= 2  # at least one token and the final message
+    finally:
+        conn.close()
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+def test_generation_prompt_beyond_the_context(raw):
+    """A prompt longer than the model's context is refused before any work, with a short message."""
+    raw.start()
+    prompt = "film " * 9000  # about 9,000 tokens; the context holds 8,192
+    body = grpc_frame(_generate_request(prompt))
+    pieces = [body[i:i + 16384] for i in range(0, len(body), 16384)]
+    raw.send(raw.headers_frame(1, raw.request_headers(GENERATE_PATH))
+             + b"".join(frame(DATA, FLAG_END_STREAM if i == len(pieces) - 1 else 0, 1, piece)
+                        for i, piece in enumerate(pieces)))
+    header_blocks, data, rst = raw.read_response(1, time.monotonic() + 60)
+    assert rst is None
+    assert grpc_status(header_blocks) == GRPC_INVALID_ARGUMENT
+    message = dict(header_blocks[-1]).get("grpc-message", "")
+    assert "context" in message and len(message) < 200

@@ -33,6 +33,14 @@ def dataset_dir():
     return path
 
 
+def lm_path():
+    """The pretrained chat model the daemon serves as "smollm2", fetched if missing."""
+    path = os.path.join(REPO_ROOT, "var", "models", "SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    if not os.path.exists(path):
+        subprocess.run([os.path.join(REPO_ROOT, "scripts", "fetch-lm")], check=True)
+    return path
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "pipeline: the long end-to-end CURec pipeline run (minutes)")
 
@@ -47,7 +55,7 @@ class RunningDaemon:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [curecd_binary(), "--listen", "127.0.0.1:0", "--port-file", self.port_file,
-             "--data-dir", self.data_dir, "--dataset-dir", dataset_dir(), *extra],
+             "--data-dir", self.data_dir, "--dataset-dir", dataset_dir(), "--lm-path", lm_path(), *extra],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
         )
         deadline = time.monotonic() + 300

@@ -1,8 +1,10 @@
 """The curec CLI against the service-test daemon: human and JSON output, errors as the
-server's status and message with exit code 1."""
+server's status and message with exit code 1. The generate tests need the daemon's
+GenerationService.Generate with its base model "smollm2"."""
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 
@@ -11,9 +13,12 @@ import pytest
 from conftest import REPO_ROOT, RunningDaemon
 
 
-def curec(daemon, *args):
-    binary = os.path.join(os.path.dirname(os.path.join(REPO_ROOT, os.environ.get("CURECD") or ".build/debug/curecd")), "curec")
-    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=300,
+def curec_binary():
+    return os.path.join(os.path.dirname(os.path.join(REPO_ROOT, os.environ.get("CURECD") or ".build/debug/curecd")), "curec")
+
+
+def curec(daemon, *args, input=None):
+    return subprocess.run([curec_binary(), *args], capture_output=True, text=True, timeout=300, input=input,
                           env=dict(os.environ, CUREC_ADDRESS=daemon.address))
 
 
@@ -104,3 +109,100 @@ def test_report_prints_markdown_json_and_writes_files(daemon_with_report, tmp_pa
 
     result = curec(daemon_with_report, "report", "--version", "v9")
     assert result.returncode == 1 and result.stderr.strip() == "error: NOT_FOUND: report 'report' has no version 'v9' (have v1)"
+
+
+def chat_line(i):
+    return json.dumps({"messages": [{"role": "user", "content": "Why watch film %d? %s" % (i, "x" * 200)},
+                                    {"role": "assistant", "content": "Because it is number %d. 😀" % i}]})
+
+
+def test_datasets_upload_in_chunks_and_list(daemon, tmp_path):
+    path = tmp_path / "films.jsonl"
+    path.write_text("".join(chat_line(i) + "\n" for i in range(3000)), encoding="utf-8")
+    size = path.stat().st_size
+    assert size > 2 * 256 * 1024  # several 256 KiB upload messages
+    result = curec(daemon, "datasets", "upload", "cli-films", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "uploaded cli-films v1: 3000 examples, %d bytes\n" % size
+
+    small = "".join(chat_line(i) + "\n" for i in range(3))
+    piped = curec(daemon, "datasets", "upload", "cli-films", "-", "--json", input=small)
+    assert piped.returncode == 0, piped.stderr
+    record = json.loads(piped.stdout)
+    assert record["name"] == "cli-films" and record["version"] == "v2" and int(record["examples"]) == 3
+
+    listed = curec(daemon, "datasets", "list", "cli-films")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    assert rows[0][:4] == ["NAME", "VERSION", "EXAMPLES", "BYTES"]
+    assert [row[:4] for row in rows[1:]] == [["cli-films", "v1", "3000", str(size)],
+                                            ["cli-films", "v2", "3", str(len(small.encode()))]]
+    everything = curec(daemon, "datasets", "list", "--json")
+    assert "cli-films" in {json.loads(line)["name"] for line in everything.stdout.splitlines()}
+
+
+def test_datasets_errors(daemon, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(chat_line(1) + "\n" + json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    result = curec(daemon, "datasets", "upload", "cli-bad", str(bad))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: INVALID_ARGUMENT: dataset line 2:"), result.stderr
+    result = curec(daemon, "datasets", "list", "cli-bad")
+    assert result.returncode == 1 and result.stderr.startswith("error: NOT_FOUND:")
+    result = curec(daemon, "datasets", "upload", "cli-bad", str(tmp_path / "missing.jsonl"))
+    assert result.returncode == 1 and result.stderr.strip() == "error: no file %s" % (tmp_path / "missing.jsonl")
+    result = curec(daemon, "datasets", "upload", "../escape", str(bad))
+    assert result.returncode == 1 and result.stderr.startswith("error: INVALID_ARGUMENT: a dataset name")
+
+
+# The generate tests run the daemon's pretrained base model "smollm2" (they need its Generate).
+
+GENERATE_SUMMARY = re.compile(r"^finish=(stop|length) prompt_tokens=(\d+) completion_tokens=(\d+) model=(\S*)$")
+
+
+def test_generate_streams_text_and_reports_the_finish(daemon):
+    args = ["generate", "--system", "You are a helpful assistant who recommends films.",
+            "--user", "Name one good science fiction film.", "--max-tokens", "16", "--seed", "1", "--temperature", "0.9"]
+    result = curec(daemon, *args)
+    assert result.returncode == 0, result.stderr
+    summary = GENERATE_SUMMARY.match(result.stderr.strip())
+    assert summary, result.stderr
+    assert int(summary.group(2)) > 0 and 0 < int(summary.group(3)) <= 16 and "smollm2" in summary.group(4)
+    assert result.stdout.strip() and result.stdout.endswith("\n")
+    assert curec(daemon, *args).stdout == result.stdout  # the same seed, the same text
+
+    streamed = curec(daemon, *args, "--json")
+    assert streamed.returncode == 0 and streamed.stderr == ""
+    messages = [json.loads(line) for line in streamed.stdout.splitlines()]
+    assert [m.get("final", False) for m in messages] == [False] * (len(messages) - 1) + [True]
+    final = messages[-1]
+    assert "".join(m.get("text", "") for m in messages[:-1]) == final["full_text"]
+    assert result.stdout.rstrip("\n") == final["full_text"].rstrip("\n")
+
+
+def test_generate_from_a_prompt_with_messages_and_stop(daemon):
+    result = curec(daemon, "generate", "--prompt", "Once upon a time", "--max-tokens", "4", "--temperature", "0")
+    assert result.returncode == 0, result.stderr
+    summary = GENERATE_SUMMARY.match(result.stderr.strip())
+    assert summary and int(summary.group(3)) <= 4, result.stderr
+    result = curec(daemon, "generate", "--message", "user:Say hello.", "--message", "assistant:Hello!",
+                   "--user", "Again, please.", "--max-tokens", "8", "--stop", "\n", "--top-k", "20", "--top-p", "0.9",
+                   "--repetition-penalty", "1.1", "--model", "smollm2")
+    assert result.returncode == 0, result.stderr
+    assert GENERATE_SUMMARY.match(result.stderr.strip()), result.stderr
+    assert "\n" not in result.stdout[:-1]  # the stop string ends the text
+
+
+def test_generate_errors(daemon):
+    result = curec(daemon, "generate", "--user", "hi", "--model", "no-such-model")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: NOT_FOUND:"), result.stderr
+    result = curec(daemon, "generate", "--user", "hi", "--max-tokens", "100000")
+    assert result.returncode == 1 and result.stderr.startswith("error: INVALID_ARGUMENT:"), result.stderr
+
+
+def test_generate_needs_an_input():
+    # Checked by the CLI itself, so no daemon is needed.
+    for args in [[], ["--prompt", "x", "--user", "y"], ["--message", "robot:beep"], ["--message", "no colon"]]:
+        result = subprocess.run([curec_binary(), "generate", *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 64 and "Error:" in result.stderr, (args, result.stderr)

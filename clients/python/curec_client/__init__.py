@@ -7,6 +7,7 @@ Example::
     with Client("127.0.0.1:50051") as client:
         for item in client.recommend("196", k=5):
             print(item.item_id, item.title, round(item.score, 3))
+        print(client.generate([("user", "Recommend a film for a rainy day.")], max_tokens=64).text)
 
 The generated protobuf/gRPC stubs are available as ``curec_client.pb`` (the modules
 ``recommend_pb2``, ``job_pb2_grpc``, ...) for calls the wrapper does not cover.
@@ -14,6 +15,10 @@ The generated protobuf/gRPC stubs are available as ``curec_client.pb`` (the modu
 
 from ._proto.curec import v1 as pb
 from ._proto.curec.v1 import (  # noqa: F401  (re-exported through ``pb``)
+    dataset_pb2,
+    dataset_pb2_grpc,
+    generation_pb2,
+    generation_pb2_grpc,
     job_pb2,
     job_pb2_grpc,
     model_pb2,
@@ -25,9 +30,14 @@ from ._proto.curec.v1 import (  # noqa: F401  (re-exported through ``pb``)
     reward_pb2,
     reward_pb2_grpc,
 )
-from .client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client
+from .client import DATASET_CHUNK_BYTES, DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client, GenerationStream
 from .errors import CurecError
 from .types import (
+    ChatMessage,
+    ChatRole,
+    Dataset,
+    FinishReason,
+    Generation,
     Job,
     JobEvent,
     JobState,
@@ -47,10 +57,17 @@ from .types import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChatMessage",
+    "ChatRole",
     "Client",
     "CurecError",
+    "DATASET_CHUNK_BYTES",
     "DEFAULT_ADDRESS",
     "DEFAULT_TIMEOUT",
+    "Dataset",
+    "FinishReason",
+    "Generation",
+    "GenerationStream",
     "Job",
     "JobEvent",
     "JobState",

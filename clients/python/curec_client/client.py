@@ -1,13 +1,15 @@
 """A typed client for the CURec serve daemon (``curecd``).
 
-Wraps the gRPC stubs of ``Protos/curec/v1`` (recommend, reward, plugin, job and model
-services): arguments are plain Python values, answers are the dataclasses of
+Wraps the gRPC stubs of ``Protos/curec/v1`` (recommend, reward, plugin, job, model,
+generation and dataset services): arguments are plain Python values, answers are the dataclasses of
 :mod:`curec_client.types`, and every failed call raises :class:`curec_client.CurecError`.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import time
 from typing import (
     Any,
@@ -26,6 +28,8 @@ from typing import (
 import grpc
 
 from ._proto.curec.v1 import (
+    dataset_pb2,
+    dataset_pb2_grpc,
     generation_pb2,
     generation_pb2_grpc,
     job_pb2,
@@ -41,6 +45,9 @@ from ._proto.curec.v1 import (
 )
 from .errors import CurecError
 from .types import (
+    ChatMessage,
+    Dataset,
+    Generation,
     Job,
     JobEvent,
     JobState,
@@ -54,7 +61,7 @@ from .types import (
     Scores,
 )
 
-__all__ = ["Client", "DEFAULT_ADDRESS", "DEFAULT_TIMEOUT"]
+__all__ = ["Client", "GenerationStream", "DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "DATASET_CHUNK_BYTES"]
 
 #: Where ``scripts/run`` serves by default.
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -66,6 +73,18 @@ DEFAULT_TIMEOUT = 30.0
 PluginConfig = Union[bytes, str, Mapping[str, Any]]
 #: A reward triple as a dataclass or as a ``(user_id, item_id, reason_embedding)`` tuple.
 TripleLike = Union[RewardTriple, Tuple[str, str, Sequence[float]]]
+
+#: A conversation turn: a ChatMessage, a ``(role, content)`` pair or a ``{"role", "content"}`` dict.
+MessageLike = Union[ChatMessage, Tuple[str, str], Mapping[str, str]]
+#: A dataset example: ``{"messages": [...]}`` or just the list of its messages.
+ExampleLike = Union[Mapping[str, Any], Sequence[MessageLike]]
+#: What ``upload_dataset`` reads: a path, the file's bytes, a binary file object, or examples.
+DatasetSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, io.BufferedIOBase, Iterable[ExampleLike]]
+
+#: Bytes per upload message that ``upload_dataset`` sends by default.
+DATASET_CHUNK_BYTES = 256 * 1024
+#: The daemon's limit on one upload message's chunk.
+_MAX_CHUNK_BYTES = 1 << 20
 
 _UNSET: Any = object()
 
@@ -96,6 +115,171 @@ def _parameter_text(name: str, value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8")
     raise TypeError("job parameter %r: cannot send a %s" % (name, type(value).__name__))
+
+
+def _sampling(
+    temperature: Optional[float],
+    top_k: Optional[int],
+    top_p: Optional[float],
+    max_tokens: int,
+    seed: int,
+    repetition_penalty: Optional[float] = None,
+) -> Any:
+    """SamplingOptions with only the given optional fields set (unset ones take the daemon's defaults)."""
+    sampling = generation_pb2.SamplingOptions(max_tokens=max_tokens, seed=seed)
+    if temperature is not None:
+        sampling.temperature = temperature
+    if top_k is not None:
+        sampling.top_k = top_k
+    if top_p is not None:
+        sampling.top_p = top_p
+    if repetition_penalty is not None:
+        sampling.repetition_penalty = repetition_penalty
+    return sampling
+
+
+def _conversation(messages: Iterable[MessageLike]) -> Any:
+    if isinstance(messages, (str, bytes)) or isinstance(messages, Mapping):
+        raise TypeError("messages must be a list of (role, content) pairs, {'role', 'content'} dicts or "
+                        "ChatMessages (for raw text use prompt=, or [('user', text)] for one user turn)")
+    return generation_pb2.ChatConversation(messages=[ChatMessage.parse(m).to_proto() for m in messages])
+
+
+def _example_json(example: ExampleLike) -> Dict[str, Any]:
+    """A dataset example as its JSON object; message pairs and ChatMessages become role/content
+    objects, mappings pass unchanged (the daemon checks them and names the bad line)."""
+
+    def message(value: Any) -> Any:
+        return dict(value) if isinstance(value, Mapping) else ChatMessage.parse(value).to_json()
+
+    if isinstance(example, Mapping):
+        body = dict(example)
+        if isinstance(body.get("messages"), (list, tuple)):
+            body["messages"] = [message(m) for m in body["messages"]]
+        return body
+    if isinstance(example, (str, bytes)):
+        raise TypeError("a dataset example must be a {'messages': [...]} mapping or a list of messages, not %s"
+                        % type(example).__name__)
+    return {"messages": [message(m) for m in example]}
+
+
+def _read_chunks(handle: Any, chunk_size: int) -> Iterator[bytes]:
+    while True:
+        chunk = handle.read(chunk_size)
+        if not chunk:
+            return
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TypeError("a dataset file object must be opened in binary mode ('rb')")
+        yield bytes(chunk)
+
+
+def _example_chunks(examples: Iterable[ExampleLike], chunk_size: int) -> Iterator[bytes]:
+    buffer = bytearray()
+    for example in examples:
+        buffer += json.dumps(_example_json(example), ensure_ascii=False, separators=(", ", ": ")).encode("utf-8")
+        buffer += b"\n"
+        while len(buffer) >= chunk_size:
+            yield bytes(buffer[:chunk_size])
+            del buffer[:chunk_size]
+    if buffer:
+        yield bytes(buffer)
+
+
+def _dataset_chunks(source: Any, chunk_size: int) -> Iterator[bytes]:
+    """The bytes of a dataset source (not a path: the caller opens it) in chunks of at most
+    ``chunk_size``; file objects are read chunk by chunk."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = memoryview(source).cast("B")
+        return (bytes(data[start:start + chunk_size]) for start in range(0, len(data), chunk_size))
+    if hasattr(source, "read"):
+        return _read_chunks(source, chunk_size)
+    if isinstance(source, Iterable):
+        return _example_chunks(source, chunk_size)
+    raise TypeError("a dataset source must be a path, bytes, a binary file object or an iterable of examples, "
+                    "not %s" % type(source).__name__)
+
+
+class GenerationStream:
+    """A running ``GenerationService.Generate`` call, as returned by :meth:`Client.generate_stream`.
+
+    Iterating yields the generated text piece by piece as it arrives (empty pieces, e.g. half
+    of a multi-byte character, are left out). When the iteration ends, :attr:`result` holds
+    the :class:`Generation` (the whole text, finish reason and token counts)::
+
+        stream = client.generate_stream([("user", "Name three films about space.")], max_tokens=64)
+        for piece in stream:
+            print(piece, end="", flush=True)
+        print("\n", stream.result.finish_reason.name, stream.result.completion_tokens)
+
+    :meth:`finish` reads whatever is left and returns the result. Stopping early (``break``)
+    and then calling :meth:`cancel`, leaving a ``with`` block, or dropping the stream
+    cancels the generation on the server. Iterating, ``finish`` and ``result`` are meant for
+    one thread.
+
+    Raises:
+        CurecError: while iterating or in ``finish``, e.g. NOT_FOUND for an unknown model,
+            INVALID_ARGUMENT for bad input, DEADLINE_EXCEEDED when the timeout passed.
+    """
+
+    _METHOD = "/curec.v1.GenerationService/Generate"
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._result: Optional[Generation] = None
+        self._parts: List[str] = []
+        self._pieces = self._read()
+
+    def _read(self) -> Iterator[str]:
+        try:
+            for message in self._call:
+                if message.final:
+                    self._result = Generation.from_proto(message)
+                elif message.text and self._result is None:
+                    self._parts.append(message.text)
+                    yield message.text
+        except grpc.RpcError as error:
+            raise CurecError.from_rpc_error(error, self._METHOD) from None
+        finally:
+            self._call.cancel()
+        if self._result is None:
+            raise CurecError(grpc.StatusCode.INTERNAL, "the generation stream ended without its final message",
+                             self._METHOD)
+
+    def __iter__(self) -> "GenerationStream":
+        return self
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    @property
+    def result(self) -> Optional[Generation]:
+        """The :class:`Generation`, once the final message has arrived (None before)."""
+        return self._result
+
+    @property
+    def text(self) -> str:
+        """The text streamed so far."""
+        return "".join(self._parts)
+
+    def finish(self) -> Generation:
+        """Reads the rest of the stream and returns the :class:`Generation`."""
+        for _ in self._pieces:
+            pass
+        if self._result is None:  # only after a cancelled or failed stream was already read
+            raise CurecError(grpc.StatusCode.CANCELLED, "the generation stream was stopped before its end",
+                             self._METHOD)
+        return self._result
+
+    def cancel(self) -> None:
+        """Stops the generation on the server (harmless once the stream has ended)."""
+        self._call.cancel()
+        self._pieces.close()
+
+    def __enter__(self) -> "GenerationStream":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
 
 
 class Client:
@@ -135,12 +319,14 @@ class Client:
         )
         self._jobs = job_pb2_grpc.JobServiceStub(self._channel)
         self._generation = generation_pb2_grpc.GenerationServiceStub(self._channel)
+        self._datasets = dataset_pb2_grpc.DatasetServiceStub(self._channel)
         self._stubs: Dict[str, Any] = {
             "RecommendService": recommend_pb2_grpc.RecommendServiceStub(self._channel),
             "RewardService": reward_pb2_grpc.RewardServiceStub(self._channel),
             "PluginService": plugin_pb2_grpc.PluginServiceStub(self._channel),
             "JobService": self._jobs,
             "ModelService": model_pb2_grpc.ModelServiceStub(self._channel),
+            "DatasetService": self._datasets,
         }
 
     # ------------------------------------------------------------ lifetime
@@ -417,15 +603,8 @@ class Client:
             CurecError: while iterating, e.g. FAILED_PRECONDITION when no model was trained,
                 DEADLINE_EXCEEDED when ``timeout`` passes mid-generation.
         """
-        sampling = generation_pb2.SamplingOptions(max_tokens=max_tokens, seed=seed)
-        if temperature is not None:
-            sampling.temperature = temperature
-        if top_k is not None:
-            sampling.top_k = top_k
-        if top_p is not None:
-            sampling.top_p = top_p
         request = generation_pb2.GenerateReasonRequest(user_id=str(user_id), item_id=str(item_id), model=model,
-                                                       sampling=sampling)
+                                                       sampling=_sampling(temperature, top_k, top_p, max_tokens, seed))
         call = self._generation.GenerateReason(request, timeout=timeout)
         try:
             for message in call:
@@ -435,6 +614,105 @@ class Client:
             raise CurecError.from_rpc_error(error, "/curec.v1.GenerationService/GenerateReason") from None
         finally:
             call.cancel()
+
+    # ------------------------------------------------------------ generation
+
+    def generate_stream(
+        self,
+        messages: Optional[Iterable[MessageLike]] = None,
+        *,
+        prompt: Optional[str] = None,
+        model: str = "",
+        version: str = "",
+        stop: Union[str, Iterable[str]] = (),
+        temperature: Optional[float] = None,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        max_tokens: int = 0,
+        seed: int = 0,
+        repetition_penalty: Optional[float] = None,
+        timeout: Optional[float] = None,
+    ) -> GenerationStream:
+        """Starts generating text and returns the stream: iterate it for the text pieces as
+        they arrive; its ``result`` is the :class:`Generation` once it has ended. Takes the
+        same arguments as :meth:`generate`.
+
+        Example::
+
+            with client.generate_stream([("user", "Recommend a film for a rainy day.")], max_tokens=80) as stream:
+                for piece in stream:
+                    print(piece, end="", flush=True)
+            print("\n[%s]" % stream.result.finish_reason.name.lower())
+        """
+        if (messages is None) == (prompt is None):
+            raise TypeError("give either messages (a conversation) or prompt= (raw text), not %s"
+                            % ("both" if prompt is not None else "neither"))
+        request = generation_pb2.GenerateRequest(
+            model=model, version=version, stop=[stop] if isinstance(stop, str) else list(stop),
+            sampling=_sampling(temperature, top_k, top_p, max_tokens, seed, repetition_penalty),
+        )
+        if prompt is not None:
+            request.prompt = prompt
+        else:
+            request.chat.CopyFrom(_conversation(messages))  # type: ignore[arg-type]
+        return GenerationStream(self._generation.Generate(request, timeout=timeout))
+
+    def generate(
+        self,
+        messages: Optional[Iterable[MessageLike]] = None,
+        *,
+        prompt: Optional[str] = None,
+        model: str = "",
+        version: str = "",
+        stop: Union[str, Iterable[str]] = (),
+        temperature: Optional[float] = None,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        max_tokens: int = 0,
+        seed: int = 0,
+        repetition_penalty: Optional[float] = None,
+        timeout: Optional[float] = None,
+    ) -> Generation:
+        """Generates text with a served language model and returns it whole.
+
+        Example::
+
+            answer = client.generate([("system", "You recommend films."), ("user", "Something like Heat?")],
+                                     max_tokens=64, temperature=0.7, seed=1)
+            print(answer.text, answer.finish_reason.name, answer.completion_tokens)
+
+        Args:
+            messages: the conversation; the model writes the next assistant turn. Each
+                message is a ``(role, content)`` pair, a ``{"role": ..., "content": ...}``
+                dict or a :class:`ChatMessage`; roles are ``"system"``, ``"user"`` and
+                ``"assistant"``.
+            prompt: raw prompt text instead of ``messages``, tokenized as given (special
+                tokens such as ``<|im_start|>`` are recognised).
+            model: the model name; empty means ``"smollm2"``, the pretrained base. A
+                ``finetune`` job publishes others (its ``output`` parameter).
+            version: the model's version, e.g. ``"v2"``; empty means the newest.
+            stop: up to 4 strings (1 to 64 bytes each) that end generation; the stop text
+                is not returned. A single string is one stop string.
+            temperature: 0 means greedy decoding; the daemon's default is 0.8.
+            top_k: 0 disables; default 40.
+            top_p: 1 disables; default 0.95.
+            max_tokens: 1 to 512; 0 means the daemon's default (192, or less when the
+                model's context is small).
+            seed: the sampling seed; the same request and seed give the same text.
+            repetition_penalty: 1 to 2; 1 (the default) disables.
+            timeout: seconds the whole generation may take (default: no deadline).
+
+        Raises:
+            CurecError: NOT_FOUND for an unknown model or version; INVALID_ARGUMENT for bad
+                sampling options, an empty input or a prompt longer than the model's context.
+            TypeError: for neither or both of ``messages`` and ``prompt``, or a malformed message.
+            ValueError: for an unknown role.
+        """
+        return self.generate_stream(
+            messages, prompt=prompt, model=model, version=version, stop=stop, temperature=temperature,
+            top_k=top_k, top_p=top_p, max_tokens=max_tokens, seed=seed, repetition_penalty=repetition_penalty,
+            timeout=timeout,
+        ).finish()
 
     def wait_job(
         self,
@@ -490,6 +768,83 @@ class Client:
         """
         request = model_pb2.GetReportRequest(name=name, version=version)
         return Report.from_proto(self._call("ModelService", "GetReport", request, timeout))
+
+    # ------------------------------------------------------------ datasets
+
+    def upload_dataset(
+        self,
+        name: str,
+        source: DatasetSource,
+        *,
+        chunk_size: int = DATASET_CHUNK_BYTES,
+        timeout: Optional[float] = _UNSET,
+    ) -> Dataset:
+        """Uploads a chat dataset for fine-tuning as a new version of ``name``.
+
+        The data is JSON Lines, one example a line: ``{"messages": [{"role": "system" |
+        "user" | "assistant", "content": "..."}, ...]}`` with 2 to 64 turns, at least one user
+        turn, and an assistant turn last (the one the model learns to write). It is streamed
+        in chunks of ``chunk_size`` bytes, so a large file is never held in memory.
+
+        Example::
+
+            client.upload_dataset("support", "support.jsonl")
+            client.upload_dataset("support", [[("user", "Hi!"), ("assistant", "Hello, how can I help?")]])
+
+        Args:
+            name: the dataset name: letters, digits, ``-``, ``_`` and ``.``, 1 to 64
+                characters, starting with a letter or digit.
+            source: a path to a JSON Lines file; the file's ``bytes``; a binary file object
+                (read from where it is, not closed); or an iterable of examples, each a
+                ``{"messages": [...]}`` mapping or a list of messages (``(role, content)``
+                pairs, dicts or :class:`ChatMessage`), written one per line.
+            chunk_size: bytes per upload message, 1 to 1 MiB.
+            timeout: seconds the whole upload may take (default: the client's timeout).
+
+        Returns:
+            the stored version, e.g. ``Dataset(name="support", version="v2", examples=120, ...)``.
+
+        Raises:
+            CurecError: INVALID_ARGUMENT naming the first bad line (``"line 3: ..."``) or a bad
+                name; RESOURCE_EXHAUSTED past the daemon's upload size limit. Nothing is
+                stored unless the whole upload is valid.
+            OSError: the file cannot be opened or read (then nothing is stored either).
+        """
+        if not 1 <= chunk_size <= _MAX_CHUNK_BYTES:
+            raise ValueError("chunk_size must be 1 to %d bytes, not %d" % (_MAX_CHUNK_BYTES, chunk_size))
+        if isinstance(source, (str, os.PathLike)):
+            # Opened here, so a missing file fails before the call; closed when it ends.
+            with open(source, "rb") as handle:
+                return self.upload_dataset(name, handle, chunk_size=chunk_size, timeout=timeout)
+        chunks = _dataset_chunks(source, chunk_size)
+        failures: List[BaseException] = []
+
+        def requests() -> Iterator[Any]:
+            yield dataset_pb2.UploadDatasetRequest(header=dataset_pb2.UploadDatasetHeader(name=name))
+            try:
+                for chunk in chunks:
+                    yield dataset_pb2.UploadDatasetRequest(chunk=chunk)
+            except Exception as error:  # reported to the caller below; grpcio only logs it
+                failures.append(error)
+                raise
+
+        seconds = self.timeout if timeout is _UNSET else timeout
+        try:
+            response = self._datasets.Upload(requests(), timeout=seconds)
+        except grpc.RpcError as error:
+            if failures:
+                raise failures[0] from None
+            raise CurecError.from_rpc_error(error, "/curec.v1.DatasetService/Upload") from None
+        return Dataset.from_proto(response)
+
+    def datasets(self, name: str = "", *, timeout: Optional[float] = _UNSET) -> List[Dataset]:
+        """Uploaded dataset versions, grouped by name, oldest first.
+
+        Args:
+            name: only this dataset's versions; NOT_FOUND if nothing was uploaded under it.
+        """
+        response = self._call("DatasetService", "List", dataset_pb2.ListDatasetsRequest(name=name), timeout)
+        return [Dataset.from_proto(d) for d in response.datasets]
 
     def __getstate__(self) -> Dict[str, Any]:
         raise TypeError("a Client holds a live channel and cannot be pickled; pass the address instead")

@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from ._proto.curec.v1 import job_pb2, plugin_pb2
+from ._proto.curec.v1 import generation_pb2, job_pb2, plugin_pb2
 
 __all__ = [
     "RecommendedItem",
@@ -27,6 +27,11 @@ __all__ = [
     "JobEvent",
     "ModelVersion",
     "Model",
+    "ChatRole",
+    "ChatMessage",
+    "FinishReason",
+    "Generation",
+    "Dataset",
 ]
 
 
@@ -410,3 +415,156 @@ class Report:
     def from_proto(cls, message: Any) -> "Report":
         return cls(name=message.name, version=message.version, markdown=message.markdown,
                    files={f.name: bytes(f.content) for f in message.files}, metadata=dict(message.metadata))
+
+
+# ---------------------------------------------------------------- generation
+
+
+class ChatRole(enum.IntEnum):
+    """Who wrote a turn of a conversation (``curec.v1.ChatRole``)."""
+
+    UNSPECIFIED = generation_pb2.CHAT_ROLE_UNSPECIFIED
+    SYSTEM = generation_pb2.CHAT_ROLE_SYSTEM
+    USER = generation_pb2.CHAT_ROLE_USER
+    ASSISTANT = generation_pb2.CHAT_ROLE_ASSISTANT
+
+    @classmethod
+    def _missing_(cls, value: object) -> "ChatRole":
+        return cls.UNSPECIFIED
+
+    @classmethod
+    def parse(cls, value: "ChatRole | str | int") -> "ChatRole":
+        """Accepts a ChatRole, its number, or a name such as ``"user"``/``"CHAT_ROLE_USER"``.
+
+        Raises:
+            ValueError: for anything but system, user or assistant.
+        """
+        if isinstance(value, ChatRole):
+            role = value
+        elif isinstance(value, int) and not isinstance(value, bool):
+            role = cls(value)
+        elif isinstance(value, str):
+            name = value.strip().upper()
+            if name.startswith("CHAT_ROLE_"):
+                name = name[len("CHAT_ROLE_"):]
+            role = cls.__members__.get(name, cls.UNSPECIFIED)
+        else:
+            raise ValueError("a chat role must be 'system', 'user' or 'assistant', not %r" % (value,))
+        if role is cls.UNSPECIFIED:
+            raise ValueError("a chat role must be 'system', 'user' or 'assistant', not %r" % (value,))
+        return role
+
+    @property
+    def wire_name(self) -> str:
+        """The lower-case name used in dataset files: ``"system"``, ``"user"`` or ``"assistant"``."""
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a conversation. ``Client.generate`` and ``Client.upload_dataset`` also
+    accept ``(role, content)`` tuples and ``{"role": ..., "content": ...}`` dicts."""
+
+    role: ChatRole
+    content: str
+
+    @classmethod
+    def parse(cls, value: Any) -> "ChatMessage":
+        """Accepts a ChatMessage, a ``(role, content)`` pair or a ``{"role", "content"}`` mapping.
+
+        Raises:
+            ValueError: for an unknown role; TypeError for anything else.
+        """
+        if isinstance(value, ChatMessage):
+            return value
+        if isinstance(value, Mapping):
+            try:
+                role, content = value["role"], value["content"]
+            except KeyError:
+                raise TypeError("a chat message mapping needs 'role' and 'content', got keys %s"
+                                % sorted(value)) from None
+        elif isinstance(value, (tuple, list)) and len(value) == 2:
+            role, content = value
+        else:
+            raise TypeError("a chat message must be a (role, content) pair, a mapping with 'role' and "
+                            "'content', or a ChatMessage, not %r" % (value,))
+        if not isinstance(content, str):
+            raise TypeError("chat message content must be a str, not %s" % type(content).__name__)
+        return cls(role=ChatRole.parse(role), content=content)
+
+    def to_proto(self) -> Any:
+        return generation_pb2.ChatMessage(role=int(self.role), content=self.content)
+
+    def to_json(self) -> Dict[str, str]:
+        """The message as a dataset file writes it: ``{"role": "user", "content": "..."}``."""
+        return {"role": self.role.wire_name, "content": self.content}
+
+
+class FinishReason(enum.IntEnum):
+    """Why generation ended (``curec.v1.FinishReason``)."""
+
+    UNSPECIFIED = generation_pb2.FINISH_REASON_UNSPECIFIED
+    #: The model ended its turn, or the text reached a stop string.
+    STOP = generation_pb2.FINISH_REASON_STOP
+    #: ``max_tokens`` tokens were generated.
+    LENGTH = generation_pb2.FINISH_REASON_LENGTH
+    #: The model's context is full.
+    CONTEXT = generation_pb2.FINISH_REASON_CONTEXT
+
+    @classmethod
+    def _missing_(cls, value: object) -> "FinishReason":
+        return cls.UNSPECIFIED
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The result of ``Client.generate``: the whole generated text (stop text excluded), why
+    it ended, the token counts and the model version that wrote it (e.g. ``"smollm2"`` or
+    ``"models/support-bot/v2"``). ``str()`` is the text."""
+
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    model_version: str
+
+    def __str__(self) -> str:
+        return self.text
+
+    @classmethod
+    def from_proto(cls, message: Any) -> "Generation":
+        """Builds it from the last ``GenerateResponse`` of a stream (the one with ``final``)."""
+        return cls(
+            text=message.full_text,
+            finish_reason=FinishReason(message.finish_reason),
+            prompt_tokens=message.prompt_tokens,
+            completion_tokens=message.completion_tokens,
+            model_version=message.model_version,
+        )
+
+
+# ---------------------------------------------------------------- datasets
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One immutable version of an uploaded chat dataset (``datasets/<name>/<version>/``)."""
+
+    name: str
+    #: e.g. ``"v2"``; a ``finetune`` job takes ``dataset="name"`` (newest) or ``"name@v2"``.
+    version: str
+    #: How many examples (non-blank lines) it holds.
+    examples: int
+    #: The size of the uploaded JSON Lines file.
+    bytes: int
+    created_unix_ms: int
+
+    @property
+    def ref(self) -> str:
+        """``"name@version"``, as a ``finetune`` job's ``dataset`` parameter takes it."""
+        return "%s@%s" % (self.name, self.version)
+
+    @classmethod
+    def from_proto(cls, message: Any) -> "Dataset":
+        return cls(name=message.name, version=message.version, examples=message.examples,
+                   bytes=message.bytes, created_unix_ms=message.created_unix_ms)

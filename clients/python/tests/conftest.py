@@ -37,6 +37,14 @@ def dataset_dir() -> str:
     return path
 
 
+def lm_path() -> str:
+    """The pretrained chat model the daemon serves as "smollm2", fetched if missing."""
+    path = os.path.join(REPO_ROOT, "var", "models", "SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    if not os.path.exists(path):
+        subprocess.run([os.path.join(REPO_ROOT, "scripts", "fetch-lm")], check=True)
+    return path
+
+
 class Daemon:
     """A curecd on 127.0.0.1 with a port chosen by the kernel and a throwaway data directory."""
 
@@ -50,7 +58,7 @@ class Daemon:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [binary, "--listen", "127.0.0.1:0", "--port-file", self.port_file,
-             "--data-dir", self.data_dir, "--dataset-dir", dataset_dir()],
+             "--data-dir", self.data_dir, "--dataset-dir", dataset_dir(), "--lm-path", lm_path()],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
         )
         deadline = time.monotonic() + 300

@@ -1,0 +1,310 @@
+// Quantized weight x 8-bit activation products (see include/CQuantKernels.h).
+//
+// Per 32-element block b of weight row o and activation row r, with integer dot
+// p = sum_i qw[i] * qx[i] (exact in int32):
+//
+//   Q4_1  w = qw * dw + mw        sum_i w[i] x[i] = dw * dx * p + mw * (dx * sum qx)
+//   Q4_0  w = (qw - 8) * dw                       = dw * dx * p - 8 * dw * (dx * sum qx)
+//   Q8_0  w = qw * dw  (qw signed)                = dw * dx * p
+//
+// The 4-bit weights are unpacked to bytes 0..15 (low nibbles are elements 0..15, high nibbles
+// 16..31, which is exactly the two 128-bit halves of a 256-bit register), so the dot is an
+// unsigned x signed byte product: vpmaddubsw + vpmaddwd on AVX2, vpdpbusd with VNNI. For
+// signed Q8_0 weights the sign is moved onto the activations (|w| * sign(w) x).
+//
+// Loop order: one weight row at a time (its blocks are read from memory once, then from L1
+// cache) against groups of G <= 4 activation rows, one 8-lane float accumulator per row (two,
+// for even and odd blocks, when G <= 2, to hide the FMA latency). Tiles of several weight rows
+// were tried: as fast with the weights in cache, but 2-4x slower streaming a large matrix
+// (the 49152 x 576 head) from memory, so the weights are read strictly in order.
+#include "CQuantKernels.h"
+
+#include <math.h>
+#include <string.h>
+
+static inline uint16_t load_u16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);  // little-endian, unaligned
+    return v;
+}
+
+// IEEE half to float, exact, without F16C.
+static inline float half_to_float(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    const uint32_t exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
+    uint32_t bits;
+    if (exponent == 0) {
+        // Zero or subnormal: mantissa * 2^-24, exact in float.
+        float magnitude = (float)mantissa * (1.0f / 16777216.0f);
+        memcpy(&bits, &magnitude, 4);
+        bits |= sign;
+    } else if (exponent == 0x1F) {
+        bits = sign | 0x7F800000u | (mantissa << 13);
+    } else {
+        bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation quantization and the portable kernel: plain C that the compiler vectorizes for the
+// baseline instruction set (SSE2 on x86-64, NEON on arm64).
+
+void curec_quant_activations(const float *x, int64_t n, int64_t c, int8_t *q, float *d, float *s) {
+    const int64_t blocks = c / 32, n4 = (n + 3) / 4 * 4;
+    for (int64_t i = 0; i < blocks * n4; i++) s[i] = 0;
+    for (int64_t r = 0; r < n; r++) {
+        for (int64_t b = 0; b < blocks; b++) {
+            const float *v = x + r * c + b * 32;
+            int8_t *out = q + r * c + b * 32;
+            float peak = 0;
+            int nan = 0;
+            for (int i = 0; i < 32; i++) {
+                const float a = v[i] < 0 ? -v[i] : v[i];
+                peak = a > peak ? a : peak;
+                nan |= v[i] != v[i];
+            }
+            const float inverse = peak > 0 ? 127.0f / peak : 0.0f;
+            int32_t sum = 0;
+            for (int i = 0; i < 32; i++) {
+                // Round to nearest even by adding and removing 1.5 * 2^23 (|v * inverse| <= 127
+                // up to rounding); the clamp guards that rounding and maps NaN to -127 (no
+                // undefined float-to-int conversion).
+                float rounded = (v[i] * inverse + 12582912.0f) - 12582912.0f;
+                rounded = rounded >= -127.0f ? (rounded <= 127.0f ? rounded : 127.0f) : -127.0f;
+                const int32_t value = (int32_t)rounded;
+                out[i] = (int8_t)value;
+                sum += value;
+            }
+            // A NaN in the block makes its scale NaN, so the products it enters are NaN too (an
+            // infinity makes the scale infinite and the products NaN as well).
+            const float scale = nan ? NAN : peak / 127.0f;
+            d[r * blocks + b] = scale;
+            s[b * n4 + r] = scale * (float)sum;
+        }
+    }
+}
+
+static void matmul_portable(int type, const uint8_t *w, int64_t row_bytes, int64_t row_begin, int64_t row_end,
+                            int64_t blocks, const int8_t *xq, const float *xd, const float *xs, int64_t n,
+                            float *out, int64_t ldo, int accumulate) {
+    const int q8 = type == CUREC_QUANT_Q8_0, q41 = type == CUREC_QUANT_Q4_1;
+    const int64_t block_bytes = q8 ? 34 : q41 ? 20 : 18, n4 = (n + 3) / 4 * 4;
+    for (int64_t o = row_begin; o < row_end; o++) {
+        const uint8_t *row = w + o * row_bytes;
+        for (int64_t r = 0; r < n; r++) {
+            float sum = 0;
+            for (int64_t b = 0; b < blocks; b++) {
+                const uint8_t *block = row + b * block_bytes;
+                const int8_t *x = xq + (r * blocks + b) * 32;
+                const float dw = half_to_float(load_u16(block));
+                // Unpacking into a block of bytes first lets the compiler vectorize both loops.
+                int8_t qw[32];
+                if (q8) {
+                    memcpy(qw, block + 2, 32);
+                } else {
+                    const uint8_t *packed = block + (q41 ? 4 : 2);
+                    for (int i = 0; i < 16; i++) {
+                        qw[i] = (int8_t)(packed[i] & 0x0F);
+                        qw[i + 16] = (int8_t)(packed[i] >> 4);
+                    }
+                }
+                int32_t p = 0;
+                for (int i = 0; i < 32; i++) p += (int32_t)qw[i] * x[i];
+                if (!q8) {
+                    const float c = q41 ? half_to_float(load_u16(block + 2)) : -8.0f * dw;
+                    sum += c * xs[b * n4 + r];
+                }
+                sum += (float)p * (dw * xd[r * blocks + b]);
+            }
+            float *y = out + r * ldo + o;
+            *y = accumulate ? *y + sum : sum;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#define CUREC_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
+#ifdef CUREC_X86
+
+static unsigned long long read_xcr0(void) {
+    unsigned int eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((unsigned long long)edx << 32) | eax;
+}
+
+static int detect_level(void) {
+    unsigned int eax, ebx, ecx, edx;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return CUREC_QUANT_PORTABLE;
+    const int fma = (ecx >> 12) & 1, osxsave = (ecx >> 27) & 1, avx = (ecx >> 28) & 1, f16c = (ecx >> 29) & 1;
+    if (!(fma && osxsave && avx && f16c)) return CUREC_QUANT_PORTABLE;
+    const unsigned long long xcr0 = read_xcr0();
+    if ((xcr0 & 0x6) != 0x6) return CUREC_QUANT_PORTABLE;  // the OS saves XMM and YMM state
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return CUREC_QUANT_PORTABLE;
+    if (!((ebx >> 5) & 1)) return CUREC_QUANT_PORTABLE;  // AVX2
+    const int avx512 = ((ebx >> 16) & 1) && ((ebx >> 17) & 1) && ((ebx >> 30) & 1) && ((ebx >> 31) & 1);
+    const int vnni = (ecx >> 11) & 1;
+    // The OS also saves the opmask and ZMM state.
+    if (avx512 && vnni && (xcr0 & 0xE6) == 0xE6) return CUREC_QUANT_AVX512VNNI;
+    return CUREC_QUANT_AVX2;
+}
+
+int curec_quant_cpu_level(void) {
+    // CPUID can trap to the hypervisor in a VM, so the answer is computed once.
+    static int cached = -1;
+    int level = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (level < 0) {
+        level = detect_level();
+        __atomic_store_n(&cached, level, __ATOMIC_RELAXED);
+    }
+    return level;
+}
+
+#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+#define VNNI_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq,avx512vnni")))
+#define INLINE static inline __attribute__((always_inline))
+
+// Unsigned bytes (a) times signed bytes (b), 4 adjacent products summed into each int32 lane.
+#define DOT_AVX2(a, b) _mm256_madd_epi16(_mm256_maddubs_epi16((a), (b)), _mm256_set1_epi16(1))
+#define DOT_VNNI(a, b) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (a), (b))
+
+// Defines the kernels of one instruction set: matmul_<S> and its helpers.
+#define DEFINE_KERNELS(S, TARGET, DOT)                                                             \
+    INLINE TARGET float hsum_##S(__m256 v) {                                                      \
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));            \
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                   \
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));                                                    \
+        return _mm_cvtss_f32(s);                                                                  \
+    }                                                                                             \
+                                                                                                  \
+    /* Block b of one weight row times activation rows r0 .. r0+G-1, added to G accumulators  */  \
+    /* of 8 lanes (and the Q4 offset terms of 4 rows to one 4-lane accumulator). */               \
+    INLINE TARGET void block_##S(const int type, const int G, const uint8_t *row, int64_t blocks, \
+                                 int64_t b, const int8_t *xq, const float *xd, const float *xs,   \
+                                 int64_t n4, int64_t r0, __m256 acc[4], __m128 *extra) {          \
+        const int q8 = type == CUREC_QUANT_Q8_0, q41 = type == CUREC_QUANT_Q4_1;                  \
+        const uint8_t *block = row + b * (q8 ? 34 : q41 ? 20 : 18);                               \
+        const float d = _cvtsh_ss(load_u16(block));                                               \
+        const __m256 dw = _mm256_set1_ps(d);                                                      \
+        __m256i qw, aw;                                                                           \
+        if (q8) {                                                                                 \
+            qw = _mm256_loadu_si256((const __m256i *)(block + 2));                                \
+            aw = _mm256_sign_epi8(qw, qw);                                                        \
+        } else {                                                                                  \
+            const float c = q41 ? _cvtsh_ss(load_u16(block + 2)) : -8.0f * d;                     \
+            *extra = _mm_fmadd_ps(_mm_set1_ps(c), _mm_loadu_ps(xs + b * n4 + r0), *extra);        \
+            const __m128i packed = _mm_loadu_si128((const __m128i *)(block + (q41 ? 4 : 2)));     \
+            const __m128i low4 = _mm_set1_epi8(0x0F);                                             \
+            qw = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), low4),                 \
+                                  _mm_and_si128(packed, low4));                                   \
+            aw = qw;                                                                              \
+        }                                                                                         \
+        for (int g = 0; g < G; g++) {                                                             \
+            const int64_t xb = (r0 + g) * blocks + b;                                             \
+            const __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + xb * 32));               \
+            const __m256i p = q8 ? DOT(aw, _mm256_sign_epi8(qx, qw)) : DOT(aw, qx);               \
+            const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(xd + xb)); \
+            acc[g] = _mm256_fmadd_ps(scaled, dw, acc[g]);                                         \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* One weight row times activation rows r0 .. r0+G-1. With G <= 2, even and odd blocks go */  \
+    /* to separate accumulators so that at least 2 FMA chains hide each other's latency. */       \
+    INLINE TARGET void tile_##S(const int type, const int G, const uint8_t *row, int64_t blocks,  \
+                                const int8_t *xq, const float *xd, const float *xs, int64_t n4,   \
+                                int64_t r0, float *out, int64_t ldo, int accumulate) {            \
+        const int P = G <= 2 ? 2 : 1;                                                             \
+        __m256 acc[2][4];                                                                         \
+        __m128 extra[2] = {_mm_setzero_ps(), _mm_setzero_ps()};                                   \
+        for (int k = 0; k < P; k++)                                                               \
+            for (int g = 0; g < G; g++) acc[k][g] = _mm256_setzero_ps();                          \
+        int64_t b = 0;                                                                            \
+        if (P == 2)                                                                               \
+            for (; b + 2 <= blocks; b += 2) {                                                     \
+                block_##S(type, G, row, blocks, b, xq, xd, xs, n4, r0, acc[0], &extra[0]);        \
+                block_##S(type, G, row, blocks, b + 1, xq, xd, xs, n4, r0, acc[1], &extra[1]);    \
+            }                                                                                     \
+        for (; b < blocks; b++) block_##S(type, G, row, blocks, b, xq, xd, xs, n4, r0, acc[0], &extra[0]); \
+        float offsets[4];                                                                         \
+        _mm_storeu_ps(offsets, _mm_add_ps(extra[0], extra[1]));                                   \
+        for (int g = 0; g < G; g++) {                                                             \
+            float *y = out + (r0 + g) * ldo;                                                      \
+            const __m256 sum = P == 2 ? _mm256_add_ps(acc[0][g], acc[1][g]) : acc[0][g];          \
+            const float v = hsum_##S(sum) + offsets[g];                                           \
+            *y = accumulate ? *y + v : v;                                                         \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* Each weight row meets the activation rows in groups of up to 4 while its blocks stay  */  \
+    /* in L1 cache. The group size is a constant in each call, so the loops over g unroll and */  \
+    /* the accumulators stay in registers. */                                                     \
+    INLINE TARGET void matmul_type_##S(const int type, const uint8_t *w, int64_t row_bytes,      \
+                                       int64_t row_begin, int64_t row_end, int64_t blocks,        \
+                                       const int8_t *xq, const float *xd, const float *xs,        \
+                                       int64_t n, float *out, int64_t ldo, int accumulate) {      \
+        const int64_t n4 = (n + 3) / 4 * 4;                                                       \
+        for (int64_t o = row_begin; o < row_end; o++) {                                           \
+            const uint8_t *row = w + o * row_bytes;                                               \
+            for (int64_t r0 = 0; r0 < n; r0 += 4) {                                               \
+                float *y = out + o;                                                               \
+                switch (n - r0 >= 4 ? 4 : (int)(n - r0)) {                                        \
+                case 4: tile_##S(type, 4, row, blocks, xq, xd, xs, n4, r0, y, ldo, accumulate); break; \
+                case 3: tile_##S(type, 3, row, blocks, xq, xd, xs, n4, r0, y, ldo, accumulate); break; \
+                case 2: tile_##S(type, 2, row, blocks, xq, xd, xs, n4, r0, y, ldo, accumulate); break; \
+                default: tile_##S(type, 1, row, blocks, xq, xd, xs, n4, r0, y, ldo, accumulate); break; \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    static TARGET void matmul_##S(int type, const uint8_t *w, size_t row_bytes, int64_t row_begin, \
+                                  int64_t row_end, int64_t blocks, const int8_t *xq,              \
+                                  const float *xd, const float *xs, int64_t n, float *out,        \
+                                  int64_t ldo, int accumulate) {                                  \
+        const int64_t stride = (int64_t)row_bytes;                                                \
+        if (type == CUREC_QUANT_Q8_0)                                                             \
+            matmul_type_##S(CUREC_QUANT_Q8_0, w, stride, row_begin, row_end, blocks, xq, xd, xs, n, out, ldo, accumulate); \
+        else if (type == CUREC_QUANT_Q4_1)                                                        \
+            matmul_type_##S(CUREC_QUANT_Q4_1, w, stride, row_begin, row_end, blocks, xq, xd, xs, n, out, ldo, accumulate); \
+        else                                                                                      \
+            matmul_type_##S(CUREC_QUANT_Q4_0, w, stride, row_begin, row_end, blocks, xq, xd, xs, n, out, ldo, accumulate); \
+    }
+
+DEFINE_KERNELS(avx2, AVX2_TARGET, DOT_AVX2)
+DEFINE_KERNELS(vnni, VNNI_TARGET, DOT_VNNI)
+
+#else  // not x86-64
+
+int curec_quant_cpu_level(void) { return CUREC_QUANT_PORTABLE; }
+
+#endif
+
+int curec_quant_matmul(int level, int type, const void *w, size_t row_bytes, int64_t row_begin,
+                       int64_t row_end, int64_t blocks, const int8_t *xq, const float *xd,
+                       const float *xs, int64_t n, float *out, int64_t ldo, int accumulate) {
+    if (type != CUREC_QUANT_Q4_0 && type != CUREC_QUANT_Q4_1 && type != CUREC_QUANT_Q8_0) return -1;
+#ifdef CUREC_X86
+    if (level == CUREC_QUANT_AVX512VNNI && curec_quant_cpu_level() >= CUREC_QUANT_AVX512VNNI) {
+        matmul_vnni(type, (const uint8_t *)w, row_bytes, row_begin, row_end, blocks, xq, xd, xs, n, out, ldo,
+                    accumulate);
+        return 0;
+    }
+    if (level == CUREC_QUANT_AVX2 && curec_quant_cpu_level() >= CUREC_QUANT_AVX2) {
+        matmul_avx2(type, (const uint8_t *)w, row_bytes, row_begin, row_end, blocks, xq, xd, xs, n, out, ldo,
+                    accumulate);
+        return 0;
+    }
+#endif
+    if (level != CUREC_QUANT_PORTABLE) return -1;
+    matmul_portable(type, (const uint8_t *)w, (int64_t)row_bytes, row_begin, row_end, blocks, xq, xd, xs, n, out, ldo,
+                    accumulate);
+    return 0;
+}

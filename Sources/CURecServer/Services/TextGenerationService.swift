@@ -1,0 +1,212 @@
+import CURecModels
+import CURecProto
+import CURecRPC
+import Foundation
+import Synchronization
+
+/// `curec.v1.GenerationService/Generate`: text from a served chat model (the pretrained base
+/// or a fine-tuned version), streamed token by token.
+///
+/// The request becomes a prompt (a conversation through the model's chat template, or raw
+/// text), generation runs on a Dispatch thread holding the model, and text reaches the client
+/// as it is decoded: only whole characters, and never a tail that may still become a stop
+/// string. The model's end-of-turn token ends generation (finish reason STOP); so does a stop
+/// string, which is not returned. Deadline and cancellation stop generation between tokens.
+struct TextGenerationService: RPCService {
+    let models: ChatModelStore
+    /// Most stop strings, and their longest length in bytes.
+    static let maxStops = 4, maxStopBytes = 64
+    /// Tokens generated when the request sets no limit.
+    static let defaultMaxTokens = 256
+
+    func register(into router: inout RPCRouter) {
+        router.registerServerStreaming(
+            service: "curec.v1.GenerationService", method: "Generate",
+            request: Curec_V1_GenerateRequest.self, response: Curec_V1_GenerateResponse.self
+        ) { request, writer, call in
+            let input = try Self.input(request)
+            var options = try GenerationService.options(request.sampling)
+            let stops = try Self.stopStrings(request.stop)
+            let loaded: ChatModelStore.Loaded
+            do throws(ChatModelError) {
+                loaded = try models.model(name: request.model, version: request.version)
+            } catch {
+                throw RPCError(error)
+            }
+            let prompt = try Self.promptTokens(input, tokenizer: loaded.tokenizer)
+            let context = loaded.model.config.context
+            guard prompt.count < context else {
+                throw RPCError(.invalidArgument, "the prompt has \(prompt.count) tokens; the model's context holds \(context)")
+            }
+            if request.sampling.maxTokens == 0 { options.maxTokens = min(Self.defaultMaxTokens, context - prompt.count) }
+            options.stopSequences = loaded.tokenizer.endOfTurnStopSequences
+            let finalOptions = options
+            let matcher = TextStopMatcher(stops: stops)
+            let (tokens, continuation) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .unbounded)
+            let finished = GenerationOutcome()
+            let stop = StopFlag()
+            let deadline = call.deadline
+            DispatchQueue.global().async {
+                do throws(GenerationError) {
+                    let results = try loaded.lock.withLock { _ throws(GenerationError) in
+                        try BatchedGenerator(model: loaded.model).generate(
+                            prompts: [prompt.map(Int.init)], options: finalOptions,
+                            onToken: { _, token in continuation.yield(token) },
+                            shouldStop: { stop.isSet || (deadline.map { ContinuousClock.now >= $0 } ?? false) })
+                    }
+                    finished.set(.success(results[0]))
+                } catch {
+                    finished.set(.failure(error))
+                }
+                continuation.finish()
+            }
+            var generated: [Int32] = []
+            var sentScalars = 0
+            var stoppedAt: Int? = nil
+            // A cancelled call (deadline, RST_STREAM, a vanished client) ends the token stream;
+            // the generation thread must stop too, or it would hold the model to the end.
+            try await withTaskCancellationHandler {
+                do {
+                    for await token in tokens {
+                        if stoppedAt != nil { continue }
+                        generated.append(Int32(token))
+                        let text = Array(Self.decodeComplete(generated, loaded.tokenizer).unicodeScalars)
+                        var safe: Int
+                        switch matcher.check(text) {
+                        case .running(let upTo): safe = upTo
+                        case .stopped(let at):
+                            safe = at
+                            stoppedAt = at
+                            stop.set()
+                        }
+                        safe = max(safe, sentScalars)
+                        var piece = String.UnicodeScalarView()
+                        piece.append(contentsOf: text[sentScalars..<safe])
+                        sentScalars = safe
+                        try await writer.send(.with {
+                            $0.text = String(piece)
+                            $0.tokenID = Int32(token)
+                            $0.modelVersion = loaded.version
+                        })
+                    }
+                } catch {
+                    stop.set()
+                    throw error
+                }
+            } onCancel: {
+                stop.set()
+            }
+            try Task.checkCancellation()
+            guard let outcome = finished.get() else { throw RPCError(.internal, "generation ended without a result") }
+            let result: GenerationResult
+            switch outcome {
+            case .success(let value): result = value
+            case .failure(let error): throw RPCError(.internal, "generation failed: \(error.description)")
+            }
+            var text = Array(((try? loaded.tokenizer.decode(result.tokens.map(Int32.init))) ?? "").unicodeScalars)
+            let reason: Curec_V1_FinishReason
+            if let stoppedAt {
+                text = Array(text[..<min(stoppedAt, text.count)])
+                reason = .stop
+            } else {
+                switch result.finishReason {
+                case .cancelled:
+                    throw RPCError(.deadlineExceeded, "the deadline passed after \(generated.count) tokens")
+                case .stopSequence: reason = .stop
+                case .maxTokens: reason = .length
+                case .contextFull: reason = .context
+                }
+            }
+            var full = String.UnicodeScalarView()
+            full.append(contentsOf: text)
+            try await writer.send(.with {
+                $0.final = true
+                $0.finishReason = reason
+                $0.promptTokens = UInt32(prompt.count)
+                $0.completionTokens = UInt32(stoppedAt != nil ? generated.count : result.tokens.count)
+                $0.modelVersion = loaded.version
+                $0.fullText = String(full)
+            })
+        }
+    }
+
+    /// What the request asks the model to continue.
+    enum Input {
+        case chat([ChatMessage])
+        case prompt(String)
+    }
+
+    static func input(_ request: Curec_V1_GenerateRequest) throws(RPCError) -> Input {
+        switch request.input {
+        case .chat(let conversation):
+            guard !conversation.messages.isEmpty else {
+                throw RPCError(.invalidArgument, "chat.messages is empty; give at least one user message")
+            }
+            var messages: [ChatMessage] = []
+            for (index, message) in conversation.messages.enumerated() {
+                let role: ChatMessage.Role
+                switch message.role {
+                case .system: role = .system
+                case .user: role = .user
+                case .assistant: role = .assistant
+                default:
+                    throw RPCError(.invalidArgument, "chat.messages[\(index)].role must be SYSTEM, USER or ASSISTANT")
+                }
+                messages.append(ChatMessage(role: role, content: message.content))
+            }
+            return .chat(messages)
+        case .prompt(let text):
+            guard !text.isEmpty else { throw RPCError(.invalidArgument, "prompt is empty") }
+            return .prompt(text)
+        case nil:
+            throw RPCError(.invalidArgument, "set chat (a conversation) or prompt (raw text)")
+        }
+    }
+
+    static func stopStrings(_ stops: [String]) throws(RPCError) -> [String] {
+        guard stops.count <= maxStops else {
+            throw RPCError(.invalidArgument, "at most \(maxStops) stop strings, got \(stops.count)")
+        }
+        for (index, stop) in stops.enumerated() where stop.isEmpty || stop.utf8.count > maxStopBytes {
+            throw RPCError(.invalidArgument, "stop[\(index)] must be 1 to \(maxStopBytes) bytes")
+        }
+        return stops
+    }
+
+    static func promptTokens(_ input: Input, tokenizer: PretrainedTokenizer) throws(RPCError) -> [Int32] {
+        switch input {
+        case .chat(let messages):
+            do {
+                return try tokenizer.encode(conversation: messages, addingGenerationPrompt: true)
+            } catch {
+                throw RPCError(.invalidArgument, "the conversation cannot be rendered: \(error.description)")
+            }
+        case .prompt(let text):
+            return tokenizer.encode(text, allowingSpecialTokens: true)
+        }
+    }
+
+    /// The text of `ids` up to the last complete character.
+    static func decodeComplete(_ ids: [Int32], _ tokenizer: PretrainedTokenizer) -> String {
+        guard let bytes = try? tokenizer.bpe.decodeBytes(ids, skippingSpecialTokens: false) else { return "" }
+        return String(decoding: GenerationService.completeUTF8Prefix(bytes), as: UTF8.self)
+    }
+}
+
+/// The result of the generation thread, handed to the streaming task.
+final class GenerationOutcome: Sendable {
+    private let value = Mutex<Result<GenerationResult, GenerationError>?>(nil)
+    func set(_ result: Result<GenerationResult, GenerationError>) { value.withLock { $0 = result } }
+    func get() -> Result<GenerationResult, GenerationError>? { value.withLock { $0 } }
+}
+
+extension RPCError {
+    /// The gRPC status of a chat model failure.
+    init(_ error: ChatModelError) {
+        switch error {
+        case .invalidName: self.init(.invalidArgument, error.description)
+        case .notFound: self.init(.notFound, error.description)
+        case .unavailable: self.init(.unavailable, error.description)
+        }
+    }
+}
