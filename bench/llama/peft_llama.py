@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""The peer of llama-bench: the same fine-tuning step with transformers (+ peft) on PyTorch CPU.
+"""The peer of llama-finetune-bench: the same fine-tuning step with transformers (+ peft) on PyTorch CPU.
 
 Model: transformers' LlamaForCausalLM with the SmolLM2-135M shape (30 layers, hidden 576,
 intermediate 1536, 9 heads / 3 key-value heads, vocab 49152, rope theta 100000, tied
 embeddings), float32, random weights, the default attention implementation (sdpa).
 Batch B rows of T random tokens, labels -100 except the last K positions of each row, so the
-loss covers B*K tokens as in llama-bench. `lora`: peft LoraConfig(r=R, lora_alpha=2R,
+loss covers B*K tokens as in llama-finetune-bench. `lora`: peft LoraConfig(r=R, lora_alpha=2R,
 lora_dropout=0.05, target_modules q/k/v/o) on the frozen model; `full`: every parameter.
 Step: loss = model(input_ids, labels).loss; backward; clip_grad_norm_(trainable, 1.0);
 AdamW(lr 2e-4, betas 0.9/0.999, weight_decay 0); zero_grad. Prints one JSON line.
@@ -43,22 +43,23 @@ def main():
     ids = torch.randint(0, cfg.vocab_size, (a.batch, a.time))
     labels = torch.full_like(ids, -100)
     labels[:, a.time - a.loss_tokens:] = ids[:, a.time - a.loss_tokens:]
-    times = []
+    times, cpu = [], []
     for s in range(a.warmup + a.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if s >= a.warmup:
             times.append(dt)
+            cpu.append(dc)
     med = statistics.median(times)
     print(json.dumps({"impl": "torch", "mode": a.mode, "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "batch": a.batch, "time": a.time, "loss_tokens": a.loss_tokens, "rank": a.rank,
                       "trainable": sum(p.numel() for p in params), "step_s": med,
-                      "tokens_per_s": a.batch * a.time / med, "loss": loss.item(),
+                      "tokens_per_s": a.batch * a.time / med, "cpu_s": statistics.median(cpu), "loss": loss.item(),
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "steps": times}))
 
 
