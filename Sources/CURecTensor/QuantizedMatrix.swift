@@ -50,8 +50,9 @@ public struct QuantizedActivations: Sendable {
     let q: [Int8]
     /// Per block, [N, C/32]: the scale d, so that x ≈ q · d.
     let d: [Float]
-    /// Per block, block-major [C/32, N4] with N4 = N rounded up to a multiple of 4 (zero
-    /// padded): d · Σ q, for the weight offsets of Q4_0 and Q4_1.
+    /// Per block, [N8/8, C/32, 8] (groups of 8 rows, block-major within a group) with N8 = N
+    /// rounded up to a multiple of 8 (zero padded): d · Σ q, for the weight offsets of Q4_0 and
+    /// Q4_1.
     let s: [Float]
 
     /// Quantizes `rows` rows of `columns` floats (row-major, contiguous) starting at `inp`.
@@ -60,7 +61,7 @@ public struct QuantizedActivations: Sendable {
         precondition(rows >= 0 && columns >= 0 && columns % 32 == 0, "activation rows of \(columns) are not whole blocks of 32")
         self.rows = rows
         self.columns = columns
-        let paddedRows = (rows + 3) / 4 * 4
+        let paddedRows = (rows + 7) / 8 * 8
         var scales = [Float](repeating: 0, count: rows * columns / 32)
         var sums = [Float](repeating: 0, count: columns / 32 * paddedRows)
         q = [Int8](unsafeUninitializedCapacity: rows * columns) { q, initialized in

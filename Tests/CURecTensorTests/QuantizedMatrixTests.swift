@@ -105,7 +105,8 @@ struct QuantizedMatrixTests {
         let weights = matrix.dequantized()
         let sizes = magnitudes(type, blocks)
         #expect(QuantKernel.supported.contains(.portable) && QuantKernel.best.isSupported)
-        for n in [1, 2, 3, 4, 5, 7, 16] {
+        // Tiles of 1-8 rows, several groups, several passes of 32 rows with a ragged end.
+        for n in [1, 2, 3, 4, 5, 7, 8, 9, 16, 70] {
             let x = randomActivations(rows: n, columns: columns, rng: &rng)
             let (exact, bound, slack) = reference(weights: weights, magnitudes: sizes, x: x, rows: rows, columns: columns, n: n)
             var outputs: [QuantKernel: [Float]] = [:]
@@ -131,6 +132,31 @@ struct QuantizedMatrixTests {
                     #expect(abs(Double(out[i]) - Double(portable[i])) <= 2 * slack[i], "\(kernel) vs portable at \(i)")
                 }
             }
+        }
+    }
+
+    @Test("many weight rows (several slabs of 512) and a long input give the portable kernel's result",
+          arguments: [GGMLType.q4_1, .q4_0, .q8_0])
+    func slabsAndChunks(type: GGMLType) throws {
+        var rng = Xoshiro256(seed: 11 + UInt64(type.rawValue))
+        let rows = 1100, columns = 64, n = 45
+        let blocks = randomBlocks(type, rows: rows, columns: columns, rng: &rng)
+        let matrix = QuantizedMatrix(type: type, rows: rows, columns: columns, blocks: blocks)
+        let x = randomActivations(rows: n, columns: columns, rng: &rng)
+        let (_, _, slack) = reference(weights: matrix.dequantized(), magnitudes: magnitudes(type, blocks), x: x,
+                                      rows: rows, columns: columns, n: n)
+        var outputs: [QuantKernel: [Float]] = [:]
+        for kernel in QuantKernel.supported {
+            var out = [Float](repeating: .nan, count: n * rows)
+            out.withUnsafeMutableBufferPointer { o in
+                x.withUnsafeBufferPointer { matrix.forward(out: o.baseAddress!, inp: $0.baseAddress!, n: n, kernel: kernel) }
+            }
+            outputs[kernel] = out
+        }
+        let portable = try #require(outputs[.portable])
+        for (kernel, out) in outputs {
+            let bad = (0..<out.count).filter { !(abs(Double(out[$0]) - Double(portable[$0])) <= 2 * slack[$0]) }
+            #expect(bad.isEmpty, "\(type) \(kernel): \(bad.count) outputs differ, first at \(bad.first ?? 0)")
         }
     }
 
