@@ -96,7 +96,8 @@ public final class Daemon: Sendable {
         if configuration.enable_interop_testing {
             router.register(InteropTestService())
         }
-        let chatModels = ChatModelStore(basePath: configuration.resolvedLMPath, artifacts: artifacts)
+        let chatModels = ChatModelStore(basePath: configuration.resolvedLMPath, artifacts: artifacts,
+                                        weights: configuration.resolvedLMWeights ?? .quantized)
         var recommendations: RecommendService? = nil
         var reasons: ReasonGenerator? = nil
         if let data {

@@ -206,6 +206,9 @@ struct LlamaQuantizedTests {
             try LlamaFineTuner(model: q, dataset: data, config: LlamaFineTuningConfig(
                 method: .lora(LoRAConfig(rank: 2, alpha: 4, dropout: 0, targets: [.query])), batchSize: 1))
         }
+        #expect(throws: LlamaError.quantizedWeights(operation: "loading full weights")) {
+            try LlamaWeightsFile.load(path: "/nonexistent/model.safetensors", into: q)
+        }
         #expect(LlamaError.quantizedWeights(operation: "training").description.contains("weights: .float32"))
         // The forward-only loss still works.
         #expect(try q.loss(inputs: x, targets: y).isFinite)

@@ -160,6 +160,25 @@ struct QuantizedMatrixTests {
         }
     }
 
+    @Test("activations quantized over several workers equal the rows quantized one by one")
+    func parallelActivations() {
+        var rng = Xoshiro256(seed: 5)
+        let rows = 5003, columns = 64, blocks = columns / 32   // splits into ranges of 8-row groups
+        let x = randomActivations(rows: rows, columns: columns, rng: &rng)
+        let all = x.withUnsafeBufferPointer { QuantizedActivations($0.baseAddress!, rows: rows, columns: columns) }
+        #expect(all.s.count == (rows + 7) / 8 * 8 * blocks)
+        var same = true
+        for r in 0..<rows {
+            let one = x.withUnsafeBufferPointer { QuantizedActivations($0.baseAddress! + r * columns, rows: 1, columns: columns) }
+            same = same && Array(all.q[(r * columns)..<((r + 1) * columns)]) == one.q
+                && Array(all.d[(r * blocks)..<((r + 1) * blocks)]) == one.d
+                && (0..<blocks).allSatisfy { all.s[((r / 8) * blocks + $0) * 8 + r % 8] == one.s[$0 * 8] }
+        }
+        #expect(same)
+        // The padding rows of the last group are zero.
+        #expect((rows..<((rows + 7) / 8 * 8)).allSatisfy { r in (0..<blocks).allSatisfy { all.s[((r / 8) * blocks + $0) * 8 + r % 8] == 0 } })
+    }
+
     @Test("accumulate adds the product to the output")
     func accumulates() {
         var rng = Xoshiro256(seed: 7)

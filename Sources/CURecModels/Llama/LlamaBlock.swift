@@ -189,9 +189,7 @@ public final class LlamaBlock: @unchecked Sendable {
         RMSNorm.forward(out: b.norm1.data, rstd: b.rstd1.data, inp: inp,
                         weight: store.value(.attentionNorm, layer), eps: c.rmsEps, N: N, C: C)
         var x1 = LlamaLinearInput(b.norm1.data, N: N)
-        query.forward(out: b.q.data, input: &x1)
-        key.forward(out: b.k.data, input: &x1)
-        value.forward(out: b.v.data, input: &x1)
+        LlamaLinear.forward([(query, b.q.data), (key, b.k.data), (value, b.v.data)], input: &x1)
         layout.positions.withUnsafeBufferPointer { pos in
             guard let p = pos.baseAddress else { return }
             rope.forward(b.q.data, positions: p, N: N, heads: c.heads)
@@ -212,8 +210,7 @@ public final class LlamaBlock: @unchecked Sendable {
         RMSNorm.forward(out: b.norm2.data, rstd: b.rstd2.data, inp: b.mid.data,
                         weight: store.value(.ffnNorm, layer), eps: c.rmsEps, N: N, C: C)
         var x2 = LlamaLinearInput(b.norm2.data, N: N)
-        gate.forward(out: b.gate.data, input: &x2)
-        up.forward(out: b.up.data, input: &x2)
+        LlamaLinear.forward([(gate, b.gate.data), (up, b.up.data)], input: &x2)
         SwiGLU.forward(out: b.act.data, gate: b.gate.data, up: b.up.data, N: N * F)
         down.forward(out: out, inp: b.act.data, N: N, residual: b.mid.data)
     }

@@ -105,6 +105,24 @@ public final class LlamaLinear: @unchecked Sendable {
         adapter?.forward(out: out, inp: input.x, N: N)
     }
 
+    /// Several projections of one input (query, key and value; gate and up):
+    /// `outputs[i][N, out_i] = x · W_iᵀ (+ adapter_i)`. When every weight is quantized their
+    /// rows are split over the workers together (one thread hop for all of them); otherwise
+    /// they run one after the other.
+    static func forward(_ layers: [(LlamaLinear, UnsafeMutablePointer<Float>)], input: inout LlamaLinearInput) {
+        var products: [QuantizedProduct] = []
+        for (layer, out) in layers {
+            guard case .quantized(let m) = layer.weight, m.type != .f32 else { break }
+            products.append(QuantizedProduct(m, out: out))
+        }
+        guard products.count == layers.count, let first = layers.first else {
+            for (layer, out) in layers { layer.forward(out: out, input: &input) }
+            return
+        }
+        QuantizedMatrix.forward(products, activations: input.activations(columns: first.0.inFeatures))
+        for (layer, out) in layers { layer.adapter?.forward(out: out, inp: input.x, N: input.N) }
+    }
+
     /// Backward: writes `dinp[N, in]` (ADDS when `accumulateInput`; skipped if nil), adds the
     /// weight gradient into `dweight` (skipped if nil: a frozen weight), then lets the adapter
     /// add its share.
