@@ -62,7 +62,16 @@ public enum BLAS {
         ensureConfigured()
         let flops = 2 * m * n * k
         let workers = Parallel.workers
-        if threading == .openBLAS || workers == 1 || flops < 2_000_000 {
+        // Small products run on one thread, unless an operand is large: a few rows against a
+        // big weight matrix (decoding) is bound by reading the matrix, which the split shares.
+        let largeOperand = k * max(m, n) >= 1 << 18
+        let split = !(threading == .openBLAS || workers == 1 || (flops < 2_000_000 && !largeOperand))
+        if m == 1 {
+            rowTimesMatrix(transA: transA, transB: transB, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                           b: b, ldb: ldb, beta: beta, c: c, split: split)
+            return
+        }
+        if !split {
             single(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
             return
         }
@@ -83,6 +92,35 @@ public enum BLAS {
                 single(transA, transB, m, r.count, k, alpha, sa.p, lda, sb.p + bOff, ldb,
                        beta, sc.p + r.lowerBound, ldc)
             }
+        }
+    }
+
+    /// `c[1,n] = alpha · op(A)[1,k] · op(B)[k,n] + beta · c` as matrix-vector products
+    /// (`cblas_sgemv`), split over the columns of `c` when `split`. A single row is the shape of
+    /// decoding one token; sgemm would first copy (pack) all of `B` for it, doubling the memory
+    /// traffic of a product that is bound by reading `B`.
+    private static func rowTimesMatrix(
+        transA: Bool, transB: Bool, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, split: Bool
+    ) {
+        // The row of op(A): contiguous, or a column of A (stride lda) when transposed.
+        let incA = Int32(transA ? lda : 1)
+        let sb = SendablePointer(UnsafeMutablePointer(mutating: b)), sc = SendablePointer(c)
+        let columns = { (r: Range<Int>) in
+            if transB {
+                // op(B)[k, r] = rows r of B [n, ldb]: c[r] = B[r, :] · a
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(r.count), Int32(k), alpha,
+                            sb.p + r.lowerBound * ldb, Int32(ldb), a, incA, beta, sc.p + r.lowerBound, 1)
+            } else {
+                // op(B)[k, r] = columns r of B [k, ldb]: c[r] = B[:, r]ᵀ · a
+                cblas_sgemv(CblasRowMajor, CblasTrans, Int32(k), Int32(r.count), alpha,
+                            sb.p + r.lowerBound, Int32(ldb), a, incA, beta, sc.p + r.lowerBound, 1)
+            }
+        }
+        if split {
+            Parallel.forRange(n, grain: 64, columns)
+        } else {
+            columns(0..<n)
         }
     }
 

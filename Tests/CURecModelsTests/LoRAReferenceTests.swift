@@ -52,34 +52,6 @@ struct LoRAReference: Decodable {
     }
 }
 
-/// SmolLM2-135M-Instruct from its GGUF file, for the adapter parity test.
-enum LoRASmolLM2 {
-    static func load() throws -> LlamaModel {
-        let gguf = try GGUFFile.read(path: SmolLM2Assets.modelPath)
-        func int(_ key: String) throws -> Int { try #require(gguf.int(key), "\(key)") }
-        let heads = try int("llama.attention.head_count")
-        let config = LlamaConfig(
-            layers: try int("llama.block_count"), width: try int("llama.embedding_length"),
-            hidden: try int("llama.feed_forward_length"), heads: heads,
-            kvHeads: gguf.int("llama.attention.head_count_kv") ?? heads,
-            ropeBase: Double(gguf.float("llama.rope.freq_base") ?? 10_000),
-            rmsEps: try #require(gguf.float("llama.attention.layer_norm_rms_epsilon")),
-            context: try int("llama.context_length"),
-            vocab: try #require(gguf.tensor("token_embd.weight")?.shape.first))
-        try config.validate()
-        let layout = LlamaLayout(config: config)
-        let values = Tensor(uncheckedZeros: [layout.total])
-        for p in LlamaParam.allCases {
-            for l in 0..<(p.perLayer ? config.layers : 1) {
-                let name = p.ggufName(layer: l)
-                #expect(gguf.tensor(name)?.shape == p.shape(config), "\(name)")
-                try gguf.dequantize(name, into: values.data + layout.offset(p, layer: l))
-            }
-        }
-        return LlamaModel(validConfig: config, parameters: values)
-    }
-}
-
 /// Our adapters on SmolLM2-135M against `peft` on transformers' model of the same GGUF file.
 ///
 /// The fixture holds float64 logits (transformers + peft, weights dequantized to float32) with
@@ -97,7 +69,7 @@ struct LoRAReferenceTests {
     @Test("adapted logits match transformers + peft on SmolLM2-135M")
     func parity() throws {
         guard SmolLM2Assets.available else { return }
-        let model = try LoRASmolLM2.load()
+        let model = try LlamaModel.load(path: SmolLM2Assets.modelPath)
         let adapter = try LoRAReferenceAdapter.make(modelConfig: model.config)
         let dir = ProcessInfo.processInfo.environment["LORA_REFERENCE_ADAPTER_DIR"]
             ?? FileManager.default.temporaryDirectory.appendingPathComponent("lora-ref-\(UUID().uuidString)").path

@@ -51,13 +51,13 @@ struct OptimizerTests {
         #expect(abs(mean) < 0.03 && abs(varc - 1) < 0.05)
     }
 
-    @Test("split gemm equals a plain triple loop for every transpose combination")
+    @Test("split gemm equals a plain triple loop for every transpose combination, single rows included")
     func gemmSplit() {
         let m = 130, n = 120, k = 140
         var rng = Xoshiro256(seed: 3)
         for ta in [false, true] {
             for tb in [false, true] {
-                for (mm, nn) in [(m, n), (n / 4, m)] {
+                for (mm, nn) in [(m, n), (n / 4, m), (1, n), (1, 4000)] {
                     let a = Tensor(uncheckedZeros: [mm * k]), b = Tensor(uncheckedZeros: [k * nn])
                     rng.fillGaussian(a.data, count: a.count, std: 1)
                     rng.fillGaussian(b.data, count: b.count, std: 1)

@@ -43,22 +43,23 @@ def main():
     ids = torch.randint(0, cfg.vocab_size, (a.batch, a.time))
     labels = torch.full_like(ids, -100)
     labels[:, a.time - a.loss_tokens:] = ids[:, a.time - a.loss_tokens:]
-    times = []
+    times, cpu = [], []
     for s in range(a.warmup + a.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if s >= a.warmup:
             times.append(dt)
+            cpu.append(dc)
     med = statistics.median(times)
     print(json.dumps({"impl": "torch", "mode": a.mode, "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "batch": a.batch, "time": a.time, "loss_tokens": a.loss_tokens, "rank": a.rank,
                       "trainable": sum(p.numel() for p in params), "step_s": med,
-                      "tokens_per_s": a.batch * a.time / med, "loss": loss.item(),
+                      "tokens_per_s": a.batch * a.time / med, "cpu_s": statistics.median(cpu), "loss": loss.item(),
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "steps": times}))
 
 

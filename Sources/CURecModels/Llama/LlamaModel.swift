@@ -128,7 +128,8 @@ public final class LlamaModel: @unchecked Sendable {
     public var parameters: Tensor { store.values }
 
     /// Gradients of the last backward pass, same layout as ``parameters`` (nil before the
-    /// first one). Entries of frozen tensors stay zero.
+    /// first one with a trainable tensor: a fully frozen model allocates none). Entries of
+    /// frozen tensors stay zero.
     public var gradients: Tensor? { store.gradients }
 
     /// A randomly initialised model: matrices and embedding `N(0, 0.02²)`, the projections
@@ -396,7 +397,13 @@ public final class LlamaModel: @unchecked Sendable {
         let a = forwardBlocks(batch, saveProbabilities: true)
         let (h, rows, loss) = headLoss(a, tgt, weights, backward: true)
         let M = h.M
-        store.ensureGradients().zero()
+        // A fully frozen model (only adapters train) needs no gradient buffer: its
+        // `layout.total` floats are neither allocated nor zeroed.
+        if store.trainable.contains(where: { $0.contains(true) }) {
+            store.ensureGradients().zero()
+        } else {
+            store.gradients?.zero()
+        }
         let (g, dres) = a.backwardBuffers(config: c)
         Linear.backward(dinp: h.dnormed.data, dweight: store.gradient(.tokenEmbedding),
                         dout: h.logits.data, inp: h.normed.data,

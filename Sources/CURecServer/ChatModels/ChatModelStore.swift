@@ -59,6 +59,13 @@ public final class ChatModelStore: Sendable {
     /// Whether the base model's file is present.
     public var baseAvailable: Bool { FileManager.default.fileExists(atPath: basePath) }
 
+    /// Whether `name` is the base model or a published fine-tuned chat model.
+    public func isChatModel(_ name: String) -> Bool {
+        if name == Self.baseName { return true }
+        guard Self.isPlainName(name), let newest = artifacts.latest(of: name) else { return false }
+        return PluginPreparer.metadata(in: newest)?["kind"] == Self.fineTunedKind
+    }
+
     /// The model `name` (empty: the base) at `version` ("vN"; empty: the newest).
     public func model(name: String, version: String) throws(ChatModelError) -> Loaded {
         let name = name.isEmpty ? Self.baseName : name
@@ -107,6 +114,8 @@ public final class ChatModelStore: Sendable {
         do {
             let file = try GGUFFile.read(path: basePath)
             let tokenizer = try PretrainedTokenizer(gguf: file)
+            // Serving reads the 4-bit weights in place by default (decoding is bound by reading
+            // weights); a fully fine-tuned version replaces every weight, so it needs float32 ones.
             let directory = (artifacts.root as NSString).appendingPathComponent(key)
             let fullWeights = name != Self.baseName && PluginPreparer.metadata(in: directory)?["method"] == "full"
             let model = try LlamaModel.load(gguf: file, weights: fullWeights ? .float32 : weights)

@@ -23,6 +23,13 @@ func now() -> Double {
     return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
 }
 
+/// User + system CPU seconds of the process (all threads).
+func cpuSeconds() -> Double {
+    var u = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &u)
+    return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6
+}
+
 func peakRSSMiB() -> Double {
     var u = rusage()
     getrusage(RUSAGE_SELF.rawValue, &u)
@@ -61,14 +68,17 @@ let tuner = try LlamaFineTuner(
     model: model, dataset: try LlamaChatDataset(sequences: sequences),
     config: LlamaFineTuningConfig(method: method, batchSize: B, learningRate: 2e-4, warmupSteps: 0,
                                   totalSteps: 1000, weightDecay: 0, beta1: 0.9, beta2: 0.999, maxGradNorm: 1))
-var times: [Double] = []
+var times: [Double] = [], cpu: [Double] = []
 var loss: Float = 0
 for s in 0..<(warmup + steps) {
-    let t0 = now()
+    let t0 = now(), c0 = cpuSeconds()
     let r = try tuner.step()
-    if s >= warmup { times.append(now() - t0) }
+    if s >= warmup {
+        times.append(now() - t0)
+        cpu.append(cpuSeconds() - c0)
+    }
     loss = r.loss
     precondition(r.lossTokens == B * K && r.paddedTokens == B * T)
 }
 let med = median(times)
-print("{\"impl\":\"swift\",\"mode\":\"\(mode)\",\"batch\":\(B),\"time\":\(T),\"loss_tokens\":\(K),\"rank\":\(rank),\"trainable\":\(tuner.trainableParameterCount),\"step_s\":\(med),\"tokens_per_s\":\(Double(B * T) / med),\"loss\":\(loss),\"peak_rss_mib\":\(peakRSSMiB()),\"steps\":\(times)}")
+print("{\"impl\":\"swift\",\"mode\":\"\(mode)\",\"batch\":\(B),\"time\":\(T),\"loss_tokens\":\(K),\"rank\":\(rank),\"trainable\":\(tuner.trainableParameterCount),\"step_s\":\(med),\"tokens_per_s\":\(Double(B * T) / med),\"loss\":\(loss),\"cpu_s\":\(median(cpu)),\"peak_rss_mib\":\(peakRSSMiB()),\"steps\":\(times)}")
