@@ -481,3 +481,55 @@ void curec_attention_single(const float *q, const float *k, const float *v, int6
 #endif
     attention_portable(q, k, v, L, ld, group, hs, scale, scratch, out);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The SwiGLU gate, out = silu(gate) * up = gate / (1 + e^-gate) * up. glibc's scalar expf took
+// about 5% of a decoding step at batch 16; the AVX2 version evaluates e^x 8 lanes at a time:
+// x = n ln2 + r with |r| <= ln2 / 2, e^r by Cephes' degree-6 polynomial (relative error below
+// 2e-7, as expf), 2^n by building the exponent bits. x is clamped to +-88.3 first: e^-gate
+// overflows to a large finite value (silu -> -0) or underflows to 0 (silu -> gate).
+
+static void swiglu_portable(float *out, const float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+#ifdef CUREC_X86
+static AVX2_TARGET __m256 exp_avx2(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.3f)), _mm256_set1_ps(88.3f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    // 2^n: n + 127 in the exponent field (n in [-127, 127] after the clamp; -127 gives 0).
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static AVX2_TARGET void swiglu_avx2(float *out, const float *gate, const float *up, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i);
+        const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+    }
+    swiglu_portable(out + i, gate + i, up + i, n - i);
+}
+#endif
+
+void curec_swiglu(float *out, const float *gate, const float *up, int64_t n) {
+#ifdef CUREC_X86
+    if (curec_quant_cpu_level() >= CUREC_QUANT_AVX2) {
+        swiglu_avx2(out, gate, up, n);
+        return;
+    }
+#endif
+    swiglu_portable(out, gate, up, n);
+}

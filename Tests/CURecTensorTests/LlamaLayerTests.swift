@@ -127,6 +127,28 @@ struct LlamaLayerTests {
         #expect(G.check(wte, analytic: dwte.values, loss: loss) < G.tolerance)
     }
 
+    @Test("swiglu kernel: relative error of expf's size over the whole range, extremes, odd lengths")
+    func swigluKernel() {
+        // Gates from -120 to 120 (past the clamp at ±88.3 in e^-g), 4001 values: 500 vector
+        // lanes and a scalar tail.
+        let gates = (0...4000).map { Float($0 - 2000) * 0.06 } + [0, -0.0, 1e-30, -1e-30, 88.5, -88.5]
+        let ups = gates.indices.map { Float(1 + $0 % 3) * ($0 % 2 == 0 ? 1 : -1) }
+        var out = [Float](repeating: .nan, count: gates.count)
+        curec_swiglu(&out, gates, ups, Int64(gates.count))
+        var worst = 0.0
+        for i in gates.indices {
+            let g = Double(gates[i]), exact = g / (1 + exp(-g)) * Double(ups[i])
+            let error = abs(Double(out[i]) - exact)
+            if abs(exact) > 1e-30 { worst = max(worst, error / abs(exact)) }
+            // Below -85 silu is under 1e-35 and comes out as 0 (e^-g clamped at e^88.3).
+            #expect(error <= 1e-6 * abs(exact) + 1e-30, "gate \(gates[i]): \(out[i]) vs \(exact)")
+        }
+        print("swiglu kernel: largest relative error \(worst)")
+        var nan = [Float](repeating: 0, count: 9)
+        curec_swiglu(&nan, [Float](repeating: .nan, count: 9), [Float](repeating: 1, count: 9), 9)
+        #expect(nan.allSatisfy { $0.isNaN })
+    }
+
     @Test("swiglu: gate and up")
     func swiglu() {
         let N = 40
