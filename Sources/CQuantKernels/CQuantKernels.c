@@ -13,8 +13,9 @@
 // signed Q8_0 weights the sign is moved onto the activations (|w| * sign(w) x).
 //
 // Loop order: one weight row at a time (its blocks are read from memory once, then from L1
-// cache) against groups of G <= 4 activation rows, one 8-lane float accumulator per row (two,
-// for even and odd blocks, when G <= 2, to hide the FMA latency). Tiles of several weight rows
+// cache) against groups of G <= 8 (AVX-512) or 4 (AVX2) activation rows, one 8-lane float
+// accumulator per row (two, for even and odd blocks, when G <= 2, to hide the FMA latency);
+// long inputs go in passes of 32 activation rows. Tiles of several weight rows
 // were tried: as fast with the weights in cache, but 2-4x slower streaming a large matrix
 // (the 49152 x 576 head) from memory, so the weights are read strictly in order.
 #include "CQuantKernels.h"
@@ -53,8 +54,8 @@ static inline float half_to_float(uint16_t h) {
 // baseline instruction set (SSE2 on x86-64, NEON on arm64).
 
 void curec_quant_activations(const float *x, int64_t n, int64_t c, int8_t *q, float *d, float *s) {
-    const int64_t blocks = c / 32, n4 = (n + 3) / 4 * 4;
-    for (int64_t i = 0; i < blocks * n4; i++) s[i] = 0;
+    const int64_t blocks = c / 32, n8 = (n + 7) / 8 * 8;
+    for (int64_t i = 0; i < n8 * blocks; i++) s[i] = 0;
     for (int64_t r = 0; r < n; r++) {
         for (int64_t b = 0; b < blocks; b++) {
             const float *v = x + r * c + b * 32;
@@ -82,7 +83,7 @@ void curec_quant_activations(const float *x, int64_t n, int64_t c, int8_t *q, fl
             // infinity makes the scale infinite and the products NaN as well).
             const float scale = nan ? NAN : peak / 127.0f;
             d[r * blocks + b] = scale;
-            s[b * n4 + r] = scale * (float)sum;
+            s[((r / 8) * blocks + b) * 8 + r % 8] = scale * (float)sum;
         }
     }
 }
@@ -91,7 +92,7 @@ static void matmul_portable(int type, const uint8_t *w, int64_t row_bytes, int64
                             int64_t blocks, const int8_t *xq, const float *xd, const float *xs, int64_t n,
                             float *out, int64_t ldo, int accumulate) {
     const int q8 = type == CUREC_QUANT_Q8_0, q41 = type == CUREC_QUANT_Q4_1;
-    const int64_t block_bytes = q8 ? 34 : q41 ? 20 : 18, n4 = (n + 3) / 4 * 4;
+    const int64_t block_bytes = q8 ? 34 : q41 ? 20 : 18;
     for (int64_t o = row_begin; o < row_end; o++) {
         const uint8_t *row = w + o * row_bytes;
         for (int64_t r = 0; r < n; r++) {
@@ -115,7 +116,7 @@ static void matmul_portable(int type, const uint8_t *w, int64_t row_bytes, int64
                 for (int i = 0; i < 32; i++) p += (int32_t)qw[i] * x[i];
                 if (!q8) {
                     const float c = q41 ? half_to_float(load_u16(block + 2)) : -8.0f * dw;
-                    sum += c * xs[b * n4 + r];
+                    sum += c * xs[((r / 8) * blocks + b) * 8 + r % 8];
                 }
                 sum += (float)p * (dw * xd[r * blocks + b]);
             }
@@ -176,8 +177,18 @@ int curec_quant_cpu_level(void) {
 #define DOT_AVX2(a, b) _mm256_madd_epi16(_mm256_maddubs_epi16((a), (b)), _mm256_set1_epi16(1))
 #define DOT_VNNI(a, b) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (a), (b))
 
-// Defines the kernels of one instruction set: matmul_<S> and its helpers.
-#define DEFINE_KERNELS(S, TARGET, DOT)                                                             \
+// Blocking for long inputs (a prefill of many rows): activation rows go in chunks of
+// CHUNK_ROWS, whose 8-bit blocks (at most 48 KiB for 1536 columns) stay in L1/L2 cache, and
+// weight rows in slabs of SLAB_ROWS (at most 200 KiB of Q4_1/Q8_0 blocks for 576 columns,
+// 600 KiB for 1536), read from memory by the first group of a chunk and from L2 by the
+// others. Without it a 2048-row prefill streamed the activations from L3 for every weight row
+// and ran at half speed.
+#define CHUNK_ROWS 32
+#define SLAB_ROWS 512
+
+// Defines the kernels of one instruction set: matmul_<S> and its helpers. GMAX is the most
+// activation rows per tile: 4 with AVX2's 16 vector registers, 8 with AVX-512's 32.
+#define DEFINE_KERNELS(S, TARGET, DOT, GMAX)                                                       \
     INLINE TARGET float hsum_##S(__m256 v) {                                                      \
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));            \
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                   \
@@ -186,10 +197,12 @@ int curec_quant_cpu_level(void) {
     }                                                                                             \
                                                                                                   \
     /* Block b of one weight row times activation rows r0 .. r0+G-1, added to G accumulators  */  \
-    /* of 8 lanes (and the Q4 offset terms of 4 rows to one 4-lane accumulator). */               \
+    /* of 8 lanes (and the Q4 offset terms of the G rows to one accumulator, lane g for row g: */ \
+    /* 4 lanes in extra4 when G <= 4, else 8 in extra8; xs + 8b holds the rows' sums). */         \
     INLINE TARGET void block_##S(const int type, const int G, const uint8_t *row, int64_t blocks, \
                                  int64_t b, const int8_t *xq, const float *xd, const float *xs,   \
-                                 int64_t n4, int64_t r0, __m256 acc[4], __m128 *extra) {          \
+                                 int64_t r0, __m256 *acc, __m128 *extra4,                         \
+                                 __m256 *extra8) {                                                \
         const int q8 = type == CUREC_QUANT_Q8_0, q41 = type == CUREC_QUANT_Q4_1;                  \
         const uint8_t *block = row + b * (q8 ? 34 : q41 ? 20 : 18);                               \
         const float d = _cvtsh_ss(load_u16(block));                                               \
@@ -200,7 +213,10 @@ int curec_quant_cpu_level(void) {
             aw = _mm256_sign_epi8(qw, qw);                                                        \
         } else {                                                                                  \
             const float c = q41 ? _cvtsh_ss(load_u16(block + 2)) : -8.0f * d;                     \
-            *extra = _mm_fmadd_ps(_mm_set1_ps(c), _mm_loadu_ps(xs + b * n4 + r0), *extra);        \
+            if (G > 4)                                                                            \
+                *extra8 = _mm256_fmadd_ps(_mm256_set1_ps(c), _mm256_loadu_ps(xs + b * 8), *extra8); \
+            else                                                                                  \
+                *extra4 = _mm_fmadd_ps(_mm_set1_ps(c), _mm_loadu_ps(xs + b * 8), *extra4);        \
             const __m128i packed = _mm_loadu_si128((const __m128i *)(block + (q41 ? 4 : 2)));     \
             const __m128i low4 = _mm_set1_epi8(0x0F);                                             \
             qw = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), low4),                 \
@@ -216,70 +232,95 @@ int curec_quant_cpu_level(void) {
         }                                                                                         \
     }                                                                                             \
                                                                                                   \
-    /* One weight row times activation rows r0 .. r0+G-1. With G <= 2, even and odd blocks go */  \
-    /* to separate accumulators so that at least 2 FMA chains hide each other's latency. */       \
-    INLINE TARGET void tile_##S(const int type, const int G, const uint8_t *row, int64_t blocks,  \
-                                const int8_t *xq, const float *xd, const float *xs, int64_t n4,   \
-                                int64_t r0, float *out, int64_t ldo, int accumulate) {            \
+    /* Weight rows o in [begin, end) times activation rows r0 .. r0+G-1, each weight row's     */ \
+    /* blocks read once (then from L1). With G <= 2, even and odd blocks go to separate        */ \
+    /* accumulators so that at least 2 FMA chains hide each other's latency. */                   \
+    INLINE TARGET void rows_##S(const int type, const int G, const uint8_t *w, int64_t row_bytes, \
+                                int64_t begin, int64_t end, int64_t blocks, const int8_t *xq,     \
+                                const float *xd, const float *xs, int64_t r0,                     \
+                                float *out, int64_t ldo, int accumulate) {                        \
         const int P = G <= 2 ? 2 : 1;                                                             \
-        __m256 acc[2][4];                                                                         \
-        __m128 extra[2] = {_mm_setzero_ps(), _mm_setzero_ps()};                                   \
-        for (int k = 0; k < P; k++)                                                               \
-            for (int g = 0; g < G; g++) acc[k][g] = _mm256_setzero_ps();                          \
-        int64_t b = 0;                                                                            \
-        if (P == 2)                                                                               \
-            for (; b + 2 <= blocks; b += 2) {                                                     \
-                block_##S(type, G, row, blocks, b, xq, xd, xs, n4, r0, acc[0], &extra[0]);        \
-                block_##S(type, G, row, blocks, b + 1, xq, xd, xs, n4, r0, acc[1], &extra[1]);    \
-            }                                                                                     \
-        for (; b < blocks; b++) block_##S(type, G, row, blocks, b, xq, xd, xs, n4, r0, acc[0], &extra[0]); \
-        float offsets[4];                                                                         \
-        _mm_storeu_ps(offsets, _mm_add_ps(extra[0], extra[1]));                                   \
-        for (int g = 0; g < G; g++) {                                                             \
-            float *y = out + (r0 + g) * ldo;                                                      \
-            const __m256 sum = P == 2 ? _mm256_add_ps(acc[0][g], acc[1][g]) : acc[0][g];          \
-            const float v = hsum_##S(sum) + offsets[g];                                           \
-            *y = accumulate ? *y + v : v;                                                         \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* Each weight row meets the activation rows in groups of up to 4 while its blocks stay  */  \
-    /* in L1 cache. The group size is a constant in each call, so the loops over g unroll and */  \
-    /* the accumulators stay in registers. */                                                     \
-    INLINE TARGET void matmul_type_##S(const int type, const uint8_t *w, int64_t row_bytes,      \
-                                       int64_t row_begin, int64_t row_end, int64_t blocks,        \
-                                       const int8_t *xq, const float *xd, const float *xs,        \
-                                       int64_t n, float *out, int64_t ldo, int accumulate) {      \
-        const int64_t n4 = (n + 3) / 4 * 4;                                                       \
-        for (int64_t o = row_begin; o < row_end; o++) {                                           \
+        const float *sg = xs + (r0 / 8) * blocks * 8 + r0 % 8; /* block b of rows r0.. at 8b */    \
+        for (int64_t o = begin; o < end; o++) {                                                   \
             const uint8_t *row = w + o * row_bytes;                                               \
-            for (int64_t r0 = 0; r0 < n; r0 += 4) {                                               \
-                float *y = out + o;                                                               \
-                switch (n - r0 >= 4 ? 4 : (int)(n - r0)) {                                        \
-                case 4: tile_##S(type, 4, row, blocks, xq, xd, xs, n4, r0, y, ldo, accumulate); break; \
-                case 3: tile_##S(type, 3, row, blocks, xq, xd, xs, n4, r0, y, ldo, accumulate); break; \
-                case 2: tile_##S(type, 2, row, blocks, xq, xd, xs, n4, r0, y, ldo, accumulate); break; \
-                default: tile_##S(type, 1, row, blocks, xq, xd, xs, n4, r0, y, ldo, accumulate); break; \
+            __m256 acc[2][8];                                                                     \
+            __m128 extra4[2] = {_mm_setzero_ps(), _mm_setzero_ps()};                              \
+            __m256 extra8 = _mm256_setzero_ps();                                                  \
+            for (int k = 0; k < P; k++)                                                           \
+                for (int g = 0; g < G; g++) acc[k][g] = _mm256_setzero_ps();                      \
+            int64_t b = 0;                                                                        \
+            if (P == 2)                                                                           \
+                for (; b + 2 <= blocks; b += 2) {                                                 \
+                    block_##S(type, G, row, blocks, b, xq, xd, sg, r0, acc[0], &extra4[0], &extra8); \
+                    block_##S(type, G, row, blocks, b + 1, xq, xd, sg, r0, acc[1], &extra4[1], &extra8); \
                 }                                                                                 \
+            for (; b < blocks; b++)                                                               \
+                block_##S(type, G, row, blocks, b, xq, xd, sg, r0, acc[0], &extra4[0], &extra8); \
+            float offsets[8];                                                                     \
+            if (G > 4)                                                                            \
+                _mm256_storeu_ps(offsets, extra8);                                                \
+            else                                                                                  \
+                _mm_storeu_ps(offsets, _mm_add_ps(extra4[0], extra4[1]));                         \
+            for (int g = 0; g < G; g++) {                                                         \
+                float *y = out + (r0 + g) * ldo + o;                                              \
+                const __m256 sum = P == 2 ? _mm256_add_ps(acc[0][g], acc[1][g]) : acc[0][g];      \
+                const float v = hsum_##S(sum) + offsets[g];                                       \
+                *y = accumulate ? *y + v : v;                                                     \
             }                                                                                     \
         }                                                                                         \
     }                                                                                             \
                                                                                                   \
+    /* One function per weight type and group size, so that each is compiled (registers,      */ \
+    /* unrolling) for its constant G alone: inlined together, the compiler's choices for one  */ \
+    /* size slowed others by up to 2x. */                                                         \
+    DEFINE_ROWS_OF_TYPE(S, TARGET, q8_0, CUREC_QUANT_Q8_0)                                        \
+    DEFINE_ROWS_OF_TYPE(S, TARGET, q4_1, CUREC_QUANT_Q4_1)                                        \
+    DEFINE_ROWS_OF_TYPE(S, TARGET, q4_0, CUREC_QUANT_Q4_0)                                        \
+                                                                                                  \
+    /* Chunks of activation rows, slabs of weight rows, groups of up to GMAX activation rows. */ \
     static TARGET void matmul_##S(int type, const uint8_t *w, size_t row_bytes, int64_t row_begin, \
                                   int64_t row_end, int64_t blocks, const int8_t *xq,              \
                                   const float *xd, const float *xs, int64_t n, float *out,        \
                                   int64_t ldo, int accumulate) {                                  \
-        const int64_t stride = (int64_t)row_bytes;                                                \
-        if (type == CUREC_QUANT_Q8_0)                                                             \
-            matmul_type_##S(CUREC_QUANT_Q8_0, w, stride, row_begin, row_end, blocks, xq, xd, xs, n, out, ldo, accumulate); \
-        else if (type == CUREC_QUANT_Q4_1)                                                        \
-            matmul_type_##S(CUREC_QUANT_Q4_1, w, stride, row_begin, row_end, blocks, xq, xd, xs, n, out, ldo, accumulate); \
-        else                                                                                      \
-            matmul_type_##S(CUREC_QUANT_Q4_0, w, stride, row_begin, row_end, blocks, xq, xd, xs, n, out, ldo, accumulate); \
+        rows_fn *const *table = type == CUREC_QUANT_Q8_0 ? rows_q8_0_##S                          \
+                              : type == CUREC_QUANT_Q4_1 ? rows_q4_1_##S : rows_q4_0_##S;         \
+        for (int64_t c0 = 0; c0 < n; c0 += CHUNK_ROWS) {                                          \
+            const int64_t c1 = c0 + CHUNK_ROWS < n ? c0 + CHUNK_ROWS : n;                         \
+            for (int64_t s0 = row_begin; s0 < row_end; s0 += SLAB_ROWS) {                         \
+                const int64_t s1 = s0 + SLAB_ROWS < row_end ? s0 + SLAB_ROWS : row_end;           \
+                for (int64_t r0 = c0; r0 < c1; r0 += GMAX) {                                      \
+                    const int G = c1 - r0 >= GMAX ? GMAX : (int)(c1 - r0);                        \
+                    table[G - 1](w, (int64_t)row_bytes, s0, s1, blocks, xq, xd, xs, r0, out, ldo, accumulate); \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
     }
 
-DEFINE_KERNELS(avx2, AVX2_TARGET, DOT_AVX2)
-DEFINE_KERNELS(vnni, VNNI_TARGET, DOT_VNNI)
+// The signature of the per-(type, G) row loops.
+typedef void rows_fn(const uint8_t *w, int64_t row_bytes, int64_t begin, int64_t end, int64_t blocks,
+                     const int8_t *xq, const float *xd, const float *xs, int64_t r0, float *out,
+                     int64_t ldo, int accumulate);
+
+#define DEFINE_ROWS_G(S, TARGET, T, TYPE, G)                                                       \
+    static TARGET __attribute__((noinline)) void rows_##T##_##S##_##G(                            \
+        const uint8_t *w, int64_t row_bytes, int64_t begin, int64_t end, int64_t blocks,          \
+        const int8_t *xq, const float *xd, const float *xs, int64_t r0, float *out,               \
+        int64_t ldo, int accumulate) {                                                            \
+        rows_##S(TYPE, G, w, row_bytes, begin, end, blocks, xq, xd, xs, r0, out, ldo, accumulate); \
+    }
+
+// rows_<T>_<S>_<G> for G = 1 ... 8 and the table rows_<T>_<S>[G - 1] (AVX2 uses entries 0-3).
+#define DEFINE_ROWS_OF_TYPE(S, TARGET, T, TYPE)                                                    \
+    DEFINE_ROWS_G(S, TARGET, T, TYPE, 1) DEFINE_ROWS_G(S, TARGET, T, TYPE, 2)                     \
+    DEFINE_ROWS_G(S, TARGET, T, TYPE, 3) DEFINE_ROWS_G(S, TARGET, T, TYPE, 4)                     \
+    DEFINE_ROWS_G(S, TARGET, T, TYPE, 5) DEFINE_ROWS_G(S, TARGET, T, TYPE, 6)                     \
+    DEFINE_ROWS_G(S, TARGET, T, TYPE, 7) DEFINE_ROWS_G(S, TARGET, T, TYPE, 8)                     \
+    static rows_fn *const rows_##T##_##S[8] = {                                                   \
+        rows_##T##_##S##_1, rows_##T##_##S##_2, rows_##T##_##S##_3, rows_##T##_##S##_4,           \
+        rows_##T##_##S##_5, rows_##T##_##S##_6, rows_##T##_##S##_7, rows_##T##_##S##_8};
+
+DEFINE_KERNELS(avx2, AVX2_TARGET, DOT_AVX2, 4)
+DEFINE_KERNELS(vnni, VNNI_TARGET, DOT_VNNI, 8)
 
 #else  // not x86-64
 

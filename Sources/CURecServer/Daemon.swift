@@ -96,6 +96,8 @@ public final class Daemon: Sendable {
         if configuration.enable_interop_testing {
             router.register(InteropTestService())
         }
+        let chatModels = ChatModelStore(basePath: configuration.resolvedLMPath, artifacts: artifacts,
+                                        weights: configuration.resolvedLMWeights ?? .quantized)
         var recommendations: RecommendService? = nil
         var reasons: ReasonGenerator? = nil
         if let data {
@@ -109,6 +111,10 @@ public final class Daemon: Sendable {
                     check: { user, item, reason in
                         verifier.filterSentences(reason, context: ReasonContext(
                             user: Int32(bitPattern: user), item: Int32(bitPattern: item), cutoff: cutoffs[Int(user)])).text
+                    },
+                    chatModels: chatModels,
+                    conversation: { user, item in
+                        corpus.pairConversation(user: Int32(bitPattern: user), item: Int32(bitPattern: item))
                     })
             } catch {
                 logger.error("reason generation is unavailable", metadata: ["error": "\(error)"])
@@ -144,8 +150,7 @@ public final class Daemon: Sendable {
             limits: jobLimits, logger: logger)
         router.register(JobService(jobs: jobs))
         router.register(ModelService(artifacts: artifacts))
-        router.register(TextGenerationService(models: ChatModelStore(
-            basePath: configuration.resolvedLMPath, artifacts: artifacts)))
+        router.register(TextGenerationService(models: chatModels))
         router.register(DatasetService(datasets: datasets))
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
         let reflection = try ReflectionService(
@@ -175,6 +180,7 @@ public final class Daemon: Sendable {
             guard try jobs.list(state: nil, kind: "pipeline", limit: 1).isEmpty else { return }
             let record = try jobs.submit(kind: "pipeline", parameters: ["profile": configuration.pipeline_on_start])
             logger.info("first start: submitted the \(configuration.pipeline_on_start) CURec pipeline as job \(record.id); follow it with `curec jobs watch \(record.id)`")
+            logChatReasonSample()
         } catch {
             logger.notice("first start: the CURec pipeline was not submitted", metadata: ["reason": "\(error)"])
         }
@@ -221,6 +227,38 @@ public final class Daemon: Sendable {
             logger.info("\(lines.joined(separator: "\n"))")
         } catch {
             logger.info("no sample recommendations yet", metadata: ["reason": "\(error)"])
+        }
+    }
+
+    /// On first start, while the pipeline runs: the sample recommendations again, each with a
+    /// pair reason written by the pretrained chat model and checked by the verifier, logged
+    /// from a background thread once written.
+    private func logChatReasonSample() {
+        guard let recommendations, let reasons = recommendations.reasons, let user = recommendations.data.dataset.users.first,
+              reasons.chatModels?.baseAvailable == true else { return }
+        let logger = self.logger
+        DispatchQueue.global(qos: .utility).async {
+            do {
+                var request = Curec_V1_RecommendRequest()
+                request.userID = user.externalID
+                request.k = 5
+                request.excludeSeen = true
+                let response = try recommendations.recommend(request)
+                let items = response.items.compactMap { recommendations.data.dataset.itemIndex($0.itemID) }
+                    .map { UInt32(bitPattern: $0) }
+                guard let userIndex = recommendations.data.dataset.userIndex(user.externalID),
+                      let chat = try reasons.chatModel(ChatModelStore.baseName) else { return }
+                let texts = try reasons.chatReasons(chat, user: UInt32(bitPattern: userIndex), items: items,
+                                                    shouldStop: { false })
+                var lines = ["sample: top 5 for user \(user.externalID) by \(response.servedBy), reasons by \(ChatModelStore.baseName) (untuned, claim-checked):"]
+                for (rank, item) in response.items.enumerated() {
+                    let reason = rank < texts.count && !texts[rank].isEmpty ? texts[rank] : "(every sentence failed the claim check)"
+                    lines.append("  \(rank + 1). \(item.title) (\(item.itemID)) - \(reason)")
+                }
+                logger.info("\(lines.joined(separator: "\n"))")
+            } catch {
+                logger.info("no sample reasons from the chat model", metadata: ["reason": "\(error)"])
+            }
         }
     }
 

@@ -1,3 +1,4 @@
+import CURecModels
 import CURecRPC
 import Foundation
 import Yams
@@ -97,6 +98,10 @@ public struct DaemonConfiguration: Sendable, Codable {
     /// `<data_dir>/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf`, where
     /// scripts/fetch-lm puts it.
     public var lm_path: String = ""
+    /// How the chat models keep their weight matrices: `quantized` (default; as stored in the
+    /// GGUF file, about 150 MiB per loaded model, faster decoding) or `float32` (dequantized,
+    /// about 650 MiB, the exact arithmetic of training). Fully fine-tuned versions are float32.
+    public var lm_weights: String = "quantized"
     /// Largest dataset a client may upload through DatasetService.Upload, bytes. Default 64 MiB.
     public var dataset_upload_max_bytes: Int = 64 * 1024 * 1024
 
@@ -105,6 +110,15 @@ public struct DaemonConfiguration: Sendable, Codable {
         lm_path.isEmpty
             ? (data_dir as NSString).appendingPathComponent("models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
             : lm_path
+    }
+
+    /// The chat models' weight format (nil for a value other than `quantized` or `float32`).
+    public var resolvedLMWeights: LlamaWeightFormat? {
+        switch lm_weights {
+        case "quantized": return .quantized
+        case "float32": return .float32
+        default: return nil
+        }
     }
 
     /// The MiniLM directory in effect.
@@ -124,7 +138,7 @@ public struct DaemonConfiguration: Sendable, Codable {
     private enum CodingKeys: String, CodingKey {
         case listen, data_dir, dataset_dir, dataset_name, plugin_dirs, plugins, default_recommender,
              default_reward_model, max_message_bytes, drain_timeout_seconds, idle_timeout_seconds, event_loops,
-             log_level, enable_interop_testing, job_workers, job_queue_capacity, minilm_dir, pipeline_on_start, dataset_upload_max_bytes, lm_path
+             log_level, enable_interop_testing, job_workers, job_queue_capacity, minilm_dir, pipeline_on_start, dataset_upload_max_bytes, lm_path, lm_weights
     }
 
     /// Decodes a YAML document; absent keys keep their defaults; unknown keys are errors.
@@ -135,7 +149,7 @@ public struct DaemonConfiguration: Sendable, Codable {
                          "default_recommender", "default_reward_model", "max_message_bytes", "drain_timeout_seconds",
                          "idle_timeout_seconds", "event_loops", "log_level", "enable_interop_testing",
                          "job_workers", "job_queue_capacity", "minilm_dir", "pipeline_on_start",
-                         "dataset_upload_max_bytes", "lm_path"])
+                         "dataset_upload_max_bytes", "lm_path", "lm_weights"])
         for key in container.allKeys where !known.contains(key.stringValue) {
             throw ConfigurationError.invalid("unknown key '\(key.stringValue)' (known: \(known.sorted().joined(separator: ", ")))")
         }
@@ -162,6 +176,7 @@ public struct DaemonConfiguration: Sendable, Codable {
         try read("pipeline_on_start", &pipeline_on_start)
         try read("dataset_upload_max_bytes", &dataset_upload_max_bytes)
         try read("lm_path", &lm_path)
+        try read("lm_weights", &lm_weights)
     }
 
     private struct AnyKey: CodingKey {
@@ -192,7 +207,8 @@ public struct DaemonConfiguration: Sendable, Codable {
 
     /// Applies `CUREC_*` environment variables (CUREC_LISTEN, CUREC_DATA_DIR, CUREC_DATASET_DIR,
     /// CUREC_DATASET_NAME, CUREC_PLUGIN_DIRS (colon-separated), CUREC_LOG_LEVEL,
-    /// CUREC_MAX_MESSAGE_BYTES, CUREC_MINILM_DIR, CUREC_LM_PATH, CUREC_PIPELINE_ON_START).
+    /// CUREC_MAX_MESSAGE_BYTES, CUREC_MINILM_DIR, CUREC_LM_PATH, CUREC_LM_WEIGHTS,
+    /// CUREC_PIPELINE_ON_START).
     public mutating func applyEnvironment(_ environment: [String: String]) throws(ConfigurationError) {
         if let value = environment["CUREC_LISTEN"] { listen = value }
         if let value = environment["CUREC_DATA_DIR"] { data_dir = value }
@@ -202,6 +218,7 @@ public struct DaemonConfiguration: Sendable, Codable {
         if let value = environment["CUREC_LOG_LEVEL"] { log_level = value }
         if let value = environment["CUREC_MINILM_DIR"] { minilm_dir = value }
         if let value = environment["CUREC_LM_PATH"] { lm_path = value }
+        if let value = environment["CUREC_LM_WEIGHTS"] { lm_weights = value }
         if let value = environment["CUREC_PIPELINE_ON_START"] { pipeline_on_start = value }
         if let value = environment["CUREC_MAX_MESSAGE_BYTES"] {
             guard let bytes = Int(value), bytes > 0 else { throw .invalid("CUREC_MAX_MESSAGE_BYTES must be a positive integer") }
@@ -224,6 +241,9 @@ public struct DaemonConfiguration: Sendable, Codable {
         guard event_loops >= 0 else { throw .invalid("event_loops must be >= 0 (0 = one per core)") }
         guard job_workers >= 1, job_queue_capacity >= 1 else {
             throw .invalid("job_workers and job_queue_capacity must be at least 1")
+        }
+        guard resolvedLMWeights != nil else {
+            throw .invalid("lm_weights must be quantized or float32, not '\(lm_weights)'")
         }
         guard ["quick", "standard", "off"].contains(pipeline_on_start) else {
             throw .invalid("pipeline_on_start must be quick, standard or off, not '\(pipeline_on_start)'")

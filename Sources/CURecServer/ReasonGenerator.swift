@@ -2,6 +2,7 @@ import CURecModels
 import CURecPipeline
 import CURecRPC
 import Foundation
+import Synchronization
 
 /// Writes recommendation reasons with the built-in language model: builds the pair prompt the
 /// model was trained on, fits it to the context, and extracts the reason from the output.
@@ -13,6 +14,77 @@ struct ReasonGenerator: Sendable {
     /// Removes sentences whose claims fail the verifier (false titles, genres, years, claims
     /// from after the user's cut-off); nil serves the model's text unchecked.
     var check: (@Sendable (_ user: UInt32, _ item: UInt32, _ reason: String) -> String)? = nil
+    /// Pretrained and fine-tuned chat models (`smollm2`, `finetune` outputs), which answer the
+    /// pair task as a conversation.
+    var chatModels: ChatModelStore? = nil
+    /// The pair task as a conversation (system turn, user turn) for chat models.
+    var conversation: (@Sendable (_ user: UInt32, _ item: UInt32) -> (system: String, user: String))? = nil
+
+    /// Tokens a chat model may spend on one reason.
+    static let chatReasonMaxTokens = 80
+    /// Pair reasons a chat model writes at once.
+    static let chatReasonBatch = 8
+
+    /// The chat model `name` names, or nil when `name` is a built-in LM (`lm`, `pretrain` outputs).
+    func chatModel(_ name: String) throws(RPCError) -> ChatModelStore.Loaded? {
+        guard let chatModels, conversation != nil, !name.isEmpty else { return nil }
+        guard name == ChatModelStore.baseName || chatModels.isChatModel(name) else { return nil }
+        do throws(ChatModelError) {
+            return try chatModels.model(name: name, version: "")
+        } catch {
+            throw RPCError(error)
+        }
+    }
+
+    /// The pair conversation for (user, item) in `loaded`'s chat template.
+    func chatPromptTokens(_ loaded: ChatModelStore.Loaded, user: UInt32, item: UInt32) throws(RPCError) -> [Int32] {
+        guard let conversation else { throw RPCError(.internal, "no pair conversation is configured") }
+        let turns = conversation(user, item)
+        do {
+            return try loaded.tokenizer.encode(conversation: [.system(turns.system), .user(turns.user)],
+                                               addingGenerationPrompt: true)
+        } catch {
+            throw RPCError(.internal, "the pair conversation cannot be rendered: \(error.description)")
+        }
+    }
+
+    /// `text` up to its last sentence end (`.`, `!`, `?`), for an answer cut by the token limit;
+    /// the whole text when it holds no sentence end.
+    static func wholeSentences(_ text: String) -> String {
+        guard let end = text.lastIndex(where: { $0 == "." || $0 == "!" || $0 == "?" }) else { return text }
+        return String(text[...end])
+    }
+
+    /// Greedy pair reasons from a chat model for `items`, checked by the verifier.
+    func chatReasons(_ loaded: ChatModelStore.Loaded, user: UInt32, items: [UInt32],
+                     shouldStop: @escaping () -> Bool) throws(RPCError) -> [String] {
+        var prompts: [[Int]] = []
+        for item in items { prompts.append(try chatPromptTokens(loaded, user: user, item: item).map(Int.init)) }
+        guard !prompts.isEmpty else { return [] }
+        let options = SamplingOptions(maxTokens: Self.chatReasonMaxTokens, temperature: 0, topK: 0, topP: 1,
+                                      stopSequences: loaded.tokenizer.endOfTurnStopSequences, seed: 0,
+                                      repetitionPenalty: 1.1)
+        // Rows are generated a few at a time: each holds a key/value cache of its whole prompt.
+        var results: [GenerationResult] = []
+        do {
+            for start in stride(from: 0, to: prompts.count, by: Self.chatReasonBatch) {
+                let batch = Array(prompts[start..<min(start + Self.chatReasonBatch, prompts.count)])
+                results += try loaded.lock.withLock { _ throws(GenerationError) in
+                    try BatchedGenerator(model: loaded.model).generate(prompts: batch, options: options, shouldStop: shouldStop)
+                }
+            }
+        } catch {
+            throw RPCError(.internal, "reason generation failed: \(error.description)")
+        }
+        if results.contains(where: { $0.finishReason == .cancelled }) {
+            throw RPCError(.deadlineExceeded, "the deadline passed while writing reasons")
+        }
+        return zip(items, results).map { item, result in
+            let text = (try? loaded.tokenizer.decode(result.tokens.map(Int32.init), skippingSpecialTokens: true)) ?? ""
+            let answer = result.finishReason == .maxTokens ? Self.wholeSentences(text) : text
+            return checked(user: user, item: item, answer.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+    }
 
     /// The newest version of the model `name` (default "lm"), or FAILED_PRECONDITION.
     func model(_ name: String) throws(RPCError) -> LanguageModelStore.Loaded {
@@ -74,6 +146,9 @@ struct ReasonGenerator: Sendable {
     /// call it off the I/O loop.
     func reasons(user: UInt32, items: [UInt32], modelName: String, maxTokens: Int? = nil,
                  shouldStop: @escaping () -> Bool) throws(RPCError) -> [String] {
+        if let chat = try chatModel(modelName) {
+            return try chatReasons(chat, user: user, items: items, shouldStop: shouldStop)
+        }
         let loaded = try model(modelName)
         let maxTokens = maxTokens ?? Self.defaultMaxTokens(context: loaded.model.config.context)
         var prompts: [[Int]] = []

@@ -245,6 +245,39 @@ public enum GroupedQueryAttention {
         let pr = probs.map { SendablePointer($0) }
         let saved = BLAS.enterConcurrentRegion()
         defer { BLAS.restore(saved) }
+        if probs == nil && spans.allSatisfy({ $0.count == 1 }) {
+            // A decoding step, one query per span. The `group` query heads sharing a key/value
+            // head are adjacent in the query row, so they go through one product as `group`
+            // rows of stride hs: a third of the one-row sgemm calls, whose cost is mostly the
+            // call. Pairs (span, key/value head) spread over the workers, two at least per hop.
+            Parallel.forRange(spans.count * NKV, grain: 2) { r in
+                let most = r.map { spans[$0 / NKV].keys }.max() ?? 0
+                let p = UnsafeMutablePointer<Float>.allocate(capacity: max(group * most, 1))  // [group, L]
+                defer { p.deallocate() }
+                for u in r {
+                    let s = spans[u / NKV], g = u % NKV, L = s.keys
+                    let qg = q + s.first * QC + g * group * hs                 // [group, hs]
+                    let kg = keys + s.row * capacity * KC + g * hs             // [L, hs], stride KC
+                    let vg = values + s.row * capacity * KC + g * hs
+                    BLAS.single(false, true, group, L, hs, scale, qg, hs, kg, KC, 0, p, L)
+                    for j in 0..<group {
+                        let row = p + j * L
+                        var mx = -Float.infinity
+                        for i in 0..<L where row[i] > mx { mx = row[i] }
+                        var sum: Float = 0
+                        for i in 0..<L {
+                            let e = expf(row[i] - mx)
+                            row[i] = e
+                            sum += e
+                        }
+                        let inv = 1 / sum
+                        for i in 0..<L { row[i] *= inv }
+                    }
+                    BLAS.single(false, false, group, hs, L, 1, p, L, vg, KC, 0, o.p + s.first * QC + g * group * hs, hs)
+                }
+            }
+            return
+        }
         Parallel.forRange(spans.count * NH) { r in
             var scratch: UnsafeMutablePointer<Float>? = nil
             if pr == nil {

@@ -50,8 +50,9 @@ public struct QuantizedActivations: Sendable {
     let q: [Int8]
     /// Per block, [N, C/32]: the scale d, so that x ≈ q · d.
     let d: [Float]
-    /// Per block, block-major [C/32, N4] with N4 = N rounded up to a multiple of 4 (zero
-    /// padded): d · Σ q, for the weight offsets of Q4_0 and Q4_1.
+    /// Per block, [N8/8, C/32, 8] (groups of 8 rows, block-major within a group) with N8 = N
+    /// rounded up to a multiple of 8 (zero padded): d · Σ q, for the weight offsets of Q4_0 and
+    /// Q4_1.
     let s: [Float]
 
     /// Quantizes `rows` rows of `columns` floats (row-major, contiguous) starting at `inp`.
@@ -60,14 +61,20 @@ public struct QuantizedActivations: Sendable {
         precondition(rows >= 0 && columns >= 0 && columns % 32 == 0, "activation rows of \(columns) are not whole blocks of 32")
         self.rows = rows
         self.columns = columns
-        let paddedRows = (rows + 3) / 4 * 4
+        let paddedRows = (rows + 7) / 8 * 8
         var scales = [Float](repeating: 0, count: rows * columns / 32)
         var sums = [Float](repeating: 0, count: columns / 32 * paddedRows)
         q = [Int8](unsafeUninitializedCapacity: rows * columns) { q, initialized in
             scales.withUnsafeMutableBufferPointer { d in
                 sums.withUnsafeMutableBufferPointer { s in
-                    if let q = q.baseAddress, let d = d.baseAddress, let s = s.baseAddress {
-                        curec_quant_activations(inp, Int64(rows), Int64(columns), q, d, s)
+                    guard let q = q.baseAddress, let d = d.baseAddress, let s = s.baseAddress else { return }
+                    // Workers take whole groups of 8 rows (s is laid out by such groups).
+                    let groups = (rows + 7) / 8, blocks = columns / 32
+                    let qp = SendablePointer(q), dp = SendablePointer(d), sp = SendablePointer(s)
+                    Parallel.forRange(groups, grain: max(1, 8192 / max(1, columns))) { range in
+                        let r0 = range.lowerBound * 8, r1 = min(range.upperBound * 8, rows)
+                        curec_quant_activations(inp + r0 * columns, Int64(r1 - r0), Int64(columns),
+                                                qp.p + r0 * columns, dp.p + r0 * blocks, sp.p + r0 * blocks)
                     }
                 }
             }
@@ -75,6 +82,23 @@ public struct QuantizedActivations: Sendable {
         }
         d = scales
         s = sums
+    }
+}
+
+/// One product of ``QuantizedMatrix/forward(_:activations:kernel:)``: `out[N, OC] = x · Wᵀ`,
+/// or `+=` with `accumulate`.
+public struct QuantizedProduct: @unchecked Sendable {
+    /// The weight `W[OC, C]`.
+    public let matrix: QuantizedMatrix
+    /// Where the product goes, `[N, OC]` row-major.
+    public let out: UnsafeMutablePointer<Float>
+    /// Whether the product is added to `out`.
+    public let accumulate: Bool
+
+    public init(_ matrix: QuantizedMatrix, out: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
+        self.matrix = matrix
+        self.out = out
+        self.accumulate = accumulate
     }
 }
 
@@ -189,55 +213,93 @@ public struct QuantizedMatrix: Sendable {
 
     /// `out[N, OC] = x[N, C] · Wᵀ` (or `+=` with `accumulate`) for activations quantized
     /// beforehand. A Float32 matrix multiplies the dequantized activations. The weight rows
-    /// are split over ``Parallel/workers`` when the product has at least about 16K block
-    /// products per worker; `kernel` falls back to ``QuantKernel/best`` if this CPU lacks it.
+    /// are split over ``Parallel/workers`` when the product has at least
+    /// ``blockProductsPerWorker`` block products per worker; `kernel` falls back to
+    /// ``QuantKernel/best`` if this CPU lacks it.
     public func forward(
         out: UnsafeMutablePointer<Float>, activations x: QuantizedActivations, accumulate: Bool = false,
         kernel: QuantKernel = .best
     ) {
-        precondition(x.columns == columns, "activations have \(x.columns) columns, the matrix \(columns)")
+        Self.forward([QuantizedProduct(self, out: out, accumulate: accumulate)], activations: x, kernel: kernel)
+    }
+
+    /// Several products of the same activations, `out_i[N, OC_i] = x[N, C] · W_iᵀ` (or `+=`),
+    /// e.g. the query, key and value projections of one input. The weight rows of all the
+    /// quantized matrices are split over the workers as one range, so that a decoding step's
+    /// small products share one thread hop instead of taking one each (or running on one
+    /// core). Float32 matrices multiply the dequantized activations, one after the other.
+    public static func forward(_ products: [QuantizedProduct], activations x: QuantizedActivations,
+                               kernel: QuantKernel = .best) {
         let n = x.rows
-        if n == 0 || rows == 0 { return }
-        if columns == 0 {
-            if !accumulate { out.update(repeating: 0, count: n * rows) }
-            return
-        }
-        if type == .f32 {
-            let floats = (0..<(n * columns)).map { Float(x.q[$0]) * x.d[$0 / 32] }
-            floats.withUnsafeBufferPointer { inp in
-                if let inp = inp.baseAddress { forward(out: out, inp: inp, n: n, accumulate: accumulate) }
+        var quantized: [QuantizedProduct] = []
+        for p in products {
+            let m = p.matrix
+            precondition(x.columns == m.columns, "activations have \(x.columns) columns, the matrix \(m.columns)")
+            if n == 0 || m.rows == 0 { continue }
+            if m.columns == 0 {
+                if !p.accumulate { p.out.update(repeating: 0, count: n * m.rows) }
+            } else if m.type == .f32 {
+                let floats = (0..<(n * m.columns)).map { Float(x.q[$0]) * x.d[$0 / 32] }
+                floats.withUnsafeBufferPointer { inp in
+                    if let inp = inp.baseAddress { m.forward(out: p.out, inp: inp, n: n, accumulate: p.accumulate) }
+                }
+            } else {
+                quantized.append(p)
             }
-            return
         }
-        let blocks = columns / 32
-        let rowBytes = blocks * type.blockBytes
+        guard let first = quantized.first else { return }
+        let blocks = first.matrix.columns / 32
         let kernel = kernel.isSupported ? kernel : .best
-        // Each worker takes a range of weight rows; below about 16K block products a range is
-        // not worth a thread hop.
-        let grain = max(1, Self.blockProductsPerWorker / max(1, blocks * n))
-        withWeights { raw in
-            guard let w = raw.baseAddress else { return }
+        // Row r of the joint range is row r - starts[j] of product j.
+        var starts: [Int] = [], total = 0
+        for p in quantized {
+            starts.append(total)
+            total += p.matrix.rows
+        }
+        // Each worker takes a range of weight rows; below blockProductsPerWorker block products
+        // a range is not worth a thread hop.
+        let grain = max(1, blockProductsPerWorker / max(1, blocks * n))
+        withWeights(of: quantized, from: 0, [], { weights in
             x.q.withUnsafeBufferPointer { q in
                 x.d.withUnsafeBufferPointer { d in
                     x.s.withUnsafeBufferPointer { s in
-                        // Workers write disjoint columns o of out (their weight rows).
-                        Parallel.forRange(rows, grain: grain) { range in
-                            let status = curec_quant_matmul(
-                                Int32(kernel.rawValue), Int32(type.rawValue), w, rowBytes,
-                                Int64(range.lowerBound), Int64(range.upperBound), Int64(blocks),
-                                q.baseAddress, d.baseAddress, s.baseAddress, Int64(n), out, Int64(rows),
-                                accumulate ? 1 : 0)
-                            precondition(status == 0, "quantized kernel \(kernel) refused \(type)")
+                        // Workers write disjoint columns o of the outputs (their weight rows).
+                        Parallel.forRange(total, grain: grain) { range in
+                            for (j, p) in quantized.enumerated() {
+                                let m = p.matrix
+                                let lo = max(range.lowerBound - starts[j], 0)
+                                let hi = min(range.upperBound - starts[j], m.rows)
+                                if lo >= hi { continue }
+                                let status = curec_quant_matmul(
+                                    Int32(kernel.rawValue), Int32(m.type.rawValue), weights[j], blocks * m.type.blockBytes,
+                                    Int64(lo), Int64(hi), Int64(blocks), q.baseAddress, d.baseAddress, s.baseAddress,
+                                    Int64(n), p.out, Int64(m.rows), p.accumulate ? 1 : 0)
+                                precondition(status == 0, "quantized kernel \(kernel) refused \(m.type)")
+                            }
                         }
                     }
                 }
             }
+        })
+    }
+
+    /// Calls `body` with the weight bytes of `products[from...]` appended to `weights`, each
+    /// valid for the duration of the call.
+    private static func withWeights(of products: [QuantizedProduct], from j: Int, _ weights: [UnsafeRawPointer],
+                                    _ body: ([UnsafeRawPointer]) -> Void) {
+        if j == products.count { return body(weights) }
+        products[j].matrix.withWeights { raw in
+            guard let w = raw.baseAddress else { return }
+            withWeights(of: products, from: j + 1, weights + [w], body)
         }
     }
 
     /// Block products (one weight block times one activation block) below which a product is
-    /// not split over more workers.
-    static let blockProductsPerWorker = 16_384
+    /// not split over more workers. A decoding step of one row reads each weight once and is
+    /// bound by memory, which a second core did not speed up (measured on SmolLM2-135M: the
+    /// same fastest step time with every product on one core), so at one row only the
+    /// products of about 64K blocks and more (the 49152-row head) are split.
+    public static let blockProductsPerWorker = 32_768
 
     private func withWeights<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
         switch storage {

@@ -61,6 +61,9 @@ struct CURecDaemonCommand: ParsableCommand {
     @Option(name: .long, help: "The pretrained chat model, a GGUF file (default <data-dir>/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf).")
     var lmPath: String?
 
+    @Option(name: .long, help: "How the chat models keep their weights: quantized (as in the file) or float32 (default quantized).")
+    var lmWeights: String?
+
     @Option(name: .long, help: "Pipeline profile to run on first start: quick, standard or off (default quick).")
     var pipelineOnStart: String?
 
@@ -104,6 +107,7 @@ struct CURecDaemonCommand: ParsableCommand {
         }
         if let minilmDir { configuration.minilm_dir = minilmDir }
         if let lmPath { configuration.lm_path = lmPath }
+        if let lmWeights { configuration.lm_weights = lmWeights }
         if let pipelineOnStart { configuration.pipeline_on_start = pipelineOnStart }
         if let eventLoops { configuration.event_loops = eventLoops }
         if let maxMessageBytes { configuration.max_message_bytes = maxMessageBytes }

@@ -222,7 +222,8 @@ struct LlamaLayerTests {
                                       capacity: T, spans: Self.trainingSpans(), NH: NH, NKV: NKV, hs: hs)
         // A cache with room for 8 positions per row, rows swapped: row b of the batch lives in
         // cache row 1-b. Row 0 is fed as a 2-token prefill then one token at a time; row 1 as
-        // one 3-token span then a 2-token span; the query buffer holds only the new tokens.
+        // one 3-token span then one token at a time; the query buffer holds only the new
+        // tokens. Steps of single-token spans only take the decoding path.
         let capacity = 8, KC = NKV * hs, QC = NH * hs
         let kc = Tensor(uncheckedZeros: [B, capacity, KC]), vc = Tensor(uncheckedZeros: [B, capacity, KC])
         for b in 0..<B {
@@ -230,7 +231,7 @@ struct LlamaLayerTests {
             (vc.data + (1 - b) * capacity * KC).update(from: v.data + b * T * KC, count: T * KC)
         }
         let schedule: [[(b: Int, start: Int, count: Int)]] = [
-            [(0, 0, 2), (1, 0, 3)], [(0, 2, 1), (1, 3, 2)], [(0, 3, 1)], [(0, 4, 1)],
+            [(0, 0, 2), (1, 0, 3)], [(0, 2, 1), (1, 3, 1)], [(1, 4, 1), (0, 3, 1)], [(0, 4, 1)],
         ]
         for stepSpans in schedule {
             let n = stepSpans.reduce(0) { $0 + $1.count }

@@ -105,7 +105,8 @@ struct QuantizedMatrixTests {
         let weights = matrix.dequantized()
         let sizes = magnitudes(type, blocks)
         #expect(QuantKernel.supported.contains(.portable) && QuantKernel.best.isSupported)
-        for n in [1, 2, 3, 4, 5, 7, 16] {
+        // Tiles of 1-8 rows, several groups, several passes of 32 rows with a ragged end.
+        for n in [1, 2, 3, 4, 5, 7, 8, 9, 16, 70] {
             let x = randomActivations(rows: n, columns: columns, rng: &rng)
             let (exact, bound, slack) = reference(weights: weights, magnitudes: sizes, x: x, rows: rows, columns: columns, n: n)
             var outputs: [QuantKernel: [Float]] = [:]
@@ -132,6 +133,50 @@ struct QuantizedMatrixTests {
                 }
             }
         }
+    }
+
+    @Test("many weight rows (several slabs of 512) and a long input give the portable kernel's result",
+          arguments: [GGMLType.q4_1, .q4_0, .q8_0])
+    func slabsAndChunks(type: GGMLType) throws {
+        var rng = Xoshiro256(seed: 11 + UInt64(type.rawValue))
+        let rows = 1100, columns = 64, n = 45
+        let blocks = randomBlocks(type, rows: rows, columns: columns, rng: &rng)
+        let matrix = QuantizedMatrix(type: type, rows: rows, columns: columns, blocks: blocks)
+        let x = randomActivations(rows: n, columns: columns, rng: &rng)
+        let (_, _, slack) = reference(weights: matrix.dequantized(), magnitudes: magnitudes(type, blocks), x: x,
+                                      rows: rows, columns: columns, n: n)
+        var outputs: [QuantKernel: [Float]] = [:]
+        for kernel in QuantKernel.supported {
+            var out = [Float](repeating: .nan, count: n * rows)
+            out.withUnsafeMutableBufferPointer { o in
+                x.withUnsafeBufferPointer { matrix.forward(out: o.baseAddress!, inp: $0.baseAddress!, n: n, kernel: kernel) }
+            }
+            outputs[kernel] = out
+        }
+        let portable = try #require(outputs[.portable])
+        for (kernel, out) in outputs {
+            let bad = (0..<out.count).filter { !(abs(Double(out[$0]) - Double(portable[$0])) <= 2 * slack[$0]) }
+            #expect(bad.isEmpty, "\(type) \(kernel): \(bad.count) outputs differ, first at \(bad.first ?? 0)")
+        }
+    }
+
+    @Test("activations quantized over several workers equal the rows quantized one by one")
+    func parallelActivations() {
+        var rng = Xoshiro256(seed: 5)
+        let rows = 5003, columns = 64, blocks = columns / 32   // splits into ranges of 8-row groups
+        let x = randomActivations(rows: rows, columns: columns, rng: &rng)
+        let all = x.withUnsafeBufferPointer { QuantizedActivations($0.baseAddress!, rows: rows, columns: columns) }
+        #expect(all.s.count == (rows + 7) / 8 * 8 * blocks)
+        var same = true
+        for r in 0..<rows {
+            let one = x.withUnsafeBufferPointer { QuantizedActivations($0.baseAddress! + r * columns, rows: 1, columns: columns) }
+            same = same && Array(all.q[(r * columns)..<((r + 1) * columns)]) == one.q
+                && Array(all.d[(r * blocks)..<((r + 1) * blocks)]) == one.d
+                && (0..<blocks).allSatisfy { all.s[((r / 8) * blocks + $0) * 8 + r % 8] == one.s[$0 * 8] }
+        }
+        #expect(same)
+        // The padding rows of the last group are zero.
+        #expect((rows..<((rows + 7) / 8 * 8)).allSatisfy { r in (0..<blocks).allSatisfy { all.s[((r / 8) * blocks + $0) * 8 + r % 8] == 0 } })
     }
 
     @Test("accumulate adds the product to the output")

@@ -11,6 +11,6 @@ let package = Package(
         .target(name: "CURecTensor", dependencies: ["COpenBLAS", "CQuantKernels"]),
         .target(name: "CURecModels", dependencies: ["CURecTensor"]),
         .executableTarget(name: "gpt-bench", dependencies: ["CURecModels", "CURecTensor", "COpenBLAS"]),
-        .executableTarget(name: "llama-finetune-bench", dependencies: ["CURecModels", "CURecTensor"]),
+        .executableTarget(name: "llama-bench", dependencies: ["CURecModels", "CURecTensor"]),
     ]
 )

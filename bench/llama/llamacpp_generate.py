@@ -36,7 +36,10 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     L.llama_backend_init()
-    L.llama_log_set(L.llama_log_callback(lambda level, text, data: None), ctypes.c_void_p(0))
+    # The callback object must outlive every llama.cpp call (a temporary is freed at once and
+    # the next log line jumps into freed memory).
+    quiet = L.llama_log_callback(lambda level, text, data: None)
+    L.llama_log_set(quiet, ctypes.c_void_p(0))
     model = L.llama_model_load_from_file(args.gguf.encode(), L.llama_model_default_params())
     vocab = L.llama_model_get_vocab(model)
     params = L.llama_context_default_params()

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""The peer of llama-finetune-bench: the same fine-tuning step with transformers (+ peft) on PyTorch CPU.
+"""The peer of llama-bench: the same fine-tuning step with transformers (+ peft) on PyTorch CPU.
 
 Model: transformers' LlamaForCausalLM with the SmolLM2-135M shape (30 layers, hidden 576,
 intermediate 1536, 9 heads / 3 key-value heads, vocab 49152, rope theta 100000, tied
 embeddings), float32, random weights, the default attention implementation (sdpa).
 Batch B rows of T random tokens, labels -100 except the last K positions of each row, so the
-loss covers B*K tokens as in llama-finetune-bench. `lora`: peft LoraConfig(r=R, lora_alpha=2R,
+loss covers B*K tokens as in llama-bench. `lora`: peft LoraConfig(r=R, lora_alpha=2R,
 lora_dropout=0.05, target_modules q/k/v/o) on the frozen model; `full`: every parameter.
 Step: loss = model(input_ids, labels).loss; backward; clip_grad_norm_(trainable, 1.0);
 AdamW(lr 2e-4, betas 0.9/0.999, weight_decay 0); zero_grad. Prints one JSON line.

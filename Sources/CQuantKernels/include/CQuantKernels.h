@@ -18,8 +18,9 @@ enum {
 int curec_quant_cpu_level(void);
 
 /* Quantizes n rows of c floats (c a multiple of 32) per block of 32: q = round(x / d) with
- * d = max|x| / 127, so x ~ q * d. Writes q [n, c], d [n, c / 32] and s [c / 32, n4] =
- * d * sum(q) (block-major, n4 = n rounded up to a multiple of 4, padding zeroed): the
+ * d = max|x| / 127, so x ~ q * d. Writes q [n, c], d [n, c / 32] and s [n8 / 8, c / 32, 8]
+ * = d * sum(q) (groups of 8 rows, block-major within a group; n8 = n rounded up to a multiple
+ * of 8, padding zeroed): the
  * activation layout curec_quant_matmul reads. */
 void curec_quant_activations(const float *x, int64_t n, int64_t c, int8_t *q, float *d, float *s);
 
@@ -32,8 +33,8 @@ enum { CUREC_QUANT_Q4_0 = 2, CUREC_QUANT_Q4_1 = 3, CUREC_QUANT_Q8_0 = 8 };
  * w:         weight rows in GGML layout, `blocks` blocks of 32 per row, `row_bytes` apart.
  * xq:        activations quantized per 32-block, [n, blocks * 32] int8.
  * xd:        per activation block, [n, blocks]: the scale d (x ~ q * d).
- * xs:        per activation block, block-major [blocks, n4] with n4 = n rounded up to a
- *            multiple of 4 (zero padded): d * sum(q), for the offsets of Q4_0 and Q4_1.
+ * xs:        per activation block, [n8 / 8, blocks, 8] with n8 = n rounded up to a multiple
+ *            of 8 (zero padded): d * sum(q), for the offsets of Q4_0 and Q4_1.
  * Returns 0, or -1 (nothing written) if `type` or `level` is not one of the above or the
  * level is above curec_quant_cpu_level(). Thread-safe; callers may split the weight rows. */
 int curec_quant_matmul(int level, int type, const void *w, size_t row_bytes, int64_t row_begin,

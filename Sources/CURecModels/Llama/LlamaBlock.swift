@@ -150,15 +150,16 @@ public final class LlamaBlock: @unchecked Sendable {
     let store: LlamaParameterStore
     let rope: RotaryEmbedding
 
-    init(layer: Int, config c: LlamaConfig, store: LlamaParameterStore, rope: RotaryEmbedding) {
+    /// A block whose projection `p` has the weight `weight(p)`; its norm weights are in `store`.
+    init(layer: Int, config c: LlamaConfig, store: LlamaParameterStore, rope: RotaryEmbedding,
+         weight: (LlamaParam) -> LlamaLinearWeight) {
         self.layer = layer
         self.config = c
         self.store = store
         self.rope = rope
         func linear(_ p: LlamaParam) -> LlamaLinear {
             let shape = p.shape(c)
-            return LlamaLinear(weight: .dense(store.value(p, layer)), inFeatures: shape[1],
-                               outFeatures: shape[0])
+            return LlamaLinear(weight: weight(p), inFeatures: shape[1], outFeatures: shape[0])
         }
         query = linear(.query)
         key = linear(.key)
@@ -187,9 +188,8 @@ public final class LlamaBlock: @unchecked Sendable {
         let c = config, N = layout.N, C = c.width, KV = c.kvWidth, F = c.hidden
         RMSNorm.forward(out: b.norm1.data, rstd: b.rstd1.data, inp: inp,
                         weight: store.value(.attentionNorm, layer), eps: c.rmsEps, N: N, C: C)
-        query.forward(out: b.q.data, inp: b.norm1.data, N: N)
-        key.forward(out: b.k.data, inp: b.norm1.data, N: N)
-        value.forward(out: b.v.data, inp: b.norm1.data, N: N)
+        var x1 = LlamaLinearInput(b.norm1.data, N: N)
+        LlamaLinear.forward([(query, b.q.data), (key, b.k.data), (value, b.v.data)], input: &x1)
         layout.positions.withUnsafeBufferPointer { pos in
             guard let p = pos.baseAddress else { return }
             rope.forward(b.q.data, positions: p, N: N, heads: c.heads)
@@ -209,8 +209,8 @@ public final class LlamaBlock: @unchecked Sendable {
         output.forward(out: b.mid.data, inp: b.attention.data, N: N, residual: inp)
         RMSNorm.forward(out: b.norm2.data, rstd: b.rstd2.data, inp: b.mid.data,
                         weight: store.value(.ffnNorm, layer), eps: c.rmsEps, N: N, C: C)
-        gate.forward(out: b.gate.data, inp: b.norm2.data, N: N)
-        up.forward(out: b.up.data, inp: b.norm2.data, N: N)
+        var x2 = LlamaLinearInput(b.norm2.data, N: N)
+        LlamaLinear.forward([(gate, b.gate.data), (up, b.up.data)], input: &x2)
         SwiGLU.forward(out: b.act.data, gate: b.gate.data, up: b.up.data, N: N * F)
         down.forward(out: out, inp: b.act.data, N: N, residual: b.mid.data)
     }

@@ -117,6 +117,9 @@ public enum LlamaError: Error, Equatable, CustomStringConvertible {
     case rowOutOfRange(row: Int, rows: Int)
     /// An argument is out of range.
     case invalidArgument(String)
+    /// The operation (training, merging) needs float32 weights but the model keeps its
+    /// matrices quantized.
+    case quantizedWeights(operation: String)
 
     public var description: String {
         switch self {
@@ -149,6 +152,8 @@ public enum LlamaError: Error, Equatable, CustomStringConvertible {
             return "optimizer holds state for \(got) parameters but the model has \(expected)"
         case let .rowOutOfRange(row, rows): return "cache row \(row) is outside 0..<\(rows)"
         case .invalidArgument(let why): return "invalid argument: \(why)"
+        case .quantizedWeights(let operation):
+            return "\(operation) needs float32 weights, but this model keeps its matrices quantized (load it with weights: .float32)"
         }
     }
 }
@@ -172,6 +177,14 @@ public enum LlamaParam: Int, CaseIterable, Sendable {
         case .key, .value: return [c.kvWidth, c.width]
         case .gate, .up: return [c.hidden, c.width]
         case .down: return [c.width, c.hidden]
+        }
+    }
+
+    /// Whether the tensor is a matrix (everything but the norm weights).
+    public var isMatrix: Bool {
+        switch self {
+        case .attentionNorm, .ffnNorm, .outputNorm: return false
+        default: return true
         }
     }
 
@@ -212,12 +225,14 @@ public struct LlamaLayout: Sendable, Equatable {
     /// Number of blocks.
     public let layers: Int
 
-    public init(config: LlamaConfig) {
+    /// The layout of every tensor (`.float32`), or of the norm weights only (`.quantized`: the
+    /// matrices live in the model's ``LlamaLinear`` layers and have size 0 here).
+    public init(config: LlamaConfig, format: LlamaWeightFormat = .float32) {
         var offsets: [Int] = []
         var sizes: [Int] = []
         var at = 0
         for p in LlamaParam.allCases {
-            let size = p.shape(config).reduce(1, *)
+            let size = format == .quantized && p.isMatrix ? 0 : p.shape(config).reduce(1, *)
             offsets.append(at)
             sizes.append(size)
             at += size * (p.perLayer ? config.layers : 1)

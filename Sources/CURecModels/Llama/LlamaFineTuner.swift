@@ -148,11 +148,13 @@ public final class LlamaFineTuner: @unchecked Sendable {
     ///   (e.g. loaded with ``LlamaLoRA/loadPeft(directory:modelConfig:)``; their configuration must
     ///   equal the method's); nil makes fresh ones from `config.seed`. Ignored in full
     ///   fine-tuning.
-    /// - Throws: for an invalid configuration, or an example longer than the model's context plus
-    ///   one, or with a token outside the vocabulary.
+    /// - Throws: for an invalid configuration, a model with quantized weights
+    ///   (``LlamaError/quantizedWeights(operation:)``), or an example longer than the model's
+    ///   context plus one, or with a token outside the vocabulary.
     public init(model: LlamaModel, dataset: LlamaChatDataset, config: LlamaFineTuningConfig,
                 adapters: LlamaLoRA? = nil) throws(LlamaFineTuningError) {
         try config.validate()
+        do { try model.requireFloat32("fine-tuning") } catch { throw .model(error) }
         let c = model.config
         for (i, s) in dataset.sequences.enumerated() {
             if s.tokens.count - 1 > c.context {

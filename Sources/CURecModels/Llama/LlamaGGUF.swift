@@ -70,12 +70,26 @@ extension LlamaConfig {
 }
 
 extension LlamaModel {
-    /// A model with the weights of a GGUF file, dequantized to float32 (see
-    /// ``LlamaConfig/init(gguf:)`` for what is read and refused).
+    /// A model with the weights of a GGUF file (see ``LlamaConfig/init(gguf:)`` for what is
+    /// read and refused).
     ///
     /// Every tensor must be present with its expected shape (`[out, in]` for the matrices, rows
     /// of `attn_q` and `attn_k` in the file's order) and of a type the reader converts.
-    public static func load(gguf: GGUFFile) throws(LlamaError) -> LlamaModel {
+    ///
+    /// - Parameter weights: `.float32` (default) dequantizes every tensor into the model's
+    ///   parameter buffer, for training, fine-tuning and exact results; `.quantized` keeps the
+    ///   matrices and the tied embedding as stored in the mapped file (Q4_0, Q4_1, Q8_0; other
+    ///   types are converted to float32) for inference, about a fifth of the memory of a
+    ///   4-bit file's float32 copy and faster decoding (see ``LlamaWeightFormat``).
+    public static func load(gguf: GGUFFile, weights: LlamaWeightFormat = .float32) throws(LlamaError) -> LlamaModel {
+        switch weights {
+        case .float32: return try loadFloat32(gguf: gguf)
+        case .quantized: return try loadQuantized(gguf: gguf)
+        }
+    }
+
+    /// ``load(gguf:weights:)`` with every tensor dequantized to float32.
+    static func loadFloat32(gguf: GGUFFile) throws(LlamaError) -> LlamaModel {
         let config = try LlamaConfig(gguf: gguf)
         let layout = LlamaLayout(config: config)
         let file = gguf.path
@@ -114,14 +128,14 @@ extension LlamaModel {
         return LlamaModel(validConfig: config, parameters: values)
     }
 
-    /// ``load(gguf:)`` from the file at `path`.
-    public static func load(path: String) throws(LlamaError) -> LlamaModel {
+    /// ``load(gguf:weights:)`` from the file at `path`.
+    public static func load(path: String, weights: LlamaWeightFormat = .float32) throws(LlamaError) -> LlamaModel {
         let gguf: GGUFFile
         do {
             gguf = try GGUFFile.read(path: path)
         } catch {
             throw .modelFile(error.description, file: path)
         }
-        return try load(gguf: gguf)
+        return try load(gguf: gguf, weights: weights)
     }
 }

@@ -121,7 +121,7 @@ extension LlamaModel {
         let x = Tensor(uncheckedZeros: [N, C])
         tokens.withUnsafeBufferPointer { tok in
             guard let tp = tok.baseAddress else { return }
-            TokenEmbedding.forward(out: x.data, tokens: tp, wte: store.value(.tokenEmbedding), N: N, C: C)
+            embedding.gatherRows(out: x.data, tokens: tp, N: N)
         }
         for (l, block) in blocks.enumerated() {
             block.forward(out: x.data, inp: x.data, buffers: buffers, layout: layout,
@@ -136,7 +136,7 @@ extension LlamaModel {
         var logits = [Float](repeating: 0, count: M * V)
         logits.withUnsafeMutableBufferPointer { buf in
             guard let base = buf.baseAddress else { return }
-            Linear.forward(out: base, inp: sel.data, weight: store.value(.tokenEmbedding), N: M, C: C, OC: V)
+            embedding.forward(out: base, inp: sel.data, N: M)
         }
         return logits
     }

@@ -99,6 +99,11 @@ final class LlamaHeadBuffers {
 /// ``LlamaBlock`` serves both the training pass (``forwardBackward(inputs:targets:weights:)``)
 /// and cached decoding (``step(cache:rows:tokens:want:)``).
 ///
+/// A model loaded with ``LlamaWeightFormat/quantized`` (``load(gguf:weights:)``) keeps its
+/// matrices in the file's block form instead, inside its ``LlamaLinear`` layers; its flat
+/// buffer holds only the norm weights. It runs every forward pass (decoding, loss) with
+/// attached adapters, but refuses to train (``LlamaError/quantizedWeights(operation:)``).
+///
 /// Every tensor is trainable until frozen with ``setTrainable(_:_:layers:)``; frozen tensors
 /// get no gradient and are left unchanged by ``trainStep(inputs:targets:optimizer:learningRate:maxGradNorm:weights:)``.
 /// A model is a mutable reference type and is not thread-safe: use it from one task at a time.
@@ -109,6 +114,11 @@ public final class LlamaModel: @unchecked Sendable {
     public let layout: LlamaLayout
     /// The transformer blocks, in order.
     public let blocks: [LlamaBlock]
+    /// The token embedding `[V, C]`, which is also the output head (tied): rows are looked up
+    /// for the input, and the final hidden states are multiplied by it for the logits.
+    public let embedding: LlamaLinear
+    /// How the matrices are kept.
+    public let weightFormat: LlamaWeightFormat
     let store: LlamaParameterStore
     let rope: RotaryEmbedding
     var acts: LlamaTrainingActivations?
@@ -144,23 +154,46 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     /// A model over `parameters` (laid out by ``LlamaLayout``) for an already validated config.
-    init(validConfig config: LlamaConfig, parameters: Tensor) {
-        self.config = config
+    convenience init(validConfig config: LlamaConfig, parameters: Tensor) {
         let layout = LlamaLayout(config: config)
-        self.layout = layout
         let store = LlamaParameterStore(layout: layout, values: parameters)
-        self.store = store
-        let rope = RotaryEmbedding(headSize: config.headSize, base: config.ropeBase,
-                                   maxPositions: config.context)
-        self.rope = rope
-        self.blocks = (0..<config.layers).map {
-            LlamaBlock(layer: $0, config: config, store: store, rope: rope)
+        self.init(validConfig: config, store: store, format: .float32) { p, layer in
+            .dense(store.value(p, layer))
         }
     }
 
-    /// One parameter tensor as an array (layer ignored for global tensors).
+    /// A model whose norm weights are in `store` and whose matrix `p` of block `layer` (layer
+    /// ignored for the embedding) is `matrix(p, layer)`.
+    init(validConfig config: LlamaConfig, store: LlamaParameterStore, format: LlamaWeightFormat,
+         matrix: (LlamaParam, Int) -> LlamaLinearWeight) {
+        self.config = config
+        self.layout = store.layout
+        self.store = store
+        self.weightFormat = format
+        let rope = RotaryEmbedding(headSize: config.headSize, base: config.ropeBase,
+                                   maxPositions: config.context)
+        self.rope = rope
+        self.blocks = (0..<config.layers).map { l in
+            LlamaBlock(layer: l, config: config, store: store, rope: rope) { matrix($0, l) }
+        }
+        self.embedding = LlamaLinear(weight: matrix(.tokenEmbedding, 0), inFeatures: config.width,
+                                     outFeatures: config.vocab)
+    }
+
+    /// The layer holding matrix `p` of block `layer` (layer ignored for the embedding), nil
+    /// for the norm weights.
+    func linear(_ p: LlamaParam, layer: Int) -> LlamaLinear? {
+        if p == .tokenEmbedding { return embedding }
+        return blocks[min(max(layer, 0), config.layers - 1)].linears.first { $0.0 == p }?.1
+    }
+
+    /// One parameter tensor as an array (layer ignored for global tensors); a quantized matrix
+    /// is dequantized.
     public func parameter(_ p: LlamaParam, layer: Int = 0) -> [Float] {
-        Array(UnsafeBufferPointer(start: store.value(p, layer), count: layout.sizes[p.rawValue]))
+        if layout.sizes[p.rawValue] == 0, let linear = linear(p, layer: layer) {
+            return linear.dequantizedWeight()
+        }
+        return Array(UnsafeBufferPointer(start: store.value(p, layer), count: layout.sizes[p.rawValue]))
     }
 
     /// Frees the activation buffers kept between training calls.
@@ -255,8 +288,7 @@ public final class LlamaModel: @unchecked Sendable {
         let a = activations(B: batch.batch, T: batch.time)
         batch.ids.withUnsafeBufferPointer { tok in
             guard let tokens = tok.baseAddress else { return }
-            TokenEmbedding.forward(out: a.residual.data, tokens: tokens,
-                                   wte: store.value(.tokenEmbedding), N: N, C: C)
+            embedding.gatherRows(out: a.residual.data, tokens: tokens, N: N)
         }
         for (l, block) in blocks.enumerated() {
             let buffers = a.blocks[l]
@@ -308,8 +340,7 @@ public final class LlamaModel: @unchecked Sendable {
         for (j, i) in rows.enumerated() { (h.gathered.data + j * C).update(from: last + i * C, count: C) }
         RMSNorm.forward(out: h.normed.data, rstd: h.rstd.data, inp: h.gathered.data,
                         weight: store.value(.outputNorm), eps: c.rmsEps, N: M, C: C)
-        Linear.forward(out: h.logits.data, inp: h.normed.data, weight: store.value(.tokenEmbedding),
-                       N: M, C: C, OC: V)
+        embedding.forward(out: h.logits.data, inp: h.normed.data, N: M)
         targets.withUnsafeBufferPointer { t in
             guard let tp = t.baseAddress else { return }
             if backward {
@@ -351,8 +382,14 @@ public final class LlamaModel: @unchecked Sendable {
     @discardableResult
     public func forwardBackward(inputs: [[Int]], targets: [[Int]],
                                 weights: [[Float]]? = nil) throws(LlamaError) -> Float {
+        try requireFloat32("a backward pass")
         let (batch, tgt, w) = try validate(inputs: inputs, targets: targets, weights: weights)
         return forwardBackward(batch, tgt, w)
+    }
+
+    /// Refuses `operation` unless the matrices are float32.
+    func requireFloat32(_ operation: String) throws(LlamaError) {
+        guard weightFormat == .float32 else { throw .quantizedWeights(operation: operation) }
     }
 
     func forwardBackward(_ batch: LlamaTokenBatch, _ tgt: LlamaTokenBatch, _ weights: [Float]?) -> Float {
@@ -402,6 +439,7 @@ public final class LlamaModel: @unchecked Sendable {
     public func trainStep(inputs: [[Int]], targets: [[Int]], optimizer: AdamW,
                           learningRate: Float, maxGradNorm: Float = 1.0,
                           weights: [[Float]]? = nil) throws(LlamaError) -> TrainStepResult {
+        try requireFloat32("training")
         guard optimizer.m.count == layout.total else {
             throw .optimizerMismatch(expected: layout.total, got: optimizer.m.count)
         }

@@ -24,8 +24,10 @@ public enum LlamaWeightsFile {
     }
 
     /// Replaces `model`'s weights with those in `path`; every tensor must be present with the
-    /// model's shape. Nothing changes when the file is refused.
+    /// model's shape. Nothing changes when the file is refused, or when the model keeps its
+    /// matrices quantized (``LlamaError/quantizedWeights(operation:)``).
     public static func load(path: String, into model: LlamaModel) throws(LlamaError) {
+        try model.requireFloat32("loading full weights")
         let file: SafeTensorsFile
         do {
             file = try SafeTensorsFile.read(path: path)

@@ -118,9 +118,11 @@ public final class LlamaLoRA: @unchecked Sendable {
 
     /// Adds `s · B·A` into the dense weights of `model`'s targeted projections, so the model
     /// computes what it computes with the adapters attached, without them (detach them first,
-    /// or they would count twice). The model's weights change in place.
+    /// or they would count twice). The model's weights change in place; a model with quantized
+    /// weights is refused (attach the adapters instead).
     public func merge(into model: LlamaModel) throws(LoRAError) {
         guard model.config == modelConfig else { throw .modelMismatch(adapters: modelConfig, model: model.config) }
+        guard model.weightFormat == .float32 else { throw .quantizedModel }
         for slot in layout.slots {
             // W[out,in] += s · B[out,r] · A[r,in]
             let w = model.store.value(slot.target.parameter, slot.layer)

@@ -124,6 +124,8 @@ public enum LoRAError: Error, Equatable, CustomStringConvertible {
     case unexpectedTensor(name: String, file: String)
     /// A tensor has the wrong shape.
     case tensorShapeMismatch(name: String, expected: [Int], found: [Int], file: String)
+    /// Merging needs float32 model weights, and the model keeps its matrices quantized.
+    case quantizedModel
 
     public var description: String {
         switch self {
@@ -137,6 +139,8 @@ public enum LoRAError: Error, Equatable, CustomStringConvertible {
             return "\(file) holds tensor '\(name)', which the adapter configuration does not explain"
         case let .tensorShapeMismatch(name, expected, found, file):
             return "\(file): tensor '\(name)' has shape \(found), expected \(expected)"
+        case .quantizedModel:
+            return "adapters merge only into float32 weights; this model keeps its matrices quantized (attach the adapters instead)"
         }
     }
 }

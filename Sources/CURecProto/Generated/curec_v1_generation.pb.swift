@@ -305,7 +305,8 @@ public nonisolated struct Curec_V1_GenerateReasonRequest: Sendable {
   /// Clears the value of `sampling`. Subsequent reads from it will return its default value.
   public mutating func clearSampling() {self._sampling = nil}
 
-  /// Language model name in the artifact store; empty means "lm".
+  /// Language model name in the artifact store; empty means "lm" (the pipeline's LM). "smollm2"
+  /// (the pretrained chat model) or a `finetune` output answers the pair task as a conversation.
   public var model: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

@@ -119,7 +119,8 @@ public nonisolated struct Curec_V1_RecommendRequest: Sendable {
   /// see reason_source.
   public var withReasons: Bool = false
 
-  /// Language model for generated reasons; empty means "lm".
+  /// Language model for generated reasons; empty means "lm" (the pipeline's LM). "smollm2" (the
+  /// pretrained chat model) or a `finetune` output answers the pair task as a conversation.
   public var reasonModel: String = String()
 
   /// Where reasons come from.

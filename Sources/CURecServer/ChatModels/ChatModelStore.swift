@@ -40,17 +40,31 @@ public final class ChatModelStore: Sendable {
     public let artifacts: ArtifactStore
     /// Most models kept loaded at once.
     public let capacity: Int
+    /// How the base model and LoRA versions keep their matrices (fully fine-tuned versions,
+    /// float32 files, are always float32).
+    public let weights: LlamaWeightFormat
     private let loaded = Mutex<[(key: String, model: Loaded)]>([])
     private let loading = Mutex<Void>(())
 
-    public init(basePath: String, artifacts: ArtifactStore, capacity: Int = 2) {
+    /// A store serving `basePath` and the versions in `artifacts`, with `weights` as stored
+    /// in the file (`.quantized`, about 150 MiB per loaded model) or dequantized (`.float32`,
+    /// about 650 MiB, the exact arithmetic of training).
+    public init(basePath: String, artifacts: ArtifactStore, capacity: Int = 2, weights: LlamaWeightFormat = .quantized) {
         self.basePath = basePath
         self.artifacts = artifacts
         self.capacity = max(1, capacity)
+        self.weights = weights
     }
 
     /// Whether the base model's file is present.
     public var baseAvailable: Bool { FileManager.default.fileExists(atPath: basePath) }
+
+    /// Whether `name` is the base model or a published fine-tuned chat model.
+    public func isChatModel(_ name: String) -> Bool {
+        if name == Self.baseName { return true }
+        guard Self.isPlainName(name), let newest = artifacts.latest(of: name) else { return false }
+        return PluginPreparer.metadata(in: newest)?["kind"] == Self.fineTunedKind
+    }
 
     /// The model `name` (empty: the base) at `version` ("vN"; empty: the newest).
     public func model(name: String, version: String) throws(ChatModelError) -> Loaded {
@@ -100,9 +114,13 @@ public final class ChatModelStore: Sendable {
         do {
             let file = try GGUFFile.read(path: basePath)
             let tokenizer = try PretrainedTokenizer(gguf: file)
-            let model = try LlamaModel.load(gguf: file)
+            // Serving reads the 4-bit weights in place by default (decoding is bound by reading
+            // weights); a fully fine-tuned version replaces every weight, so it needs float32 ones.
+            let directory = (artifacts.root as NSString).appendingPathComponent(key)
+            let fullWeights = name != Self.baseName && PluginPreparer.metadata(in: directory)?["method"] == "full"
+            let model = try LlamaModel.load(gguf: file, weights: fullWeights ? .float32 : weights)
             if name != Self.baseName {
-                try Self.applyFineTuning(directory: (artifacts.root as NSString).appendingPathComponent(key), to: model)
+                try Self.applyFineTuning(directory: directory, to: model)
             }
             return Loaded(model: model, tokenizer: tokenizer, version: key)
         } catch let error as ChatModelError {

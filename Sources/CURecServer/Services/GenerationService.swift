@@ -20,6 +20,12 @@ struct GenerationService: RPCService {
             let user = try data.user(request.userID)
             let item = try data.item(request.itemID, field: "item_id")
             let options = try Self.options(request.sampling)
+            if let chat = try generator.chatModel(request.model) {
+                try await streamChatReason(chat, user: user, item: item, options: options,
+                                                defaultLimit: request.sampling.maxTokens == 0,
+                                                deadline: context.deadline, writer: writer)
+                return
+            }
             let loaded = try generator.model(request.model)
             var sampling = options
             if request.sampling.maxTokens == 0 {
@@ -93,6 +99,37 @@ struct GenerationService: RPCService {
                 $0.reason = generator.checked(user: user, item: item, rawReason)
                 $0.modelVersion = loaded.version
             })
+        }
+    }
+
+    /// A pair reason from a chat model: the pair conversation streamed like `Generate`, the
+    /// whole answer is the raw reason, the verifier's filter gives the reason.
+    func streamChatReason(_ chat: ChatModelStore.Loaded, user: UInt32, item: UInt32, options: GPTSamplingOptions,
+                          defaultLimit: Bool, deadline: ContinuousClock.Instant?,
+                          writer: ResponseWriter<Curec_V1_GenerateReasonResponse>) async throws {
+        var sampling = options
+        if defaultLimit { sampling.maxTokens = ReasonGenerator.chatReasonMaxTokens }
+        let prompt = try generator.chatPromptTokens(chat, user: user, item: item)
+        try await TextGenerationService.stream(
+            prompt: prompt, loaded: chat, sampling: sampling, defaultLimit: false, stops: [], deadline: deadline
+        ) { message in
+            if message.final {
+                let raw = message.fullText.trimmingCharacters(in: .whitespacesAndNewlines)
+                try await writer.send(.with {
+                    $0.final = true
+                    $0.finishReason = message.finishReason == .length ? "maxTokens" : "stopSequence"
+                    $0.fullText = message.fullText
+                    $0.rawReason = raw
+                    $0.reason = generator.checked(user: user, item: item, raw)
+                    $0.modelVersion = message.modelVersion
+                })
+            } else {
+                try await writer.send(.with {
+                    $0.text = message.text
+                    $0.tokenID = message.tokenID
+                    $0.modelVersion = message.modelVersion
+                })
+            }
         }
     }
 

@@ -25,7 +25,7 @@ struct TextGenerationService: RPCService {
             request: Curec_V1_GenerateRequest.self, response: Curec_V1_GenerateResponse.self
         ) { request, writer, call in
             let input = try Self.input(request)
-            var options = try GenerationService.options(request.sampling)
+            let options = try GenerationService.options(request.sampling)
             let stops = try Self.stopStrings(request.stop)
             let loaded: ChatModelStore.Loaded
             do throws(ChatModelError) {
@@ -34,100 +34,113 @@ struct TextGenerationService: RPCService {
                 throw RPCError(error)
             }
             let prompt = try Self.promptTokens(input, tokenizer: loaded.tokenizer)
-            let context = loaded.model.config.context
-            guard prompt.count < context else {
-                throw RPCError(.invalidArgument, "the prompt has \(prompt.count) tokens; the model's context holds \(context)")
-            }
-            if request.sampling.maxTokens == 0 { options.maxTokens = min(Self.defaultMaxTokens, context - prompt.count) }
-            options.stopSequences = loaded.tokenizer.endOfTurnStopSequences
-            let finalOptions = options
-            let matcher = TextStopMatcher(stops: stops)
-            let (tokens, continuation) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .unbounded)
-            let finished = GenerationOutcome()
-            let stop = StopFlag()
-            let deadline = call.deadline
-            DispatchQueue.global().async {
-                do throws(GenerationError) {
-                    let results = try loaded.lock.withLock { _ throws(GenerationError) in
-                        try BatchedGenerator(model: loaded.model).generate(
-                            prompts: [prompt.map(Int.init)], options: finalOptions,
-                            onToken: { _, token in continuation.yield(token) },
-                            shouldStop: { stop.isSet || (deadline.map { ContinuousClock.now >= $0 } ?? false) })
-                    }
-                    finished.set(.success(results[0]))
-                } catch {
-                    finished.set(.failure(error))
-                }
-                continuation.finish()
-            }
-            var generated: [Int32] = []
-            var sentScalars = 0
-            var stoppedAt: Int? = nil
-            // A cancelled call (deadline, RST_STREAM, a vanished client) ends the token stream;
-            // the generation thread must stop too, or it would hold the model to the end.
-            try await withTaskCancellationHandler {
-                do {
-                    for await token in tokens {
-                        if stoppedAt != nil { continue }
-                        generated.append(Int32(token))
-                        let text = Array(Self.decodeComplete(generated, loaded.tokenizer).unicodeScalars)
-                        var safe: Int
-                        switch matcher.check(text) {
-                        case .running(let upTo): safe = upTo
-                        case .stopped(let at):
-                            safe = at
-                            stoppedAt = at
-                            stop.set()
-                        }
-                        safe = max(safe, sentScalars)
-                        var piece = String.UnicodeScalarView()
-                        piece.append(contentsOf: text[sentScalars..<safe])
-                        sentScalars = safe
-                        try await writer.send(.with {
-                            $0.text = String(piece)
-                            $0.tokenID = Int32(token)
-                            $0.modelVersion = loaded.version
-                        })
-                    }
-                } catch {
-                    stop.set()
-                    throw error
-                }
-            } onCancel: {
-                stop.set()
-            }
-            try Task.checkCancellation()
-            guard let outcome = finished.get() else { throw RPCError(.internal, "generation ended without a result") }
-            let result: GenerationResult
-            switch outcome {
-            case .success(let value): result = value
-            case .failure(let error): throw RPCError(.internal, "generation failed: \(error.description)")
-            }
-            var text = Array(((try? loaded.tokenizer.decode(result.tokens.map(Int32.init))) ?? "").unicodeScalars)
-            let reason: Curec_V1_FinishReason
-            if let stoppedAt {
-                text = Array(text[..<min(stoppedAt, text.count)])
-                reason = .stop
-            } else {
-                switch result.finishReason {
-                case .cancelled:
-                    throw RPCError(.deadlineExceeded, "the deadline passed after \(generated.count) tokens")
-                case .stopSequence: reason = .stop
-                case .maxTokens: reason = .length
-                case .contextFull: reason = .context
-                }
-            }
-            var full = String.UnicodeScalarView()
-            full.append(contentsOf: text)
-            try await writer.send(.with {
-                $0.final = true
-                $0.finishReason = reason
-                $0.promptTokens = UInt32(prompt.count)
-                $0.completionTokens = UInt32(stoppedAt != nil ? generated.count : result.tokens.count)
-                $0.modelVersion = loaded.version
-                $0.fullText = String(full)
-            })
+            try await Self.stream(prompt: prompt, loaded: loaded, sampling: options,
+                                  defaultLimit: request.sampling.maxTokens == 0, stops: stops,
+                                  deadline: call.deadline) { message in try await writer.send(message) }
         }
+    }
+
+    /// Generates from `prompt` with `loaded` and hands every message of a `Generate` stream to
+    /// `send` (text pieces, then the final message). Shared by `Generate` and by
+    /// `GenerateReason` on chat models.
+    static func stream(
+        prompt: [Int32], loaded: ChatModelStore.Loaded, sampling: SamplingOptions, defaultLimit: Bool,
+        stops: [String], deadline: ContinuousClock.Instant?,
+        send: (Curec_V1_GenerateResponse) async throws -> Void
+    ) async throws {
+        var options = sampling
+        let context = loaded.model.config.context
+        guard prompt.count < context else {
+            throw RPCError(.invalidArgument, "the prompt has \(prompt.count) tokens; the model's context holds \(context)")
+        }
+        if defaultLimit { options.maxTokens = min(Self.defaultMaxTokens, context - prompt.count) }
+        options.stopSequences = loaded.tokenizer.endOfTurnStopSequences
+        let finalOptions = options
+        let matcher = TextStopMatcher(stops: stops)
+        let (tokens, continuation) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .unbounded)
+        let finished = GenerationOutcome()
+        let stop = StopFlag()
+        DispatchQueue.global().async {
+            do throws(GenerationError) {
+                let results = try loaded.lock.withLock { _ throws(GenerationError) in
+                    try BatchedGenerator(model: loaded.model).generate(
+                        prompts: [prompt.map(Int.init)], options: finalOptions,
+                        onToken: { _, token in continuation.yield(token) },
+                        shouldStop: { stop.isSet || (deadline.map { ContinuousClock.now >= $0 } ?? false) })
+                }
+                finished.set(.success(results[0]))
+            } catch {
+                finished.set(.failure(error))
+            }
+            continuation.finish()
+        }
+        var generated: [Int32] = []
+        var sentScalars = 0
+        var stoppedAt: Int? = nil
+        // A cancelled call (deadline, RST_STREAM, a vanished client) ends the token stream;
+        // the generation thread must stop too, or it would hold the model to the end.
+        try await withTaskCancellationHandler {
+            do {
+                for await token in tokens {
+                    if stoppedAt != nil { continue }
+                    generated.append(Int32(token))
+                    let text = Array(Self.decodeComplete(generated, loaded.tokenizer).unicodeScalars)
+                    var safe: Int
+                    switch matcher.check(text) {
+                    case .running(let upTo): safe = upTo
+                    case .stopped(let at):
+                        safe = at
+                        stoppedAt = at
+                        stop.set()
+                    }
+                    safe = max(safe, sentScalars)
+                    var piece = String.UnicodeScalarView()
+                    piece.append(contentsOf: text[sentScalars..<safe])
+                    sentScalars = safe
+                    try await send(.with {
+                        $0.text = String(piece)
+                        $0.tokenID = Int32(token)
+                        $0.modelVersion = loaded.version
+                    })
+                }
+            } catch {
+                stop.set()
+                throw error
+            }
+        } onCancel: {
+            stop.set()
+        }
+        try Task.checkCancellation()
+        guard let outcome = finished.get() else { throw RPCError(.internal, "generation ended without a result") }
+        let result: GenerationResult
+        switch outcome {
+        case .success(let value): result = value
+        case .failure(let error): throw RPCError(.internal, "generation failed: \(error.description)")
+        }
+        var text = Array(((try? loaded.tokenizer.decode(result.tokens.map(Int32.init))) ?? "").unicodeScalars)
+        let reason: Curec_V1_FinishReason
+        if let stoppedAt {
+            text = Array(text[..<min(stoppedAt, text.count)])
+            reason = .stop
+        } else {
+            switch result.finishReason {
+            case .cancelled:
+                throw RPCError(.deadlineExceeded, "the deadline passed after \(generated.count) tokens")
+            case .stopSequence: reason = .stop
+            case .maxTokens: reason = .length
+            case .contextFull: reason = .context
+            }
+        }
+        var full = String.UnicodeScalarView()
+        full.append(contentsOf: text)
+        try await send(.with {
+            $0.final = true
+            $0.finishReason = reason
+            $0.promptTokens = UInt32(prompt.count)
+            $0.completionTokens = UInt32(stoppedAt != nil ? generated.count : result.tokens.count)
+            $0.modelVersion = loaded.version
+            $0.fullText = String(full)
+        })
     }
 
     /// What the request asks the model to continue.

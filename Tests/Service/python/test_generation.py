@@ -4,7 +4,8 @@ streamed token by token, with deadlines and validation."""
 import grpc
 import pytest
 
-from curec_client._proto.curec.v1 import generation_pb2, generation_pb2_grpc, job_pb2, job_pb2_grpc
+from curec_client._proto.curec.v1 import (generation_pb2, generation_pb2_grpc, job_pb2, job_pb2_grpc,
+                                          recommend_pb2, recommend_pb2_grpc)
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +100,54 @@ def test_python_client_gets_reasons_and_streams_one(daemon, generation):
         pieces = list(client.generate_reason("196", items.items[0].item_id, model="tiny-lm", max_tokens=30, seed=3,
                                              timeout=120))
         assert pieces and "".join(pieces)
+
+
+# --------------------------------------------------------------------------- the pretrained chat model
+
+def test_reason_from_the_pretrained_chat_model_streams_and_is_checked(channel):
+    """GenerateReason with model="smollm2": the pair task as a conversation for SmolLM2; the
+    streamed pieces join to the text, the raw reason is the answer, the reason its checked part."""
+    stub = generation_pb2_grpc.GenerationServiceStub(channel)
+    responses = list(stub.GenerateReason(generation_pb2.GenerateReasonRequest(
+        user_id="196", item_id="242", model="smollm2",
+        sampling=generation_pb2.SamplingOptions(max_tokens=48, temperature=0)), timeout=600))
+    pieces, final = responses[:-1], responses[-1]
+    assert final.final and final.model_version == "smollm2"
+    assert 1 <= len(pieces) <= 48
+    assert "".join(r.text for r in pieces) == final.full_text
+    assert final.raw_reason == final.full_text.strip() and len(final.raw_reason.split()) >= 5
+    for sentence in [x for x in final.reason.split(". ") if x]:
+        assert sentence.rstrip(".") in final.raw_reason
+
+
+def test_recommend_with_reasons_generated_by_the_chat_model(channel):
+    stub = recommend_pb2_grpc.RecommendServiceStub(channel)
+    response = stub.Recommend(recommend_pb2.RecommendRequest(
+        user_id="1", k=2, with_reasons=True, reason_source=recommend_pb2.REASON_SOURCE_GENERATE,
+        reason_model="smollm2"), timeout=900)
+    assert len(response.items) == 2
+    generated = [item for item in response.items if item.reason]
+    assert generated, "every generated reason failed the verifier"
+    for item in generated:
+        assert item.reason_source == "generated" and len(item.reason.split()) >= 5
+
+
+def test_a_corrupt_model_file_is_unavailable_not_a_crash(tmp_path):
+    """A truncated GGUF file at lm_path: Generate answers UNAVAILABLE naming the problem, and
+    the daemon keeps serving (the next call gets the same answer, health stays up)."""
+    from conftest import RunningDaemon, lm_path
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(open(lm_path(), "rb").read(100_000))
+    daemon = RunningDaemon("--no-plugins", "--lm-path", str(broken))
+    try:
+        channel = grpc.insecure_channel(daemon.address)
+        stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError) as failure:
+                list(stub.Generate(generation_pb2.GenerateRequest(prompt="Hello"), timeout=60))
+            assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "broken.gguf" in failure.value.details() and len(failure.value.details()) < 500
+        channel.close()
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()

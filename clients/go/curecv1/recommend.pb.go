@@ -210,7 +210,8 @@ type RecommendRequest struct {
 	// produced, or written by the built-in language model (slower: one generation per item);
 	// see reason_source.
 	WithReasons bool `protobuf:"varint,5,opt,name=with_reasons,json=withReasons,proto3" json:"with_reasons,omitempty"`
-	// Language model for generated reasons; empty means "lm".
+	// Language model for generated reasons; empty means "lm" (the pipeline's LM). "smollm2" (the
+	// pretrained chat model) or a `finetune` output answers the pair task as a conversation.
 	ReasonModel string `protobuf:"bytes,6,opt,name=reason_model,json=reasonModel,proto3" json:"reason_model,omitempty"`
 	// Where reasons come from.
 	ReasonSource ReasonSource `protobuf:"varint,7,opt,name=reason_source,json=reasonSource,proto3,enum=curec.v1.ReasonSource" json:"reason_source,omitempty"`

@@ -2,7 +2,7 @@ import CURecModels
 import CURecTensor
 import Foundation
 
-// llama-finetune-bench lora|full [--batch B] [--time T] [--loss-tokens K] [--rank R] [--steps S] [--warmup W]
+// llama-bench lora|full [--batch B] [--time T] [--loss-tokens K] [--rank R] [--steps S] [--warmup W]
 //
 // Fine-tuning step throughput of the Llama engine on the SmolLM2-135M shape (30 blocks, width
 // 576, feed-forward 1536, 9 query / 3 key-value heads, vocab 49152, tied head), weights random
@@ -42,8 +42,13 @@ func median(_ xs: [Double]) -> Double {
 }
 
 let mode = CommandLine.arguments.dropFirst().first ?? "lora"
+if mode == "generate" {   // see Generate.swift
+    try runGenerate()
+    exit(0)
+}
 guard mode == "lora" || mode == "full" else {
-    print("usage: llama-finetune-bench lora|full [--batch B] [--time T] [--loss-tokens K] [--rank R] [--steps S] [--warmup W]")
+    print("usage: llama-bench lora|full [--batch B] [--time T] [--loss-tokens K] [--rank R] [--steps S] [--warmup W]")
+    print("       llama-bench generate --gguf FILE [--weights float32|quantized] [--batch B] [--prompt P] [--new N] [--runs R]")
     exit(2)
 }
 let B = arg("batch", 8), T = arg("time", 256), K = arg("loss-tokens", 64), rank = arg("rank", 8)
