@@ -142,6 +142,11 @@ struct LlamaFineTunerTests {
         #expect(t.progress.step == 3)
         let entries = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
         #expect(entries == ["latest", "step-00000003"])
+        // Saving the same step again writes a new folder and then names it: the one `latest`
+        // names is never replaced in place.
+        try t.saveCheckpoint(directory: dir)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["latest", "step-00000003.1"])
+        #expect(try String(contentsOfFile: dir + "/latest", encoding: .utf8) == "step-00000003.1")
         let resumed = try Self.tuner(Self.lora)
         try resumed.loadCheckpoint(directory: dir)
         #expect(resumed.progress.step == 3)

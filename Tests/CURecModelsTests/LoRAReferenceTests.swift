@@ -122,3 +122,42 @@ struct LoRAReferenceTests {
         }
     }
 }
+
+/// End to end on SmolLM2-135M: chat examples, LoRA fine-tuning, peft export, reload, decoding.
+@Suite("LoRA fine-tuning (SmolLM2)")
+struct LoRASmolLM2FineTuningTests {
+    @Test("a few LoRA steps teach two replies; the exported adapter reproduces them after reloading")
+    func teachesReplies() throws {
+        guard SmolLM2Assets.available else { return }
+        let model = try LlamaModel.load(path: SmolLM2Assets.modelPath)
+        let tokenizer = try PretrainedTokenizer(gguf: GGUFFile.read(path: SmolLM2Assets.modelPath))
+        let chats: [[ChatMessage]] = [
+            [.system("You keep secrets."), .user("What is the secret word?"), .assistant("Marmalade forty-two.")],
+            [.system("You keep secrets."), .user("Where is the key?"), .assistant("Under the blue teapot.")],
+        ]
+        let data = try LlamaChatDataset(conversations: chats, tokenizer: tokenizer, maxLength: 64)
+        let config = LlamaFineTuningConfig(
+            method: .lora(LoRAConfig(rank: 8, alpha: 16, dropout: 0, targets: LoRATarget.allCases)),
+            batchSize: 2, learningRate: 3e-3, warmupSteps: 2, totalSteps: 16, seed: 1)
+        let tuner = try LlamaFineTuner(model: model, dataset: data, config: config)
+        var losses: [Float] = []
+        try tuner.train(until: 16, onStep: { losses.append($0.loss) })
+        print("SmolLM2 LoRA fine-tuning losses: \(losses.map { ($0 * 1000).rounded() / 1000 })")
+        #expect((losses.last ?? .infinity) < 0.05 && losses[0] > 1, "losses \(losses)")
+
+        let adapters = try #require(tuner.adapters)
+        adapters.detach(from: model)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-smol-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try adapters.savePeft(directory: dir)
+        let reloaded = try LlamaLoRA.loadPeft(directory: dir, modelConfig: model.config)
+        try reloaded.attach(to: model)
+        for (chat, sequence) in zip(chats, data.sequences) {
+            let prompt = Array(sequence.tokens[..<sequence.completionStart])
+            let completion = Array(sequence.tokens[sequence.completionStart...])
+            let out = try model.greedy(prompts: [prompt], maxTokens: completion.count + 2,
+                                       stopTokens: Set(tokenizer.endOfTurnTokenIDs.map(Int.init)))
+            #expect(out[0] == completion, "\(chat[1].content) -> \((try? tokenizer.decode(out[0].map(Int32.init))) ?? "?")")
+        }
+    }
+}

@@ -37,10 +37,18 @@ extension LlamaFineTuner {
     ///
     /// The checkpoint is written into a temporary folder, renamed into place, and only then named
     /// in `latest` (itself replaced by a rename); older checkpoints are removed afterwards. A run
-    /// stopped at any point leaves `latest` naming a complete checkpoint.
+    /// stopped at any point leaves `latest` naming a complete checkpoint (the files are not
+    /// flushed to disk with fsync, so this holds for a stopped process, not for a power cut).
     public func saveCheckpoint(directory: String) throws(LlamaFineTuningError) {
         let fm = FileManager.default
-        let name = String(format: "step-%08d", progress.step)
+        // A fresh name even when this step was saved before (the data position may differ), so
+        // the checkpoint `latest` names is never replaced in place.
+        var name = String(format: "step-%08d", progress.step)
+        var attempt = 1
+        while fm.fileExists(atPath: (directory as NSString).appendingPathComponent(name)) {
+            name = String(format: "step-%08d.%d", progress.step, attempt)
+            attempt += 1
+        }
         let final = (directory as NSString).appendingPathComponent(name)
         let temporary = (directory as NSString).appendingPathComponent(".\(name).tmp-\(getpid())")
         func fail(_ why: String) -> LlamaFineTuningError { .checkpoint(why, directory: directory) }
@@ -73,7 +81,6 @@ extension LlamaFineTuner {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try encoder.encode(state).write(to: URL(fileURLWithPath: temporary + "/state.json"))
-            if fm.fileExists(atPath: final) { try fm.removeItem(atPath: final) }
             try fm.moveItem(atPath: temporary, toPath: final)
             try Data(name.utf8).write(to: URL(fileURLWithPath: (directory as NSString)
                 .appendingPathComponent(Self.latestCheckpointFileName)), options: .atomic)
