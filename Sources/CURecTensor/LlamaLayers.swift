@@ -1,3 +1,4 @@
+import CQuantKernels
 import Foundation
 
 // Forward and backward kernels of a Llama-style transformer (token embedding, RMSNorm, rotary
@@ -202,14 +203,42 @@ public struct AttentionSpan: Sendable, Equatable {
     public var keys: Int { start + count }
 }
 
+/// Where a key/value cache keeps position `i` of key/value head `g` of sequence `row`:
+/// `row·rowStride + g·headStride + i·positionStride` floats from its start (`hs` contiguous
+/// floats from there).
+public struct KeyValueLayout: Sendable, Equatable {
+    public var rowStride: Int
+    public var headStride: Int
+    public var positionStride: Int
+
+    public init(rowStride: Int, headStride: Int, positionStride: Int) {
+        self.rowStride = rowStride
+        self.headStride = headStride
+        self.positionStride = positionStride
+    }
+
+    /// `[rows, capacity, NKV·hs]`: the heads of a position together, as the key and value
+    /// projections of a training pass come out.
+    public static func positionMajor(capacity: Int, NKV: Int, hs: Int) -> KeyValueLayout {
+        KeyValueLayout(rowStride: capacity * NKV * hs, headStride: hs, positionStride: NKV * hs)
+    }
+
+    /// `[rows, NKV, capacity, hs]`: the positions of a head together, so that attention reads
+    /// each head's keys and values as one contiguous stream (a decoding cache).
+    public static func headMajor(capacity: Int, NKV: Int, hs: Int) -> KeyValueLayout {
+        KeyValueLayout(rowStride: NKV * capacity * hs, headStride: capacity * hs, positionStride: hs)
+    }
+}
+
 /// Causal attention with `NH` query heads sharing `NKV` key/value heads (grouped-query
 /// attention): query head `h` uses key/value head `h / (NH/NKV)`.
 ///
-/// Keys and values are read from a cache `[rows, capacity, NKV·hs]` that already holds the
-/// span's own keys and values: in training the cache is the step's key/value projection
-/// `[B, T, NKV·hs]` (capacity `T`); when decoding it is the model's KV cache. Per
-/// (span, head): `S = scale · Q Kᵀ` (sgemm), causal mask + softmax row by row, `Y = P V`
-/// (sgemm); pairs are spread over the workers, each running single-threaded sgemm.
+/// Keys and values are read from a cache (``KeyValueLayout``) that already holds the span's
+/// own keys and values: in training the cache is the step's key/value projection
+/// `[B, T, NKV·hs]` (position-major, capacity `T`); when decoding it is the model's KV cache.
+/// Per (span, head): `S = scale · Q Kᵀ` (sgemm), causal mask + softmax row by row, `Y = P V`
+/// (sgemm); pairs are spread over the workers, each running single-threaded sgemm. A
+/// decoding step (one query per span) goes through `curec_attention_single` instead.
 public enum GroupedQueryAttention {
     /// Offsets of each span's probabilities in the `probs` buffer, and the total size.
     public static func probabilityOffsets(_ spans: [AttentionSpan], NH: Int) -> (offsets: [Int], total: Int) {
@@ -238,7 +267,18 @@ public enum GroupedQueryAttention {
         q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
         capacity: Int, spans: [AttentionSpan], NH: Int, NKV: Int, hs: Int
     ) {
-        let QC = NH * hs, KC = NKV * hs, group = NH / NKV
+        forward(out: out, probs: probs, q: q, keys: keys, values: values,
+                layout: .positionMajor(capacity: capacity, NKV: NKV, hs: hs), spans: spans, NH: NH, NKV: NKV, hs: hs)
+    }
+
+    /// ``forward(out:probs:q:keys:values:capacity:spans:NH:NKV:hs:)`` over a cache laid out by
+    /// `layout`.
+    public static func forward(
+        out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>?,
+        q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+        layout: KeyValueLayout, spans: [AttentionSpan], NH: Int, NKV: Int, hs: Int
+    ) {
+        let QC = NH * hs, group = NH / NKV, ld = layout.positionStride
         let scale = 1 / Float(hs).squareRoot()
         let offsets = probabilityOffsets(spans, NH: NH).offsets
         let o = SendablePointer(out)
@@ -246,34 +286,20 @@ public enum GroupedQueryAttention {
         let saved = BLAS.enterConcurrentRegion()
         defer { BLAS.restore(saved) }
         if probs == nil && spans.allSatisfy({ $0.count == 1 }) {
-            // A decoding step, one query per span. The `group` query heads sharing a key/value
-            // head are adjacent in the query row, so they go through one product as `group`
-            // rows of stride hs: a third of the one-row sgemm calls, whose cost is mostly the
-            // call. Pairs (span, key/value head) spread over the workers, two at least per hop.
+            // A decoding step, one query per span: the `group` query heads sharing a key/value
+            // head are adjacent in the query row and go through curec_attention_single together,
+            // which reads each cached key and value row once (one-row sgemm calls, two per head,
+            // cost more in calls and packing than in arithmetic). Pairs (span, key/value head)
+            // spread over the workers, two at least per thread hop.
             Parallel.forRange(spans.count * NKV, grain: 2) { r in
                 let most = r.map { spans[$0 / NKV].keys }.max() ?? 0
                 let p = UnsafeMutablePointer<Float>.allocate(capacity: max(group * most, 1))  // [group, L]
                 defer { p.deallocate() }
                 for u in r {
-                    let s = spans[u / NKV], g = u % NKV, L = s.keys
-                    let qg = q + s.first * QC + g * group * hs                 // [group, hs]
-                    let kg = keys + s.row * capacity * KC + g * hs             // [L, hs], stride KC
-                    let vg = values + s.row * capacity * KC + g * hs
-                    BLAS.single(false, true, group, L, hs, scale, qg, hs, kg, KC, 0, p, L)
-                    for j in 0..<group {
-                        let row = p + j * L
-                        var mx = -Float.infinity
-                        for i in 0..<L where row[i] > mx { mx = row[i] }
-                        var sum: Float = 0
-                        for i in 0..<L {
-                            let e = expf(row[i] - mx)
-                            row[i] = e
-                            sum += e
-                        }
-                        let inv = 1 / sum
-                        for i in 0..<L { row[i] *= inv }
-                    }
-                    BLAS.single(false, false, group, hs, L, 1, p, L, vg, KC, 0, o.p + s.first * QC + g * group * hs, hs)
+                    let s = spans[u / NKV], g = u % NKV
+                    let at = s.first * QC + g * group * hs, cached = s.row * layout.rowStride + g * layout.headStride
+                    curec_attention_single(q + at, keys + cached, values + cached, Int64(s.keys), Int64(ld),
+                                           Int64(group), Int64(hs), scale, p, o.p + at)
                 }
             }
             return
@@ -289,8 +315,8 @@ public enum GroupedQueryAttention {
                 let s = spans[sh / NH], h = sh % NH
                 let L = s.keys
                 let qh = q + s.first * QC + h * hs
-                let kg = keys + s.row * capacity * KC + (h / group) * hs
-                let vg = values + s.row * capacity * KC + (h / group) * hs
+                let kg = keys + s.row * layout.rowStride + (h / group) * layout.headStride
+                let vg = values + s.row * layout.rowStride + (h / group) * layout.headStride
                 let p: UnsafeMutablePointer<Float>
                 if let pr {
                     p = pr.p + offsets[sh / NH] + h * s.count * L
@@ -299,7 +325,7 @@ public enum GroupedQueryAttention {
                 } else {
                     continue
                 }
-                BLAS.single(false, true, s.count, L, hs, scale, qh, QC, kg, KC, 0, p, L)
+                BLAS.single(false, true, s.count, L, hs, scale, qh, QC, kg, ld, 0, p, L)
                 for j in 0..<s.count {
                     let row = p + j * L
                     let valid = s.start + j + 1
@@ -315,7 +341,7 @@ public enum GroupedQueryAttention {
                     for i in 0..<valid { row[i] *= inv }
                     for i in valid..<L { row[i] = 0 }
                 }
-                BLAS.single(false, false, s.count, hs, L, 1, p, L, vg, KC, 0,
+                BLAS.single(false, false, s.count, hs, L, 1, p, L, vg, ld, 0,
                             o.p + s.first * QC + h * hs, QC)
             }
         }
@@ -380,17 +406,15 @@ public enum GroupedQueryAttention {
 
 /// The SwiGLU gate of Llama's feed-forward block: `silu(gate) · up`, `silu(x) = x·σ(x)`.
 public enum SwiGLU {
-    /// `out[N] = silu(gate[N]) · up[N]` (`out` may alias `gate` or `up`).
+    /// `out[N] = silu(gate[N]) · up[N]` (`out` may alias `gate` or `up`), through
+    /// `curec_swiglu` (e^x 8 lanes at a time with AVX2, to about `expf`'s accuracy).
     public static func forward(
         out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>, up: UnsafePointer<Float>,
         N: Int
     ) {
         let o = SendablePointer(out)
         Parallel.forRange(N, grain: 4096) { r in
-            for i in r {
-                let g = gate[i]
-                o.p[i] = g / (1 + expf(-g)) * up[i]
-            }
+            curec_swiglu(o.p + r.lowerBound, gate + r.lowerBound, up + r.lowerBound, Int64(r.count))
         }
     }
 

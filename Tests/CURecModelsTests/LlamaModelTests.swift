@@ -104,7 +104,7 @@ struct LlamaModelTests {
         let out = Tensor(uncheckedZeros: [N, C])
         func loss() -> Double {
             block.forward(out: out.data, inp: x.data, buffers: buffers, layout: layout,
-                          kv: buffers.ownKeyValues(T: T), saveProbabilities: true)
+                          kv: buffers.ownKeyValues(T: T, config: Self.config), saveProbabilities: true)
             return GradientProbe.dot(out, r)
         }
         _ = loss()

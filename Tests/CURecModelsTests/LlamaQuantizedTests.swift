@@ -289,11 +289,11 @@ struct LlamaQuantizedSmolLM2Tests {
     /// (`max_abs_logit_vs_float64`): the 30 blocks amplify a relative input error of ~0.5% per
     /// product (float32 rounding, 1e-7 relative, gives 1e-4 in the logits, the same
     /// amplification). The quantized model must stay within 1.5 times llama.cpp's deviation of
-    /// the reference on those ids (observed 1.31) and within twice it of the float32 model over
-    /// the whole vocabulary (observed 1.90, rms 0.28 against a logit spread of 3.5); arg-max
+    /// the reference on those ids (observed 1.33) and within twice it of the float32 model over
+    /// the whole vocabulary (observed 1.81, rms 0.29 against a logit spread of 3.5); arg-max
     /// must agree wherever the float32 top-2 margin exceeds twice that bound (observed: 93 of
     /// 98 positions agree, llama.cpp 96). The gap between the float32 model's two best tokens
-    /// moves by up to 0.66 (the basis of ``comfortableMargin``). An error in the wiring (a
+    /// moves by up to 0.76 (the basis of ``comfortableMargin``). An error in the wiring (a
     /// weight of another block, rows out of order, a lost residual) moves logits by 10 or more.
     @Test("logits against the float32 model, the float64 reference and llama.cpp")
     func logits() throws {
@@ -381,9 +381,9 @@ struct LlamaQuantizedSmolLM2Tests {
         return (agree, comfortable, got, expected)
     }
 
-    /// A float32 top-2 margin the quantized model cannot reverse: 1.5 times the largest change
-    /// of the float32 top-2 gap seen over the 98 positions of ``logits()`` (0.66).
-    static let comfortableMargin: Float = 1.0
+    /// A float32 top-2 margin the quantized model cannot reverse: about 1.5 times the largest
+    /// change of the float32 top-2 gap seen over the 98 positions of ``logits()`` (0.76).
+    static let comfortableMargin: Float = 1.2
 
     /// Greedy decoding follows the float32 model token for token at least while the float32
     /// top-2 margin stays above ``comfortableMargin``. For prompts whose continuation is
@@ -412,8 +412,9 @@ struct LlamaQuantizedSmolLM2Tests {
     /// The fixture's greedy prompts pass through near-ties (float32 top-2 margins down to
     /// 0.026), where 8-bit rounding may choose the other token and the continuations part, as
     /// llama.cpp's do. Reported, and checked only up to the first uncomfortable margin.
-    /// Observed with the VNNI kernel: 64, 12 and 2 of 64 tokens agree with float32 (llama.cpp:
-    /// 30, 12, 2), and 30, 35 and 64 with llama.cpp's own continuations.
+    /// Observed with the VNNI kernels: 33, 27 and 2 of 64 tokens agree with float32 (llama.cpp:
+    /// 30, 12, 2), and 30, 12 and 18 with llama.cpp's own continuations (each change of
+    /// rounding order moves these; only the comfortable prefix is checked).
     @Test("greedy continuations of the reference prompts: agreement with float32 and llama.cpp")
     func greedyReference() throws {
         let reference = try LlamaReference.load(), peer = try LlamaQuantizedReference.load()

@@ -159,5 +159,14 @@ struct LoRASmolLM2FineTuningTests {
                                        stopTokens: Set(tokenizer.endOfTurnTokenIDs.map(Int.init)))
             #expect(out[0] == completion, "\(chat[1].content) -> \((try? tokenizer.decode(out[0].map(Int32.init))) ?? "?")")
         }
+        // Served as the daemon does: the same adapter on the file's quantized weights.
+        let quantized = try LlamaModel.load(path: SmolLM2Assets.modelPath, weights: .quantized)
+        try reloaded.attach(to: quantized)
+        for sequence in data.sequences {
+            let prompt = Array(sequence.tokens[..<sequence.completionStart])
+            let out = try quantized.greedy(prompts: [prompt], maxTokens: sequence.tokens.count - sequence.completionStart + 2,
+                                           stopTokens: Set(tokenizer.endOfTurnTokenIDs.map(Int.init)))
+            #expect(out[0] == Array(sequence.tokens[sequence.completionStart...]), "quantized weights")
+        }
     }
 }

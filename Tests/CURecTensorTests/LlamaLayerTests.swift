@@ -1,3 +1,4 @@
+import CQuantKernels
 import CURecTensor
 import Foundation
 import Testing
@@ -126,6 +127,28 @@ struct LlamaLayerTests {
         #expect(G.check(wte, analytic: dwte.values, loss: loss) < G.tolerance)
     }
 
+    @Test("swiglu kernel: relative error of expf's size over the whole range, extremes, odd lengths")
+    func swigluKernel() {
+        // Gates from -120 to 120 (past the clamp at ±88.3 in e^-g), 4001 values: 500 vector
+        // lanes and a scalar tail.
+        let gates = (0...4000).map { Float($0 - 2000) * 0.06 } + [0, -0.0, 1e-30, -1e-30, 88.5, -88.5]
+        let ups = gates.indices.map { Float(1 + $0 % 3) * ($0 % 2 == 0 ? 1 : -1) }
+        var out = [Float](repeating: .nan, count: gates.count)
+        curec_swiglu(&out, gates, ups, Int64(gates.count))
+        var worst = 0.0
+        for i in gates.indices {
+            let g = Double(gates[i]), exact = g / (1 + exp(-g)) * Double(ups[i])
+            let error = abs(Double(out[i]) - exact)
+            if abs(exact) > 1e-30 { worst = max(worst, error / abs(exact)) }
+            // Below -85 silu is under 1e-35 and comes out as 0 (e^-g clamped at e^88.3).
+            #expect(error <= 1e-6 * abs(exact) + 1e-30, "gate \(gates[i]): \(out[i]) vs \(exact)")
+        }
+        print("swiglu kernel: largest relative error \(worst)")
+        var nan = [Float](repeating: 0, count: 9)
+        curec_swiglu(&nan, [Float](repeating: .nan, count: 9), [Float](repeating: 1, count: 9), 9)
+        #expect(nan.allSatisfy { $0.isNaN })
+    }
+
     @Test("swiglu: gate and up")
     func swiglu() {
         let N = 40
@@ -210,6 +233,27 @@ struct LlamaLayerTests {
         GroupedQueryAttention.forward(out: out.data, probs: nil, q: q.data, keys: k.data, values: v.data,
                                       capacity: T, spans: spans, NH: NH, NKV: NH, hs: hs)
         for i in 0..<out.count { #expect(abs(out[i] - expected[i]) < 1e-5) }
+    }
+
+    @Test("decoding attention kernel against double, head sizes of every path (plain C, AVX2, AVX-512)",
+          arguments: [3, 8, 24, 16, 64])
+    func singleQueryKernel(hs: Int) {
+        let group = 3, L = 37, ld = 2 * hs + 5, scale = 1 / Float(hs).squareRoot()
+        let q = G.random([group, hs], seed: 60), k = G.random([L, ld], seed: 61), v = G.random([L, ld], seed: 62)
+        let p = Tensor(uncheckedZeros: [group, L]), out = Tensor(uncheckedZeros: [group, hs])
+        curec_attention_single(q.data, k.data + 2, v.data + 2, Int64(L), Int64(ld), Int64(group), Int64(hs), scale,
+                               p.data, out.data)
+        for h in 0..<group {
+            var s = (0..<L).map { i in (0..<hs).reduce(0.0) { $0 + Double(q[h * hs + $1]) * Double(k[i * ld + 2 + $1]) } * Double(scale) }
+            let mx = s.max() ?? 0
+            s = s.map { exp($0 - mx) }
+            let sum = s.reduce(0, +)
+            for i in 0..<L { #expect(abs(Double(p[h * L + i]) - s[i] / sum) < 1e-6, "hs \(hs) head \(h) position \(i)") }
+            for d in 0..<hs {
+                let y = (0..<L).reduce(0.0) { $0 + s[$1] / sum * Double(v[$1 * ld + 2 + d]) }
+                #expect(abs(Double(out[h * hs + d]) - y) < 1e-5, "hs \(hs) head \(h) element \(d)")
+            }
+        }
     }
 
     @Test("grouped-query attention: cached spans reproduce the training pass")

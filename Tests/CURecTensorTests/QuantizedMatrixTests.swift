@@ -160,6 +160,41 @@ struct QuantizedMatrixTests {
         }
     }
 
+    @Test("activation quantization gives exactly the plain formula (the vector path included), NaN and infinities too")
+    func activationFormula() {
+        var rng = Xoshiro256(seed: 9)
+        let rows = 11, columns = 96, blocks = columns / 32
+        var x = randomActivations(rows: rows, columns: columns, rng: &rng)
+        x[3] = .nan
+        x[70] = .infinity
+        x[200] = -.infinity
+        x[300] = Float(bitPattern: 0x0001_0000)   // subnormal
+        x[301] = -0.0
+        let a = x.withUnsafeBufferPointer { QuantizedActivations($0.baseAddress!, rows: rows, columns: columns) }
+        var same = true
+        for r in 0..<rows {
+            for b in 0..<blocks {
+                let v = x[(r * columns + b * 32)..<(r * columns + b * 32 + 32)]
+                var peak: Float = 0
+                for e in v where abs(e) > peak { peak = abs(e) }
+                let inverse: Float = peak > 0 ? 127 / peak : 0
+                var sum = 0
+                for (i, e) in v.enumerated() {
+                    var rounded = (e * inverse + 12_582_912) - 12_582_912
+                    rounded = rounded >= -127 ? (rounded <= 127 ? rounded : 127) : -127
+                    same = same && a.q[r * columns + b * 32 + i] == Int8(rounded)
+                    sum += Int(rounded)
+                }
+                let scale: Float = v.contains { $0.isNaN } ? .nan : peak / 127
+                let d = a.d[r * blocks + b], s = a.s[((r / 8) * blocks + b) * 8 + r % 8]
+                same = same && (d == scale || (d.isNaN && scale.isNaN))
+                let expected = scale * Float(sum)
+                same = same && (s == expected || (s.isNaN && expected.isNaN))
+            }
+        }
+        #expect(same)
+    }
+
     @Test("activations quantized over several workers equal the rows quantized one by one")
     func parallelActivations() {
         var rng = Xoshiro256(seed: 5)

@@ -60,11 +60,11 @@ struct LlamaTokenLayout {
     }
 }
 
-/// Where a block's attention reads and writes keys and values: `[rows, capacity, kvWidth]`.
+/// Where a block's attention reads and writes keys and values, laid out by `layout`.
 struct LlamaKeyValues {
     let keys: UnsafeMutablePointer<Float>
     let values: UnsafeMutablePointer<Float>
-    let capacity: Int
+    let layout: KeyValueLayout
 }
 
 /// The activations of one block's forward pass for up to `N` tokens. Training keeps one set
@@ -106,8 +106,9 @@ final class LlamaBlockBuffers {
     }
 
     /// The buffers' own keys and values as a cache of `B` rows of `T` positions (training).
-    func ownKeyValues(T: Int) -> LlamaKeyValues {
-        LlamaKeyValues(keys: k.data, values: v.data, capacity: T)
+    func ownKeyValues(T: Int, config c: LlamaConfig) -> LlamaKeyValues {
+        LlamaKeyValues(keys: k.data, values: v.data,
+                       layout: .positionMajor(capacity: T, NKV: c.kvHeads, hs: c.headSize))
     }
 }
 
@@ -196,15 +197,22 @@ public final class LlamaBlock: @unchecked Sendable {
             rope.forward(b.k.data, positions: p, N: N, heads: c.kvHeads)
         }
         if kv.keys != b.k.data {
+            // Item i's head g goes to position start + (i - first) of head g of the span's row.
+            let hs = c.headSize, at = kv.layout
             for s in layout.spans {
-                let dst = (s.row * kv.capacity + s.start) * KV, src = s.first * KV
-                (kv.keys + dst).update(from: b.k.data + src, count: s.count * KV)
-                (kv.values + dst).update(from: b.v.data + src, count: s.count * KV)
+                for j in 0..<s.count {
+                    for g in 0..<c.kvHeads {
+                        let dst = s.row * at.rowStride + g * at.headStride + (s.start + j) * at.positionStride
+                        let src = (s.first + j) * KV + g * hs
+                        (kv.keys + dst).update(from: b.k.data + src, count: hs)
+                        (kv.values + dst).update(from: b.v.data + src, count: hs)
+                    }
+                }
             }
         }
         GroupedQueryAttention.forward(
             out: b.attention.data, probs: saveProbabilities ? b.probs?.data : nil, q: b.q.data,
-            keys: kv.keys, values: kv.values, capacity: kv.capacity, spans: layout.spans,
+            keys: kv.keys, values: kv.values, layout: kv.layout, spans: layout.spans,
             NH: c.heads, NKV: c.kvHeads, hs: c.headSize)
         output.forward(out: b.mid.data, inp: b.attention.data, N: N, residual: inp)
         RMSNorm.forward(out: b.norm2.data, rstd: b.rstd2.data, inp: b.mid.data,

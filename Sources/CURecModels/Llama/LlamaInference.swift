@@ -3,8 +3,9 @@ import Foundation
 
 /// Keys and values of the positions already processed, for `rows` independent sequences.
 ///
-/// Layout: `keys`, `values` `[L, rows, capacity, kvWidth]` (rotated keys); row `b` holds
-/// `lengths[b]` positions. One position costs `2·L·kvWidth` floats (46 KB for SmolLM2-135M),
+/// Layout: `keys`, `values` `[L, rows, kvHeads, capacity, headSize]` (rotated keys; each head's
+/// positions contiguous, so that a decoding step streams them); row `b` holds `lengths[b]`
+/// positions. One position costs `2·L·kvWidth` floats (46 KB for SmolLM2-135M),
 /// so size `capacity` to the longest sequence needed rather than the model's context.
 public final class LlamaKVCache: @unchecked Sendable {
     /// Shape of the model the cache belongs to.
@@ -37,7 +38,7 @@ public final class LlamaKVCache: @unchecked Sendable {
         self.config = config
         self.rows = rows
         self.capacity = capacity
-        let shape = [config.layers, rows, capacity, config.kvWidth]
+        let shape = [config.layers, rows, config.kvHeads, capacity, config.headSize]
         keys = Tensor(uncheckedZeros: shape)
         values = Tensor(uncheckedZeros: shape)
         lengths = [Int](repeating: 0, count: rows)
@@ -55,7 +56,8 @@ public final class LlamaKVCache: @unchecked Sendable {
     /// Block `layer`'s slice of the cache.
     func keyValues(layer: Int) -> LlamaKeyValues {
         let o = layer * rows * capacity * config.kvWidth
-        return LlamaKeyValues(keys: keys.data + o, values: values.data + o, capacity: capacity)
+        return LlamaKeyValues(keys: keys.data + o, values: values.data + o,
+                              layout: .headMajor(capacity: capacity, NKV: config.kvHeads, hs: config.headSize))
     }
 
     func buffers(N: Int) -> LlamaBlockBuffers {

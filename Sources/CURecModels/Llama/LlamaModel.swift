@@ -294,7 +294,7 @@ public final class LlamaModel: @unchecked Sendable {
             let buffers = a.blocks[l]
             block.forward(out: a.residual.data + (l + 1) * N * C,
                           inp: a.residual.data + l * N * C, buffers: buffers, layout: a.layout,
-                          kv: buffers.ownKeyValues(T: batch.time),
+                          kv: buffers.ownKeyValues(T: batch.time, config: c),
                           saveProbabilities: saveProbabilities)
         }
         return a
