@@ -153,9 +153,10 @@ let package = Package(
         ),
         .testTarget(name: "CURecDataTests", dependencies: ["CURecData"]),
         .testTarget(name: "CURecJobsTests", dependencies: ["CURecJobs"]),
-        .testTarget(name: "CURecPipelineTests", dependencies: ["CURecPipeline", "CURecData"]),
+        .testTarget(name: "CURecPipelineTests", dependencies: ["CURecPipeline", "CURecData"], exclude: ["Fixtures"]),
         .testTarget(name: "CURecTensorTests", dependencies: ["CURecTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "CURecModelsTests", dependencies: ["CURecModels", "CURecTensor"], exclude: ["Fixtures"]),
+        .testTarget(name: "CURecServerTests", dependencies: ["CURecServer"]),
         .testTarget(
             name: "CURecRPCTests",
             dependencies: ["CURecRPC", "CURecRPCProtos"]

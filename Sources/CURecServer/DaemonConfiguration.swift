@@ -104,6 +104,9 @@ public struct DaemonConfiguration: Sendable, Codable {
     public var lm_weights: String = "quantized"
     /// Largest dataset a client may upload through DatasetService.Upload, bytes. Default 64 MiB.
     public var dataset_upload_max_bytes: Int = 64 * 1024 * 1024
+    /// Pair reasons (`Recommend` with `REASON_SOURCE_PAIR`) kept in memory, per (user, item,
+    /// model version); the least recently used are dropped. Default 4096 (about 1 MiB).
+    public var pair_reason_cache_size: Int = 4096
 
     /// The base chat model file in effect.
     public var resolvedLMPath: String {
@@ -138,7 +141,7 @@ public struct DaemonConfiguration: Sendable, Codable {
     private enum CodingKeys: String, CodingKey {
         case listen, data_dir, dataset_dir, dataset_name, plugin_dirs, plugins, default_recommender,
              default_reward_model, max_message_bytes, drain_timeout_seconds, idle_timeout_seconds, event_loops,
-             log_level, enable_interop_testing, job_workers, job_queue_capacity, minilm_dir, pipeline_on_start, dataset_upload_max_bytes, lm_path, lm_weights
+             log_level, enable_interop_testing, job_workers, job_queue_capacity, minilm_dir, pipeline_on_start, dataset_upload_max_bytes, lm_path, lm_weights, pair_reason_cache_size
     }
 
     /// Decodes a YAML document; absent keys keep their defaults; unknown keys are errors.
@@ -149,7 +152,7 @@ public struct DaemonConfiguration: Sendable, Codable {
                          "default_recommender", "default_reward_model", "max_message_bytes", "drain_timeout_seconds",
                          "idle_timeout_seconds", "event_loops", "log_level", "enable_interop_testing",
                          "job_workers", "job_queue_capacity", "minilm_dir", "pipeline_on_start",
-                         "dataset_upload_max_bytes", "lm_path", "lm_weights"])
+                         "dataset_upload_max_bytes", "lm_path", "lm_weights", "pair_reason_cache_size"])
         for key in container.allKeys where !known.contains(key.stringValue) {
             throw ConfigurationError.invalid("unknown key '\(key.stringValue)' (known: \(known.sorted().joined(separator: ", ")))")
         }
@@ -177,6 +180,7 @@ public struct DaemonConfiguration: Sendable, Codable {
         try read("dataset_upload_max_bytes", &dataset_upload_max_bytes)
         try read("lm_path", &lm_path)
         try read("lm_weights", &lm_weights)
+        try read("pair_reason_cache_size", &pair_reason_cache_size)
     }
 
     private struct AnyKey: CodingKey {
@@ -235,6 +239,9 @@ public struct DaemonConfiguration: Sendable, Codable {
         }
         guard max_message_bytes > 0 else { throw .invalid("max_message_bytes must be positive") }
         guard dataset_upload_max_bytes > 0 else { throw .invalid("dataset_upload_max_bytes must be positive") }
+        guard (1...1_000_000).contains(pair_reason_cache_size) else {
+            throw .invalid("pair_reason_cache_size must be between 1 and 1000000")
+        }
         guard drain_timeout_seconds >= 0, idle_timeout_seconds > 0 else {
             throw .invalid("drain_timeout_seconds must be >= 0 and idle_timeout_seconds > 0")
         }

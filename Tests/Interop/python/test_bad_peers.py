@@ -479,3 +479,85 @@ def test_generation_prompt_beyond_the_context(raw):
     assert grpc_status(header_blocks) == GRPC_INVALID_ARGUMENT
     message = dict(header_blocks[-1]).get("grpc-message", "")
     assert "context" in message and len(message) < 200
+
+
+# --------------------------------------------------------------------------- reasons as text
+
+EMBED_PATH = "/curec.v1.RewardService/Embed"
+SCORE_REASONS_PATH = "/curec.v1.RewardService/ScoreReasons"
+RECOMMEND_PATH = "/curec.v1.RecommendService/Recommend"
+GRPC_FAILED_PRECONDITION = 9
+
+
+def _unary_raw(server_address, path, body, seconds=60):
+    """One unary call over a raw connection, the body split into DATA frames of 16 KiB: the
+    gRPC status and message."""
+    conn = RawConnection(server_address)
+    try:
+        conn.start()
+        message = grpc_frame(body)
+        pieces = [message[i:i + 16384] for i in range(0, len(message), 16384)]
+        conn.send(conn.headers_frame(1, conn.request_headers(path))
+                  + b"".join(frame(DATA, FLAG_END_STREAM if i == len(pieces) - 1 else 0, 1, piece)
+                             for i, piece in enumerate(pieces)))
+        header_blocks, _, rst = conn.read_response(1, time.monotonic() + seconds)
+        assert rst is None
+        return grpc_status(header_blocks), dict(header_blocks[-1]).get("grpc-message", "")
+    finally:
+        conn.close()
+
+
+def _embed_request(texts):
+    return b"".join(_pb_bytes(1, text.encode()) for text in texts)
+
+
+def _reason(user, item, text):
+    return _pb_bytes(1, _pb_bytes(1, user.encode()) + _pb_bytes(2, item.encode()) + _pb_bytes(3, text.encode()))
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+@pytest.mark.parametrize(
+    "texts, words",
+    [
+        (["a film"] * 257, "at most 256"),           # oversized batch
+        (["a film", ""], "texts[1] is empty"),       # empty text
+        (["a film", " \n\t "], "texts[1] is empty"),  # blank text
+        (["x" * 1_000_000], "at most 4096 bytes"),   # huge text
+        ([], "texts is empty"),
+    ],
+)
+def test_embed_refuses_bad_batches_before_any_work(server_address, texts, words):
+    status, message = _unary_raw(server_address, EMBED_PATH, _embed_request(texts))
+    assert status == GRPC_INVALID_ARGUMENT
+    assert words in message and len(message) < 200
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+@pytest.mark.parametrize(
+    "reasons, code, words",
+    [
+        ([("no-such-user", "242", "text")], GRPC_NOT_FOUND, "reasons[0].user_id"),
+        ([("196", "no-such-item", "text")], GRPC_NOT_FOUND, "reasons[0].item_id"),
+        ([("u" * 200_000, "242", "text")], GRPC_NOT_FOUND, "reasons[0].user_id"),   # huge id, not echoed
+        ([("196", "242", "y" * 500_000)], GRPC_INVALID_ARGUMENT, "at most 4096 bytes"),
+        ([("196", "242", "text")] * 65, GRPC_INVALID_ARGUMENT, "at most 64"),
+        ([], GRPC_INVALID_ARGUMENT, "reasons is empty"),
+    ],
+)
+def test_score_reasons_refuses_bad_input_before_any_work(server_address, reasons, code, words):
+    body = b"".join(_reason(*reason) for reason in reasons)
+    status, message = _unary_raw(server_address, SCORE_REASONS_PATH, body)
+    assert status == code
+    assert words in message and len(message) < 300
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+def test_pair_reasons_with_a_hostile_model_name(server_address):
+    """Recommend with REASON_SOURCE_PAIR naming a path or a huge name as the model: refused
+    with a short message, nothing is loaded."""
+    for name in ["../../etc/passwd", "m" * 100_000]:
+        body = (_pb_bytes(1, b"196") + bytes([2 << 3, 3]) + bytes([5 << 3, 1]) + _pb_bytes(6, name.encode())
+                + bytes([7 << 3, 3]))
+        status, message = _unary_raw(server_address, RECOMMEND_PATH, body)
+        assert status == GRPC_FAILED_PRECONDITION
+        assert "not a chat model" in message and len(message) < 300
