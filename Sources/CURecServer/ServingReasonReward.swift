@@ -114,7 +114,7 @@ final class ServingReasonReward: Sendable {
                 throw RPCError(.invalidArgument, "\(field(index)) is empty; give a non-empty text")
             }
             if text.utf8.count > maxTextBytes {
-                throw RPCError(.invalidArgument, "\(field(index)) has \(text.utf8.count) bytes; at most \(maxTextBytes) per text")
+                throw RPCError(.invalidArgument, "\(field(index)) has \(text.utf8.count) bytes; at most \(maxTextBytes) bytes per text")
             }
         }
     }

@@ -1,3 +1,5 @@
+import Foundation
+import CURecRPC
 import Synchronization
 import Testing
 @testable import CURecServer
@@ -100,5 +102,39 @@ private final class FakeWriter: Sendable {
         #expect(cache.count == 0 && cache.inFlightCount == 0)
         let writer = FakeWriter(gated: false)
         #expect(try await cache.reasons(for: [key], generate: writer.write) == ["reason for 1/1 by smollm2"])
+    }
+}
+
+@Suite struct PairReasonModelTests {
+    /// A data directory with `names` published as chat models (metadata only: resolving a
+    /// model does not load it).
+    static func store(publishing names: [String]) throws -> (ChatModelStore, ArtifactStore) {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("pair-reasons-\(UUID().uuidString)").path
+        let artifacts = ArtifactStore(root: root)
+        for name in names {
+            try artifacts.addVersion(of: name, metadata: ["kind": ChatModelStore.fineTunedKind, "method": "lora"]) { _ in }
+        }
+        return (ChatModelStore(basePath: root + "/absent.gguf", artifacts: artifacts), artifacts)
+    }
+
+    static func pairs(_ chatModels: ChatModelStore, _ artifacts: ArtifactStore) -> PairReasons {
+        PairReasons(generator: ReasonGenerator(models: LanguageModelStore(artifacts: artifacts), prompt: { _, _ in "" }),
+                    chatModels: chatModels, cache: PairReasonCache(capacity: 8))
+    }
+
+    @Test func theNewestTunedModelIsUsedAndTheBaseOtherwise() throws {
+        let (bare, bareArtifacts) = try Self.store(publishing: [])
+        // No tuned model and no base file: a clear precondition error.
+        #expect(throws: RPCError.self) { try Self.pairs(bare, bareArtifacts).resolveModel("") }
+        let (chatModels, artifacts) = try Self.store(publishing: [PairReasons.tunedModelName, "support-bot"])
+        let pairs = Self.pairs(chatModels, artifacts)
+        #expect(try pairs.resolveModel("") == (PairReasons.tunedModelName, "models/curec-reasons/v1"))
+        try artifacts.addVersion(of: PairReasons.tunedModelName, metadata: ["kind": ChatModelStore.fineTunedKind]) { _ in }
+        #expect(try pairs.resolveModel("") == (PairReasons.tunedModelName, "models/curec-reasons/v2"))
+        // A request may name another chat model; anything else is refused.
+        #expect(try pairs.resolveModel("support-bot") == ("support-bot", "models/support-bot/v1"))
+        for name in ["lm", "../x", String(repeating: "m", count: 500)] {
+            #expect(throws: RPCError.self) { try pairs.resolveModel(name) }
+        }
     }
 }
