@@ -13,6 +13,9 @@ public struct PipelineReportWriter: Sendable {
     public let downstream: [DownstreamResult]
     /// Reason table directories per variant key.
     public let tables: [String: String]
+    /// The quality of served pair reasons per source (section and `reason-quality.json`), when
+    /// measured.
+    public var reasonQuality: ReasonQualityReport? = nil
 
     public init(config: PipelineConfig, dataset: RecDataset, stages: [PipelineStageRecord],
                 downstream: [DownstreamResult], tables: [String: String]) {
@@ -124,6 +127,7 @@ public struct PipelineReportWriter: Sendable {
         report.markdown(table.markdown(metrics: Self.metrics, headers: Self.headers))
         report.image(alt: "ablation", file: "ablation.svg")
         report.paragraph(verdict(table))
+        if let reasonQuality { report.markdown(reasonQuality.markdown()) }
         report.markdown(significance.markdown(labels: Dictionary(uniqueKeysWithValues: DownstreamVariant.all.map { ($0.key, $0.label) })))
         return report.render()
     }
@@ -185,6 +189,10 @@ public struct PipelineReportWriter: Sendable {
                                              options: .atomic)
         try encoder.encode(significance).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("significance.json")),
                                                options: .atomic)
+        if let reasonQuality {
+            try encoder.encode(reasonQuality).write(
+                to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("reason-quality.json")), options: .atomic)
+        }
         try encoder.encode(stages).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("stages.json")),
                                          options: .atomic)
     }
