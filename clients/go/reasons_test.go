@@ -84,3 +84,25 @@ func TestReasonSourcePairString(t *testing.T) {
 		t.Fatalf("got %q", client.ReasonPair.String())
 	}
 }
+
+func TestRecommendWithPairReasons(t *testing.T) {
+	c, err := client.Dial(daemonAddress, client.WithTimeout(1800*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	recs, err := c.Recommend(context.Background(), "1", 2, client.WithReasonSource(client.ReasonPair))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs.Items) != 2 || recs.ReasonModelVersion != "smollm2" {
+		t.Fatalf("got %d items from %q", len(recs.Items), recs.ReasonModelVersion)
+	}
+	for _, item := range recs.Items {
+		if (item.Reason != "") != (item.ReasonSource == "pair") {
+			t.Fatalf("item %s: reason %q with source %q", item.ItemID, item.Reason, item.ReasonSource)
+		}
+	}
+	_, err = c.Recommend(context.Background(), "1", 2, client.WithReasonSource(client.ReasonPair), client.WithReasonModel("lm"))
+	wantCode(t, err, codes.FailedPrecondition)
+}

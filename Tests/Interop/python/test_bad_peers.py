@@ -560,3 +560,20 @@ def test_pair_reasons_with_a_hostile_model_name(server_address):
         status, message = _unary_raw(server_address, RECOMMEND_PATH, body)
         assert status == GRPC_FAILED_PRECONDITION
         assert "not a chat model" in message and len(message) < 300
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+@pytest.mark.parametrize("value", ["0", "-5", "1000000000000", "lots", "[1, 2]"])
+def test_hostile_pair_reason_cache_size_is_refused_at_start(tmp_path, value):
+    """A configuration file with a pair reason cache size out of range or of the wrong type:
+    curecd refuses to start, naming the key, instead of serving with a broken cache."""
+    from interop_support import daemon_command
+
+    config = tmp_path / "curecd.yaml"
+    config.write_text("pair_reason_cache_size: %s\n" % value)
+    command = daemon_command(str(tmp_path / "port"), extra_args=("--config", str(config)))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "pair_reason_cache_size" in output and len(output) < 2000
+    assert not (tmp_path / "port").exists()

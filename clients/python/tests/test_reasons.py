@@ -61,3 +61,11 @@ def test_score_reasons_refuses_unknown_users_and_items(client: Client) -> None:
 def test_recommend_accepts_the_pair_source_name(client: Client) -> None:
     with pytest.raises(ValueError):
         client.recommend("196", k=1, with_reasons=True, reason_source="pairs")
+
+
+def test_recommend_with_pair_reasons(client: Client) -> None:
+    answer = client.recommend("1", k=2, with_reasons=True, reason_source="pair", timeout=1800)
+    assert len(answer) == 2 and answer.reason_model_version == "smollm2"
+    assert all(item.reason_source == ("pair" if item.reason else "") for item in answer)
+    again = client.recommend("1", k=2, with_reasons=True, reason_source="pair", timeout=1800)
+    assert [item.reason for item in again] == [item.reason for item in answer]
