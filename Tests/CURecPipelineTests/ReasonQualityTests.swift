@@ -1,5 +1,6 @@
 import CURecData
 import CURecModels
+import CURecTensor
 import Foundation
 import Testing
 @testable import CURecPipeline
@@ -90,5 +91,46 @@ import Testing
         #expect(text.contains("| templates |"))
         #expect(text.contains(generated[0]))
         #expect(text.contains("12 (user, item) pairs drawn with seed 1"))
+    }
+}
+
+@Suite struct ReasonQualityServingTests {
+    @Test func servedListsAreEachUsersTopKWithoutTheirHistory() throws {
+        let dataset = Synthetic.dataset()
+        let split = LeaveOneOutSplit(dataset)
+        let histories = split.trainItemsByUser.map { $0.map { UInt32(bitPattern: $0) } }
+        // Scores by item index: the best unseen items are the highest indices.
+        struct ByIndex: RecommenderScoring {
+            func score(user: UInt32, history: [UInt32], candidates: UnsafeBufferPointer<UInt32>,
+                       scores: UnsafeMutableBufferPointer<Float>) throws {
+                for (slot, item) in candidates.enumerated() { scores[slot] = Float(item) }
+            }
+        }
+        let served = try ReasonQualityMeter.servedLists(model: ByIndex(), histories: histories, itemCount: dataset.itemCount,
+                                                        users: [0, 1], k: 3)
+        #expect(served.map(\.user) == [0, 1])
+        for (user, items) in served {
+            let seen = Set(histories[Int(user)].map { Int32(bitPattern: $0) })
+            let expected = (0..<Int32(dataset.itemCount)).reversed().filter { !seen.contains($0) }.prefix(3)
+            #expect(items == Array(expected))
+        }
+    }
+
+    @Test func smolLM2JudgesAFluentSentenceMoreLikelyThanItsWordsShuffled() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("var/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf").path
+        guard FileManager.default.fileExists(atPath: path) else {
+            print("skipped: no SmolLM2 file (scripts/fetch-lm)")
+            return
+        }
+        let file = try GGUFFile.read(path: path)
+        let judge = try LanguageModelJudge.chat(model: LlamaModel.load(gguf: file, weights: .quantized),
+                                                tokenizer: PretrainedTokenizer(gguf: file))
+        let fluent = "You enjoy light comedies from the nineties, and this one is a warm romantic comedy."
+        let shuffled = "comedy romantic nineties the warm one comedies You from this a and light, is enjoy."
+        let good = try #require(try judge.perplexity(of: [fluent]))
+        let bad = try #require(try judge.perplexity(of: [shuffled]))
+        #expect(good < bad)
+        #expect(good > 1 && good < 100)
     }
 }

@@ -60,6 +60,45 @@ public struct LanguageModelJudge<Model: CausalLanguageModel>: ReasonFluencyJudge
     }
 }
 
+extension LanguageModelJudge where Model == LlamaModel {
+    /// The judge for a chat model (the untuned SmolLM2 as an independent judge): each text is
+    /// scored as the assistant's answer to `question` in the model's chat template, so the
+    /// model judges it as a reply, not as the start of a document. Texts are tokenized
+    /// without special tokens.
+    public static func chat(model: LlamaModel, tokenizer: PretrainedTokenizer,
+                            question: String = "Why would this user enjoy this film?") throws -> LanguageModelJudge<LlamaModel> {
+        let prefix = try tokenizer.encode(conversation: [.user(question)], addingGenerationPrompt: true).map(Int.init)
+        return LanguageModelJudge(model: model, prefix: prefix, encode: { text in
+            tokenizer.encode(text, allowingSpecialTokens: false, addingBOSToken: false).map(Int.init)
+        })
+    }
+}
+
+extension ReasonQualityMeter {
+    /// What a recommender serves: for each of `users`, its top `k` items over the whole
+    /// catalogue given `histories[user]`, leaving out the items of that history (as
+    /// `Recommend` with `exclude_seen`). The input of ``samplePairs(from:count:seed:)``.
+    public static func servedLists(model: any RecommenderScoring, histories: [[UInt32]], itemCount: Int,
+                                   users: [Int32], k: Int) throws -> [(user: Int32, items: [Int32])] {
+        let candidates = (0..<itemCount).map { UInt32($0) }
+        var scores = [Float](repeating: 0, count: itemCount)
+        var served: [(user: Int32, items: [Int32])] = []
+        for user in users {
+            let history = histories[Int(user)]
+            try candidates.withUnsafeBufferPointer { candidateBuffer in
+                try scores.withUnsafeMutableBufferPointer { output in
+                    try model.score(user: UInt32(bitPattern: user), history: history, candidates: candidateBuffer, scores: output)
+                }
+            }
+            for item in history where Int(item) < itemCount { scores[Int(item)] = -.infinity }
+            let order = scores.indices.filter { scores[$0].isFinite }
+                .sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
+            served.append((user, order.prefix(max(k, 0)).map { Int32($0) }))
+        }
+        return served
+    }
+}
+
 /// The quality of one set of reasons over the same pairs.
 public struct ReasonQualityRow: Sendable, Equatable, Codable {
     /// Where the reasons come from (e.g. `base`, `aligned`, `grpo`, `corrected`, `templates`).
