@@ -109,10 +109,35 @@ final class PairReasonCache: Sendable {
     /// Reasons kept when the daemon is not configured otherwise.
     static let defaultCapacity = 4096
 
+    /// One generation under way and the requests waiting for it: it should stop once every
+    /// one of them has gone (cancelled by its client or its deadline).
+    final class Flight: Sendable {
+        private let waiters = Mutex<[@Sendable () -> Bool]>([])
+        private let task = Mutex<Task<[String], any Error>?>(nil)
+
+        func join(_ isCancelled: @escaping @Sendable () -> Bool) { waiters.withLock { $0.append(isCancelled) } }
+
+        /// True when every request waiting for this generation has been cancelled.
+        var abandoned: Bool {
+            let checks = waiters.withLock { $0 }
+            return !checks.isEmpty && checks.allSatisfy { $0() }
+        }
+
+        fileprivate func start(_ created: Task<[String], any Error>) { task.withLock { $0 = created } }
+
+        /// The generation's result.
+        var value: [String] {
+            get async throws {
+                guard let running = task.withLock({ $0 }) else { throw CancellationError() }
+                return try await running.value
+            }
+        }
+    }
+
     private struct State {
         var entries: LRUDictionary<Key, String>
-        /// Generations under way: the task writing a batch of pairs and this pair's index.
-        var inFlight: [Key: (task: Task<[String], any Error>, index: Int)] = [:]
+        /// Generations under way: the batch writing a pair and the pair's index in it.
+        var inFlight: [Key: (flight: Flight, index: Int)] = [:]
         /// Lookups that joined a generation another call started.
         var joined = 0
     }
@@ -142,10 +167,15 @@ final class PairReasonCache: Sendable {
     /// no one is writing yet, in order; it returns one reason per key). Its results are cached
     /// ("" included: a pair for which nothing survived the verifier is not retried until it
     /// ages out); when it throws, nothing is cached and every waiter gets the error.
-    func reasons(for keys: [Key], generate: @escaping @Sendable ([Key]) async throws -> [String]) async throws -> [String] {
+    ///
+    /// `isCancelled` tells whether this request has gone; `generate` gets `shouldStop`, true
+    /// once every request waiting for its batch has gone, so no one's abandoned work runs on.
+    func reasons(for keys: [Key], isCancelled: @escaping @Sendable () -> Bool = { false },
+                 generate: @escaping @Sendable (_ keys: [Key], _ shouldStop: @escaping @Sendable () -> Bool) async throws -> [String])
+        async throws -> [String] {
         enum Slot {
             case ready(String)
-            case pending(Task<[String], any Error>, Int)
+            case pending(Flight, Int)
         }
         let slots: [Slot] = state.withLock { state in
             var slots: [Slot] = []
@@ -157,7 +187,8 @@ final class PairReasonCache: Sendable {
                     slots.append(.ready(hit))
                 } else if let flight = state.inFlight[key] {
                     state.joined += 1
-                    slots.append(.pending(flight.task, flight.index))
+                    flight.flight.join(isCancelled)
+                    slots.append(.pending(flight.flight, flight.index))
                 } else {
                     let index = missIndex[key] ?? misses.count
                     if index == misses.count {
@@ -170,9 +201,11 @@ final class PairReasonCache: Sendable {
             }
             guard !misses.isEmpty else { return slots }
             let batch = misses
+            let flight = Flight()
+            flight.join(isCancelled)
             let task = Task<[String], any Error> {
                 do {
-                    let texts = try await generate(batch)
+                    let texts = try await generate(batch, { flight.abandoned })
                     guard texts.count == batch.count else {
                         throw PairReasonCacheError.wrongCount(expected: batch.count, got: texts.count)
                     }
@@ -183,8 +216,9 @@ final class PairReasonCache: Sendable {
                     throw error
                 }
             }
-            for (index, key) in batch.enumerated() { state.inFlight[key] = (task, index) }
-            for entry in pendingMisses { slots[entry.slot] = .pending(task, entry.miss) }
+            flight.start(task)
+            for (index, key) in batch.enumerated() { state.inFlight[key] = (flight, index) }
+            for entry in pendingMisses { slots[entry.slot] = .pending(flight, entry.miss) }
             return slots
         }
         var result: [String] = []
@@ -192,7 +226,7 @@ final class PairReasonCache: Sendable {
         for slot in slots {
             switch slot {
             case .ready(let text): result.append(text)
-            case .pending(let task, let index): result.append(try await task.value[index])
+            case .pending(let flight, let index): result.append(try await flight.value[index])
             }
         }
         return result

@@ -18,6 +18,9 @@ struct PairReasons: Sendable {
     /// Generations per pair: the first greedy, the others sampled with seeds 1, 2, ...
     var maxAttempts: Int = Self.defaultMaxAttempts
 
+    /// Most items of one request that get pair reasons (each may need a generation).
+    static let maxItems = 50
+
     /// The artifact name under which the pipeline publishes its tuned reason model.
     static let tunedModelName = "curec-reasons"
     static let defaultMaxAttempts = 3
@@ -55,18 +58,22 @@ struct PairReasons: Sendable {
     /// One checked reason per item for `user` ("" for an item whose every attempt failed the
     /// verifier), from the cache or written now. Generation runs on a Dispatch thread, never
     /// on the I/O loop; pairs already being written by another request are waited for.
-    func reasons(user: UInt32, items: [UInt32], requestedModel: String) async throws -> (texts: [String], version: String) {
+    func reasons(user: UInt32, items: [UInt32], requestedModel: String,
+                 isCancelled: @escaping @Sendable () -> Bool = { false }) async throws -> (texts: [String], version: String) {
         let (name, version) = try resolveModel(requestedModel)
         let keys = items.map { PairReasonCache.Key(user: user, item: $0, model: version) }
-        let texts = try await cache.reasons(for: keys) { [self] missing in
-            try await runBlocking { try self.write(user: user, items: missing.map(\.item), name: name, version: version) }
+        let texts = try await cache.reasons(for: keys, isCancelled: isCancelled) { [self] missing, shouldStop in
+            try await runBlocking {
+                try self.write(user: user, items: missing.map(\.item), name: name, version: version, shouldStop: shouldStop)
+            }
         }
         return (texts, version)
     }
 
     /// Writes reasons for `items`, regenerating the empty ones up to ``maxAttempts`` times.
     /// Blocking.
-    func write(user: UInt32, items: [UInt32], name: String, version: String) throws(RPCError) -> [String] {
+    func write(user: UInt32, items: [UInt32], name: String, version: String,
+               shouldStop: @escaping @Sendable () -> Bool = { false }) throws(RPCError) -> [String] {
         let loaded: ChatModelStore.Loaded
         do throws(ChatModelError) {
             loaded = try chatModels.model(name: name, version: version == ChatModelStore.baseName
@@ -83,7 +90,7 @@ struct PairReasons: Sendable {
                 : ReasonGenerator.chatReasonOptions(loaded, temperature: Self.retryTemperature, topP: Self.retryTopP,
                                                     seed: UInt64(attempt))
             let written = try generator.chatReasons(loaded, user: user, items: open.map { items[$0] }, options: options,
-                                                    shouldStop: { false })
+                                                    shouldStop: shouldStop)
             for (slot, text) in zip(open, written) { texts[slot] = text }
         }
         return texts
@@ -94,15 +101,21 @@ extension RecommendService {
     /// The top k with a pair reason for each item (`reason_source` "pair"; empty when every
     /// attempt failed the verifier) and the writing model's version. The model is checked
     /// before anything is ranked.
-    func recommendWithPairReasons(_ request: Curec_V1_RecommendRequest) async throws -> Curec_V1_RecommendResponse {
+    func recommendWithPairReasons(_ request: Curec_V1_RecommendRequest,
+                                  isCancelled: @escaping @Sendable () -> Bool) async throws -> Curec_V1_RecommendResponse {
         guard let pairReasons else {
             throw RPCError(.failedPrecondition, "pair reasons are unavailable: the daemon has no dataset corpus to prompt with")
+        }
+        guard request.k <= PairReasons.maxItems else {
+            throw RPCError(.invalidArgument,
+                           "k is \(request.k); pair reasons are written for at most \(PairReasons.maxItems) items per call")
         }
         _ = try pairReasons.resolveModel(request.reasonModel)
         var response = try recommend(request)
         let user = try data.user(request.userID)
         let items = response.items.compactMap { data.dataset.itemIndex($0.itemID) }.map { UInt32(bitPattern: $0) }
-        let (texts, version) = try await pairReasons.reasons(user: user, items: items, requestedModel: request.reasonModel)
+        let (texts, version) = try await pairReasons.reasons(user: user, items: items, requestedModel: request.reasonModel,
+                                                             isCancelled: isCancelled)
         for index in response.items.indices where index < texts.count {
             response.items[index].reason = texts[index]
             if !texts[index].isEmpty { response.items[index].reasonSource = "pair" }

@@ -23,6 +23,8 @@ import Testing
 /// Counts calls of a generator and, when gated, holds them until released.
 private final class FakeWriter: Sendable {
     let calls = Mutex<[[PairReasonCache.Key]]>([])
+    /// The stop check the last generation got.
+    let stop = Mutex<(@Sendable () -> Bool)?>(nil)
     let gate: AsyncStream<Void>?
     let release: AsyncStream<Void>.Continuation?
 
@@ -39,8 +41,9 @@ private final class FakeWriter: Sendable {
 
     var callCount: Int { calls.withLock { $0.count } }
 
-    func write(_ keys: [PairReasonCache.Key]) async throws -> [String] {
+    func write(_ keys: [PairReasonCache.Key], _ shouldStop: @escaping @Sendable () -> Bool) async throws -> [String] {
         calls.withLock { $0.append(keys) }
+        stop.withLock { $0 = shouldStop }
         if let gate { for await _ in gate { break } }
         return keys.map { "reason for \($0.user)/\($0.item) by \($0.model)" }
     }
@@ -92,12 +95,32 @@ private final class FakeWriter: Sendable {
         #expect(cache.inFlightCount == 0 && cache.count == 2)
     }
 
+    @Test func aSharedGenerationStopsOnlyWhenEveryWaiterHasGone() async throws {
+        let cache = PairReasonCache()
+        let writer = FakeWriter(gated: true)
+        let key = Key(user: 4, item: 5, model: "smollm2")
+        let firstGone = Mutex(false), secondGone = Mutex(false)
+        let first = Task { try await cache.reasons(for: [key], isCancelled: { firstGone.withLock { $0 } }, generate: writer.write) }
+        while writer.callCount == 0 { await Task.yield() }
+        let second = Task { try await cache.reasons(for: [key], isCancelled: { secondGone.withLock { $0 } }, generate: writer.write) }
+        while cache.joinedCount == 0 { await Task.yield() }
+        let shouldStop = try #require(writer.stop.withLock { $0 })
+        #expect(!shouldStop())
+        firstGone.withLock { $0 = true }
+        #expect(!shouldStop())      // the second request still waits
+        secondGone.withLock { $0 = true }
+        #expect(shouldStop())
+        writer.release?.yield(())
+        _ = try await first.value
+        _ = try await second.value
+    }
+
     @Test func aFailedGenerationCachesNothing() async throws {
         struct Broken: Error {}
         let cache = PairReasonCache()
         let key = Key(user: 1, item: 1, model: "smollm2")
         await #expect(throws: Broken.self) {
-            try await cache.reasons(for: [key]) { _ in throw Broken() }
+            try await cache.reasons(for: [key]) { _, _ in throw Broken() }
         }
         #expect(cache.count == 0 && cache.inFlightCount == 0)
         let writer = FakeWriter(gated: false)

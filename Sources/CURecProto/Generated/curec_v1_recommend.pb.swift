@@ -41,6 +41,7 @@ public nonisolated enum Curec_V1_ReasonSource: SwiftProtobuf.Enum, Swift.CaseIte
   /// the pair task from the user's profile, training history and the item; the answer goes
   /// through the verifier's sentence filter and is regenerated (up to 3 attempts, new seeds)
   /// when no sentence survives; cached per (user, item, model version). reason_source "pair".
+  /// k is at most 50. The generation stops when every request waiting for it has gone.
   case pair // = 3
   case UNRECOGNIZED(Int)
 

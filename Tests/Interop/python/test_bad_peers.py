@@ -563,6 +563,15 @@ def test_pair_reasons_with_a_hostile_model_name(server_address):
 
 
 @pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+def test_pair_reasons_for_too_many_items(server_address):
+    """Pair reasons for k=1000 items would be a thousand generations: refused up front."""
+    body = _pb_bytes(1, b"196") + bytes([2 << 3, 0xE8, 0x07]) + bytes([5 << 3, 1]) + bytes([7 << 3, 3])
+    status, message = _unary_raw(server_address, RECOMMEND_PATH, body)
+    assert status == GRPC_INVALID_ARGUMENT
+    assert "at most 50 items" in message
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
 @pytest.mark.parametrize("value", ["0", "-5", "1000000000000", "lots", "[1, 2]"])
 def test_hostile_pair_reason_cache_size_is_refused_at_start(tmp_path, value):
     """A configuration file with a pair reason cache size out of range or of the wrong type:

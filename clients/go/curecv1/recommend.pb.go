@@ -38,6 +38,7 @@ const (
 	// the pair task from the user's profile, training history and the item; the answer goes
 	// through the verifier's sentence filter and is regenerated (up to 3 attempts, new seeds)
 	// when no sentence survives; cached per (user, item, model version). reason_source "pair".
+	// k is at most 50. The generation stops when every request waiting for it has gone.
 	ReasonSource_REASON_SOURCE_PAIR ReasonSource = 3
 )
 
