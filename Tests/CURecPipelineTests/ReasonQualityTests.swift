@@ -134,3 +134,25 @@ import Testing
         #expect(good > 1 && good < 100)
     }
 }
+
+@Suite struct TemplatePairReasonTests {
+    @Test func servedPairsGetTemplateReasonsThatPassTheVerifier() throws {
+        let (dataset, split, builder, _) = try Synthetic.corpus()
+        let histories = split.trainItemsByUser.map { $0.map { UInt32(bitPattern: $0) } }
+        struct ByIndex: RecommenderScoring {
+            func score(user: UInt32, history: [UInt32], candidates: UnsafeBufferPointer<UInt32>,
+                       scores: UnsafeMutableBufferPointer<Float>) throws {
+                for (slot, item) in candidates.enumerated() { scores[slot] = Float((item * 7 + user) % 19) }
+            }
+        }
+        let served = try ReasonQualityMeter.servedLists(model: ByIndex(), histories: histories, itemCount: dataset.itemCount,
+                                                        users: (0..<Int32(dataset.userCount)).map { $0 }, k: 5)
+        let pairs = ReasonQualityMeter.samplePairs(from: served, count: 30, seed: 2)
+        let texts = pairs.map { builder.templatePairReason(user: $0.user, item: $0.item) ?? "" }
+        #expect(texts.allSatisfy { !$0.isEmpty })
+        let meter = ReasonQualityMeter(verifier: ReasonVerifier(dataset: dataset), split: split, judge: nil)
+        let row = try meter.measure(source: "templates", pairs: pairs, texts: texts)
+        #expect(row.passRate == 1, "template reasons failing the verifier among \(texts.prefix(3))")
+        #expect(builder.templatePairReason(user: 999, item: 0) == nil)
+    }
+}
