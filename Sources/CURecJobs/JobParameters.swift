@@ -37,7 +37,9 @@ public enum JobParameterType: Sendable {
         case .integer(let range): return "integer \(Self.text(range))"
         case .number(let range): return "number \(Self.text(range))"
         case .boolean: return "`true` or `false`"
-        case .choice(let words): return words.map { "`\($0)`" }.joined(separator: " or ")
+        case .choice(let words):
+            let quoted = words.map { "`\($0)`" }
+            return quoted.count <= 2 ? quoted.joined(separator: " or ") : "one of " + quoted.joined(separator: ", ")
         case .integerList(let range): return "integers \(Self.text(range)), comma-separated"
         case .choiceList(let words): return "comma-separated among " + words.map { "`\($0)`" }.joined(separator: ", ")
         }

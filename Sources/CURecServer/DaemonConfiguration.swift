@@ -216,14 +216,28 @@ public struct DaemonConfiguration: Sendable, Codable {
         do {
             if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { return DaemonConfiguration() }
             configuration = try YAMLDecoder().decode(DaemonConfiguration.self, from: text)
-        } catch let error as ConfigurationError {
-            guard case .invalid(let reason) = error else { throw error }
-            throw .invalid("\(reason) (in config file \(path))")
         } catch {
+            if case .invalid(let reason)? = Self.configurationError(in: error) {
+                throw .invalid("\(reason) (in config file \(path))")
+            }
             throw .invalid("config file \(path) is not a YAML mapping of settings: \(Setting.shortened("\(error)"))")
         }
         for key in configuration.sources.keys { configuration.sources[key] = .file(path) }
         return configuration
+    }
+
+    /// The ``ConfigurationError`` a decoding error carries (the YAML decoder wraps what
+    /// ``init(from:)`` throws).
+    static func configurationError(in error: any Error) -> ConfigurationError? {
+        if let error = error as? ConfigurationError { return error }
+        guard let error = error as? DecodingError else { return nil }
+        switch error {
+        case .dataCorrupted(let context), .typeMismatch(_, let context), .valueNotFound(_, let context),
+             .keyNotFound(_, let context):
+            return context.underlyingError.flatMap(configurationError(in:))
+        @unknown default:
+            return nil
+        }
     }
 
     /// Applies the `CUREC_<KEY>` environment variables of the settings that have one (other
