@@ -42,7 +42,7 @@ public enum SettingFlags {
             guard let flag = setting.flag else { return nil }
             let argument = setting.flagIsSwitch ? "" : " <\(setting.typeName == "list of strings" ? "dir" : setting.typeName)>"
             let repeats = setting.flagRepeats ? " (repeatable)" : ""
-            return "  \(flag)\(argument)\(repeats)\n        \(plain(setting.doc)) (default \(plain(setting.defaultText)); "
+            return "  \(flag)\(argument)\(repeats): \(plain(setting.doc)) (default \(plain(setting.defaultText)); "
                 + "YAML \(setting.key)" + (setting.environmentVariable.map { ", \($0)" } ?? "") + ")"
         }.joined(separator: "\n")
     }

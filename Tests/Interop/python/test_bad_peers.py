@@ -503,7 +503,7 @@ def _submit_request(kind, parameters):
     ("pretrain", {"layers": "9" * 400}, "'layers' must be an integer"),
     ("pretrain", {"seed": "1e3"}, "'seed' must be an integer"),
     ("finetune", {"dataset": "d", "output": "o", "dropout": "inf"}, "'dropout' must be a number"),
-    ("finetune", {"dataset": "d", "output": "o", "alpha": "0x10"}, "'alpha' must be a number"),
+    ("finetune", {"dataset": "d", "output": "o", "alpha": "1e999"}, "'alpha' must be a number"),
     ("finetune", {"dataset": "d", "output": "o", "targets": ",,,"}, "'targets'"),
     ("finetune", {"dataset": "../../etc", "output": "o"}, "'dataset'"),
     ("evaluate", {"cutoffs": "10," * 300}, "'cutoffs'"),
