@@ -163,7 +163,7 @@ let package = Package(
         // The daemon's seams: configuration, artifact manifests, job parameters, generated docs.
         .testTarget(
             name: "CURecServerTests",
-            dependencies: ["CURecServer", "CURecJobs", .product(name: "Yams", package: "Yams")]
+            dependencies: ["CURecServer", "CURecJobs", "CURecModels", "CURecPipeline", .product(name: "Yams", package: "Yams")]
         ),
     ]
 )

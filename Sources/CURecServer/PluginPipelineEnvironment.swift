@@ -44,20 +44,7 @@ struct PluginPipelineEnvironment: PipelineEnvironment {
 
     func trainRecommender(_ run: RecommenderRun, progress: @escaping (Int, Int, [String: Double]) -> Void,
                           isCancelled: @escaping () -> Bool) throws -> any RecommenderScoring {
-        var recommender: SASRecPluginConfig
-        do {
-            recommender = try JSONDecoder().decode(SASRecPluginConfig.self, from: Data(run.config.utf8))
-        } catch {
-            throw PipelineError.stage("downstream", "the recommender config is not a SASRec config: \(error)")
-        }
-        recommender.seed = run.seed
-        recommender.useItemFeatures = run.itemFeatureDimension > 0
-        recommender.useUserFeatures = run.userFeatureDimension > 0
-        recommender.versionLabel = "pipeline-\(run.variant)"
-        recommender.checkpointEvery = 0
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let configData = try encoder.encode(recommender)
+        let configData = try Self.recommenderConfig(for: run)
         let config = Array(configData)
         let name = run.keep ? servedName : "pipeline-\(run.variant)-\(run.seed)"
         let instance = try plugins.makeInstance(name: name, library: recommenderLibrary, config: config)
@@ -90,6 +77,27 @@ struct PluginPipelineEnvironment: PipelineEnvironment {
             log("saved models/\(servedName)/\((directory as NSString).lastPathComponent) (SASRec with CURec reason features); it serves once the job has published everything")
         }
         return PluginRecommender(instance: instance)
+    }
+}
+
+extension PluginPipelineEnvironment {
+    /// The SASRec plugin config of a downstream run: the pipeline's shared config with the
+    /// run's seed, features and label, and no checkpoints (a run is short and restarts whole).
+    static func recommenderConfig(for run: RecommenderRun) throws -> Data {
+        var recommender: SASRecPluginConfig
+        do {
+            recommender = try JSONDecoder().decode(SASRecPluginConfig.self, from: Data(run.config.utf8))
+        } catch {
+            throw PipelineError.stage("downstream", "the recommender config is not a SASRec config: \(error)")
+        }
+        recommender.seed = run.seed
+        recommender.useItemFeatures = run.itemFeatureDimension > 0
+        recommender.useUserFeatures = run.userFeatureDimension > 0
+        recommender.versionLabel = "pipeline-\(run.variant)"
+        recommender.checkpointEvery = 0
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return try encoder.encode(recommender)
     }
 }
 
