@@ -15,9 +15,9 @@ struct CURecDaemonCommand: ParsableCommand {
             down gracefully: new calls are refused, calls in flight get --drain-timeout seconds \
             to finish, and the process exits 0.
 
-            Settings (each also a key of the YAML file and most a CUREC_* environment \
-            variable; flags win over the environment, which wins over the file):
-            
+            Settings (each also a YAML key and a CUREC_* environment variable; flags win \
+            over the environment, which wins over the file; see docs/configuration.md):
+
             """ + SettingFlags.help)
 
     @Option(name: .long, help: "YAML configuration file (see docs/configuration.md). Also CUREC_CONFIG.")

@@ -99,6 +99,13 @@ extension SettingRule where Value == Int {
     }
 }
 
+extension SettingRule where Value == Int {
+    /// Within `range`.
+    public static func within(_ range: ClosedRange<Int>) -> SettingRule {
+        SettingRule("be an integer from \(range.lowerBound) to \(range.upperBound)") { range.contains($0) }
+    }
+}
+
 extension SettingRule where Value == Double {
     /// At least `minimum` (inclusive) or above it.
     public static func atLeast(_ minimum: Double) -> SettingRule {
