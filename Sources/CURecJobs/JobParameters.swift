@@ -310,7 +310,7 @@ public struct JobParameterSchema: Sendable {
             case .failure(let problem): throw .invalidParameter("\(kind): \(problem.message)")
             }
         }
-        return JobParameterValues(kind: kind, raw: raw, values: values)
+        return JobParameterValues(kind: kind, raw: raw, values: values, declared: Set(parameters.map(\.name)))
     }
 
     /// The parameter names, required ones marked, for messages.
@@ -345,10 +345,13 @@ public struct JobParameterValues: Sendable {
     /// The parameters as submitted.
     public let raw: [String: String]
     let values: [String: JobParameterValue]
+    /// The names the kind declares (reading another kind's parameter is a programming error).
+    let declared: Set<String>
 
     /// The value of `parameter`: as given, or its default.
     public subscript<Value>(_ parameter: JobParameter<Value>) -> Value {
-        parameter.read(values[parameter.name])
+        assert(declared.contains(parameter.name), "\(kind) does not declare the parameter '\(parameter.name)'")
+        return parameter.read(values[parameter.name])
     }
 
     /// True when the submission gave `parameter` (not empty).
