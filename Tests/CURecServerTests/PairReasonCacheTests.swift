@@ -131,11 +131,17 @@ private final class FakeWriter: Sendable {
 @Suite struct PairReasonModelTests {
     /// A data directory with `names` published as chat models (metadata only: resolving a
     /// model does not load it).
+    static var chatModelManifest: ArtifactManifest {
+        var manifest = ArtifactManifest(kind: .chatModel)
+        manifest.method = .lora
+        return manifest
+    }
+
     static func store(publishing names: [String]) throws -> (ChatModelStore, ArtifactStore) {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("pair-reasons-\(UUID().uuidString)").path
         let artifacts = ArtifactStore(root: root)
         for name in names {
-            try artifacts.addVersion(of: name, metadata: ["kind": ChatModelStore.fineTunedKind, "method": "lora"]) { _ in }
+            try artifacts.addVersion(of: name, manifest: Self.chatModelManifest) { _ in }
         }
         return (ChatModelStore(basePath: root + "/absent.gguf", artifacts: artifacts), artifacts)
     }
@@ -152,7 +158,7 @@ private final class FakeWriter: Sendable {
         let (chatModels, artifacts) = try Self.store(publishing: [PairReasons.tunedModelName, "support-bot"])
         let pairs = Self.pairs(chatModels, artifacts)
         #expect(try pairs.resolveModel("") == (PairReasons.tunedModelName, "models/curec-reasons/v1"))
-        try artifacts.addVersion(of: PairReasons.tunedModelName, metadata: ["kind": ChatModelStore.fineTunedKind]) { _ in }
+        try artifacts.addVersion(of: PairReasons.tunedModelName, manifest: Self.chatModelManifest) { _ in }
         #expect(try pairs.resolveModel("") == (PairReasons.tunedModelName, "models/curec-reasons/v2"))
         // A request may name another chat model; anything else is refused.
         #expect(try pairs.resolveModel("support-bot") == ("support-bot", "models/support-bot/v1"))
