@@ -153,14 +153,15 @@ let package = Package(
         ),
         .testTarget(name: "CURecDataTests", dependencies: ["CURecData"]),
         .testTarget(name: "CURecJobsTests", dependencies: ["CURecJobs"]),
-        .testTarget(name: "CURecPipelineTests", dependencies: ["CURecPipeline", "CURecData"]),
+        .testTarget(name: "CURecPipelineTests", dependencies: ["CURecPipeline", "CURecData"], exclude: ["Fixtures"]),
         .testTarget(name: "CURecTensorTests", dependencies: ["CURecTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "CURecModelsTests", dependencies: ["CURecModels", "CURecTensor"], exclude: ["Fixtures"]),
         .testTarget(
             name: "CURecRPCTests",
             dependencies: ["CURecRPC", "CURecRPCProtos"]
         ),
-        // The daemon's seams: configuration, artifact manifests, job parameters, generated docs.
+        // The daemon's seams: configuration, artifact manifests, job parameters, generated docs;
+        // the pair reason cache and model lookup.
         .testTarget(
             name: "CURecServerTests",
             dependencies: ["CURecServer", "CURecJobs", "CURecModels", "CURecPipeline", .product(name: "Yams", package: "Yams")]

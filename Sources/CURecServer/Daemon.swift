@@ -100,9 +100,11 @@ public final class Daemon: Sendable {
                                         weights: configuration.resolvedLMWeights ?? .quantized)
         var recommendations: RecommendService? = nil
         var reasons: ReasonGenerator? = nil
+        var servingCorpus: CorpusBuilder? = nil
         if let data {
             do {
                 let corpus = try CorpusBuilder(dataset: data.dataset, split: data.split)
+                servingCorpus = corpus
                 let verifier = ReasonVerifier(dataset: data.dataset)
                 let cutoffs = data.split.trainTimesByUser.map { $0.last }
                 reasons = ReasonGenerator(
@@ -123,11 +125,20 @@ public final class Daemon: Sendable {
         if let data {
             var service = RecommendService(data: data, plugins: plugins, defaultRecommender: configuration.default_recommender)
             service.reasons = reasons
+            if let reasons {
+                service.pairReasons = PairReasons(generator: reasons, chatModels: chatModels,
+                                                  cache: PairReasonCache(capacity: configuration.pair_reason_cache_size))
+            }
             service.reasonTables = ReasonTableStore(artifacts: artifacts, datasetName: data.dataset.name)
             if let reasons { router.register(GenerationService(data: data, generator: reasons)) }
             recommendations = service
             router.register(service)
-            router.register(RewardService(data: data, plugins: plugins, defaultRewardModel: configuration.default_reward_model))
+            var rewards = RewardService(data: data, plugins: plugins, defaultRewardModel: configuration.default_reward_model)
+            if let corpus = servingCorpus {
+                rewards.reasonReward = ServingReasonReward(data: data, corpus: corpus, plugins: plugins,
+                                                           miniLMDirectory: configuration.resolvedMiniLMDirectory)
+            }
+            router.register(rewards)
         }
         router.register(PluginService(plugins: plugins, preparer: preparer))
         let datasets = DatasetStore(dataDirectory: configuration.data_dir,

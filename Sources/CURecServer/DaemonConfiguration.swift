@@ -100,6 +100,9 @@ public struct DaemonConfiguration: Sendable, Codable {
     public var lm_weights: String = "quantized"
     /// Largest dataset a client may upload through DatasetService.Upload, bytes.
     public var dataset_upload_max_bytes: Int = 64 * 1024 * 1024
+    /// Pair reasons (`Recommend` with `REASON_SOURCE_PAIR`) kept in memory, per (user, item,
+    /// model version); the least recently used are dropped.
+    public var pair_reason_cache_size: Int = 4096
 
     /// Where each setting that is not at its default came from (for error messages).
     public internal(set) var sources: [String: SettingSource] = [:]
@@ -140,6 +143,8 @@ public struct DaemonConfiguration: Sendable, Codable {
               "how the chat models keep their weight matrices: `quantized` (as stored in the GGUF file, ~150 MiB per loaded model, faster decoding) or `float32` (dequantized, ~650 MiB, the exact arithmetic of training); fully fine-tuned versions are always float32"),
         .text(\.dataset_upload_max_bytes, "dataset_upload_max_bytes", rule: .atLeast(1),
               "largest `DatasetService.Upload`; larger uploads: RESOURCE_EXHAUSTED, nothing stored"),
+        .text(\.pair_reason_cache_size, "pair_reason_cache_size", rule: .within(1...1_000_000),
+              "pair reasons (`Recommend` with `REASON_SOURCE_PAIR`) kept in memory per (user, item, model version), least recently used dropped (4096 is about 1 MiB)"),
         .text(\.pipeline_on_start, "pipeline_on_start", rule: .oneOf(["quick", "standard", "off"]),
               "the `pipeline` profile submitted on the first start with the dataset and MiniLM present (only if no report exists and no pipeline job was ever submitted); `--no-plugins` turns it off"),
     ]

@@ -84,6 +84,18 @@ import Testing
         let results = try JSONDecoder().decode([DownstreamResult].self,
                                                from: Data(contentsOf: URL(fileURLWithPath: outcome.reportDirectory + "/results.json")))
         #expect(results == outcome.downstream)
+        // Every run keeps its per-user test NDCG@10, one value per test user, averaging to its mean.
+        let testUsers = DownstreamSignificance.testUsers(of: environment.dataset)
+        for run in results {
+            let perUser = try #require(run.testNDCG10ByUser)
+            #expect(perUser.count == testUsers.count)
+            #expect(abs(perUser.reduce(0, +) / Double(perUser.count) - (run.test["ndcg@10"] ?? -1)) < 1e-9)
+        }
+        let significance = try JSONDecoder().decode(DownstreamSignificance.self,
+            from: Data(contentsOf: URL(fileURLWithPath: outcome.reportDirectory + "/significance.json")))
+        #expect(significance.users == testUsers)
+        #expect(significance.comparisons.map(\.baseline) == ["content", "id"])
+        #expect(report.contains("## Significance") && report.contains("Wilcoxon"))
 
         // A second run on the same workspace resumes: every stage is skipped, results are the same.
         var lines: [String] = []

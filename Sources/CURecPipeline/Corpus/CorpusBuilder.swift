@@ -533,9 +533,16 @@ public struct CorpusBuilder: Sendable {
 
     private func pair(user: Int32, position: Int, variant: Int) -> CorpusExample? {
         let fullHistory = statistics.historyByUser[Int(user)]
-        let times = statistics.timesByUser[Int(user)]
         guard position >= 1, position < fullHistory.count else { return nil }
-        let target = fullHistory[position]
+        return pair(user: user, target: fullHistory[position], position: position, variant: variant)
+    }
+
+    /// The pair example for `target` after the first `position` items of the user's training
+    /// history (a training position, or the whole history for an item the user has not seen).
+    func pair(user: Int32, target: Int32, position: Int, variant: Int) -> CorpusExample? {
+        let fullHistory = statistics.historyByUser[Int(user)]
+        let times = statistics.timesByUser[Int(user)]
+        guard position >= 1, position <= fullHistory.count else { return nil }
         let history = fullHistory[..<position]
         let cutoff = times[position - 1]
         var chooser = TemplateChooser(seed: seed(.pair, user, 100 + variant))

@@ -3,8 +3,9 @@ import Foundation
 
 /// Writes the pipeline report: `report.md` (stage times, LM and RL numbers, reason table
 /// quality, the ablation table with a plain verdict, example reasons), SVG charts
-/// (`pretrain-loss.svg`, `grpo.svg`, `ablation.svg`) and `results.json` (every downstream
-/// run). Everything it states is computed from the records it is given.
+/// (`pretrain-loss.svg`, `grpo.svg`, `ablation.svg`), `results.json` (every downstream
+/// run, with its per-user test NDCG@10) and `significance.json` (the paired tests).
+/// Everything it states is computed from the records it is given.
 public struct PipelineReportWriter: Sendable {
     public let config: PipelineConfig
     public let dataset: RecDataset
@@ -12,6 +13,9 @@ public struct PipelineReportWriter: Sendable {
     public let downstream: [DownstreamResult]
     /// Reason table directories per variant key.
     public let tables: [String: String]
+    /// The quality of served pair reasons per source (section and `reason-quality.json`), when
+    /// measured.
+    public var reasonQuality: ReasonQualityReport? = nil
 
     public init(config: PipelineConfig, dataset: RecDataset, stages: [PipelineStageRecord],
                 downstream: [DownstreamResult], tables: [String: String]) {
@@ -35,6 +39,11 @@ public struct PipelineReportWriter: Sendable {
             }
         }
         return table
+    }
+
+    /// Full CURec against raw content and ID-only on per-user test NDCG@10 (significance.json).
+    public var significance: DownstreamSignificance {
+        DownstreamSignificance(downstream: downstream, testUsers: DownstreamSignificance.testUsers(of: dataset))
     }
 
     private func stage(_ name: String) -> PipelineStageRecord? { stages.first { $0.name == name } }
@@ -118,6 +127,8 @@ public struct PipelineReportWriter: Sendable {
         report.markdown(table.markdown(metrics: Self.metrics, headers: Self.headers))
         report.image(alt: "ablation", file: "ablation.svg")
         report.paragraph(verdict(table))
+        if let reasonQuality { report.markdown(reasonQuality.markdown()) }
+        report.markdown(significance.markdown(labels: Dictionary(uniqueKeysWithValues: DownstreamVariant.all.map { ($0.key, $0.label) })))
         return report.render()
     }
 
@@ -176,6 +187,12 @@ public struct PipelineReportWriter: Sendable {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(downstream).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("results.json")),
                                              options: .atomic)
+        try encoder.encode(significance).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("significance.json")),
+                                               options: .atomic)
+        if let reasonQuality {
+            try encoder.encode(reasonQuality).write(
+                to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("reason-quality.json")), options: .atomic)
+        }
         try encoder.encode(stages).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("stages.json")),
                                          options: .atomic)
     }

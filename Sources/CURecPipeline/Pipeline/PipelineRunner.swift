@@ -21,6 +21,10 @@ public struct DownstreamResult: Sendable, Codable, Equatable {
     /// Test metrics: `recall@10`, `recall@20`, `ndcg@10`, `ndcg@20`, `mrr@10`.
     public var test: [String: Double]
     public var seconds: Double
+    /// Test NDCG@10 of every test user, users in ascending dataset index (the split's order;
+    /// `significance.json` in the report lists their ids). Nil in results written before it
+    /// was recorded.
+    public var testNDCG10ByUser: [Double]? = nil
 }
 
 /// A downstream variant of the ablation.
@@ -459,7 +463,7 @@ public final class PipelineRunner: @unchecked Sendable {
             variant: variant, seed: seed, validationNDCG10: validation.averaged().ndcg[10] ?? 0,
             test: ["recall@10": means.recall[10] ?? 0, "recall@20": means.recall[20] ?? 0,
                    "ndcg@10": means.ndcg[10] ?? 0, "ndcg@20": means.ndcg[20] ?? 0, "mrr@10": means.mrr[10] ?? 0],
-            seconds: seconds)
+            seconds: seconds, testNDCG10ByUser: test.ndcgPerUser(at: 10))
     }
 
     struct LanguageModel {

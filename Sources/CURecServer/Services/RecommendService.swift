@@ -15,6 +15,8 @@ struct RecommendService: RPCService {
     var reasons: ReasonGenerator? = nil
     /// The corrected reason table the pipeline produced, preferred when it exists.
     var reasonTables: ReasonTableStore? = nil
+    /// Cached reasons for (user, item) pairs from the tuned chat model (REASON_SOURCE_PAIR).
+    var pairReasons: PairReasons? = nil
 
     static let maxCandidates = 10_000
 
@@ -27,6 +29,12 @@ struct RecommendService: RPCService {
             service: "curec.v1.RecommendService", method: "Recommend",
             request: Curec_V1_RecommendRequest.self, response: Curec_V1_RecommendResponse.self
         ) { request, context in
+            if request.withReasons && request.reasonSource == .pair {
+                let deadline = context.deadline
+                return try await recommendWithPairReasons(request, isCancelled: {
+                    context.isCancelled || (deadline.map { ContinuousClock.now >= $0 } ?? false)
+                })
+            }
             var response = try recommend(request)
             guard request.withReasons else { return response }
             // AUTO falls back to generation when the table cannot be read; TABLE reports it.

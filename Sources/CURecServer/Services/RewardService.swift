@@ -7,6 +7,9 @@ struct RewardService: RPCService {
     let data: ServingData
     let plugins: PluginHost
     let defaultRewardModel: String
+    /// The pipeline's reward on reason texts and the MiniLM encoder (ScoreReasons, Embed); nil
+    /// when the daemon has no dataset corpus.
+    var reasonReward: ServingReasonReward? = nil
 
     static let maxTriples = 4096
 
@@ -15,6 +18,14 @@ struct RewardService: RPCService {
             service: "curec.v1.RewardService", method: "Score",
             request: Curec_V1_RewardRequest.self, response: Curec_V1_RewardResponse.self
         ) { request, _ in try score(request) }
+        router.registerUnary(
+            service: "curec.v1.RewardService", method: "ScoreReasons",
+            request: Curec_V1_ScoreReasonsRequest.self, response: Curec_V1_ScoreReasonsResponse.self
+        ) { request, _ in try await scoreReasons(request) }
+        router.registerUnary(
+            service: "curec.v1.RewardService", method: "Embed",
+            request: Curec_V1_EmbedRequest.self, response: Curec_V1_EmbedResponse.self
+        ) { request, _ in try await embed(request) }
     }
 
     func score(_ request: Curec_V1_RewardRequest) throws(RPCError) -> Curec_V1_RewardResponse {
