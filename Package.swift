@@ -40,10 +40,12 @@ let package = Package(
         // Quantized-weight matrix kernels with x86-64 intrinsics (AVX2, AVX-512 VNNI), chosen
         // at run time; always optimised, also in debug builds.
         .target(name: "CQuantKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        // Data structures shared by the layers above (the binary heap); no dependencies.
+        .target(name: "CURecCollections"),
         // Float32 tensors, explicit forward/backward kernels, AdamW, safetensors, GGUF.
         .target(name: "CURecTensor", dependencies: ["COpenBLAS", "CQuantKernels"]),
         // GPT-style LM, BPE and WordPiece tokenizers, MiniLM sentence encoder.
-        .target(name: "CURecModels", dependencies: ["CURecTensor"]),
+        .target(name: "CURecModels", dependencies: ["CURecTensor", "CURecCollections"]),
         // Datasets (RecBole atomic files), leave-one-out splits, ranking metrics.
         .target(name: "CURecData"),
         // The plugin C ABI: one header, include/curec_plugin.h.
@@ -111,6 +113,7 @@ let package = Package(
             dependencies: [
                 "CNGHTTP2",
                 "CLinux",
+                "CURecCollections",
                 "CURecRPCProtos",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
@@ -151,6 +154,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .testTarget(name: "CURecCollectionsTests", dependencies: ["CURecCollections"]),
         .testTarget(name: "CURecDataTests", dependencies: ["CURecData"]),
         .testTarget(name: "CURecJobsTests", dependencies: ["CURecJobs"]),
         .testTarget(name: "CURecPipelineTests", dependencies: ["CURecPipeline", "CURecData"]),

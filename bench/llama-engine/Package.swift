@@ -10,7 +10,8 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas"),
         .target(name: "CQuantKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "CURecTensor", dependencies: ["COpenBLAS", "CQuantKernels"]),
-        .target(name: "CURecModels", dependencies: ["CURecTensor"]),
+        .target(name: "CURecCollections"),
+        .target(name: "CURecModels", dependencies: ["CURecTensor", "CURecCollections"]),
         .executableTarget(name: "llama-engine-bench", dependencies: ["CURecModels", "CURecTensor"]),
     ]
 )
