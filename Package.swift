@@ -16,6 +16,11 @@ let package = Package(
         .library(name: "CURecCollaborativeReward", type: .dynamic, targets: ["CollaborativeRewardPlugin"]),
         .library(name: "CURecPopularity", type: .dynamic, targets: ["PopularityPlugin"]),
         .library(name: "CURecSASRec", type: .dynamic, targets: ["SASRecPlugin"]),
+        // Libraries the plugin host's unit tests load: a working Swift recommender, one
+        // without the ABI entry points, one built for another ABI major version.
+        .library(name: "CURecTestRecommender", type: .dynamic, targets: ["TestRecommenderPlugin"]),
+        .library(name: "CURecTestNoEntryPoint", type: .dynamic, targets: ["TestNoEntryPointPlugin"]),
+        .library(name: "CURecTestWrongABI", type: .dynamic, targets: ["TestWrongABIPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
@@ -160,6 +165,22 @@ let package = Package(
         .testTarget(name: "CURecPipelineTests", dependencies: ["CURecPipeline", "CURecData"]),
         .testTarget(name: "CURecTensorTests", dependencies: ["CURecTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "CURecModelsTests", dependencies: ["CURecModels", "CURecTensor"], exclude: ["Fixtures"]),
+        .target(
+            name: "TestRecommenderPlugin",
+            dependencies: ["CURecPluginKit", "CURecPluginABI"],
+            path: "Tests/PluginFixtures/CountingRecommender"
+        ),
+        .target(name: "TestNoEntryPointPlugin", path: "Tests/PluginFixtures/NoEntryPoint"),
+        .target(name: "TestWrongABIPlugin", dependencies: ["CURecPluginABI"], path: "Tests/PluginFixtures/WrongABI"),
+        // Loads the libraries above (built by `swift build`, found beside the test binary).
+        .testTarget(
+            name: "CURecPluginHostTests",
+            dependencies: [
+                "CURecPluginHost",
+                "CURecPluginABI",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "CURecRPCTests",
             dependencies: ["CURecRPC", "CURecRPCProtos"]
