@@ -231,7 +231,8 @@ struct PluginHostTests {
         let error = hostError { try host.reload(name: "swapped") { try $0.train(Fixtures.data) } }
         if case .incompatibleABI = error {} else { Issue.record("expected incompatibleABI, got \(String(describing: error))") }
         let serving = try #require(host.instance(named: "swapped"))
-        #expect(serving.generation == 1 && (try scores(serving, [3])) == [2])
+        #expect(serving.generation == 1)
+        #expect(try scores(serving, [3]) == [2])
 
         // A good build again: loaded beside the old mapping and switched to.
         try FileManager.default.removeItem(atPath: path)

@@ -18,6 +18,16 @@ final class CountingRecommender: SwiftPlugin, @unchecked Sendable {
         var offset: Float = 0
         var refuse = false
         var destroyed_marker: String?
+
+        enum CodingKeys: String, CodingKey { case version, offset, refuse, destroyed_marker }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            version = try container.decodeIfPresent(String.self, forKey: .version) ?? version
+            offset = try container.decodeIfPresent(Float.self, forKey: .offset) ?? offset
+            refuse = try container.decodeIfPresent(Bool.self, forKey: .refuse) ?? refuse
+            destroyed_marker = try container.decodeIfPresent(String.self, forKey: .destroyed_marker)
+        }
     }
 
     private let config: Config
