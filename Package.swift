@@ -185,5 +185,10 @@ let package = Package(
             name: "CURecRPCTests",
             dependencies: ["CURecRPC", "CURecRPCProtos"]
         ),
+        // The daemon's seams: configuration, artifact manifests, job parameters, generated docs.
+        .testTarget(
+            name: "CURecServerTests",
+            dependencies: ["CURecServer", "CURecJobs", "CURecModels", "CURecPipeline", .product(name: "Yams", package: "Yams")]
+        ),
     ]
 )

@@ -9,13 +9,10 @@ struct CountingJob: JobKind {
     let steps: Int
     let stepDelay: Duration
     var name: String { "count" }
-    var parameterSummary: String { "fail=true|false" }
+    static let fail: JobParameter<Bool> = .boolean("fail", default: false, doc: "fail after the last step")
+    var parameters: JobParameterSchema { JobParameterSchema(kind: "count", [Self.fail]) }
 
-    func validate(_ parameters: [String: String]) throws(JobError) {
-        if let fail = parameters["fail"], fail != "true", fail != "false" {
-            throw .invalidParameter("fail must be true or false")
-        }
-    }
+    func validate(_ values: JobParameterValues) throws(JobError) {}
 
     func run(_ context: JobContext) throws -> JobOutcome {
         // Resume from the checkpoint file if an earlier attempt left one.
@@ -28,7 +25,7 @@ struct CountingJob: JobKind {
             try String(step).write(toFile: marker, atomically: true, encoding: .utf8)
             context.progress(stage: "count", step: UInt64(step), total: UInt64(steps))
         }
-        if context.parameters["fail"] == "true" { throw JobError.invalidParameter("asked to fail") }
+        if context.values[Self.fail] { throw JobError.invalidParameter("asked to fail") }
         return JobOutcome(metrics: ["steps": Double(step), "attempt": Double(context.attempt)])
     }
 }

@@ -8,10 +8,8 @@ import Foundation
 /// reason tables with correction, SASRec with reason features over several seeds against
 /// ID-only, raw-content, pretrain-only and RL-only variants, and a report.
 ///
-/// Parameters (all optional): `profile` (`standard` or `quick`, default standard), `seeds`
-/// (comma-separated), `pretrain_steps`, `grpo_steps`, `candidates`, `run` (a name: the
-/// workspace becomes `<data_dir>/pipelines/<run>` and outlives the job) and `stop_after`
-/// (a stage: pretrain, content, reward, grpo, reasons, downstream; needs `run`), so stages
+/// Parameters (all optional): ``Parameters``. With `run` (a name) the workspace becomes
+/// `<data_dir>/pipelines/<run>` and outlives the job, and with `stop_after` stages
 /// can be run one job at a time: `pipeline run=exp stop_after=grpo`, then `pipeline run=exp`
 /// continues from the reason tables.
 ///
@@ -33,21 +31,44 @@ struct PipelineJob: JobKind {
     static let rewardLibrary = "CURecCollaborativeReward"
     static let recommenderLibrary = "CURecSASRec"
 
-    var name: String { "pipeline" }
-    var parameterSummary: String {
-        "profile=standard|quick, seeds=42,1,2, pretrain_steps, grpo_steps, candidates, run=NAME, stop_after=STAGE (all optional)"
+    /// The parameters of `pipeline`; the defaults are the profile's (`PipelineConfig`).
+    enum Parameters {
+        static let standard = PipelineConfig.standard
+        static let quick = PipelineConfig.quick
+        static let stages = PipelineStage.allCases.filter { $0 != .report }.map(\.rawValue)
+
+        static let profile: JobParameter<String> = .choice(
+            "profile", [standard.profile, quick.profile], default: standard.profile,
+            doc: "the configuration: `quick` runs every stage in minutes")
+        static let seeds: JobParameter<[Int]?> = .optionalIntegers(
+            "seeds", in: 0...Int.max, defaultText: "`\(list(standard.seeds))` (standard), `\(list(quick.seeds))` (quick)",
+            doc: "seeds of each downstream variant")
+        static let pretrainSteps: JobParameter<Int?> = .optionalInteger(
+            "pretrain_steps", in: 1...1_000_000,
+            defaultText: "\(standard.pretraining.steps) (standard), \(quick.pretraining.steps) (quick)", doc: "alignment pretraining steps")
+        static let grpoSteps: JobParameter<Int?> = .optionalInteger(
+            "grpo_steps", in: 1...100_000, defaultText: "\(standard.grpo.steps) (standard), \(quick.grpo.steps) (quick)", doc: "GRPO steps")
+        static let candidates: JobParameter<Int?> = .optionalInteger(
+            "candidates", in: 1...64,
+            defaultText: "\(standard.correction.candidates) (standard), \(quick.correction.candidates) (quick)",
+            doc: "reasons sampled per subject for correction")
+        static let run: JobParameter<String?> = .optionalText(
+            "run", rule: .plainName, defaultText: "none: the job's own workspace",
+            doc: "a workspace `<data_dir>/pipelines/<run>` that outlives the job, so later jobs continue it")
+        static let stopAfter: JobParameter<String?> = .optionalChoice(
+            "stop_after", stages, defaultText: "none: every stage", doc: "end after this stage (needs `run`)")
+        static let schema = JobParameterSchema(
+            kind: "pipeline", [profile, seeds, pretrainSteps, grpoSteps, candidates, run, stopAfter])
+
+        static func list(_ seeds: [UInt64]) -> String { seeds.map(String.init).joined(separator: ",") }
     }
 
-    func validate(_ parameters: [String: String]) throws(JobError) {
-        let known: Set = ["profile", "seeds", "pretrain_steps", "grpo_steps", "candidates", "run", "stop_after"]
-        if let unknown = parameters.keys.first(where: { !known.contains($0) }) {
-            throw .invalidParameter("pipeline: unknown parameter '\(unknown)'; expected \(parameterSummary)")
-        }
-        _ = try Self.configuration(parameters)
-        _ = try Self.lastStage(parameters)
-        if let run = parameters["run"], run.isEmpty || run.contains("/") || run.hasPrefix(".") {
-            throw .invalidParameter("pipeline: parameter 'run' must be a plain name (no '/', not starting with '.')")
-        }
+    var name: String { "pipeline" }
+    var parameters: JobParameterSchema { Parameters.schema }
+
+    func validate(_ values: JobParameterValues) throws(JobError) {
+        _ = try Self.configuration(values)
+        _ = try Self.lastStage(values)
         guard data != nil else { throw .invalidParameter("pipeline: the daemon has no dataset loaded (run scripts/fetch-data and restart)") }
         guard FileManager.default.fileExists(atPath: (miniLMDirectory as NSString).appendingPathComponent("model.safetensors")) else {
             throw .invalidParameter("pipeline: the MiniLM sentence encoder is missing from \(miniLMDirectory) (run scripts/fetch-minilm, or set minilm_dir)")
@@ -62,45 +83,24 @@ struct PipelineJob: JobKind {
     }
 
     /// The stage a parameter set stops after (`report`: run everything).
-    static func lastStage(_ parameters: [String: String]) throws(JobError) -> PipelineStage {
-        guard let text = parameters["stop_after"] else { return .report }
-        guard let stage = PipelineStage(rawValue: text), stage != .report else {
-            let names = PipelineStage.allCases.filter { $0 != .report }.map(\.rawValue).joined(separator: ", ")
-            throw .invalidParameter("pipeline: parameter 'stop_after' must be one of \(names), not '\(text)'")
-        }
-        guard parameters["run"] != nil else {
+    static func lastStage(_ values: JobParameterValues) throws(JobError) -> PipelineStage {
+        guard let text = values[Parameters.stopAfter], let stage = PipelineStage(rawValue: text) else { return .report }
+        guard values[Parameters.run] != nil else {
             throw .invalidParameter("pipeline: 'stop_after' needs 'run=NAME', so that a later pipeline job with the same run continues it")
         }
         return stage
     }
 
     /// The pipeline configuration a parameter set asks for.
-    static func configuration(_ parameters: [String: String]) throws(JobError) -> PipelineConfig {
-        var config: PipelineConfig
-        switch parameters["profile"] ?? "standard" {
-        case "standard", "": config = .standard
-        case "quick": config = .quick
-        case let other: throw .invalidParameter("pipeline: parameter 'profile' must be standard or quick, not '\(other)'")
-        }
-        func integer(_ key: String, _ range: ClosedRange<Int>) throws(JobError) -> Int? {
-            try JobParameters.integer(parameters, key, in: range, kind: "pipeline")
-        }
-        if let steps = try integer("pretrain_steps", 1...1_000_000) {
+    static func configuration(_ values: JobParameterValues) throws(JobError) -> PipelineConfig {
+        var config: PipelineConfig = values[Parameters.profile] == Parameters.quick.profile ? .quick : .standard
+        if let steps = values[Parameters.pretrainSteps] {
             config.pretraining.steps = steps
             config.pretraining.warmupSteps = min(config.pretraining.warmupSteps, max(1, steps / 10))
         }
-        if let steps = try integer("grpo_steps", 1...100_000) { config.grpo.steps = steps }
-        if let candidates = try integer("candidates", 1...64) { config.correction.candidates = candidates }
-        if let text = parameters["seeds"] {
-            var seeds: [UInt64] = []
-            for part in text.split(separator: ",") {
-                guard let seed = UInt64(part.trimmingCharacters(in: .whitespaces)) else {
-                    throw .invalidParameter("pipeline: parameter 'seeds' must be comma-separated non-negative integers, not '\(text)'")
-                }
-                seeds.append(seed)
-            }
-            config.seeds = seeds
-        }
+        if let steps = values[Parameters.grpoSteps] { config.grpo.steps = steps }
+        if let candidates = values[Parameters.candidates] { config.correction.candidates = candidates }
+        if let seeds = values[Parameters.seeds] { config.seeds = seeds.map { UInt64($0) } }
         do {
             try config.validate()
         } catch {
@@ -111,9 +111,10 @@ struct PipelineJob: JobKind {
 
     func run(_ context: JobContext) throws -> JobOutcome {
         guard let data else { throw JobError.invalidParameter("no dataset loaded") }
-        let config = try Self.configuration(context.parameters)
-        let last = try Self.lastStage(context.parameters)
-        let workspace = context.parameters["run"].map { (artifacts.root as NSString).appendingPathComponent("pipelines/\($0)") }
+        let config = try Self.configuration(context.values)
+        let last = try Self.lastStage(context.values)
+        let run = context.values[Parameters.run]
+        let workspace = run.map { (artifacts.root as NSString).appendingPathComponent("pipelines/\($0)") }
             ?? context.checkpointDirectory
         let environment = PluginPipelineEnvironment(
             data: data, plugins: plugins, artifacts: artifacts, miniLMDirectory: miniLMDirectory,
@@ -136,24 +137,31 @@ struct PipelineJob: JobKind {
         if outcome.completedThrough != .report {
             var metrics: [String: Double] = [:]
             for stage in outcome.stages { metrics["seconds.\(stage.name)"] = stage.seconds }
-            context.log("stopped after \(last.rawValue); submit `pipeline run=\(context.parameters["run"] ?? "")` to continue")
+            context.log("stopped after \(last.rawValue); submit `pipeline run=\(run ?? "")` to continue")
             return JobOutcome(metrics: metrics)
         }
 
         context.progress(stage: "save", step: 0, total: 1)
-        let base: [String: String] = ["dataset": data.dataset.name, "job": context.id, "profile": config.profile]
-        let reasons = try artifacts.addVersion(of: "reasons", metadata: base.merging(["kind": "reason-table"]) { $1 }) { staging in
+        func manifest(_ kind: ArtifactKind, stage: String? = nil) -> ArtifactManifest {
+            var manifest = ArtifactManifest(kind: kind)
+            manifest.dataset = data.dataset.name
+            manifest.job = context.id
+            manifest.profile = config.profile
+            manifest.stage = stage
+            return manifest
+        }
+        let reasons = try artifacts.addVersion(of: "reasons", manifest: manifest(.reasonTable)) { staging in
             if let corrected = outcome.reasonTableDirectories["curec"] { try copyContents(of: corrected, into: staging) }
             for key in ["pretrain", "rl"] {
                 guard let directory = outcome.reasonTableDirectories[key] else { continue }
                 try FileManager.default.copyItem(atPath: directory, toPath: (staging as NSString).appendingPathComponent(key))
             }
         }
-        let report = try publish("report", from: outcome.reportDirectory, metadata: base.merging(["kind": "report"]) { $1 })
+        let report = try publish("report", from: outcome.reportDirectory, manifest: manifest(.report))
         let reportRelative = "models/report/\((report as NSString).lastPathComponent)"
         context.log("saved models/reasons/\((reasons as NSString).lastPathComponent) and \(reportRelative)")
-        try publish("lm-pretrain", from: outcome.pretrainedModelDirectory, metadata: base.merging(["kind": "language-model", "stage": "pretrain"]) { $1 })
-        try publish("lm", from: outcome.tunedModelDirectory, metadata: base.merging(["kind": "language-model", "stage": "grpo"]) { $1 })
+        try publish("lm-pretrain", from: outcome.pretrainedModelDirectory, manifest: manifest(.languageModel, stage: "pretrain"))
+        try publish("lm", from: outcome.tunedModelDirectory, manifest: manifest(.languageModel, stage: "grpo"))
         // Last, so reasons, report and the LM are in place when the reason-aware recommender serves.
         if let served = try ReasonAwareRecommender.serveLatest(name: servedName, plugins: plugins, artifacts: artifacts) {
             context.log("now serving '\(servedName)' (SASRec with CURec reason features) from \(served)")
@@ -169,14 +177,14 @@ struct PipelineJob: JobKind {
         }
         for stage in outcome.stages { metrics["seconds.\(stage.name)"] = stage.seconds }
         // A named run's workspace is kept (the user may inspect or extend it); the job's own is not.
-        if context.parameters["run"] == nil { try? FileManager.default.removeItem(atPath: workspace) }
+        if run == nil { try? FileManager.default.removeItem(atPath: workspace) }
         onFinished()
         return JobOutcome(metrics: metrics, artifact: reportRelative)
     }
 
     @discardableResult
-    private func publish(_ name: String, from directory: String, metadata: [String: String]) throws -> String {
-        try artifacts.addVersion(of: name, metadata: metadata) { staging in try copyContents(of: directory, into: staging) }
+    private func publish(_ name: String, from directory: String, manifest: ArtifactManifest) throws -> String {
+        try artifacts.addVersion(of: name, manifest: manifest) { staging in try copyContents(of: directory, into: staging) }
     }
 
     private func copyContents(of source: String, into destination: String) throws {

@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import time
+import urllib.parse
 
 import pytest
 from hpack import Decoder, HPACKError
@@ -479,3 +480,58 @@ def test_generation_prompt_beyond_the_context(raw):
     assert grpc_status(header_blocks) == GRPC_INVALID_ARGUMENT
     message = dict(header_blocks[-1]).get("grpc-message", "")
     assert "context" in message and len(message) < 200
+
+
+# --------------------------------------------------------------------------- job parameters
+
+SUBMIT_JOB_PATH = "/curec.v1.JobService/Submit"
+LIST_JOBS_PATH = "/curec.v1.JobService/List"
+
+
+def _submit_request(kind, parameters):
+    """SubmitJobRequest{kind, parameters} encoded by hand (map entries are key=1, value=2)."""
+    body = _pb_bytes(1, kind.encode())
+    for key, value in parameters.items():
+        body += _pb_bytes(2, _pb_bytes(1, key.encode()) + _pb_bytes(2, value.encode()))
+    return body
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+@pytest.mark.parametrize("kind, parameters, words", [
+    ("pretrain", {"steps": "12abc"}, "'steps' must be an integer"),
+    ("pretrain", {"steps": "-5"}, "'steps' must be an integer in 1...1000000"),
+    ("pretrain", {"layers": "9" * 400}, "'layers' must be an integer"),
+    ("pretrain", {"seed": "1e3"}, "'seed' must be an integer"),
+    ("finetune", {"dataset": "d", "output": "o", "dropout": "inf"}, "'dropout' must be a number"),
+    ("finetune", {"dataset": "d", "output": "o", "alpha": "1e999"}, "'alpha' must be a number"),
+    ("finetune", {"dataset": "d", "output": "o", "targets": ",,,"}, "'targets'"),
+    ("finetune", {"dataset": "../../etc", "output": "o"}, "'dataset'"),
+    ("evaluate", {"cutoffs": "10," * 300}, "'cutoffs'"),
+    ("evaluate", {"split": "\x00\xff"}, "'split' must be validation or test"),
+    ("train", {"library": "CURecBPR", "serve": "TRUE"}, "'serve' must be true or false"),
+    ("train", {"library": "CURecBPR", "k" * 5000: "v"}, "unknown parameter"),
+    ("pipeline", {"stop_after": "everything", "run": "x"}, "'stop_after' must be one of"),
+    ("pipeline", {"seeds": "18446744073709551616"}, "'seeds'"),
+])
+def test_job_parameters_of_the_wrong_type_or_range(raw, server_address, kind, parameters, words):
+    """Job submissions with values of the wrong type, out of range or huge are refused with
+    INVALID_ARGUMENT naming the parameter in a short message, and the daemon keeps serving."""
+    raw.start()
+    raw.send(raw.headers_frame(1, raw.request_headers(SUBMIT_JOB_PATH))
+             + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(_submit_request(kind, parameters))))
+    header_blocks, data, rst = raw.read_response(1, deadline())
+    assert rst is None
+    assert grpc_status(header_blocks) == GRPC_INVALID_ARGUMENT
+    message = urllib.parse.unquote(dict(header_blocks[-1]).get("grpc-message", ""))
+    assert words in message, message
+    assert len(message) < 400
+    # Still serving: listing jobs answers, and none was queued.
+    conn = RawConnection(server_address)
+    try:
+        conn.start()
+        conn.send(conn.headers_frame(1, conn.request_headers(LIST_JOBS_PATH))
+                  + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(b"")))
+        listed_headers, listed, listed_rst = conn.read_response(1, deadline())
+        assert listed_rst is None and grpc_status(listed_headers) == GRPC_OK
+    finally:
+        conn.close()
