@@ -4,6 +4,10 @@ import CURecPluginKit
 import CURecTensor
 import Foundation
 
+/// The plugin this library serves: CURecPluginKit exports the C entry points for it.
+@_silgen_name("curec_swift_plugin_type")
+public func servedPluginType() -> any SwiftPlugin.Type { SASRecPlugin.self }
+
 /// SASRec, the self-attentive sequential recommender (Kang & McAuley, 2018), optionally with
 /// item features (content features, or embeddings of recommendation reasons) projected and
 /// added to the item ID embeddings, and with user features projected and added to every

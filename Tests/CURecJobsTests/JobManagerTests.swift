@@ -44,13 +44,18 @@ struct CountingJob: JobKind {
                               logger: Logger(label: "test"))
     }
 
+    /// Waits for the first event of job `id` that satisfies `condition`: `watch` delivers the
+    /// current state first and then every change, so no change can be missed.
+    @discardableResult
+    private func waitForEvent(_ manager: JobManager, _ id: String,
+                              where condition: (JobEvent) -> Bool) async throws -> JobEvent? {
+        for await event in try manager.watch(id) where condition(event) { return event }
+        Issue.record("job \(id) ended its events without the one awaited")
+        return nil
+    }
+
     private func waitForFinal(_ manager: JobManager, _ id: String) async throws -> JobRecord {
-        for _ in 0..<2000 {
-            let record = try manager.get(id)
-            if record.state.isFinal { return record }
-            try await Task.sleep(for: .milliseconds(5))
-        }
-        Issue.record("job \(id) did not finish")
+        try await waitForEvent(manager, id) { $0.isFinal }
         return try manager.get(id)
     }
 
@@ -91,7 +96,7 @@ struct CountingJob: JobKind {
         let queued = try jobs.submit(kind: "count", parameters: [:])
         jobs.start()
         defer { jobs.stop(timeout: 5) }
-        for _ in 0..<1000 where try jobs.get(running.id).step < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        try await waitForEvent(jobs, running.id) { $0.step >= 2 }
         #expect(try jobs.cancel(queued.id).state == .cancelled)
         _ = try jobs.cancel(running.id)
         let record = try await waitForFinal(jobs, running.id)
@@ -125,7 +130,7 @@ struct CountingJob: JobKind {
             let first = try manager(path, steps: 400, delay: .milliseconds(2))
             id = try first.submit(kind: "count", parameters: [:]).id
             first.start()
-            for _ in 0..<1000 where try first.get(id).step < 10 { try await Task.sleep(for: .milliseconds(5)) }
+            try await waitForEvent(first, id) { $0.step >= 10 }
             first.stop(timeout: 5)  // as a crash would, leaves the job `running` in the store
             #expect(try first.get(id).state == .running)
         }
