@@ -134,6 +134,27 @@ import Testing
         }
     }
 
+    @Test func theStageTableIsWellFormed() throws {
+        let dataset = Synthetic.dataset()
+        let environment = TestPipelineEnvironment(dataset: dataset, split: LeaveOneOutSplit(dataset))
+        let runner = PipelineRunner(environment: environment, config: tinyPipelineConfig(), workspace: Self.workspace())
+        let table = runner.stages
+        #expect(PipelineStageDefinition.problem(in: table) == nil)
+        // Every stop point has a stage, every reason table is written by one, and only the report is never recorded.
+        for group in PipelineStage.allCases { #expect(table.contains { $0.group == group }, "no stage in \(group)") }
+        for kind in ReasonTableKind.all { #expect(table.contains { $0.name == kind.stageName }) }
+        #expect(table.filter { if case .everyRun = $0.recording { true } else { false } }.map(\.name) == ["report"])
+        // Every reason-based variant reads a table that exists; keys are unique.
+        #expect(Set(DownstreamVariant.all.map(\.key)).count == DownstreamVariant.all.count)
+        for variant in DownstreamVariant.all {
+            if case .reasons(let kind) = variant.features { #expect(ReasonTableKind.all.contains(kind)) }
+        }
+        // The check itself finds a stage that reads a later one.
+        let misplaced = [PipelineStageDefinition("a", group: .pretrain, inputs: ["b"]) { PipelineStageOutput() },
+                         PipelineStageDefinition("b", group: .content) { PipelineStageOutput() }]
+        #expect(PipelineStageDefinition.problem(in: misplaced) != nil)
+    }
+
     @Test func badConfigsAreRefusedWithTheField() {
         var config = tinyPipelineConfig()
         config.seeds = []

@@ -143,10 +143,10 @@ struct PipelineJob: JobKind {
         context.progress(stage: "save", step: 0, total: 1)
         let base: [String: String] = ["dataset": data.dataset.name, "job": context.id, "profile": config.profile]
         let reasons = try artifacts.addVersion(of: "reasons", metadata: base.merging(["kind": "reason-table"]) { $1 }) { staging in
-            if let corrected = outcome.reasonTableDirectories["curec"] { try copyContents(of: corrected, into: staging) }
-            for key in ["pretrain", "rl"] {
-                guard let directory = outcome.reasonTableDirectories[key] else { continue }
-                try FileManager.default.copyItem(atPath: directory, toPath: (staging as NSString).appendingPathComponent(key))
+            if let served = outcome.reasonTableDirectories[ReasonTableKind.served.key] { try copyContents(of: served, into: staging) }
+            for kind in ReasonTableKind.all where kind != ReasonTableKind.served {
+                guard let directory = outcome.reasonTableDirectories[kind.key] else { continue }
+                try FileManager.default.copyItem(atPath: directory, toPath: (staging as NSString).appendingPathComponent(kind.key))
             }
         }
         let report = try publish("report", from: outcome.reportDirectory, metadata: base.merging(["kind": "report"]) { $1 })
