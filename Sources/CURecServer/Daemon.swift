@@ -144,7 +144,8 @@ public final class Daemon: Sendable {
                 PretrainJob(data: data, artifacts: artifacts),
                 FinetuneJob(datasets: datasets, artifacts: artifacts, basePath: configuration.resolvedLMPath),
                 PipelineJob(data: data, plugins: plugins, artifacts: artifacts,
-                            miniLMDirectory: configuration.resolvedMiniLMDirectory, servedName: Self.reasonAwareRecommender,
+                            miniLMDirectory: configuration.resolvedMiniLMDirectory, chatModelPath: configuration.resolvedLMPath,
+                            servedName: Self.reasonAwareRecommender,
                             onFinished: { sampleLogger.log() }),
             ],
             limits: jobLimits, logger: logger)

@@ -27,13 +27,13 @@ import Testing
 
         // Stage records with times.
         let names = outcome.stages.map(\.name)
-        for stage in ["pretrain", "content", "reward", "grpo", "reasons-pretrain", "reasons-rl", "reasons-curec", "downstream"] {
+        for stage in ["align", "content", "reward", "grpo", "reasons-base", "reasons-aligned", "reasons-rl", "reasons-curec", "downstream"] {
             #expect(names.contains(stage), "missing stage \(stage)")
         }
         #expect(outcome.stages.allSatisfy { $0.seconds >= 0 })
-        #expect(stagesSeen.contains("grpo") && stagesSeen.contains("pretrain"))
+        #expect(stagesSeen.contains("grpo") && stagesSeen.contains("align"))
         #expect(outcome.stages.first { $0.name == "grpo" }?.curves["reward"]?.count == config.grpo.steps)
-        #expect((outcome.stages.first { $0.name == "pretrain" }?.metrics["held_out_perplexity"] ?? 0) > 1)
+        #expect((outcome.stages.first { $0.name == "align" }?.metrics["held_out_perplexity"] ?? 0) > 1)
 
         // Five variants over two seeds, with finite metrics.
         #expect(outcome.downstream.count == DownstreamVariant.all.count * config.seeds.count)
@@ -89,7 +89,7 @@ import Testing
         var lines: [String] = []
         let again = try PipelineRunner(environment: environment, config: config, workspace: workspace,
                                        log: { lines.append($0) }).run()
-        #expect(lines.contains { $0.contains("stage pretrain: already done") })
+        #expect(lines.contains { $0.contains("stage align: already done") })
         #expect(lines.contains { $0.contains("stage reasons-curec: already done") })
         #expect(again.downstream == outcome.downstream)
     }
@@ -104,7 +104,7 @@ import Testing
         let first = try PipelineRunner(environment: environment, config: config, workspace: workspace).run(through: .grpo)
         #expect(first.completedThrough == .grpo)
         #expect(first.stages.map(\.name).contains("grpo"))
-        #expect(!first.stages.map(\.name).contains("reasons-pretrain"))
+        #expect(!first.stages.map(\.name).contains("reasons-base"))
         #expect(first.downstream.isEmpty)
         #expect(FileManager.default.fileExists(atPath: first.tunedModelDirectory + "/tokenizer.json"))
         var lines: [String] = []
@@ -147,10 +147,10 @@ import Testing
         // Every reason-based variant reads a table that exists; keys are unique.
         #expect(Set(DownstreamVariant.all.map(\.key)).count == DownstreamVariant.all.count)
         for variant in DownstreamVariant.all {
-            if case .reasons(let kind) = variant.features { #expect(ReasonTableKind.all.contains(kind)) }
+            if case .reasons(let kind, _) = variant.features { #expect(ReasonTableKind.all.contains(kind)) }
         }
         // The check itself finds a stage that reads a later one.
-        let misplaced = [PipelineStageDefinition("a", group: .pretrain, inputs: ["b"]) { PipelineStageOutput() },
+        let misplaced = [PipelineStageDefinition("a", group: .align, inputs: ["b"]) { PipelineStageOutput() },
                          PipelineStageDefinition("b", group: .content) { PipelineStageOutput() }]
         #expect(PipelineStageDefinition.problem(in: misplaced) != nil)
     }

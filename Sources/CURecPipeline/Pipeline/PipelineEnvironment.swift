@@ -49,6 +49,10 @@ public protocol PipelineEnvironment: Sendable {
     /// The sentence encoder (MiniLM).
     func makeEmbedder() throws -> any ReasonEmbedder
 
+    /// The GGUF file of the pretrained chat model (SmolLM2-135M-Instruct) that a
+    /// ``PipelineLanguageModel/chat`` pipeline aligns; nil when there is none.
+    var chatModelPath: String? { get }
+
     /// Trains the collaborative reward model with `itemFeatures` (`[itemCount x dimension]`)
     /// as item content on the training split.
     func trainRewardModel(itemFeatures: [Float], dimension: Int, config: String,
@@ -58,4 +62,8 @@ public protocol PipelineEnvironment: Sendable {
     /// Trains one recommender run (early stopping on validation NDCG@10 happens inside).
     func trainRecommender(_ run: RecommenderRun, progress: @escaping (Int, Int, [String: Double]) -> Void,
                           isCancelled: @escaping () -> Bool) throws -> any RecommenderScoring
+}
+
+extension PipelineEnvironment {
+    public var chatModelPath: String? { nil }
 }

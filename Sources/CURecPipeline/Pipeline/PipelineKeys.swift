@@ -4,8 +4,9 @@ import Foundation
 /// stage of ``PipelineRunner/stages`` belongs to one of them; the record names of single-record
 /// stages are these raw values.
 public enum PipelineStage: String, Sendable, CaseIterable, Comparable, Codable {
-    /// Stages 1 and 2: corpus and alignment pretraining.
-    case pretrain
+    /// Stages 1 and 2: corpus and alignment (fine-tuning of the chat model, or pretraining of
+    /// the built-in GPT).
+    case align
     /// MiniLM embeddings of item content.
     case content
     /// Stage 3: the collaborative reward model.
@@ -30,8 +31,10 @@ public enum PipelineStage: String, Sendable, CaseIterable, Comparable, Codable {
 public struct ReasonTableKind: Sendable, Hashable {
     /// The language model that writes a table.
     public enum Writer: Sendable, Hashable {
+        /// The language model before alignment (for the built-in GPT: its untrained initialisation).
+        case base
         /// The model after alignment, before GRPO.
-        case pretrained
+        case aligned
         /// The GRPO-tuned model.
         case tuned
     }
@@ -43,9 +46,10 @@ public struct ReasonTableKind: Sendable, Hashable {
     /// Which model wrote it, for the report.
     public let label: String
 
-    /// Greedy reasons of the pretrained model.
-    public static let pretrain = ReasonTableKind(key: "pretrain", writer: .pretrained, corrected: false,
-                                                 label: "pretrain only")
+    /// Greedy reasons of the model before alignment.
+    public static let base = ReasonTableKind(key: "base", writer: .base, corrected: false, label: "base model, no alignment")
+    /// Greedy reasons of the aligned model.
+    public static let aligned = ReasonTableKind(key: "aligned", writer: .aligned, corrected: false, label: "aligned")
     /// Greedy reasons of the GRPO-tuned model.
     public static let rl = ReasonTableKind(key: "rl", writer: .tuned, corrected: false,
                                            label: "after GRPO")
@@ -55,7 +59,7 @@ public struct ReasonTableKind: Sendable, Hashable {
 
     /// Every table, in the order they are written (a corrected table reads the greedy table of
     /// the same writer, written before it).
-    public static let all: [ReasonTableKind] = [pretrain, rl, curec]
+    public static let all: [ReasonTableKind] = [base, aligned, rl, curec]
     /// The table the daemon serves.
     public static let served = curec
 
@@ -77,8 +81,10 @@ public struct DownstreamVariant: Sendable, Hashable {
         case none
         /// MiniLM embeddings of each item's title, year and genres, as item features.
         case content
-        /// A reason table's item and user embeddings, as item and user features.
-        case reasons(ReasonTableKind)
+        /// A reason table's item and user embeddings as item and user features; with
+        /// `withContent` the item features are the content embedding and the reason embedding
+        /// side by side.
+        case reasons(ReasonTableKind, withContent: Bool)
     }
 
     public var key: String
@@ -88,15 +94,19 @@ public struct DownstreamVariant: Sendable, Hashable {
     public static let id = DownstreamVariant(key: "id", label: "SASRec, item IDs only", features: .none)
     public static let content = DownstreamVariant(key: "content", label: "+ raw content (MiniLM of title, year, genres)",
                                                   features: .content)
-    public static let pretrain = DownstreamVariant(key: ReasonTableKind.pretrain.key, label: "+ pretrain-only reasons",
-                                                   features: .reasons(.pretrain))
-    public static let rl = DownstreamVariant(key: ReasonTableKind.rl.key, label: "+ RL reasons, no correction",
-                                             features: .reasons(.rl))
-    public static let curec = DownstreamVariant(key: ReasonTableKind.curec.key, label: "+ full CURec (RL + correction)",
-                                                features: .reasons(.curec))
+    public static let base = DownstreamVariant(key: ReasonTableKind.base.key, label: "+ raw content + base-model reasons (no alignment)",
+                                               features: .reasons(.base, withContent: true))
+    public static let aligned = DownstreamVariant(key: ReasonTableKind.aligned.key, label: "+ raw content + aligned-model reasons",
+                                                  features: .reasons(.aligned, withContent: true))
+    public static let rl = DownstreamVariant(key: ReasonTableKind.rl.key, label: "+ raw content + GRPO reasons, no correction",
+                                             features: .reasons(.rl, withContent: true))
+    public static let curec = DownstreamVariant(key: ReasonTableKind.curec.key, label: "+ raw content + full CURec (GRPO + correction)",
+                                                features: .reasons(.curec, withContent: true))
+    public static let reasonsOnly = DownstreamVariant(key: "curec-no-content", label: "+ full CURec reasons, no raw content",
+                                                      features: .reasons(.curec, withContent: false))
 
     /// The variants, in report order.
-    public static let all = [id, content, pretrain, rl, curec]
+    public static let all = [id, content, base, aligned, rl, curec, reasonsOnly]
     /// The variant whose first-seed model the daemon serves.
     public static let served = curec
     /// The variants the report's verdict compares ``served`` against, with their names there.

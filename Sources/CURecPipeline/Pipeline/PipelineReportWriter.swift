@@ -60,24 +60,41 @@ public struct PipelineReportWriter: Sendable {
         report.table(header: ["Stage", "Seconds"], rows: rows, alignments: [.left, .right])
 
         report.heading("Language model", level: 2)
-        if let pretrain = stage(PipelineStage.pretrain.rawValue) {
-            report.paragraph("Alignment pretraining: \(Int(pretrain.metrics["examples"] ?? 0)) corpus examples, "
-                + "\(config.pretraining.steps) steps, \(config.pretraining.layers) layers × width \(config.pretraining.width), "
-                + "BPE vocabulary \(config.pretraining.vocabularySize). Held-out perplexity "
-                + Self.fixed(pretrain.metrics["held_out_perplexity"], 2) + ".")
-            report.image(alt: "pretraining loss", file: "pretrain-loss.svg")
+        if let align = stage(PipelineStage.align.rawValue) {
+            switch config.languageModel {
+            case .chat:
+                let a = config.alignment
+                let method = a.method == .lora ? "LoRA (rank \(a.lora.rank), alpha \(ReportFormat.compact(Double(a.lora.alpha), maxDecimals: 2)))" : "full fine-tuning"
+                report.paragraph("Alignment fine-tuning of SmolLM2-135M-Instruct, \(method), on "
+                    + "\(Int(align.metrics["train_examples"] ?? 0)) of \(Int(align.metrics["examples"] ?? 0)) corpus examples in its "
+                    + "chat format (loss on the assistant turn: up to \(a.reasoningSteps) reasoning steps and the reason), "
+                    + "\(a.steps) steps of \(a.batch). Perplexity of the answers of \(Int(align.metrics["held_out_examples"] ?? 0)) "
+                    + "held-out examples (\(Int(align.metrics["held_out_tokens"] ?? 0)) tokens, never trained on): base model "
+                    + Self.fixed(align.metrics["base_held_out_perplexity"], 2) + ", aligned "
+                    + Self.fixed(align.metrics["held_out_perplexity"], 2) + ".")
+            case .gpt:
+                report.paragraph("Alignment pretraining of the built-in GPT: \(Int(align.metrics["examples"] ?? 0)) corpus examples, "
+                    + "\(config.pretraining.steps) steps, \(config.pretraining.layers) layers × width \(config.pretraining.width), "
+                    + "BPE vocabulary \(config.pretraining.vocabularySize). Held-out perplexity "
+                    + Self.fixed(align.metrics["held_out_perplexity"], 2) + ".")
+            }
+            report.image(alt: "alignment loss", file: "pretrain-loss.svg")
         }
         if let grpo = stage(PipelineStage.grpo.rawValue) {
             report.paragraph("GRPO: \(Int(grpo.metrics["steps"] ?? 0)) steps over \(Int(grpo.metrics["prompts"] ?? 0)) "
                 + "user and item prompts, \(config.grpo.promptsPerStep) prompts × \(config.grpo.groupSize) samples per step, "
                 + "KL coefficient \(ReportFormat.compact(Double(config.grpo.klCoefficient), maxDecimals: 4)). Mean reward "
                 + Self.fixed(grpo.metrics["first_reward"]) + " at the first step, " + Self.fixed(grpo.metrics["last_reward"])
-                + " at the last (single steps are noisy; see the curve).")
+                + " at the last (single steps are noisy; see the curve); mean KL to the aligned model "
+                + Self.fixed(grpo.metrics["mean_kl"], 4) + ", mean completion length "
+                + Self.fixed(grpo.metrics["mean_length"], 1) + " tokens.")
             report.image(alt: "GRPO reward, KL and length", file: "grpo.svg")
         }
 
         report.heading("Reasons", level: 2)
-        report.paragraph("One reason per user and per item. Reward = fraction of (true, sampled) users the collaborative "
+        let subjects = (config.reasonUsers == 0 ? "every user" : "the first \(config.reasonUsers) users")
+            + " and " + (config.reasonItems == 0 ? "every item" : "the \(config.reasonItems) most watched items")
+        report.paragraph("One reason for \(subjects) (the others get zero feature rows). Reward = fraction of (true, sampled) users the collaborative "
             + "reward model orders correctly with the reason's MiniLM embedding as content, minus the verifier's penalties "
             + "(false titles, genres or years, claims from after the user's cut-off, format).")
         var tableRows: [[String]] = []
@@ -154,8 +171,8 @@ public struct PipelineReportWriter: Sendable {
         func save(_ text: String, _ name: String) throws {
             try Data(text.utf8).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent(name)), options: .atomic)
         }
-        let loss = stage(PipelineStage.pretrain.rawValue)?.curves["loss"] ?? []
-        try save(SVGLineChart(title: "Alignment pretraining loss", xLabel: "step", yLabel: "cross-entropy",
+        let loss = stage(PipelineStage.align.rawValue)?.curves["loss"] ?? []
+        try save(SVGLineChart(title: "Alignment loss", xLabel: "step", yLabel: "cross-entropy",
                               series: [.init(name: "train loss", points: loss.enumerated().map { (Double($0 + 1), $1) })]).render(),
                  "pretrain-loss.svg")
         let curves = stage(PipelineStage.grpo.rawValue)?.curves ?? [:]

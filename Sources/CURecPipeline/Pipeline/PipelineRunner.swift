@@ -28,11 +28,15 @@ public struct PipelineOutcome: Sendable {
     /// The last stage run; the outputs of later stages are empty.
     public var completedThrough: PipelineStage
     public var workspace: String
-    /// Pretrained LM (model files and tokenizer.json).
-    public var pretrainedModelDirectory: String
-    /// RL-tuned LM.
+    /// The language model in use.
+    public var languageModel: PipelineLanguageModel
+    /// The aligned LM: the built-in GPT (model files and tokenizer.json), or the chat model's
+    /// fine-tuning (PEFT LoRA adapters, or full float32 weights; `metadata.json` names the
+    /// method).
+    public var alignedModelDirectory: String
+    /// The GRPO-tuned LM, in the same formats (the chat model's GRPO trains LoRA adapters).
     public var tunedModelDirectory: String
-    /// Reason tables per variant key (`pretrain`, `rl`, `curec`).
+    /// Reason tables per ``ReasonTableKind`` key.
     public var reasonTableDirectories: [String: String]
     /// The report (report.md, charts, results.json).
     public var reportDirectory: String
@@ -129,12 +133,15 @@ public final class PipelineRunner: @unchecked Sendable {
     private var cachedEmbedder: (any ReasonEmbedder)?
     private var cachedContent: [Float]?
     private var cachedRewarder: ReasonRewarder?
-    private var cachedModels: [ReasonTableKind.Writer: LanguageModel] = [:]
+    private var cachedModels: [ReasonTableKind.Writer: any ReasonLanguageModel] = [:]
+    private var baseBackbone: LlamaBackbone?
+    private var alignedBackbone: LlamaBackbone?
 
     private var contentPath: String { path("content/item_embeddings.f32") }
     private func modelDirectory(_ writer: ReasonTableKind.Writer) -> String {
         switch writer {
-        case .pretrained: return path("lm-pretrain")
+        case .base: return path("lm-base")
+        case .aligned: return path("lm-aligned")
         case .tuned: return path("lm-rl")
         }
     }
@@ -180,11 +187,79 @@ public final class PipelineRunner: @unchecked Sendable {
         return made
     }
 
-    private func languageModel(_ writer: ReasonTableKind.Writer) throws -> LanguageModel {
+    /// The chat model as the GGUF file holds it (float32 to train; 4-bit to decode when
+    /// ``PipelineConfig/decodeQuantized``).
+    private func chatBackbone() throws -> LlamaBackbone {
+        if let baseBackbone { return baseBackbone }
+        guard let file = environment.chatModelPath, FileManager.default.fileExists(atPath: file) else {
+            throw PipelineError.invalidConfig("the chat language model file is missing (\(environment.chatModelPath ?? "none configured")); "
+                                              + "scripts/fetch-lm fetches SmolLM2-135M-Instruct")
+        }
+        let gguf = try GGUFFile.read(path: file)
+        let tokenizer = try PretrainedTokenizer(gguf: gguf)
+        let trainable = try LlamaModel.load(gguf: gguf, weights: .float32)
+        let decoder = config.decodeQuantized ? try LlamaModel.load(gguf: gguf, weights: .quantized) : nil
+        let made = LlamaBackbone(trainable: trainable, decoder: decoder, tokenizer: tokenizer)
+        baseBackbone = made
+        return made
+    }
+
+    /// The backbone of the aligned model: the same as the base with LoRA alignment; after full
+    /// fine-tuning, a float32 copy with the aligned weights (it decodes in float32).
+    private func alignedChatBackbone() throws -> LlamaBackbone {
+        if config.alignment.method == .lora { return try chatBackbone() }
+        if let alignedBackbone { return alignedBackbone }
+        guard let file = environment.chatModelPath else { return try chatBackbone() }
+        let gguf = try GGUFFile.read(path: file)
+        let model = try LlamaModel.load(gguf: gguf, weights: .float32)
+        try LlamaWeightsFile.load(path: (modelDirectory(.aligned) as NSString).appendingPathComponent(LlamaWeightsFile.fileName),
+                                  into: model)
+        let made = LlamaBackbone(trainable: model, tokenizer: try chatBackbone().tokenizer)
+        alignedBackbone = made
+        return made
+    }
+
+    /// The model that writes a table (loaded from the workspace on first use).
+    private func languageModel(_ writer: ReasonTableKind.Writer) throws -> any ReasonLanguageModel {
         if let cached = cachedModels[writer] { return cached }
-        let loaded = try loadLanguageModel(modelDirectory(writer))
+        let loaded: any ReasonLanguageModel
+        switch (config.languageModel, writer) {
+        case (.gpt, .base):
+            // The built-in GPT's untrained initialisation, with the corpus tokenizer.
+            let aligned = try loadLanguageModel(modelDirectory(.aligned))
+            loaded = GPTReasonModel(model: try GPTModel(config: aligned.model.config, seed: config.pretraining.seed),
+                                    tokenizer: aligned.tokenizer)
+        case (.gpt, _):
+            let model = try loadLanguageModel(modelDirectory(writer))
+            loaded = GPTReasonModel(model: model.model, tokenizer: model.tokenizer)
+        case (.chat, .base):
+            loaded = LlamaReasonModel(backbone: try chatBackbone(), adapters: nil)
+        case (.chat, .aligned):
+            let backbone = try alignedChatBackbone()
+            let adapters = config.alignment.method == .lora
+                ? try LlamaLoRA.loadPeft(directory: modelDirectory(.aligned), modelConfig: backbone.trainable.config) : nil
+            loaded = LlamaReasonModel(backbone: backbone, adapters: adapters)
+        case (.chat, .tuned):
+            let backbone = try alignedChatBackbone()
+            loaded = LlamaReasonModel(backbone: backbone,
+                                      adapters: try LlamaLoRA.loadPeft(directory: modelDirectory(.tuned), modelConfig: backbone.trainable.config))
+        }
         cachedModels[writer] = loaded
         return loaded
+    }
+
+    /// Users and items that get reasons: the first ``PipelineConfig/reasonUsers`` users and the
+    /// ``PipelineConfig/reasonItems`` most watched items in training (all when 0).
+    func reasonSubjects() throws -> [ReasonSubject] {
+        let dataset = environment.dataset
+        let userCount = config.reasonUsers == 0 ? dataset.userCount : min(config.reasonUsers, dataset.userCount)
+        var items = Array(0..<dataset.itemCount)
+        if config.reasonItems > 0 {
+            let audience = try builder().statistics.audienceByItem.map(\.count)
+            items.sort { audience[$0] != audience[$1] ? audience[$0] > audience[$1] : $0 < $1 }
+            items = Array(items.prefix(config.reasonItems)).sorted()
+        }
+        return (0..<userCount).map { .user(Int32($0)) } + items.map { .item(Int32($0)) }
     }
 
     /// The corpus prompt of a subject (user-preference or item-audience task).
@@ -203,19 +278,19 @@ public final class PipelineRunner: @unchecked Sendable {
     /// The stages, in order. To add one, add a row here (and, if it is a new stop point, a
     /// case of ``PipelineStage``); see docs/pipeline.md.
     var stages: [PipelineStageDefinition] {
-        let pretrain = PipelineStage.pretrain.rawValue, content = PipelineStage.content.rawValue
+        let align = PipelineStage.align.rawValue, content = PipelineStage.content.rawValue
         let reward = PipelineStage.reward.rawValue, grpo = PipelineStage.grpo.rawValue
         var table: [PipelineStageDefinition] = [
-            PipelineStageDefinition(.pretrain, scratch: ["pretrain-checkpoints"], run: runPretraining),
+            PipelineStageDefinition(.align, scratch: ["align-checkpoints"], run: runAlignment),
             PipelineStageDefinition(.content, run: runContent),
             PipelineStageDefinition(.reward, inputs: [content]) {
                 _ = try self.rewarder()
                 return PipelineStageOutput(metrics: ["dimension": Double(try self.embedder().dimension)])
             },
-            PipelineStageDefinition(.grpo, inputs: [pretrain, content, reward], run: runGRPO),
+            PipelineStageDefinition(.grpo, inputs: [align, content, reward], run: runGRPO),
         ]
         for kind in ReasonTableKind.all {
-            var inputs = [content, reward, kind.writer == .pretrained ? pretrain : grpo]
+            var inputs = [content, reward, kind.writer == .tuned ? grpo : align]
             if kind.corrected, let greedy = ReasonTableKind.all.first(where: { $0.writer == kind.writer && !$0.corrected }) {
                 inputs.append(greedy.stageName)
             }
@@ -254,8 +329,8 @@ public final class PipelineRunner: @unchecked Sendable {
         }
         let reachedReasons = last >= .reasons
         let outcome = PipelineOutcome(
-            completedThrough: last, workspace: workspace, pretrainedModelDirectory: modelDirectory(.pretrained),
-            tunedModelDirectory: modelDirectory(.tuned), reasonTableDirectories: reachedReasons ? tableDirectories : [:],
+            completedThrough: last, workspace: workspace, languageModel: config.languageModel,
+            alignedModelDirectory: modelDirectory(.aligned), tunedModelDirectory: modelDirectory(.tuned), reasonTableDirectories: reachedReasons ? tableDirectories : [:],
             reportDirectory: last == .report ? path("report") : "", stages: records,
             downstream: last >= .downstream ? try downstreamResults() : [])
         if last != .report { log("stopped after stage \(last.rawValue); run again on this workspace to continue") }
@@ -292,22 +367,66 @@ public final class PipelineRunner: @unchecked Sendable {
 
     // MARK: - Stages
 
-    /// Stages 1 and 2: corpus and alignment pretraining.
-    private func runPretraining() throws -> PipelineStageOutput {
-        let stage = PipelineStage.pretrain.rawValue
+    /// Stages 1 and 2: the corpus, then alignment of the language model on it.
+    private func runAlignment() throws -> PipelineStageOutput {
         progress("corpus", 0, 1, [:])
         let examples = try builder().build { p in self.progress("corpus", p.completed, p.total, [:]) }
         log("corpus: \(examples.count) examples from the training split")
+        switch config.languageModel {
+        case .gpt: return try runPretraining(examples)
+        case .chat: return try runFineTuning(examples)
+        }
+    }
+
+    /// Stage 2 on the chat model: alignment fine-tuning (LoRA or full), with the held-out
+    /// perplexity of the base and the aligned model on the same answers.
+    private func runFineTuning(_ examples: [CorpusExample]) throws -> PipelineStageOutput {
+        let stage = PipelineStage.align.rawValue
+        let backbone = try chatBackbone()
+        let result = try AlignmentFineTuning.run(
+            examples: examples, backbone: backbone, config: config.alignment, checkpointDirectory: path("align-checkpoints"),
+            progress: { step, total, metrics in self.progress(stage, step, total, metrics) }, isCancelled: isCancelled)
+        let directory = modelDirectory(.aligned)
+        let staging = directory + ".partial"
+        try? FileManager.default.removeItem(atPath: staging)
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        if let adapters = result.adapters {
+            try adapters.savePeft(directory: staging, baseModelNameOrPath: "HuggingFaceTB/SmolLM2-135M-Instruct")
+        } else {
+            try LlamaWeightsFile.save(backbone.trainable, path: (staging as NSString).appendingPathComponent(LlamaWeightsFile.fileName))
+            // The base model's float32 weights changed; reload them for the base model's reasons.
+            baseBackbone = nil
+        }
+        try JSONSerialization.data(withJSONObject: ["method": config.alignment.method.rawValue, "stage": "align"])
+            .write(to: URL(fileURLWithPath: (staging as NSString).appendingPathComponent("metadata.json")))
+        try? FileManager.default.removeItem(atPath: directory)
+        try FileManager.default.moveItem(atPath: staging, toPath: directory)
+        cachedModels = [:]
+        log(String(format: "align: held-out perplexity of the answers %.2f (base) -> %.2f (aligned) on %d examples, %d tokens",
+                   result.baseHeldOutPerplexity, result.alignedHeldOutPerplexity, result.heldOutExamples, result.heldOutTokens))
+        return PipelineStageOutput(
+            metrics: ["examples": Double(examples.count), "train_examples": Double(result.trainExamples),
+                      "held_out_examples": Double(result.heldOutExamples), "held_out_tokens": Double(result.heldOutTokens),
+                      "base_held_out_perplexity": result.baseHeldOutPerplexity,
+                      "held_out_perplexity": result.alignedHeldOutPerplexity,
+                      "train_loss": result.losses.suffix(10).reduce(0, +) / Double(max(1, min(10, result.losses.count)))],
+            curves: ["loss": result.losses])
+    }
+
+    /// Stage 2 on the built-in GPT: BPE vocabulary and pretraining from scratch.
+    private func runPretraining(_ examples: [CorpusExample]) throws -> PipelineStageOutput {
+        let stage = PipelineStage.align.rawValue
         var losses: [Double] = []
         let result = try AlignmentPretraining.run(
-            texts: examples.map(\.text), config: config.pretraining, checkpointDirectory: path("pretrain-checkpoints"),
+            texts: examples.map(\.text), config: config.pretraining, checkpointDirectory: path("align-checkpoints"),
             progress: { step, total, metrics in
                 if let loss = metrics["loss"] { losses.append(loss) }
                 self.progress(stage, step, total, metrics)
             },
             isCancelled: isCancelled)
-        try saveLanguageModel(result.model, result.tokenizer, to: modelDirectory(.pretrained))
-        log(String(format: "pretrain: held-out perplexity %.2f", result.heldOutPerplexity))
+        try saveLanguageModel(result.model, result.tokenizer, to: modelDirectory(.aligned))
+        cachedModels = [:]
+        log(String(format: "align: held-out perplexity %.2f", result.heldOutPerplexity))
         return PipelineStageOutput(
             metrics: ["examples": Double(examples.count), "held_out_perplexity": result.heldOutPerplexity,
                       "held_out_loss": result.heldOutLoss, "train_loss": result.trainLoss],
@@ -331,22 +450,27 @@ public final class PipelineRunner: @unchecked Sendable {
         return PipelineStageOutput(metrics: ["items": Double(texts.count), "dimension": Double(embedder.dimension)])
     }
 
-    /// Stage 4: GRPO against the frozen pretrained model.
+    /// Stage 4: GRPO against the frozen aligned model (on the chat model: a copy of the
+    /// aligned adapters, or fresh adapters after full fine-tuning, is trained).
     private func runGRPO() throws -> PipelineStageOutput {
         let stage = PipelineStage.grpo.rawValue
-        let pretrained = try languageModel(.pretrained)
+        let reference = try languageModel(.aligned)
         let rewarder = try rewarder()
-        let policy = pretrained.model.frozenCopy()
-        let writer = try ReasonWriter(model: policy, tokenizer: pretrained.tokenizer, maxTokens: config.maxTokens,
-                                      batchSize: config.generationBatch)
+        let policy: any ReasonLanguageModel
+        switch reference {
+        case let gpt as GPTReasonModel: policy = gpt.frozenCopy()
+        case let chat as LlamaReasonModel: policy = try chat.trainableCopy(config: config.alignment.lora, seed: config.grpo.seed)
+        default: throw PipelineError.invalidConfig("GRPO does not know how to copy \(type(of: reference))")
+        }
+        let writer = try ReasonWriter(languageModel: policy, maxTokens: config.answerTokens, batchSize: config.generationBatch)
         let subjects = grpoSubjects()
         let prompt = try prompter()
         let prompts = subjects.map { writer.promptTokens(prompt($0)) }
         var curves: [String: [Double]] = ["reward": [], "kl": [], "length": [], "loss": []]
         var grpoConfig = config.grpo
-        grpoConfig.maxTokens = config.maxTokens
+        grpoConfig.maxTokens = config.answerTokens
         let result = try GRPO.run(
-            policy: policy, reference: pretrained.model, prompts: prompts, stopSequences: writer.stopSequences,
+            policy: policy, reference: reference, prompts: prompts, stopSequences: writer.stopSequences,
             config: grpoConfig,
             reward: { samples in
                 let reasons = samples.map { sample in
@@ -359,25 +483,50 @@ public final class PipelineRunner: @unchecked Sendable {
                 curves["kl", default: []].append(step.kl)
                 curves["length", default: []].append(step.meanLength)
                 curves["loss", default: []].append(step.loss)
+                self.log(String(format: "grpo step %d: reward %.3f, KL %.4f, length %.1f tokens",
+                                step.step, step.meanReward, step.kl, step.meanLength))
                 self.progress(stage, step.step, self.config.grpo.steps,
                               ["reward": step.meanReward, "kl": step.kl, "length": step.meanLength])
             },
             isCancelled: isCancelled)
-        try saveLanguageModel(policy, pretrained.tokenizer, to: modelDirectory(.tuned))
+        try saveTuned(policy)
         cachedModels[.tuned] = nil
         let first = curves["reward"]?.first ?? 0, last = curves["reward"]?.last ?? 0
         log(String(format: "grpo: mean reward %.3f -> %.3f over %d steps", first, last, result.logs.count))
         return PipelineStageOutput(metrics: ["first_reward": first, "last_reward": last, "steps": Double(result.logs.count),
-                                             "prompts": Double(prompts.count)], curves: curves)
+                                             "prompts": Double(prompts.count),
+                                             "mean_kl": (curves["kl"] ?? []).reduce(0, +) / Double(max(1, result.logs.count)),
+                                             "mean_length": (curves["length"] ?? []).reduce(0, +) / Double(max(1, result.logs.count))],
+                                   curves: curves)
+    }
+
+    private func saveTuned(_ policy: any ReasonLanguageModel) throws {
+        let directory = modelDirectory(.tuned)
+        switch policy {
+        case let gpt as GPTReasonModel:
+            try saveLanguageModel(gpt.model, gpt.tokenizer, to: directory)
+        case let chat as LlamaReasonModel:
+            guard let adapters = chat.adapters else { throw LlamaReasonModelError.noAdapters }
+            let staging = directory + ".partial"
+            try? FileManager.default.removeItem(atPath: staging)
+            try adapters.savePeft(directory: staging, baseModelNameOrPath: "HuggingFaceTB/SmolLM2-135M-Instruct")
+            let metadata = ["method": "lora", "stage": "grpo", "aligned_method": config.alignment.method.rawValue]
+            try JSONSerialization.data(withJSONObject: metadata)
+                .write(to: URL(fileURLWithPath: (staging as NSString).appendingPathComponent("metadata.json")))
+            try? FileManager.default.removeItem(atPath: directory)
+            try FileManager.default.moveItem(atPath: staging, toPath: directory)
+        default:
+            throw PipelineError.invalidConfig("cannot save \(type(of: policy))")
+        }
     }
 
     /// Stage 5: one reason table (greedy, or corrected from the same writer's greedy table).
     private func runReasons(_ kind: ReasonTableKind) throws -> PipelineStageOutput {
         let dataset = environment.dataset
-        let subjects = ReasonCorrection.allSubjects(userCount: dataset.userCount, itemCount: dataset.itemCount)
+        let subjects = try reasonSubjects()
         let model = try languageModel(kind.writer)
         let rewarder = try rewarder()
-        let writer = try ReasonWriter(model: model.model, tokenizer: model.tokenizer, maxTokens: config.maxTokens,
+        let writer = try ReasonWriter(languageModel: model, maxTokens: config.answerTokens,
                                       batchSize: config.generationBatch, repetitionPenalty: config.repetitionPenalty)
         let prompt = try prompter()
         let report: (Int, Int) -> Void = { done, total in self.progress(kind.stageName, done, total, [:]) }
@@ -439,10 +588,16 @@ public final class PipelineRunner: @unchecked Sendable {
                 case .content:
                     run.itemFeatures = content
                     run.itemFeatureDimension = dimension
-                case .reasons(let kind):
+                case .reasons(let kind, let withContent):
                     guard let table = tables[kind] else { break }
-                    run.itemFeatures = table.itemEmbeddings
-                    run.itemFeatureDimension = table.dimension
+                    if withContent {
+                        run.itemFeatures = Self.sideBySide(content, dimension, table.itemEmbeddings, table.dimension,
+                                                           rows: environment.dataset.itemCount)
+                        run.itemFeatureDimension = dimension + table.dimension
+                    } else {
+                        run.itemFeatures = table.itemEmbeddings
+                        run.itemFeatureDimension = table.dimension
+                    }
                     run.userFeatures = table.userEmbeddings
                     run.userFeatureDimension = table.dimension
                 }
@@ -468,6 +623,17 @@ public final class PipelineRunner: @unchecked Sendable {
     }
 
     // MARK: - Pieces
+
+    /// Row `i` of the result is row `i` of `a` followed by row `i` of `b`.
+    static func sideBySide(_ a: [Float], _ da: Int, _ b: [Float], _ db: Int, rows: Int) -> [Float] {
+        var out: [Float] = []
+        out.reserveCapacity(rows * (da + db))
+        for row in 0..<rows {
+            out += a[(row * da)..<((row + 1) * da)]
+            out += b[(row * db)..<((row + 1) * db)]
+        }
+        return out
+    }
 
     /// A deterministic sample of users and items for GRPO prompts, interleaved.
     func grpoSubjects() -> [ReasonSubject] {

@@ -4,21 +4,22 @@ import CURecPluginHost
 import Foundation
 
 /// Job kind `pipeline`: the whole CURec method (see `CURecPipeline.PipelineRunner`): corpus,
-/// alignment pretraining, collaborative reward model on MiniLM content embeddings, GRPO,
-/// reason tables with correction, SASRec with reason features over several seeds against
-/// ID-only, raw-content, pretrain-only and RL-only variants, and a report.
+/// alignment fine-tuning of SmolLM2 (LoRA), collaborative reward model on MiniLM content
+/// embeddings, GRPO on the LoRA model, reason tables (base, aligned, GRPO, corrected), SASRec
+/// with reason features over several seeds against the ablation variants, and a report.
 ///
 /// Parameters (all optional): `profile` (`standard` or `quick`, default standard), `seeds`
-/// (comma-separated), `pretrain_steps`, `grpo_steps`, `candidates`, `run` (a name: the
+/// (comma-separated), `align_steps`, `grpo_steps`, `candidates`, `run` (a name: the
 /// workspace becomes `<data_dir>/pipelines/<run>` and outlives the job) and `stop_after`
-/// (a stage: pretrain, content, reward, grpo, reasons, downstream; needs `run`), so stages
+/// (a stage: align, content, reward, grpo, reasons, downstream; needs `run`), so stages
 /// can be run one job at a time: `pipeline run=exp stop_after=grpo`, then `pipeline run=exp`
 /// continues from the reason tables.
 ///
 /// Without `run` the workspace is the job's checkpoint directory. Either way a job
 /// interrupted by a crash or a shutdown resumes at its first unfinished stage. On success the outputs become artifacts:
-/// `lm-pretrain` and `lm` (the RL-tuned LM that GenerationService serves), `reasons` (the
-/// corrected reason table, with the pretrain-only and RL tables beside it), `report`
+/// `lm-aligned` and `lm-curec` (the aligned and the GRPO-tuned SmolLM2 as LoRA adapters, which
+/// `Generate` serves by name), `reasons` (the corrected reason table, with the other tables
+/// beside it), `report`
 /// (report.md, charts, results.json) and `<served>` (the kept SASRec, saved during the
 /// ablation and loaded as the serving instance only after everything else is published).
 struct PipelineJob: JobKind {
@@ -26,6 +27,8 @@ struct PipelineJob: JobKind {
     let plugins: PluginHost
     let artifacts: ArtifactStore
     let miniLMDirectory: String
+    /// The GGUF file of SmolLM2-135M-Instruct (the daemon's `lm_path`).
+    let chatModelPath: String
     let servedName: String
     /// Called after a successful run (the daemon logs sample recommendations with reasons).
     let onFinished: @Sendable () -> Void
@@ -35,11 +38,11 @@ struct PipelineJob: JobKind {
 
     var name: String { "pipeline" }
     var parameterSummary: String {
-        "profile=standard|quick, seeds=42,1,2, pretrain_steps, grpo_steps, candidates, run=NAME, stop_after=STAGE (all optional)"
+        "profile=standard|quick, seeds=42,1,2, align_steps, grpo_steps, candidates, run=NAME, stop_after=STAGE (all optional)"
     }
 
     func validate(_ parameters: [String: String]) throws(JobError) {
-        let known: Set = ["profile", "seeds", "pretrain_steps", "grpo_steps", "candidates", "run", "stop_after"]
+        let known: Set = ["profile", "seeds", "align_steps", "grpo_steps", "candidates", "run", "stop_after"]
         if let unknown = parameters.keys.first(where: { !known.contains($0) }) {
             throw .invalidParameter("pipeline: unknown parameter '\(unknown)'; expected \(parameterSummary)")
         }
@@ -49,6 +52,9 @@ struct PipelineJob: JobKind {
             throw .invalidParameter("pipeline: parameter 'run' must be a plain name (no '/', not starting with '.')")
         }
         guard data != nil else { throw .invalidParameter("pipeline: the daemon has no dataset loaded (run scripts/fetch-data and restart)") }
+        guard FileManager.default.fileExists(atPath: chatModelPath) else {
+            throw .invalidParameter("pipeline: the SmolLM2 model file is missing (run scripts/fetch-lm, or set lm_path)")
+        }
         guard FileManager.default.fileExists(atPath: (miniLMDirectory as NSString).appendingPathComponent("model.safetensors")) else {
             throw .invalidParameter("pipeline: the MiniLM sentence encoder is missing from \(miniLMDirectory) (run scripts/fetch-minilm, or set minilm_dir)")
         }
@@ -85,7 +91,9 @@ struct PipelineJob: JobKind {
         func integer(_ key: String, _ range: ClosedRange<Int>) throws(JobError) -> Int? {
             try JobParameters.integer(parameters, key, in: range, kind: "pipeline")
         }
-        if let steps = try integer("pretrain_steps", 1...1_000_000) {
+        if let steps = try integer("align_steps", 1...1_000_000) {
+            config.alignment.steps = steps
+            config.alignment.warmupSteps = min(config.alignment.warmupSteps, max(1, steps / 10))
             config.pretraining.steps = steps
             config.pretraining.warmupSteps = min(config.pretraining.warmupSteps, max(1, steps / 10))
         }
@@ -116,7 +124,7 @@ struct PipelineJob: JobKind {
         let workspace = context.parameters["run"].map { (artifacts.root as NSString).appendingPathComponent("pipelines/\($0)") }
             ?? context.checkpointDirectory
         let environment = PluginPipelineEnvironment(
-            data: data, plugins: plugins, artifacts: artifacts, miniLMDirectory: miniLMDirectory,
+            data: data, plugins: plugins, artifacts: artifacts, miniLMDirectory: miniLMDirectory, chatModelPath: chatModelPath,
             rewardLibrary: Self.rewardLibrary, recommenderLibrary: Self.recommenderLibrary,
             servedName: servedName, jobID: context.id, log: { context.log($0) })
         let runner = PipelineRunner(
@@ -152,8 +160,22 @@ struct PipelineJob: JobKind {
         let report = try publish("report", from: outcome.reportDirectory, metadata: base.merging(["kind": "report"]) { $1 })
         let reportRelative = "models/report/\((report as NSString).lastPathComponent)"
         context.log("saved models/reasons/\((reasons as NSString).lastPathComponent) and \(reportRelative)")
-        try publish("lm-pretrain", from: outcome.pretrainedModelDirectory, metadata: base.merging(["kind": "language-model", "stage": "pretrain"]) { $1 })
-        try publish("lm", from: outcome.tunedModelDirectory, metadata: base.merging(["kind": "language-model", "stage": "grpo"]) { $1 })
+        switch outcome.languageModel {
+        case .chat:
+            // Chat-model fine-tunings that `Generate` serves by name (LoRA adapters over lm_path).
+            try publish("lm-aligned", from: outcome.alignedModelDirectory,
+                        metadata: base.merging(["kind": ChatModelStore.fineTunedKind, "stage": "align",
+                                                "method": config.alignment.method.rawValue]) { $1 })
+            if config.alignment.method == .lora {
+                try publish("lm-curec", from: outcome.tunedModelDirectory,
+                            metadata: base.merging(["kind": ChatModelStore.fineTunedKind, "stage": "grpo", "method": "lora"]) { $1 })
+            } else {
+                context.log("the GRPO adapters sit on fully fine-tuned weights; they stay in the workspace and are not published")
+            }
+        case .gpt:
+            try publish("lm-pretrain", from: outcome.alignedModelDirectory, metadata: base.merging(["kind": "language-model", "stage": "align"]) { $1 })
+            try publish("lm", from: outcome.tunedModelDirectory, metadata: base.merging(["kind": "language-model", "stage": "grpo"]) { $1 })
+        }
         // Last, so reasons, report and the LM are in place when the reason-aware recommender serves.
         if let served = try ReasonAwareRecommender.serveLatest(name: servedName, plugins: plugins, artifacts: artifacts) {
             context.log("now serving '\(servedName)' (SASRec with CURec reason features) from \(served)")
