@@ -91,10 +91,10 @@ public enum AlignmentFineTuning {
         if config.examples > 0 { trainRows = Array(trainRows.prefix(config.examples)) }
         let tokenizer = backbone.tokenizer
         let maxLength = min(config.maxLength, backbone.trainable.config.context + 1)
-        let train = try LlamaChatDataset(conversations: trainRows.map { ChatCorpus.conversation(examples[$0], maxSteps: config.reasoningSteps) },
-                                         tokenizer: tokenizer, maxLength: maxLength, overlong: .truncatePrompt)
-        let heldOut = try LlamaChatDataset(conversations: heldOutRows.map { ChatCorpus.conversation(examples[$0], maxSteps: config.reasoningSteps) },
-                                           tokenizer: tokenizer, maxLength: maxLength, overlong: .truncatePrompt)
+        let train = try dataset(trainRows.map { examples[$0] }, tokenizer: tokenizer, maxLength: maxLength,
+                                reasoningSteps: config.reasoningSteps)
+        let heldOut = try dataset(heldOutRows.map { examples[$0] }, tokenizer: tokenizer, maxLength: maxLength,
+                                  reasoningSteps: config.reasoningSteps)
 
         try backbone.use(nil, on: backbone.trainable)
         let base = try heldOutLoss(heldOut, model: backbone.trainable, batch: config.batch)
@@ -129,6 +129,29 @@ public enum AlignmentFineTuning {
             adapters: tuner.adapters, baseHeldOutLoss: base.loss, alignedHeldOutLoss: aligned.loss, losses: losses,
             trainExamples: train.sequences.count, heldOutExamples: heldOut.sequences.count, heldOutTokens: base.tokens,
             resumedFromStep: resumed)
+    }
+
+    /// The examples as training sequences: a prompt over `maxLength` loses its start; an
+    /// example whose answer alone does not fit is left out.
+    static func dataset(_ examples: [CorpusExample], tokenizer: PretrainedTokenizer, maxLength: Int,
+                        reasoningSteps: Int) throws -> LlamaChatDataset {
+        var sequences: [LlamaTrainingSequence] = []
+        for example in examples {
+            let conversation = ChatCorpus.conversation(example, maxSteps: reasoningSteps)
+            let result = Result { () throws(LlamaFineTuningError) -> LlamaChatDataset in
+                try LlamaChatDataset(conversations: [conversation], tokenizer: tokenizer, maxLength: maxLength,
+                                     overlong: .truncatePrompt)
+            }
+            switch result {
+            case .success(let one): sequences += one.sequences
+            case .failure(.exampleTooLong): continue
+            case .failure(let error): throw error
+            }
+        }
+        guard !sequences.isEmpty else {
+            throw PipelineError.invalidConfig("alignment: no example fits in \(maxLength) tokens; raise maxLength")
+        }
+        return try LlamaChatDataset(sequences: sequences, paddingToken: Int(tokenizer.paddingTokenID ?? tokenizer.eosTokenID ?? 0))
     }
 
     /// Mean per-token cross-entropy of the answers (assistant turns) of `dataset` under

@@ -191,15 +191,9 @@ public final class PipelineRunner: @unchecked Sendable {
     /// ``PipelineConfig/decodeQuantized``).
     private func chatBackbone() throws -> LlamaBackbone {
         if let baseBackbone { return baseBackbone }
-        guard let file = environment.chatModelPath, FileManager.default.fileExists(atPath: file) else {
-            throw PipelineError.invalidConfig("the chat language model file is missing (\(environment.chatModelPath ?? "none configured")); "
-                                              + "scripts/fetch-lm fetches SmolLM2-135M-Instruct")
-        }
-        let gguf = try GGUFFile.read(path: file)
-        let tokenizer = try PretrainedTokenizer(gguf: gguf)
-        let trainable = try LlamaModel.load(gguf: gguf, weights: .float32)
-        let decoder = config.decodeQuantized ? try LlamaModel.load(gguf: gguf, weights: .quantized) : nil
-        let made = LlamaBackbone(trainable: trainable, decoder: decoder, tokenizer: tokenizer)
+        let loaded = try environment.loadChatModel(weights: .float32)
+        let decoder = config.decodeQuantized ? try environment.loadChatModel(weights: .quantized).model : nil
+        let made = LlamaBackbone(trainable: loaded.model, decoder: decoder, tokenizer: loaded.tokenizer)
         baseBackbone = made
         return made
     }
@@ -209,9 +203,7 @@ public final class PipelineRunner: @unchecked Sendable {
     private func alignedChatBackbone() throws -> LlamaBackbone {
         if config.alignment.method == .lora { return try chatBackbone() }
         if let alignedBackbone { return alignedBackbone }
-        guard let file = environment.chatModelPath else { return try chatBackbone() }
-        let gguf = try GGUFFile.read(path: file)
-        let model = try LlamaModel.load(gguf: gguf, weights: .float32)
+        let model = try environment.loadChatModel(weights: .float32).model
         try LlamaWeightsFile.load(path: (modelDirectory(.aligned) as NSString).appendingPathComponent(LlamaWeightsFile.fileName),
                                   into: model)
         let made = LlamaBackbone(trainable: model, tokenizer: try chatBackbone().tokenizer)
@@ -408,6 +400,7 @@ public final class PipelineRunner: @unchecked Sendable {
             metrics: ["examples": Double(examples.count), "train_examples": Double(result.trainExamples),
                       "held_out_examples": Double(result.heldOutExamples), "held_out_tokens": Double(result.heldOutTokens),
                       "base_held_out_perplexity": result.baseHeldOutPerplexity,
+                      "resumed_from_step": Double(result.resumedFromStep),
                       "held_out_perplexity": result.alignedHeldOutPerplexity,
                       "train_loss": result.losses.suffix(10).reduce(0, +) / Double(max(1, min(10, result.losses.count)))],
             curves: ["loss": result.losses])

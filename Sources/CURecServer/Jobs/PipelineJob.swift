@@ -34,6 +34,8 @@ struct PipelineJob: JobKind {
     let onFinished: @Sendable () -> Void
 
     static let rewardLibrary = "CURecCollaborativeReward"
+    /// The artifact name of the GRPO-tuned SmolLM2 (LoRA adapters) the job publishes.
+    static let tunedChatModel = "lm-curec"
     static let recommenderLibrary = "CURecSASRec"
 
     var name: String { "pipeline" }
@@ -167,7 +169,7 @@ struct PipelineJob: JobKind {
                         metadata: base.merging(["kind": ChatModelStore.fineTunedKind, "stage": "align",
                                                 "method": config.alignment.method.rawValue]) { $1 })
             if config.alignment.method == .lora {
-                try publish("lm-curec", from: outcome.tunedModelDirectory,
+                try publish(Self.tunedChatModel, from: outcome.tunedModelDirectory,
                             metadata: base.merging(["kind": ChatModelStore.fineTunedKind, "stage": "grpo", "method": "lora"]) { $1 })
             } else {
                 context.log("the GRPO adapters sit on fully fine-tuned weights; they stay in the workspace and are not published")
