@@ -21,6 +21,7 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
         var config = AlignmentFineTuningConfig()
         config.steps = 120
         config.batch = 4
+        config.learningRate = 3e-4
         config.maxLength = 448
         config.heldOut = 48
         return config
@@ -67,7 +68,7 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
     public var maxTokens = 288
     /// Answer budget of the chat model (its answers keep at most
     /// `alignment.reasoningSteps` steps).
-    public var chatMaxTokens = 144
+    public var chatMaxTokens = 160
     /// The answer budget of the language model in use.
     public var answerTokens: Int { languageModel == .chat ? chatMaxTokens : maxTokens }
     /// Rows per generation batch.
@@ -98,7 +99,9 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
         config.alignment.examples = 24
         config.alignment.warmupSteps = 2
         config.alignment.checkpointEvery = 4
-        config.chatMaxTokens = 112
+        config.alignment.learningRate = 1e-3
+        config.alignment.reasoningSteps = 2
+        config.chatMaxTokens = 128
         config.reasonUsers = 16
         config.reasonItems = 24
         config.pretraining.steps = 300
