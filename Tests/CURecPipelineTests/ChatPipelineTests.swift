@@ -128,6 +128,23 @@ func tinyChatPipelineConfig() -> PipelineConfig {
         }
     }
 
+    @Test func anAnswerCutBeforeTheReasonGetsItsReasonInASecondPass() throws {
+        let chat = try TinyChatModel()
+        let model = LlamaReasonModel(backbone: try chat.backbone(), adapters: nil)
+        let prompt = "### Task: pair\n### Instruction\nExplain why this user would like this item.\nItem: \"Alien\" (1979).\n### Reasoning\n"
+        var writer = try ReasonWriter(languageModel: model, maxTokens: 6, batchSize: 2)
+        writer.reasonTokens = 0
+        let cut = try writer.write(prompts: [prompt, prompt])
+        // Six tokens of a random model never reach the marker.
+        #expect(cut.allSatisfy { !$0.completion.contains(CorpusExample.Marker.reason + "\n") })
+        writer.reasonTokens = 10
+        let completed = try writer.write(prompts: [prompt, prompt])
+        for answer in completed {
+            #expect(answer.completion.contains(CorpusExample.Marker.reason + "\n"), "\(answer.completion)")
+            #expect(answer.tokens.count <= 6 + writer.languageModel.encodeText("\n### Reason\n").count + 10)
+        }
+    }
+
     @Test func grpoTrainsACopyOfTheAlignedAdaptersAndLeavesTheReferenceAlone() throws {
         let chat = try TinyChatModel()
         let backbone = try chat.backbone()

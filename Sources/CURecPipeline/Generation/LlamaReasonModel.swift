@@ -172,6 +172,10 @@ public final class LlamaReasonModel: ReasonLanguageModel, @unchecked Sendable {
         return stops
     }
 
+    public func encodeText(_ text: String) -> [Int] {
+        backbone.tokenizer.encode(text, allowingSpecialTokens: false, addingBOSToken: false).map(Int.init)
+    }
+
     public func decode(_ tokens: [Int]) -> String {
         (try? backbone.tokenizer.decode(tokens.map(Int32.init), skippingSpecialTokens: true)) ?? ""
     }

@@ -38,6 +38,8 @@ public protocol ReasonLanguageModel: GRPOPolicy {
     var stopSequences: [[Int]] { get }
     /// The text of completion tokens.
     func decode(_ tokens: [Int]) -> String
+    /// Token ids of plain text inside an answer (no special tokens, no BOS).
+    func encodeText(_ text: String) -> [Int]
 }
 
 extension GPTModel: GRPOPolicy {
@@ -92,4 +94,6 @@ public final class GPTReasonModel: ReasonLanguageModel, @unchecked Sendable {
     public var stopSequences: [[Int]] { ReasonWriter.stopSequences(tokenizer) }
 
     public func decode(_ tokens: [Int]) -> String { (try? tokenizer.decode(tokens.map(Int32.init))) ?? "" }
+
+    public func encodeText(_ text: String) -> [Int] { tokenizer.encode(text, allowingSpecialTokens: false).map(Int.init) }
 }

@@ -44,6 +44,10 @@ public struct ReasonWriter: @unchecked Sendable {
     /// Repetition penalty of every write (see ``SamplingOptions/repetitionPenalty``); a
     /// small LM decoding greedily otherwise tends to loop.
     public let repetitionPenalty: Float
+    /// Tokens of the second pass that writes the reason of an answer whose reasoning ran out
+    /// of budget (or ended) before the reason marker: the marker is appended and the model
+    /// continues from it. 0: no second pass.
+    public var reasonTokens = 64
 
     /// - Parameters:
     ///   - maxTokens: the answer budget; at most the context minus 16 prompt tokens.
@@ -101,6 +105,44 @@ public struct ReasonWriter: @unchecked Sendable {
         return tail.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// The second pass: for each answer without a reason block, the reason marker is put after
+    /// its reasoning (cut back to its last whole line) and the model writes the reason from
+    /// there, up to ``reasonTokens`` tokens.
+    func completeReasons(_ answers: inout [WrittenReason], prompts: [[Int]], temperature: Float, topK: Int, seed: UInt64,
+                         isCancelled: () -> Bool) throws(ReasonWriterError) {
+        guard reasonTokens > 0 else { return }
+        let marker = languageModel.encodeText("\n" + CorpusExample.Marker.reason + "\n")
+        var rows: [Int] = [], continued: [[Int]] = [], heads: [[Int]] = []
+        for (row, answer) in answers.enumerated() where answer.reason.isEmpty {
+            // Keep whole lines of reasoning; drop a line cut by the budget.
+            var head = answer.tokens
+            if let lastBreak = head.lastIndex(where: { languageModel.decode([$0]).contains("\n") }) {
+                head = Array(head[..<lastBreak])
+            } else {
+                head = []
+            }
+            let sequence = prompts[row] + head + marker
+            guard sequence.count + reasonTokens <= languageModel.contextLength else { continue }
+            rows.append(row)
+            continued.append(sequence)
+            heads.append(head + marker)
+        }
+        guard !rows.isEmpty else { return }
+        if isCancelled() { throw .cancelled }
+        let options = SamplingOptions(maxTokens: reasonTokens, temperature: temperature, topK: topK, topP: 1,
+                                      stopSequences: stopSequences, seed: seed, repetitionPenalty: repetitionPenalty)
+        let generations: [GenerationResult]
+        do {
+            generations = try languageModel.sample(prompts: continued, options: options, shouldStop: isCancelled)
+        } catch {
+            throw .generationFailed("\(error)")
+        }
+        if generations.contains(where: { $0.finishReason == .cancelled }) { throw .cancelled }
+        for (index, row) in rows.enumerated() {
+            answers[row] = written(heads[index] + generations[index].tokens)
+        }
+    }
+
     /// Decodes completion tokens into a ``WrittenReason``.
     public func written(_ tokens: [Int]) -> WrittenReason {
         let text = languageModel.decode(tokens)
@@ -134,7 +176,10 @@ public struct ReasonWriter: @unchecked Sendable {
                 throw .generationFailed("\(error)")
             }
             if generations.contains(where: { $0.finishReason == .cancelled }) { throw .cancelled }
-            results.append(contentsOf: generations.map { written($0.tokens) })
+            var answers = generations.map { written($0.tokens) }
+            try completeReasons(&answers, prompts: batch, temperature: temperature, topK: topK,
+                                seed: seed &+ UInt64(start) &* 0x9E37_79B9_7F4A_7C15, isCancelled: isCancelled)
+            results.append(contentsOf: answers)
             start = end
             progress(start, prompts.count)
         }

@@ -101,7 +101,7 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
         config.alignment.checkpointEvery = 4
         config.alignment.learningRate = 1e-3
         config.alignment.reasoningSteps = 2
-        config.chatMaxTokens = 128
+        config.chatMaxTokens = 96
         config.reasonUsers = 16
         config.reasonItems = 24
         config.pretraining.steps = 300
