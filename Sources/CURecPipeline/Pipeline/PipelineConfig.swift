@@ -19,11 +19,11 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
     /// Stage 2 with the chat model: alignment fine-tuning.
     public var alignment: AlignmentFineTuningConfig = {
         var config = AlignmentFineTuningConfig()
-        config.steps = 120
+        config.steps = 30
         config.batch = 4
-        config.learningRate = 3e-4
+        config.learningRate = 5e-4
         config.maxLength = 448
-        config.heldOut = 48
+        config.heldOut = 32
         return config
     }()
     /// Decode with the chat model's 4-bit weights (LoRA adapters attached); training and
@@ -31,8 +31,8 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
     public var decodeQuantized = true
     /// Users and items that get a reason in each table (0: all). Users are the first ones by
     /// index, items the most watched in training; the others get zero feature rows.
-    public var reasonUsers = 0
-    public var reasonItems = 0
+    public var reasonUsers = 100
+    public var reasonItems = 120
     /// Stage 1: history titles shown in prompts (the corpus default is 20; 10 keeps a user
     /// prompt and its reasoning within the context).
     public var historyShown = 10
@@ -52,16 +52,19 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
     /// Stage 4.
     public var grpo: GRPOConfig = {
         var config = GRPOConfig()
-        config.steps = 80
+        config.steps = 4
+        config.promptsPerStep = 2
+        config.groupSize = 4
+        config.innerEpochs = 1
         return config
     }()
     /// Users and items whose prompts GRPO trains on (a deterministic sample of each).
-    public var grpoUsers = 256
-    public var grpoItems = 256
+    public var grpoUsers = 32
+    public var grpoItems = 32
     /// Stage 5.
     public var correction: CorrectionConfig = {
         var config = CorrectionConfig()
-        config.candidates = 4
+        config.candidates = 3
         return config
     }()
     /// Answer budget of the built-in GPT (reasoning steps plus reason), in tokens.
@@ -77,9 +80,9 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
     /// distribution, without it).
     public var repetitionPenalty: Float = 1.15
     /// Stage 6: SASRec config (JSON) shared by every variant; features and seed are added.
-    public var recommenderConfig = #"{"epochs": 200, "patience": 10}"#
+    public var recommenderConfig = #"{"epochs": 100, "patience": 5}"#
     /// Stage 7: seeds of each downstream variant.
-    public var seeds: [UInt64] = [42, 1, 2]
+    public var seeds: [UInt64] = [42, 1, 2, 3, 4]
 
     public init() {}
 
