@@ -95,13 +95,13 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
     public static var quick: PipelineConfig {
         var config = PipelineConfig()
         config.profile = "quick"
-        config.alignment.steps = 12
+        config.alignment.steps = 24
         config.alignment.batch = 2
         config.alignment.maxLength = 320
         config.alignment.heldOut = 8
-        config.alignment.examples = 24
+        config.alignment.examples = 48
         config.alignment.warmupSteps = 2
-        config.alignment.checkpointEvery = 4
+        config.alignment.checkpointEvery = 8
         config.alignment.learningRate = 1e-3
         config.alignment.reasoningSteps = 2
         config.chatMaxTokens = 96
