@@ -40,7 +40,7 @@ struct PipelineJob: JobKind {
 
     var name: String { "pipeline" }
     var parameterSummary: String {
-        "profile=standard|quick, seeds=42,1,2, align_steps, grpo_steps, candidates, run=NAME, stop_after=STAGE (all optional)"
+        "profile=standard|quick, seeds=42,1,2,3,4, align_steps, grpo_steps, candidates, run=NAME, stop_after=STAGE (all optional)"
     }
 
     func validate(_ parameters: [String: String]) throws(JobError) {

@@ -39,7 +39,8 @@ def finished(pipeline_daemon):
         assert "pipeline" in str(no_table.value)
         # Bad parameters are refused at submit.
         for parameters, words in [({"profile": "huge"}, "profile"), ({"stop_after": "grpo"}, "run=NAME"),
-                                  ({"run": "x", "stop_after": "everything"}, "stop_after"), ({"seeds": "1,a"}, "seeds")]:
+                                  ({"run": "x", "stop_after": "everything"}, "stop_after"), ({"seeds": "1,a"}, "seeds"),
+                                  ({"align_steps": "0"}, "align_steps"), ({"pretrain_steps": "10"}, "pretrain_steps")]:
             with pytest.raises(CurecError) as bad:
                 client.submit_job("pipeline", parameters)
             assert bad.value.code.name == "INVALID_ARGUMENT"
