@@ -49,6 +49,12 @@ public struct TrainStepResult: Sendable, Equatable {
     public var gradNorm: Double
     /// Learning rate used.
     public var learningRate: Float
+
+    public init(loss: Float, gradNorm: Double, learningRate: Float) {
+        self.loss = loss
+        self.gradNorm = gradNorm
+        self.learningRate = learningRate
+    }
 }
 
 /// Activations of one forward pass kept for the backward pass, sized for `[B, T]`.

@@ -13,6 +13,8 @@ struct PluginPipelineEnvironment: PipelineEnvironment {
     let plugins: PluginHost
     let artifacts: ArtifactStore
     let miniLMDirectory: String
+    /// The GGUF file of the chat model the pipeline aligns.
+    let chatModelPath: String?
     let rewardLibrary: String
     let recommenderLibrary: String
     /// Instance and artifact name of the reason-aware recommender the pipeline leaves serving.

@@ -46,11 +46,11 @@ finetune:
 
 pipeline:
   profile=<standard or quick> (default standard): the configuration: quick runs every stage in minutes
-  seeds=<integers >= 0, comma-separated> (default 42,1,2 (standard), 42 (quick)): seeds of each downstream variant
-  pretrain_steps=<integer 1...1000000> (default 1500 (standard), 300 (quick)): alignment pretraining steps
-  grpo_steps=<integer 1...100000> (default 80 (standard), 30 (quick)): GRPO steps
-  candidates=<integer 1...64> (default 4 (standard), 3 (quick)): reasons sampled per subject for correction
+  seeds=<integers >= 0, comma-separated> (default 42,1,2,3,4 (standard), 42 (quick)): seeds of each downstream variant
+  align_steps=<integer 1...1000000> (default 30 (standard), 24 (quick)): alignment fine-tuning steps
+  grpo_steps=<integer 1...100000> (default 4 (standard), 2 (quick)): GRPO steps
+  candidates=<integer 1...64> (default 3 (standard), 2 (quick)): reasons sampled per subject for correction
   run=<name> (default none: the job's own workspace): a workspace <data_dir>/pipelines/<run> that outlives the job, so later jobs continue it
-  stop_after=<one of pretrain, content, reward, grpo, reasons, downstream> (default none: every stage): end after this stage (needs run)
+  stop_after=<one of align, content, reward, grpo, reasons, downstream> (default none: every stage): end after this stage (needs run)
 """#
 }

@@ -69,38 +69,54 @@ public struct PipelineReportWriter: Sendable {
         report.table(header: ["Stage", "Seconds"], rows: rows, alignments: [.left, .right])
 
         report.heading("Language model", level: 2)
-        if let pretrain = stage("pretrain") {
-            report.paragraph("Alignment pretraining: \(Int(pretrain.metrics["examples"] ?? 0)) corpus examples, "
-                + "\(config.pretraining.steps) steps, \(config.pretraining.layers) layers × width \(config.pretraining.width), "
-                + "BPE vocabulary \(config.pretraining.vocabularySize). Held-out perplexity "
-                + Self.fixed(pretrain.metrics["held_out_perplexity"], 2) + ".")
-            report.image(alt: "pretraining loss", file: "pretrain-loss.svg")
+        if let align = stage(PipelineStage.align.rawValue) {
+            switch config.languageModel {
+            case .chat:
+                let a = config.alignment
+                let method = a.method == .lora ? "LoRA (rank \(a.lora.rank), alpha \(ReportFormat.compact(Double(a.lora.alpha), maxDecimals: 2)))" : "full fine-tuning"
+                report.paragraph("Alignment fine-tuning of SmolLM2-135M-Instruct, \(method), on "
+                    + "\(Int(align.metrics["train_examples"] ?? 0)) of \(Int(align.metrics["examples"] ?? 0)) corpus examples in its "
+                    + "chat format (loss on the assistant turn: up to \(a.reasoningSteps) reasoning steps and the reason), "
+                    + "\(a.steps) steps of \(a.batch). Perplexity of the answers of \(Int(align.metrics["held_out_examples"] ?? 0)) "
+                    + "held-out examples (\(Int(align.metrics["held_out_tokens"] ?? 0)) tokens, never trained on): base model "
+                    + Self.fixed(align.metrics["base_held_out_perplexity"], 2) + ", aligned "
+                    + Self.fixed(align.metrics["held_out_perplexity"], 2) + ".")
+            case .gpt:
+                report.paragraph("Alignment pretraining of the built-in GPT: \(Int(align.metrics["examples"] ?? 0)) corpus examples, "
+                    + "\(config.pretraining.steps) steps, \(config.pretraining.layers) layers × width \(config.pretraining.width), "
+                    + "BPE vocabulary \(config.pretraining.vocabularySize). Held-out perplexity "
+                    + Self.fixed(align.metrics["held_out_perplexity"], 2) + ".")
+            }
+            report.image(alt: "alignment loss", file: "pretrain-loss.svg")
         }
-        if let grpo = stage("grpo") {
+        if let grpo = stage(PipelineStage.grpo.rawValue) {
             report.paragraph("GRPO: \(Int(grpo.metrics["steps"] ?? 0)) steps over \(Int(grpo.metrics["prompts"] ?? 0)) "
                 + "user and item prompts, \(config.grpo.promptsPerStep) prompts × \(config.grpo.groupSize) samples per step, "
                 + "KL coefficient \(ReportFormat.compact(Double(config.grpo.klCoefficient), maxDecimals: 4)). Mean reward "
                 + Self.fixed(grpo.metrics["first_reward"]) + " at the first step, " + Self.fixed(grpo.metrics["last_reward"])
-                + " at the last (single steps are noisy; see the curve).")
+                + " at the last (single steps are noisy; see the curve); mean KL to the aligned model "
+                + Self.fixed(grpo.metrics["mean_kl"], 4) + ", mean completion length "
+                + Self.fixed(grpo.metrics["mean_length"], 1) + " tokens.")
             report.image(alt: "GRPO reward, KL and length", file: "grpo.svg")
         }
 
         report.heading("Reasons", level: 2)
-        report.paragraph("One reason per user and per item. Reward = fraction of (true, sampled) users the collaborative "
+        let subjects = (config.reasonUsers == 0 ? "every user" : "the first \(config.reasonUsers) users")
+            + " and " + (config.reasonItems == 0 ? "every item" : "the \(config.reasonItems) most watched items")
+        report.paragraph("One reason for \(subjects) (the others get zero feature rows). Reward = fraction of (true, sampled) users the collaborative "
             + "reward model orders correctly with the reason's MiniLM embedding as content, minus the verifier's penalties "
             + "(false titles, genres or years, claims from after the user's cut-off, format).")
         var tableRows: [[String]] = []
-        for (key, label) in [("pretrain", "pretrain only, greedy"), ("rl", "after GRPO, greedy"),
-                             ("curec", "after GRPO, best of \(config.correction.candidates) + sentence filter")] {
-            guard let record = stage("reasons-\(key)") else { continue }
-            tableRows.append([label, Self.fixed(record.metrics["mean_reward"]), Self.fixed(record.metrics["mean_collaborative"]),
+        for kind in ReasonTableKind.all {
+            guard let record = stage(kind.stageName) else { continue }
+            tableRows.append([kind.description(candidates: config.correction.candidates), Self.fixed(record.metrics["mean_reward"]), Self.fixed(record.metrics["mean_collaborative"]),
                               ReportFormat.fixed((record.metrics["pass_rate"] ?? 0) * 100, decimals: 1) + "%",
                               "\(Int(record.metrics["non_empty"] ?? 0))/\(Int(record.metrics["entries"] ?? 0))",
                               ReportFormat.fixed(record.metrics["mean_words"] ?? 0, decimals: 1)])
         }
         report.table(header: ["Reasons", "Mean reward", "Collaborative", "All checks pass", "Non-empty", "Words"],
                      rows: tableRows, alignments: [.left, .right, .right, .right, .right, .right])
-        if let directory = tables["curec"], let table = try? ReasonTable.read(from: directory) {
+        if let directory = tables[ReasonTableKind.served.key], let table = try? ReasonTable.read(from: directory) {
             let examples = table.entries.filter { !$0.text.isEmpty }.sorted { $0.reward > $1.reward }
             var lines: [String] = []
             let shown = examples.count <= 5 ? examples : Array(examples.prefix(3) + examples.suffix(2))
@@ -134,13 +150,13 @@ public struct PipelineReportWriter: Sendable {
 
     /// A plain statement of whether full CURec beats the ID-only and raw-content variants.
     func verdict(_ table: AblationTable) -> String {
-        let labels = Dictionary(uniqueKeysWithValues: DownstreamVariant.all.map { ($0.key, $0.label) })
-        guard let curec = labels["curec"], let id = labels["id"], let content = labels["content"],
-              let mine = table.summary(variant: curec, metric: "ndcg@10") else {
+        let curec = DownstreamVariant.served.label
+        guard let mine = table.summary(variant: curec, metric: "ndcg@10") else {
             return "The ablation is incomplete, so no verdict is given."
         }
         var sentences: [String] = []
-        for (key, name) in [(id, "ID-only"), (content, "raw-content")] {
+        for (variant, name) in DownstreamVariant.baselines {
+            let key = variant.label
             guard let other = table.summary(variant: key, metric: "ndcg@10") else { continue }
             let change = table.compare(variant: curec, against: key, metric: "ndcg@10")
             let margin = mine.std + other.std
@@ -166,11 +182,11 @@ public struct PipelineReportWriter: Sendable {
         func save(_ text: String, _ name: String) throws {
             try Data(text.utf8).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent(name)), options: .atomic)
         }
-        let loss = stage("pretrain")?.curves["loss"] ?? []
-        try save(SVGLineChart(title: "Alignment pretraining loss", xLabel: "step", yLabel: "cross-entropy",
+        let loss = stage(PipelineStage.align.rawValue)?.curves["loss"] ?? []
+        try save(SVGLineChart(title: "Alignment loss", xLabel: "step", yLabel: "cross-entropy",
                               series: [.init(name: "train loss", points: loss.enumerated().map { (Double($0 + 1), $1) })]).render(),
                  "pretrain-loss.svg")
-        let curves = stage("grpo")?.curves ?? [:]
+        let curves = stage(PipelineStage.grpo.rawValue)?.curves ?? [:]
         let series = ["reward", "kl", "length"].map { key -> SVGLineChart.Series in
             var values = curves[key] ?? []
             var name = key

@@ -4,9 +4,9 @@ import CURecPluginHost
 import Foundation
 
 /// Job kind `pipeline`: the whole CURec method (see `CURecPipeline.PipelineRunner`): corpus,
-/// alignment pretraining, collaborative reward model on MiniLM content embeddings, GRPO,
-/// reason tables with correction, SASRec with reason features over several seeds against
-/// ID-only, raw-content, pretrain-only and RL-only variants, and a report.
+/// alignment fine-tuning of SmolLM2 (LoRA), collaborative reward model on MiniLM content
+/// embeddings, GRPO on the LoRA model, reason tables (base, aligned, GRPO, corrected), SASRec
+/// with reason features over several seeds against the ablation variants, and a report.
 ///
 /// Parameters (all optional): ``Parameters``. With `run` (a name) the workspace becomes
 /// `<data_dir>/pipelines/<run>` and outlives the job, and with `stop_after` stages
@@ -15,8 +15,9 @@ import Foundation
 ///
 /// Without `run` the workspace is the job's checkpoint directory. Either way a job
 /// interrupted by a crash or a shutdown resumes at its first unfinished stage. On success the outputs become artifacts:
-/// `lm-pretrain` and `lm` (the RL-tuned LM that GenerationService serves), `reasons` (the
-/// corrected reason table, with the pretrain-only and RL tables beside it), `report`
+/// `lm-aligned` and `curec-reasons` (the aligned and the GRPO-tuned SmolLM2 as LoRA adapters, which
+/// `Generate` serves by name), `reasons` (the corrected reason table, with the other tables
+/// beside it), `report`
 /// (report.md, charts, results.json) and `<served>` (the kept SASRec, saved during the
 /// ablation and loaded as the serving instance only after everything else is published).
 struct PipelineJob: JobKind {
@@ -24,11 +25,15 @@ struct PipelineJob: JobKind {
     let plugins: PluginHost
     let artifacts: ArtifactStore
     let miniLMDirectory: String
+    /// The GGUF file of SmolLM2-135M-Instruct (the daemon's `lm_path`).
+    let chatModelPath: String
     let servedName: String
     /// Called after a successful run (the daemon logs sample recommendations with reasons).
     let onFinished: @Sendable () -> Void
 
     static let rewardLibrary = "CURecCollaborativeReward"
+    /// The artifact name of the GRPO-tuned SmolLM2 (LoRA adapters) the job publishes.
+    static let tunedChatModel = PairReasons.tunedModelName
     static let recommenderLibrary = "CURecSASRec"
 
     /// The parameters of `pipeline`; the defaults are the profile's (`PipelineConfig`).
@@ -43,9 +48,9 @@ struct PipelineJob: JobKind {
         static let seeds: JobParameter<[Int]?> = .optionalIntegers(
             "seeds", in: 0...Int.max, defaultText: "`\(list(standard.seeds))` (standard), `\(list(quick.seeds))` (quick)",
             doc: "seeds of each downstream variant")
-        static let pretrainSteps: JobParameter<Int?> = .optionalInteger(
-            "pretrain_steps", in: 1...1_000_000,
-            defaultText: "\(standard.pretraining.steps) (standard), \(quick.pretraining.steps) (quick)", doc: "alignment pretraining steps")
+        static let alignSteps: JobParameter<Int?> = .optionalInteger(
+            "align_steps", in: 1...1_000_000,
+            defaultText: "\(standard.alignment.steps) (standard), \(quick.alignment.steps) (quick)", doc: "alignment fine-tuning steps")
         static let grpoSteps: JobParameter<Int?> = .optionalInteger(
             "grpo_steps", in: 1...100_000, defaultText: "\(standard.grpo.steps) (standard), \(quick.grpo.steps) (quick)", doc: "GRPO steps")
         static let candidates: JobParameter<Int?> = .optionalInteger(
@@ -58,7 +63,7 @@ struct PipelineJob: JobKind {
         static let stopAfter: JobParameter<String?> = .optionalChoice(
             "stop_after", stages, defaultText: "none: every stage", doc: "end after this stage (needs `run`)")
         static let schema = JobParameterSchema(
-            kind: "pipeline", [profile, seeds, pretrainSteps, grpoSteps, candidates, run, stopAfter])
+            kind: "pipeline", [profile, seeds, alignSteps, grpoSteps, candidates, run, stopAfter])
 
         static func list(_ seeds: [UInt64]) -> String { seeds.map(String.init).joined(separator: ",") }
     }
@@ -70,6 +75,9 @@ struct PipelineJob: JobKind {
         _ = try Self.configuration(values)
         _ = try Self.lastStage(values)
         guard data != nil else { throw .invalidParameter("pipeline: the daemon has no dataset loaded (run scripts/fetch-data and restart)") }
+        guard FileManager.default.fileExists(atPath: chatModelPath) else {
+            throw .invalidParameter("pipeline: the SmolLM2 model file is missing (run scripts/fetch-lm, or set lm_path)")
+        }
         guard FileManager.default.fileExists(atPath: (miniLMDirectory as NSString).appendingPathComponent("model.safetensors")) else {
             throw .invalidParameter("pipeline: the MiniLM sentence encoder is missing from \(miniLMDirectory) (run scripts/fetch-minilm, or set minilm_dir)")
         }
@@ -94,7 +102,9 @@ struct PipelineJob: JobKind {
     /// The pipeline configuration a parameter set asks for.
     static func configuration(_ values: JobParameterValues) throws(JobError) -> PipelineConfig {
         var config: PipelineConfig = values[Parameters.profile] == Parameters.quick.profile ? .quick : .standard
-        if let steps = values[Parameters.pretrainSteps] {
+        if let steps = values[Parameters.alignSteps] {
+            config.alignment.steps = steps
+            config.alignment.warmupSteps = min(config.alignment.warmupSteps, max(1, steps / 10))
             config.pretraining.steps = steps
             config.pretraining.warmupSteps = min(config.pretraining.warmupSteps, max(1, steps / 10))
         }
@@ -117,7 +127,7 @@ struct PipelineJob: JobKind {
         let workspace = run.map { (artifacts.root as NSString).appendingPathComponent("pipelines/\($0)") }
             ?? context.checkpointDirectory
         let environment = PluginPipelineEnvironment(
-            data: data, plugins: plugins, artifacts: artifacts, miniLMDirectory: miniLMDirectory,
+            data: data, plugins: plugins, artifacts: artifacts, miniLMDirectory: miniLMDirectory, chatModelPath: chatModelPath,
             rewardLibrary: Self.rewardLibrary, recommenderLibrary: Self.recommenderLibrary,
             servedName: servedName, jobID: context.id, log: { context.log($0) })
         let runner = PipelineRunner(
@@ -150,18 +160,38 @@ struct PipelineJob: JobKind {
             manifest.stage = stage
             return manifest
         }
+        func chatManifest(stage: String, method: ArtifactManifest.FineTuningMethod) -> ArtifactManifest {
+            var chat = manifest(.chatModel, stage: stage)
+            chat.base = ChatModelStore.baseName
+            chat.baseFile = (chatModelPath as NSString).lastPathComponent
+            chat.method = method
+            return chat
+        }
         let reasons = try artifacts.addVersion(of: "reasons", manifest: manifest(.reasonTable)) { staging in
-            if let corrected = outcome.reasonTableDirectories["curec"] { try copyContents(of: corrected, into: staging) }
-            for key in ["pretrain", "rl"] {
-                guard let directory = outcome.reasonTableDirectories[key] else { continue }
-                try FileManager.default.copyItem(atPath: directory, toPath: (staging as NSString).appendingPathComponent(key))
+            if let served = outcome.reasonTableDirectories[ReasonTableKind.served.key] { try copyContents(of: served, into: staging) }
+            for kind in ReasonTableKind.all where kind != ReasonTableKind.served {
+                guard let directory = outcome.reasonTableDirectories[kind.key] else { continue }
+                try FileManager.default.copyItem(atPath: directory, toPath: (staging as NSString).appendingPathComponent(kind.key))
             }
         }
         let report = try publish("report", from: outcome.reportDirectory, manifest: manifest(.report))
         let reportRelative = "models/report/\((report as NSString).lastPathComponent)"
         context.log("saved models/reasons/\((reasons as NSString).lastPathComponent) and \(reportRelative)")
-        try publish("lm-pretrain", from: outcome.pretrainedModelDirectory, manifest: manifest(.languageModel, stage: "pretrain"))
-        try publish("lm", from: outcome.tunedModelDirectory, manifest: manifest(.languageModel, stage: "grpo"))
+        switch outcome.languageModel {
+        case .chat:
+            // Chat-model fine-tunings that `Generate` serves by name (LoRA adapters over lm_path);
+            // pair reasons use the newest `tunedChatModel`.
+            try publish("lm-aligned", from: outcome.alignedModelDirectory,
+                        manifest: chatManifest(stage: "align", method: config.alignment.method == .lora ? .lora : .full))
+            if config.alignment.method == .lora {
+                try publish(Self.tunedChatModel, from: outcome.tunedModelDirectory, manifest: chatManifest(stage: "grpo", method: .lora))
+            } else {
+                context.log("the GRPO adapters sit on fully fine-tuned weights; they stay in the workspace and are not published")
+            }
+        case .gpt:
+            try publish("lm-pretrain", from: outcome.alignedModelDirectory, manifest: manifest(.languageModel, stage: "align"))
+            try publish("lm", from: outcome.tunedModelDirectory, manifest: manifest(.languageModel, stage: "grpo"))
+        }
         // Last, so reasons, report and the LM are in place when the reason-aware recommender serves.
         if let served = try ReasonAwareRecommender.serveLatest(name: servedName, plugins: plugins, artifacts: artifacts) {
             context.log("now serving '\(servedName)' (SASRec with CURec reason features) from \(served)")
