@@ -55,7 +55,7 @@ import Testing
         #expect(try refusal("finetune", ["dataset": "d", "output": "o", "method": "qlora"])
                 == "finetune: parameter 'method' must be lora or full, not 'qlora'")
         #expect(try refusal("pipeline", ["stop_after": "lunch"])
-                == "pipeline: parameter 'stop_after' must be one of pretrain, content, reward, grpo, reasons, downstream, not 'lunch'")
+                == "pipeline: parameter 'stop_after' must be one of align, content, reward, grpo, reasons, downstream, not 'lunch'")
         #expect(try refusal("pipeline", ["seeds": "1,-2"]).contains("'seeds' must be comma-separated integers in >= 0"))
     }
 
