@@ -60,24 +60,18 @@ struct ReasonGenerator: Sendable {
         LlamaReasonModel(backbone: LlamaBackbone(trainable: loaded.model, tokenizer: loaded.tokenizer), adapters: nil)
     }
 
-    /// The pipeline's reason writer over `model` with the serving budget.
-    static func chatWriter(_ model: LlamaReasonModel, maxTokens: Int = chatReasonMaxTokens) throws(RPCError) -> ReasonWriter {
-        do {
-            return try ReasonWriter(languageModel: model, maxTokens: maxTokens, batchSize: chatReasonBatch,
-                                    repetitionPenalty: chatRepetitionPenalty)
-        } catch {
-            throw RPCError(.invalidArgument, "\(error.description)")
-        }
-    }
-
     /// The corpus pair prompt for (user, item) as `loaded` reads it (system and user turns,
-    /// the assistant header and the reasoning marker), leaving room for `maxTokens` of answer.
+    /// the assistant header and the reasoning marker), leaving room for `maxTokens` of answer
+    /// as ``ReasonWriter/promptTokens(_:)`` does. Reads only the tokenizer (no lock).
     func chatPromptTokens(_ loaded: ChatModelStore.Loaded, user: UInt32, item: UInt32,
                           maxTokens: Int) throws(RPCError) -> [Int32] {
-        let writer = try loaded.lock.withLock { _ throws(RPCError) in
-            try Self.chatWriter(Self.reasonModel(loaded), maxTokens: maxTokens)
+        let context = loaded.model.config.context
+        guard maxTokens >= 1, context - maxTokens >= 16 else {
+            throw RPCError(.invalidArgument,
+                           "max_tokens \(maxTokens) leaves no room for the prompt in the model's context of \(context) tokens")
         }
-        return writer.promptTokens(prompt(user, item)).map(Int32.init)
+        return LlamaReasonModel.promptTokens(prompt(user, item), limit: context - maxTokens, tokenizer: loaded.tokenizer)
+            .map(Int32.init)
     }
 
     /// Pair reasons from a chat model for `items`, written exactly as the pipeline writes
@@ -112,8 +106,9 @@ struct ReasonGenerator: Sendable {
         }
         do {
             guard let found = try models.latest(modelName) else {
-                throw RPCError(.failedPrecondition,
-                               "no language model '\(modelName)' has been trained yet; submit a pretrain or pipeline job first")
+                throw RPCError(.failedPrecondition, name.isEmpty
+                    ? "no reason model is available: no '\(modelName)' or '\(PairReasons.tunedModelName)' has been published and the SmolLM2 file is missing (scripts/fetch-lm fetches it; a pipeline job publishes '\(PairReasons.tunedModelName)')"
+                    : "no language model '\(modelName)' has been trained yet; submit a pretrain or pipeline job first")
             }
             return found
         } catch let error as LanguageModelError {
