@@ -93,10 +93,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // Messages and services of the daemon's API, generated from Protos/curec/v1.
+        // Messages and services of the daemon's API, generated from Protos/curec/v1: the
+        // messages, and per service its method descriptors, handler protocol and client.
         .target(
             name: "CURecProto",
-            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
+            dependencies: ["CURecRPC", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
         // Linux event APIs (epoll, eventfd, accept4) for the event loops.
         .target(name: "CLinux"),
@@ -105,7 +106,9 @@ let package = Package(
             name: "CURecRPCProtos",
             dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
-        // gRPC over HTTP/2 (h2c) on libnghttp2. Knows nothing about recommendation.
+        // gRPC over HTTP/2 (h2c) on libnghttp2. Knows nothing about recommendation. Its
+        // Generated/ folder holds the descriptors and handler protocols of the standard
+        // services it serves (health, reflection, interop testing).
         .target(
             name: "CURecRPC",
             dependencies: [

@@ -155,7 +155,7 @@ public final class Daemon: Sendable {
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
         let reflection = try ReflectionService(
             descriptorSets: [ReflectionService.standardDescriptorSet, Self.curecDescriptorSet],
-            services: router.serviceNames)
+            methods: router.methods)
         router.register(reflection)
         self.health = health
         self.plugins = plugins

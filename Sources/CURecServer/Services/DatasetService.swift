@@ -13,10 +13,7 @@ struct DatasetService: RPCService {
     static let maxChunkBytes = 1 << 20
 
     func register(into router: inout RPCRouter) {
-        router.registerClientStreaming(
-            service: "curec.v1.DatasetService", method: "Upload",
-            request: Curec_V1_UploadDatasetRequest.self, response: Curec_V1_Dataset.self
-        ) { requests, _ in
+        router.registerClientStreaming(Curec_V1_DatasetService.Method.upload) { requests, _ in
             var messages = requests.makeAsyncIterator()
             guard let first = try await messages.next() else {
                 throw RPCError(.invalidArgument, "an upload starts with a header message naming the dataset")
@@ -42,10 +39,7 @@ struct DatasetService: RPCService {
                 throw error
             }
         }
-        router.registerUnary(
-            service: "curec.v1.DatasetService", method: "List",
-            request: Curec_V1_ListDatasetsRequest.self, response: Curec_V1_ListDatasetsResponse.self
-        ) { request, _ in
+        router.registerUnary(Curec_V1_DatasetService.Method.list) { request, _ in
             let name: String? = request.name.isEmpty
                 ? nil : try Self.mapped { () throws(DatasetError) in try DatasetStore.checkName(request.name) }
             let found = datasets.list(name: name)

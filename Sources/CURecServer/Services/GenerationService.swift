@@ -13,10 +13,7 @@ struct GenerationService: RPCService {
     let generator: ReasonGenerator
 
     func register(into router: inout RPCRouter) {
-        router.registerServerStreaming(
-            service: "curec.v1.GenerationService", method: "GenerateReason",
-            request: Curec_V1_GenerateReasonRequest.self, response: Curec_V1_GenerateReasonResponse.self
-        ) { request, writer, context in
+        router.registerServerStreaming(Curec_V1_GenerationService.Method.generateReason) { request, writer, context in
             let user = try data.user(request.userID)
             let item = try data.item(request.itemID, field: "item_id")
             let options = try Self.options(request.sampling)

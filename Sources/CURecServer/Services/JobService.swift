@@ -8,21 +8,17 @@ struct JobService: RPCService {
     let jobs: JobManager
 
     func register(into router: inout RPCRouter) {
-        let service = "curec.v1.JobService"
-        router.registerUnary(service: service, method: "Submit",
-                             request: Curec_V1_SubmitJobRequest.self, response: Curec_V1_Job.self) { request, _ in
+        router.registerUnary(Curec_V1_JobService.Method.submit) { request, _ in
             guard !request.kind.isEmpty else {
                 throw RPCError(.invalidArgument, "kind is empty; known kinds: \(jobs.kindNames.joined(separator: ", "))")
             }
             return try Self.job(mapping { try jobs.submit(kind: request.kind, parameters: request.parameters) })
         }
-        router.registerUnary(service: service, method: "Get",
-                             request: Curec_V1_GetJobRequest.self, response: Curec_V1_Job.self) { request, _ in
+        router.registerUnary(Curec_V1_JobService.Method.get) { request, _ in
             try Self.requireID(request.id)
             return try Self.job(mapping { try jobs.get(request.id) })
         }
-        router.registerUnary(service: service, method: "List",
-                             request: Curec_V1_ListJobsRequest.self, response: Curec_V1_ListJobsResponse.self) { request, _ in
+        router.registerUnary(Curec_V1_JobService.Method.list) { request, _ in
             guard request.limit <= 10_000 else { throw RPCError(.invalidArgument, "limit is \(request.limit); at most 10000") }
             let state: JobState?
             switch request.state {
@@ -36,13 +32,11 @@ struct JobService: RPCService {
             }
             return .with { $0.jobs = records.map(Self.job) }
         }
-        router.registerUnary(service: service, method: "Cancel",
-                             request: Curec_V1_CancelJobRequest.self, response: Curec_V1_Job.self) { request, _ in
+        router.registerUnary(Curec_V1_JobService.Method.cancel) { request, _ in
             try Self.requireID(request.id)
             return try Self.job(mapping { try jobs.cancel(request.id) })
         }
-        router.registerServerStreaming(service: service, method: "Watch",
-                                       request: Curec_V1_WatchJobRequest.self, response: Curec_V1_JobEvent.self) { request, writer, _ in
+        router.registerServerStreaming(Curec_V1_JobService.Method.watch) { request, writer, _ in
             try Self.requireID(request.id)
             let events = try mapping { try jobs.watch(request.id) }
             for await event in events {
@@ -129,8 +123,7 @@ struct ModelService: RPCService {
     let artifacts: ArtifactStore
 
     func register(into router: inout RPCRouter) {
-        router.registerUnary(service: "curec.v1.ModelService", method: "List",
-                             request: Curec_V1_ListModelsRequest.self, response: Curec_V1_ListModelsResponse.self) { request, _ in
+        router.registerUnary(Curec_V1_ModelService.Method.list) { request, _ in
             let root = (artifacts.root as NSString).appendingPathComponent("models")
             var names = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
             if !request.name.isEmpty {
@@ -152,8 +145,7 @@ struct ModelService: RPCService {
                 }
             }
         }
-        router.registerUnary(service: "curec.v1.ModelService", method: "GetReport",
-                             request: Curec_V1_GetReportRequest.self, response: Curec_V1_GetReportResponse.self) { request, _ in
+        router.registerUnary(Curec_V1_ModelService.Method.getReport) { request, _ in
             try report(request)
         }
     }

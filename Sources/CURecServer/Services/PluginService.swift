@@ -9,19 +9,13 @@ struct PluginService: RPCService {
     let preparer: PluginPreparer
 
     func register(into router: inout RPCRouter) {
-        router.registerInlineUnary(
-            service: "curec.v1.PluginService", method: "List",
-            request: Curec_V1_ListPluginsRequest.self, response: Curec_V1_ListPluginsResponse.self
-        ) { _, _ in
+        router.registerInlineUnary(Curec_V1_PluginService.Method.list) { _, _ in
             var response = Curec_V1_ListPluginsResponse()
             response.plugins = plugins.list().map { Self.status($0) }
             response.availableLibraries = plugins.availableLibraries()
             return response
         }
-        router.registerUnary(
-            service: "curec.v1.PluginService", method: "Load",
-            request: Curec_V1_LoadPluginRequest.self, response: Curec_V1_PluginStatus.self
-        ) { request, _ in
+        router.registerUnary(Curec_V1_PluginService.Method.load) { request, _ in
             guard !request.name.isEmpty else { throw RPCError(.invalidArgument, "name is empty; name the new plugin instance") }
             guard !request.library.isEmpty else {
                 throw RPCError(.invalidArgument, "library is empty; give a library file name from PluginService.List or a path")
@@ -34,10 +28,7 @@ struct PluginService: RPCService {
             }
             return Self.status(instance)
         }
-        router.registerUnary(
-            service: "curec.v1.PluginService", method: "Unload",
-            request: Curec_V1_UnloadPluginRequest.self, response: Curec_V1_UnloadPluginResponse.self
-        ) { request, _ in
+        router.registerUnary(Curec_V1_PluginService.Method.unload) { request, _ in
             guard !request.name.isEmpty else { throw RPCError(.invalidArgument, "name is empty") }
             do {
                 try plugins.unload(name: request.name)
@@ -46,10 +37,7 @@ struct PluginService: RPCService {
             }
             return Curec_V1_UnloadPluginResponse()
         }
-        router.registerUnary(
-            service: "curec.v1.PluginService", method: "Reload",
-            request: Curec_V1_ReloadPluginRequest.self, response: Curec_V1_PluginStatus.self
-        ) { request, _ in
+        router.registerUnary(Curec_V1_PluginService.Method.reload) { request, _ in
             guard !request.name.isEmpty else { throw RPCError(.invalidArgument, "name is empty") }
             let config: [UInt8]? = request.hasConfig ? [UInt8](request.config) : nil
             let instance = try await runBlocking {

@@ -19,14 +19,8 @@ struct RecommendService: RPCService {
     static let maxCandidates = 10_000
 
     func register(into router: inout RPCRouter) {
-        router.registerInlineUnary(
-            service: "curec.v1.RecommendService", method: "Score",
-            request: Curec_V1_ScoreRequest.self, response: Curec_V1_ScoreResponse.self
-        ) { request, _ in try score(request) }
-        router.registerUnary(
-            service: "curec.v1.RecommendService", method: "Recommend",
-            request: Curec_V1_RecommendRequest.self, response: Curec_V1_RecommendResponse.self
-        ) { request, context in
+        router.registerInlineUnary(Curec_V1_RecommendService.Method.score) { request, _ in try score(request) }
+        router.registerUnary(Curec_V1_RecommendService.Method.recommend) { request, context in
             var response = try recommend(request)
             guard request.withReasons else { return response }
             // AUTO falls back to generation when the table cannot be read; TABLE reports it.

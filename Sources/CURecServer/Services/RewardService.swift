@@ -11,10 +11,7 @@ struct RewardService: RPCService {
     static let maxTriples = 4096
 
     func register(into router: inout RPCRouter) {
-        router.registerUnary(
-            service: "curec.v1.RewardService", method: "Score",
-            request: Curec_V1_RewardRequest.self, response: Curec_V1_RewardResponse.self
-        ) { request, _ in try score(request) }
+        router.registerUnary(Curec_V1_RewardService.Method.score) { request, _ in try score(request) }
     }
 
     func score(_ request: Curec_V1_RewardRequest) throws(RPCError) -> Curec_V1_RewardResponse {

@@ -20,10 +20,7 @@ struct TextGenerationService: RPCService {
     static let defaultMaxTokens = 256
 
     func register(into router: inout RPCRouter) {
-        router.registerServerStreaming(
-            service: "curec.v1.GenerationService", method: "Generate",
-            request: Curec_V1_GenerateRequest.self, response: Curec_V1_GenerateResponse.self
-        ) { request, writer, call in
+        router.registerServerStreaming(Curec_V1_GenerationService.Method.generate) { request, writer, call in
             let input = try Self.input(request)
             let options = try GenerationService.options(request.sampling)
             let stops = try Self.stopStrings(request.stop)
