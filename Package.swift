@@ -163,5 +163,14 @@ let package = Package(
             name: "CURecRPCTests",
             dependencies: ["CURecRPC", "CURecRPCProtos"]
         ),
+        // The daemon's service functions at the transport-free seam, and its routing.
+        .testTarget(
+            name: "CURecServerTests",
+            dependencies: [
+                "CURecServer", "CURecRPC", "CURecRPCProtos", "CURecProto", "CURecJobs", "CURecPluginHost",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
     ]
 )

@@ -1,6 +1,5 @@
 import CURecModels
 import CURecPipeline
-import CURecRPC
 import Foundation
 import Synchronization
 
@@ -26,25 +25,21 @@ struct ReasonGenerator: Sendable {
     static let chatReasonBatch = 8
 
     /// The chat model `name` names, or nil when `name` is a built-in LM (`lm`, `pretrain` outputs).
-    func chatModel(_ name: String) throws(RPCError) -> ChatModelStore.Loaded? {
+    func chatModel(_ name: String) throws(ChatModelError) -> ChatModelStore.Loaded? {
         guard let chatModels, conversation != nil, !name.isEmpty else { return nil }
         guard name == ChatModelStore.baseName || chatModels.isChatModel(name) else { return nil }
-        do throws(ChatModelError) {
-            return try chatModels.model(name: name, version: "")
-        } catch {
-            throw RPCError(error)
-        }
+        return try chatModels.model(name: name, version: "")
     }
 
     /// The pair conversation for (user, item) in `loaded`'s chat template.
-    func chatPromptTokens(_ loaded: ChatModelStore.Loaded, user: UInt32, item: UInt32) throws(RPCError) -> [Int32] {
-        guard let conversation else { throw RPCError(.internal, "no pair conversation is configured") }
+    func chatPromptTokens(_ loaded: ChatModelStore.Loaded, user: UInt32, item: UInt32) throws(ServingError) -> [Int32] {
+        guard let conversation else { throw ServingError.internalFailure("no pair conversation is configured") }
         let turns = conversation(user, item)
         do {
             return try loaded.tokenizer.encode(conversation: [.system(turns.system), .user(turns.user)],
                                                addingGenerationPrompt: true)
         } catch {
-            throw RPCError(.internal, "the pair conversation cannot be rendered: \(error.description)")
+            throw ServingError.internalFailure("the pair conversation cannot be rendered: \(error.description)")
         }
     }
 
@@ -57,7 +52,7 @@ struct ReasonGenerator: Sendable {
 
     /// Greedy pair reasons from a chat model for `items`, checked by the verifier.
     func chatReasons(_ loaded: ChatModelStore.Loaded, user: UInt32, items: [UInt32],
-                     shouldStop: @escaping () -> Bool) throws(RPCError) -> [String] {
+                     shouldStop: @escaping () -> Bool) throws(ServingError) -> [String] {
         var prompts: [[Int]] = []
         for item in items { prompts.append(try chatPromptTokens(loaded, user: user, item: item).map(Int.init)) }
         guard !prompts.isEmpty else { return [] }
@@ -74,10 +69,10 @@ struct ReasonGenerator: Sendable {
                 }
             }
         } catch {
-            throw RPCError(.internal, "reason generation failed: \(error.description)")
+            throw ServingError.internalFailure("reason generation failed: \(error.description)")
         }
         if results.contains(where: { $0.finishReason == .cancelled }) {
-            throw RPCError(.deadlineExceeded, "the deadline passed while writing reasons")
+            throw ServingError.deadlineExceeded("the deadline passed while writing reasons")
         }
         return zip(items, results).map { item, result in
             let text = (try? loaded.tokenizer.decode(result.tokens.map(Int32.init), skippingSpecialTokens: true)) ?? ""
@@ -87,34 +82,32 @@ struct ReasonGenerator: Sendable {
     }
 
     /// The newest version of the model `name` (default "lm"), or FAILED_PRECONDITION.
-    func model(_ name: String) throws(RPCError) -> LanguageModelStore.Loaded {
+    func model(_ name: String) throws(ServingError) -> LanguageModelStore.Loaded {
         let modelName = name.isEmpty ? "lm" : name
         guard !modelName.contains("/"), !modelName.hasPrefix(".") else {
-            throw RPCError(.invalidArgument, "model name '\(name)' must be a plain name (no '/', not starting with '.')")
+            throw ServingError.invalidArgument("model name '\(name)' must be a plain name (no '/', not starting with '.')")
         }
+        let found: LanguageModelStore.Loaded?
         do {
-            guard let found = try models.latest(modelName) else {
-                throw RPCError(.failedPrecondition,
-                               "no language model '\(modelName)' has been trained yet; submit a pretrain or pipeline job first")
-            }
-            return found
-        } catch let error as LanguageModelError {
-            throw RPCError(.failedPrecondition, "'\(modelName)' is not a usable language model: \(error.description)")
+            found = try models.latest(modelName)
         } catch {
-            throw RPCError.from(error)
+            throw .failedPrecondition("'\(modelName)' is not a usable language model: \(error.description)")
         }
+        guard let found else {
+            throw .failedPrecondition("no language model '\(modelName)' has been trained yet; submit a pretrain or pipeline job first")
+        }
+        return found
     }
 
     /// The prompt's token ids, keeping its end and leaving room for `maxTokens` of answer
     /// (the model was trained on windows that start mid-example, so a cut start is familiar).
     func promptTokens(_ loaded: LanguageModelStore.Loaded, user: UInt32, item: UInt32,
-                      maxTokens: Int) throws(RPCError) -> [Int] {
+                      maxTokens: Int) throws(ServingError) -> [Int] {
         let writer: ReasonWriter
         do {
             writer = try ReasonWriter(model: loaded.model, tokenizer: loaded.tokenizer, maxTokens: maxTokens)
         } catch {
-            throw RPCError(.invalidArgument,
-                           "max_tokens \(maxTokens) leaves no room for the prompt in the model's context of \(loaded.model.config.context) tokens")
+            throw ServingError.invalidArgument("max_tokens \(maxTokens) leaves no room for the prompt in the model's context of \(loaded.model.config.context) tokens")
         }
         return writer.promptTokens(prompt(user, item))
     }
@@ -145,7 +138,7 @@ struct ReasonGenerator: Sendable {
     /// wrote no reason block or every sentence failed the verifier. Blocking (CPU-bound):
     /// call it off the I/O loop.
     func reasons(user: UInt32, items: [UInt32], modelName: String, maxTokens: Int? = nil,
-                 shouldStop: @escaping () -> Bool) throws(RPCError) -> [String] {
+                 shouldStop: @escaping () -> Bool) throws -> [String] {
         if let chat = try chatModel(modelName) {
             return try chatReasons(chat, user: user, items: items, shouldStop: shouldStop)
         }
@@ -162,10 +155,10 @@ struct ReasonGenerator: Sendable {
                 try loaded.model.generate(prompts: prompts, options: options, shouldStop: shouldStop)
             }
         } catch {
-            throw RPCError(.internal, "reason generation failed: \(error)")
+            throw ServingError.internalFailure("reason generation failed: \(error)")
         }
         if generations.contains(where: { $0.finishReason == .cancelled }) {
-            throw RPCError(.deadlineExceeded, "the deadline passed while writing reasons")
+            throw ServingError.deadlineExceeded("the deadline passed while writing reasons")
         }
         return zip(items, generations).map { item, generation in
             let text = (try? loaded.tokenizer.decode(generation.tokens.map(Int32.init))) ?? ""

@@ -2,26 +2,32 @@ import CURecPluginHost
 import CURecProto
 import CURecRPC
 
-/// `curec.v1.RewardService`: scores (user, item, reason embedding) triples with a reward plugin.
-struct RewardService: RPCService {
+/// `curec.v1.RewardService` on the wire: forwards to ``RewardOperations``.
+struct RewardService: Curec_V1_RewardServiceHandler {
+    /// Nil when the daemon has no dataset: every call then fails with FAILED_PRECONDITION.
+    let operations: RewardOperations?
+
+    func score(_ request: Curec_V1_RewardRequest, context: ServerContext) async throws -> Curec_V1_RewardResponse {
+        try ServingError.requireDataset(operations).score(request)
+    }
+}
+
+/// Scores (user, item, reason embedding) triples with a reward plugin.
+struct RewardOperations: Sendable {
     let data: ServingData
     let plugins: PluginHost
     let defaultRewardModel: String
 
     static let maxTriples = 4096
 
-    func register(into router: inout RPCRouter) {
-        router.registerUnary(Curec_V1_RewardService.Method.score) { request, _ in try score(request) }
-    }
-
-    func score(_ request: Curec_V1_RewardRequest) throws(RPCError) -> Curec_V1_RewardResponse {
-        guard !request.triples.isEmpty else { throw RPCError(.invalidArgument, "triples is empty; give at least one") }
+    func score(_ request: Curec_V1_RewardRequest) throws -> Curec_V1_RewardResponse {
+        guard !request.triples.isEmpty else { throw ServingError.invalidArgument("triples is empty; give at least one") }
         guard request.triples.count <= Self.maxTriples else {
-            throw RPCError(.invalidArgument, "triples has \(request.triples.count) entries; at most \(Self.maxTriples) per call")
+            throw ServingError.invalidArgument("triples has \(request.triples.count) entries; at most \(Self.maxTriples) per call")
         }
         let name = request.plugin.isEmpty ? defaultRewardModel : request.plugin
         guard let instance = plugins.instance(named: name) else {
-            throw RPCError(.notFound, "plugin '\(name)' is not loaded (see PluginService.List)")
+            throw ServingError.notFound("plugin '\(name)' is not loaded (see PluginService.List)")
         }
         let expected = instance.describe().reasonEmbeddingDimension
         var inputs: [PluginInstance.RewardInput] = []
@@ -30,21 +36,17 @@ struct RewardService: RPCService {
             let user = try data.user(triple.userID, field: "triples[\(index)].user_id")
             let item = try data.item(triple.itemID, field: "triples[\(index)].item_id")
             if expected > 0 && triple.reasonEmbedding.count != expected {
-                throw RPCError(.invalidArgument,
-                               "triples[\(index)].reason_embedding has \(triple.reasonEmbedding.count) values; plugin '\(name)' expects \(expected)")
+                throw ServingError.invalidArgument(
+                    "triples[\(index)].reason_embedding has \(triple.reasonEmbedding.count) values; plugin '\(name)' expects \(expected)")
             }
             guard triple.reasonEmbedding.allSatisfy(\.isFinite) else {
-                throw RPCError(.invalidArgument, "triples[\(index)].reason_embedding contains NaN or infinity")
+                throw ServingError.invalidArgument("triples[\(index)].reason_embedding contains NaN or infinity")
             }
             inputs.append(.init(user: user, item: item, embedding: triple.reasonEmbedding))
         }
         var response = Curec_V1_RewardResponse()
-        do {
-            response.rewards = try instance.scoreReward(inputs)
-        } catch {
-            throw RPCError(error)
-        }
-        response.servedBy = RecommendService.servedBy(instance)
+        response.rewards = try instance.scoreReward(inputs)
+        response.servedBy = instance.servedBy
         return response
     }
 }
