@@ -167,7 +167,7 @@ let package = Package(
         .testTarget(
             name: "CURecServerTests",
             dependencies: [
-                "CURecServer", "CURecRPC", "CURecRPCProtos", "CURecProto", "CURecJobs", "CURecPluginHost",
+                "CURecServer", "CURecRPC", "CURecRPCProtos", "CURecProto", "CURecJobs", "CURecPluginHost", "CURecData",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
             ]
