@@ -161,6 +161,12 @@ public final class Daemon: Sendable {
         router.register(GenerationService(reasons: reasonStreaming, text: TextGeneration(models: chatModels)))
         router.register(DatasetService(operations: DatasetOperations(datasets: datasets)))
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
+        if data == nil {
+            // Routed, but every call would fail until a dataset is configured.
+            for service in [Curec_V1_RecommendService.name, Curec_V1_RewardService.name] {
+                health.setStatus(.notServing, for: service)
+            }
+        }
         let reflection = try ReflectionService(
             descriptorSets: [ReflectionService.standardDescriptorSet, Self.curecDescriptorSet],
             methods: router.methods)

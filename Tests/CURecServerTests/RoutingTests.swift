@@ -81,8 +81,14 @@ import Testing
         }
     }
 
-    /// With no dataset the recommendation services answer, and say what is missing.
+    /// With no dataset the recommendation services answer, and say what is missing; health
+    /// says they are not serving.
     @Test func servicesWithoutADatasetFailWithAPrecondition() throws {
+        let daemon = try Self.bareDaemon()
+        #expect(daemon.health.status(of: Curec_V1_RecommendService.name) == .notServing)
+        #expect(daemon.health.status(of: Curec_V1_RewardService.name) == .notServing)
+        #expect(daemon.health.status(of: Curec_V1_JobService.name) == .serving)
+        #expect(daemon.health.status(of: "") == .serving)
         let service = RecommendService(operations: nil)
         let error = try #require(throws: ServingError.self) {
             _ = try ServingError.requireDataset(service.operations)
