@@ -16,6 +16,11 @@ let package = Package(
         .library(name: "CURecCollaborativeReward", type: .dynamic, targets: ["CollaborativeRewardPlugin"]),
         .library(name: "CURecPopularity", type: .dynamic, targets: ["PopularityPlugin"]),
         .library(name: "CURecSASRec", type: .dynamic, targets: ["SASRecPlugin"]),
+        // Libraries the plugin host's unit tests load: a working Swift recommender, one
+        // without the ABI entry points, one built for another ABI major version.
+        .library(name: "CURecTestRecommender", type: .dynamic, targets: ["TestRecommenderPlugin"]),
+        .library(name: "CURecTestNoEntryPoint", type: .dynamic, targets: ["TestNoEntryPointPlugin"]),
+        .library(name: "CURecTestWrongABI", type: .dynamic, targets: ["TestWrongABIPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
@@ -40,10 +45,12 @@ let package = Package(
         // Quantized-weight matrix kernels with x86-64 intrinsics (AVX2, AVX-512 VNNI), chosen
         // at run time; always optimised, also in debug builds.
         .target(name: "CQuantKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        // Data structures shared by the layers above (the binary heap); no dependencies.
+        .target(name: "CURecCollections"),
         // Float32 tensors, explicit forward/backward kernels, AdamW, safetensors, GGUF.
         .target(name: "CURecTensor", dependencies: ["COpenBLAS", "CQuantKernels"]),
         // GPT-style LM, BPE and WordPiece tokenizers, MiniLM sentence encoder.
-        .target(name: "CURecModels", dependencies: ["CURecTensor"]),
+        .target(name: "CURecModels", dependencies: ["CURecTensor", "CURecCollections"]),
         // Datasets (RecBole atomic files), leave-one-out splits, ranking metrics.
         .target(name: "CURecData"),
         // The plugin C ABI: one header, include/curec_plugin.h.
@@ -114,6 +121,7 @@ let package = Package(
             dependencies: [
                 "CNGHTTP2",
                 "CLinux",
+                "CURecCollections",
                 "CURecRPCProtos",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
@@ -154,22 +162,43 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .testTarget(name: "CURecCollectionsTests", dependencies: ["CURecCollections"]),
         .testTarget(name: "CURecDataTests", dependencies: ["CURecData"]),
         .testTarget(name: "CURecJobsTests", dependencies: ["CURecJobs"]),
-        .testTarget(name: "CURecPipelineTests", dependencies: ["CURecPipeline", "CURecData"]),
+        .testTarget(name: "CURecPipelineTests", dependencies: ["CURecPipeline", "CURecData"], exclude: ["Fixtures"]),
         .testTarget(name: "CURecTensorTests", dependencies: ["CURecTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "CURecModelsTests", dependencies: ["CURecModels", "CURecTensor"], exclude: ["Fixtures"]),
+        .target(
+            name: "TestRecommenderPlugin",
+            dependencies: ["CURecPluginKit", "CURecPluginABI"],
+            path: "Tests/PluginFixtures/CountingRecommender"
+        ),
+        .target(name: "TestNoEntryPointPlugin", path: "Tests/PluginFixtures/NoEntryPoint"),
+        .target(name: "TestWrongABIPlugin", dependencies: ["CURecPluginABI"], path: "Tests/PluginFixtures/WrongABI"),
+        // Loads the libraries above (built by `swift build`, found beside the test binary).
+        .testTarget(
+            name: "CURecPluginHostTests",
+            dependencies: [
+                "CURecPluginHost",
+                "CURecPluginABI",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "CURecRPCTests",
             dependencies: ["CURecRPC", "CURecRPCProtos"]
         ),
-        // The daemon's service functions at the transport-free seam, and its routing.
+        // The daemon's seams: service functions without a transport and their routing,
+        // configuration, artifact manifests, job parameters, generated docs; the pair reason
+        // cache and model lookup.
         .testTarget(
             name: "CURecServerTests",
             dependencies: [
                 "CURecServer", "CURecRPC", "CURecRPCProtos", "CURecProto", "CURecJobs", "CURecPluginHost", "CURecData",
+                "CURecModels", "CURecPipeline",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
     ]

@@ -2,6 +2,10 @@ import CURecPluginABI
 import CURecPluginKit
 import Foundation
 
+/// The plugin this library serves: CURecPluginKit exports the C entry points for it.
+@_silgen_name("curec_swift_plugin_type")
+public func servedPluginType() -> any SwiftPlugin.Type { BPRPlugin.self }
+
 /// Bayesian Personalized Ranking matrix factorisation (Rendle et al., 2009).
 ///
 /// score(u, i) = p_u · q_i + b_i, trained by SGD on (user, positive, sampled negative)

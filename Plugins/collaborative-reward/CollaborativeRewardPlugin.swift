@@ -2,6 +2,10 @@ import CURecPluginABI
 import CURecPluginKit
 import Foundation
 
+/// The plugin this library serves: CURecPluginKit exports the C entry points for it.
+@_silgen_name("curec_swift_plugin_type")
+public func servedPluginType() -> any SwiftPlugin.Type { CollaborativeRewardPlugin.self }
+
 /// A collaborative reward model: it judges a reason by how well its embedding, used in place
 /// of an item's content, predicts who consumes what.
 ///

@@ -4,6 +4,10 @@ import CURecPluginKit
 import CURecTensor
 import Foundation
 
+/// The plugin this library serves: CURecPluginKit exports the C entry points for it.
+@_silgen_name("curec_swift_plugin_type")
+public func servedPluginType() -> any SwiftPlugin.Type { SASRecPlugin.self }
+
 /// SASRec, the self-attentive sequential recommender (Kang & McAuley, 2018), optionally with
 /// item features (content features, or embeddings of recommendation reasons) projected and
 /// added to the item ID embeddings, and with user features projected and added to every
@@ -26,24 +30,7 @@ import Foundation
 /// projected user features, so scoring needs no feature matrix), `histories.json`, and
 /// `plugin.json` (``Meta``).
 final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
-    struct Config: Codable {
-        var max_length: Int?
-        var width: Int?
-        var blocks: Int?
-        var heads: Int?
-        var hidden: Int?
-        var epochs: Int?
-        var learning_rate: Float?
-        var batch_size: Int?
-        var patience: Int?
-        var loss: String?
-        var weight_decay: Float?
-        var seed: UInt64?
-        var use_item_features: Bool?
-        var use_user_features: Bool?
-        var version_label: String?
-        var checkpoint_every: Int?
-    }
+    typealias Config = SASRecPluginConfig
 
     /// What an artifact holds besides the model files.
     struct Meta: Codable {
@@ -75,17 +62,17 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
 
     init(config: [UInt8]) throws(PluginFailure) {
         let parsed = try decodeJSONConfig(Config.self, from: config, plugin: "sasrec")
-        maxLength = parsed.max_length ?? 50
+        maxLength = parsed.maxLength ?? 50
         width = parsed.width ?? 64
         blocks = parsed.blocks ?? 2
         heads = parsed.heads ?? 1
         hidden = parsed.hidden ?? width
         var options = SASRecTrainingOptions()
         options.epochs = parsed.epochs ?? 200
-        options.learningRate = parsed.learning_rate ?? 1e-3
-        options.batchSize = parsed.batch_size ?? 128
+        options.learningRate = parsed.learningRate ?? 1e-3
+        options.batchSize = parsed.batchSize ?? 128
         options.patience = parsed.patience ?? 10
-        options.weightDecay = parsed.weight_decay ?? 0
+        options.weightDecay = parsed.weightDecay ?? 0
         options.seed = parsed.seed ?? 42
         switch parsed.loss ?? "bce" {
         case "bce": options.objective = .bce
@@ -94,10 +81,10 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
             throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "sasrec config: loss must be \"bce\" or \"softmax\", got \"\(other)\"")
         }
         self.options = options
-        useItemFeatures = parsed.use_item_features ?? false
-        useUserFeatures = parsed.use_user_features ?? false
-        version = parsed.version_label ?? "1.0.0"
-        checkpointEvery = parsed.checkpoint_every ?? 5
+        useItemFeatures = parsed.useItemFeatures ?? false
+        useUserFeatures = parsed.useUserFeatures ?? false
+        version = parsed.versionLabel ?? "1.0.0"
+        checkpointEvery = parsed.checkpointEvery ?? 5
         guard checkpointEvery >= 0 else {
             throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "sasrec config: checkpoint_every must be >= 0, got \(checkpointEvery)")
         }

@@ -15,6 +15,11 @@ public struct RankingMetrics: Sendable, Hashable, CustomStringConvertible {
     public private(set) var mrr: [Int: Double] = [:]
     /// Number of users evaluated.
     public private(set) var userCount = 0
+    /// The held-out item's rank for every evaluated user, in evaluation order.
+    public private(set) var ranks: [Int] = []
+    /// The evaluated users (dataset indices) aligned with ``ranks``, when known (``evaluate``
+    /// records them; ``add(rank:)`` alone does not).
+    public private(set) var users: [Int32] = []
 
     public init(cutoffs: [Int] = [10, 20]) {
         self.cutoffs = cutoffs
@@ -34,6 +39,7 @@ public struct RankingMetrics: Sendable, Hashable, CustomStringConvertible {
     /// Adds one user's result given the held-out item's rank.
     public mutating func add(rank: Int) {
         userCount += 1
+        ranks.append(rank)
         for k in cutoffs where rank < k {
             recall[k, default: 0] += 1
             ndcg[k, default: 0] += 1 / log2(Double(rank) + 2)
@@ -47,6 +53,12 @@ public struct RankingMetrics: Sendable, Hashable, CustomStringConvertible {
         return (recall.mapValues { $0 / n }, ndcg.mapValues { $0 / n }, mrr.mapValues { $0 / n })
     }
 
+    /// NDCG@`k` of every evaluated user, in evaluation order (aligned with ``users``); for a
+    /// paired significance test between two models evaluated on the same split.
+    public func ndcgPerUser(at k: Int) -> [Double] {
+        ranks.map { $0 < k ? 1 / log2(Double($0) + 2) : 0 }
+    }
+
     public var description: String {
         let means = averaged()
         return cutoffs.map { k in
@@ -57,7 +69,8 @@ public struct RankingMetrics: Sendable, Hashable, CustomStringConvertible {
     /// Which held-out interaction to evaluate.
     public enum Phase: Sendable { case validation, test }
 
-    /// Evaluates a scorer on a split: `scoreAll(user, into)` fills one score per item.
+    /// Evaluates a scorer on a split: `scoreAll(user, into)` fills one score per item. Users
+    /// are evaluated in the split's order (ascending dataset index).
     public static func evaluate(
         split: LeaveOneOutSplit, itemCount: Int, phase: Phase, cutoffs: [Int] = [10, 20],
         scoreAll: (Int32, UnsafeMutableBufferPointer<Float>) throws -> Void
@@ -76,6 +89,7 @@ public struct RankingMetrics: Sendable, Hashable, CustomStringConvertible {
                 Self.rank(of: Int(target.item), scores: buffer, excluded: excluded)
             }
             metrics.add(rank: targetRank)
+            metrics.users.append(target.user)
         }
         return metrics
     }

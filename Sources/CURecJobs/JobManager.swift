@@ -39,6 +39,7 @@ public final class JobManager: Sendable {
     /// Opens the store under `dataDirectory` and recovers interrupted jobs (not yet started).
     public init(dataDirectory: String, kinds: [any JobKind], limits: Limits = Limits(), logger: Logger) throws(JobError) {
         self.store = try JobStore(path: (dataDirectory as NSString).appendingPathComponent("jobs.sqlite"))
+        for kind in kinds { precondition(kind.parameters.kind == kind.name, "job kind \(kind.name) declares the parameters of \(kind.parameters.kind)") }
         self.kinds = Dictionary(kinds.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         self.limits = limits
         self.jobsDirectory = (dataDirectory as NSString).appendingPathComponent("jobs")
@@ -90,7 +91,7 @@ public final class JobManager: Sendable {
     /// Validates and queues a job.
     public func submit(kind: String, parameters: [String: String]) throws(JobError) -> JobRecord {
         guard let jobKind = kinds[kind] else { throw .unknownKind(kind, known: kindNames) }
-        try jobKind.validate(parameters)
+        try jobKind.validate(try jobKind.parameters.parse(parameters))
         let record = JobRecord(id: Self.newID(), kind: kind, parameters: parameters, state: .queued, createdMS: Clock.nowMS())
         let full = state.withLock { state -> Bool in
             if state.queue.count >= limits.queueCapacity { return true }
@@ -262,9 +263,11 @@ public final class JobManager: Sendable {
         publishOrLog(record, logLine: record.attempts > 1 ? "resumed (attempt \(record.attempts))" : "started")
         let checkpoints = (jobsDirectory as NSString).appendingPathComponent("\(id)/checkpoint")
         try? FileManager.default.createDirectory(atPath: checkpoints, withIntermediateDirectories: true)
-        let context = JobContext(record: record, checkpointDirectory: checkpoints, manager: self)
         let started = Date()
         do {
+            // Parameters checked at submission are read again as this build declares them.
+            let values = try kind.parameters.parse(record.parameters)
+            let context = JobContext(record: record, values: values, checkpointDirectory: checkpoints, manager: self)
             let outcome = try kind.run(context)
             guard var finished = try? store.fetch(id) else { return }
             finished.state = .succeeded

@@ -1,4 +1,3 @@
-import COpenBLAS
 import CURecTensor
 import Foundation
 
@@ -74,69 +73,30 @@ extension GPTModel {
     /// `want`. Inputs are validated by the callers.
     func cachedForward(cache: GPTKVCache, rows: [Int], tokens: [Int32], want: [Int]) -> [Float] {
         let c = config
-        let N = rows.count, C = c.width, NH = c.heads, hs = C / NH, V = c.vocab, T = c.context
+        let N = rows.count, C = c.width, V = c.vocab
         var positions = [Int](repeating: 0, count: N)
         for i in 0..<N {
             positions[i] = cache.lengths[rows[i]]
             cache.lengths[rows[i]] += 1
         }
-        let x = Tensor(uncheckedZeros: [N, C])       // residual stream
+        let x = Tensor(uncheckedZeros: [N, C])       // residual stream, updated in place
         let h = Tensor(uncheckedZeros: [N, C])       // LayerNorm output
         let qkv = Tensor(uncheckedZeros: [N, 3 * C])
         let y = Tensor(uncheckedZeros: [N, C])       // attention output
-        let f = Tensor(uncheckedZeros: [N, 4 * C])
+        let f = Tensor(uncheckedZeros: [N, 4 * C])   // MLP hidden, GELU in place
         let stats = Tensor(uncheckedZeros: [2, N])   // mean, rstd
         for i in 0..<N {
             let dst = x.data + i * C
             let we = w(.wte) + Int(tokens[i]) * C, pe = w(.wpe) + positions[i] * C
             for j in 0..<C { dst[j] = we[j] + pe[j] }
         }
-        let scale = 1 / Float(hs).squareRoot()
+        // Nothing is kept for a backward pass: one set of buffers serves every block.
+        let buffers = TransformerBlockActivations(
+            ln1: h.data, ln1Mean: stats.data, ln1Rstd: stats.data + N, qkv: qkv.data, atty: y.data, mid: x.data,
+            ln2: h.data, ln2Mean: stats.data, ln2Rstd: stats.data + N, fc: f.data, fcGelu: f.data)
         for l in 0..<c.layers {
-            LayerNorm.forward(out: h.data, mean: stats.data, rstd: stats.data + N, inp: x.data,
-                              weight: w(.ln1w, l), bias: w(.ln1b, l), N: N, C: C)
-            Matmul.forward(out: qkv.data, inp: h.data, weight: w(.qkvw, l), bias: w(.qkvb, l),
-                           N: N, C: C, OC: 3 * C)
-            for i in 0..<N {
-                for hh in 0..<NH {
-                    let o = cache.offset(layer: l, row: rows[i], head: hh) + positions[i] * hs
-                    (cache.k.data + o).update(from: qkv.data + i * 3 * C + C + hh * hs, count: hs)
-                    (cache.v.data + o).update(from: qkv.data + i * 3 * C + 2 * C + hh * hs, count: hs)
-                }
-            }
-            let yp = SendablePointer(y.data)
-            let saved = BLAS.enterConcurrentRegion()
-            Parallel.forRange(N * NH) { r in
-                let scores = UnsafeMutablePointer<Float>.allocate(capacity: T)
-                defer { scores.deallocate() }
-                for ih in r {
-                    let i = ih / NH, hh = ih % NH
-                    let len = positions[i] + 1
-                    let base = cache.offset(layer: l, row: rows[i], head: hh)
-                    let q = qkv.data + i * 3 * C + hh * hs
-                    cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(len), Int32(hs), scale,
-                                cache.k.data + base, Int32(hs), q, 1, 0, scores, 1)
-                    var mx = -Float.infinity
-                    for j in 0..<len where scores[j] > mx { mx = scores[j] }
-                    var sum: Float = 0
-                    for j in 0..<len { scores[j] = expf(scores[j] - mx); sum += scores[j] }
-                    let inv = 1 / sum
-                    for j in 0..<len { scores[j] *= inv }
-                    cblas_sgemv(CblasRowMajor, CblasTrans, Int32(len), Int32(hs), 1,
-                                cache.v.data + base, Int32(hs), scores, 1, 0,
-                                yp.p + i * C + hh * hs, 1)
-                }
-            }
-            BLAS.restore(saved)
-            Matmul.forward(out: x.data, inp: y.data, weight: w(.attprojw, l), bias: w(.attprojb, l),
-                           N: N, C: C, OC: C, residual: x.data)
-            LayerNorm.forward(out: h.data, mean: stats.data, rstd: stats.data + N, inp: x.data,
-                              weight: w(.ln2w, l), bias: w(.ln2b, l), N: N, C: C)
-            Matmul.forward(out: f.data, inp: h.data, weight: w(.fcw, l), bias: w(.fcb, l),
-                           N: N, C: C, OC: 4 * C)
-            GELU.forward(out: f.data, inp: f.data, N: N * 4 * C)
-            Matmul.forward(out: x.data, inp: f.data, weight: w(.fcprojw, l), bias: w(.fcprojb, l),
-                           N: N, C: 4 * C, OC: C, residual: x.data)
+            block.forward(out: x.data, inp: x.data, weights: blockWeights(l), activations: buffers, N: N,
+                          attention: .cached(cache, layer: l, rows: rows, positions: positions))
         }
         let M = want.count
         if M == 0 { return [] }

@@ -49,6 +49,12 @@ public struct TrainStepResult: Sendable, Equatable {
     public var gradNorm: Double
     /// Learning rate used.
     public var learningRate: Float
+
+    public init(loss: Float, gradNorm: Double, learningRate: Float) {
+        self.loss = loss
+        self.gradNorm = gradNorm
+        self.learningRate = learningRate
+    }
 }
 
 /// Activations of one forward pass kept for the backward pass, sized for `[B, T]`.
@@ -108,6 +114,16 @@ final class GPTActivations {
         datty = Tensor(uncheckedZeros: [N, C])
         dqkv = Tensor(uncheckedZeros: [N, 3 * C])
         dfch = Tensor(uncheckedZeros: [N, 4 * C])
+    }
+
+    /// Layer `l`'s part of the stacked buffers, as the block writes and reads it.
+    func block(_ l: Int) -> TransformerBlockActivations {
+        let N = B * T, C = encoded.shape[1]
+        return TransformerBlockActivations(
+            ln1: ln1.data + l * N * C, ln1Mean: ln1Mean.data + l * N, ln1Rstd: ln1Rstd.data + l * N,
+            qkv: qkv.data + l * N * 3 * C, atty: atty.data + l * N * C, mid: residual2.data + l * N * C,
+            ln2: ln2.data + l * N * C, ln2Mean: ln2Mean.data + l * N, ln2Rstd: ln2Rstd.data + l * N,
+            fc: fch.data + l * N * 4 * C, fcGelu: fchGelu.data + l * N * 4 * C)
     }
 }
 
@@ -195,6 +211,21 @@ public final class GPTModel: @unchecked Sendable {
         gradients.data + layout.offset(p, layer: l)
     }
 
+    /// The transformer block every layer runs (``TransformerBlock``, MLP width 4C).
+    var block: TransformerBlock { TransformerBlock(width: config.width, heads: config.heads, hidden: 4 * config.width) }
+
+    /// The tensors of layer `l` in `buffer` (the weights or the gradients).
+    func blockTensors(_ buffer: Tensor, _ l: Int) -> TransformerBlockWeights {
+        func t(_ p: GPTParam) -> UnsafeMutablePointer<Float> { buffer.data + layout.offset(p, layer: l) }
+        return TransformerBlockWeights(
+            ln1Weight: t(.ln1w), ln1Bias: t(.ln1b), qkvWeight: t(.qkvw), qkvBias: t(.qkvb),
+            projWeight: t(.attprojw), projBias: t(.attprojb), ln2Weight: t(.ln2w), ln2Bias: t(.ln2b),
+            fcWeight: t(.fcw), fcBias: t(.fcb), fcProjWeight: t(.fcprojw), fcProjBias: t(.fcprojb))
+    }
+
+    func blockWeights(_ l: Int) -> TransformerBlockWeights { blockTensors(parameters, l) }
+    func blockGradients(_ l: Int) -> TransformerBlockWeights { blockTensors(gradients, l) }
+
     func activations(B: Int, T: Int) -> GPTActivations {
         if let a = acts, a.B == B, a.T == T { return a }
         acts = nil
@@ -221,29 +252,9 @@ public final class GPTModel: @unchecked Sendable {
         }
         for l in 0..<L {
             let residual = l == 0 ? a.encoded.data : a.residual3.data + (l - 1) * N * C
-            let ln1 = a.ln1.data + l * N * C
-            let qkv = a.qkv.data + l * N * 3 * C
-            let atty = a.atty.data + l * N * C
-            let att = a.att.data + l * B * NH * T * T
-            let res2 = a.residual2.data + l * N * C
-            let ln2 = a.ln2.data + l * N * C
-            let fch = a.fch.data + l * N * 4 * C
-            let fchGelu = a.fchGelu.data + l * N * 4 * C
-            let res3 = a.residual3.data + l * N * C
-            LayerNorm.forward(out: ln1, mean: a.ln1Mean.data + l * N, rstd: a.ln1Rstd.data + l * N,
-                              inp: residual, weight: w(.ln1w, l), bias: w(.ln1b, l), N: N, C: C)
-            Matmul.forward(out: qkv, inp: ln1, weight: w(.qkvw, l), bias: w(.qkvb, l),
-                           N: N, C: C, OC: 3 * C)
-            CausalSelfAttention.forward(out: atty, att: att, qkv: qkv, B: B, T: T, C: C, NH: NH)
-            Matmul.forward(out: res2, inp: atty, weight: w(.attprojw, l), bias: w(.attprojb, l),
-                           N: N, C: C, OC: C, residual: residual)
-            LayerNorm.forward(out: ln2, mean: a.ln2Mean.data + l * N, rstd: a.ln2Rstd.data + l * N,
-                              inp: res2, weight: w(.ln2w, l), bias: w(.ln2b, l), N: N, C: C)
-            Matmul.forward(out: fch, inp: ln2, weight: w(.fcw, l), bias: w(.fcb, l),
-                           N: N, C: C, OC: 4 * C)
-            GELU.forward(out: fchGelu, inp: fch, N: N * 4 * C)
-            Matmul.forward(out: res3, inp: fchGelu, weight: w(.fcprojw, l), bias: w(.fcprojb, l),
-                           N: N, C: 4 * C, OC: C, residual: res2)
+            block.forward(out: a.residual3.data + l * N * C, inp: residual, weights: blockWeights(l),
+                          activations: a.block(l), N: N,
+                          attention: .causal(att: a.att.data + l * B * NH * T * T, B: B, T: T))
         }
         let last = a.residual3.data + (L - 1) * N * C
         LayerNorm.forward(out: a.lnf.data, mean: a.lnfMean.data, rstd: a.lnfRstd.data, inp: last,
@@ -348,35 +359,11 @@ public final class GPTModel: @unchecked Sendable {
         LayerNorm.backward(dinp: dres, dweight: g(.lnfw), dbias: g(.lnfb), dout: dln,
                            inp: a.residual3.data + (L - 1) * N * C, weight: w(.lnfw),
                            mean: a.lnfMean.data, rstd: a.lnfRstd.data, N: N, C: C)
+        let scratch = TransformerBlockScratch(dln: dln, datty: a.datty.data, dqkv: a.dqkv.data, dfc: a.dfch.data)
         for l in stride(from: L - 1, through: 0, by: -1) {
             let residual = l == 0 ? a.encoded.data : a.residual3.data + (l - 1) * N * C
-            let ln1 = a.ln1.data + l * N * C
-            let qkv = a.qkv.data + l * N * 3 * C
-            let atty = a.atty.data + l * N * C
-            let att = a.att.data + l * B * NH * T * T
-            let res2 = a.residual2.data + l * N * C
-            let ln2 = a.ln2.data + l * N * C
-            let fch = a.fch.data + l * N * 4 * C
-            let fchGelu = a.fchGelu.data + l * N * 4 * C
-            // dres holds d(residual3); it flows unchanged into d(residual2) (identity branch).
-            Matmul.backward(dinp: a.dfch.data, dweight: g(.fcprojw, l), dbias: g(.fcprojb, l),
-                            dout: dres, inp: fchGelu, weight: w(.fcprojw, l), N: N, C: 4 * C, OC: C)
-            GELU.backward(dinp: a.dfch.data, inp: fch, dout: a.dfch.data, N: N * 4 * C)
-            Matmul.backward(dinp: dln, dweight: g(.fcw, l), dbias: g(.fcb, l), dout: a.dfch.data,
-                            inp: ln2, weight: w(.fcw, l), N: N, C: C, OC: 4 * C)
-            LayerNorm.backward(dinp: dres, dweight: g(.ln2w, l), dbias: g(.ln2b, l), dout: dln,
-                               inp: res2, weight: w(.ln2w, l), mean: a.ln2Mean.data + l * N,
-                               rstd: a.ln2Rstd.data + l * N, N: N, C: C)
-            // dres now holds d(residual2); it flows into d(residual) and the attention branch.
-            Matmul.backward(dinp: a.datty.data, dweight: g(.attprojw, l), dbias: g(.attprojb, l),
-                            dout: dres, inp: atty, weight: w(.attprojw, l), N: N, C: C, OC: C)
-            CausalSelfAttention.backward(dqkv: a.dqkv.data, dout: a.datty.data, qkv: qkv, att: att,
-                                         B: B, T: T, C: C, NH: NH)
-            Matmul.backward(dinp: dln, dweight: g(.qkvw, l), dbias: g(.qkvb, l), dout: a.dqkv.data,
-                            inp: ln1, weight: w(.qkvw, l), N: N, C: C, OC: 3 * C)
-            LayerNorm.backward(dinp: dres, dweight: g(.ln1w, l), dbias: g(.ln1b, l), dout: dln,
-                               inp: residual, weight: w(.ln1w, l), mean: a.ln1Mean.data + l * N,
-                               rstd: a.ln1Rstd.data + l * N, N: N, C: C)
+            block.backward(dres: dres, inp: residual, weights: blockWeights(l), gradients: blockGradients(l),
+                           activations: a.block(l), att: a.att.data + l * B * NH * T * T, scratch: scratch, B: B, T: T)
         }
         batch.ids.withUnsafeBufferPointer { tok in
             guard let tokens = tok.baseAddress else { return }

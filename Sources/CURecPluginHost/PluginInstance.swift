@@ -88,7 +88,12 @@ public final class PluginInstance: @unchecked Sendable {
         _ = library.describe(created, &info)
         let version = info.version.map { String(cString: $0) } ?? ""
         self.servedBy = "\(name)@\(version)#\(generation)"
+        self.kind = info.kind == Int32(CUREC_PLUGIN_KIND_REWARD_MODEL.rawValue) ? .rewardModel : .recommender
     }
+
+    /// What the instance described itself as when it was created; it decides which scoring
+    /// entry point the host calls (a library may export both, as Swift plugins do).
+    public let kind: PluginKind
 
     /// "name@version#generation": which instance answered, for responses and logs.
     public let servedBy: String
@@ -128,8 +133,11 @@ public final class PluginInstance: @unchecked Sendable {
     /// Scores `candidates` for `user`, writing into `scores` (same count as candidates).
     public func scoreRecommender(user: UInt32, history: [UInt32], candidates: UnsafeBufferPointer<UInt32>,
                                  scores: UnsafeMutableBufferPointer<Float>) throws(PluginHostError) {
-        guard let score = library.scoreRecommender else {
+        guard kind == .recommender else {
             throw .wrongKind(instance: name, expected: "recommender", actual: "reward model")
+        }
+        guard let score = library.scoreRecommender else {
+            throw .missingSymbol(path: library.path, symbol: "curec_plugin_score_recommender")
         }
         var error = CURecError()
         let status = history.withUnsafeBufferPointer { historyBuffer in
@@ -156,8 +164,11 @@ public final class PluginInstance: @unchecked Sendable {
 
     /// Scores reasons; returns one reward per input.
     public func scoreReward(_ inputs: [RewardInput]) throws(PluginHostError) -> [Float] {
-        guard let score = library.scoreReward else {
+        guard kind == .rewardModel else {
             throw .wrongKind(instance: name, expected: "reward model", actual: "recommender")
+        }
+        guard let score = library.scoreReward else {
+            throw .missingSymbol(path: library.path, symbol: "curec_plugin_score_reward")
         }
         var rewards = [Float](repeating: 0, count: inputs.count)
         var error = CURecError()

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import CLinux
+import CURecCollections
 
 #if canImport(Glibc)
 import Glibc
@@ -39,7 +40,7 @@ final class EventLoop: @unchecked Sendable {
 
     // Loop-confined state.
     private var sources: [Int32: EventSource] = [:]
-    private var timerHeap: [(deadline: UInt64, id: UInt64)] = []
+    private var timerHeap = Heap<TimerEntry>()
     private var timerCallbacks: [UInt64: () -> Void] = [:]
     private var nextTimerID: UInt64 = 1
     private var stopRequested = false
@@ -120,8 +121,7 @@ final class EventLoop: @unchecked Sendable {
         nextTimerID += 1
         timerCallbacks[id] = callback
         let deadline = MonotonicClock.nanoseconds() &+ delayNanos
-        timerHeap.append((deadline, id))
-        siftUp(timerHeap.count - 1)
+        timerHeap.insert(TimerEntry(deadline: deadline, id: id))
         return id
     }
 
@@ -176,8 +176,8 @@ final class EventLoop: @unchecked Sendable {
 
     private func nextTimeoutMillis() -> Int32 {
         if submitted.withLock({ !$0.isEmpty }) { return 0 }
-        while let top = timerHeap.first, timerCallbacks[top.id] == nil { popTimer() }
-        guard let top = timerHeap.first else { return 1000 }
+        while let top = timerHeap.min, timerCallbacks[top.id] == nil { timerHeap.popMin() }
+        guard let top = timerHeap.min else { return 1000 }
         let now = MonotonicClock.nanoseconds()
         if top.deadline <= now { return 0 }
         let millis = (top.deadline - now + 999_999) / 1_000_000
@@ -186,42 +186,20 @@ final class EventLoop: @unchecked Sendable {
 
     private func runDueTimers() {
         let now = MonotonicClock.nanoseconds()
-        while let top = timerHeap.first, top.deadline <= now {
-            popTimer()
+        while let top = timerHeap.min, top.deadline <= now {
+            timerHeap.popMin()
             if let callback = timerCallbacks.removeValue(forKey: top.id) { callback() }
         }
     }
+}
 
-    private func popTimer() {
-        let last = timerHeap.removeLast()
-        if !timerHeap.isEmpty {
-            timerHeap[0] = last
-            siftDown(0)
-        }
-    }
+/// A timer in the loop's heap: the earliest deadline comes out first; timers due at the same
+/// instant run in the order they were scheduled.
+private struct TimerEntry: Comparable {
+    let deadline: UInt64
+    let id: UInt64
 
-    private func siftUp(_ start: Int) {
-        var child = start
-        while child > 0 {
-            let parent = (child - 1) / 2
-            if timerHeap[parent].deadline <= timerHeap[child].deadline { break }
-            timerHeap.swapAt(parent, child)
-            child = parent
-        }
-    }
-
-    private func siftDown(_ start: Int) {
-        var parent = start
-        let count = timerHeap.count
-        while true {
-            let left = 2 * parent + 1
-            let right = left + 1
-            var smallest = parent
-            if left < count, timerHeap[left].deadline < timerHeap[smallest].deadline { smallest = left }
-            if right < count, timerHeap[right].deadline < timerHeap[smallest].deadline { smallest = right }
-            if smallest == parent { return }
-            timerHeap.swapAt(parent, smallest)
-            parent = smallest
-        }
+    static func < (lhs: TimerEntry, rhs: TimerEntry) -> Bool {
+        (lhs.deadline, lhs.id) < (rhs.deadline, rhs.id)
     }
 }

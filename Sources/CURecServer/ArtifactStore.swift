@@ -36,14 +36,22 @@ public struct ArtifactStore: Sendable {
         versions(of: name).last.map { (directory(of: name) as NSString).appendingPathComponent($0) }
     }
 
-    /// Writes a new version: `write` fills a fresh directory, which then becomes `vN+1`.
-    /// `metadata` is stored beside the files as metadata.json.
+    /// The file beside a version's files holding its ``ArtifactManifest``.
+    public static let manifestFileName = "metadata.json"
+
+    /// The directory of version `version` (like "v2") of `name`.
+    public func directory(of name: String, version: String) -> String {
+        (directory(of: name) as NSString).appendingPathComponent(version)
+    }
+
+    /// Writes a new version: `write` fills a fresh directory, which then becomes `vN+1` with
+    /// `manifest` stored beside the files.
     @discardableResult
-    public func addVersion(of name: String, metadata: [String: String], write: (String) throws -> Void) throws -> String {
+    public func addVersion(of name: String, manifest: ArtifactManifest, write: (String) throws -> Void) throws -> String {
         let staging = try beginVersion(of: name)
         do {
             try write(staging)
-            return try commitVersion(staging, of: name, metadata: metadata)
+            return try commitVersion(staging, of: name, manifest: manifest)
         } catch {
             discard(staging)
             throw error
@@ -51,7 +59,7 @@ public struct ArtifactStore: Sendable {
     }
 
     /// Creates an empty staging directory for a new version of `name`, for writers that fill
-    /// it over time (an upload). Finish with ``commitVersion(_:of:metadata:)`` or ``discard(_:)``.
+    /// it over time (an upload). Finish with ``commitVersion(_:of:manifest:)`` or ``discard(_:)``.
     public func beginVersion(of name: String) throws -> String {
         let base = directory(of: name)
         try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
@@ -60,14 +68,15 @@ public struct ArtifactStore: Sendable {
         return staging
     }
 
-    /// Writes metadata.json into a staging directory and renames it to the next free `vN`.
-    /// Returns the version directory.
-    public func commitVersion(_ staging: String, of name: String, metadata: [String: String]) throws -> String {
+    /// Writes the manifest (stamped with the current layout and time) into a staging directory
+    /// and renames it to the next free `vN`. Returns the version directory.
+    public func commitVersion(_ staging: String, of name: String, manifest: ArtifactManifest) throws -> String {
         let base = directory(of: name)
-        var meta = metadata
-        meta["created"] = ISO8601DateFormatter().string(from: Date())
-        let data = try JSONSerialization.data(withJSONObject: meta, options: [.prettyPrinted, .sortedKeys])
-        try data.write(to: URL(fileURLWithPath: (staging as NSString).appendingPathComponent("metadata.json")))
+        var stamped = manifest
+        stamped.format = ArtifactManifest.currentFormat
+        stamped.created = ISO8601DateFormatter().string(from: Date())
+        try Self.manifestEncoder.encode(stamped)
+            .write(to: URL(fileURLWithPath: (staging as NSString).appendingPathComponent(Self.manifestFileName)))
         while true {
             let next = (versions(of: name).last.flatMap { Int($0.dropFirst()) } ?? 0) + 1
             let final = (base as NSString).appendingPathComponent("v\(next)")
@@ -76,6 +85,33 @@ public struct ArtifactStore: Sendable {
                 throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: final])
             }
         }
+    }
+
+    /// The manifest of the version in `directory`; nil when it has none or it cannot be read
+    /// (such a version is treated as not matching anything asked for).
+    public static func manifest(in directory: String) -> ArtifactManifest? {
+        guard let data = FileManager.default.contents(atPath: (directory as NSString).appendingPathComponent(manifestFileName)) else {
+            return nil
+        }
+        return try? manifestDecoder.decode(ArtifactManifest.self, from: data)
+    }
+
+    /// The manifest of version `version` of `name`.
+    public func manifest(of name: String, version: String) -> ArtifactManifest? {
+        Self.manifest(in: directory(of: name, version: version))
+    }
+
+    private static var manifestEncoder: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return encoder
+    }
+
+    private static var manifestDecoder: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return decoder
     }
 
     /// Removes a staging directory that will not become a version.

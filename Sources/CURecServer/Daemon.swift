@@ -1,5 +1,6 @@
 import CURecData
 import CURecJobs
+import CURecModels
 import CURecPipeline
 import CURecPluginHost
 import CURecProto
@@ -102,9 +103,11 @@ public final class Daemon: Sendable {
                                         weights: configuration.resolvedLMWeights ?? .quantized)
         var recommendations: RecommendOperations? = nil
         var reasons: ReasonGenerator? = nil
+        var servingCorpus: CorpusBuilder? = nil
         if let data {
             do {
                 let corpus = try CorpusBuilder(dataset: data.dataset, split: data.split)
+                servingCorpus = corpus
                 let verifier = ReasonVerifier(dataset: data.dataset)
                 let cutoffs = data.split.trainTimesByUser.map { $0.last }
                 reasons = ReasonGenerator(
@@ -127,9 +130,18 @@ public final class Daemon: Sendable {
         if let data {
             var operations = RecommendOperations(data: data, plugins: plugins, defaultRecommender: configuration.default_recommender)
             operations.reasons = reasons
+            if let reasons {
+                operations.pairReasons = PairReasons(generator: reasons, chatModels: chatModels,
+                                                     cache: PairReasonCache(capacity: configuration.pair_reason_cache_size))
+            }
             operations.reasonTables = ReasonTableStore(artifacts: artifacts, datasetName: data.dataset.name)
             recommendations = operations
-            rewards = RewardOperations(data: data, plugins: plugins, defaultRewardModel: configuration.default_reward_model)
+            var rewardOperations = RewardOperations(data: data, plugins: plugins, defaultRewardModel: configuration.default_reward_model)
+            if let corpus = servingCorpus {
+                rewardOperations.reasonReward = ServingReasonReward(data: data, corpus: corpus, plugins: plugins,
+                                                                    miniLMDirectory: configuration.resolvedMiniLMDirectory)
+            }
+            rewards = rewardOperations
             reasonStreaming = reasons.map { ReasonStreaming(data: data, generator: $0) }
         }
         // Every service is routed whatever the configuration: what a missing dataset or model
@@ -152,8 +164,9 @@ public final class Daemon: Sendable {
                 PretrainJob(data: data, artifacts: artifacts),
                 FinetuneJob(datasets: datasets, artifacts: artifacts, basePath: configuration.resolvedLMPath),
                 PipelineJob(data: data, plugins: plugins, artifacts: artifacts,
-                            miniLMDirectory: configuration.resolvedMiniLMDirectory, servedName: Self.reasonAwareRecommender,
-                            onFinished: { sampleLogger.log() }),
+                            miniLMDirectory: configuration.resolvedMiniLMDirectory, chatModelPath: configuration.resolvedLMPath,
+                            servedName: Self.reasonAwareRecommender,
+                            onFinished: { sampleLogger.log(); sampleLogger.logTuned() }),
             ],
             limits: jobLimits, logger: logger)
         router.register(JobService(operations: JobOperations(jobs: jobs)))
@@ -180,6 +193,8 @@ public final class Daemon: Sendable {
         self.artifacts = artifacts
         let sampleAction: @Sendable () -> Void = { [weak self] in self?.logSampleRecommendations() }
         sampleLogger.action.withLock { $0 = sampleAction }
+        let tunedAction: @Sendable () -> Void = { [weak self] in self?.logTunedReasonSample() }
+        sampleLogger.tunedAction.withLock { $0 = tunedAction }
     }
 
     /// Instance name of the SASRec recommender with CURec reason features the pipeline serves.
@@ -277,6 +292,39 @@ public final class Daemon: Sendable {
         }
     }
 
+    /// After a pipeline: user 1's top 5 from the reason-aware recommender, each with a pair
+    /// reason written by the pipeline's tuned SmolLM2 (`curec-reasons`) in the pair format it was
+    /// aligned on, claim-checked sentence by sentence.
+    private func logTunedReasonSample() {
+        guard let recommendations, let reasons = recommendations.reasons, let user = recommendations.data.dataset.users.first,
+              let userIndex = recommendations.data.dataset.userIndex(user.externalID) else { return }
+        do {
+            guard let loaded = try reasons.chatModel(PipelineJob.tunedChatModel) else { return }
+            var request = Curec_V1_RecommendRequest()
+            request.userID = user.externalID
+            request.k = 5
+            request.excludeSeen = true
+            if plugins.instance(named: Self.reasonAwareRecommender) != nil { request.plugin = Self.reasonAwareRecommender }
+            let response = try recommendations.rank(request)
+            let items = response.items.compactMap { recommendations.data.dataset.itemIndex($0.itemID) }.map { UInt32(bitPattern: $0) }
+            let u = UInt32(bitPattern: userIndex)
+            let texts: [String] = try loaded.lock.withLock { _ in
+                let model = LlamaReasonModel(backbone: LlamaBackbone(trainable: loaded.model, tokenizer: loaded.tokenizer), adapters: nil)
+                let writer = try ReasonWriter(languageModel: model, maxTokens: 160, batchSize: 5, repetitionPenalty: 1.15)
+                let written = try writer.write(prompts: items.map { reasons.prompt(u, $0) })
+                return zip(items, written).map { item, answer in reasons.check?(u, item, answer.reason) ?? answer.reason }
+            }
+            var lines = ["sample: top 5 for user \(user.externalID) by \(response.servedBy), reasons by \(loaded.version) (claim-checked):"]
+            for (rank, item) in response.items.enumerated() {
+                let reason = rank < texts.count && !texts[rank].isEmpty ? texts[rank] : "(every sentence failed the claim check)"
+                lines.append("  \(rank + 1). \(item.title) (\(item.itemID)) - \(reason)")
+            }
+            logger.info("\(lines.joined(separator: "\n"))")
+        } catch {
+            logger.info("no sample reasons from the tuned model", metadata: ["reason": "\(error)"])
+        }
+    }
+
     /// Starts graceful shutdown: health turns NOT_SERVING, GOAWAY is sent, calls drain;
     /// running jobs pause at their next step and resume on the next start.
     public func beginShutdown() {
@@ -295,9 +343,15 @@ public final class Daemon: Sendable {
 /// kinds are created before the daemon exists).
 final class SampleRecommendationLogger: Sendable {
     let action = Mutex<(@Sendable () -> Void)?>(nil)
+    let tunedAction = Mutex<(@Sendable () -> Void)?>(nil)
 
     func log() {
         let action = self.action.withLock { $0 }
+        action?()
+    }
+
+    func logTuned() {
+        let action = self.tunedAction.withLock { $0 }
         action?()
     }
 }

@@ -1,6 +1,7 @@
 import CURecModels
 import CURecRPC
 import Foundation
+import Logging
 import Yams
 
 /// One plugin instance the daemon loads at start.
@@ -36,7 +37,7 @@ public struct PluginSpec: Sendable, Codable, Hashable {
 }
 
 /// Why the configuration is unusable.
-public enum ConfigurationError: Error, CustomStringConvertible, Sendable {
+public enum ConfigurationError: Error, CustomStringConvertible, Sendable, Equatable {
     case unreadable(String, String)
     case invalid(String)
 
@@ -50,60 +51,106 @@ public enum ConfigurationError: Error, CustomStringConvertible, Sendable {
 
 /// Everything the daemon is configured with. Sources, lowest precedence first: built-in
 /// defaults, a YAML file (`--config` or `CUREC_CONFIG`), `CUREC_*` environment variables,
-/// command-line flags. See docs/configuration.md.
+/// command-line flags (``resolve(file:environment:flags:)``).
+///
+/// Each setting is a property here (with its default) and one row of ``settings``, from which
+/// the YAML keys, environment variables, flags, the checks and the table in
+/// docs/configuration.md all come; a test keeps the three in step.
 public struct DaemonConfiguration: Sendable, Codable {
-    /// `HOST:PORT` to serve on. Default `127.0.0.1:50051`.
+    /// `HOST:PORT` to serve on.
     public var listen: String = "127.0.0.1:50051"
-    /// Root of the daemon's files: `models/`, the plugin cache. Default `var`.
+    /// Root of the daemon's files: `models/`, the plugin cache.
     public var data_dir: String = "var"
-    /// Directory with the dataset's atomic files. Default `var/data/ml-100k`.
+    /// Directory with the dataset's atomic files.
     public var dataset_dir: String = "var/data/ml-100k"
-    /// Dataset name (file prefix). Default `ml-100k`.
+    /// Dataset name (file prefix).
     public var dataset_name: String = "ml-100k"
     /// Extra plugin directories, searched after the directory of the curecd executable and
     /// `<data_dir>/plugins`.
     public var plugin_dirs: [String] = []
     /// Plugin instances loaded at start.
     public var plugins: [PluginSpec] = DaemonConfiguration.defaultPlugins
-    /// Recommender used when a request names none. Default `bpr`.
+    /// Recommender used when a request names none.
     public var default_recommender: String = "bpr"
-    /// Reward model used when a request names none. Default `reward`.
+    /// Reward model used when a request names none.
     public var default_reward_model: String = "reward"
-    /// Largest request message, bytes. Default 4 MiB.
+    /// Largest request message, bytes.
     public var max_message_bytes: Int = 4 * 1024 * 1024
-    /// Seconds calls in flight may take during graceful shutdown. Default 10.
+    /// Seconds calls in flight may take during graceful shutdown.
     public var drain_timeout_seconds: Double = 10
-    /// Seconds before an idle connection is closed. Default 300.
+    /// Seconds before an idle connection is closed.
     public var idle_timeout_seconds: Double = 300
     /// I/O threads; 0 means one per core.
     public var event_loops: Int = 0
-    /// Log level. Default info.
+    /// Log level (a `Logger.Level` name).
     public var log_level: String = "info"
-    /// Serve grpc.testing.TestService. Default false.
+    /// Serve grpc.testing.TestService.
     public var enable_interop_testing: Bool = false
-    /// Jobs running at once. Default 1 (training uses every core).
+    /// Jobs running at once (training uses every core).
     public var job_workers: Int = 1
-    /// Jobs allowed to wait in the queue; more are refused with RESOURCE_EXHAUSTED. Default 32.
+    /// Jobs allowed to wait in the queue; more are refused with RESOURCE_EXHAUSTED.
     public var job_queue_capacity: Int = 32
-    /// Directory of the all-MiniLM-L6-v2 sentence encoder (model.safetensors, vocab.txt) the
-    /// pipeline embeds reasons with. Default `<data_dir>/models/all-MiniLM-L6-v2`, where
-    /// scripts/fetch-minilm puts it.
+    /// Directory of the all-MiniLM-L6-v2 sentence encoder; empty: ``resolvedMiniLMDirectory``.
     public var minilm_dir: String = ""
-    /// Pipeline profile submitted on the first start (no report yet and no pipeline job ever
-    /// submitted), when the dataset and MiniLM are present: `quick`, `standard` or `off`.
-    /// Default `quick`.
+    /// Pipeline profile submitted on the first start: `quick`, `standard` or `off`.
     public var pipeline_on_start: String = "quick"
-    /// The pretrained chat model `GenerationService.Generate` serves as `smollm2` and `finetune`
-    /// jobs start from (a GGUF file). Default
-    /// `<data_dir>/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf`, where
-    /// scripts/fetch-lm puts it.
+    /// The pretrained chat model (a GGUF file); empty: ``resolvedLMPath``.
     public var lm_path: String = ""
-    /// How the chat models keep their weight matrices: `quantized` (default; as stored in the
-    /// GGUF file, about 150 MiB per loaded model, faster decoding) or `float32` (dequantized,
-    /// about 650 MiB, the exact arithmetic of training). Fully fine-tuned versions are float32.
+    /// How the chat models keep their weight matrices: `quantized` or `float32`.
     public var lm_weights: String = "quantized"
-    /// Largest dataset a client may upload through DatasetService.Upload, bytes. Default 64 MiB.
+    /// Largest dataset a client may upload through DatasetService.Upload, bytes.
     public var dataset_upload_max_bytes: Int = 64 * 1024 * 1024
+    /// Pair reasons (`Recommend` with `REASON_SOURCE_PAIR`) kept in memory, per (user, item,
+    /// model version); the least recently used are dropped.
+    public var pair_reason_cache_size: Int = 4096
+
+    /// Where each setting that is not at its default came from (for error messages).
+    public internal(set) var sources: [String: SettingSource] = [:]
+
+    /// Every setting, in the order of docs/configuration.md.
+    public static let settings: [Setting] = [
+        .text(\.listen, "listen",
+              rule: SettingRule("be HOST:PORT or [IPv6]:PORT with a port from 0 to 65535") {
+                  (try? RPCServerConfiguration.parseListenAddress($0)) != nil
+              },
+              "`HOST:PORT` or `[IPv6]:PORT`; port 0 picks a free one"),
+        .text(\.data_dir, "data_dir", "models (`models/<name>/vN/`), datasets, jobs, plugin cache"),
+        .text(\.dataset_dir, "dataset_dir", "RecBole atomic files"),
+        .text(\.dataset_name, "dataset_name", "their file prefix"),
+        .text(\.plugin_dirs, "plugin_dirs", flag: "plugin-dir",
+              "searched after the executable's folder and `<data_dir>/plugins`; the flag repeats and adds, the variable is `a:b`"),
+        .structured(\.plugins, "plugins", typeName: "list of plugins", defaultText: "bpr, popularity, reward",
+                    "instances loaded at start (see below); `--no-plugins` loads none"),
+        .text(\.default_recommender, "default_recommender", rule: .nonEmpty, "used when a request names no plugin"),
+        .text(\.default_reward_model, "default_reward_model", rule: .nonEmpty, "likewise for RewardService"),
+        .text(\.max_message_bytes, "max_message_bytes", rule: .atLeast(1), "larger requests: RESOURCE_EXHAUSTED"),
+        .text(\.drain_timeout_seconds, "drain_timeout_seconds", flag: "drain-timeout", rule: .atLeast(0),
+              "graceful shutdown budget"),
+        .text(\.idle_timeout_seconds, "idle_timeout_seconds", flag: "idle-timeout", rule: .above(0),
+              "idle connections get GOAWAY"),
+        .text(\.event_loops, "event_loops", defaultText: "0 (one per core)", rule: .atLeast(0),
+              "I/O threads; 0 is one per core"),
+        .text(\.log_level, "log_level", rule: .oneOf(Logger.Level.allCases.map(\.rawValue)), "least severe message logged"),
+        .text(\.enable_interop_testing, "enable_interop_testing", "serve grpc.testing.TestService"),
+        .text(\.job_workers, "job_workers", rule: .atLeast(1), "jobs running at once (training uses every core)"),
+        .text(\.job_queue_capacity, "job_queue_capacity", rule: .atLeast(1),
+              "jobs waiting in the queue; one more is refused with RESOURCE_EXHAUSTED"),
+        .text(\.minilm_dir, "minilm_dir", defaultText: "`<data_dir>/models/all-MiniLM-L6-v2`",
+              "the all-MiniLM-L6-v2 sentence encoder (`model.safetensors`, `vocab.txt`; `scripts/fetch-minilm` puts it there) the `pipeline` job embeds reasons with"),
+        .text(\.lm_path, "lm_path", defaultText: "`<data_dir>/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf`",
+              "the pretrained chat model (GGUF; `scripts/fetch-lm` puts it there) that `GenerationService.Generate` serves as `smollm2` and `finetune` jobs start from"),
+        .text(\.lm_weights, "lm_weights", rule: .oneOf(["quantized", "float32"]),
+              "how the chat models keep their weight matrices: `quantized` (as stored in the GGUF file, ~150 MiB per loaded model, faster decoding) or `float32` (dequantized, ~650 MiB, the exact arithmetic of training); fully fine-tuned versions are always float32"),
+        .text(\.dataset_upload_max_bytes, "dataset_upload_max_bytes", rule: .atLeast(1),
+              "largest `DatasetService.Upload`; larger uploads: RESOURCE_EXHAUSTED, nothing stored"),
+        .text(\.pair_reason_cache_size, "pair_reason_cache_size", rule: .within(1...1_000_000),
+              "pair reasons (`Recommend` with `REASON_SOURCE_PAIR`) kept in memory per (user, item, model version), least recently used dropped (4096 is about 1 MiB)"),
+        .text(\.pipeline_on_start, "pipeline_on_start", rule: .oneOf(["quick", "standard", "off"]),
+              "the `pipeline` profile submitted on the first start with the dataset and MiniLM present (only if no report exists and no pipeline job was ever submitted); `--no-plugins` turns it off"),
+    ]
+
+    /// The setting with YAML key `key`.
+    public static func setting(_ key: String) -> Setting? { settings.first { $0.key == key } }
 
     /// The base chat model file in effect.
     public var resolvedLMPath: String {
@@ -121,6 +168,9 @@ public struct DaemonConfiguration: Sendable, Codable {
         }
     }
 
+    /// The log level in effect (nil for a value that is not a level name).
+    public var resolvedLogLevel: Logger.Level? { Logger.Level(rawValue: log_level) }
+
     /// The MiniLM directory in effect.
     public var resolvedMiniLMDirectory: String {
         minilm_dir.isEmpty ? (data_dir as NSString).appendingPathComponent("models/all-MiniLM-L6-v2") : minilm_dir
@@ -135,59 +185,31 @@ public struct DaemonConfiguration: Sendable, Codable {
 
     public init() {}
 
-    private enum CodingKeys: String, CodingKey {
-        case listen, data_dir, dataset_dir, dataset_name, plugin_dirs, plugins, default_recommender,
-             default_reward_model, max_message_bytes, drain_timeout_seconds, idle_timeout_seconds, event_loops,
-             log_level, enable_interop_testing, job_workers, job_queue_capacity, minilm_dir, pipeline_on_start, dataset_upload_max_bytes, lm_path, lm_weights
-    }
-
-    /// Decodes a YAML document; absent keys keep their defaults; unknown keys are errors.
+    /// Decodes a YAML document: absent keys keep their defaults; unknown keys and values of the
+    /// wrong type are errors naming the key.
     public init(from decoder: any Decoder) throws {
         self.init()
-        let container = try decoder.container(keyedBy: AnyKey.self)
-        let known = Set(["listen", "data_dir", "dataset_dir", "dataset_name", "plugin_dirs", "plugins",
-                         "default_recommender", "default_reward_model", "max_message_bytes", "drain_timeout_seconds",
-                         "idle_timeout_seconds", "event_loops", "log_level", "enable_interop_testing",
-                         "job_workers", "job_queue_capacity", "minilm_dir", "pipeline_on_start",
-                         "dataset_upload_max_bytes", "lm_path", "lm_weights"])
-        for key in container.allKeys where !known.contains(key.stringValue) {
-            throw ConfigurationError.invalid("unknown key '\(key.stringValue)' (known: \(known.sorted().joined(separator: ", ")))")
+        let container = try decoder.container(keyedBy: SettingKey.self)
+        for key in container.allKeys where Self.setting(key.stringValue) == nil {
+            throw ConfigurationError.invalid("unknown key '\(Setting.shortened(key.stringValue))' (known: "
+                                             + Self.settings.map(\.key).sorted().joined(separator: ", ") + ")")
         }
-        func read<T: Decodable>(_ name: String, _ target: inout T) throws {
-            if let value = try container.decodeIfPresent(T.self, forKey: AnyKey(name)) { target = value }
+        for setting in Self.settings {
+            do {
+                if try setting.decode(container, &self) { sources[setting.key] = .file("") }
+            } catch {
+                throw ConfigurationError.invalid("\(setting.key) must be \(setting.typePhrase)")
+            }
         }
-        try read("listen", &listen)
-        try read("data_dir", &data_dir)
-        try read("dataset_dir", &dataset_dir)
-        try read("dataset_name", &dataset_name)
-        try read("plugin_dirs", &plugin_dirs)
-        try read("plugins", &plugins)
-        try read("default_recommender", &default_recommender)
-        try read("default_reward_model", &default_reward_model)
-        try read("max_message_bytes", &max_message_bytes)
-        try read("drain_timeout_seconds", &drain_timeout_seconds)
-        try read("idle_timeout_seconds", &idle_timeout_seconds)
-        try read("event_loops", &event_loops)
-        try read("log_level", &log_level)
-        try read("enable_interop_testing", &enable_interop_testing)
-        try read("job_workers", &job_workers)
-        try read("job_queue_capacity", &job_queue_capacity)
-        try read("minilm_dir", &minilm_dir)
-        try read("pipeline_on_start", &pipeline_on_start)
-        try read("dataset_upload_max_bytes", &dataset_upload_max_bytes)
-        try read("lm_path", &lm_path)
-        try read("lm_weights", &lm_weights)
     }
 
-    private struct AnyKey: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(_ string: String) { stringValue = string }
-        init?(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
+    /// Encodes every setting (a complete YAML document of the values in effect).
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: SettingKey.self)
+        for setting in Self.settings { try setting.encode(self, &container) }
     }
 
-    /// Overlays a YAML file.
+    /// The settings of a YAML file (unchecked; see ``validate()``).
     public static func load(file path: String) throws(ConfigurationError) -> DaemonConfiguration {
         let text: String
         do {
@@ -195,58 +217,74 @@ public struct DaemonConfiguration: Sendable, Codable {
         } catch {
             throw .unreadable(path, error.localizedDescription)
         }
+        var configuration: DaemonConfiguration
         do {
             if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { return DaemonConfiguration() }
-            return try YAMLDecoder().decode(DaemonConfiguration.self, from: text)
-        } catch let error as ConfigurationError {
-            throw error
+            configuration = try YAMLDecoder().decode(DaemonConfiguration.self, from: text)
         } catch {
-            throw .invalid("\(path): \(error)")
+            if case .invalid(let reason)? = Self.configurationError(in: error) {
+                throw .invalid("\(reason) (in config file \(path))")
+            }
+            throw .invalid("config file \(path) is not a YAML mapping of settings: \(Setting.shortened("\(error)"))")
+        }
+        for key in configuration.sources.keys { configuration.sources[key] = .file(path) }
+        return configuration
+    }
+
+    /// The ``ConfigurationError`` a decoding error carries (the YAML decoder wraps what
+    /// ``init(from:)`` throws).
+    static func configurationError(in error: any Error) -> ConfigurationError? {
+        if let error = error as? ConfigurationError { return error }
+        guard let error = error as? DecodingError else { return nil }
+        switch error {
+        case .dataCorrupted(let context), .typeMismatch(_, let context), .valueNotFound(_, let context),
+             .keyNotFound(_, let context):
+            return context.underlyingError.flatMap(configurationError(in:))
+        @unknown default:
+            return nil
         }
     }
 
-    /// Applies `CUREC_*` environment variables (CUREC_LISTEN, CUREC_DATA_DIR, CUREC_DATASET_DIR,
-    /// CUREC_DATASET_NAME, CUREC_PLUGIN_DIRS (colon-separated), CUREC_LOG_LEVEL,
-    /// CUREC_MAX_MESSAGE_BYTES, CUREC_MINILM_DIR, CUREC_LM_PATH, CUREC_LM_WEIGHTS,
-    /// CUREC_PIPELINE_ON_START).
+    /// Applies the `CUREC_<KEY>` environment variables of the settings that have one (other
+    /// `CUREC_` variables belong to other programs and are ignored).
     public mutating func applyEnvironment(_ environment: [String: String]) throws(ConfigurationError) {
-        if let value = environment["CUREC_LISTEN"] { listen = value }
-        if let value = environment["CUREC_DATA_DIR"] { data_dir = value }
-        if let value = environment["CUREC_DATASET_DIR"] { dataset_dir = value }
-        if let value = environment["CUREC_DATASET_NAME"] { dataset_name = value }
-        if let value = environment["CUREC_PLUGIN_DIRS"] { plugin_dirs = value.split(separator: ":").map(String.init) }
-        if let value = environment["CUREC_LOG_LEVEL"] { log_level = value }
-        if let value = environment["CUREC_MINILM_DIR"] { minilm_dir = value }
-        if let value = environment["CUREC_LM_PATH"] { lm_path = value }
-        if let value = environment["CUREC_LM_WEIGHTS"] { lm_weights = value }
-        if let value = environment["CUREC_PIPELINE_ON_START"] { pipeline_on_start = value }
-        if let value = environment["CUREC_MAX_MESSAGE_BYTES"] {
-            guard let bytes = Int(value), bytes > 0 else { throw .invalid("CUREC_MAX_MESSAGE_BYTES must be a positive integer") }
-            max_message_bytes = bytes
+        for setting in Self.settings {
+            guard let name = setting.environmentVariable, let text = environment[name], let apply = setting.applyText else { continue }
+            guard apply([text], false, &self) else {
+                throw .invalid("\(setting.key) must be \(setting.typePhrase), not '\(Setting.shortened(text))' (from environment variable \(name))")
+            }
+            sources[setting.key] = .environment(name)
         }
     }
 
-    /// Checks values that cannot be checked by type alone.
+    /// Applies setting flags, given as every argument of each flag in order (as
+    /// ``SettingFlags/split(_:)`` collects them).
+    public mutating func applyFlags(_ flags: [String: [String]]) throws(ConfigurationError) {
+        for setting in Self.settings {
+            guard let flag = setting.flag, let texts = flags[flag], let apply = setting.applyText else { continue }
+            guard apply(texts, true, &self) else {
+                throw .invalid("\(setting.key) must be \(setting.typePhrase), not '\(Setting.shortened(texts.last ?? ""))' (from flag \(flag))")
+            }
+            sources[setting.key] = .flag(flag)
+        }
+    }
+
+    /// The configuration from every source: defaults, then the YAML file, the environment and
+    /// flags; checked once.
+    public static func resolve(file: String?, environment: [String: String],
+                               flags: [String: [String]]) throws(ConfigurationError) -> DaemonConfiguration {
+        var configuration = try file.map { path throws(ConfigurationError) in try load(file: path) } ?? DaemonConfiguration()
+        try configuration.applyEnvironment(environment)
+        try configuration.applyFlags(flags)
+        try configuration.validate()
+        return configuration
+    }
+
+    /// Checks every setting against its rule, naming the setting, what it must be and where
+    /// the value came from; then the plugin list.
     public func validate() throws(ConfigurationError) {
-        do {
-            _ = try RPCServerConfiguration.parseListenAddress(listen)
-        } catch {
-            throw .invalid("listen: \(error)")
-        }
-        guard max_message_bytes > 0 else { throw .invalid("max_message_bytes must be positive") }
-        guard dataset_upload_max_bytes > 0 else { throw .invalid("dataset_upload_max_bytes must be positive") }
-        guard drain_timeout_seconds >= 0, idle_timeout_seconds > 0 else {
-            throw .invalid("drain_timeout_seconds must be >= 0 and idle_timeout_seconds > 0")
-        }
-        guard event_loops >= 0 else { throw .invalid("event_loops must be >= 0 (0 = one per core)") }
-        guard job_workers >= 1, job_queue_capacity >= 1 else {
-            throw .invalid("job_workers and job_queue_capacity must be at least 1")
-        }
-        guard resolvedLMWeights != nil else {
-            throw .invalid("lm_weights must be quantized or float32, not '\(lm_weights)'")
-        }
-        guard ["quick", "standard", "off"].contains(pipeline_on_start) else {
-            throw .invalid("pipeline_on_start must be quick, standard or off, not '\(pipeline_on_start)'")
+        for setting in Self.settings where !setting.holds(self) {
+            throw .invalid(setting.violation(in: self, from: sources[setting.key] ?? .builtIn))
         }
         var names = Set<String>()
         for plugin in plugins {

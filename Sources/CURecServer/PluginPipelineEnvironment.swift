@@ -13,6 +13,8 @@ struct PluginPipelineEnvironment: PipelineEnvironment {
     let plugins: PluginHost
     let artifacts: ArtifactStore
     let miniLMDirectory: String
+    /// The GGUF file of the chat model the pipeline aligns.
+    let chatModelPath: String?
     let rewardLibrary: String
     let recommenderLibrary: String
     /// Instance and artifact name of the reason-aware recommender the pipeline leaves serving.
@@ -44,13 +46,7 @@ struct PluginPipelineEnvironment: PipelineEnvironment {
 
     func trainRecommender(_ run: RecommenderRun, progress: @escaping (Int, Int, [String: Double]) -> Void,
                           isCancelled: @escaping () -> Bool) throws -> any RecommenderScoring {
-        var object = (try? JSONSerialization.jsonObject(with: Data(run.config.utf8)) as? [String: Any]) ?? [:]
-        object["seed"] = run.seed
-        object["use_item_features"] = run.itemFeatureDimension > 0
-        object["use_user_features"] = run.userFeatureDimension > 0
-        object["version_label"] = "pipeline-\(run.variant)"
-        object["checkpoint_every"] = 0
-        let configData = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        let configData = try Self.recommenderConfig(for: run)
         let config = Array(configData)
         let name = run.keep ? servedName : "pipeline-\(run.variant)-\(run.seed)"
         let instance = try plugins.makeInstance(name: name, library: recommenderLibrary, config: config)
@@ -73,14 +69,37 @@ struct PluginPipelineEnvironment: PipelineEnvironment {
         if run.keep {
             let description = instance.describe()
             let configText = String(decoding: configData, as: UTF8.self)
-            let directory = try artifacts.addVersion(of: servedName, metadata: [
-                "plugin": description.pluginName, "plugin_version": description.pluginVersion,
-                "config_fingerprint": PluginPreparer.fingerprint(config), "config": configText,
-                "dataset": data.dataset.name, "library": recommenderLibrary, "job": jobID, "variant": run.variant,
-            ]) { staging in try instance.save(to: staging) }
+            var manifest = ArtifactManifest.pluginState(description, library: recommenderLibrary,
+                                                        configFingerprint: PluginPreparer.fingerprint(config),
+                                                        dataset: data.dataset.name)
+            manifest.config = configText
+            manifest.job = jobID
+            manifest.variant = run.variant
+            let directory = try artifacts.addVersion(of: servedName, manifest: manifest) { staging in try instance.save(to: staging) }
             log("saved models/\(servedName)/\((directory as NSString).lastPathComponent) (SASRec with CURec reason features); it serves once the job has published everything")
         }
         return PluginRecommender(instance: instance)
+    }
+}
+
+extension PluginPipelineEnvironment {
+    /// The SASRec plugin config of a downstream run: the pipeline's shared config with the
+    /// run's seed, features and label, and no checkpoints (a run is short and restarts whole).
+    static func recommenderConfig(for run: RecommenderRun) throws -> Data {
+        var recommender: SASRecPluginConfig
+        do {
+            recommender = try JSONDecoder().decode(SASRecPluginConfig.self, from: Data(run.config.utf8))
+        } catch {
+            throw PipelineError.stage("downstream", "the recommender config is not a SASRec config: \(error)")
+        }
+        recommender.seed = run.seed
+        recommender.useItemFeatures = run.itemFeatureDimension > 0
+        recommender.useUserFeatures = run.userFeatureDimension > 0
+        recommender.versionLabel = "pipeline-\(run.variant)"
+        recommender.checkpointEvery = 0
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return try encoder.encode(recommender)
     }
 }
 
@@ -111,8 +130,8 @@ enum ReasonAwareRecommender {
     @discardableResult
     static func serveLatest(name: String, plugins: PluginHost, artifacts: ArtifactStore) throws -> String? {
         guard let directory = artifacts.latest(of: name) else { return nil }
-        let metadata = PluginPreparer.metadata(in: directory) ?? [:]
-        guard let library = metadata["library"], let configText = metadata["config"] else {
+        let manifest = ArtifactStore.manifest(in: directory)
+        guard let library = manifest?.library, let configText = manifest?.config else {
             throw PipelineError.stage("serve", "models/\(name)/\((directory as NSString).lastPathComponent) has no library or config in its metadata")
         }
         try plugins.loadOrReload(name: name, library: library, config: Array(configText.utf8)) { instance in

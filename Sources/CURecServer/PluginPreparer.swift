@@ -25,11 +25,11 @@ public struct PluginPreparer: Sendable {
         let fingerprint = Self.fingerprint(config)
         let datasetName = data?.dataset.name ?? ""
         for version in artifacts.versions(of: instance.name).reversed() {
-            let directory = (artifacts.directory(of: instance.name) as NSString).appendingPathComponent(version)
-            guard let metadata = Self.metadata(in: directory),
-                  metadata["plugin"] == description.pluginName,
-                  metadata["config_fingerprint"] == fingerprint,
-                  metadata["dataset"] == datasetName else { continue }
+            let directory = artifacts.directory(of: instance.name, version: version)
+            guard let manifest = ArtifactStore.manifest(in: directory),
+                  manifest.plugin == description.pluginName,
+                  manifest.configFingerprint == fingerprint,
+                  manifest.dataset == datasetName else { continue }
             do {
                 try instance.load(from: directory)
                 logger.info("plugin state loaded", metadata: ["name": "\(instance.name)", "artifact": "\(directory)"])
@@ -47,18 +47,27 @@ public struct PluginPreparer: Sendable {
             logger.debug("training", metadata: ["name": "\(name)", "step": "\(step)", "total": "\(total)", "metrics": "\(metrics)"])
         })
         let seconds = Date().timeIntervalSince(started)
-        let directory = try artifacts.addVersion(of: instance.name, metadata: [
-            "plugin": description.pluginName, "plugin_version": description.pluginVersion,
-            "config_fingerprint": fingerprint, "dataset": datasetName, "library": instance.libraryPath,
-            "training_seconds": String(format: "%.2f", seconds),
-        ]) { staging in try instance.save(to: staging) }
+        var manifest = ArtifactManifest.pluginState(description, library: instance.libraryPath,
+                                                    configFingerprint: fingerprint, dataset: datasetName)
+        manifest.trainingSeconds = (seconds * 100).rounded() / 100
+        let directory = try artifacts.addVersion(of: instance.name, manifest: manifest) { staging in
+            try instance.save(to: staging)
+        }
         logger.info("plugin trained", metadata: [
             "name": "\(instance.name)", "seconds": "\(String(format: "%.2f", seconds))", "artifact": "\(directory)"])
     }
+}
 
-    static func metadata(in directory: String) -> [String: String]? {
-        guard let data = FileManager.default.contents(atPath: (directory as NSString).appendingPathComponent("metadata.json")),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: String] else { return nil }
-        return object
+extension ArtifactManifest {
+    /// The manifest of a plugin's saved state.
+    static func pluginState(_ description: PluginDescription, library: String, configFingerprint: String,
+                            dataset: String) -> ArtifactManifest {
+        var manifest = ArtifactManifest(kind: .pluginState)
+        manifest.plugin = description.pluginName
+        manifest.pluginVersion = description.pluginVersion
+        manifest.library = library
+        manifest.configFingerprint = configFingerprint
+        manifest.dataset = dataset
+        return manifest
     }
 }

@@ -50,15 +50,22 @@ struct ReasonGenerator: Sendable {
         return String(text[...end])
     }
 
-    /// Greedy pair reasons from a chat model for `items`, checked by the verifier.
-    func chatReasons(_ loaded: ChatModelStore.Loaded, user: UInt32, items: [UInt32],
+    /// The sampling of a chat reason: greedy for the first attempt (`temperature` 0), sampled
+    /// with `seed` for regenerations.
+    static func chatReasonOptions(_ loaded: ChatModelStore.Loaded, temperature: Float = 0, topP: Float = 1,
+                                  seed: UInt64 = 0) -> SamplingOptions {
+        SamplingOptions(maxTokens: Self.chatReasonMaxTokens, temperature: temperature, topK: 0, topP: topP,
+                        stopSequences: loaded.tokenizer.endOfTurnStopSequences, seed: seed, repetitionPenalty: 1.1)
+    }
+
+    /// Pair reasons from a chat model for `items` (greedy unless `options` say otherwise),
+    /// checked by the verifier.
+    func chatReasons(_ loaded: ChatModelStore.Loaded, user: UInt32, items: [UInt32], options: SamplingOptions? = nil,
                      shouldStop: @escaping () -> Bool) throws(ServingError) -> [String] {
         var prompts: [[Int]] = []
         for item in items { prompts.append(try chatPromptTokens(loaded, user: user, item: item).map(Int.init)) }
         guard !prompts.isEmpty else { return [] }
-        let options = SamplingOptions(maxTokens: Self.chatReasonMaxTokens, temperature: 0, topK: 0, topP: 1,
-                                      stopSequences: loaded.tokenizer.endOfTurnStopSequences, seed: 0,
-                                      repetitionPenalty: 1.1)
+        let options = options ?? Self.chatReasonOptions(loaded)
         // Rows are generated a few at a time: each holds a key/value cache of its whole prompt.
         var results: [GenerationResult] = []
         do {

@@ -41,7 +41,7 @@ final class ReasonTableStore: Sendable {
         guard let directory = artifacts.latest(of: "reasons") else { return nil }
         let version = "models/reasons/\((directory as NSString).lastPathComponent)"
         if let cached = cache.withLock({ $0 }), cached.version == version { return cached.loaded }
-        if let dataset = PluginPreparer.metadata(in: directory)?["dataset"], dataset != datasetName {
+        if let dataset = ArtifactStore.manifest(in: directory)?.dataset, dataset != datasetName {
             cache.withLock { $0 = (version, nil) }
             return nil
         }

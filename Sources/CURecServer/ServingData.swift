@@ -25,7 +25,7 @@ public final class ServingData: Sendable {
     public func user(_ userID: String, field: @autoclosure () -> String = "user_id") throws(ServingError) -> UInt32 {
         guard !userID.isEmpty else { throw ServingError.invalidArgument("\(field()) is empty; give a user id of dataset \(dataset.name)") }
         guard let index = dataset.userIndex(userID) else {
-            throw ServingError.notFound("\(field()) '\(userID)' is not a user of dataset \(dataset.name) (\(dataset.userCount) users)")
+            throw ServingError.notFound("\(field()) '\(ChatModelStore.shortened(userID))' is not a user of dataset \(dataset.name) (\(dataset.userCount) users)")
         }
         return UInt32(index)
     }
@@ -34,7 +34,7 @@ public final class ServingData: Sendable {
     public func item(_ itemID: String, field: @autoclosure () -> String) throws(ServingError) -> UInt32 {
         guard !itemID.isEmpty else { throw ServingError.invalidArgument("\(field()) is empty; give an item id of dataset \(dataset.name)") }
         guard let index = dataset.itemIndex(itemID) else {
-            throw ServingError.notFound("\(field()) '\(itemID)' is not an item of dataset \(dataset.name) (\(dataset.itemCount) items)")
+            throw ServingError.notFound("\(field()) '\(ChatModelStore.shortened(itemID))' is not an item of dataset \(dataset.name) (\(dataset.itemCount) items)")
         }
         return UInt32(index)
     }

@@ -14,9 +14,10 @@ struct Jobs: ParsableCommand {
 
     struct Submit: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Submit a job: curec jobs submit train library=CURecBPR config='{\"epochs\":20}' --watch")
+            abstract: "Submit a job: curec jobs submit train library=CURecBPR config='{\"epochs\":20}' --watch",
+            discussion: JobKindHelp.text)
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Job kind: train, evaluate, pretrain or pipeline (see docs/jobs.md).") var kind: String
+        @Argument(help: "Job kind: train, evaluate, pretrain, finetune or pipeline (see below and docs/jobs.md).") var kind: String
         @Argument(help: "Parameters as key=value.") var parameters: [String] = []
         @Flag(help: "Watch the job until it ends.") var watch = false
 

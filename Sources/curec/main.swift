@@ -17,7 +17,7 @@ struct CURecCommand: ParsableCommand {
             + "text generation and fine-tuning datasets.",
         discussion: "The daemon address comes from --address or CUREC_ADDRESS (default 127.0.0.1:50051).",
         subcommands: [Health.self, Plugins.self, Jobs.self, Models.self, Report.self, Recommend.self, Score.self,
-                      Generate.self, Datasets.self])
+                      ScoreReason.self, Embed.self, Generate.self, Datasets.self])
 }
 
 /// Options every command takes.
@@ -166,9 +166,11 @@ struct Recommend: ParsableCommand {
     @Option(help: ArgumentHelp(
         "Where reasons come from (default: auto); implies --reasons.",
         discussion: "auto: the pipeline's corrected reason table when one exists, else written by the language model; "
-            + "table: only the table (FAILED_PRECONDITION before a pipeline has made one); generate: always the language model."))
+            + "table: only the table (FAILED_PRECONDITION before a pipeline has made one); generate: always the language model; "
+            + "pair: why this user gets this item, from the tuned chat model (cached per user, item and model version)."))
     var reasonSource: ReasonSourceArgument?
-    @Option(help: "Language model for generated reasons (default: lm).") var reasonModel = ""
+    @Option(help: "Language model for generated reasons (generate: default lm; pair: default the newest tuned model, else smollm2).")
+    var reasonModel = ""
     func run() throws {
         let reasons = reasons || reasonSource != nil
         let client = try global.client()
@@ -184,7 +186,8 @@ struct Recommend: ParsableCommand {
             }, timeout: reasons ? max(global.timeout, 300) : global.timeout)
         }
         if global.json { printJSON(response); return }
-        print("top \(response.items.count) for user \(user) (\(response.servedBy)):")
+        let writer = response.reasonModelVersion.isEmpty ? "" : ", reasons by \(response.reasonModelVersion)"
+        print("top \(response.items.count) for user \(user) (\(response.servedBy)\(writer)):")
         for (rank, item) in response.items.enumerated() {
             print(String(format: "%3d. %@  %@  %.4f", rank + 1, pad(item.itemID, 6), pad(item.title, 48), item.score))
             guard !item.reason.isEmpty else { continue }
@@ -201,13 +204,14 @@ struct Recommend: ParsableCommand {
 
 /// `--reason-source` values.
 enum ReasonSourceArgument: String, ExpressibleByArgument, CaseIterable {
-    case auto, table, generate
+    case auto, table, generate, pair
 
     var proto: Curec_V1_ReasonSource {
         switch self {
         case .auto: return .auto
         case .table: return .table
         case .generate: return .generate
+        case .pair: return .pair
         }
     }
 }

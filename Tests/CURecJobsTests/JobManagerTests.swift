@@ -9,13 +9,10 @@ struct CountingJob: JobKind {
     let steps: Int
     let stepDelay: Duration
     var name: String { "count" }
-    var parameterSummary: String { "fail=true|false" }
+    static let fail: JobParameter<Bool> = .boolean("fail", default: false, doc: "fail after the last step")
+    var parameters: JobParameterSchema { JobParameterSchema(kind: "count", [Self.fail]) }
 
-    func validate(_ parameters: [String: String]) throws(JobError) {
-        if let fail = parameters["fail"], fail != "true", fail != "false" {
-            throw .invalidParameter("fail must be true or false")
-        }
-    }
+    func validate(_ values: JobParameterValues) throws(JobError) {}
 
     func run(_ context: JobContext) throws -> JobOutcome {
         // Resume from the checkpoint file if an earlier attempt left one.
@@ -28,7 +25,7 @@ struct CountingJob: JobKind {
             try String(step).write(toFile: marker, atomically: true, encoding: .utf8)
             context.progress(stage: "count", step: UInt64(step), total: UInt64(steps))
         }
-        if context.parameters["fail"] == "true" { throw JobError.invalidParameter("asked to fail") }
+        if context.values[Self.fail] { throw JobError.invalidParameter("asked to fail") }
         return JobOutcome(metrics: ["steps": Double(step), "attempt": Double(context.attempt)])
     }
 }
@@ -47,13 +44,18 @@ struct CountingJob: JobKind {
                               logger: Logger(label: "test"))
     }
 
+    /// Waits for the first event of job `id` that satisfies `condition`: `watch` delivers the
+    /// current state first and then every change, so no change can be missed.
+    @discardableResult
+    private func waitForEvent(_ manager: JobManager, _ id: String,
+                              where condition: (JobEvent) -> Bool) async throws -> JobEvent? {
+        for await event in try manager.watch(id) where condition(event) { return event }
+        Issue.record("job \(id) ended its events without the one awaited")
+        return nil
+    }
+
     private func waitForFinal(_ manager: JobManager, _ id: String) async throws -> JobRecord {
-        for _ in 0..<2000 {
-            let record = try manager.get(id)
-            if record.state.isFinal { return record }
-            try await Task.sleep(for: .milliseconds(5))
-        }
-        Issue.record("job \(id) did not finish")
+        try await waitForEvent(manager, id) { $0.isFinal }
         return try manager.get(id)
     }
 
@@ -94,7 +96,7 @@ struct CountingJob: JobKind {
         let queued = try jobs.submit(kind: "count", parameters: [:])
         jobs.start()
         defer { jobs.stop(timeout: 5) }
-        for _ in 0..<1000 where try jobs.get(running.id).step < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        try await waitForEvent(jobs, running.id) { $0.step >= 2 }
         #expect(try jobs.cancel(queued.id).state == .cancelled)
         _ = try jobs.cancel(running.id)
         let record = try await waitForFinal(jobs, running.id)
@@ -128,7 +130,7 @@ struct CountingJob: JobKind {
             let first = try manager(path, steps: 400, delay: .milliseconds(2))
             id = try first.submit(kind: "count", parameters: [:]).id
             first.start()
-            for _ in 0..<1000 where try first.get(id).step < 10 { try await Task.sleep(for: .milliseconds(5)) }
+            try await waitForEvent(first, id) { $0.step >= 10 }
             first.stop(timeout: 5)  // as a crash would, leaves the job `running` in the store
             #expect(try first.get(id).state == .running)
         }

@@ -13,7 +13,7 @@ import CURecData
     static var available: Bool { FileManager.default.fileExists(atPath: directory + "/ml-100k.inter") }
 
     @Test(.enabled(if: available, "MovieLens-100K not found in var/data/ml-100k: run scripts/fetch-data to enable this test"))
-    func fullCorpusBuildsQuicklyAndPassesTheVerifier() throws {
+    func fullCorpusPassesTheVerifier() throws {
         let dataset = try RecDataset.load(directory: Self.directory, name: "ml-100k")
         let split = LeaveOneOutSplit(dataset)
         let clock = ContinuousClock()
@@ -22,7 +22,6 @@ import CURecData
         var reports = 0
         let examples = builder.build { _ in reports += 1 }
         let elapsed = clock.now - start
-        #expect(elapsed < .seconds(10), "building took \(elapsed)")
         #expect(reports > 4)
         let counts = Dictionary(grouping: examples, by: \.task).mapValues(\.count)
         #expect(counts[.userPreference] == dataset.userCount)

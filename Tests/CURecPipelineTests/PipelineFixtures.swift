@@ -120,6 +120,9 @@ struct SeededNoise {
 func tinyPipelineConfig() -> PipelineConfig {
     var config = PipelineConfig.quick
     config.profile = "test"
+    config.languageModel = .gpt
+    config.reasonUsers = 0
+    config.reasonItems = 0
     config.pretraining.vocabularySize = 400
     config.pretraining.layers = 1
     config.pretraining.heads = 2

@@ -27,13 +27,13 @@ import Testing
 
         // Stage records with times.
         let names = outcome.stages.map(\.name)
-        for stage in ["pretrain", "content", "reward", "grpo", "reasons-pretrain", "reasons-rl", "reasons-curec", "downstream"] {
+        for stage in ["align", "content", "reward", "grpo", "reasons-base", "reasons-aligned", "reasons-rl", "reasons-curec", "downstream"] {
             #expect(names.contains(stage), "missing stage \(stage)")
         }
         #expect(outcome.stages.allSatisfy { $0.seconds >= 0 })
-        #expect(stagesSeen.contains("grpo") && stagesSeen.contains("pretrain"))
+        #expect(stagesSeen.contains("grpo") && stagesSeen.contains("align"))
         #expect(outcome.stages.first { $0.name == "grpo" }?.curves["reward"]?.count == config.grpo.steps)
-        #expect((outcome.stages.first { $0.name == "pretrain" }?.metrics["held_out_perplexity"] ?? 0) > 1)
+        #expect((outcome.stages.first { $0.name == "align" }?.metrics["held_out_perplexity"] ?? 0) > 1)
 
         // Five variants over two seeds, with finite metrics.
         #expect(outcome.downstream.count == DownstreamVariant.all.count * config.seeds.count)
@@ -84,12 +84,24 @@ import Testing
         let results = try JSONDecoder().decode([DownstreamResult].self,
                                                from: Data(contentsOf: URL(fileURLWithPath: outcome.reportDirectory + "/results.json")))
         #expect(results == outcome.downstream)
+        // Every run keeps its per-user test NDCG@10, one value per test user, averaging to its mean.
+        let testUsers = DownstreamSignificance.testUsers(of: environment.dataset)
+        for run in results {
+            let perUser = try #require(run.testNDCG10ByUser)
+            #expect(perUser.count == testUsers.count)
+            #expect(abs(perUser.reduce(0, +) / Double(perUser.count) - (run.test["ndcg@10"] ?? -1)) < 1e-9)
+        }
+        let significance = try JSONDecoder().decode(DownstreamSignificance.self,
+            from: Data(contentsOf: URL(fileURLWithPath: outcome.reportDirectory + "/significance.json")))
+        #expect(significance.users == testUsers)
+        #expect(significance.comparisons.map(\.baseline) == ["content", "id"])
+        #expect(report.contains("## Significance") && report.contains("Wilcoxon"))
 
         // A second run on the same workspace resumes: every stage is skipped, results are the same.
         var lines: [String] = []
         let again = try PipelineRunner(environment: environment, config: config, workspace: workspace,
                                        log: { lines.append($0) }).run()
-        #expect(lines.contains { $0.contains("stage pretrain: already done") })
+        #expect(lines.contains { $0.contains("stage align: already done") })
         #expect(lines.contains { $0.contains("stage reasons-curec: already done") })
         #expect(again.downstream == outcome.downstream)
     }
@@ -104,7 +116,7 @@ import Testing
         let first = try PipelineRunner(environment: environment, config: config, workspace: workspace).run(through: .grpo)
         #expect(first.completedThrough == .grpo)
         #expect(first.stages.map(\.name).contains("grpo"))
-        #expect(!first.stages.map(\.name).contains("reasons-pretrain"))
+        #expect(!first.stages.map(\.name).contains("reasons-base"))
         #expect(first.downstream.isEmpty)
         #expect(FileManager.default.fileExists(atPath: first.tunedModelDirectory + "/tokenizer.json"))
         var lines: [String] = []
@@ -132,6 +144,27 @@ import Testing
             try PipelineRunner(environment: environment, config: tinyPipelineConfig(), workspace: workspace,
                                isCancelled: { true }).run()
         }
+    }
+
+    @Test func theStageTableIsWellFormed() throws {
+        let dataset = Synthetic.dataset()
+        let environment = TestPipelineEnvironment(dataset: dataset, split: LeaveOneOutSplit(dataset))
+        let runner = PipelineRunner(environment: environment, config: tinyPipelineConfig(), workspace: Self.workspace())
+        let table = runner.stages
+        #expect(PipelineStageDefinition.problem(in: table) == nil)
+        // Every stop point has a stage, every reason table is written by one, and only the report is never recorded.
+        for group in PipelineStage.allCases { #expect(table.contains { $0.group == group }, "no stage in \(group)") }
+        for kind in ReasonTableKind.all { #expect(table.contains { $0.name == kind.stageName }) }
+        #expect(table.filter { if case .everyRun = $0.recording { true } else { false } }.map(\.name) == ["report"])
+        // Every reason-based variant reads a table that exists; keys are unique.
+        #expect(Set(DownstreamVariant.all.map(\.key)).count == DownstreamVariant.all.count)
+        for variant in DownstreamVariant.all {
+            if case .reasons(let kind, _) = variant.features { #expect(ReasonTableKind.all.contains(kind)) }
+        }
+        // The check itself finds a stage that reads a later one.
+        let misplaced = [PipelineStageDefinition("a", group: .align, inputs: ["b"]) { PipelineStageOutput() },
+                         PipelineStageDefinition("b", group: .content) { PipelineStageOutput() }]
+        #expect(PipelineStageDefinition.problem(in: misplaced) != nil)
     }
 
     @Test func badConfigsAreRefusedWithTheField() {

@@ -3,6 +3,12 @@ import Testing
 @testable import CURecRPC
 
 @Suite struct CallChannelTests {
+    /// Waits, yielding to other tasks, until `condition` holds for the channel's state: the
+    /// event itself (a handler parked on a continuation), with no clock involved.
+    private func waitUntil(_ channel: CallChannel, _ condition: (CallChannel.State) -> Bool) async {
+        while !channel.state.withLock({ condition($0) }) { await Task.yield() }
+    }
+
     /// Counts wake-ups the channel asks of its loop.
     final class WakeCounter: Sendable {
         let count = Atomic<Int>(0)
@@ -21,8 +27,9 @@ import Testing
             }
         }
         // 3 chunks (300 KiB) pass the 256 KiB mark: the third send waits.
-        try await Task.sleep(for: .milliseconds(100))
+        await waitUntil(channel) { $0.outboundWaiter != nil }
         #expect(sent.load(ordering: .relaxed) == 2)
+        #expect(channel.state.withLock { $0.outboundBytes } == 3 * chunk.count)
         // The loop drains what is queued; the sender resumes and queues the rest.
         let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: 64 * 1024)
         defer { buffer.deallocate() }
@@ -30,7 +37,7 @@ import Testing
         while drained < 5 * chunk.count {
             switch channel.pull(into: buffer, capacity: 64 * 1024) {
             case .copied(let count): drained += count
-            case .wouldBlock: try await Task.sleep(for: .milliseconds(5))
+            case .wouldBlock: await Task.yield()
             case .endOfData: Issue.record("the call has not ended")
             }
         }
@@ -42,7 +49,7 @@ import Testing
     @Test func cancellationFailsWaitingReceiversAndSenders() async throws {
         let channel = CallChannel(wakeLoop: {})
         let receiver = Task { try await channel.receive() }
-        try await Task.sleep(for: .milliseconds(20))
+        await waitUntil(channel) { $0.inboundWaiter != nil }
         channel.cancel(RPCError(.deadlineExceeded, "deadline"))
         await #expect(throws: RPCError.self) { try await receiver.value }
         await #expect(throws: RPCError.self) { try await channel.send(framed: [1]) }

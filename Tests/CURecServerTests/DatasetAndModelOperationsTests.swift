@@ -68,7 +68,9 @@ import Testing
         #expect(await code { _ = try operations.list(.with { $0.name = "bpr" }) } == .notFound)
         #expect(await code { _ = try operations.report(.init()) } == .notFound)
         #expect(await code { _ = try operations.report(.with { $0.name = "../etc" }) } == .invalidArgument)
-        let directory = try artifacts.addVersion(of: "report", metadata: ["profile": "quick"]) { staging in
+        var manifest = ArtifactManifest(kind: .report)
+        manifest.profile = "quick"
+        let directory = try artifacts.addVersion(of: "report", manifest: manifest) { staging in
             try "# Report\n".write(toFile: staging + "/report.md", atomically: true, encoding: .utf8)
             try "<svg/>".write(toFile: staging + "/chart.svg", atomically: true, encoding: .utf8)
         }

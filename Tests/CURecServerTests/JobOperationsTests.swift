@@ -8,18 +8,19 @@ import Testing
 
 /// A job kind that finishes at once, or waits until it is cancelled.
 struct InstantJob: JobKind {
-    var name: String { "instant" }
-    var parameterSummary: String { "wait=true|false" }
-
-    func validate(_ parameters: [String: String]) throws(JobError) {
-        if let wait = parameters["wait"], wait != "true", wait != "false" {
-            throw .invalidParameter("wait must be true or false")
-        }
+    enum Parameters {
+        static let wait: JobParameter<Bool> = .boolean("wait", default: false, doc: "wait until cancelled")
+        static let schema = JobParameterSchema(kind: "instant", [wait])
     }
+
+    var name: String { "instant" }
+    var parameters: JobParameterSchema { Parameters.schema }
+
+    func validate(_ values: JobParameterValues) throws(JobError) {}
 
     func run(_ context: JobContext) throws -> JobOutcome {
         context.progress(stage: "run", step: 1, total: 1)
-        while context.parameters["wait"] == "true" {
+        while context.values[Parameters.wait] {
             if context.isCancelled { throw JobCancelled() }
             Thread.sleep(forTimeInterval: 0.002)
         }

@@ -9,7 +9,8 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas"),
         .target(name: "CQuantKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "CURecTensor", dependencies: ["COpenBLAS", "CQuantKernels"]),
-        .target(name: "CURecModels", dependencies: ["CURecTensor"]),
+        .target(name: "CURecCollections"),
+        .target(name: "CURecModels", dependencies: ["CURecTensor", "CURecCollections"]),
         .executableTarget(name: "gpt-bench", dependencies: ["CURecModels", "CURecTensor", "COpenBLAS"]),
         .executableTarget(name: "llama-bench", dependencies: ["CURecModels", "CURecTensor"]),
     ]

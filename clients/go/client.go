@@ -149,9 +149,13 @@ const (
 	ReasonTable ReasonSource = ReasonSource(curecv1.ReasonSource_REASON_SOURCE_TABLE)
 	// ReasonGenerate always has the language model write the reasons.
 	ReasonGenerate ReasonSource = ReasonSource(curecv1.ReasonSource_REASON_SOURCE_GENERATE)
+	// ReasonPair explains why this user gets this item: the tuned chat model's reason (the
+	// newest published tuned reason model, else smollm2), checked by the verifier,
+	// regenerated when nothing survives, cached per user, item and model version.
+	ReasonPair ReasonSource = ReasonSource(curecv1.ReasonSource_REASON_SOURCE_PAIR)
 )
 
-// String returns "auto", "table" or "generate".
+// String returns "auto", "table", "generate" or "pair".
 func (r ReasonSource) String() string {
 	switch r {
 	case ReasonAuto:
@@ -160,6 +164,8 @@ func (r ReasonSource) String() string {
 		return "table"
 	case ReasonGenerate:
 		return "generate"
+	case ReasonPair:
+		return "pair"
 	}
 	return "unspecified"
 }
@@ -201,8 +207,8 @@ type RecommendedItem struct {
 	Title  string
 	// Reason says why the user would like the item, when reasons were asked for.
 	Reason string
-	// ReasonSource is "table" (the corrected reason table) or "generated" (written by the
-	// language model); empty without a reason.
+	// ReasonSource is "table" (the corrected reason table), "generated" (written by the
+	// language model) or "pair" (a pair reason); empty without a reason.
 	ReasonSource string
 	// ReasonReward is a table reason's reward (collaborative agreement minus verifier
 	// penalties); 0 for generated reasons.
@@ -214,6 +220,9 @@ type Recommendations struct {
 	Items []RecommendedItem
 	// ServedBy names the instance that answered, as "name@version#generation".
 	ServedBy string
+	// ReasonModelVersion names the model that wrote pair reasons ("smollm2" or
+	// "models/<name>/vN"); empty otherwise.
+	ReasonModelVersion string
 }
 
 // ItemIDs returns the recommended item ids, best first.
@@ -240,7 +249,8 @@ func (c *Client) Recommend(ctx context.Context, userID string, k int, opts ...Op
 	if err != nil {
 		return nil, wrapError(err, "/curec.v1.RecommendService/Recommend")
 	}
-	out := &Recommendations{Items: make([]RecommendedItem, len(response.Items)), ServedBy: response.ServedBy}
+	out := &Recommendations{Items: make([]RecommendedItem, len(response.Items)), ServedBy: response.ServedBy,
+		ReasonModelVersion: response.ReasonModelVersion}
 	for i, item := range response.Items {
 		out.Items[i] = RecommendedItem{
 			ItemID: item.ItemId, Score: item.Score, Title: item.Title,

@@ -95,8 +95,13 @@ func startDaemon() (*daemon, error) {
 		return nil, err
 	}
 	defer logFile.Close()
-	d.cmd = exec.Command(binary, "--listen", "127.0.0.1:0", "--port-file", portFile,
-		"--data-dir", dataDir, "--dataset-dir", dataset, "--lm-path", lm)
+	args := []string{"--listen", "127.0.0.1:0", "--port-file", portFile,
+		"--data-dir", dataDir, "--dataset-dir", dataset, "--lm-path", lm, "--pipeline-on-start", "off"}
+	// MiniLM, when fetched (scripts/fetch-minilm), for Embed and ScoreReasons.
+	if miniLM := filepath.Join(root, "var", "models", "all-MiniLM-L6-v2"); fileExists(filepath.Join(miniLM, "model.safetensors")) {
+		args = append(args, "--minilm-dir", miniLM)
+	}
+	d.cmd = exec.Command(binary, args...)
 	d.cmd.Dir = root
 	d.cmd.Stdout, d.cmd.Stderr = logFile, logFile
 	if err := d.cmd.Start(); err != nil {
@@ -159,4 +164,9 @@ func failIfUnimplemented(t *testing.T, err error, service string) {
 	if err != nil && strings.Contains(err.Error(), "UNIMPLEMENTED") {
 		t.Fatalf("the daemon answers UNIMPLEMENTED for %s, which every curecd serves: %v", service, err)
 	}
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

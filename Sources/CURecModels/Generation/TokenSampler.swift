@@ -1,4 +1,5 @@
 import CURecTensor
+import CURecCollections
 import Foundation
 
 /// Chooses the next token from a logits vector: repetition penalty, temperature, top-k and
@@ -79,37 +80,31 @@ struct TokenSampler {
 
     /// Indices of the `count` largest values (ties to the lower index), in no particular order.
     static func topIndices(_ values: [Float], count: Int) -> [Int] {
-        // Min-heap ordered by (value, -index): the root is the weakest kept candidate.
-        var heap: [Int] = []
-        heap.reserveCapacity(count)
-        @inline(__always) func weaker(_ a: Int, _ b: Int) -> Bool {
-            values[a] < values[b] || (values[a] == values[b] && a > b)
-        }
-        func siftDown(_ start: Int) {
-            var i = start
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                if l < heap.count && weaker(heap[l], heap[m]) { m = l }
-                if r < heap.count && weaker(heap[r], heap[m]) { m = r }
-                if m == i { return }
-                heap.swapAt(i, m)
-                i = m
-            }
-        }
+        // The root is the weakest kept candidate; a stronger one replaces it.
+        var heap = Heap<RankedIndex>(capacity: count)
         for i in 0..<values.count {
+            let candidate = RankedIndex(value: values[i], index: i)
             if heap.count < count {
-                heap.append(i)
-                var c = heap.count - 1
-                while c > 0 {
-                    let p = (c - 1) / 2
-                    if weaker(heap[c], heap[p]) { heap.swapAt(c, p); c = p } else { break }
-                }
-            } else if weaker(heap[0], i) {
-                heap[0] = i
-                siftDown(0)
+                heap.insert(candidate)
+            } else if let weakest = heap.min, weakest < candidate {
+                heap.replaceMin(with: candidate)
             }
         }
-        return heap
+        return heap.unordered.map(\.index)
+    }
+}
+
+/// An index ranked by its value: a smaller value is weaker, and between equal values the
+/// higher index is weaker (so ties keep the lower index).
+private struct RankedIndex: Comparable {
+    let value: Float
+    let index: Int
+
+    static func < (lhs: RankedIndex, rhs: RankedIndex) -> Bool {
+        lhs.value < rhs.value || (lhs.value == rhs.value && lhs.index > rhs.index)
+    }
+
+    static func == (lhs: RankedIndex, rhs: RankedIndex) -> Bool {
+        lhs.value == rhs.value && lhs.index == rhs.index
     }
 }

@@ -68,6 +68,16 @@ final class SASRecActivations {
         dqkv = Tensor(uncheckedZeros: [g, 3 * C])
         dfc = Tensor(uncheckedZeros: [g, H])
     }
+
+    /// Block `l`'s part of the stacked buffers, as the block writes and reads it.
+    func block(_ l: Int) -> TransformerBlockActivations {
+        let N = B * T, C = encoded.shape[1], H = fc1.shape[2]
+        return TransformerBlockActivations(
+            ln1: ln1.data + l * N * C, ln1Mean: ln1Mean.data + l * N, ln1Rstd: ln1Rstd.data + l * N,
+            qkv: qkv.data + l * N * 3 * C, atty: atty.data + l * N * C, mid: residual2.data + l * N * C,
+            ln2: ln2.data + l * N * C, ln2Mean: ln2Mean.data + l * N, ln2Rstd: ln2Rstd.data + l * N,
+            fc: fc1.data + l * N * H, fcGelu: fc1Gelu.data + l * N * H)
+    }
 }
 
 /// A batch of right-padded item sequences `[B, T]` with next-item targets.
@@ -123,7 +133,7 @@ public struct SASRecBatch: Sendable, Equatable {
 ///     V        = Fu @ Wu                                [U,C]   (Fu: fixed user features [U,Du];
 ///                                                               only when Du > 0, no bias)
 ///     x_t      = E[s_t] + P[t] (+ V[u])                 [T,C]   u: the sequence's user
-///     block ×Lb: x = x + Proj(CausalAttn(LN1(x)))        pre-LN, as GPT-2
+///     block ×Lb: x = x + Proj(CausalAttn(LN1(x)))        pre-LN: GPT's block (``TransformerBlock``),
 ///                x = x + FC2(GELU(FC1(LN2(x))))          point-wise FFN, C → H → C
 ///     h_t      = LNf(x_t)                               [T,C]
 ///     score_t(i) = h_t · E[i]                           the relevance of item i as s_{t+1}
@@ -257,6 +267,21 @@ public final class SASRecModel: @unchecked Sendable {
         gradients.data + layout.offset(q, block: b)
     }
 
+    /// The transformer block every layer runs: GPT's (``TransformerBlock``), MLP width `hidden`.
+    var block: TransformerBlock { TransformerBlock(width: config.width, heads: config.heads, hidden: config.hidden) }
+
+    /// The tensors of block `b` in `buffer` (the weights or the gradients).
+    func blockTensors(_ buffer: Tensor, _ b: Int) -> TransformerBlockWeights {
+        func t(_ q: SASRecLayout.BlockParam) -> UnsafeMutablePointer<Float> { buffer.data + layout.offset(q, block: b) }
+        return TransformerBlockWeights(
+            ln1Weight: t(.ln1w), ln1Bias: t(.ln1b), qkvWeight: t(.qkvw), qkvBias: t(.qkvb),
+            projWeight: t(.projw), projBias: t(.projb), ln2Weight: t(.ln2w), ln2Bias: t(.ln2b),
+            fcWeight: t(.fc1w), fcBias: t(.fc1b), fcProjWeight: t(.fc2w), fcProjBias: t(.fc2b))
+    }
+
+    func blockWeights(_ b: Int) -> TransformerBlockWeights { blockTensors(parameters, b) }
+    func blockGradients(_ b: Int) -> TransformerBlockWeights { blockTensors(gradients, b) }
+
     /// Recomputes ``itemTable`` from the ID embeddings and the feature projection, and
     /// ``userTable`` from the user features and their projection. A model loaded for scoring
     /// (features not kept) keeps its saved tables.
@@ -307,7 +332,7 @@ public final class SASRecModel: @unchecked Sendable {
     /// ``userTable`` (which must be current).
     func forward(inputs: UnsafePointer<Int32>, users: UnsafePointer<Int32>?, a: SASRecActivations) {
         let c = config, B = a.B, T = a.T, N = B * T
-        let L = c.blocks, C = c.width, H = c.hidden, NH = c.heads
+        let L = c.blocks, C = c.width, NH = c.heads
         // encoded[B,T,C] = E[s_t] + P[t]
         Embedding.forward(out: a.encoded.data, tokens: inputs, wte: itemTable.data,
                           wpe: parameters.data + layout.positionEmbedding, B: B, T: T, C: C)
@@ -317,27 +342,9 @@ public final class SASRecModel: @unchecked Sendable {
         }
         for l in 0..<L {
             let residual = l == 0 ? a.encoded.data : a.residual3.data + (l - 1) * N * C
-            let ln1 = a.ln1.data + l * N * C
-            let qkv = a.qkv.data + l * N * 3 * C
-            let atty = a.atty.data + l * N * C
-            let att = a.att.data + l * B * NH * T * T
-            let res2 = a.residual2.data + l * N * C
-            let ln2 = a.ln2.data + l * N * C
-            let fc1 = a.fc1.data + l * N * H
-            let fc1Gelu = a.fc1Gelu.data + l * N * H
-            let res3 = a.residual3.data + l * N * C
-            LayerNorm.forward(out: ln1, mean: a.ln1Mean.data + l * N, rstd: a.ln1Rstd.data + l * N,
-                              inp: residual, weight: w(.ln1w, l), bias: w(.ln1b, l), N: N, C: C)
-            Matmul.forward(out: qkv, inp: ln1, weight: w(.qkvw, l), bias: w(.qkvb, l), N: N, C: C, OC: 3 * C)
-            CausalSelfAttention.forward(out: atty, att: att, qkv: qkv, B: B, T: T, C: C, NH: NH)
-            Matmul.forward(out: res2, inp: atty, weight: w(.projw, l), bias: w(.projb, l), N: N, C: C, OC: C,
-                           residual: residual)
-            LayerNorm.forward(out: ln2, mean: a.ln2Mean.data + l * N, rstd: a.ln2Rstd.data + l * N,
-                              inp: res2, weight: w(.ln2w, l), bias: w(.ln2b, l), N: N, C: C)
-            Matmul.forward(out: fc1, inp: ln2, weight: w(.fc1w, l), bias: w(.fc1b, l), N: N, C: C, OC: H)
-            GELU.forward(out: fc1Gelu, inp: fc1, N: N * H)
-            Matmul.forward(out: res3, inp: fc1Gelu, weight: w(.fc2w, l), bias: w(.fc2b, l), N: N, C: H, OC: C,
-                           residual: res2)
+            block.forward(out: a.residual3.data + l * N * C, inp: residual, weights: blockWeights(l),
+                          activations: a.block(l), N: N,
+                          attention: .causal(att: a.att.data + l * B * NH * T * T, B: B, T: T))
         }
         LayerNorm.forward(out: a.lnf.data, mean: a.lnfMean.data, rstd: a.lnfRstd.data,
                           inp: a.residual3.data + (L - 1) * N * C,
@@ -396,7 +403,7 @@ public final class SASRecModel: @unchecked Sendable {
         }
         try checkBatch(batch)
         let c = config, B = batch.B, T = batch.T, N = B * T
-        let L = c.blocks, C = c.width, H = c.hidden, NH = c.heads, n = c.itemCount
+        let L = c.blocks, C = c.width, NH = c.heads, n = c.itemCount
         refreshItemTable()
         let a = trainingActivations(B: B, T: T)
         let valid = batch.targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
@@ -437,35 +444,12 @@ public final class SASRecModel: @unchecked Sendable {
                                inp: a.residual3.data + (L - 1) * N * C,
                                weight: parameters.data + layout.finalNormWeight,
                                mean: a.lnfMean.data, rstd: a.lnfRstd.data, N: N, C: C)
+            let scratch = TransformerBlockScratch(dln: dln, datty: a.datty.data, dqkv: a.dqkv.data, dfc: a.dfc.data)
             for l in stride(from: L - 1, through: 0, by: -1) {
                 let residual = l == 0 ? a.encoded.data : a.residual3.data + (l - 1) * N * C
-                let ln1 = a.ln1.data + l * N * C
-                let qkv = a.qkv.data + l * N * 3 * C
-                let atty = a.atty.data + l * N * C
-                let att = a.att.data + l * B * NH * T * T
-                let res2 = a.residual2.data + l * N * C
-                let ln2 = a.ln2.data + l * N * C
-                let fc1 = a.fc1.data + l * N * H
-                let fc1Gelu = a.fc1Gelu.data + l * N * H
-                // dres = ∂/∂residual3 [N,C]; flows unchanged into ∂/∂residual2 (identity branch).
-                Matmul.backward(dinp: a.dfc.data, dweight: g(.fc2w, l), dbias: g(.fc2b, l), dout: dres,
-                                inp: fc1Gelu, weight: w(.fc2w, l), N: N, C: H, OC: C)      // dfc [N,H]
-                GELU.backward(dinp: a.dfc.data, inp: fc1, dout: a.dfc.data, N: N * H)
-                Matmul.backward(dinp: dln, dweight: g(.fc1w, l), dbias: g(.fc1b, l), dout: a.dfc.data,
-                                inp: ln2, weight: w(.fc1w, l), N: N, C: C, OC: H)          // dln [N,C]
-                LayerNorm.backward(dinp: dres, dweight: g(.ln2w, l), dbias: g(.ln2b, l), dout: dln,
-                                   inp: res2, weight: w(.ln2w, l), mean: a.ln2Mean.data + l * N,
-                                   rstd: a.ln2Rstd.data + l * N, N: N, C: C)
-                // dres = ∂/∂residual2; flows into ∂/∂residual and the attention branch.
-                Matmul.backward(dinp: a.datty.data, dweight: g(.projw, l), dbias: g(.projb, l), dout: dres,
-                                inp: atty, weight: w(.projw, l), N: N, C: C, OC: C)        // datty [N,C]
-                CausalSelfAttention.backward(dqkv: a.dqkv.data, dout: a.datty.data, qkv: qkv, att: att,
-                                             B: B, T: T, C: C, NH: NH)                    // dqkv [N,3C]
-                Matmul.backward(dinp: dln, dweight: g(.qkvw, l), dbias: g(.qkvb, l), dout: a.dqkv.data,
-                                inp: ln1, weight: w(.qkvw, l), N: N, C: C, OC: 3 * C)      // dln [N,C]
-                LayerNorm.backward(dinp: dres, dweight: g(.ln1w, l), dbias: g(.ln1b, l), dout: dln,
-                                   inp: residual, weight: w(.ln1w, l), mean: a.ln1Mean.data + l * N,
-                                   rstd: a.ln1Rstd.data + l * N, N: N, C: C)
+                block.backward(dres: dres, inp: residual, weights: blockWeights(l), gradients: blockGradients(l),
+                               activations: a.block(l), att: a.att.data + l * B * NH * T * T, scratch: scratch,
+                               B: B, T: T)
             }
             // dres = ∂/∂encoded [N,C]: into the item table rows and the position embedding.
             Embedding.backward(dwte: dtable, dwpe: gradients.data + layout.positionEmbedding, dout: dres,

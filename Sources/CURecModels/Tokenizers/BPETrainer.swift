@@ -1,3 +1,4 @@
+import CURecCollections
 import Foundation
 
 /// Learns byte-level BPE merges from a corpus.
@@ -85,7 +86,7 @@ private struct PairStatistics {
     var wordCounts: [Int]
     var pairCounts: [Pair: Int] = [:]
     var wordsWithPair: [Pair: Set<Int>] = [:]
-    var heap = PairHeap()
+    var heap = Heap<PairCount>()
 
     init(words: [(String, Int)], firstByteID: Int32) {
         self.words = words.map { word in word.0.utf8.map { firstByteID + Int32($0) } }
@@ -97,13 +98,13 @@ private struct PairStatistics {
                 wordsWithPair[pair, default: []].insert(index)
             }
         }
-        for (pair, count) in pairCounts { heap.push(count: count, pair: pair) }
+        for (pair, count) in pairCounts { heap.insert(PairCount(count: count, pair: pair)) }
     }
 
     /// The most frequent pair with its current count, skipping outdated heap entries.
     mutating func popMostFrequent() -> (Pair, Int)? {
-        while let (count, pair) = heap.pop() {
-            if count > 0 && pairCounts[pair] == count { return (pair, count) }
+        while let entry = heap.popMin() {
+            if entry.count > 0 && pairCounts[entry.pair] == entry.count { return (entry.pair, entry.count) }
         }
         return nil
     }
@@ -143,46 +144,19 @@ private struct PairStatistics {
         }
         pairCounts[pair] = 0
         for p in changed.sorted(by: { ($0.left, $0.right) < ($1.left, $1.right) }) {
-            if let count = pairCounts[p], count > 0 { heap.push(count: count, pair: p) }
+            if let count = pairCounts[p], count > 0 { heap.insert(PairCount(count: count, pair: p)) }
         }
     }
 }
 
-/// A binary max-heap of (count, pair): higher count first, then the smaller pair.
-private struct PairHeap {
-    private var items: [(count: Int, pair: BPETokenizer.SymbolPair)] = []
+/// A pair with its count as the training heap orders them: the higher count comes out first,
+/// then the smaller pair (so merges are deterministic).
+private struct PairCount: Comparable {
+    let count: Int
+    let pair: BPETokenizer.SymbolPair
 
-    private func before(_ a: Int, _ b: Int) -> Bool {
-        let x = items[a], y = items[b]
-        if x.count != y.count { return x.count > y.count }
-        return (x.pair.left, x.pair.right) < (y.pair.left, y.pair.right)
-    }
-
-    mutating func push(count: Int, pair: BPETokenizer.SymbolPair) {
-        items.append((count, pair))
-        var child = items.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard before(child, parent) else { break }
-            items.swapAt(child, parent)
-            child = parent
-        }
-    }
-
-    mutating func pop() -> (Int, BPETokenizer.SymbolPair)? {
-        guard let top = items.first else { return nil }
-        items.swapAt(0, items.count - 1)
-        items.removeLast()
-        var parent = 0
-        while true {
-            let left = 2 * parent + 1, right = left + 1
-            var best = parent
-            if left < items.count && before(left, best) { best = left }
-            if right < items.count && before(right, best) { best = right }
-            if best == parent { break }
-            items.swapAt(parent, best)
-            parent = best
-        }
-        return (top.count, top.pair)
+    static func < (lhs: PairCount, rhs: PairCount) -> Bool {
+        if lhs.count != rhs.count { return lhs.count > rhs.count }
+        return (lhs.pair.left, lhs.pair.right) < (rhs.pair.left, rhs.pair.right)
     }
 }

@@ -339,17 +339,38 @@ public struct CorpusBuilder: Sendable {
                 "In short, \(both) stand out against the population\(era.map { ", as do the \($0)" } ?? "").",
             ]) ?? "")
         }
-        let reason = chooser.choose([
-            both.map { "You gravitate toward \($0), watching them far more often than the typical viewer." },
-            both.flatMap { b in era.map { "Your taste leans to \(b), with a clear soft spot for films from the \($0)." } },
-            g1.flatMap { first in g2.map { "At heart you are a fan of \(first); \($0) also feature well above the norm in what you watch." } },
-            both.flatMap { b in era.map { "You seek out \(b), and you favour titles from the \($0)." } },
-            both.flatMap { b in era.map { "Expect \(b) to land well with you, especially ones from the \($0)." } },
-            both.flatMap { b in anchorTitle.map { "You favour \(b); \($0) is typical of what you enjoy." } },
-            (both == nil ? era : nil).map { "You mostly return to films from the \($0), more than most viewers do." },
-            (both == nil && era == nil ? recent.last : nil).map { "Your taste is broad; lately you chose \(Phrasing.title(dataset.items[Int($0)]))." },
-        ]) ?? "Your taste is broad, with no genre or era far above the typical viewer."
-        if let anchor, both != nil, reason.contains("typical of what") {
+        // The reason: one to three pieces of evidence (genres, era, an anchor title), each with
+        // several phrasings, in a seeded order, so reasons do not repeat a few fixed sentences.
+        var pieces: [[String]] = []
+        if let both, let g1 {
+            var genre = [
+                "You gravitate toward \(both), watching them far more often than the typical viewer.",
+                "Your taste leans to \(both).",
+                "\(both.capitalizedFirst) stand out in what you watch, well above the average viewer.",
+                "You seek out \(both) more than most people do.",
+                "Most of all, you come back to \(g1).",
+            ]
+            if let g2 { genre.append("At heart you are a fan of \(g1); \(g2) also feature well above the norm in what you watch.") }
+            pieces.append(genre)
+        }
+        if let era {
+            pieces.append([
+                "You have a soft spot for films from the \(era).",
+                "Films from the \(era) come up often in your history, more than for most viewers.",
+                "You favour titles from the \(era).",
+            ])
+        }
+        if both != nil, let anchorTitle {
+            pieces.append([
+                "\(anchorTitle) is typical of what you enjoy.",
+                "A film from your history such as \(anchorTitle) sums up that taste.",
+            ])
+        }
+        let reason = pieces.isEmpty
+            ? ((recent.last.map { "Your taste is broad; lately you chose \(Phrasing.title(dataset.items[Int($0)]))." })
+                ?? "Your taste is broad, with no genre or era far above the typical viewer.")
+            : compose(pieces, &chooser)
+        if let anchor, let anchorTitle, both != nil, reason.contains(anchorTitle) {
             let position = history.lastIndex(of: anchor) ?? 0
             facts.append(.watched(user: user, item: anchor, timestamp: statistics.timesByUser[Int(user)][position]))
         }
@@ -462,14 +483,36 @@ public struct CorpusBuilder: Sendable {
         let adjectives = genreAdjectives(item)
         let kind = adjectives.map { "\($0) film" } ?? "film"
         let year = dataset.items[Int(item)].year
-        let reason = chooser.choose([
-            fans.flatMap { f in occupationText.flatMap { o in bandText.map { "Fans of \(f), especially \(o) aged \($0), should enjoy this \(kind)." } } },
-            fans.flatMap { f in bandText.map { "It will appeal most to viewers aged \($0) who liked \(f)." } },
-            fans.flatMap { f in gender.map { "Anyone who enjoyed \(f) is a good match for this \(kind), \(Phrasing.genderPlural($0.token)) in particular." } },
-            bandText.flatMap { b in occupationText.map { "This \(year.map { "\($0) " } ?? "")\(kind) suits viewers aged \(b), above all \($0)." } },
-            fans.map { "Viewers who liked \($0) are the natural audience for this \(kind)." },
-            occupationText.map { "This \(kind) draws \($0) more than most titles do." },
-        ]) ?? "This \(kind) has a broad audience without a strong skew."
+        let itemTitle = Phrasing.title(dataset.items[Int(item)])
+        var pieces: [[String]] = []
+        if let fans {
+            pieces.append([
+                "Viewers who liked \(fans) are the natural audience for this \(kind).",
+                "Fans of \(fans) should enjoy \(itemTitle).",
+                "It is often watched by people who also saw \(fans).",
+                "Anyone who liked \(fans) is a good match for this \(kind).",
+            ])
+        }
+        if let bandText {
+            pieces.append([
+                "It appeals most to viewers aged \(bandText).",
+                "Its audience skews toward people aged \(bandText).",
+                "Viewers aged \(bandText) watch it more than most titles.",
+            ])
+        }
+        if let occupationText {
+            pieces.append([
+                "It draws \(occupationText) more than most titles do.",
+                "\(occupationText.capitalizedFirst) are over-represented among its viewers.",
+            ])
+        }
+        if let gender {
+            let who = Phrasing.genderPlural(gender.token)
+            pieces.append(["\(who.capitalizedFirst) in particular watch it.", "It finds more of its audience among \(who) than most films do."])
+        }
+        let reason = pieces.isEmpty
+            ? "This \(year.map { "\($0) " } ?? "")\(kind) has a broad audience without a strong skew."
+            : compose(pieces, &chooser)
 
         let prompt = chooser.choose([
             "Who would enjoy this item, and why? Use its metadata, co-watched titles and audience.",
@@ -533,9 +576,16 @@ public struct CorpusBuilder: Sendable {
 
     private func pair(user: Int32, position: Int, variant: Int) -> CorpusExample? {
         let fullHistory = statistics.historyByUser[Int(user)]
-        let times = statistics.timesByUser[Int(user)]
         guard position >= 1, position < fullHistory.count else { return nil }
-        let target = fullHistory[position]
+        return pair(user: user, target: fullHistory[position], position: position, variant: variant)
+    }
+
+    /// The pair example for `target` after the first `position` items of the user's training
+    /// history (a training position, or the whole history for an item the user has not seen).
+    func pair(user: Int32, target: Int32, position: Int, variant: Int) -> CorpusExample? {
+        let fullHistory = statistics.historyByUser[Int(user)]
+        let times = statistics.timesByUser[Int(user)]
+        guard position >= 1, position <= fullHistory.count else { return nil }
         let history = fullHistory[..<position]
         let cutoff = times[position - 1]
         var chooser = TemplateChooser(seed: seed(.pair, user, 100 + variant))
@@ -611,13 +661,34 @@ public struct CorpusBuilder: Sendable {
         let overlapForms = overlap.map { Phrasing.genreForms(statistics.genres[$0.genre]) }
         let year = dataset.items[Int(target)].year.map { "\($0) " } ?? ""
         let kind = (genreAdjectives(target).map { "\($0) " } ?? "") + "film"
-        let reason = chooser.choose([
-            linkTitle.flatMap { l in overlapForms.map { "Because you watched \(l) and enjoy \($0.plural), this \($0.adjective) film should suit you." } },
-            linkTitle.flatMap { l in link.map { "You watched \(l), and \($0.shared) viewers who did the same also chose this one." } },
-            overlapForms.map { "Your taste for \($0.plural) makes this \(year)\($0.adjective) title a natural pick." },
-            bandSkew.flatMap { b in overlapForms.map { "It is popular with viewers aged \(b.label) like you, and it matches your interest in \($0.plural)." } },
-            linkTitle.map { "Since you watched \($0), this \(year)\(kind) is a close fit: many of its viewers watched both." },
-        ]) ?? "This \(year)\(kind) fits the mix of films you have been watching."
+        let targetTitle = Phrasing.title(dataset.items[Int(target)])
+        var pieces: [[String]] = []
+        if let link, let linkTitle {
+            pieces.append([
+                "\(targetTitle) was also chosen by \(link.shared) viewers of \(linkTitle), a film from your history.",
+                "Since you watched \(linkTitle) before, this \(kind) is a close fit: \(link.shared) viewers watched both films.",
+                "\(targetTitle) is worth a look because you watched \(linkTitle) earlier; many of its viewers watched both films.",
+                "Among the viewers of \(linkTitle), a film from your history, \(link.shared) also chose \(targetTitle).",
+            ])
+        }
+        if let overlap, let forms = overlapForms {
+            pieces.append([
+                "It is \(article(forms.adjective)) \(forms.adjective) title, and \(forms.plural) are \(Phrasing.percent(overlap.share)) of what you watch.",
+                "Your taste for \(forms.plural) makes this \(year)\(forms.adjective) title a natural pick.",
+                "\(forms.plural.capitalizedFirst) make up \(Phrasing.percent(overlap.share)) of your viewing, above the usual \(Phrasing.percent(overlap.baseline)).",
+                "It matches your interest in \(forms.plural).",
+            ])
+        }
+        if let bandSkew {
+            pieces.append([
+                "It is especially popular with viewers aged \(bandSkew.label), like you.",
+                "Viewers in your age group, \(bandSkew.label), watch it more than most films.",
+                "Its audience leans toward people aged \(bandSkew.label), your age group.",
+            ])
+        }
+        let reason = pieces.isEmpty
+            ? "This \(year)\(kind) fits the mix of films you have been watching."
+            : compose(pieces, &chooser)
 
         let prompt = chooser.choose([
             "Explain why this user would like this item.",
@@ -700,6 +771,16 @@ public struct CorpusBuilder: Sendable {
         return CorpusExample(task: .nextItem, user: user, item: target,
                              prompt: prompt + "\n" + profileLine(user) + "\n" + historyLines(history),
                              steps: steps, reason: reason, facts: facts, cutoff: cutoff, historyLength: position)
+    }
+
+    /// A reason from pieces of evidence (each a list of phrasings): one or two pieces (the
+    /// first kept first half of the time, the rest in seeded order), each in a seeded phrasing.
+    private func compose(_ pieces: [[String]], _ chooser: inout TemplateChooser) -> String {
+        var order = Array(pieces.indices)
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, chooser.index(i + 1)) }
+        if chooser.index(2) == 0, let first = order.firstIndex(of: 0) { order.swapAt(0, first) }
+        let count = pieces.count >= 2 && chooser.index(3) > 0 ? 2 : 1
+        return order.prefix(count).map { pieces[$0][chooser.index(pieces[$0].count)] }.joined(separator: " ")
     }
 
     private func article(_ word: String) -> String {

@@ -31,55 +31,59 @@ public struct WrittenReason: Sendable, Hashable {
     public var reason: String
 }
 
-/// Writes reasons with the built-in LM for prompts in the corpus format: encodes and fits the
-/// prompt to the context (keeping its end), samples until the end marker, and extracts the
-/// text between the reason marker and the end marker.
+/// Writes reasons with a ``ReasonLanguageModel`` for prompts in the corpus format: encodes
+/// the prompt as the model reads it and fits it to the context, samples until the end of the
+/// answer, and extracts the text of the reason block.
 public struct ReasonWriter: @unchecked Sendable {
     /// The language model (not thread-safe: one writer per thread).
-    public let model: GPTModel
-    /// Its tokenizer.
-    public let tokenizer: BPETokenizer
+    public let languageModel: any ReasonLanguageModel
     /// Answer budget in tokens (reasoning steps plus reason).
     public let maxTokens: Int
     /// Rows generated together.
     public let batchSize: Int
-    /// Repetition penalty of every write (see ``GPTSamplingOptions/repetitionPenalty``); a
+    /// Repetition penalty of every write (see ``SamplingOptions/repetitionPenalty``); a
     /// small LM decoding greedily otherwise tends to loop.
     public let repetitionPenalty: Float
+    /// Tokens of the second pass that writes the reason of an answer whose reasoning ran out
+    /// of budget (or ended) before the reason marker: the marker is appended and the model
+    /// continues from it. 0: no second pass.
+    public var reasonTokens = 64
 
     /// - Parameters:
     ///   - maxTokens: the answer budget; at most the context minus 16 prompt tokens.
     ///   - batchSize: rows per `generate` call (>= 1).
     ///   - repetitionPenalty: >= 1; 1 disables it.
-    public init(model: GPTModel, tokenizer: BPETokenizer, maxTokens: Int, batchSize: Int = 32,
+    public init(languageModel: any ReasonLanguageModel, maxTokens: Int, batchSize: Int = 32,
                 repetitionPenalty: Float = 1) throws(ReasonWriterError) {
-        guard maxTokens >= 1, model.config.context - maxTokens >= 16 else {
-            throw .noRoomForPrompt(maxTokens: maxTokens, context: model.config.context)
+        guard maxTokens >= 1, languageModel.contextLength - maxTokens >= 16 else {
+            throw .noRoomForPrompt(maxTokens: maxTokens, context: languageModel.contextLength)
         }
         guard repetitionPenalty >= 1, repetitionPenalty.isFinite else {
             throw .generationFailed("repetitionPenalty must be finite and >= 1, got \(repetitionPenalty)")
         }
         self.repetitionPenalty = repetitionPenalty
-        self.model = model
-        self.tokenizer = tokenizer
+        self.languageModel = languageModel
         self.maxTokens = maxTokens
         self.batchSize = max(1, batchSize)
     }
 
-    /// The prompt's token ids, left-truncated so `maxTokens` of answer fit the context.
-    public func promptTokens(_ prompt: String) -> [Int] {
-        var ids = tokenizer.encode(prompt).map(Int.init)
-        let room = model.config.context - maxTokens
-        if ids.count > room { ids.removeFirst(ids.count - room) }
-        if ids.isEmpty { ids = [0] }
-        return ids
+    /// A writer for the built-in GPT and its tokenizer.
+    public init(model: GPTModel, tokenizer: BPETokenizer, maxTokens: Int, batchSize: Int = 32,
+                repetitionPenalty: Float = 1) throws(ReasonWriterError) {
+        try self.init(languageModel: GPTReasonModel(model: model, tokenizer: tokenizer), maxTokens: maxTokens,
+                      batchSize: batchSize, repetitionPenalty: repetitionPenalty)
     }
 
-    /// Token sequences that end an answer: the end marker (as one token and as text) and the
-    /// end-of-text token that separates training examples.
-    public var stopSequences: [[Int]] { Self.stopSequences(tokenizer) }
+    /// The prompt's token ids, shortened so `maxTokens` of answer fit the context.
+    public func promptTokens(_ prompt: String) -> [Int] {
+        languageModel.promptTokens(prompt, limit: languageModel.contextLength - maxTokens)
+    }
 
-    /// ``stopSequences`` for any tokenizer of a corpus-trained LM.
+    /// Token sequences that end an answer.
+    public var stopSequences: [[Int]] { languageModel.stopSequences }
+
+    /// The stop sequences of a corpus-trained GPT: the end marker (as one token and as text)
+    /// and the end-of-text token that separates training examples.
     public static func stopSequences(_ tokenizer: BPETokenizer) -> [[Int]] {
         var stops: [[Int]] = []
         if let endOfText = tokenizer.id(of: AlignmentPretraining.endOfText) { stops.append([Int(endOfText)]) }
@@ -97,12 +101,51 @@ public struct ReasonWriter: @unchecked Sendable {
         if let stop = tail.range(of: CorpusExample.Marker.end) { tail = tail[..<stop.lowerBound] }
         if let marker = tail.range(of: "###") { tail = tail[..<marker.lowerBound] }
         if let marker = tail.range(of: AlignmentPretraining.endOfText) { tail = tail[..<marker.lowerBound] }
+        if let marker = tail.range(of: "<|im_end|>") { tail = tail[..<marker.lowerBound] }
         return tail.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// The second pass: for each answer without a reason block, the reason marker is put after
+    /// its reasoning (cut back to its last whole line) and the model writes the reason from
+    /// there, up to ``reasonTokens`` tokens.
+    func completeReasons(_ answers: inout [WrittenReason], prompts: [[Int]], temperature: Float, topK: Int, seed: UInt64,
+                         isCancelled: () -> Bool) throws(ReasonWriterError) {
+        guard reasonTokens > 0 else { return }
+        let marker = languageModel.encodeText("\n" + CorpusExample.Marker.reason + "\n")
+        var rows: [Int] = [], continued: [[Int]] = [], heads: [[Int]] = []
+        for (row, answer) in answers.enumerated() where answer.reason.isEmpty {
+            // Keep whole lines of reasoning; drop a line cut by the budget.
+            var head = answer.tokens
+            if let lastBreak = head.lastIndex(where: { languageModel.decode([$0]).contains("\n") }) {
+                head = Array(head[..<lastBreak])
+            } else {
+                head = []
+            }
+            let sequence = prompts[row] + head + marker
+            guard sequence.count + reasonTokens <= languageModel.contextLength else { continue }
+            rows.append(row)
+            continued.append(sequence)
+            heads.append(head + marker)
+        }
+        guard !rows.isEmpty else { return }
+        if isCancelled() { throw .cancelled }
+        let options = SamplingOptions(maxTokens: reasonTokens, temperature: temperature, topK: topK, topP: 1,
+                                      stopSequences: stopSequences, seed: seed, repetitionPenalty: repetitionPenalty)
+        let generations: [GenerationResult]
+        do {
+            generations = try languageModel.sample(prompts: continued, options: options, shouldStop: isCancelled)
+        } catch {
+            throw .generationFailed("\(error)")
+        }
+        if generations.contains(where: { $0.finishReason == .cancelled }) { throw .cancelled }
+        for (index, row) in rows.enumerated() {
+            answers[row] = written(heads[index] + generations[index].tokens)
+        }
     }
 
     /// Decodes completion tokens into a ``WrittenReason``.
     public func written(_ tokens: [Int]) -> WrittenReason {
-        let text = (try? tokenizer.decode(tokens.map(Int32.init))) ?? ""
+        let text = languageModel.decode(tokens)
         return WrittenReason(tokens: tokens, completion: text, reason: Self.extractReason(from: text))
     }
 
@@ -123,17 +166,20 @@ public struct ReasonWriter: @unchecked Sendable {
             if isCancelled() { throw .cancelled }
             let end = min(prompts.count, start + batchSize)
             let batch = prompts[start..<end].map(promptTokens)
-            let options = GPTSamplingOptions(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: 1,
-                                             stopSequences: stops, seed: seed &+ UInt64(start) &* 0x2545_F491_4F6C_DD1D,
-                                             repetitionPenalty: repetitionPenalty)
-            let generations: [GPTGeneration]
+            let options = SamplingOptions(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: 1,
+                                          stopSequences: stops, seed: seed &+ UInt64(start) &* 0x2545_F491_4F6C_DD1D,
+                                          repetitionPenalty: repetitionPenalty)
+            let generations: [GenerationResult]
             do {
-                generations = try model.generate(prompts: batch, options: options, shouldStop: isCancelled)
+                generations = try languageModel.sample(prompts: batch, options: options, shouldStop: isCancelled)
             } catch {
                 throw .generationFailed("\(error)")
             }
             if generations.contains(where: { $0.finishReason == .cancelled }) { throw .cancelled }
-            results.append(contentsOf: generations.map { written($0.tokens) })
+            var answers = generations.map { written($0.tokens) }
+            try completeReasons(&answers, prompts: batch, temperature: temperature, topK: topK,
+                                seed: seed &+ UInt64(start) &* 0x9E37_79B9_7F4A_7C15, isCancelled: isCancelled)
+            results.append(contentsOf: answers)
             start = end
             progress(start, prompts.count)
         }

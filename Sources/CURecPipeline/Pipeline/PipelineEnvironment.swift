@@ -1,4 +1,6 @@
 import CURecData
+import CURecModels
+import CURecTensor
 import Foundation
 
 /// A trained recommender the pipeline can evaluate: scores candidates for a user given the
@@ -49,6 +51,14 @@ public protocol PipelineEnvironment: Sendable {
     /// The sentence encoder (MiniLM).
     func makeEmbedder() throws -> any ReasonEmbedder
 
+    /// The GGUF file of the pretrained chat model (SmolLM2-135M-Instruct) that a
+    /// ``PipelineLanguageModel/chat`` pipeline aligns; nil when there is none.
+    var chatModelPath: String? { get }
+
+    /// A fresh copy of the pretrained chat model with `weights` (float32 to train, quantized
+    /// to decode) and its tokenizer. The default reads ``chatModelPath``.
+    func loadChatModel(weights: LlamaWeightFormat) throws -> (model: LlamaModel, tokenizer: PretrainedTokenizer)
+
     /// Trains the collaborative reward model with `itemFeatures` (`[itemCount x dimension]`)
     /// as item content on the training split.
     func trainRewardModel(itemFeatures: [Float], dimension: Int, config: String,
@@ -58,4 +68,17 @@ public protocol PipelineEnvironment: Sendable {
     /// Trains one recommender run (early stopping on validation NDCG@10 happens inside).
     func trainRecommender(_ run: RecommenderRun, progress: @escaping (Int, Int, [String: Double]) -> Void,
                           isCancelled: @escaping () -> Bool) throws -> any RecommenderScoring
+}
+
+extension PipelineEnvironment {
+    public var chatModelPath: String? { nil }
+
+    public func loadChatModel(weights: LlamaWeightFormat) throws -> (model: LlamaModel, tokenizer: PretrainedTokenizer) {
+        guard let file = chatModelPath, FileManager.default.fileExists(atPath: file) else {
+            throw PipelineError.invalidConfig("the chat language model file is missing (\(chatModelPath ?? "none configured")); "
+                                              + "scripts/fetch-lm fetches SmolLM2-135M-Instruct")
+        }
+        let gguf = try GGUFFile.read(path: file)
+        return (try LlamaModel.load(gguf: gguf, weights: weights), try PretrainedTokenizer(gguf: gguf))
+    }
 }

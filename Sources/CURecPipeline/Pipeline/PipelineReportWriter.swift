@@ -3,8 +3,9 @@ import Foundation
 
 /// Writes the pipeline report: `report.md` (stage times, LM and RL numbers, reason table
 /// quality, the ablation table with a plain verdict, example reasons), SVG charts
-/// (`pretrain-loss.svg`, `grpo.svg`, `ablation.svg`) and `results.json` (every downstream
-/// run). Everything it states is computed from the records it is given.
+/// (`pretrain-loss.svg`, `grpo.svg`, `ablation.svg`), `results.json` (every downstream
+/// run, with its per-user test NDCG@10) and `significance.json` (the paired tests).
+/// Everything it states is computed from the records it is given.
 public struct PipelineReportWriter: Sendable {
     public let config: PipelineConfig
     public let dataset: RecDataset
@@ -12,6 +13,9 @@ public struct PipelineReportWriter: Sendable {
     public let downstream: [DownstreamResult]
     /// Reason table directories per variant key.
     public let tables: [String: String]
+    /// The quality of served pair reasons per source (section and `reason-quality.json`), when
+    /// measured.
+    public var reasonQuality: ReasonQualityReport? = nil
 
     public init(config: PipelineConfig, dataset: RecDataset, stages: [PipelineStageRecord],
                 downstream: [DownstreamResult], tables: [String: String]) {
@@ -37,6 +41,11 @@ public struct PipelineReportWriter: Sendable {
         return table
     }
 
+    /// Full CURec against raw content and ID-only on per-user test NDCG@10 (significance.json).
+    public var significance: DownstreamSignificance {
+        DownstreamSignificance(downstream: downstream, testUsers: DownstreamSignificance.testUsers(of: dataset))
+    }
+
     private func stage(_ name: String) -> PipelineStageRecord? { stages.first { $0.name == name } }
 
     private static func fixed(_ value: Double?, _ decimals: Int = 3) -> String {
@@ -60,38 +69,54 @@ public struct PipelineReportWriter: Sendable {
         report.table(header: ["Stage", "Seconds"], rows: rows, alignments: [.left, .right])
 
         report.heading("Language model", level: 2)
-        if let pretrain = stage("pretrain") {
-            report.paragraph("Alignment pretraining: \(Int(pretrain.metrics["examples"] ?? 0)) corpus examples, "
-                + "\(config.pretraining.steps) steps, \(config.pretraining.layers) layers × width \(config.pretraining.width), "
-                + "BPE vocabulary \(config.pretraining.vocabularySize). Held-out perplexity "
-                + Self.fixed(pretrain.metrics["held_out_perplexity"], 2) + ".")
-            report.image(alt: "pretraining loss", file: "pretrain-loss.svg")
+        if let align = stage(PipelineStage.align.rawValue) {
+            switch config.languageModel {
+            case .chat:
+                let a = config.alignment
+                let method = a.method == .lora ? "LoRA (rank \(a.lora.rank), alpha \(ReportFormat.compact(Double(a.lora.alpha), maxDecimals: 2)))" : "full fine-tuning"
+                report.paragraph("Alignment fine-tuning of SmolLM2-135M-Instruct, \(method), on "
+                    + "\(Int(align.metrics["train_examples"] ?? 0)) of \(Int(align.metrics["examples"] ?? 0)) corpus examples in its "
+                    + "chat format (loss on the assistant turn: up to \(a.reasoningSteps) reasoning steps and the reason), "
+                    + "\(a.steps) steps of \(a.batch). Perplexity of the answers of \(Int(align.metrics["held_out_examples"] ?? 0)) "
+                    + "held-out examples (\(Int(align.metrics["held_out_tokens"] ?? 0)) tokens, never trained on): base model "
+                    + Self.fixed(align.metrics["base_held_out_perplexity"], 2) + ", aligned "
+                    + Self.fixed(align.metrics["held_out_perplexity"], 2) + ".")
+            case .gpt:
+                report.paragraph("Alignment pretraining of the built-in GPT: \(Int(align.metrics["examples"] ?? 0)) corpus examples, "
+                    + "\(config.pretraining.steps) steps, \(config.pretraining.layers) layers × width \(config.pretraining.width), "
+                    + "BPE vocabulary \(config.pretraining.vocabularySize). Held-out perplexity "
+                    + Self.fixed(align.metrics["held_out_perplexity"], 2) + ".")
+            }
+            report.image(alt: "alignment loss", file: "pretrain-loss.svg")
         }
-        if let grpo = stage("grpo") {
+        if let grpo = stage(PipelineStage.grpo.rawValue) {
             report.paragraph("GRPO: \(Int(grpo.metrics["steps"] ?? 0)) steps over \(Int(grpo.metrics["prompts"] ?? 0)) "
                 + "user and item prompts, \(config.grpo.promptsPerStep) prompts × \(config.grpo.groupSize) samples per step, "
                 + "KL coefficient \(ReportFormat.compact(Double(config.grpo.klCoefficient), maxDecimals: 4)). Mean reward "
                 + Self.fixed(grpo.metrics["first_reward"]) + " at the first step, " + Self.fixed(grpo.metrics["last_reward"])
-                + " at the last (single steps are noisy; see the curve).")
+                + " at the last (single steps are noisy; see the curve); mean KL to the aligned model "
+                + Self.fixed(grpo.metrics["mean_kl"], 4) + ", mean completion length "
+                + Self.fixed(grpo.metrics["mean_length"], 1) + " tokens.")
             report.image(alt: "GRPO reward, KL and length", file: "grpo.svg")
         }
 
         report.heading("Reasons", level: 2)
-        report.paragraph("One reason per user and per item. Reward = fraction of (true, sampled) users the collaborative "
+        let subjects = (config.reasonUsers == 0 ? "every user" : "the first \(config.reasonUsers) users")
+            + " and " + (config.reasonItems == 0 ? "every item" : "the \(config.reasonItems) most watched items")
+        report.paragraph("One reason for \(subjects) (the others get zero feature rows). Reward = fraction of (true, sampled) users the collaborative "
             + "reward model orders correctly with the reason's MiniLM embedding as content, minus the verifier's penalties "
             + "(false titles, genres or years, claims from after the user's cut-off, format).")
         var tableRows: [[String]] = []
-        for (key, label) in [("pretrain", "pretrain only, greedy"), ("rl", "after GRPO, greedy"),
-                             ("curec", "after GRPO, best of \(config.correction.candidates) + sentence filter")] {
-            guard let record = stage("reasons-\(key)") else { continue }
-            tableRows.append([label, Self.fixed(record.metrics["mean_reward"]), Self.fixed(record.metrics["mean_collaborative"]),
+        for kind in ReasonTableKind.all {
+            guard let record = stage(kind.stageName) else { continue }
+            tableRows.append([kind.description(candidates: config.correction.candidates), Self.fixed(record.metrics["mean_reward"]), Self.fixed(record.metrics["mean_collaborative"]),
                               ReportFormat.fixed((record.metrics["pass_rate"] ?? 0) * 100, decimals: 1) + "%",
                               "\(Int(record.metrics["non_empty"] ?? 0))/\(Int(record.metrics["entries"] ?? 0))",
                               ReportFormat.fixed(record.metrics["mean_words"] ?? 0, decimals: 1)])
         }
         report.table(header: ["Reasons", "Mean reward", "Collaborative", "All checks pass", "Non-empty", "Words"],
                      rows: tableRows, alignments: [.left, .right, .right, .right, .right, .right])
-        if let directory = tables["curec"], let table = try? ReasonTable.read(from: directory) {
+        if let directory = tables[ReasonTableKind.served.key], let table = try? ReasonTable.read(from: directory) {
             let examples = table.entries.filter { !$0.text.isEmpty }.sorted { $0.reward > $1.reward }
             var lines: [String] = []
             let shown = examples.count <= 5 ? examples : Array(examples.prefix(3) + examples.suffix(2))
@@ -118,18 +143,20 @@ public struct PipelineReportWriter: Sendable {
         report.markdown(table.markdown(metrics: Self.metrics, headers: Self.headers))
         report.image(alt: "ablation", file: "ablation.svg")
         report.paragraph(verdict(table))
+        if let reasonQuality { report.markdown(reasonQuality.markdown()) }
+        report.markdown(significance.markdown(labels: Dictionary(uniqueKeysWithValues: DownstreamVariant.all.map { ($0.key, $0.label) })))
         return report.render()
     }
 
     /// A plain statement of whether full CURec beats the ID-only and raw-content variants.
     func verdict(_ table: AblationTable) -> String {
-        let labels = Dictionary(uniqueKeysWithValues: DownstreamVariant.all.map { ($0.key, $0.label) })
-        guard let curec = labels["curec"], let id = labels["id"], let content = labels["content"],
-              let mine = table.summary(variant: curec, metric: "ndcg@10") else {
+        let curec = DownstreamVariant.served.label
+        guard let mine = table.summary(variant: curec, metric: "ndcg@10") else {
             return "The ablation is incomplete, so no verdict is given."
         }
         var sentences: [String] = []
-        for (key, name) in [(id, "ID-only"), (content, "raw-content")] {
+        for (variant, name) in DownstreamVariant.baselines {
+            let key = variant.label
             guard let other = table.summary(variant: key, metric: "ndcg@10") else { continue }
             let change = table.compare(variant: curec, against: key, metric: "ndcg@10")
             let margin = mine.std + other.std
@@ -155,11 +182,11 @@ public struct PipelineReportWriter: Sendable {
         func save(_ text: String, _ name: String) throws {
             try Data(text.utf8).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent(name)), options: .atomic)
         }
-        let loss = stage("pretrain")?.curves["loss"] ?? []
-        try save(SVGLineChart(title: "Alignment pretraining loss", xLabel: "step", yLabel: "cross-entropy",
+        let loss = stage(PipelineStage.align.rawValue)?.curves["loss"] ?? []
+        try save(SVGLineChart(title: "Alignment loss", xLabel: "step", yLabel: "cross-entropy",
                               series: [.init(name: "train loss", points: loss.enumerated().map { (Double($0 + 1), $1) })]).render(),
                  "pretrain-loss.svg")
-        let curves = stage("grpo")?.curves ?? [:]
+        let curves = stage(PipelineStage.grpo.rawValue)?.curves ?? [:]
         let series = ["reward", "kl", "length"].map { key -> SVGLineChart.Series in
             var values = curves[key] ?? []
             var name = key
@@ -176,6 +203,12 @@ public struct PipelineReportWriter: Sendable {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(downstream).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("results.json")),
                                              options: .atomic)
+        try encoder.encode(significance).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("significance.json")),
+                                               options: .atomic)
+        if let reasonQuality {
+            try encoder.encode(reasonQuality).write(
+                to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("reason-quality.json")), options: .atomic)
+        }
         try encoder.encode(stages).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("stages.json")),
                                          options: .atomic)
     }

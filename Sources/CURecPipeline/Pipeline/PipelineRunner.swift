@@ -21,43 +21,10 @@ public struct DownstreamResult: Sendable, Codable, Equatable {
     /// Test metrics: `recall@10`, `recall@20`, `ndcg@10`, `ndcg@20`, `mrr@10`.
     public var test: [String: Double]
     public var seconds: Double
-}
-
-/// A downstream variant of the ablation.
-public struct DownstreamVariant: Sendable, Hashable {
-    public var key: String
-    public var label: String
-
-    /// The five variants, in report order.
-    public static let all = [
-        DownstreamVariant(key: "id", label: "SASRec, item IDs only"),
-        DownstreamVariant(key: "content", label: "+ raw content (MiniLM of title, year, genres)"),
-        DownstreamVariant(key: "pretrain", label: "+ pretrain-only reasons"),
-        DownstreamVariant(key: "rl", label: "+ RL reasons, no correction"),
-        DownstreamVariant(key: "curec", label: "+ full CURec (RL + correction)"),
-    ]
-}
-
-/// The stages a run can stop after (see ``PipelineRunner/run(through:)``), in order.
-public enum PipelineStage: String, Sendable, CaseIterable, Comparable {
-    /// Stages 1 and 2: corpus and alignment pretraining.
-    case pretrain
-    /// MiniLM embeddings of item content.
-    case content
-    /// Stage 3: the collaborative reward model.
-    case reward
-    /// Stage 4: GRPO.
-    case grpo
-    /// Stage 5: the three reason tables.
-    case reasons
-    /// Stages 6 and 7: the downstream ablation.
-    case downstream
-    /// The report.
-    case report
-
-    public static func < (a: PipelineStage, b: PipelineStage) -> Bool {
-        allCases.firstIndex(of: a) ?? 0 < allCases.firstIndex(of: b) ?? 0
-    }
+    /// Test NDCG@10 of every test user, users in ascending dataset index (the split's order;
+    /// `significance.json` in the report lists their ids). Nil in results written before it
+    /// was recorded.
+    public var testNDCG10ByUser: [Double]? = nil
 }
 
 /// Where a pipeline left its outputs (all inside the workspace).
@@ -65,11 +32,15 @@ public struct PipelineOutcome: Sendable {
     /// The last stage run; the outputs of later stages are empty.
     public var completedThrough: PipelineStage
     public var workspace: String
-    /// Pretrained LM (model files and tokenizer.json).
-    public var pretrainedModelDirectory: String
-    /// RL-tuned LM.
+    /// The language model in use.
+    public var languageModel: PipelineLanguageModel
+    /// The aligned LM: the built-in GPT (model files and tokenizer.json), or the chat model's
+    /// fine-tuning (PEFT LoRA adapters, or full float32 weights; `metadata.json` names the
+    /// method).
+    public var alignedModelDirectory: String
+    /// The GRPO-tuned LM, in the same formats (the chat model's GRPO trains LoRA adapters).
     public var tunedModelDirectory: String
-    /// Reason tables per variant key (`pretrain`, `rl`, `curec`).
+    /// Reason tables per ``ReasonTableKind`` key.
     public var reasonTableDirectories: [String: String]
     /// The report (report.md, charts, results.json).
     public var reportDirectory: String
@@ -160,27 +131,182 @@ public final class PipelineRunner: @unchecked Sendable {
         if isCancelled() { throw PipelineError.cancelled }
     }
 
-    /// Runs `body` as stage `name` unless it is already recorded; records its time.
-    private func stage(_ name: String, _ body: () throws -> (metrics: [String: Double], curves: [String: [Double]])) throws {
-        if let done = finished(name) {
-            log("stage \(name): already done (\(String(format: "%.1f", done.seconds)) s), skipped")
-            return
+    // MARK: - Shared inputs (built on first use, so a resumed run builds only what it needs)
+
+    private var cachedBuilder: CorpusBuilder?
+    private var cachedEmbedder: (any ReasonEmbedder)?
+    private var cachedContent: [Float]?
+    private var cachedRewarder: ReasonRewarder?
+    private var cachedModels: [ReasonTableKind.Writer: any ReasonLanguageModel] = [:]
+    private var baseBackbone: LlamaBackbone?
+    private var alignedBackbone: LlamaBackbone?
+
+    private var contentPath: String { path("content/item_embeddings.f32") }
+    private func modelDirectory(_ writer: ReasonTableKind.Writer) -> String {
+        switch writer {
+        case .base: return path("lm-base")
+        case .aligned: return path("lm-aligned")
+        case .tuned: return path("lm-rl")
         }
-        try checkCancelled()
-        log("stage \(name): started")
-        let start = Date()
-        let result: (metrics: [String: Double], curves: [String: [Double]])
-        do {
-            result = try body()
-        } catch let error as PipelineError {
-            throw error
-        } catch {
-            if isCancelled() { throw PipelineError.cancelled }
-            throw PipelineError.stage(name, "\(error)")
+    }
+
+    private func builder() throws -> CorpusBuilder {
+        if let cachedBuilder { return cachedBuilder }
+        var corpusConfiguration = CorpusConfiguration()
+        corpusConfiguration.historyShown = config.historyShown
+        let made = try CorpusBuilder(dataset: environment.dataset, split: environment.split, configuration: corpusConfiguration)
+        cachedBuilder = made
+        return made
+    }
+
+    private func embedder() throws -> any ReasonEmbedder {
+        if let cachedEmbedder { return cachedEmbedder }
+        let made = try environment.makeEmbedder()
+        cachedEmbedder = made
+        return made
+    }
+
+    private func content() throws -> [Float] {
+        if let cachedContent { return cachedContent }
+        let read = try ReasonTable.floats(contentPath)
+        cachedContent = read
+        return read
+    }
+
+    /// The reward of a reason. The collaborative model lives in memory only, so a resumed run
+    /// trains it again (it is fast) the first time a stage needs it.
+    private func rewarder() throws -> ReasonRewarder {
+        if let cachedRewarder { return cachedRewarder }
+        let embedder = try embedder()
+        let content = try content()
+        progress(PipelineStage.reward.rawValue, 0, 1, [:])
+        let scorer = try environment.trainRewardModel(
+            itemFeatures: content, dimension: embedder.dimension, config: config.rewardModelConfig,
+            progress: { step, total in self.progress(PipelineStage.reward.rawValue, step, total, [:]) },
+            isCancelled: isCancelled)
+        let made = try ReasonRewarder(statistics: try builder().statistics, verifier: ReasonVerifier(dataset: environment.dataset),
+                                      embedder: embedder, scorer: scorer, config: config.reward)
+            .calibrated(itemFeatures: content, dimension: embedder.dimension)
+        cachedRewarder = made
+        return made
+    }
+
+    /// The chat model as the GGUF file holds it (float32 to train; 4-bit to decode when
+    /// ``PipelineConfig/decodeQuantized``).
+    private func chatBackbone() throws -> LlamaBackbone {
+        if let baseBackbone { return baseBackbone }
+        let loaded = try environment.loadChatModel(weights: .float32)
+        let decoder = config.decodeQuantized ? try environment.loadChatModel(weights: .quantized).model : nil
+        let made = LlamaBackbone(trainable: loaded.model, decoder: decoder, tokenizer: loaded.tokenizer)
+        baseBackbone = made
+        return made
+    }
+
+    /// The backbone of the aligned model: the same as the base with LoRA alignment; after full
+    /// fine-tuning, a float32 copy with the aligned weights (it decodes in float32).
+    private func alignedChatBackbone() throws -> LlamaBackbone {
+        if config.alignment.method == .lora { return try chatBackbone() }
+        if let alignedBackbone { return alignedBackbone }
+        let model = try environment.loadChatModel(weights: .float32).model
+        try LlamaWeightsFile.load(path: (modelDirectory(.aligned) as NSString).appendingPathComponent(LlamaWeightsFile.fileName),
+                                  into: model)
+        let made = LlamaBackbone(trainable: model, tokenizer: try chatBackbone().tokenizer)
+        alignedBackbone = made
+        return made
+    }
+
+    /// The model that writes a table (loaded from the workspace on first use).
+    private func languageModel(_ writer: ReasonTableKind.Writer) throws -> any ReasonLanguageModel {
+        if let cached = cachedModels[writer] { return cached }
+        let loaded: any ReasonLanguageModel
+        switch (config.languageModel, writer) {
+        case (.gpt, .base):
+            // The built-in GPT's untrained initialisation, with the corpus tokenizer.
+            let aligned = try loadLanguageModel(modelDirectory(.aligned))
+            loaded = GPTReasonModel(model: try GPTModel(config: aligned.model.config, seed: config.pretraining.seed),
+                                    tokenizer: aligned.tokenizer)
+        case (.gpt, _):
+            let model = try loadLanguageModel(modelDirectory(writer))
+            loaded = GPTReasonModel(model: model.model, tokenizer: model.tokenizer)
+        case (.chat, .base):
+            loaded = LlamaReasonModel(backbone: try chatBackbone(), adapters: nil)
+        case (.chat, .aligned):
+            let backbone = try alignedChatBackbone()
+            let adapters = config.alignment.method == .lora
+                ? try LlamaLoRA.loadPeft(directory: modelDirectory(.aligned), modelConfig: backbone.trainable.config) : nil
+            loaded = LlamaReasonModel(backbone: backbone, adapters: adapters)
+        case (.chat, .tuned):
+            let backbone = try alignedChatBackbone()
+            loaded = LlamaReasonModel(backbone: backbone,
+                                      adapters: try LlamaLoRA.loadPeft(directory: modelDirectory(.tuned), modelConfig: backbone.trainable.config))
         }
-        let seconds = Date().timeIntervalSince(start)
-        try record(PipelineStageRecord(name: name, seconds: seconds, metrics: result.metrics, curves: result.curves))
-        log("stage \(name): done in \(String(format: "%.1f", seconds)) s")
+        cachedModels[writer] = loaded
+        return loaded
+    }
+
+    /// Users and items that get reasons: the first ``PipelineConfig/reasonUsers`` users and the
+    /// ``PipelineConfig/reasonItems`` most watched items in training (all when 0).
+    func reasonSubjects() throws -> [ReasonSubject] {
+        let dataset = environment.dataset
+        let userCount = config.reasonUsers == 0 ? dataset.userCount : min(config.reasonUsers, dataset.userCount)
+        var items = Array(0..<dataset.itemCount)
+        if config.reasonItems > 0 {
+            let audience = try builder().statistics.audienceByItem.map(\.count)
+            items.sort { audience[$0] != audience[$1] ? audience[$0] > audience[$1] : $0 < $1 }
+            items = Array(items.prefix(config.reasonItems)).sorted()
+        }
+        return (0..<userCount).map { .user(Int32($0)) } + items.map { .item(Int32($0)) }
+    }
+
+    /// The corpus prompt of a subject (user-preference or item-audience task).
+    private func prompter() throws -> (ReasonSubject) -> String {
+        let builder = try builder()
+        return { subject in
+            switch subject {
+            case .user(let user): return builder.userPrompt(user: user)
+            case .item(let item): return builder.itemPrompt(item: item)
+            }
+        }
+    }
+
+    // MARK: - The stage table
+
+    /// The stages, in order. To add one, add a row here (and, if it is a new stop point, a
+    /// case of ``PipelineStage``); see docs/pipeline.md.
+    var stages: [PipelineStageDefinition] {
+        let align = PipelineStage.align.rawValue, content = PipelineStage.content.rawValue
+        let reward = PipelineStage.reward.rawValue, grpo = PipelineStage.grpo.rawValue
+        var table: [PipelineStageDefinition] = [
+            PipelineStageDefinition(.align, scratch: ["align-checkpoints"], run: runAlignment),
+            PipelineStageDefinition(.content, run: runContent),
+            PipelineStageDefinition(.reward, inputs: [content]) {
+                _ = try self.rewarder()
+                return PipelineStageOutput(metrics: ["dimension": Double(try self.embedder().dimension)])
+            },
+            PipelineStageDefinition(.grpo, inputs: [align, content, reward], run: runGRPO),
+        ]
+        for kind in ReasonTableKind.all {
+            var inputs = [content, reward, kind.writer == .tuned ? grpo : align]
+            if kind.corrected, let greedy = ReasonTableKind.all.first(where: { $0.writer == kind.writer && !$0.corrected }) {
+                inputs.append(greedy.stageName)
+            }
+            table.append(PipelineStageDefinition(kind.stageName, group: .reasons, inputs: inputs) { try self.runReasons(kind)
+            })
+        }
+        table.append(PipelineStageDefinition(.downstream, inputs: [content] + ReasonTableKind.all.map(\.stageName),
+                                             scratch: [], run: runDownstream))
+        table.append(PipelineStageDefinition(.report, inputs: [PipelineStage.downstream.rawValue], recording: .everyRun) {
+            try PipelineReportWriter(config: self.config, dataset: self.environment.dataset, stages: self.records,
+                                     downstream: self.downstreamResults(), tables: self.tableDirectories)
+                .write(to: self.path("report"))
+            self.log("report written to \(self.path("report"))")
+            return PipelineStageOutput()
+        })
+        return table
+    }
+
+    private var tableDirectories: [String: String] {
+        Dictionary(uniqueKeysWithValues: ReasonTableKind.all.map { ($0.key, path($0.directory)) })
     }
 
     // MARK: - Run
@@ -188,229 +314,323 @@ public final class PipelineRunner: @unchecked Sendable {
     /// Runs every stage not yet recorded, up to and including `last`, and returns where the
     /// outputs are. A later run on the same workspace continues from there.
     public func run(through last: PipelineStage = .report) throws -> PipelineOutcome {
-        var partial = PipelineOutcome(completedThrough: last, workspace: workspace, pretrainedModelDirectory: path("lm-pretrain"),
-                                      tunedModelDirectory: path("lm-rl"), reasonTableDirectories: [:],
-                                      reportDirectory: "", stages: [], downstream: [])
-        func stop() -> PipelineOutcome {
-            partial.stages = records
-            log("stopped after stage \(last.rawValue); run again on this workspace to continue")
-            return partial
-        }
         try config.validate()
+        let table = stages
+        if let problem = PipelineStageDefinition.problem(in: table) { throw PipelineError.invalidConfig("stage table: \(problem)") }
         try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
         try checkManifest()
         loadRecords()
-        let dataset = environment.dataset
-        var corpusConfiguration = CorpusConfiguration()
-        corpusConfiguration.historyShown = config.historyShown
-        let builder = try CorpusBuilder(dataset: dataset, split: environment.split, configuration: corpusConfiguration)
-
-        // Stages 1 and 2: corpus and alignment pretraining.
-        let pretrainedDirectory = path("lm-pretrain")
-        try stage("pretrain") {
-            progress("corpus", 0, 1, [:])
-            let examples = builder.build { p in self.progress("corpus", p.completed, p.total, [:]) }
-            log("corpus: \(examples.count) examples from the training split")
-            var losses: [Double] = []
-            let result = try AlignmentPretraining.run(
-                texts: examples.map(\.text), config: config.pretraining, checkpointDirectory: path("pretrain-checkpoints"),
-                progress: { step, total, metrics in
-                    if let loss = metrics["loss"] { losses.append(loss) }
-                    self.progress("pretrain", step, total, metrics)
-                },
-                isCancelled: isCancelled)
-            try saveLanguageModel(result.model, result.tokenizer, to: pretrainedDirectory)
-            log(String(format: "pretrain: held-out perplexity %.2f", result.heldOutPerplexity))
-            return (["examples": Double(examples.count), "held_out_perplexity": result.heldOutPerplexity,
-                     "held_out_loss": result.heldOutLoss, "train_loss": result.trainLoss], ["loss": losses])
+        for stage in table where stage.group <= last {
+            try run(stage)
         }
-        // Only once the stage is recorded: a crash before that resumes from the checkpoints.
-        try? FileManager.default.removeItem(atPath: path("pretrain-checkpoints"))
-        if last == .pretrain { return stop() }
+        let reachedReasons = last >= .reasons
+        let outcome = PipelineOutcome(
+            completedThrough: last, workspace: workspace, languageModel: config.languageModel,
+            alignedModelDirectory: modelDirectory(.aligned), tunedModelDirectory: modelDirectory(.tuned), reasonTableDirectories: reachedReasons ? tableDirectories : [:],
+            reportDirectory: last == .report ? path("report") : "", stages: records,
+            downstream: last >= .downstream ? try downstreamResults() : [])
+        if last != .report { log("stopped after stage \(last.rawValue); run again on this workspace to continue") }
+        return outcome
+    }
 
-        // Content embeddings (raw-content baseline and the reward model's item features).
-        let embedder = try environment.makeEmbedder()
-        let contentPath = path("content/item_embeddings.f32")
-        try stage("content") {
-            let texts = (0..<dataset.itemCount).map { builder.contentText(item: Int32($0)) }
-            var values: [Float] = []
-            for start in stride(from: 0, to: texts.count, by: 256) {
-                try checkCancelled()
-                for row in try embedder.embed(Array(texts[start..<min(texts.count, start + 256)])) { values += row }
-                progress("content", min(texts.count, start + 256), texts.count, [:])
-            }
-            try FileManager.default.createDirectory(atPath: path("content"), withIntermediateDirectories: true)
-            try ReasonTable.bytes(values).write(to: URL(fileURLWithPath: contentPath), options: .atomic)
-            return (["items": Double(texts.count), "dimension": Double(embedder.dimension)], [:])
+    /// The bookkeeping of one stage: skip when recorded, check cancellation, time, wrap
+    /// errors, record, then drop its scratch directories.
+    private func run(_ stage: PipelineStageDefinition) throws {
+        if case .once = stage.recording, let done = finished(stage.name) {
+            log("stage \(stage.name): already done (\(String(format: "%.1f", done.seconds)) s), skipped")
+            for scratch in stage.scratch { try? FileManager.default.removeItem(atPath: path(scratch)) }
+            return
         }
-        if last == .content { return stop() }
-        let content = try ReasonTable.floats(contentPath)
-
-        // Stage 3: the collaborative reward model on content embeddings (fast; retrained on resume).
-        let rewardStart = Date()
-        progress("reward", 0, 1, [:])
-        let scorer = try environment.trainRewardModel(
-            itemFeatures: content, dimension: embedder.dimension, config: config.rewardModelConfig,
-            progress: { step, total in self.progress("reward", step, total, [:]) }, isCancelled: isCancelled)
-        let verifier = ReasonVerifier(dataset: dataset)
-        let rewarder = try ReasonRewarder(statistics: builder.statistics, verifier: verifier, embedder: embedder,
-                                          scorer: scorer, config: config.reward)
-            .calibrated(itemFeatures: content, dimension: embedder.dimension)
-        if finished("reward") == nil {
-            try record(PipelineStageRecord(name: "reward", seconds: Date().timeIntervalSince(rewardStart),
-                                           metrics: ["dimension": Double(embedder.dimension)], curves: [:]))
+        try checkCancelled()
+        log("stage \(stage.name): started")
+        let start = Date()
+        let output: PipelineStageOutput
+        do {
+            output = try stage.run()
+        } catch let error as PipelineError {
+            throw error
+        } catch {
+            if isCancelled() { throw PipelineError.cancelled }
+            throw PipelineError.stage(stage.name, "\(error)")
         }
-        if last == .reward { return stop() }
+        guard case .once = stage.recording else { return }
+        let seconds = Date().timeIntervalSince(start)
+        try record(PipelineStageRecord(name: stage.name, seconds: seconds, metrics: output.metrics, curves: output.curves))
+        // Only once the stage is recorded: a crash before that resumes from the scratch.
+        for scratch in stage.scratch { try? FileManager.default.removeItem(atPath: path(scratch)) }
+        log("stage \(stage.name): done in \(String(format: "%.1f", seconds)) s")
+    }
 
-        let pretrained = try loadLanguageModel(pretrainedDirectory)
-        let prompt: (ReasonSubject) -> String = { subject in
-            switch subject {
-            case .user(let user): return builder.userPrompt(user: user)
-            case .item(let item): return builder.itemPrompt(item: item)
-            }
+    // MARK: - Stages
+
+    /// Stages 1 and 2: the corpus, then alignment of the language model on it.
+    private func runAlignment() throws -> PipelineStageOutput {
+        progress("corpus", 0, 1, [:])
+        let examples = try builder().build { p in self.progress("corpus", p.completed, p.total, [:]) }
+        log("corpus: \(examples.count) examples from the training split")
+        switch config.languageModel {
+        case .gpt: return try runPretraining(examples)
+        case .chat: return try runFineTuning(examples)
         }
+    }
 
-        // Stage 4: GRPO against the frozen pretrained model.
-        let tunedDirectory = path("lm-rl")
-        try stage("grpo") {
-            let policy = pretrained.model.frozenCopy()
-            let writer = try ReasonWriter(model: policy, tokenizer: pretrained.tokenizer, maxTokens: config.maxTokens,
-                                          batchSize: config.generationBatch)
-            let subjects = grpoSubjects()
-            let prompts = subjects.map { writer.promptTokens(prompt($0)) }
-            var curves: [String: [Double]] = ["reward": [], "kl": [], "length": [], "loss": []]
-            var grpoConfig = config.grpo
-            grpoConfig.maxTokens = config.maxTokens
-            let result = try GRPO.run(
-                policy: policy, reference: pretrained.model, prompts: prompts, stopSequences: writer.stopSequences,
-                config: grpoConfig,
-                reward: { samples in
-                    let reasons = samples.map { sample in
-                        (subject: subjects[sample.promptIndex], text: Optional(writer.written(sample.completion).reason))
-                    }
-                    return try rewarder.score(reasons).map { Float($0.total) }
-                },
-                progress: { step in
-                    curves["reward", default: []].append(step.meanReward)
-                    curves["kl", default: []].append(step.kl)
-                    curves["length", default: []].append(step.meanLength)
-                    curves["loss", default: []].append(step.loss)
-                    self.progress("grpo", step.step, self.config.grpo.steps,
-                                  ["reward": step.meanReward, "kl": step.kl, "length": step.meanLength])
-                },
-                isCancelled: isCancelled)
-            try saveLanguageModel(policy, pretrained.tokenizer, to: tunedDirectory)
-            let first = curves["reward"]?.first ?? 0, last = curves["reward"]?.last ?? 0
-            log(String(format: "grpo: mean reward %.3f -> %.3f over %d steps", first, last, result.logs.count))
-            return (["first_reward": first, "last_reward": last, "steps": Double(result.logs.count),
-                     "prompts": Double(prompts.count)], curves)
+    /// Stage 2 on the chat model: alignment fine-tuning (LoRA or full), with the held-out
+    /// perplexity of the base and the aligned model on the same answers.
+    private func runFineTuning(_ examples: [CorpusExample]) throws -> PipelineStageOutput {
+        let stage = PipelineStage.align.rawValue
+        let backbone = try chatBackbone()
+        let result = try AlignmentFineTuning.run(
+            examples: examples, backbone: backbone, config: config.alignment, checkpointDirectory: path("align-checkpoints"),
+            progress: { step, total, metrics in self.progress(stage, step, total, metrics) }, isCancelled: isCancelled)
+        let directory = modelDirectory(.aligned)
+        let staging = directory + ".partial"
+        try? FileManager.default.removeItem(atPath: staging)
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        if let adapters = result.adapters {
+            try adapters.savePeft(directory: staging, baseModelNameOrPath: "HuggingFaceTB/SmolLM2-135M-Instruct")
+        } else {
+            try LlamaWeightsFile.save(backbone.trainable, path: (staging as NSString).appendingPathComponent(LlamaWeightsFile.fileName))
+            // The base model's float32 weights changed; reload them for the base model's reasons.
+            baseBackbone = nil
         }
+        try JSONSerialization.data(withJSONObject: ["method": config.alignment.method.rawValue, "stage": "align"])
+            .write(to: URL(fileURLWithPath: (staging as NSString).appendingPathComponent("metadata.json")))
+        try? FileManager.default.removeItem(atPath: directory)
+        try FileManager.default.moveItem(atPath: staging, toPath: directory)
+        cachedModels = [:]
+        log(String(format: "align: held-out perplexity of the answers %.2f (base) -> %.2f (aligned) on %d examples, %d tokens",
+                   result.baseHeldOutPerplexity, result.alignedHeldOutPerplexity, result.heldOutExamples, result.heldOutTokens))
+        return PipelineStageOutput(
+            metrics: ["examples": Double(examples.count), "train_examples": Double(result.trainExamples),
+                      "held_out_examples": Double(result.heldOutExamples), "held_out_tokens": Double(result.heldOutTokens),
+                      "base_held_out_perplexity": result.baseHeldOutPerplexity,
+                      "resumed_from_step": Double(result.resumedFromStep),
+                      "held_out_perplexity": result.alignedHeldOutPerplexity,
+                      "train_loss": result.losses.suffix(10).reduce(0, +) / Double(max(1, min(10, result.losses.count)))],
+            curves: ["loss": result.losses])
+    }
 
-        if last == .grpo { return stop() }
+    /// Stage 2 on the built-in GPT: BPE vocabulary and pretraining from scratch.
+    private func runPretraining(_ examples: [CorpusExample]) throws -> PipelineStageOutput {
+        let stage = PipelineStage.align.rawValue
+        var losses: [Double] = []
+        let result = try AlignmentPretraining.run(
+            texts: examples.map(\.text), config: config.pretraining, checkpointDirectory: path("align-checkpoints"),
+            progress: { step, total, metrics in
+                if let loss = metrics["loss"] { losses.append(loss) }
+                self.progress(stage, step, total, metrics)
+            },
+            isCancelled: isCancelled)
+        try saveLanguageModel(result.model, result.tokenizer, to: modelDirectory(.aligned))
+        cachedModels = [:]
+        log(String(format: "align: held-out perplexity %.2f", result.heldOutPerplexity))
+        return PipelineStageOutput(
+            metrics: ["examples": Double(examples.count), "held_out_perplexity": result.heldOutPerplexity,
+                      "held_out_loss": result.heldOutLoss, "train_loss": result.trainLoss],
+            curves: ["loss": losses])
+    }
 
-        // Stage 5: reason tables (pretrain-only greedy, RL greedy, corrected).
-        let subjects = ReasonCorrection.allSubjects(userCount: dataset.userCount, itemCount: dataset.itemCount)
-        var tableDirectories: [String: String] = [:]
-        for key in ["pretrain", "rl", "curec"] { tableDirectories[key] = path("reasons/\(key)") }
-        let tuned = try loadLanguageModel(tunedDirectory)
-        for key in ["pretrain", "rl", "curec"] {
-            try stage("reasons-\(key)") {
-                let model = key == "pretrain" ? pretrained : tuned
-                let writer = try ReasonWriter(model: model.model, tokenizer: model.tokenizer, maxTokens: config.maxTokens,
-                                              batchSize: config.generationBatch, repetitionPenalty: config.repetitionPenalty)
-                let table: ReasonTable
-                let report: (Int, Int) -> Void = { done, total in self.progress("reasons-\(key)", done, total, [:]) }
-                if key == "curec" {
-                    let greedy = try ReasonTable.read(from: path("reasons/rl"))
-                    table = try ReasonCorrection.correctedTable(
-                        subjects: subjects, prompt: prompt, writer: writer, rewarder: rewarder, greedy: greedy,
-                        userCount: dataset.userCount, itemCount: dataset.itemCount, config: config.correction,
-                        progress: report, isCancelled: isCancelled)
-                } else {
-                    table = try ReasonCorrection.greedyTable(
-                        subjects: subjects, prompt: prompt, writer: writer, rewarder: rewarder,
-                        userCount: dataset.userCount, itemCount: dataset.itemCount, progress: report, isCancelled: isCancelled)
+    /// Content embeddings (raw-content baseline and the reward model's item features).
+    private func runContent() throws -> PipelineStageOutput {
+        let stage = PipelineStage.content.rawValue
+        let builder = try builder(), embedder = try embedder()
+        let texts = (0..<environment.dataset.itemCount).map { builder.contentText(item: Int32($0)) }
+        var values: [Float] = []
+        for start in stride(from: 0, to: texts.count, by: 256) {
+            try checkCancelled()
+            for row in try embedder.embed(Array(texts[start..<min(texts.count, start + 256)])) { values += row }
+            progress(stage, min(texts.count, start + 256), texts.count, [:])
+        }
+        try FileManager.default.createDirectory(atPath: path("content"), withIntermediateDirectories: true)
+        try ReasonTable.bytes(values).write(to: URL(fileURLWithPath: contentPath), options: .atomic)
+        cachedContent = values
+        return PipelineStageOutput(metrics: ["items": Double(texts.count), "dimension": Double(embedder.dimension)])
+    }
+
+    /// Stage 4: GRPO against the frozen aligned model (on the chat model: a copy of the
+    /// aligned adapters, or fresh adapters after full fine-tuning, is trained).
+    private func runGRPO() throws -> PipelineStageOutput {
+        let stage = PipelineStage.grpo.rawValue
+        let reference = try languageModel(.aligned)
+        let rewarder = try rewarder()
+        let policy: any ReasonLanguageModel
+        switch reference {
+        case let gpt as GPTReasonModel: policy = gpt.frozenCopy()
+        case let chat as LlamaReasonModel: policy = try chat.trainableCopy(config: config.alignment.lora, seed: config.grpo.seed)
+        default: throw PipelineError.invalidConfig("GRPO does not know how to copy \(type(of: reference))")
+        }
+        let writer = try ReasonWriter(languageModel: policy, maxTokens: config.answerTokens, batchSize: config.generationBatch)
+        let subjects = grpoSubjects()
+        let prompt = try prompter()
+        let prompts = subjects.map { writer.promptTokens(prompt($0)) }
+        var curves: [String: [Double]] = ["reward": [], "kl": [], "length": [], "loss": []]
+        var grpoConfig = config.grpo
+        grpoConfig.maxTokens = config.answerTokens
+        let result = try GRPO.run(
+            policy: policy, reference: reference, prompts: prompts, stopSequences: writer.stopSequences,
+            config: grpoConfig,
+            reward: { samples in
+                let reasons = samples.map { sample in
+                    (subject: subjects[sample.promptIndex], text: Optional(writer.written(sample.completion).reason))
                 }
-                try table.write(to: path("reasons/\(key)"))
-                let summary = table.summary
-                log(String(format: "reasons %@: mean reward %.3f, collaborative %.3f, checks passed %.1f%%, non-empty %d/%d",
-                           key, summary.meanReward, summary.meanCollaborative, summary.passRate * 100,
-                           summary.nonEmpty, summary.entries))
-                return (["mean_reward": summary.meanReward, "mean_collaborative": summary.meanCollaborative,
-                         "pass_rate": summary.passRate, "non_empty": Double(summary.nonEmpty),
-                         "entries": Double(summary.entries), "mean_words": summary.meanWords], [:])
-            }
+                return try rewarder.score(reasons).map { Float($0.total) }
+            },
+            progress: { step in
+                curves["reward", default: []].append(step.meanReward)
+                curves["kl", default: []].append(step.kl)
+                curves["length", default: []].append(step.meanLength)
+                curves["loss", default: []].append(step.loss)
+                self.log(String(format: "grpo step %d: reward %.3f, KL %.4f, length %.1f tokens",
+                                step.step, step.meanReward, step.kl, step.meanLength))
+                self.progress(stage, step.step, self.config.grpo.steps,
+                              ["reward": step.meanReward, "kl": step.kl, "length": step.meanLength])
+            },
+            isCancelled: isCancelled)
+        try saveTuned(policy)
+        cachedModels[.tuned] = nil
+        let first = curves["reward"]?.first ?? 0, last = curves["reward"]?.last ?? 0
+        log(String(format: "grpo: mean reward %.3f -> %.3f over %d steps", first, last, result.logs.count))
+        return PipelineStageOutput(metrics: ["first_reward": first, "last_reward": last, "steps": Double(result.logs.count),
+                                             "prompts": Double(prompts.count),
+                                             "mean_kl": (curves["kl"] ?? []).reduce(0, +) / Double(max(1, result.logs.count)),
+                                             "mean_length": (curves["length"] ?? []).reduce(0, +) / Double(max(1, result.logs.count))],
+                                   curves: curves)
+    }
+
+    private func saveTuned(_ policy: any ReasonLanguageModel) throws {
+        let directory = modelDirectory(.tuned)
+        switch policy {
+        case let gpt as GPTReasonModel:
+            try saveLanguageModel(gpt.model, gpt.tokenizer, to: directory)
+        case let chat as LlamaReasonModel:
+            guard let adapters = chat.adapters else { throw LlamaReasonModelError.noAdapters }
+            let staging = directory + ".partial"
+            try? FileManager.default.removeItem(atPath: staging)
+            try adapters.savePeft(directory: staging, baseModelNameOrPath: "HuggingFaceTB/SmolLM2-135M-Instruct")
+            let metadata = ["method": "lora", "stage": "grpo", "aligned_method": config.alignment.method.rawValue]
+            try JSONSerialization.data(withJSONObject: metadata)
+                .write(to: URL(fileURLWithPath: (staging as NSString).appendingPathComponent("metadata.json")))
+            try? FileManager.default.removeItem(atPath: directory)
+            try FileManager.default.moveItem(atPath: staging, toPath: directory)
+        default:
+            throw PipelineError.invalidConfig("cannot save \(type(of: policy))")
         }
+    }
 
-        partial.reasonTableDirectories = tableDirectories
-        if last == .reasons { return stop() }
+    /// Stage 5: one reason table (greedy, or corrected from the same writer's greedy table).
+    private func runReasons(_ kind: ReasonTableKind) throws -> PipelineStageOutput {
+        let dataset = environment.dataset
+        let subjects = try reasonSubjects()
+        let model = try languageModel(kind.writer)
+        let rewarder = try rewarder()
+        let writer = try ReasonWriter(languageModel: model, maxTokens: config.answerTokens,
+                                      batchSize: config.generationBatch, repetitionPenalty: config.repetitionPenalty)
+        let prompt = try prompter()
+        let report: (Int, Int) -> Void = { done, total in self.progress(kind.stageName, done, total, [:]) }
+        let table: ReasonTable
+        if kind.corrected {
+            guard let greedyKind = ReasonTableKind.all.first(where: { $0.writer == kind.writer && !$0.corrected }) else {
+                throw PipelineError.invalidConfig("the corrected table \(kind.key) has no greedy table of the same model")
+            }
+            let greedy = try ReasonTable.read(from: path(greedyKind.directory))
+            table = try ReasonCorrection.correctedTable(
+                subjects: subjects, prompt: prompt, writer: writer, rewarder: rewarder, greedy: greedy,
+                userCount: dataset.userCount, itemCount: dataset.itemCount, config: config.correction,
+                progress: report, isCancelled: isCancelled)
+        } else {
+            table = try ReasonCorrection.greedyTable(
+                subjects: subjects, prompt: prompt, writer: writer, rewarder: rewarder,
+                userCount: dataset.userCount, itemCount: dataset.itemCount, progress: report, isCancelled: isCancelled)
+        }
+        try table.write(to: path(kind.directory))
+        let summary = table.summary
+        log(String(format: "reasons %@: mean reward %.3f, collaborative %.3f, checks passed %.1f%%, non-empty %d/%d",
+                   kind.key, summary.meanReward, summary.meanCollaborative, summary.passRate * 100,
+                   summary.nonEmpty, summary.entries))
+        return PipelineStageOutput(metrics: [
+            "mean_reward": summary.meanReward, "mean_collaborative": summary.meanCollaborative,
+            "pass_rate": summary.passRate, "non_empty": Double(summary.nonEmpty),
+            "entries": Double(summary.entries), "mean_words": summary.meanWords])
+    }
 
-        // Stages 6 and 7: downstream SASRec variants over seeds, evaluated on validation and test.
-        let resultsPath = path("downstream/results.json")
-        var results = (try? JSONDecoder().decode([DownstreamResult].self,
-                                                 from: Data(contentsOf: URL(fileURLWithPath: resultsPath)))) ?? []
-        let downstreamStart = Date()
-        if finished("downstream") == nil {
-            try FileManager.default.createDirectory(atPath: path("downstream"), withIntermediateDirectories: true)
-            var tables: [String: ReasonTable] = [:]
-            for key in ["pretrain", "rl", "curec"] { tables[key] = try ReasonTable.read(from: path("reasons/\(key)")) }
-            let total = DownstreamVariant.all.count * config.seeds.count
-            for variant in DownstreamVariant.all {
-                for (seedIndex, seed) in config.seeds.enumerated() {
-                    // The keep run saves its model before its result is recorded, so a recorded
-                    // run never needs training again.
-                    if results.contains(where: { $0.variant == variant.key && $0.seed == seed }) { continue }
-                    try checkCancelled()
-                    var run = RecommenderRun(variant: variant.key, seed: seed, itemFeatures: [], itemFeatureDimension: 0,
-                                             userFeatures: [], userFeatureDimension: 0, config: config.recommenderConfig,
-                                             keep: variant.key == "curec" && seedIndex == 0)
-                    if variant.key == "content" {
-                        run.itemFeatures = content
-                        run.itemFeatureDimension = embedder.dimension
-                    } else if let table = tables[variant.key] {
+    private var resultsPath: String { path("downstream/results.json") }
+
+    /// The downstream runs finished so far (the stage resumes from them).
+    private func downstreamResults() throws -> [DownstreamResult] {
+        guard let data = FileManager.default.contents(atPath: resultsPath) else { return [] }
+        return try JSONDecoder().decode([DownstreamResult].self, from: data)
+    }
+
+    /// Stages 6 and 7: downstream SASRec variants over seeds, evaluated on validation and test.
+    private func runDownstream() throws -> PipelineStageOutput {
+        let stage = PipelineStage.downstream.rawValue
+        try FileManager.default.createDirectory(atPath: path("downstream"), withIntermediateDirectories: true)
+        var results = (try? downstreamResults()) ?? []
+        var tables: [ReasonTableKind: ReasonTable] = [:]
+        for kind in ReasonTableKind.all { tables[kind] = try ReasonTable.read(from: path(kind.directory)) }
+        let content = try content(), dimension = try embedder().dimension
+        let total = DownstreamVariant.all.count * config.seeds.count
+        for variant in DownstreamVariant.all {
+            for (seedIndex, seed) in config.seeds.enumerated() {
+                // The keep run saves its model before its result is recorded, so a recorded
+                // run never needs training again.
+                if results.contains(where: { $0.variant == variant.key && $0.seed == seed }) { continue }
+                try checkCancelled()
+                var run = RecommenderRun(variant: variant.key, seed: seed, itemFeatures: [], itemFeatureDimension: 0,
+                                         userFeatures: [], userFeatureDimension: 0, config: config.recommenderConfig,
+                                         keep: variant == DownstreamVariant.served && seedIndex == 0)
+                switch variant.features {
+                case .none:
+                    break
+                case .content:
+                    run.itemFeatures = content
+                    run.itemFeatureDimension = dimension
+                case .reasons(let kind, let withContent):
+                    guard let table = tables[kind] else { break }
+                    if withContent {
+                        run.itemFeatures = Self.sideBySide(content, dimension, table.itemEmbeddings, table.dimension,
+                                                           rows: environment.dataset.itemCount)
+                        run.itemFeatureDimension = dimension + table.dimension
+                    } else {
                         run.itemFeatures = table.itemEmbeddings
                         run.itemFeatureDimension = table.dimension
-                        run.userFeatures = table.userEmbeddings
-                        run.userFeatureDimension = table.dimension
                     }
-                    let runStart = Date()
-                    let done = results.count
-                    log("downstream: training \(variant.key) seed \(seed)")
-                    let model = try environment.trainRecommender(
-                        run, progress: { step, steps, metrics in
-                            self.progress("downstream \(variant.key) seed \(seed)", step, steps, metrics)
-                        }, isCancelled: isCancelled)
-                    let result = try evaluate(model, variant: variant.key, seed: seed, seconds: Date().timeIntervalSince(runStart))
-                    results.append(result)
-                    let encoder = JSONEncoder()
-                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                    try encoder.encode(results).write(to: URL(fileURLWithPath: resultsPath), options: .atomic)
-                    log(String(format: "downstream %@ seed %llu: test NDCG@10 %.4f, Recall@10 %.4f (validation NDCG@10 %.4f)",
-                               variant.key, seed, result.test["ndcg@10"] ?? 0, result.test["recall@10"] ?? 0,
-                               result.validationNDCG10))
-                    progress("downstream", min(done + 1, total), total, [:])
+                    run.userFeatures = table.userEmbeddings
+                    run.userFeatureDimension = table.dimension
                 }
+                let runStart = Date()
+                let done = results.count
+                log("downstream: training \(variant.key) seed \(seed)")
+                let model = try environment.trainRecommender(
+                    run, progress: { step, steps, metrics in
+                        self.progress("\(stage) \(variant.key) seed \(seed)", step, steps, metrics)
+                    }, isCancelled: isCancelled)
+                let result = try evaluate(model, variant: variant.key, seed: seed, seconds: Date().timeIntervalSince(runStart))
+                results.append(result)
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                try encoder.encode(results).write(to: URL(fileURLWithPath: resultsPath), options: .atomic)
+                log(String(format: "downstream %@ seed %llu: test NDCG@10 %.4f, Recall@10 %.4f (validation NDCG@10 %.4f)",
+                           variant.key, seed, result.test["ndcg@10"] ?? 0, result.test["recall@10"] ?? 0,
+                           result.validationNDCG10))
+                progress(stage, min(done + 1, total), total, [:])
             }
-            try record(PipelineStageRecord(name: "downstream", seconds: Date().timeIntervalSince(downstreamStart),
-                                           metrics: ["runs": Double(results.count)], curves: [:]))
         }
-
-        if last == .downstream {
-            partial.downstream = results
-            return stop()
-        }
-
-        // Report.
-        let reportDirectory = path("report")
-        try PipelineReportWriter(config: config, dataset: dataset, stages: records, downstream: results,
-                                 tables: tableDirectories).write(to: reportDirectory)
-        log("report written to \(reportDirectory)")
-        return PipelineOutcome(completedThrough: .report, workspace: workspace, pretrainedModelDirectory: pretrainedDirectory,
-                               tunedModelDirectory: tunedDirectory, reasonTableDirectories: tableDirectories,
-                               reportDirectory: reportDirectory, stages: records, downstream: results)
+        return PipelineStageOutput(metrics: ["runs": Double(results.count)])
     }
 
     // MARK: - Pieces
+
+    /// Row `i` of the result is row `i` of `a` followed by row `i` of `b`.
+    static func sideBySide(_ a: [Float], _ da: Int, _ b: [Float], _ db: Int, rows: Int) -> [Float] {
+        var out: [Float] = []
+        out.reserveCapacity(rows * (da + db))
+        for row in 0..<rows {
+            out += a[(row * da)..<((row + 1) * da)]
+            out += b[(row * db)..<((row + 1) * db)]
+        }
+        return out
+    }
 
     /// A deterministic sample of users and items for GRPO prompts, interleaved.
     func grpoSubjects() -> [ReasonSubject] {
@@ -459,7 +679,7 @@ public final class PipelineRunner: @unchecked Sendable {
             variant: variant, seed: seed, validationNDCG10: validation.averaged().ndcg[10] ?? 0,
             test: ["recall@10": means.recall[10] ?? 0, "recall@20": means.recall[20] ?? 0,
                    "ndcg@10": means.ndcg[10] ?? 0, "ndcg@20": means.ndcg[20] ?? 0, "mrr@10": means.mrr[10] ?? 0],
-            seconds: seconds)
+            seconds: seconds, testNDCG10ByUser: test.ndcgPerUser(at: 10))
     }
 
     struct LanguageModel {

@@ -34,26 +34,26 @@ public enum GRPO {
     ///     ``GRPOError/cancelled(completedSteps:)``.
     /// - Returns: the per-step logs.
     public static func run(
-        policy: GPTModel, reference: GPTModel, prompts: [[Int]], stopSequences: [[Int]],
+        policy: some GRPOPolicy, reference: some GRPOPolicy, prompts: [[Int]], stopSequences: [[Int]],
         config: GRPOConfig,
         reward: ([GRPOSample]) throws -> [Float],
         progress: (GRPOStepLog) -> Void = { _ in },
         isCancelled: () -> Bool = { false }
     ) throws(GRPOError) -> GRPOResult {
-        let model = policy.config
-        try config.validate(context: model.context)
+        let vocab = policy.vocabularySize, context = policy.contextLength
+        try config.validate(context: context)
         guard policy !== reference else {
             throw .invalidArgument("the reference must be a separate model (e.g. policy.frozenCopy()), not the policy itself")
         }
-        guard reference.config == model else {
-            throw .invalidArgument("the reference model (\(reference.config)) does not have the policy's shape (\(model))")
+        guard reference.architecture == policy.architecture else {
+            throw .invalidArgument("the reference model (\(reference.architecture)) does not have the policy's shape (\(policy.architecture))")
         }
         guard !prompts.isEmpty else { throw .invalidArgument("no prompts") }
-        let promptLimit = model.context - config.maxTokens
+        let promptLimit = context - config.maxTokens
         for (index, prompt) in prompts.enumerated() {
             guard !prompt.isEmpty else { throw .invalidPrompt(index: index, reason: "it has no tokens") }
-            if let bad = prompt.first(where: { $0 < 0 || $0 >= model.vocab }) {
-                throw .invalidPrompt(index: index, reason: "token \(bad) is outside the vocabulary (0..<\(model.vocab))")
+            if let bad = prompt.first(where: { $0 < 0 || $0 >= vocab }) {
+                throw .invalidPrompt(index: index, reason: "token \(bad) is outside the vocabulary (0..<\(vocab))")
             }
             guard prompt.count <= promptLimit else {
                 throw .promptTooLong(index: index, length: prompt.count, limit: promptLimit)
@@ -61,8 +61,8 @@ public enum GRPO {
         }
         for (index, stop) in stopSequences.enumerated() {
             guard !stop.isEmpty else { throw .invalidStopSequence(index: index, reason: "it is empty") }
-            if let bad = stop.first(where: { $0 < 0 || $0 >= model.vocab }) {
-                throw .invalidStopSequence(index: index, reason: "token \(bad) is outside the vocabulary (0..<\(model.vocab))")
+            if let bad = stop.first(where: { $0 < 0 || $0 >= vocab }) {
+                throw .invalidStopSequence(index: index, reason: "token \(bad) is outside the vocabulary (0..<\(vocab))")
             }
         }
 
@@ -98,14 +98,14 @@ public enum GRPO {
             let rowPrompts = promptIndices.map { prompts[$0] }
 
             // Sample.
-            let options = GPTSamplingOptions(
+            let options = SamplingOptions(
                 maxTokens: config.maxTokens, temperature: config.temperature, topK: config.topK, topP: 1,
                 stopSequences: stopSequences, seed: config.seed &+ UInt64(step) &* 0xD1B5_4A32_D192_ED03)
-            let generations: [GPTGeneration]
+            let generations: [GenerationResult]
             do {
-                generations = try policy.generate(prompts: rowPrompts, options: options, shouldStop: isCancelled)
+                generations = try policy.sample(prompts: rowPrompts, options: options, shouldStop: isCancelled)
             } catch {
-                throw .model(step: step, message: "sampling: \(error.description)")
+                throw .model(step: step, message: "sampling: \(error)")
             }
             if generations.contains(where: { $0.finishReason == .cancelled }) {
                 throw .cancelled(completedSteps: stepIndex)
@@ -150,7 +150,7 @@ public enum GRPO {
                 oldLogProbs = try policy.logProbabilities(prompts: rowPrompts, continuations: completions)
                 referenceLogProbs = try reference.logProbabilities(prompts: rowPrompts, continuations: completions)
             } catch {
-                throw .model(step: step, message: "log-probabilities: \(error.description)")
+                throw .model(step: step, message: "log-probabilities: \(error)")
             }
 
             // Updates.
@@ -165,7 +165,7 @@ public enum GRPO {
                     do {
                         current = try policy.logProbabilities(prompts: rowPrompts, continuations: completions)
                     } catch {
-                        throw .model(step: step, message: "log-probabilities: \(error.description)")
+                        throw .model(step: step, message: "log-probabilities: \(error)")
                     }
                 }
                 let evaluation = objective.evaluate(logProbs: current, oldLogProbs: oldLogProbs,
@@ -179,7 +179,7 @@ public enum GRPO {
                                                   learningRate: config.learningRate,
                                                   maxGradNorm: config.maxGradNorm, weights: weights)
                 } catch {
-                    throw .model(step: step, message: "update \(epoch + 1): \(error.description)")
+                    throw .model(step: step, message: "update \(epoch + 1): \(error)")
                 }
                 lossSum -= evaluation.objective
                 gradNormSum += result.gradNorm

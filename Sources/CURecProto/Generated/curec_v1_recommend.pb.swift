@@ -20,17 +20,29 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// Where reasons come from. The tables are the fast path (a lookup); PAIR is the explanation
+/// of why this user gets this item (a generation on a cache miss). The per-user table (each
+/// user's taste) is a feature of the downstream recommender and is not served as an item's
+/// reason.
 public nonisolated enum Curec_V1_ReasonSource: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
 
-  /// The corrected reason table when one exists, else generation.
+  /// The corrected reason table when one exists, else generation (as GENERATE).
   case auto // = 0
 
-  /// Only the corrected reason table (FAILED_PRECONDITION if the pipeline has not made one).
+  /// Only the corrected per-item reason table: the item's reason, the same for every user
+  /// (FAILED_PRECONDITION if the pipeline has not made one). reason_source "table".
   case table // = 1
 
-  /// Always generate with the language model.
+  /// Always generate with reason_model, greedy, uncached. reason_source "generated".
   case generate // = 2
+
+  /// A reason for this user and this item: the tuned chat model (see reason_model) answers
+  /// the pair task from the user's profile, training history and the item; the answer goes
+  /// through the verifier's sentence filter and is regenerated (up to 3 attempts, new seeds)
+  /// when no sentence survives; cached per (user, item, model version). reason_source "pair".
+  /// k is at most 50. The generation stops when every request waiting for it has gone.
+  case pair // = 3
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -42,6 +54,7 @@ public nonisolated enum Curec_V1_ReasonSource: SwiftProtobuf.Enum, Swift.CaseIte
     case 0: self = .auto
     case 1: self = .table
     case 2: self = .generate
+    case 3: self = .pair
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -51,6 +64,7 @@ public nonisolated enum Curec_V1_ReasonSource: SwiftProtobuf.Enum, Swift.CaseIte
     case .auto: return 0
     case .table: return 1
     case .generate: return 2
+    case .pair: return 3
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -60,6 +74,7 @@ public nonisolated enum Curec_V1_ReasonSource: SwiftProtobuf.Enum, Swift.CaseIte
     .auto,
     .table,
     .generate,
+    .pair,
   ]
 
 }
@@ -115,12 +130,14 @@ public nonisolated struct Curec_V1_RecommendRequest: Sendable {
   public var plugin: String = String()
 
   /// Also return a reason for each item: from the corrected reason table the pipeline
-  /// produced, or written by the built-in language model (slower: one generation per item);
-  /// see reason_source.
+  /// produced, or written by a language model (slower: one generation per item); see
+  /// reason_source.
   public var withReasons: Bool = false
 
-  /// Language model for generated reasons; empty means "lm" (the pipeline's LM). "smollm2" (the
-  /// pretrained chat model) or a `finetune` output answers the pair task as a conversation.
+  /// Language model for generated reasons. GENERATE: empty means "lm" (the pipeline's LM);
+  /// "smollm2" (the pretrained chat model) or a `finetune` output answers the pair task as a
+  /// conversation. PAIR: empty means the newest tuned reason model (`curec-reasons`), else
+  /// "smollm2"; a name must be a chat model.
   public var reasonModel: String = String()
 
   /// Where reasons come from.
@@ -147,7 +164,7 @@ public nonisolated struct Curec_V1_RecommendedItem: Sendable {
   /// verifier removed (empty if none is left).
   public var reason: String = String()
 
-  /// "table" or "generated" (empty without a reason).
+  /// "table", "generated" or "pair" (empty without a reason).
   public var reasonSource: String = String()
 
   /// The table reason's reward (collaborative agreement minus verifier penalties); 0 for
@@ -168,6 +185,9 @@ public nonisolated struct Curec_V1_RecommendResponse: Sendable {
 
   public var servedBy: String = String()
 
+  /// The model that wrote pair reasons: "smollm2" or "models/<name>/vN" (REASON_SOURCE_PAIR only).
+  public var reasonModelVersion: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -178,7 +198,7 @@ public nonisolated struct Curec_V1_RecommendResponse: Sendable {
 fileprivate nonisolated let _protobuf_package = "curec.v1"
 
 nonisolated extension Curec_V1_ReasonSource: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REASON_SOURCE_AUTO\0\u{1}REASON_SOURCE_TABLE\0\u{1}REASON_SOURCE_GENERATE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REASON_SOURCE_AUTO\0\u{1}REASON_SOURCE_TABLE\0\u{1}REASON_SOURCE_GENERATE\0\u{1}REASON_SOURCE_PAIR\0")
 }
 
 nonisolated extension Curec_V1_ScoreRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -373,7 +393,7 @@ nonisolated extension Curec_V1_RecommendedItem: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Curec_V1_RecommendResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RecommendResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}items\0\u{3}served_by\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}items\0\u{3}served_by\0\u{3}reason_model_version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -383,6 +403,7 @@ nonisolated extension Curec_V1_RecommendResponse: SwiftProtobuf.Message, SwiftPr
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.servedBy) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.reasonModelVersion) }()
       default: break
       }
     }
@@ -395,12 +416,16 @@ nonisolated extension Curec_V1_RecommendResponse: SwiftProtobuf.Message, SwiftPr
     if !self.servedBy.isEmpty {
       try visitor.visitSingularStringField(value: self.servedBy, fieldNumber: 2)
     }
+    if !self.reasonModelVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.reasonModelVersion, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Curec_V1_RecommendResponse, rhs: Curec_V1_RecommendResponse) -> Bool {
     if lhs.items != rhs.items {return false}
     if lhs.servedBy != rhs.servedBy {return false}
+    if lhs.reasonModelVersion != rhs.reasonModelVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -14,11 +14,19 @@ public enum Curec_V1_RewardService {
         /// `Score`: unary, `curec.v1.RewardRequest` to `curec.v1.RewardResponse`.
         public static let score = RPCMethod<Curec_V1_RewardRequest, Curec_V1_RewardResponse>(
             service: "curec.v1.RewardService", name: "Score", kind: .unary)
+        /// `ScoreReasons`: unary, `curec.v1.ScoreReasonsRequest` to `curec.v1.ScoreReasonsResponse`.
+        public static let scoreReasons = RPCMethod<Curec_V1_ScoreReasonsRequest, Curec_V1_ScoreReasonsResponse>(
+            service: "curec.v1.RewardService", name: "ScoreReasons", kind: .unary)
+        /// `Embed`: unary, `curec.v1.EmbedRequest` to `curec.v1.EmbedResponse`.
+        public static let embed = RPCMethod<Curec_V1_EmbedRequest, Curec_V1_EmbedResponse>(
+            service: "curec.v1.RewardService", name: "Embed", kind: .unary)
     }
 
     /// Every method of the service, in the order of the .proto file.
     public static let methods: [RPCMethodDescriptor] = [
         Method.score.descriptor,
+        Method.scoreReasons.descriptor,
+        Method.embed.descriptor,
     ]
 }
 
@@ -29,12 +37,24 @@ public enum Curec_V1_RewardService {
 /// the compiler ask for its implementation.
 public protocol Curec_V1_RewardServiceHandler: RPCService {
     func score(_ request: Curec_V1_RewardRequest, context: ServerContext) async throws -> Curec_V1_RewardResponse
+
+    /// Scores reasons given as text for (user, item) pairs with the pipeline's reward: the
+    /// daemon embeds each text with MiniLM; the reward is the collaborative agreement minus the
+    /// verifier's penalties, returned with its parts. The first call sets the reward model up
+    /// (seconds to a minute); at most 64 reasons of at most 4096 bytes each per call.
+    func scoreReasons(_ request: Curec_V1_ScoreReasonsRequest, context: ServerContext) async throws -> Curec_V1_ScoreReasonsResponse
+
+    /// MiniLM (all-MiniLM-L6-v2) sentence embeddings: 384 floats per text, unit length. At most
+    /// 256 non-empty texts of at most 4096 bytes each per call.
+    func embed(_ request: Curec_V1_EmbedRequest, context: ServerContext) async throws -> Curec_V1_EmbedResponse
 }
 
 extension Curec_V1_RewardServiceHandler {
     /// Routes every method of `curec.v1.RewardService` to this handler.
     public func register(into router: inout RPCRouter) {
         router.registerUnary(Curec_V1_RewardService.Method.score) { request, context in try await self.score(request, context: context) }
+        router.registerUnary(Curec_V1_RewardService.Method.scoreReasons) { request, context in try await self.scoreReasons(request, context: context) }
+        router.registerUnary(Curec_V1_RewardService.Method.embed) { request, context in try await self.embed(request, context: context) }
     }
 }
 
@@ -50,5 +70,19 @@ public struct Curec_V1_RewardServiceClient {
 
     public func score(_ request: Curec_V1_RewardRequest, timeout: Double = 30) throws(RPCError) -> Curec_V1_RewardResponse {
         try connection.unary(Curec_V1_RewardService.Method.score, request, timeout: timeout)
+    }
+
+    /// Scores reasons given as text for (user, item) pairs with the pipeline's reward: the
+    /// daemon embeds each text with MiniLM; the reward is the collaborative agreement minus the
+    /// verifier's penalties, returned with its parts. The first call sets the reward model up
+    /// (seconds to a minute); at most 64 reasons of at most 4096 bytes each per call.
+    public func scoreReasons(_ request: Curec_V1_ScoreReasonsRequest, timeout: Double = 30) throws(RPCError) -> Curec_V1_ScoreReasonsResponse {
+        try connection.unary(Curec_V1_RewardService.Method.scoreReasons, request, timeout: timeout)
+    }
+
+    /// MiniLM (all-MiniLM-L6-v2) sentence embeddings: 384 floats per text, unit length. At most
+    /// 256 non-empty texts of at most 4096 bytes each per call.
+    public func embed(_ request: Curec_V1_EmbedRequest, timeout: Double = 30) throws(RPCError) -> Curec_V1_EmbedResponse {
+        try connection.unary(Curec_V1_RewardService.Method.embed, request, timeout: timeout)
     }
 }

@@ -15,8 +15,6 @@ import Synchronization
 public final class ChatModelStore: Sendable {
     /// The name of the pretrained base model.
     public static let baseName = "smollm2"
-    /// The `kind` in metadata.json of a version a `finetune` job published.
-    public static let fineTunedKind = "chat-model"
 
     /// A model ready to generate with, and what it is.
     public final class Loaded: @unchecked Sendable {
@@ -63,7 +61,7 @@ public final class ChatModelStore: Sendable {
     public func isChatModel(_ name: String) -> Bool {
         if name == Self.baseName { return true }
         guard Self.isPlainName(name), let newest = artifacts.latest(of: name) else { return false }
-        return PluginPreparer.metadata(in: newest)?["kind"] == Self.fineTunedKind
+        return ArtifactStore.manifest(in: newest)?.kind == .chatModel
     }
 
     /// The model `name` (empty: the base) at `version` ("vN"; empty: the newest).
@@ -80,8 +78,7 @@ public final class ChatModelStore: Sendable {
                 throw .notFound(version.isEmpty ? "no model named '\(name)'" : "model '\(name)' has no version '\(Self.shortened(version))'")
             }
             key = "models/\(name)/\(chosen)"
-            let directory = (artifacts.directory(of: name) as NSString).appendingPathComponent(chosen)
-            guard PluginPreparer.metadata(in: directory)?["kind"] == Self.fineTunedKind else {
+            guard artifacts.manifest(of: name, version: chosen)?.kind == .chatModel else {
                 throw .notFound("model '\(name)' is not a chat language model")
             }
         }
@@ -117,7 +114,7 @@ public final class ChatModelStore: Sendable {
             // Serving reads the 4-bit weights in place by default (decoding is bound by reading
             // weights); a fully fine-tuned version replaces every weight, so it needs float32 ones.
             let directory = (artifacts.root as NSString).appendingPathComponent(key)
-            let fullWeights = name != Self.baseName && PluginPreparer.metadata(in: directory)?["method"] == "full"
+            let fullWeights = name != Self.baseName && ArtifactStore.manifest(in: directory)?.method == .full
             let model = try LlamaModel.load(gguf: file, weights: fullWeights ? .float32 : weights)
             if name != Self.baseName {
                 try Self.applyFineTuning(directory: directory, to: model)
@@ -132,16 +129,16 @@ public final class ChatModelStore: Sendable {
 
     /// Puts a published fine-tuning (LoRA adapters, or full weights) on the base `model`.
     static func applyFineTuning(directory: String, to model: LlamaModel) throws {
-        switch PluginPreparer.metadata(in: directory)?["method"] {
-        case "lora":
+        switch ArtifactStore.manifest(in: directory)?.method {
+        case .lora?:
             let adapters = try LlamaLoRA.loadPeft(directory: directory, modelConfig: model.config)
             adapters.isTraining = false
             try adapters.attach(to: model)
-        case "full":
+        case .full?:
             try LlamaWeightsFile.load(path: (directory as NSString).appendingPathComponent(LlamaWeightsFile.fileName),
                                       into: model)
         default:
-            throw ChatModelError.unavailable("\(directory) names no fine-tuning method (lora or full) in metadata.json")
+            throw ChatModelError.unavailable("\(directory) names no fine-tuning method (lora or full) in its manifest")
         }
     }
 

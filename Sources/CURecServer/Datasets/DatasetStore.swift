@@ -1,7 +1,7 @@
 import Foundation
 
 /// Uploaded fine-tuning datasets: `<data_dir>/datasets/<name>/vN/examples.jsonl` plus
-/// `metadata.json` (examples, bytes). Versions are immutable; an upload becomes visible only
+/// its manifest (examples, bytes). Versions are immutable; an upload becomes visible only
 /// once every line has been checked and the file is complete.
 public struct DatasetStore: Sendable {
     /// The file holding a version's examples, one JSON object per line.
@@ -80,13 +80,10 @@ public struct DatasetStore: Sendable {
     }
 
     private func version(_ name: String, _ version: String) -> Version? {
-        let directory = (versions.directory(of: name) as NSString).appendingPathComponent(version)
-        let metadataPath = (directory as NSString).appendingPathComponent("metadata.json")
-        guard let data = FileManager.default.contents(atPath: metadataPath),
-              let metadata = try? JSONSerialization.jsonObject(with: data) as? [String: String],
-              let examples = metadata["examples"].flatMap(Int.init),
-              let bytes = metadata["bytes"].flatMap(Int.init) else { return nil }
-        let created = metadata["created_unix_ms"].flatMap(Int64.init) ?? 0
+        let directory = versions.directory(of: name, version: version)
+        guard let manifest = ArtifactStore.manifest(in: directory), let examples = manifest.examples,
+              let bytes = manifest.bytes else { return nil }
+        let created = manifest.createdUnixMilliseconds ?? 0
         return Version(name: name, version: version, examples: examples, bytes: bytes,
                        createdUnixMilliseconds: created,
                        path: (directory as NSString).appendingPathComponent(Self.examplesFile))
@@ -147,10 +144,12 @@ public final class DatasetUpload: @unchecked Sendable {
         do {
             try file.synchronize()
             try file.close()
-            directory = try store.versions.commitVersion(staging, of: name, metadata: [
-                "examples": String(validator.examples), "bytes": String(bytes),
-                "created_unix_ms": String(created), "format": "chat-jsonl",
-            ])
+            var manifest = ArtifactManifest(kind: .dataset)
+            manifest.examples = validator.examples
+            manifest.bytes = bytes
+            manifest.createdUnixMilliseconds = created
+            manifest.fileFormat = "chat-jsonl"
+            directory = try store.versions.commitVersion(staging, of: name, manifest: manifest)
         } catch {
             throw .storage("cannot store the upload: \(error.localizedDescription)")
         }

@@ -6,50 +6,40 @@ import Foundation
 /// Job kind `evaluate`: full-ranking Recall@K, NDCG@K and MRR@K of a serving recommender on
 /// the leave-one-out split.
 ///
-/// Parameters: `plugin` (instance name, default the default recommender), `split`
-/// (`validation` or `test`, default `test`), `cutoffs` (comma-separated, default `10,20`).
+/// Parameters: ``Parameters``.
 struct EvaluateJob: JobKind {
     let plugins: PluginHost
     let data: ServingData?
     let defaultRecommender: String
 
-    var name: String { "evaluate" }
-    var parameterSummary: String { "plugin, split=validation|test, cutoffs=10,20" }
+    /// The parameters of `evaluate`.
+    enum Parameters {
+        static let plugin: JobParameter<String?> = .optionalText(
+            "plugin", defaultText: "the default recommender (`default_recommender`)", doc: "the serving recommender instance to evaluate")
+        static let split: JobParameter<String> = .choice(
+            "split", ["validation", "test"], default: "test", doc: "the leave-one-out split ranked")
+        static let cutoffs: JobParameter<[Int]> = .integers(
+            "cutoffs", default: [10, 20], in: 1...1000, doc: "the K of Recall@K, NDCG@K and MRR@K")
+        static let schema = JobParameterSchema(kind: "evaluate", [plugin, split, cutoffs])
+    }
 
-    func validate(_ parameters: [String: String]) throws(JobError) {
-        let known: Set = ["plugin", "split", "cutoffs"]
-        if let unknown = parameters.keys.first(where: { !known.contains($0) }) {
-            throw .invalidParameter("evaluate: unknown parameter '\(unknown)'; expected \(parameterSummary)")
-        }
-        if let split = parameters["split"], split != "validation", split != "test" {
-            throw .invalidParameter("evaluate: parameter 'split' must be validation or test, not '\(split)'")
-        }
-        _ = try Self.cutoffs(parameters)
-        let plugin = parameters["plugin"].flatMap { $0.isEmpty ? nil : $0 } ?? defaultRecommender
+    var name: String { "evaluate" }
+    var parameters: JobParameterSchema { Parameters.schema }
+
+    func validate(_ values: JobParameterValues) throws(JobError) {
+        let plugin = values[Parameters.plugin] ?? defaultRecommender
         guard plugins.instance(named: plugin) != nil else {
-            throw .invalidParameter("evaluate: plugin '\(plugin)' is not loaded")
+            throw .invalidParameter("evaluate: plugin '\(ChatModelStore.shortened(plugin))' is not loaded")
         }
         guard data != nil else { throw .invalidParameter("evaluate: the daemon has no dataset loaded") }
     }
 
-    static func cutoffs(_ parameters: [String: String]) throws(JobError) -> [Int] {
-        guard let text = parameters["cutoffs"], !text.isEmpty else { return [10, 20] }
-        var values: [Int] = []
-        for part in text.split(separator: ",") {
-            guard let value = Int(part.trimmingCharacters(in: .whitespaces)), (1...1000).contains(value) else {
-                throw .invalidParameter("evaluate: cutoffs must be comma-separated integers from 1 to 1000, not '\(text)'")
-            }
-            values.append(value)
-        }
-        return values
-    }
-
     func run(_ context: JobContext) throws -> JobOutcome {
         guard let data else { throw JobError.invalidParameter("no dataset loaded") }
-        let name = context.parameters["plugin"].flatMap { $0.isEmpty ? nil : $0 } ?? defaultRecommender
+        let name = context.values[Parameters.plugin] ?? defaultRecommender
         guard let instance = plugins.instance(named: name) else { throw JobError.invalidParameter("plugin '\(name)' is not loaded") }
-        let phase: RankingMetrics.Phase = context.parameters["split"] == "validation" ? .validation : .test
-        let cutoffs = try Self.cutoffs(context.parameters)
+        let phase: RankingMetrics.Phase = context.values[Parameters.split] == "validation" ? .validation : .test
+        let cutoffs = context.values[Parameters.cutoffs]
         let targets = phase == .test ? data.split.test.count : data.split.validation.count
         // For the test split a sequential model sees everything before the test item: the
         // training history plus the validation item (which the metrics exclude from ranking).

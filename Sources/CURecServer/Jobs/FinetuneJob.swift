@@ -18,16 +18,52 @@ struct FinetuneJob: JobKind {
     /// The GGUF file of the base model.
     let basePath: String
 
-    var name: String { "finetune" }
-    var parameterSummary: String { Self.summary }
-    static let summary =
-        "dataset=NAME[@vN] and output=NAME (required); method=lora|full, rank, alpha, dropout, "
-        + "targets (q,k,v,o,gate,up,down), steps, batch, learning_rate, max_length, checkpoint_every, seed"
+    /// The parameters of `finetune`.
+    enum Parameters {
+        /// The learning rate when none is given, by method.
+        static let loraLearningRate = 2e-4
+        static let fullLearningRate = 2e-5
 
-    static let knownKeys: Set<String> = [
-        "dataset", "output", "method", "rank", "alpha", "dropout", "targets", "steps", "batch",
-        "learning_rate", "max_length", "checkpoint_every", "seed",
-    ]
+        static let dataset: JobParameter<String> = .required(
+            "dataset", rule: JobParameterTextRule("be an uploaded dataset, NAME or NAME@vN") { text in
+                (try? FinetuneJob.datasetReference(text)) != nil
+            },
+            doc: "the uploaded chat dataset, `NAME` (its newest version) or `NAME@vN`")
+        static let output: JobParameter<String> = .required(
+            "output", rule: JobParameterTextRule(
+                "be 1 to 64 letters, digits, '-', '_' or '.', and not '\(ChatModelStore.baseName)'") { name in
+                ChatModelStore.isPlainName(name) && name != ChatModelStore.baseName
+            },
+            doc: "the model name to publish: `models/<output>/vN`, served as `model=<output>`")
+        static let method: JobParameter<String> = .choice(
+            "method", ["lora", "full"], default: "lora",
+            doc: "LoRA adapters (`peft` layout) or every weight (`model.safetensors`)")
+        static let rank: JobParameter<Int> = .integer("rank", default: 8, in: 1...256, doc: "LoRA rank")
+        static let alpha: JobParameter<Double> = .number("alpha", default: 16, in: 0.001...4096, doc: "LoRA scale numerator (scale alpha/rank)")
+        static let dropout: JobParameter<Double> = .number("dropout", default: 0.05, in: 0...0.9, doc: "LoRA input dropout")
+        static let targets: JobParameter<[String]> = .choices(
+            "targets", among: LoRATarget.allCases.map(\.shortName), default: LoRAConfig().targets.map(\.shortName),
+            doc: "the projections that get adapters")
+        static let steps: JobParameter<Int?> = .optionalInteger(
+            "steps", in: 1...1_000_000, defaultText: "one pass over the examples", doc: "optimizer steps")
+        static let batch: JobParameter<Int> = .integer("batch", default: 4, in: 1...64, doc: "conversations per step")
+        static let learningRate: JobParameter<Double?> = .optionalNumber(
+            "learning_rate", in: 1e-7...1, defaultText: "\(loraLearningRate) (lora), \(fullLearningRate) (full)",
+            doc: "peak learning rate (cosine decay to a tenth)")
+        static let maxLength: JobParameter<Int> = .integer(
+            "max_length", default: 512, in: 16...8192,
+            doc: "tokens per conversation; longer ones lose their oldest prompt tokens")
+        static let checkpointEvery: JobParameter<Int> = .integer(
+            "checkpoint_every", default: 20, in: 1...100_000, doc: "steps between resumable checkpoints")
+        static let seed: JobParameter<Int> = .integer("seed", default: 0, in: 0...Int.max, doc: "random seed")
+        static let schema = JobParameterSchema(kind: "finetune", [
+            dataset, output, method, rank, alpha, dropout, targets, steps, batch, learningRate, maxLength,
+            checkpointEvery, seed,
+        ])
+    }
+
+    var name: String { "finetune" }
+    var parameters: JobParameterSchema { Parameters.schema }
 
     /// Everything a run needs, read from the parameters.
     struct Settings {
@@ -40,8 +76,8 @@ struct FinetuneJob: JobKind {
         var checkpointEvery: Int
     }
 
-    func validate(_ parameters: [String: String]) throws(JobError) {
-        let settings = try Self.settings(parameters)
+    func validate(_ values: JobParameterValues) throws(JobError) {
+        let settings = try Self.settings(values)
         do {
             _ = try datasets.find(settings.dataset, version: settings.datasetVersion)
         } catch {
@@ -52,75 +88,47 @@ struct FinetuneJob: JobKind {
         }
     }
 
-    static func settings(_ parameters: [String: String]) throws(JobError) -> Settings {
-        for key in parameters.keys where !knownKeys.contains(key) {
-            throw .invalidParameter("finetune: unknown parameter '\(ChatModelStore.shortened(key))'; expected \(summary)")
-        }
-        guard let datasetText = parameters["dataset"], !datasetText.isEmpty else {
-            throw .invalidParameter("finetune: parameter 'dataset' (an uploaded dataset, NAME or NAME@vN) is required")
-        }
-        let parts = datasetText.split(separator: "@", maxSplits: 1).map(String.init)
-        let dataset: String
+    /// A dataset reference `NAME` or `NAME@vN`: the checked name and the version, if any.
+    static func datasetReference(_ text: String) throws(DatasetError) -> (name: String, version: String?) {
+        let parts = text.split(separator: "@", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        let name = try DatasetStore.checkName(parts[0])
+        guard parts.count == 2 else { return (name, nil) }
+        guard parts[1].hasPrefix("v"), let number = Int(parts[1].dropFirst()), number > 0 else { throw .notFound(text) }
+        return (name, parts[1])
+    }
+
+    static func settings(_ values: JobParameterValues) throws(JobError) -> Settings {
+        let reference: (name: String, version: String?)
         do {
-            dataset = try DatasetStore.checkName(parts[0])
+            reference = try datasetReference(values[Parameters.dataset])
         } catch {
             throw .invalidParameter("finetune: parameter 'dataset': \(error.description)")
         }
-        let version = parts.count == 2 ? parts[1] : nil
-        if let version, !(version.hasPrefix("v") && Int(version.dropFirst()).map { $0 > 0 } == true) {
-            throw .invalidParameter("finetune: parameter 'dataset' takes a version like NAME@v2")
-        }
-        guard let output = parameters["output"], ChatModelStore.isPlainName(output), output != ChatModelStore.baseName else {
-            throw .invalidParameter("finetune: parameter 'output' (the model name to publish) must be 1 to 64 letters, digits, '-', '_' or '.', and not '\(ChatModelStore.baseName)'")
-        }
+        let method = values[Parameters.method]
         var lora = LoRAConfig()
-        let method = parameters["method"] ?? "lora"
-        guard method == "lora" || method == "full" else {
-            throw .invalidParameter("finetune: parameter 'method' must be lora or full")
-        }
-        if let value = try JobParameters.integer(parameters, "rank", in: 1...256, kind: "finetune") { lora.rank = value }
-        if let value = try number(parameters, "alpha", in: 0.001...4096) { lora.alpha = value }
-        if let value = try number(parameters, "dropout", in: 0...0.9) { lora.dropout = value }
-        if let text = parameters["targets"] {
-            var targets: [LoRATarget] = []
-            for name in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
-                guard let target = LoRATarget.allCases.first(where: { $0.shortName == name }) else {
-                    throw .invalidParameter("finetune: parameter 'targets' lists projections among q, k, v, o, gate, up, down")
-                }
-                if !targets.contains(target) { targets.append(target) }
-            }
-            guard !targets.isEmpty else { throw .invalidParameter("finetune: parameter 'targets' is empty") }
-            lora.targets = targets.sorted()
-        }
-        let batch = try JobParameters.integer(parameters, "batch", in: 1...64, kind: "finetune") ?? 4
-        let steps = try JobParameters.integer(parameters, "steps", in: 1...1_000_000, kind: "finetune")
-        let learningRate = try number(parameters, "learning_rate", in: 1e-7...1) ?? (method == "lora" ? 2e-4 : 2e-5)
-        let maxLength = try JobParameters.integer(parameters, "max_length", in: 16...8192, kind: "finetune") ?? 512
-        let checkpointEvery = try JobParameters.integer(parameters, "checkpoint_every", in: 1...100_000, kind: "finetune") ?? 20
-        let seed = UInt64(try JobParameters.integer(parameters, "seed", in: 0...Int.max, kind: "finetune") ?? 0)
+        lora.rank = values[Parameters.rank]
+        lora.alpha = Float(values[Parameters.alpha])
+        lora.dropout = Float(values[Parameters.dropout])
+        lora.targets = values[Parameters.targets].compactMap { name in LoRATarget.allCases.first { $0.shortName == name } }.sorted()
+        let learningRate = Float(values[Parameters.learningRate]
+                                 ?? (method == "lora" ? Parameters.loraLearningRate : Parameters.fullLearningRate))
+        let steps = values[Parameters.steps]
         let training = LlamaFineTuningConfig(
-            method: method == "lora" ? .lora(lora) : .full, batchSize: batch, learningRate: learningRate,
-            minLearningRate: learningRate / 10, warmupSteps: 0, totalSteps: steps ?? 1, seed: seed)
+            method: method == "lora" ? .lora(lora) : .full, batchSize: values[Parameters.batch], learningRate: learningRate,
+            minLearningRate: learningRate / 10, warmupSteps: 0, totalSteps: steps ?? 1,
+            seed: UInt64(values[Parameters.seed]))
         do {
             try training.validate()
         } catch {
             throw .invalidParameter("finetune: \(error.description)")
         }
-        return Settings(dataset: dataset, datasetVersion: version, output: output, training: training,
-                        steps: steps, maxLength: maxLength, checkpointEvery: checkpointEvery)
-    }
-
-    private static func number(_ parameters: [String: String], _ key: String,
-                               in range: ClosedRange<Float>) throws(JobError) -> Float? {
-        guard let text = parameters[key] else { return nil }
-        guard let value = Float(text), value.isFinite, range.contains(value) else {
-            throw .invalidParameter("finetune: parameter '\(key)' must be a number in \(range.lowerBound)...\(range.upperBound), not '\(ChatModelStore.shortened(text))'")
-        }
-        return value
+        return Settings(dataset: reference.name, datasetVersion: reference.version, output: values[Parameters.output],
+                        training: training, steps: steps, maxLength: values[Parameters.maxLength],
+                        checkpointEvery: values[Parameters.checkpointEvery])
     }
 
     func run(_ context: JobContext) throws -> JobOutcome {
-        var settings = try Self.settings(context.parameters)
+        var settings = try Self.settings(context.values)
         // The dataset version is fixed on the first attempt, so a resumed job trains on the
         // same data even if a newer version was uploaded since.
         let pinned = (context.checkpointDirectory as NSString).appendingPathComponent("dataset-version")
@@ -157,25 +165,27 @@ struct FinetuneJob: JobKind {
         tuner.releaseActivations()
 
         context.progress(stage: "save", step: 0, total: 1)
-        var metadata: [String: String] = [
-            "kind": ChatModelStore.fineTunedKind, "base": ChatModelStore.baseName,
-            "base_file": (basePath as NSString).lastPathComponent,
-            "dataset": "\(dataset.name)@\(dataset.version)", "job": context.id, "steps": String(steps),
-            "examples": String(examples.sequences.count), "final_loss": String(lastLoss),
-        ]
+        var manifest = ArtifactManifest(kind: .chatModel)
+        manifest.base = ChatModelStore.baseName
+        manifest.baseFile = (basePath as NSString).lastPathComponent
+        manifest.dataset = "\(dataset.name)@\(dataset.version)"
+        manifest.job = context.id
+        manifest.steps = steps
+        manifest.examples = examples.sequences.count
+        manifest.finalLoss = Double(lastLoss)
         let directory: String
         switch training.method {
         case .lora(let lora):
-            metadata["method"] = "lora"
-            metadata["rank"] = String(lora.rank)
-            metadata["targets"] = lora.targets.map(\.shortName).joined(separator: ",")
+            manifest.method = .lora
+            manifest.rank = lora.rank
+            manifest.targets = lora.targets.map(\.shortName)
             guard let adapters = tuner.adapters else { throw JobError.invalidParameter("finetune: no adapters were trained") }
-            directory = try artifacts.addVersion(of: settings.output, metadata: metadata) { folder in
+            directory = try artifacts.addVersion(of: settings.output, manifest: manifest) { folder in
                 try adapters.savePeft(directory: folder, baseModelNameOrPath: "HuggingFaceTB/SmolLM2-135M-Instruct")
             }
         case .full:
-            metadata["method"] = "full"
-            directory = try artifacts.addVersion(of: settings.output, metadata: metadata) { folder in
+            manifest.method = .full
+            directory = try artifacts.addVersion(of: settings.output, manifest: manifest) { folder in
                 try LlamaWeightsFile.save(model, path: (folder as NSString).appendingPathComponent(LlamaWeightsFile.fileName))
             }
         }

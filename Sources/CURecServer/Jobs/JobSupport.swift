@@ -2,17 +2,22 @@ import CURecJobs
 import CURecPluginHost
 import Foundation
 
-/// Reading job parameters.
-enum JobParameters {
-    /// The integer parameter `key` if present, or `.invalidParameter` naming the job kind, the
-    /// key, the range and the text given.
-    static func integer(_ parameters: [String: String], _ key: String, in range: ClosedRange<Int>,
-                        kind: String) throws(JobError) -> Int? {
-        guard let text = parameters[key] else { return nil }
-        guard let value = Int(text), range.contains(value) else {
-            throw .invalidParameter("\(kind): parameter '\(key)' must be an integer in \(range.lowerBound)...\(range.upperBound), not '\(text)'")
-        }
-        return value
+/// The parameters of every job kind the daemon runs, in the order of docs/jobs.md. The docs
+/// table and `curec jobs submit --help` are made from these (a test keeps both in step).
+public enum JobKindParameters {
+    public static let all: [JobParameterSchema] = [
+        TrainPluginJob.Parameters.schema, EvaluateJob.Parameters.schema, PretrainJob.Parameters.schema,
+        FinetuneJob.Parameters.schema, PipelineJob.Parameters.schema,
+    ]
+
+    /// The parameter tables of docs/jobs.md.
+    public static var markdown: String {
+        all.map { "### `\($0.kind)`\n\n\($0.markdownTable)" }.joined(separator: "\n\n")
+    }
+
+    /// The text `curec jobs submit --help` shows (Sources/curec/JobKindHelp.swift holds a copy).
+    public static var help: String {
+        "Parameters by kind (key=value; see docs/jobs.md):\n\n" + all.map(\.help).joined(separator: "\n\n")
     }
 }
 

@@ -8,41 +8,52 @@ import Foundation
 /// perplexity, and saves the language model as `models/<name>/vN` (GPT-2 format checkpoint +
 /// tokenizer.json), which GenerationService serves.
 ///
-/// Parameters (all optional): `name` (default `lm`), `steps`, `layers`, `heads`, `width`,
-/// `context`, `vocabulary`, `batch`, `seed`. Resumable from its checkpoints.
+/// Parameters (all optional): ``Parameters``. Resumable from its checkpoints.
 struct PretrainJob: JobKind {
     let data: ServingData?
     let artifacts: ArtifactStore
 
+    /// The parameters of `pretrain`; the defaults are `PretrainingConfig`'s.
+    enum Parameters {
+        static let defaults = PretrainingConfig()
+        static let name: JobParameter<String> = .text(
+            "name", default: "lm", rule: .plainName, doc: "the model name: the result is `models/<name>/vN`")
+        static let steps: JobParameter<Int?> = .optionalInteger(
+            "steps", in: 1...1_000_000, defaultText: String(defaults.steps),
+            doc: "training steps (warm-up shortened to a tenth of them when given)")
+        static let layers: JobParameter<Int> = .integer("layers", default: defaults.layers, in: 1...24, doc: "transformer blocks")
+        static let heads: JobParameter<Int> = .integer("heads", default: defaults.heads, in: 1...32, doc: "attention heads; must divide `width`")
+        static let width: JobParameter<Int> = .integer("width", default: defaults.width, in: 8...2048, doc: "embedding width")
+        static let context: JobParameter<Int> = .integer("context", default: defaults.context, in: 16...2048, doc: "context length, tokens")
+        static let vocabulary: JobParameter<Int> = .integer(
+            "vocabulary", default: defaults.vocabularySize, in: 300...65536, doc: "BPE vocabulary size")
+        static let batch: JobParameter<Int> = .integer("batch", default: defaults.batch, in: 1...256, doc: "sequences per step")
+        static let seed: JobParameter<Int> = .integer("seed", default: Int(defaults.seed), in: 0...Int.max, doc: "random seed")
+        static let schema = JobParameterSchema(
+            kind: "pretrain", [name, steps, layers, heads, width, context, vocabulary, batch, seed])
+    }
+
     var name: String { "pretrain" }
-    var parameterSummary: String { "name, steps, layers, heads, width, context, vocabulary, batch, seed (all optional)" }
+    var parameters: JobParameterSchema { Parameters.schema }
 
-    static let integerKeys = ["steps", "layers", "heads", "width", "context", "vocabulary", "batch", "seed"]
-
-    func validate(_ parameters: [String: String]) throws(JobError) {
-        for key in parameters.keys where key != "name" && !Self.integerKeys.contains(key) {
-            throw .invalidParameter("pretrain: unknown parameter '\(key)'; expected \(parameterSummary)")
-        }
-        _ = try Self.configuration(parameters)
-        if let name = parameters["name"], name.isEmpty || name.contains("/") || name.hasPrefix(".") {
-            throw .invalidParameter("pretrain: parameter 'name' must be a plain name (no '/', not starting with '.')")
-        }
+    func validate(_ values: JobParameterValues) throws(JobError) {
+        _ = try Self.configuration(values)
         guard data != nil else { throw .invalidParameter("pretrain: the daemon has no dataset loaded") }
     }
 
-    static func configuration(_ parameters: [String: String]) throws(JobError) -> PretrainingConfig {
+    static func configuration(_ values: JobParameterValues) throws(JobError) -> PretrainingConfig {
         var config = PretrainingConfig()
-        func integer(_ key: String, _ range: ClosedRange<Int>) throws(JobError) -> Int? {
-            try JobParameters.integer(parameters, key, in: range, kind: "pretrain")
+        if let steps = values[Parameters.steps] {
+            config.steps = steps
+            config.warmupSteps = min(config.warmupSteps, max(1, steps / 10))
         }
-        if let value = try integer("steps", 1...1_000_000) { config.steps = value; config.warmupSteps = min(config.warmupSteps, max(1, value / 10)) }
-        if let value = try integer("layers", 1...24) { config.layers = value }
-        if let value = try integer("heads", 1...32) { config.heads = value }
-        if let value = try integer("width", 8...2048) { config.width = value }
-        if let value = try integer("context", 16...2048) { config.context = value }
-        if let value = try integer("vocabulary", 300...65536) { config.vocabularySize = value }
-        if let value = try integer("batch", 1...256) { config.batch = value }
-        if let value = try integer("seed", 0...Int.max) { config.seed = UInt64(value) }
+        config.layers = values[Parameters.layers]
+        config.heads = values[Parameters.heads]
+        config.width = values[Parameters.width]
+        config.context = values[Parameters.context]
+        config.vocabularySize = values[Parameters.vocabulary]
+        config.batch = values[Parameters.batch]
+        config.seed = UInt64(values[Parameters.seed])
         guard config.width % config.heads == 0 else {
             throw .invalidParameter("pretrain: width \(config.width) must be a multiple of heads \(config.heads)")
         }
@@ -51,8 +62,8 @@ struct PretrainJob: JobKind {
 
     func run(_ context: JobContext) throws -> JobOutcome {
         guard let data else { throw JobError.invalidParameter("no dataset loaded") }
-        let config = try Self.configuration(context.parameters)
-        let name = context.parameters["name"].flatMap { $0.isEmpty ? nil : $0 } ?? "lm"
+        let config = try Self.configuration(context.values)
+        let name = context.values[Parameters.name]
         context.progress(stage: "corpus", step: 0, total: 1)
         let builder = try CorpusBuilder(dataset: data.dataset, split: data.split)
         let examples = builder.build { progress in
@@ -76,12 +87,14 @@ struct PretrainJob: JobKind {
         context.log(String(format: "held-out perplexity %.2f (loss %.4f), train loss %.4f",
                            result.heldOutPerplexity, result.heldOutLoss, result.trainLoss))
         context.progress(stage: "save", step: 0, total: 1)
-        let directory = try artifacts.addVersion(of: name, metadata: [
-            "kind": "language-model", "dataset": data.dataset.name, "job": context.id,
-            "examples": String(examples.count), "steps": String(config.steps),
-            "held_out_perplexity": String(format: "%.4f", result.heldOutPerplexity),
-            "config": "\(result.model.config)",
-        ]) { staging in
+        var manifest = ArtifactManifest(kind: .languageModel)
+        manifest.dataset = data.dataset.name
+        manifest.job = context.id
+        manifest.examples = examples.count
+        manifest.steps = config.steps
+        manifest.heldOutPerplexity = (result.heldOutPerplexity * 10_000).rounded() / 10_000
+        manifest.modelConfig = "\(result.model.config)"
+        let directory = try artifacts.addVersion(of: name, manifest: manifest) { staging in
             try result.model.save(directory: staging)
             try result.tokenizer.saveTokenizerJSON(path: (staging as NSString).appendingPathComponent("tokenizer.json"))
         }

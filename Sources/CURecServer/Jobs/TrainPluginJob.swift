@@ -5,10 +5,7 @@ import Foundation
 /// Job kind `train`: trains a plugin library with a config on the daemon's dataset and saves
 /// the result as a new immutable artifact version `models/<name>/vN`; with `serve=true`
 /// the serving instance `name` is then loaded or hot-reloaded from it.
-///
-/// Parameters: `library` (required: a library name or path), `config` (plugin config text,
-/// default empty), `name` (model and instance name, default derived from the library),
-/// `serve` (`true`/`false`, default false).
+/// Parameters: ``Parameters``.
 ///
 /// Resumable: the plugin checkpoints into the job's checkpoint directory (ABI 1.1), so a
 /// job interrupted by a crash continues where its last checkpoint left it.
@@ -18,36 +15,37 @@ struct TrainPluginJob: JobKind {
     let artifacts: ArtifactStore
     let preparer: PluginPreparer
 
-    var name: String { "train" }
-    var parameterSummary: String { "library (required), config, name, serve=true|false" }
+    /// The parameters of `train`.
+    enum Parameters {
+        static let library: JobParameter<String> = .required(
+            "library", doc: "the plugin library: a name in the plugin directories (`CURecBPR`) or a path")
+        static let config: JobParameter<String> = .text(
+            "config", default: "", doc: "the plugin config text (JSON for the bundled Swift plugins)")
+        static let name: JobParameter<String?> = .optionalText(
+            "name", rule: .plainName, defaultText: "from the library (`CURecBPR`: `bpr`)",
+            doc: "the model and instance name: the result is `models/<name>/vN`")
+        static let serve: JobParameter<Bool> = .boolean(
+            "serve", default: false, doc: "then load or hot-reload the serving instance `name` from the new version")
+        static let schema = JobParameterSchema(kind: "train", [library, config, name, serve])
+    }
 
-    func validate(_ parameters: [String: String]) throws(JobError) {
-        let known: Set = ["library", "config", "name", "serve"]
-        if let unknown = parameters.keys.first(where: { !known.contains($0) }) {
-            throw .invalidParameter("train: unknown parameter '\(unknown)'; expected \(parameterSummary)")
-        }
-        guard let library = parameters["library"], !library.isEmpty else {
-            throw .invalidParameter("train: parameter 'library' is required (e.g. CURecBPR); expected \(parameterSummary)")
-        }
+    var name: String { "train" }
+    var parameters: JobParameterSchema { Parameters.schema }
+
+    func validate(_ values: JobParameterValues) throws(JobError) {
         do {
-            _ = try plugins.resolve(library: library)
+            _ = try plugins.resolve(library: values[Parameters.library])
         } catch {
             throw .invalidParameter("train: \(error)")
-        }
-        if let serve = parameters["serve"], serve != "true", serve != "false" {
-            throw .invalidParameter("train: parameter 'serve' must be true or false, not '\(serve)'")
-        }
-        if let name = parameters["name"], name.isEmpty || name.contains("/") || name.hasPrefix(".") {
-            throw .invalidParameter("train: parameter 'name' must be a plain name (no '/', not starting with '.')")
         }
         guard data != nil else {
             throw .invalidParameter("train: the daemon has no dataset loaded (run scripts/fetch-data and restart)")
         }
     }
 
-    static func modelName(_ parameters: [String: String]) -> String {
-        if let name = parameters["name"], !name.isEmpty { return name }
-        var base = ((parameters["library"] ?? "model") as NSString).lastPathComponent
+    static func modelName(_ values: JobParameterValues) -> String {
+        if let name = values[Parameters.name] { return name }
+        var base = (values[Parameters.library] as NSString).lastPathComponent
         if base.hasPrefix("lib") { base.removeFirst(3) }
         if base.hasSuffix(".so") { base.removeLast(3) }
         if base.hasPrefix("CURec") { base.removeFirst(5) }
@@ -56,10 +54,10 @@ struct TrainPluginJob: JobKind {
 
     func run(_ context: JobContext) throws -> JobOutcome {
         guard let data else { throw JobError.invalidParameter("no dataset loaded") }
-        let parameters = context.parameters
-        let library = parameters["library"] ?? ""
-        let config = Array((parameters["config"] ?? "").utf8)
-        let name = Self.modelName(parameters)
+        let values = context.values
+        let library = values[Parameters.library]
+        let config = Array(values[Parameters.config].utf8)
+        let name = Self.modelName(values)
         context.progress(stage: "load", step: 0, total: 1)
         let instance = try plugins.makeInstance(name: name, library: library, config: config)
         let description = instance.describe()
@@ -81,14 +79,13 @@ struct TrainPluginJob: JobKind {
         }
         context.progress(stage: "save", step: 0, total: 1)
         let fingerprint = PluginPreparer.fingerprint(config)
-        let directory = try artifacts.addVersion(of: name, metadata: [
-            "plugin": description.pluginName, "plugin_version": description.pluginVersion,
-            "config_fingerprint": fingerprint, "dataset": data.dataset.name, "library": instance.libraryPath,
-            "job": context.id,
-        ]) { staging in try instance.save(to: staging) }
+        var manifest = ArtifactManifest.pluginState(description, library: instance.libraryPath,
+                                                    configFingerprint: fingerprint, dataset: data.dataset.name)
+        manifest.job = context.id
+        let directory = try artifacts.addVersion(of: name, manifest: manifest) { staging in try instance.save(to: staging) }
         let relative = "models/\(name)/\((directory as NSString).lastPathComponent)"
         context.log("saved \(relative)")
-        if parameters["serve"] == "true" {
+        if values[Parameters.serve] {
             context.progress(stage: "serve", step: 0, total: 1)
             try plugins.loadOrReload(name: name, library: library, config: config) { instance in
                 try instance.load(from: directory)

@@ -167,8 +167,7 @@ struct ModelOperations: Sendable {
                     model.versions = artifacts.versions(of: name).map { version in
                         .with {
                             $0.version = version
-                            let directory = (artifacts.directory(of: name) as NSString).appendingPathComponent(version)
-                            $0.metadata = PluginPreparer.metadata(in: directory) ?? [:]
+                            $0.metadata = artifacts.manifest(of: name, version: version)?.fields ?? [:]
                         }
                     }
                 }
@@ -209,9 +208,9 @@ struct ModelOperations: Sendable {
         response.name = name
         response.version = version
         response.markdown = String(decoding: markdown, as: UTF8.self)
-        response.metadata = PluginPreparer.metadata(in: directory) ?? [:]
+        response.metadata = ArtifactStore.manifest(in: directory)?.fields ?? [:]
         let files = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
-        for file in files where file != "metadata.json" {
+        for file in files where file != ArtifactStore.manifestFileName {
             guard let content = FileManager.default.contents(atPath: (directory as NSString).appendingPathComponent(file)) else { continue }
             response.files.append(.with {
                 $0.name = file

@@ -32,6 +32,8 @@ struct RecommendOperations: Sendable {
     var reasons: ReasonGenerator? = nil
     /// The corrected reason table the pipeline produced, preferred when it exists.
     var reasonTables: ReasonTableStore? = nil
+    /// Cached reasons for (user, item) pairs from the tuned chat model (REASON_SOURCE_PAIR).
+    var pairReasons: PairReasons? = nil
 
     static let maxCandidates = 10_000
 
@@ -73,6 +75,9 @@ struct RecommendOperations: Sendable {
     func recommend(_ request: Curec_V1_RecommendRequest, shouldStop: @escaping @Sendable () -> Bool) async throws
         -> Curec_V1_RecommendResponse
     {
+        if request.withReasons && request.reasonSource == .pair {
+            return try await recommendWithPairReasons(request, isCancelled: shouldStop)
+        }
         var response = try rank(request)
         guard request.withReasons else { return response }
         // AUTO falls back to generation when the table cannot be read; TABLE reports it.

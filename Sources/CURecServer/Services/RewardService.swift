@@ -10,6 +10,16 @@ struct RewardService: Curec_V1_RewardServiceHandler {
     func score(_ request: Curec_V1_RewardRequest, context: ServerContext) async throws -> Curec_V1_RewardResponse {
         try ServingError.requireDataset(operations).score(request)
     }
+
+    func scoreReasons(_ request: Curec_V1_ScoreReasonsRequest, context: ServerContext) async throws
+        -> Curec_V1_ScoreReasonsResponse
+    {
+        try await ServingError.requireDataset(operations).scoreReasons(request)
+    }
+
+    func embed(_ request: Curec_V1_EmbedRequest, context: ServerContext) async throws -> Curec_V1_EmbedResponse {
+        try await ServingError.requireDataset(operations).embed(request)
+    }
 }
 
 /// Scores (user, item, reason embedding) triples with a reward plugin.
@@ -17,6 +27,9 @@ struct RewardOperations: Sendable {
     let data: ServingData
     let plugins: PluginHost
     let defaultRewardModel: String
+    /// The pipeline's reward on reason texts and the MiniLM encoder (ScoreReasons, Embed); nil
+    /// when the daemon has no dataset corpus.
+    var reasonReward: ServingReasonReward? = nil
 
     static let maxTriples = 4096
 

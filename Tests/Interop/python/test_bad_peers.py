@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import time
+import urllib.parse
 
 import pytest
 from hpack import Decoder, HPACKError
@@ -479,3 +480,166 @@ def test_generation_prompt_beyond_the_context(raw):
     assert grpc_status(header_blocks) == GRPC_INVALID_ARGUMENT
     message = dict(header_blocks[-1]).get("grpc-message", "")
     assert "context" in message and len(message) < 200
+
+
+# --------------------------------------------------------------------------- reasons as text
+
+EMBED_PATH = "/curec.v1.RewardService/Embed"
+SCORE_REASONS_PATH = "/curec.v1.RewardService/ScoreReasons"
+RECOMMEND_PATH = "/curec.v1.RecommendService/Recommend"
+GRPC_FAILED_PRECONDITION = 9
+
+
+def _unary_raw(server_address, path, body, seconds=60):
+    """One unary call with a hand-encoded request body (grpcio does the framing and flow
+    control): the gRPC status code number and message."""
+    import grpc
+
+    channel = new_channel(server_address)
+    try:
+        call = channel.unary_unary(path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        try:
+            call(body, timeout=seconds)
+            return GRPC_OK, ""
+        except grpc.RpcError as error:
+            return error.code().value[0], error.details() or ""
+    finally:
+        channel.close()
+
+
+def _embed_request(texts):
+    return b"".join(_pb_bytes(1, text.encode()) for text in texts)
+
+
+def _reason(user, item, text):
+    return _pb_bytes(1, _pb_bytes(1, user.encode()) + _pb_bytes(2, item.encode()) + _pb_bytes(3, text.encode()))
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+@pytest.mark.parametrize(
+    "texts, words",
+    [
+        (["a film"] * 257, "at most 256"),           # oversized batch
+        (["a film", ""], "texts[1] is empty"),       # empty text
+        (["a film", " \n\t "], "texts[1] is empty"),  # blank text
+        (["x" * 1_000_000], "at most 4096 bytes"),   # huge text
+        ([], "texts is empty"),
+    ],
+)
+def test_embed_refuses_bad_batches_before_any_work(server_address, texts, words):
+    status, message = _unary_raw(server_address, EMBED_PATH, _embed_request(texts))
+    assert status == GRPC_INVALID_ARGUMENT
+    assert words in message and len(message) < 200
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+@pytest.mark.parametrize(
+    "reasons, code, words",
+    [
+        ([("no-such-user", "242", "text")], GRPC_NOT_FOUND, "reasons[0].user_id"),
+        ([("196", "no-such-item", "text")], GRPC_NOT_FOUND, "reasons[0].item_id"),
+        ([("u" * 200_000, "242", "text")], GRPC_NOT_FOUND, "reasons[0].user_id"),   # huge id, not echoed
+        ([("196", "242", "y" * 500_000)], GRPC_INVALID_ARGUMENT, "at most 4096 bytes"),
+        ([("196", "242", "text")] * 65, GRPC_INVALID_ARGUMENT, "at most 64"),
+        ([], GRPC_INVALID_ARGUMENT, "reasons is empty"),
+    ],
+)
+def test_score_reasons_refuses_bad_input_before_any_work(server_address, reasons, code, words):
+    body = b"".join(_reason(*reason) for reason in reasons)
+    status, message = _unary_raw(server_address, SCORE_REASONS_PATH, body)
+    assert status == code
+    assert words in message and len(message) < 300
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+def test_pair_reasons_with_a_hostile_model_name(server_address):
+    """Recommend with REASON_SOURCE_PAIR naming a path or a huge name as the model: refused
+    with a short message, nothing is loaded."""
+    for name in ["../../etc/passwd", "m" * 100_000]:
+        body = (_pb_bytes(1, b"196") + bytes([2 << 3, 3]) + bytes([5 << 3, 1]) + _pb_bytes(6, name.encode())
+                + bytes([7 << 3, 3]))
+        status, message = _unary_raw(server_address, RECOMMEND_PATH, body)
+        assert status == GRPC_FAILED_PRECONDITION
+        assert "not a chat model" in message and len(message) < 300
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+def test_pair_reasons_for_too_many_items(server_address):
+    """Pair reasons for k=1000 items would be a thousand generations: refused up front."""
+    body = _pb_bytes(1, b"196") + bytes([2 << 3, 0xE8, 0x07]) + bytes([5 << 3, 1]) + bytes([7 << 3, 3])
+    status, message = _unary_raw(server_address, RECOMMEND_PATH, body)
+    assert status == GRPC_INVALID_ARGUMENT
+    assert "at most 50 items" in message
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+@pytest.mark.parametrize("value", ["0", "-5", "1000000000000", "lots", "[1, 2]"])
+def test_hostile_pair_reason_cache_size_is_refused_at_start(tmp_path, value):
+    """A configuration file with a pair reason cache size out of range or of the wrong type:
+    curecd refuses to start, naming the key, instead of serving with a broken cache."""
+    from interop_support import daemon_command
+
+    config = tmp_path / "curecd.yaml"
+    config.write_text("pair_reason_cache_size: %s\n" % value)
+    command = daemon_command(str(tmp_path / "port"), extra_args=("--config", str(config)))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "pair_reason_cache_size" in output and len(output) < 2000
+    assert not (tmp_path / "port").exists()
+
+
+# --------------------------------------------------------------------------- job parameters
+
+SUBMIT_JOB_PATH = "/curec.v1.JobService/Submit"
+LIST_JOBS_PATH = "/curec.v1.JobService/List"
+
+
+def _submit_request(kind, parameters):
+    """SubmitJobRequest{kind, parameters} encoded by hand (map entries are key=1, value=2)."""
+    body = _pb_bytes(1, kind.encode())
+    for key, value in parameters.items():
+        body += _pb_bytes(2, _pb_bytes(1, key.encode()) + _pb_bytes(2, value.encode()))
+    return body
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+@pytest.mark.parametrize("kind, parameters, words", [
+    ("pretrain", {"steps": "12abc"}, "'steps' must be an integer"),
+    ("pretrain", {"steps": "-5"}, "'steps' must be an integer in 1...1000000"),
+    ("pretrain", {"layers": "9" * 400}, "'layers' must be an integer"),
+    ("pretrain", {"seed": "1e3"}, "'seed' must be an integer"),
+    ("finetune", {"dataset": "d", "output": "o", "dropout": "inf"}, "'dropout' must be a number"),
+    ("finetune", {"dataset": "d", "output": "o", "alpha": "1e999"}, "'alpha' must be a number"),
+    ("finetune", {"dataset": "d", "output": "o", "targets": ",,,"}, "'targets'"),
+    ("finetune", {"dataset": "../../etc", "output": "o"}, "'dataset'"),
+    ("evaluate", {"cutoffs": "10," * 300}, "'cutoffs'"),
+    ("evaluate", {"split": "\x00\xff"}, "'split' must be validation or test"),
+    ("train", {"library": "CURecBPR", "serve": "TRUE"}, "'serve' must be true or false"),
+    ("train", {"library": "CURecBPR", "k" * 5000: "v"}, "unknown parameter"),
+    ("pipeline", {"stop_after": "everything", "run": "x"}, "'stop_after' must be one of"),
+    ("pipeline", {"seeds": "18446744073709551616"}, "'seeds'"),
+])
+def test_job_parameters_of_the_wrong_type_or_range(raw, server_address, kind, parameters, words):
+    """Job submissions with values of the wrong type, out of range or huge are refused with
+    INVALID_ARGUMENT naming the parameter in a short message, and the daemon keeps serving."""
+    raw.start()
+    raw.send(raw.headers_frame(1, raw.request_headers(SUBMIT_JOB_PATH))
+             + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(_submit_request(kind, parameters))))
+    header_blocks, data, rst = raw.read_response(1, deadline())
+    assert rst is None
+    assert grpc_status(header_blocks) == GRPC_INVALID_ARGUMENT
+    message = urllib.parse.unquote(dict(header_blocks[-1]).get("grpc-message", ""))
+    assert words in message, message
+    assert len(message) < 400
+    # Still serving: listing jobs answers, and none was queued.
+    conn = RawConnection(server_address)
+    try:
+        conn.start()
+        conn.send(conn.headers_frame(1, conn.request_headers(LIST_JOBS_PATH))
+                  + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(b"")))
+        listed_headers, listed, listed_rst = conn.read_response(1, deadline())
+        assert listed_rst is None and grpc_status(listed_headers) == GRPC_OK
+    finally:
+        conn.close()
+

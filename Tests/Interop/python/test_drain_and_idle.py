@@ -36,8 +36,15 @@ def test_drain_timeout_bounds_shutdown():
     server = Daemon("--drain-timeout", "1").start()
     try:
         channel = new_channel(server.address)
-        call = test_pb2_grpc.TestServiceStub(channel).StreamingOutputCall(slow_stream_request(3, 10_000_000), timeout=60)
-        time.sleep(0.3)
+        # The first response comes at once, the next two 10 s apart: once the first is read
+        # the call is certainly in flight, and draining it fully would take 20 s.
+        request = messages_pb2.StreamingOutputCallRequest(response_parameters=[
+            messages_pb2.ResponseParameters(size=10),
+            messages_pb2.ResponseParameters(size=10, interval_us=10_000_000),
+            messages_pb2.ResponseParameters(size=10, interval_us=10_000_000),
+        ])
+        call = test_pb2_grpc.TestServiceStub(channel).StreamingOutputCall(request, timeout=60)
+        next(call)
         started = time.monotonic()
         server.terminate()
         assert server.stop() == 0

@@ -2,13 +2,14 @@
 
 import os
 import re
+import subprocess
 import time
 
 import grpc
 import pytest
 
 from generated.grpc_testing import empty_pb2, messages_pb2, test_pb2_grpc
-from interop_support import CALL_TIMEOUT, Daemon, new_channel
+from interop_support import CALL_TIMEOUT, Daemon, daemon_command, new_channel, use_reference
 from raw_h2 import (
     DATA,
     FLAG_END_STREAM,
@@ -125,3 +126,42 @@ def test_sigterm_sends_goaway_to_idle_connection(own_daemon):
     finally:
         conn.close()
     assert own_daemon.stop() == 0, own_daemon.log_tail()
+
+
+LEVELS = "log_level must be one of trace, debug, info, notice, warning, error, critical"
+
+
+@pytest.mark.skipif(use_reference(), reason="curecd's configuration")
+@pytest.mark.parametrize("source", ["flag", "environment", "file", "huge-file-value", "unknown-key"])
+def test_bad_settings_stop_the_start_with_a_clear_error(tmp_path, source):
+    """A bad setting, whichever source gives it, stops curecd before it listens, with one
+    short message naming the setting, what it must be and where the value came from."""
+    port_file = tmp_path / "port"
+    command = daemon_command(str(port_file))
+    environment = dict(os.environ)
+    config = tmp_path / "curecd.yaml"
+    if source == "flag":
+        command += ["--log-level", "loud"]
+        expected = LEVELS + ", not 'loud' (from flag --log-level)"
+    elif source == "environment":
+        environment["CUREC_LOG_LEVEL"] = "loud"
+        expected = LEVELS + ", not 'loud' (from environment variable CUREC_LOG_LEVEL)"
+    elif source == "file":
+        config.write_text("log_level: loud\n")
+        command += ["--config", str(config)]
+        expected = LEVELS + ", not 'loud' (from config file %s)" % config
+    elif source == "huge-file-value":
+        config.write_text("log_level: %s\n" % ("x" * 200000))
+        command += ["--config", str(config)]
+        expected = LEVELS
+    else:
+        config.write_text("%s: 1\n" % ("k" * 500))
+        command += ["--config", str(config)]
+        expected = "unknown key"
+    # The process ending is the event waited for; the timeout only keeps a hang from blocking the suite.
+    result = subprocess.run(command, env=environment, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0
+    assert expected in result.stderr, result.stderr
+    assert len(result.stderr) < 2000, result.stderr[:500]
+    assert not port_file.exists()

@@ -156,7 +156,17 @@ def test_stalled_stream_does_not_block_other_streams(raw):
         raw.headers_frame(1, raw.request_headers(TEST_SERVICE_PATH + "StreamingOutputCall"))
         + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(request.SerializeToString()))
     )
-    time.sleep(0.2)  # let stream 1 use up its window
+    # Wait until stream 1 has used up its initial window (65,535 bytes): from then on it is
+    # stalled. The connection window is replenished, the stream's is not.
+    stalled, end = 0, deadline()
+    while stalled < 65535:
+        received = raw.read_frame(end)
+        if received.type == HEADERS:
+            raw.decode_headers(received)  # keeps the HPACK state in order
+        elif received.type == DATA and received.stream_id == 1 and received.payload:
+            stalled += len(received.payload)
+            raw.send(window_update_frame(0, len(received.payload)))
+    assert stalled == 65535, "stream 1 sent past its flow-control window"
     raw.send(
         raw.headers_frame(3, raw.request_headers(TEST_SERVICE_PATH + "EmptyCall"))
         + frame(DATA, FLAG_END_STREAM, 3, grpc_frame(b""))

@@ -36,3 +36,26 @@ def test_c_plugin_from_the_guide_builds_loads_and_serves(channel):
     newest = max(float(row["timestamp"]) for row in read_atomic(os.path.join(dataset_dir(), "ml-100k.inter")))
     assert abs(scores[0] - newest) / newest < 1e-6, "the top item is not among the most recently consumed"
     plugins.Unload(plugin_pb2.UnloadPluginRequest(name="recency"), timeout=10)
+
+
+def test_swift_plugin_from_the_guide_builds_loads_and_serves(channel):
+    """The Swift example: one declaration names the plugin type, CURecPluginKit exports the
+    C entry points; the daemon loads the built library and serves from it."""
+    package = os.path.join(REPO_ROOT, "docs", "examples", "plugins", "swift-recency")
+    subprocess.run(["swift", "build", "-c", "release", "--package-path", package], check=True, capture_output=True)
+    bin_path = subprocess.run(["swift", "build", "-c", "release", "--package-path", package, "--show-bin-path"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+    library = os.path.join(bin_path, "libRecency.so")
+
+    plugins = plugin_pb2_grpc.PluginServiceStub(channel)
+    status = plugins.Load(plugin_pb2.LoadPluginRequest(name="recency-swift", library=library, train=True), timeout=60)
+    assert status.plugin_name == "recency-swift" and status.trained
+
+    response = recommend_pb2_grpc.RecommendServiceStub(channel).Recommend(
+        recommend_pb2.RecommendRequest(user_id="1", k=5, plugin="recency-swift"), timeout=10)
+    assert response.served_by.startswith("recency-swift@0.1.0")
+    scores = [item.score for item in response.items]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True)
+    newest = max(float(row["timestamp"]) for row in read_atomic(os.path.join(dataset_dir(), "ml-100k.inter")))
+    assert abs(scores[0] - newest) / newest < 1e-6, "the top item is not among the most recently consumed"
+    plugins.Unload(plugin_pb2.UnloadPluginRequest(name="recency-swift"), timeout=10)

@@ -4,7 +4,6 @@ import os
 import subprocess
 import tempfile
 import threading
-import time
 
 import grpc
 import pytest
@@ -111,22 +110,33 @@ def test_reload_under_load_loses_no_call_and_switches(channel, plugins):
     stop = threading.Event()
     failures = []
     per_thread = [[] for _ in range(4)]
+    answered = threading.Condition()
 
     def hammer(answers):
         while not stop.is_set():
             try:
                 response = stub.Score(request, timeout=10)
-                answers.append((response.served_by, tuple(response.scores)))
+                with answered:
+                    answers.append((response.served_by, tuple(response.scores)))
+                    answered.notify_all()
             except grpc.RpcError as error:  # any failed call fails the test
-                failures.append("%s: %s" % (error.code(), error.details()))
+                with answered:
+                    failures.append("%s: %s" % (error.code(), error.details()))
+                    answered.notify_all()
+
+    def wait_until(condition):
+        with answered:
+            assert answered.wait_for(lambda: failures or condition(), timeout=120), "the clients stopped answering"
 
     threads = [threading.Thread(target=hammer, args=(answers,)) for answers in per_thread]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
+    # Every client is calling the old instance before the reload...
+    wait_until(lambda: all(answers for answers in per_thread))
     status = plugins.Reload(plugin_pb2.ReloadPluginRequest(
         name="popularity", config=popularity_config(30.0, "2.0.0-decay")), timeout=60)
-    time.sleep(0.5)
+    # ...and each has been answered by the new one after it.
+    wait_until(lambda: all(answers[-1][0].startswith("popularity@2.0.0-decay#") for answers in per_thread))
     stop.set()
     for thread in threads:
         thread.join()

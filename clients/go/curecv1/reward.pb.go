@@ -196,6 +196,503 @@ func (x *RewardResponse) GetServedBy() string {
 	return ""
 }
 
+// A reason about (user, item), given as text.
+type ReasonText struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	ItemId string `protobuf:"bytes,2,opt,name=item_id,json=itemId,proto3" json:"item_id,omitempty"`
+	// The reason; empty counts as a missing reason (reward -1).
+	Text string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+}
+
+func (x *ReasonText) Reset() {
+	*x = ReasonText{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_curec_v1_reward_proto_msgTypes[3]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *ReasonText) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReasonText) ProtoMessage() {}
+
+func (x *ReasonText) ProtoReflect() protoreflect.Message {
+	mi := &file_curec_v1_reward_proto_msgTypes[3]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReasonText.ProtoReflect.Descriptor instead.
+func (*ReasonText) Descriptor() ([]byte, []int) {
+	return file_curec_v1_reward_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReasonText) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ReasonText) GetItemId() string {
+	if x != nil {
+		return x.ItemId
+	}
+	return ""
+}
+
+func (x *ReasonText) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+type ScoreReasonsRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	Reasons []*ReasonText `protobuf:"bytes,1,rep,name=reasons,proto3" json:"reasons,omitempty"`
+}
+
+func (x *ScoreReasonsRequest) Reset() {
+	*x = ScoreReasonsRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_curec_v1_reward_proto_msgTypes[4]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *ScoreReasonsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScoreReasonsRequest) ProtoMessage() {}
+
+func (x *ScoreReasonsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_curec_v1_reward_proto_msgTypes[4]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScoreReasonsRequest.ProtoReflect.Descriptor instead.
+func (*ScoreReasonsRequest) Descriptor() ([]byte, []int) {
+	return file_curec_v1_reward_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ScoreReasonsRequest) GetReasons() []*ReasonText {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+// A verifier check the reason failed and what it cost.
+type VerifierFailure struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The check, e.g. "title-exists", "item-year", "not-from-future" (see docs/pipeline.md).
+	Check string `protobuf:"bytes,1,opt,name=check,proto3" json:"check,omitempty"`
+	// What failed, e.g. the unknown title.
+	Detail string `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The offending part of the text (at most 200 bytes).
+	Text string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	// The check's weight in the penalty.
+	Penalty float64 `protobuf:"fixed64,4,opt,name=penalty,proto3" json:"penalty,omitempty"`
+}
+
+func (x *VerifierFailure) Reset() {
+	*x = VerifierFailure{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_curec_v1_reward_proto_msgTypes[5]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *VerifierFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifierFailure) ProtoMessage() {}
+
+func (x *VerifierFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_curec_v1_reward_proto_msgTypes[5]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifierFailure.ProtoReflect.Descriptor instead.
+func (*VerifierFailure) Descriptor() ([]byte, []int) {
+	return file_curec_v1_reward_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *VerifierFailure) GetCheck() string {
+	if x != nil {
+		return x.Check
+	}
+	return ""
+}
+
+func (x *VerifierFailure) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *VerifierFailure) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *VerifierFailure) GetPenalty() float64 {
+	if x != nil {
+		return x.Penalty
+	}
+	return 0
+}
+
+type ReasonReward struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// collaborative - penalty (or -1 for an empty text).
+	Reward float64 `protobuf:"fixed64,1,opt,name=reward,proto3" json:"reward,omitempty"`
+	// Mean of user_agreement and audience_agreement, in [0, 1] (0.5 is chance).
+	Collaborative float64 `protobuf:"fixed64,2,opt,name=collaborative,proto3" json:"collaborative,omitempty"`
+	// How often this user scores above sampled other users with the reason as the item's content.
+	UserAgreement float64 `protobuf:"fixed64,3,opt,name=user_agreement,json=userAgreement,proto3" json:"user_agreement,omitempty"`
+	// How often the item's training audience scores above sampled non-audience users.
+	AudienceAgreement float64 `protobuf:"fixed64,4,opt,name=audience_agreement,json=audienceAgreement,proto3" json:"audience_agreement,omitempty"`
+	// The subtracted penalty: the failures' sum, capped at 2.
+	Penalty  float64            `protobuf:"fixed64,5,opt,name=penalty,proto3" json:"penalty,omitempty"`
+	Failures []*VerifierFailure `protobuf:"bytes,6,rep,name=failures,proto3" json:"failures,omitempty"`
+	// True when no verifier check failed.
+	ChecksPassed bool `protobuf:"varint,7,opt,name=checks_passed,json=checksPassed,proto3" json:"checks_passed,omitempty"`
+}
+
+func (x *ReasonReward) Reset() {
+	*x = ReasonReward{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_curec_v1_reward_proto_msgTypes[6]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *ReasonReward) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReasonReward) ProtoMessage() {}
+
+func (x *ReasonReward) ProtoReflect() protoreflect.Message {
+	mi := &file_curec_v1_reward_proto_msgTypes[6]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReasonReward.ProtoReflect.Descriptor instead.
+func (*ReasonReward) Descriptor() ([]byte, []int) {
+	return file_curec_v1_reward_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReasonReward) GetReward() float64 {
+	if x != nil {
+		return x.Reward
+	}
+	return 0
+}
+
+func (x *ReasonReward) GetCollaborative() float64 {
+	if x != nil {
+		return x.Collaborative
+	}
+	return 0
+}
+
+func (x *ReasonReward) GetUserAgreement() float64 {
+	if x != nil {
+		return x.UserAgreement
+	}
+	return 0
+}
+
+func (x *ReasonReward) GetAudienceAgreement() float64 {
+	if x != nil {
+		return x.AudienceAgreement
+	}
+	return 0
+}
+
+func (x *ReasonReward) GetPenalty() float64 {
+	if x != nil {
+		return x.Penalty
+	}
+	return 0
+}
+
+func (x *ReasonReward) GetFailures() []*VerifierFailure {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+func (x *ReasonReward) GetChecksPassed() bool {
+	if x != nil {
+		return x.ChecksPassed
+	}
+	return false
+}
+
+type ScoreReasonsResponse struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// One per reason, in request order.
+	Rewards []*ReasonReward `protobuf:"bytes,1,rep,name=rewards,proto3" json:"rewards,omitempty"`
+}
+
+func (x *ScoreReasonsResponse) Reset() {
+	*x = ScoreReasonsResponse{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_curec_v1_reward_proto_msgTypes[7]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *ScoreReasonsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScoreReasonsResponse) ProtoMessage() {}
+
+func (x *ScoreReasonsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_curec_v1_reward_proto_msgTypes[7]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScoreReasonsResponse.ProtoReflect.Descriptor instead.
+func (*ScoreReasonsResponse) Descriptor() ([]byte, []int) {
+	return file_curec_v1_reward_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ScoreReasonsResponse) GetRewards() []*ReasonReward {
+	if x != nil {
+		return x.Rewards
+	}
+	return nil
+}
+
+type EmbedRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	Texts []string `protobuf:"bytes,1,rep,name=texts,proto3" json:"texts,omitempty"`
+}
+
+func (x *EmbedRequest) Reset() {
+	*x = EmbedRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_curec_v1_reward_proto_msgTypes[8]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *EmbedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmbedRequest) ProtoMessage() {}
+
+func (x *EmbedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_curec_v1_reward_proto_msgTypes[8]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmbedRequest.ProtoReflect.Descriptor instead.
+func (*EmbedRequest) Descriptor() ([]byte, []int) {
+	return file_curec_v1_reward_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *EmbedRequest) GetTexts() []string {
+	if x != nil {
+		return x.Texts
+	}
+	return nil
+}
+
+type Embedding struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	Values []float32 `protobuf:"fixed32,1,rep,packed,name=values,proto3" json:"values,omitempty"`
+}
+
+func (x *Embedding) Reset() {
+	*x = Embedding{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_curec_v1_reward_proto_msgTypes[9]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *Embedding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Embedding) ProtoMessage() {}
+
+func (x *Embedding) ProtoReflect() protoreflect.Message {
+	mi := &file_curec_v1_reward_proto_msgTypes[9]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Embedding.ProtoReflect.Descriptor instead.
+func (*Embedding) Descriptor() ([]byte, []int) {
+	return file_curec_v1_reward_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Embedding) GetValues() []float32 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+type EmbedResponse struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// One per text, in request order.
+	Embeddings []*Embedding `protobuf:"bytes,1,rep,name=embeddings,proto3" json:"embeddings,omitempty"`
+	// Values per embedding (384).
+	Dimension int32 `protobuf:"varint,2,opt,name=dimension,proto3" json:"dimension,omitempty"`
+	// The encoder, "all-MiniLM-L6-v2".
+	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+}
+
+func (x *EmbedResponse) Reset() {
+	*x = EmbedResponse{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_curec_v1_reward_proto_msgTypes[10]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *EmbedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmbedResponse) ProtoMessage() {}
+
+func (x *EmbedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_curec_v1_reward_proto_msgTypes[10]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmbedResponse.ProtoReflect.Descriptor instead.
+func (*EmbedResponse) Descriptor() ([]byte, []int) {
+	return file_curec_v1_reward_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *EmbedResponse) GetEmbeddings() []*Embedding {
+	if x != nil {
+		return x.Embeddings
+	}
+	return nil
+}
+
+func (x *EmbedResponse) GetDimension() int32 {
+	if x != nil {
+		return x.Dimension
+	}
+	return 0
+}
+
+func (x *EmbedResponse) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
 var File_curec_v1_reward_proto protoreflect.FileDescriptor
 
 var file_curec_v1_reward_proto_rawDesc = []byte{
@@ -218,12 +715,72 @@ var file_curec_v1_reward_proto_rawDesc = []byte{
 	0x65, 0x77, 0x61, 0x72, 0x64, 0x73, 0x18, 0x01, 0x20, 0x03, 0x28, 0x02, 0x52, 0x07, 0x72, 0x65,
 	0x77, 0x61, 0x72, 0x64, 0x73, 0x12, 0x1b, 0x0a, 0x09, 0x73, 0x65, 0x72, 0x76, 0x65, 0x64, 0x5f,
 	0x62, 0x79, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x08, 0x73, 0x65, 0x72, 0x76, 0x65, 0x64,
-	0x42, 0x79, 0x32, 0x4b, 0x0a, 0x0d, 0x52, 0x65, 0x77, 0x61, 0x72, 0x64, 0x53, 0x65, 0x72, 0x76,
-	0x69, 0x63, 0x65, 0x12, 0x3a, 0x0a, 0x05, 0x53, 0x63, 0x6f, 0x72, 0x65, 0x12, 0x17, 0x2e, 0x63,
-	0x75, 0x72, 0x65, 0x63, 0x2e, 0x76, 0x31, 0x2e, 0x52, 0x65, 0x77, 0x61, 0x72, 0x64, 0x52, 0x65,
-	0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x18, 0x2e, 0x63, 0x75, 0x72, 0x65, 0x63, 0x2e, 0x76, 0x31,
-	0x2e, 0x52, 0x65, 0x77, 0x61, 0x72, 0x64, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x62,
-	0x06, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x33,
+	0x42, 0x79, 0x22, 0x52, 0x0a, 0x0a, 0x52, 0x65, 0x61, 0x73, 0x6f, 0x6e, 0x54, 0x65, 0x78, 0x74,
+	0x12, 0x17, 0x0a, 0x07, 0x75, 0x73, 0x65, 0x72, 0x5f, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28,
+	0x09, 0x52, 0x06, 0x75, 0x73, 0x65, 0x72, 0x49, 0x64, 0x12, 0x17, 0x0a, 0x07, 0x69, 0x74, 0x65,
+	0x6d, 0x5f, 0x69, 0x64, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x69, 0x74, 0x65, 0x6d,
+	0x49, 0x64, 0x12, 0x12, 0x0a, 0x04, 0x74, 0x65, 0x78, 0x74, 0x18, 0x03, 0x20, 0x01, 0x28, 0x09,
+	0x52, 0x04, 0x74, 0x65, 0x78, 0x74, 0x22, 0x45, 0x0a, 0x13, 0x53, 0x63, 0x6f, 0x72, 0x65, 0x52,
+	0x65, 0x61, 0x73, 0x6f, 0x6e, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x2e, 0x0a,
+	0x07, 0x72, 0x65, 0x61, 0x73, 0x6f, 0x6e, 0x73, 0x18, 0x01, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x14,
+	0x2e, 0x63, 0x75, 0x72, 0x65, 0x63, 0x2e, 0x76, 0x31, 0x2e, 0x52, 0x65, 0x61, 0x73, 0x6f, 0x6e,
+	0x54, 0x65, 0x78, 0x74, 0x52, 0x07, 0x72, 0x65, 0x61, 0x73, 0x6f, 0x6e, 0x73, 0x22, 0x6d, 0x0a,
+	0x0f, 0x56, 0x65, 0x72, 0x69, 0x66, 0x69, 0x65, 0x72, 0x46, 0x61, 0x69, 0x6c, 0x75, 0x72, 0x65,
+	0x12, 0x14, 0x0a, 0x05, 0x63, 0x68, 0x65, 0x63, 0x6b, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52,
+	0x05, 0x63, 0x68, 0x65, 0x63, 0x6b, 0x12, 0x16, 0x0a, 0x06, 0x64, 0x65, 0x74, 0x61, 0x69, 0x6c,
+	0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x64, 0x65, 0x74, 0x61, 0x69, 0x6c, 0x12, 0x12,
+	0x0a, 0x04, 0x74, 0x65, 0x78, 0x74, 0x18, 0x03, 0x20, 0x01, 0x28, 0x09, 0x52, 0x04, 0x74, 0x65,
+	0x78, 0x74, 0x12, 0x18, 0x0a, 0x07, 0x70, 0x65, 0x6e, 0x61, 0x6c, 0x74, 0x79, 0x18, 0x04, 0x20,
+	0x01, 0x28, 0x01, 0x52, 0x07, 0x70, 0x65, 0x6e, 0x61, 0x6c, 0x74, 0x79, 0x22, 0x98, 0x02, 0x0a,
+	0x0c, 0x52, 0x65, 0x61, 0x73, 0x6f, 0x6e, 0x52, 0x65, 0x77, 0x61, 0x72, 0x64, 0x12, 0x16, 0x0a,
+	0x06, 0x72, 0x65, 0x77, 0x61, 0x72, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x01, 0x52, 0x06, 0x72,
+	0x65, 0x77, 0x61, 0x72, 0x64, 0x12, 0x24, 0x0a, 0x0d, 0x63, 0x6f, 0x6c, 0x6c, 0x61, 0x62, 0x6f,
+	0x72, 0x61, 0x74, 0x69, 0x76, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x01, 0x52, 0x0d, 0x63, 0x6f,
+	0x6c, 0x6c, 0x61, 0x62, 0x6f, 0x72, 0x61, 0x74, 0x69, 0x76, 0x65, 0x12, 0x25, 0x0a, 0x0e, 0x75,
+	0x73, 0x65, 0x72, 0x5f, 0x61, 0x67, 0x72, 0x65, 0x65, 0x6d, 0x65, 0x6e, 0x74, 0x18, 0x03, 0x20,
+	0x01, 0x28, 0x01, 0x52, 0x0d, 0x75, 0x73, 0x65, 0x72, 0x41, 0x67, 0x72, 0x65, 0x65, 0x6d, 0x65,
+	0x6e, 0x74, 0x12, 0x2d, 0x0a, 0x12, 0x61, 0x75, 0x64, 0x69, 0x65, 0x6e, 0x63, 0x65, 0x5f, 0x61,
+	0x67, 0x72, 0x65, 0x65, 0x6d, 0x65, 0x6e, 0x74, 0x18, 0x04, 0x20, 0x01, 0x28, 0x01, 0x52, 0x11,
+	0x61, 0x75, 0x64, 0x69, 0x65, 0x6e, 0x63, 0x65, 0x41, 0x67, 0x72, 0x65, 0x65, 0x6d, 0x65, 0x6e,
+	0x74, 0x12, 0x18, 0x0a, 0x07, 0x70, 0x65, 0x6e, 0x61, 0x6c, 0x74, 0x79, 0x18, 0x05, 0x20, 0x01,
+	0x28, 0x01, 0x52, 0x07, 0x70, 0x65, 0x6e, 0x61, 0x6c, 0x74, 0x79, 0x12, 0x35, 0x0a, 0x08, 0x66,
+	0x61, 0x69, 0x6c, 0x75, 0x72, 0x65, 0x73, 0x18, 0x06, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x19, 0x2e,
+	0x63, 0x75, 0x72, 0x65, 0x63, 0x2e, 0x76, 0x31, 0x2e, 0x56, 0x65, 0x72, 0x69, 0x66, 0x69, 0x65,
+	0x72, 0x46, 0x61, 0x69, 0x6c, 0x75, 0x72, 0x65, 0x52, 0x08, 0x66, 0x61, 0x69, 0x6c, 0x75, 0x72,
+	0x65, 0x73, 0x12, 0x23, 0x0a, 0x0d, 0x63, 0x68, 0x65, 0x63, 0x6b, 0x73, 0x5f, 0x70, 0x61, 0x73,
+	0x73, 0x65, 0x64, 0x18, 0x07, 0x20, 0x01, 0x28, 0x08, 0x52, 0x0c, 0x63, 0x68, 0x65, 0x63, 0x6b,
+	0x73, 0x50, 0x61, 0x73, 0x73, 0x65, 0x64, 0x22, 0x48, 0x0a, 0x14, 0x53, 0x63, 0x6f, 0x72, 0x65,
+	0x52, 0x65, 0x61, 0x73, 0x6f, 0x6e, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12,
+	0x30, 0x0a, 0x07, 0x72, 0x65, 0x77, 0x61, 0x72, 0x64, 0x73, 0x18, 0x01, 0x20, 0x03, 0x28, 0x0b,
+	0x32, 0x16, 0x2e, 0x63, 0x75, 0x72, 0x65, 0x63, 0x2e, 0x76, 0x31, 0x2e, 0x52, 0x65, 0x61, 0x73,
+	0x6f, 0x6e, 0x52, 0x65, 0x77, 0x61, 0x72, 0x64, 0x52, 0x07, 0x72, 0x65, 0x77, 0x61, 0x72, 0x64,
+	0x73, 0x22, 0x24, 0x0a, 0x0c, 0x45, 0x6d, 0x62, 0x65, 0x64, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73,
+	0x74, 0x12, 0x14, 0x0a, 0x05, 0x74, 0x65, 0x78, 0x74, 0x73, 0x18, 0x01, 0x20, 0x03, 0x28, 0x09,
+	0x52, 0x05, 0x74, 0x65, 0x78, 0x74, 0x73, 0x22, 0x23, 0x0a, 0x09, 0x45, 0x6d, 0x62, 0x65, 0x64,
+	0x64, 0x69, 0x6e, 0x67, 0x12, 0x16, 0x0a, 0x06, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x73, 0x18, 0x01,
+	0x20, 0x03, 0x28, 0x02, 0x52, 0x06, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x73, 0x22, 0x78, 0x0a, 0x0d,
+	0x45, 0x6d, 0x62, 0x65, 0x64, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x33, 0x0a,
+	0x0a, 0x65, 0x6d, 0x62, 0x65, 0x64, 0x64, 0x69, 0x6e, 0x67, 0x73, 0x18, 0x01, 0x20, 0x03, 0x28,
+	0x0b, 0x32, 0x13, 0x2e, 0x63, 0x75, 0x72, 0x65, 0x63, 0x2e, 0x76, 0x31, 0x2e, 0x45, 0x6d, 0x62,
+	0x65, 0x64, 0x64, 0x69, 0x6e, 0x67, 0x52, 0x0a, 0x65, 0x6d, 0x62, 0x65, 0x64, 0x64, 0x69, 0x6e,
+	0x67, 0x73, 0x12, 0x1c, 0x0a, 0x09, 0x64, 0x69, 0x6d, 0x65, 0x6e, 0x73, 0x69, 0x6f, 0x6e, 0x18,
+	0x02, 0x20, 0x01, 0x28, 0x05, 0x52, 0x09, 0x64, 0x69, 0x6d, 0x65, 0x6e, 0x73, 0x69, 0x6f, 0x6e,
+	0x12, 0x14, 0x0a, 0x05, 0x6d, 0x6f, 0x64, 0x65, 0x6c, 0x18, 0x03, 0x20, 0x01, 0x28, 0x09, 0x52,
+	0x05, 0x6d, 0x6f, 0x64, 0x65, 0x6c, 0x32, 0xd4, 0x01, 0x0a, 0x0d, 0x52, 0x65, 0x77, 0x61, 0x72,
+	0x64, 0x53, 0x65, 0x72, 0x76, 0x69, 0x63, 0x65, 0x12, 0x3a, 0x0a, 0x05, 0x53, 0x63, 0x6f, 0x72,
+	0x65, 0x12, 0x17, 0x2e, 0x63, 0x75, 0x72, 0x65, 0x63, 0x2e, 0x76, 0x31, 0x2e, 0x52, 0x65, 0x77,
+	0x61, 0x72, 0x64, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x18, 0x2e, 0x63, 0x75, 0x72,
+	0x65, 0x63, 0x2e, 0x76, 0x31, 0x2e, 0x52, 0x65, 0x77, 0x61, 0x72, 0x64, 0x52, 0x65, 0x73, 0x70,
+	0x6f, 0x6e, 0x73, 0x65, 0x12, 0x4d, 0x0a, 0x0c, 0x53, 0x63, 0x6f, 0x72, 0x65, 0x52, 0x65, 0x61,
+	0x73, 0x6f, 0x6e, 0x73, 0x12, 0x1d, 0x2e, 0x63, 0x75, 0x72, 0x65, 0x63, 0x2e, 0x76, 0x31, 0x2e,
+	0x53, 0x63, 0x6f, 0x72, 0x65, 0x52, 0x65, 0x61, 0x73, 0x6f, 0x6e, 0x73, 0x52, 0x65, 0x71, 0x75,
+	0x65, 0x73, 0x74, 0x1a, 0x1e, 0x2e, 0x63, 0x75, 0x72, 0x65, 0x63, 0x2e, 0x76, 0x31, 0x2e, 0x53,
+	0x63, 0x6f, 0x72, 0x65, 0x52, 0x65, 0x61, 0x73, 0x6f, 0x6e, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f,
+	0x6e, 0x73, 0x65, 0x12, 0x38, 0x0a, 0x05, 0x45, 0x6d, 0x62, 0x65, 0x64, 0x12, 0x16, 0x2e, 0x63,
+	0x75, 0x72, 0x65, 0x63, 0x2e, 0x76, 0x31, 0x2e, 0x45, 0x6d, 0x62, 0x65, 0x64, 0x52, 0x65, 0x71,
+	0x75, 0x65, 0x73, 0x74, 0x1a, 0x17, 0x2e, 0x63, 0x75, 0x72, 0x65, 0x63, 0x2e, 0x76, 0x31, 0x2e,
+	0x45, 0x6d, 0x62, 0x65, 0x64, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x62, 0x06, 0x70,
+	0x72, 0x6f, 0x74, 0x6f, 0x33,
 }
 
 var (
@@ -238,21 +795,37 @@ func file_curec_v1_reward_proto_rawDescGZIP() []byte {
 	return file_curec_v1_reward_proto_rawDescData
 }
 
-var file_curec_v1_reward_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_curec_v1_reward_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_curec_v1_reward_proto_goTypes = []interface{}{
-	(*RewardTriple)(nil),   // 0: curec.v1.RewardTriple
-	(*RewardRequest)(nil),  // 1: curec.v1.RewardRequest
-	(*RewardResponse)(nil), // 2: curec.v1.RewardResponse
+	(*RewardTriple)(nil),         // 0: curec.v1.RewardTriple
+	(*RewardRequest)(nil),        // 1: curec.v1.RewardRequest
+	(*RewardResponse)(nil),       // 2: curec.v1.RewardResponse
+	(*ReasonText)(nil),           // 3: curec.v1.ReasonText
+	(*ScoreReasonsRequest)(nil),  // 4: curec.v1.ScoreReasonsRequest
+	(*VerifierFailure)(nil),      // 5: curec.v1.VerifierFailure
+	(*ReasonReward)(nil),         // 6: curec.v1.ReasonReward
+	(*ScoreReasonsResponse)(nil), // 7: curec.v1.ScoreReasonsResponse
+	(*EmbedRequest)(nil),         // 8: curec.v1.EmbedRequest
+	(*Embedding)(nil),            // 9: curec.v1.Embedding
+	(*EmbedResponse)(nil),        // 10: curec.v1.EmbedResponse
 }
 var file_curec_v1_reward_proto_depIdxs = []int32{
-	0, // 0: curec.v1.RewardRequest.triples:type_name -> curec.v1.RewardTriple
-	1, // 1: curec.v1.RewardService.Score:input_type -> curec.v1.RewardRequest
-	2, // 2: curec.v1.RewardService.Score:output_type -> curec.v1.RewardResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	0,  // 0: curec.v1.RewardRequest.triples:type_name -> curec.v1.RewardTriple
+	3,  // 1: curec.v1.ScoreReasonsRequest.reasons:type_name -> curec.v1.ReasonText
+	5,  // 2: curec.v1.ReasonReward.failures:type_name -> curec.v1.VerifierFailure
+	6,  // 3: curec.v1.ScoreReasonsResponse.rewards:type_name -> curec.v1.ReasonReward
+	9,  // 4: curec.v1.EmbedResponse.embeddings:type_name -> curec.v1.Embedding
+	1,  // 5: curec.v1.RewardService.Score:input_type -> curec.v1.RewardRequest
+	4,  // 6: curec.v1.RewardService.ScoreReasons:input_type -> curec.v1.ScoreReasonsRequest
+	8,  // 7: curec.v1.RewardService.Embed:input_type -> curec.v1.EmbedRequest
+	2,  // 8: curec.v1.RewardService.Score:output_type -> curec.v1.RewardResponse
+	7,  // 9: curec.v1.RewardService.ScoreReasons:output_type -> curec.v1.ScoreReasonsResponse
+	10, // 10: curec.v1.RewardService.Embed:output_type -> curec.v1.EmbedResponse
+	8,  // [8:11] is the sub-list for method output_type
+	5,  // [5:8] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_curec_v1_reward_proto_init() }
@@ -297,6 +870,102 @@ func file_curec_v1_reward_proto_init() {
 				return nil
 			}
 		}
+		file_curec_v1_reward_proto_msgTypes[3].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*ReasonText); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_curec_v1_reward_proto_msgTypes[4].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*ScoreReasonsRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_curec_v1_reward_proto_msgTypes[5].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*VerifierFailure); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_curec_v1_reward_proto_msgTypes[6].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*ReasonReward); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_curec_v1_reward_proto_msgTypes[7].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*ScoreReasonsResponse); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_curec_v1_reward_proto_msgTypes[8].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*EmbedRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_curec_v1_reward_proto_msgTypes[9].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*Embedding); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_curec_v1_reward_proto_msgTypes[10].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*EmbedResponse); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -304,7 +973,7 @@ func file_curec_v1_reward_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: file_curec_v1_reward_proto_rawDesc,
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

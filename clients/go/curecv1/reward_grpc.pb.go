@@ -18,6 +18,14 @@ const _ = grpc.SupportPackageIsVersion7
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type RewardServiceClient interface {
 	Score(ctx context.Context, in *RewardRequest, opts ...grpc.CallOption) (*RewardResponse, error)
+	// Scores reasons given as text for (user, item) pairs with the pipeline's reward: the
+	// daemon embeds each text with MiniLM; the reward is the collaborative agreement minus the
+	// verifier's penalties, returned with its parts. The first call sets the reward model up
+	// (seconds to a minute); at most 64 reasons of at most 4096 bytes each per call.
+	ScoreReasons(ctx context.Context, in *ScoreReasonsRequest, opts ...grpc.CallOption) (*ScoreReasonsResponse, error)
+	// MiniLM (all-MiniLM-L6-v2) sentence embeddings: 384 floats per text, unit length. At most
+	// 256 non-empty texts of at most 4096 bytes each per call.
+	Embed(ctx context.Context, in *EmbedRequest, opts ...grpc.CallOption) (*EmbedResponse, error)
 }
 
 type rewardServiceClient struct {
@@ -37,11 +45,37 @@ func (c *rewardServiceClient) Score(ctx context.Context, in *RewardRequest, opts
 	return out, nil
 }
 
+func (c *rewardServiceClient) ScoreReasons(ctx context.Context, in *ScoreReasonsRequest, opts ...grpc.CallOption) (*ScoreReasonsResponse, error) {
+	out := new(ScoreReasonsResponse)
+	err := c.cc.Invoke(ctx, "/curec.v1.RewardService/ScoreReasons", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rewardServiceClient) Embed(ctx context.Context, in *EmbedRequest, opts ...grpc.CallOption) (*EmbedResponse, error) {
+	out := new(EmbedResponse)
+	err := c.cc.Invoke(ctx, "/curec.v1.RewardService/Embed", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RewardServiceServer is the server API for RewardService service.
 // All implementations must embed UnimplementedRewardServiceServer
 // for forward compatibility
 type RewardServiceServer interface {
 	Score(context.Context, *RewardRequest) (*RewardResponse, error)
+	// Scores reasons given as text for (user, item) pairs with the pipeline's reward: the
+	// daemon embeds each text with MiniLM; the reward is the collaborative agreement minus the
+	// verifier's penalties, returned with its parts. The first call sets the reward model up
+	// (seconds to a minute); at most 64 reasons of at most 4096 bytes each per call.
+	ScoreReasons(context.Context, *ScoreReasonsRequest) (*ScoreReasonsResponse, error)
+	// MiniLM (all-MiniLM-L6-v2) sentence embeddings: 384 floats per text, unit length. At most
+	// 256 non-empty texts of at most 4096 bytes each per call.
+	Embed(context.Context, *EmbedRequest) (*EmbedResponse, error)
 	mustEmbedUnimplementedRewardServiceServer()
 }
 
@@ -51,6 +85,12 @@ type UnimplementedRewardServiceServer struct {
 
 func (UnimplementedRewardServiceServer) Score(context.Context, *RewardRequest) (*RewardResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Score not implemented")
+}
+func (UnimplementedRewardServiceServer) ScoreReasons(context.Context, *ScoreReasonsRequest) (*ScoreReasonsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ScoreReasons not implemented")
+}
+func (UnimplementedRewardServiceServer) Embed(context.Context, *EmbedRequest) (*EmbedResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Embed not implemented")
 }
 func (UnimplementedRewardServiceServer) mustEmbedUnimplementedRewardServiceServer() {}
 
@@ -83,6 +123,42 @@ func _RewardService_Score_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RewardService_ScoreReasons_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ScoreReasonsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RewardServiceServer).ScoreReasons(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/curec.v1.RewardService/ScoreReasons",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RewardServiceServer).ScoreReasons(ctx, req.(*ScoreReasonsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RewardService_Embed_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EmbedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RewardServiceServer).Embed(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/curec.v1.RewardService/Embed",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RewardServiceServer).Embed(ctx, req.(*EmbedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _RewardService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "curec.v1.RewardService",
 	HandlerType: (*RewardServiceServer)(nil),
@@ -90,6 +166,14 @@ var _RewardService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Score",
 			Handler:    _RewardService_Score_Handler,
+		},
+		{
+			MethodName: "ScoreReasons",
+			Handler:    _RewardService_ScoreReasons_Handler,
+		},
+		{
+			MethodName: "Embed",
+			Handler:    _RewardService_Embed_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -46,12 +46,15 @@ from .types import (
     PluginKind,
     PluginList,
     PluginStatus,
+    Embeddings,
+    ReasonReward,
     RecommendedItem,
     Recommendations,
     Report,
     RewardTriple,
     Rewards,
     Scores,
+    VerifierFailure,
 )
 
 __version__ = "0.1.0"
@@ -65,6 +68,7 @@ __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_TIMEOUT",
     "Dataset",
+    "Embeddings",
     "FinishReason",
     "Generation",
     "GenerationStream",
@@ -76,11 +80,13 @@ __all__ = [
     "PluginKind",
     "PluginList",
     "PluginStatus",
+    "ReasonReward",
     "RecommendedItem",
     "Recommendations",
     "Report",
     "RewardTriple",
     "Rewards",
     "Scores",
+    "VerifierFailure",
     "pb",
 ]

@@ -54,6 +54,8 @@ from .types import (
     Model,
     PluginList,
     PluginStatus,
+    Embeddings,
+    ReasonReward,
     Recommendations,
     Report,
     RewardTriple,
@@ -389,17 +391,20 @@ class Client:
             exclude_seen: leave out items the user interacted with in the training data.
             plugin: recommender instance; empty means the daemon's default.
             with_reasons: also return a reason for each item.
-            reason_model: language model name for generated reasons; empty means ``"lm"``.
+            reason_model: language model name for generated reasons; for ``"generate"`` empty
+                means ``"lm"``, for ``"pair"`` the newest tuned reason model, else ``"smollm2"``.
             reason_source: ``"auto"`` (the pipeline's corrected reason table when it exists,
-                else generation), ``"table"`` (FAILED_PRECONDITION without a table) or
-                ``"generate"`` (the language model writes each reason; slower,
-                FAILED_PRECONDITION if no model has been trained).
+                else generation), ``"table"`` (the item's table reason, the same for every user;
+                FAILED_PRECONDITION without a table), ``"generate"`` (the language model writes
+                each reason; slower, FAILED_PRECONDITION if no model has been trained) or
+                ``"pair"`` (why this user gets this item: the tuned chat model's reason, checked
+                by the verifier and cached per user, item and model version).
 
         Raises:
             CurecError: NOT_FOUND for an unknown user or plugin, INVALID_ARGUMENT for a bad k.
         """
         sources = {"auto": recommend_pb2.REASON_SOURCE_AUTO, "table": recommend_pb2.REASON_SOURCE_TABLE,
-                   "generate": recommend_pb2.REASON_SOURCE_GENERATE}
+                   "generate": recommend_pb2.REASON_SOURCE_GENERATE, "pair": recommend_pb2.REASON_SOURCE_PAIR}
         if reason_source not in sources:
             raise ValueError(f"reason_source must be one of {sorted(sources)}, not {reason_source!r}")
         request = recommend_pb2.RecommendRequest(user_id=str(user_id), k=k, exclude_seen=exclude_seen, plugin=plugin,
@@ -455,6 +460,44 @@ class Client:
             )
         response = self._call("RewardService", "Score", reward_pb2.RewardRequest(triples=messages, plugin=plugin), timeout)
         return Rewards(rewards=tuple(response.rewards), served_by=response.served_by)
+
+    def score_reasons(
+        self,
+        reasons: Iterable[Tuple[str, str, str]],
+        *,
+        timeout: Optional[float] = _UNSET,
+    ) -> List[ReasonReward]:
+        """The pipeline's reward of reason texts, with its parts.
+
+        Args:
+            reasons: ``(user_id, item_id, text)`` tuples, at most 64, each text at most 4096
+                bytes (an empty text is a missing reason: reward -1).
+
+        Returns:
+            one :class:`ReasonReward` per reason, in order. The daemon embeds the texts with
+            MiniLM; its first call sets the reward model up (up to a minute).
+
+        Raises:
+            CurecError: INVALID_ARGUMENT for too many or too long texts, NOT_FOUND for an
+                unknown user or item, FAILED_PRECONDITION without MiniLM.
+        """
+        messages = [reward_pb2.ReasonText(user_id=str(user_id), item_id=str(item_id), text=text)
+                    for user_id, item_id, text in reasons]
+        response = self._call("RewardService", "ScoreReasons", reward_pb2.ScoreReasonsRequest(reasons=messages),
+                              timeout if timeout is not _UNSET else (None if self.timeout is None else max(self.timeout, 300)))
+        return [ReasonReward.from_proto(reward) for reward in response.rewards]
+
+    def embed(self, texts: Iterable[str], *, timeout: Optional[float] = _UNSET) -> Embeddings:
+        """MiniLM (all-MiniLM-L6-v2) sentence embeddings of at most 256 non-empty texts of at
+        most 4096 bytes each: 384 floats per text, unit length, in order.
+
+        Raises:
+            CurecError: INVALID_ARGUMENT for an empty, too long or too large batch,
+                FAILED_PRECONDITION when the daemon has no MiniLM.
+        """
+        response = self._call("RewardService", "Embed", reward_pb2.EmbedRequest(texts=list(texts)), timeout)
+        return Embeddings(vectors=tuple(tuple(e.values) for e in response.embeddings), dimension=response.dimension,
+                          model=response.model)
 
     # ------------------------------------------------------------ plugins
 

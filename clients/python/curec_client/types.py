@@ -42,7 +42,8 @@ __all__ = [
 class RecommendedItem:
     """One recommended item: the dataset's item id, its score (higher is better), title, and
     a reason when one was asked for (empty otherwise): from the corrected reason table
-    (``reason_source == "table"``, with its reward) or generated (``"generated"``)."""
+    (``reason_source == "table"``, with its reward), generated (``"generated"``), or a pair
+    reason for this user and item (``"pair"``)."""
 
     item_id: str
     score: float
@@ -67,6 +68,8 @@ class Recommendations:
     items: Tuple[RecommendedItem, ...]
     #: The plugin instance that answered, as ``"name@version#generation"``.
     served_by: str
+    #: The model that wrote pair reasons (``"smollm2"`` or ``"models/<name>/vN"``); empty otherwise.
+    reason_model_version: str = ""
 
     def __iter__(self) -> Iterator[RecommendedItem]:
         return iter(self.items)
@@ -84,6 +87,7 @@ class Recommendations:
         return cls(
             items=tuple(RecommendedItem.from_proto(item) for item in message.items),
             served_by=message.served_by,
+            reason_model_version=message.reason_model_version,
         )
 
 
@@ -568,3 +572,55 @@ class Dataset:
     def from_proto(cls, message: Any) -> "Dataset":
         return cls(name=message.name, version=message.version, examples=message.examples,
                    bytes=message.bytes, created_unix_ms=message.created_unix_ms)
+
+
+@dataclass(frozen=True)
+class VerifierFailure:
+    """A verifier check a reason failed (e.g. ``"title-exists"``), what failed, the offending
+    text and the check's penalty."""
+
+    check: str
+    detail: str
+    text: str
+    penalty: float
+
+    @classmethod
+    def from_proto(cls, message: Any) -> "VerifierFailure":
+        return cls(check=message.check, detail=message.detail, text=message.text, penalty=message.penalty)
+
+
+@dataclass(frozen=True)
+class ReasonReward:
+    """The pipeline's reward of a reason text for a (user, item) pair, with its parts:
+    ``reward = collaborative - penalty`` (-1 for an empty text); ``collaborative`` is the mean
+    of ``user_agreement`` and ``audience_agreement`` (each in [0, 1], 0.5 is chance)."""
+
+    reward: float
+    collaborative: float
+    user_agreement: float
+    audience_agreement: float
+    penalty: float
+    failures: Tuple[VerifierFailure, ...]
+    checks_passed: bool
+
+    @classmethod
+    def from_proto(cls, message: Any) -> "ReasonReward":
+        return cls(reward=message.reward, collaborative=message.collaborative, user_agreement=message.user_agreement,
+                   audience_agreement=message.audience_agreement, penalty=message.penalty,
+                   failures=tuple(VerifierFailure.from_proto(f) for f in message.failures),
+                   checks_passed=message.checks_passed)
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """MiniLM sentence embeddings, one unit-length vector per text, in request order."""
+
+    vectors: Tuple[Tuple[float, ...], ...]
+    dimension: int
+    model: str
+
+    def __iter__(self) -> Iterator[Tuple[float, ...]]:
+        return iter(self.vectors)
+
+    def __len__(self) -> int:
+        return len(self.vectors)

@@ -45,6 +45,12 @@ def lm_path() -> str:
     return path
 
 
+def minilm_args() -> list:
+    """``--minilm-dir`` with the fetched MiniLM (scripts/fetch-minilm), for Embed and ScoreReasons."""
+    path = os.path.join(REPO_ROOT, "var", "models", "all-MiniLM-L6-v2")
+    return ["--minilm-dir", path] if os.path.exists(os.path.join(path, "model.safetensors")) else []
+
+
 class Daemon:
     """A curecd on 127.0.0.1 with a port chosen by the kernel and a throwaway data directory."""
 
@@ -58,7 +64,8 @@ class Daemon:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [binary, "--listen", "127.0.0.1:0", "--port-file", self.port_file,
-             "--data-dir", self.data_dir, "--dataset-dir", dataset_dir(), "--lm-path", lm_path()],
+             "--data-dir", self.data_dir, "--dataset-dir", dataset_dir(), "--lm-path", lm_path(),
+             "--pipeline-on-start", "off", *minilm_args()],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
         )
         deadline = time.monotonic() + 300

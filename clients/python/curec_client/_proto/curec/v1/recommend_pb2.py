@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63urec/v1/recommend.proto\x12\x08\x63urec.v1\"A\n\x0cScoreRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\x0e\n\x06plugin\x18\x03 \x01(\t\"2\n\rScoreResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12\x11\n\tserved_by\x18\x02 \x01(\t\"\xaf\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x14\n\x0c\x65xclude_seen\x18\x03 \x01(\x08\x12\x0e\n\x06plugin\x18\x04 \x01(\t\x12\x14\n\x0cwith_reasons\x18\x05 \x01(\x08\x12\x14\n\x0creason_model\x18\x06 \x01(\t\x12-\n\rreason_source\x18\x07 \x01(\x0e\x32\x16.curec.v1.ReasonSource\"~\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x15\n\rreason_source\x18\x05 \x01(\t\x12\x15\n\rreason_reward\x18\x06 \x01(\x02\"P\n\x11RecommendResponse\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.curec.v1.RecommendedItem\x12\x11\n\tserved_by\x18\x02 \x01(\t*[\n\x0cReasonSource\x12\x16\n\x12REASON_SOURCE_AUTO\x10\x00\x12\x17\n\x13REASON_SOURCE_TABLE\x10\x01\x12\x1a\n\x16REASON_SOURCE_GENERATE\x10\x02\x32\x92\x01\n\x10RecommendService\x12\x38\n\x05Score\x12\x16.curec.v1.ScoreRequest\x1a\x17.curec.v1.ScoreResponse\x12\x44\n\tRecommend\x12\x1a.curec.v1.RecommendRequest\x1a\x1b.curec.v1.RecommendResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63urec/v1/recommend.proto\x12\x08\x63urec.v1\"A\n\x0cScoreRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\x0e\n\x06plugin\x18\x03 \x01(\t\"2\n\rScoreResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12\x11\n\tserved_by\x18\x02 \x01(\t\"\xaf\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x14\n\x0c\x65xclude_seen\x18\x03 \x01(\x08\x12\x0e\n\x06plugin\x18\x04 \x01(\t\x12\x14\n\x0cwith_reasons\x18\x05 \x01(\x08\x12\x14\n\x0creason_model\x18\x06 \x01(\t\x12-\n\rreason_source\x18\x07 \x01(\x0e\x32\x16.curec.v1.ReasonSource\"~\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x15\n\rreason_source\x18\x05 \x01(\t\x12\x15\n\rreason_reward\x18\x06 \x01(\x02\"n\n\x11RecommendResponse\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.curec.v1.RecommendedItem\x12\x11\n\tserved_by\x18\x02 \x01(\t\x12\x1c\n\x14reason_model_version\x18\x03 \x01(\t*s\n\x0cReasonSource\x12\x16\n\x12REASON_SOURCE_AUTO\x10\x00\x12\x17\n\x13REASON_SOURCE_TABLE\x10\x01\x12\x1a\n\x16REASON_SOURCE_GENERATE\x10\x02\x12\x16\n\x12REASON_SOURCE_PAIR\x10\x03\x32\x92\x01\n\x10RecommendService\x12\x38\n\x05Score\x12\x16.curec.v1.ScoreRequest\x1a\x17.curec.v1.ScoreResponse\x12\x44\n\tRecommend\x12\x1a.curec.v1.RecommendRequest\x1a\x1b.curec.v1.RecommendResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'curec.v1.recommend_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REASONSOURCE']._serialized_start=545
-  _globals['_REASONSOURCE']._serialized_end=636
+  _globals['_REASONSOURCE']._serialized_start=575
+  _globals['_REASONSOURCE']._serialized_end=690
   _globals['_SCOREREQUEST']._serialized_start=38
   _globals['_SCOREREQUEST']._serialized_end=103
   _globals['_SCORERESPONSE']._serialized_start=105
@@ -42,7 +42,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDEDITEM']._serialized_start=335
   _globals['_RECOMMENDEDITEM']._serialized_end=461
   _globals['_RECOMMENDRESPONSE']._serialized_start=463
-  _globals['_RECOMMENDRESPONSE']._serialized_end=543
-  _globals['_RECOMMENDSERVICE']._serialized_start=639
-  _globals['_RECOMMENDSERVICE']._serialized_end=785
+  _globals['_RECOMMENDRESPONSE']._serialized_end=573
+  _globals['_RECOMMENDSERVICE']._serialized_start=693
+  _globals['_RECOMMENDSERVICE']._serialized_end=839
 # @@protoc_insertion_point(module_scope)

@@ -12,9 +12,11 @@ class ReasonSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_SOURCE_AUTO: _ClassVar[ReasonSource]
     REASON_SOURCE_TABLE: _ClassVar[ReasonSource]
     REASON_SOURCE_GENERATE: _ClassVar[ReasonSource]
+    REASON_SOURCE_PAIR: _ClassVar[ReasonSource]
 REASON_SOURCE_AUTO: ReasonSource
 REASON_SOURCE_TABLE: ReasonSource
 REASON_SOURCE_GENERATE: ReasonSource
+REASON_SOURCE_PAIR: ReasonSource
 
 class ScoreRequest(_message.Message):
     __slots__ = ("user_id", "item_ids", "plugin")
@@ -69,9 +71,11 @@ class RecommendedItem(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., reason: _Optional[str] = ..., reason_source: _Optional[str] = ..., reason_reward: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "served_by")
+    __slots__ = ("items", "served_by", "reason_model_version")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    REASON_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[RecommendedItem]
     served_by: str
-    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., served_by: _Optional[str] = ...) -> None: ...
+    reason_model_version: str
+    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., served_by: _Optional[str] = ..., reason_model_version: _Optional[str] = ...) -> None: ...

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63urec/v1/reward.proto\x12\x08\x63urec.v1\"J\n\x0cRewardTriple\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x18\n\x10reason_embedding\x18\x03 \x03(\x02\"H\n\rRewardRequest\x12\'\n\x07triples\x18\x01 \x03(\x0b\x32\x16.curec.v1.RewardTriple\x12\x0e\n\x06plugin\x18\x02 \x01(\t\"4\n\x0eRewardResponse\x12\x0f\n\x07rewards\x18\x01 \x03(\x02\x12\x11\n\tserved_by\x18\x02 \x01(\t2K\n\rRewardService\x12:\n\x05Score\x12\x17.curec.v1.RewardRequest\x1a\x18.curec.v1.RewardResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63urec/v1/reward.proto\x12\x08\x63urec.v1\"J\n\x0cRewardTriple\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x18\n\x10reason_embedding\x18\x03 \x03(\x02\"H\n\rRewardRequest\x12\'\n\x07triples\x18\x01 \x03(\x0b\x32\x16.curec.v1.RewardTriple\x12\x0e\n\x06plugin\x18\x02 \x01(\t\"4\n\x0eRewardResponse\x12\x0f\n\x07rewards\x18\x01 \x03(\x02\x12\x11\n\tserved_by\x18\x02 \x01(\t\"<\n\nReasonText\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"<\n\x13ScoreReasonsRequest\x12%\n\x07reasons\x18\x01 \x03(\x0b\x32\x14.curec.v1.ReasonText\"O\n\x0fVerifierFailure\x12\r\n\x05\x63heck\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0f\n\x07penalty\x18\x04 \x01(\x01\"\xbe\x01\n\x0cReasonReward\x12\x0e\n\x06reward\x18\x01 \x01(\x01\x12\x15\n\rcollaborative\x18\x02 \x01(\x01\x12\x16\n\x0euser_agreement\x18\x03 \x01(\x01\x12\x1a\n\x12\x61udience_agreement\x18\x04 \x01(\x01\x12\x0f\n\x07penalty\x18\x05 \x01(\x01\x12+\n\x08\x66\x61ilures\x18\x06 \x03(\x0b\x32\x19.curec.v1.VerifierFailure\x12\x15\n\rchecks_passed\x18\x07 \x01(\x08\"?\n\x14ScoreReasonsResponse\x12\'\n\x07rewards\x18\x01 \x03(\x0b\x32\x16.curec.v1.ReasonReward\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"Z\n\rEmbedResponse\x12\'\n\nembeddings\x18\x01 \x03(\x0b\x32\x13.curec.v1.Embedding\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t2\xd4\x01\n\rRewardService\x12:\n\x05Score\x12\x17.curec.v1.RewardRequest\x1a\x18.curec.v1.RewardResponse\x12M\n\x0cScoreReasons\x12\x1d.curec.v1.ScoreReasonsRequest\x1a\x1e.curec.v1.ScoreReasonsResponse\x12\x38\n\x05\x45mbed\x12\x16.curec.v1.EmbedRequest\x1a\x17.curec.v1.EmbedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REWARDREQUEST']._serialized_end=183
   _globals['_REWARDRESPONSE']._serialized_start=185
   _globals['_REWARDRESPONSE']._serialized_end=237
-  _globals['_REWARDSERVICE']._serialized_start=239
-  _globals['_REWARDSERVICE']._serialized_end=314
+  _globals['_REASONTEXT']._serialized_start=239
+  _globals['_REASONTEXT']._serialized_end=299
+  _globals['_SCOREREASONSREQUEST']._serialized_start=301
+  _globals['_SCOREREASONSREQUEST']._serialized_end=361
+  _globals['_VERIFIERFAILURE']._serialized_start=363
+  _globals['_VERIFIERFAILURE']._serialized_end=442
+  _globals['_REASONREWARD']._serialized_start=445
+  _globals['_REASONREWARD']._serialized_end=635
+  _globals['_SCOREREASONSRESPONSE']._serialized_start=637
+  _globals['_SCOREREASONSRESPONSE']._serialized_end=700
+  _globals['_EMBEDREQUEST']._serialized_start=702
+  _globals['_EMBEDREQUEST']._serialized_end=731
+  _globals['_EMBEDDING']._serialized_start=733
+  _globals['_EMBEDDING']._serialized_end=760
+  _globals['_EMBEDRESPONSE']._serialized_start=762
+  _globals['_EMBEDRESPONSE']._serialized_end=852
+  _globals['_REWARDSERVICE']._serialized_start=855
+  _globals['_REWARDSERVICE']._serialized_end=1067
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,16 @@ class RewardServiceStub:
                 request_serializer=curec_dot_v1_dot_reward__pb2.RewardRequest.SerializeToString,
                 response_deserializer=curec_dot_v1_dot_reward__pb2.RewardResponse.FromString,
                 _registered_method=True)
+        self.ScoreReasons = channel.unary_unary(
+                '/curec.v1.RewardService/ScoreReasons',
+                request_serializer=curec_dot_v1_dot_reward__pb2.ScoreReasonsRequest.SerializeToString,
+                response_deserializer=curec_dot_v1_dot_reward__pb2.ScoreReasonsResponse.FromString,
+                _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/curec.v1.RewardService/Embed',
+                request_serializer=curec_dot_v1_dot_reward__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=curec_dot_v1_dot_reward__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class RewardServiceServicer:
@@ -52,6 +62,24 @@ class RewardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScoreReasons(self, request, context):
+        """Scores reasons given as text for (user, item) pairs with the pipeline's reward: the
+        daemon embeds each text with MiniLM; the reward is the collaborative agreement minus the
+        verifier's penalties, returned with its parts. The first call sets the reward model up
+        (seconds to a minute); at most 64 reasons of at most 4096 bytes each per call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Embed(self, request, context):
+        """MiniLM (all-MiniLM-L6-v2) sentence embeddings: 384 floats per text, unit length. At most
+        256 non-empty texts of at most 4096 bytes each per call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RewardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +87,16 @@ def add_RewardServiceServicer_to_server(servicer, server):
                     servicer.Score,
                     request_deserializer=curec_dot_v1_dot_reward__pb2.RewardRequest.FromString,
                     response_serializer=curec_dot_v1_dot_reward__pb2.RewardResponse.SerializeToString,
+            ),
+            'ScoreReasons': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScoreReasons,
+                    request_deserializer=curec_dot_v1_dot_reward__pb2.ScoreReasonsRequest.FromString,
+                    response_serializer=curec_dot_v1_dot_reward__pb2.ScoreReasonsResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=curec_dot_v1_dot_reward__pb2.EmbedRequest.FromString,
+                    response_serializer=curec_dot_v1_dot_reward__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +127,60 @@ class RewardService:
             '/curec.v1.RewardService/Score',
             curec_dot_v1_dot_reward__pb2.RewardRequest.SerializeToString,
             curec_dot_v1_dot_reward__pb2.RewardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreReasons(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/curec.v1.RewardService/ScoreReasons',
+            curec_dot_v1_dot_reward__pb2.ScoreReasonsRequest.SerializeToString,
+            curec_dot_v1_dot_reward__pb2.ScoreReasonsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/curec.v1.RewardService/Embed',
+            curec_dot_v1_dot_reward__pb2.EmbedRequest.SerializeToString,
+            curec_dot_v1_dot_reward__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

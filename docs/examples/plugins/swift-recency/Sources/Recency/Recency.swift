@@ -1,6 +1,10 @@
 import CURecPluginABI
 import CURecPluginKit
 
+/// The plugin this library serves: CURecPluginKit exports the C entry points for it.
+@_silgen_name("curec_swift_plugin_type")
+public func servedPluginType() -> any SwiftPlugin.Type { Recency.self }
+
 /// A recency recommender in Swift: an item scores the time of its newest interaction.
 final class Recency: SwiftPlugin {
     private var lastSeen: [Float] = []

@@ -1,4 +1,0 @@
-import Testing
-import CURecPipeline
-
-@Test func pipelineLibraryLinks() { #expect(CURecPipelineLibrary.formatVersion == 1) }
