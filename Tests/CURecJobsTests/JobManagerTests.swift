@@ -127,7 +127,8 @@ struct CountingJob: JobKind {
         let path = directory()
         var id = ""
         do {
-            let first = try manager(path, steps: 400, delay: .milliseconds(2))
+            // Long enough that it cannot finish before `stop`, however slow the machine.
+            let first = try manager(path, steps: 1_000_000, delay: .milliseconds(2))
             id = try first.submit(kind: "count", parameters: [:]).id
             first.start()
             try await waitForEvent(first, id) { $0.step >= 10 }
