@@ -100,10 +100,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // Messages and services of the daemon's API, generated from Protos/curec/v1.
+        // Messages and services of the daemon's API, generated from Protos/curec/v1: the
+        // messages, and per service its method descriptors, handler protocol and client.
         .target(
             name: "CURecProto",
-            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
+            dependencies: ["CURecRPC", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
         // Linux event APIs (epoll, eventfd, accept4) for the event loops.
         .target(name: "CLinux"),
@@ -112,7 +113,9 @@ let package = Package(
             name: "CURecRPCProtos",
             dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
-        // gRPC over HTTP/2 (h2c) on libnghttp2. Knows nothing about recommendation.
+        // gRPC over HTTP/2 (h2c) on libnghttp2. Knows nothing about recommendation. Its
+        // Generated/ folder holds the descriptors and handler protocols of the standard
+        // services it serves (health, reflection, interop testing).
         .target(
             name: "CURecRPC",
             dependencies: [
@@ -185,11 +188,18 @@ let package = Package(
             name: "CURecRPCTests",
             dependencies: ["CURecRPC", "CURecRPCProtos"]
         ),
-        // The daemon's seams: configuration, artifact manifests, job parameters, generated docs;
-        // the pair reason cache and model lookup.
+        // The daemon's seams: service functions without a transport and their routing,
+        // configuration, artifact manifests, job parameters, generated docs; the pair reason
+        // cache and model lookup.
         .testTarget(
             name: "CURecServerTests",
-            dependencies: ["CURecServer", "CURecJobs", "CURecModels", "CURecPipeline", .product(name: "Yams", package: "Yams")]
+            dependencies: [
+                "CURecServer", "CURecRPC", "CURecRPCProtos", "CURecProto", "CURecJobs", "CURecPluginHost", "CURecData",
+                "CURecModels", "CURecPipeline",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
         ),
     ]
 )

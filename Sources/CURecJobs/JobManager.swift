@@ -175,22 +175,46 @@ public final class JobManager: Sendable {
         record.step = step
         record.total = total
         record.metrics.merge(metrics) { _, new in new }
-        try? publish(record)
+        publishOrLog(record)
     }
 
     func log(id: String, line: String) {
         guard let record = try? store.fetch(id) else { return }
-        try? publish(record, logLine: line)
+        publishOrLog(record, logLine: line)
     }
 
     func isCancelled(id: String) -> Bool {
         state.withLock { $0.cancelRequested.contains(id) || $0.stopping }
     }
 
+    /// Saves `record` with its event, then tells the job's watchers; throws when the write fails.
     private func publish(_ record: JobRecord, logLine: String = "") throws(JobError) {
         let event = JobEvent(record: record, logLine: logLine)
         try store.save(record, event: event)
-        let watchers = state.withLock { Array($0.watchers[record.id, default: [:]].values) }
+        notify(event)
+    }
+
+    /// ``publish(_:logLine:)`` for a worker, which has no caller to report to.
+    ///
+    /// A write that fails is logged with the job and the state it was to record, never
+    /// dropped silently. The watchers still see a final event, so no watch waits for an end
+    /// that already happened; the stored record stays as of the last write that succeeded
+    /// (a job left `running` there resumes on the next start).
+    private func publishOrLog(_ record: JobRecord, logLine: String = "") {
+        let event = JobEvent(record: record, logLine: logLine)
+        do {
+            try store.save(record, event: event)
+        } catch {
+            logger.error("job state not saved", metadata: [
+                "job": "\(record.id)", "state": "\(record.state.rawValue)", "stage": "\(record.stage)",
+                "error": "\(error)"])
+            guard event.isFinal else { return }
+        }
+        notify(event)
+    }
+
+    private func notify(_ event: JobEvent) {
+        let watchers = state.withLock { Array($0.watchers[event.jobID, default: [:]].values) }
         for watcher in watchers {
             watcher.yield(event)
             if event.isFinal { watcher.finish() }
@@ -230,13 +254,13 @@ public final class JobManager: Sendable {
             record.state = .failed
             record.error = "job kind '\(record.kind)' is not available in this daemon"
             record.finishedMS = Clock.nowMS()
-            try? publish(record)
+            publishOrLog(record)
             return
         }
         record.state = .running
         record.attempts += 1
         if record.startedMS == 0 { record.startedMS = Clock.nowMS() }
-        try? publish(record, logLine: record.attempts > 1 ? "resumed (attempt \(record.attempts))" : "started")
+        publishOrLog(record, logLine: record.attempts > 1 ? "resumed (attempt \(record.attempts))" : "started")
         let checkpoints = (jobsDirectory as NSString).appendingPathComponent("\(id)/checkpoint")
         try? FileManager.default.createDirectory(atPath: checkpoints, withIntermediateDirectories: true)
         let started = Date()
@@ -250,7 +274,7 @@ public final class JobManager: Sendable {
             finished.metrics.merge(outcome.metrics) { _, new in new }
             finished.artifact = outcome.artifact
             finished.finishedMS = Clock.nowMS()
-            try? publish(finished, logLine: String(format: "succeeded in %.1f s", Date().timeIntervalSince(started)))
+            publishOrLog(finished, logLine: String(format: "succeeded in %.1f s", Date().timeIntervalSince(started)))
             logger.info("job succeeded", metadata: ["job": "\(id)", "kind": "\(record.kind)"])
         } catch {
             guard var finished = try? store.fetch(id) else { return }
@@ -263,13 +287,13 @@ public final class JobManager: Sendable {
             if error is JobCancelled || isCancelled(id: id) {
                 finished.state = .cancelled
                 finished.finishedMS = Clock.nowMS()
-                try? publish(finished, logLine: "cancelled")
+                publishOrLog(finished, logLine: "cancelled")
                 logger.info("job cancelled", metadata: ["job": "\(id)"])
             } else {
                 finished.state = .failed
                 finished.error = "\(error)"
                 finished.finishedMS = Clock.nowMS()
-                try? publish(finished, logLine: "failed: \(error)")
+                publishOrLog(finished, logLine: "failed: \(error)")
                 logger.warning("job failed", metadata: ["job": "\(id)", "error": "\(error)"])
             }
         }

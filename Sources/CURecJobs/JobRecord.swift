@@ -64,7 +64,7 @@ public struct JobEvent: Sendable, Hashable {
     }
 }
 
-/// Why a job request was refused. Each case maps to a gRPC status code.
+/// Why a job request was refused. (The daemon maps each case to a gRPC status in one place.)
 public enum JobError: Error, CustomStringConvertible, Sendable {
     case unknownKind(String, known: [String])
     case invalidParameter(String)
@@ -72,16 +72,6 @@ public enum JobError: Error, CustomStringConvertible, Sendable {
     case notFound(String)
     case alreadyEnded(id: String, state: JobState)
     case storage(String)
-
-    public var statusCode: Int {
-        switch self {
-        case .unknownKind, .invalidParameter: return 3  // INVALID_ARGUMENT
-        case .queueFull: return 8  // RESOURCE_EXHAUSTED
-        case .notFound: return 5  // NOT_FOUND
-        case .alreadyEnded: return 9  // FAILED_PRECONDITION
-        case .storage: return 13  // INTERNAL
-        }
-    }
 
     public var description: String {
         switch self {

@@ -1,4 +1,6 @@
-/// Why a plugin could not be loaded or called. Each case maps to a gRPC status code.
+import CURecPluginABI
+
+/// Why a plugin could not be loaded or called. (The daemon maps each case to a gRPC status in one place.)
 public enum PluginHostError: Error, CustomStringConvertible, Sendable {
     /// dlopen refused the file.
     case notASharedLibrary(path: String, reason: String)
@@ -19,16 +21,10 @@ public enum PluginHostError: Error, CustomStringConvertible, Sendable {
     /// A host-side failure (copying the library, creating directories).
     case host(String)
 
-    /// The gRPC status code for this error.
-    public var statusCode: Int {
-        switch self {
-        case .notASharedLibrary, .missingSymbol, .incompatibleABI: return 9  // FAILED_PRECONDITION
-        case .libraryNotFound, .instanceNotFound: return 5  // NOT_FOUND
-        case .instanceExists: return 6  // ALREADY_EXISTS
-        case .plugin(let code, _, _, _): return Int(code == 0 ? 13 : code)
-        case .wrongKind: return 3  // INVALID_ARGUMENT
-        case .host: return 13  // INTERNAL
-        }
+    /// Whether the plugin stopped because it was asked to (it returned CUREC_STATUS_CANCELLED).
+    public var isCancellation: Bool {
+        if case .plugin(let code, _, _, _) = self { return code == Int32(CUREC_STATUS_CANCELLED.rawValue) }
+        return false
     }
 
     public var description: String {

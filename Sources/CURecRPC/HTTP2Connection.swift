@@ -446,14 +446,8 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
 
     /// The status a handler's error ends the call with.
     static func status(for error: any Error) -> (RPCStatus, Metadata) {
-        switch error {
-        case let rpcError as RPCError:
-            return (rpcError.status, rpcError.trailingMetadata)
-        case is CancellationError:
-            return (RPCStatus(code: .cancelled, message: "the call was cancelled"), Metadata())
-        default:
-            return (RPCStatus(code: .unknown, message: "\(error)"), Metadata())
-        }
+        let converted = RPCError(converting: error)
+        return (converted.status, converted.trailingMetadata)
     }
 
     /// Arms the call's deadline timer.

@@ -1,7 +1,7 @@
 import SwiftProtobuf
 
 /// The four shapes of a gRPC method.
-public enum RPCKind: Sendable {
+public enum RPCKind: Sendable, Hashable {
     case unary, serverStreaming, clientStreaming, bidirectionalStreaming
 }
 
@@ -19,94 +19,95 @@ enum RouteHandler: Sendable {
 
 /// One registered method.
 struct Route: Sendable {
-    let path: String
-    let kind: RPCKind
+    let method: RPCMethodDescriptor
     let handler: RouteHandler
+    var kind: RPCKind { method.kind }
 }
 
-/// Maps `/package.Service/Method` paths to typed handlers.
+/// Routes calls to handlers by method descriptor.
 ///
-/// Build a router, register services or single methods, then hand it to ``RPCServer``.
-/// Registering the same path twice replaces the earlier handler.
+/// Build a router, register services (normally through their generated handler protocols,
+/// which register every method of the service), then hand it to ``RPCServer``. Registering
+/// the same method twice replaces the earlier handler.
 public struct RPCRouter: Sendable {
+    /// The routes by `:path`, the key a call arrives with.
     private(set) var routes: [String: Route] = [:]
-    private(set) var services: Set<String> = []
 
     /// Creates an empty router.
     public init() {}
 
-    /// The fully-qualified names of every service with at least one method.
-    public var serviceNames: [String] { services.sorted() }
+    /// The descriptors of every routed method, ordered by path.
+    public var methods: [RPCMethodDescriptor] { routes.values.map(\.method).sorted { $0.path < $1.path } }
 
-    /// Whether `path` has a handler.
-    public func hasMethod(_ path: String) -> Bool { routes[path] != nil }
+    /// The fully-qualified names of every service with at least one routed method.
+    public var serviceNames: [String] { Set(routes.values.map(\.method.service)).sorted() }
+
+    /// Whether `method` has a handler.
+    public func isRouted(_ method: RPCMethodDescriptor) -> Bool { routes[method.path]?.method == method }
 
     func route(for path: String) -> Route? { routes[path] }
 
-    private mutating func add(service: String, method: String, kind: RPCKind, handler: RouteHandler) {
-        let path = "/\(service)/\(method)"
-        routes[path] = Route(path: path, kind: kind, handler: handler)
-        services.insert(service)
+    /// Whether some method of `service` is routed.
+    func serves(service: String) -> Bool { routes.values.contains { $0.method.service == service } }
+
+    private mutating func add(_ method: RPCMethodDescriptor, expecting kind: RPCKind, handler: RouteHandler) {
+        precondition(method.kind == kind, "\(method) is \(method.kind), not \(kind)")
+        routes[method.path] = Route(method: method, handler: handler)
     }
 
     /// Registers a unary method whose handler runs inline on the I/O loop.
     ///
     /// Use this only for handlers that finish in microseconds and never block: they run on
     /// the thread that serves the connection, with no hop to another thread.
-    public mutating func registerInlineUnary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
-        service: String, method: String,
-        request: Request.Type = Request.self, response: Response.Type = Response.self,
+    public mutating func registerInlineUnary<Request, Response>(
+        _ method: RPCMethod<Request, Response>,
         handler: @escaping @Sendable (Request, ServerContext) throws -> Response
     ) {
-        add(service: service, method: method, kind: .unary, handler: .inlineUnary { bytes, context in
+        add(method.descriptor, expecting: .unary, handler: .inlineUnary { bytes, context in
             let request = try MessageCoding.decode(Request.self, from: bytes)
             return try MessageCoding.encode(try handler(request, context))
         })
     }
 
     /// Registers a unary method whose handler runs as a task on the worker pool.
-    public mutating func registerUnary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
-        service: String, method: String,
-        request: Request.Type = Request.self, response: Response.Type = Response.self,
+    public mutating func registerUnary<Request, Response>(
+        _ method: RPCMethod<Request, Response>,
         handler: @escaping @Sendable (Request, ServerContext) async throws -> Response
     ) {
-        add(service: service, method: method, kind: .unary, handler: .unary { bytes, context in
+        add(method.descriptor, expecting: .unary, handler: .unary { bytes, context in
             let request = try MessageCoding.decode(Request.self, from: bytes)
             return try MessageCoding.encode(try await handler(request, context))
         })
     }
 
     /// Registers a server-streaming method.
-    public mutating func registerServerStreaming<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
-        service: String, method: String,
-        request: Request.Type = Request.self, response: Response.Type = Response.self,
+    public mutating func registerServerStreaming<Request, Response>(
+        _ method: RPCMethod<Request, Response>,
         handler: @escaping @Sendable (Request, ResponseWriter<Response>, ServerContext) async throws -> Void
     ) {
-        add(service: service, method: method, kind: .serverStreaming, handler: .serverStreaming { bytes, context in
+        add(method.descriptor, expecting: .serverStreaming, handler: .serverStreaming { bytes, context in
             let request = try MessageCoding.decode(Request.self, from: bytes)
             try await handler(request, ResponseWriter(channel: context.channel), context)
         })
     }
 
     /// Registers a client-streaming method.
-    public mutating func registerClientStreaming<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
-        service: String, method: String,
-        request: Request.Type = Request.self, response: Response.Type = Response.self,
+    public mutating func registerClientStreaming<Request, Response>(
+        _ method: RPCMethod<Request, Response>,
         handler: @escaping @Sendable (RequestStream<Request>, ServerContext) async throws -> Response
     ) {
-        add(service: service, method: method, kind: .clientStreaming, handler: .streamingRequests { context in
+        add(method.descriptor, expecting: .clientStreaming, handler: .streamingRequests { context in
             let response = try await handler(RequestStream(channel: context.channel), context)
             try await context.channel.send(framed: MessageFramer.frame(try MessageCoding.encode(response)))
         })
     }
 
     /// Registers a bidirectional-streaming method.
-    public mutating func registerBidirectionalStreaming<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
-        service: String, method: String,
-        request: Request.Type = Request.self, response: Response.Type = Response.self,
+    public mutating func registerBidirectionalStreaming<Request, Response>(
+        _ method: RPCMethod<Request, Response>,
         handler: @escaping @Sendable (RequestStream<Request>, ResponseWriter<Response>, ServerContext) async throws -> Void
     ) {
-        add(service: service, method: method, kind: .bidirectionalStreaming, handler: .streamingRequests { context in
+        add(method.descriptor, expecting: .bidirectionalStreaming, handler: .streamingRequests { context in
             try await handler(RequestStream(channel: context.channel), ResponseWriter(channel: context.channel), context)
         })
     }

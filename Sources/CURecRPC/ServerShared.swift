@@ -70,7 +70,7 @@ final class ServerShared: Sendable {
         let parts = path.split(separator: "/", omittingEmptySubsequences: false)
         if parts.count == 3, parts[0].isEmpty {
             let service = String(parts[1])
-            if router.services.contains(service) {
+            if router.serves(service: service) {
                 return RPCStatus(code: .unimplemented, message: "method '\(parts[2])' is not implemented by service '\(service)'")
             }
             return RPCStatus(code: .unimplemented, message: "service '\(service)' is not served here")

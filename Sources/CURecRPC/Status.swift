@@ -70,8 +70,9 @@ public struct RPCStatus: Sendable, Hashable, CustomStringConvertible {
 
 /// An error that a handler throws to end its call with a specific status.
 ///
-/// Any other error thrown by a handler ends the call with `UNKNOWN` and the error's
-/// description; a `CancellationError` ends it with `CANCELLED`.
+/// A handler may also throw an error that is ``RPCStatusConvertible``; any other error ends
+/// the call with `UNKNOWN` and the error's description, and a `CancellationError` ends it
+/// with `CANCELLED`.
 public struct RPCError: Error, Sendable, CustomStringConvertible {
     /// The status the call ends with.
     public var status: RPCStatus
@@ -85,4 +86,26 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
     }
 
     public var description: String { status.description }
+
+    /// The error a call that failed with `error` ends with: `error` itself if it is an
+    /// `RPCError`, its ``RPCStatusConvertible/rpcError``, CANCELLED for a
+    /// `CancellationError`, else UNKNOWN with the error's description.
+    public init(converting error: any Error) {
+        switch error {
+        case let rpcError as RPCError: self = rpcError
+        case let convertible as any RPCStatusConvertible: self = convertible.rpcError
+        case is CancellationError: self.init(.cancelled, "the call was cancelled")
+        default: self.init(.unknown, "\(error)")
+        }
+    }
+}
+
+/// An error of a layer below the transport that knows the status it ends a call with.
+///
+/// A server declares these conformances in one place, so its handlers throw their domain
+/// errors unchanged and every error reaches the client with the same code wherever it is
+/// thrown.
+public protocol RPCStatusConvertible: Error {
+    /// The status (and trailers) a call that failed with this error ends with.
+    var rpcError: RPCError { get }
 }

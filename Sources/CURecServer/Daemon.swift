@@ -31,8 +31,10 @@ public final class Daemon: Sendable {
     public let plugins: PluginHost
     /// The job manager (queue, workers, records).
     public let jobs: JobManager
+    /// Every method the daemon routes (reflection's and health's included).
+    public let routedMethods: [RPCMethodDescriptor]
     private let server: RPCServer
-    private let recommendations: RecommendService?
+    private let recommendations: RecommendOperations?
     private let options: DaemonOptions
     private let logger: Logger
     private let artifacts: ArtifactStore
@@ -99,7 +101,7 @@ public final class Daemon: Sendable {
         }
         let chatModels = ChatModelStore(basePath: configuration.resolvedLMPath, artifacts: artifacts,
                                         weights: configuration.resolvedLMWeights ?? .quantized)
-        var recommendations: RecommendService? = nil
+        var recommendations: RecommendOperations? = nil
         var reasons: ReasonGenerator? = nil
         var servingCorpus: CorpusBuilder? = nil
         if let data {
@@ -120,25 +122,31 @@ public final class Daemon: Sendable {
                 logger.error("reason generation is unavailable", metadata: ["error": "\(error)"])
             }
         }
+        var rewards: RewardOperations? = nil
+        var reasonStreaming: ReasonStreaming? = nil
         if let data {
-            var service = RecommendService(data: data, plugins: plugins, defaultRecommender: configuration.default_recommender)
-            service.reasons = reasons
+            var operations = RecommendOperations(data: data, plugins: plugins, defaultRecommender: configuration.default_recommender)
+            operations.reasons = reasons
             if let reasons {
-                service.pairReasons = PairReasons(generator: reasons, chatModels: chatModels,
-                                                  cache: PairReasonCache(capacity: configuration.pair_reason_cache_size))
+                operations.pairReasons = PairReasons(generator: reasons, chatModels: chatModels,
+                                                     cache: PairReasonCache(capacity: configuration.pair_reason_cache_size))
             }
-            service.reasonTables = ReasonTableStore(artifacts: artifacts, datasetName: data.dataset.name)
-            if let reasons { router.register(GenerationService(data: data, generator: reasons)) }
-            recommendations = service
-            router.register(service)
-            var rewards = RewardService(data: data, plugins: plugins, defaultRewardModel: configuration.default_reward_model)
+            operations.reasonTables = ReasonTableStore(artifacts: artifacts, datasetName: data.dataset.name)
+            recommendations = operations
+            var rewardOperations = RewardOperations(data: data, plugins: plugins, defaultRewardModel: configuration.default_reward_model)
             if let corpus = servingCorpus {
-                rewards.reasonReward = ServingReasonReward(data: data, corpus: corpus, plugins: plugins,
-                                                           miniLMDirectory: configuration.resolvedMiniLMDirectory)
+                rewardOperations.reasonReward = ServingReasonReward(data: data, corpus: corpus, plugins: plugins,
+                                                                    miniLMDirectory: configuration.resolvedMiniLMDirectory)
             }
-            router.register(rewards)
+            rewards = rewardOperations
+            reasonStreaming = reasons.map { ReasonStreaming(data: data, generator: $0) }
         }
-        router.register(PluginService(plugins: plugins, preparer: preparer))
+        // Every service is routed whatever the configuration: what a missing dataset or model
+        // makes unavailable fails with FAILED_PRECONDITION, so UNIMPLEMENTED always means the
+        // daemon does not have the method at all.
+        router.register(RecommendService(operations: recommendations))
+        router.register(RewardService(operations: rewards))
+        router.register(PluginService(operations: PluginOperations(plugins: plugins, preparer: preparer)))
         let datasets = DatasetStore(dataDirectory: configuration.data_dir,
                                     maxUploadBytes: configuration.dataset_upload_max_bytes)
         var jobLimits = JobManager.Limits()
@@ -158,15 +166,22 @@ public final class Daemon: Sendable {
                             onFinished: { sampleLogger.log(); sampleLogger.logTuned() }),
             ],
             limits: jobLimits, logger: logger)
-        router.register(JobService(jobs: jobs))
-        router.register(ModelService(artifacts: artifacts))
-        router.register(TextGenerationService(models: chatModels))
-        router.register(DatasetService(datasets: datasets))
+        router.register(JobService(operations: JobOperations(jobs: jobs)))
+        router.register(ModelService(operations: ModelOperations(artifacts: artifacts)))
+        router.register(GenerationService(reasons: reasonStreaming, text: TextGeneration(models: chatModels)))
+        router.register(DatasetService(operations: DatasetOperations(datasets: datasets)))
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
+        if data == nil {
+            // Routed, but every call would fail until a dataset is configured.
+            for service in [Curec_V1_RecommendService.name, Curec_V1_RewardService.name] {
+                health.setStatus(.notServing, for: service)
+            }
+        }
         let reflection = try ReflectionService(
             descriptorSets: [ReflectionService.standardDescriptorSet, Self.curecDescriptorSet],
-            services: router.serviceNames)
+            methods: router.methods)
         router.register(reflection)
+        self.routedMethods = router.methods
         self.health = health
         self.plugins = plugins
         self.recommendations = recommendations
@@ -232,7 +247,7 @@ public final class Daemon: Sendable {
         request.excludeSeen = true
         if plugins.instance(named: Self.reasonAwareRecommender) != nil { request.plugin = Self.reasonAwareRecommender }
         do {
-            var response = try recommendations.recommend(request)
+            var response = try recommendations.rank(request)
             try recommendations.reasonTables?.latest()?.attach(to: &response, data: recommendations.data)
             var lines = ["sample: top 5 for user \(user.externalID) by \(response.servedBy):"]
             for (rank, item) in response.items.enumerated() {
@@ -260,7 +275,7 @@ public final class Daemon: Sendable {
             request.k = 5
             request.excludeSeen = true
             if plugins.instance(named: Self.reasonAwareRecommender) != nil { request.plugin = Self.reasonAwareRecommender }
-            let response = try recommendations.recommend(request)
+            let response = try recommendations.rank(request)
             let items = response.items.compactMap { recommendations.data.dataset.itemIndex($0.itemID) }.map { UInt32(bitPattern: $0) }
             let texts = try pairReasons.write(user: UInt32(bitPattern: userIndex), items: items, name: model, version: version)
             let tuned = model == ChatModelStore.baseName ? "untuned, claim-checked" : "claim-checked"

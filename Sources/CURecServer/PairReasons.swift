@@ -36,12 +36,11 @@ struct PairReasons: Sendable {
     static let retryTopK = CorrectionConfig().topK
 
     /// The model version pair reasons come from: (name, version key for the cache).
-    func resolveModel(_ requested: String) throws(RPCError) -> (name: String, version: String) {
+    func resolveModel(_ requested: String) throws(ServingError) -> (name: String, version: String) {
         let name: String
         if !requested.isEmpty {
             guard requested == ChatModelStore.baseName || chatModels.isChatModel(requested) else {
-                throw RPCError(.failedPrecondition,
-                               "reason_model '\(ChatModelStore.shortened(requested))' is not a chat model; pair reasons need '\(ChatModelStore.baseName)' or a published chat model")
+                throw ServingError.failedPrecondition("reason_model '\(ChatModelStore.shortened(requested))' is not a chat model; pair reasons need '\(ChatModelStore.baseName)' or a published chat model")
             }
             name = requested
         } else if chatModels.isChatModel(Self.tunedModelName) {
@@ -51,13 +50,12 @@ struct PairReasons: Sendable {
         }
         if name == ChatModelStore.baseName {
             guard chatModels.baseAvailable else {
-                throw RPCError(.failedPrecondition,
-                               "pair reasons need the language model file (scripts/fetch-lm fetches it)")
+                throw ServingError.failedPrecondition("pair reasons need the language model file (scripts/fetch-lm fetches it)")
             }
             return (name, ChatModelStore.baseName)
         }
         guard let version = chatModels.artifacts.versions(of: name).last else {
-            throw RPCError(.failedPrecondition, "model '\(name)' has no published version")
+            throw ServingError.failedPrecondition("model '\(name)' has no published version")
         }
         return (name, "models/\(name)/\(version)")
     }
@@ -80,13 +78,13 @@ struct PairReasons: Sendable {
     /// Writes reasons for `items`, regenerating the empty ones up to ``maxAttempts`` times.
     /// Blocking.
     func write(user: UInt32, items: [UInt32], name: String, version: String,
-               shouldStop: @escaping @Sendable () -> Bool = { false }) throws(RPCError) -> [String] {
+               shouldStop: @escaping @Sendable () -> Bool = { false }) throws -> [String] {
         let loaded: ChatModelStore.Loaded
         do throws(ChatModelError) {
             loaded = try chatModels.model(name: name, version: version == ChatModelStore.baseName
                                               ? "" : (version as NSString).lastPathComponent)
         } catch {
-            throw RPCError(error)
+            throw error
         }
         return try write(loaded, user: user, items: items, shouldStop: shouldStop)
     }
@@ -94,7 +92,7 @@ struct PairReasons: Sendable {
     /// Writes reasons for `items` with `loaded`: greedy first, then the empty ones again,
     /// sampled with seeds 1, 2, ... up to ``maxAttempts`` generations in all. Blocking.
     func write(_ loaded: ChatModelStore.Loaded, user: UInt32, items: [UInt32],
-               shouldStop: @escaping @Sendable () -> Bool = { false }) throws(RPCError) -> [String] {
+               shouldStop: @escaping @Sendable () -> Bool = { false }) throws(ServingError) -> [String] {
         var texts = [String](repeating: "", count: items.count)
         for attempt in 0..<max(1, maxAttempts) {
             let open = texts.indices.filter { texts[$0].isEmpty }
@@ -109,21 +107,20 @@ struct PairReasons: Sendable {
     }
 }
 
-extension RecommendService {
+extension RecommendOperations {
     /// The top k with a pair reason for each item (`reason_source` "pair"; empty when every
     /// attempt failed the verifier) and the writing model's version. The model is checked
     /// before anything is ranked.
     func recommendWithPairReasons(_ request: Curec_V1_RecommendRequest,
                                   isCancelled: @escaping @Sendable () -> Bool) async throws -> Curec_V1_RecommendResponse {
         guard let pairReasons else {
-            throw RPCError(.failedPrecondition, "pair reasons are unavailable: the daemon has no dataset corpus to prompt with")
+            throw ServingError.failedPrecondition("pair reasons are unavailable: the daemon has no dataset corpus to prompt with")
         }
         guard request.k <= PairReasons.maxItems else {
-            throw RPCError(.invalidArgument,
-                           "k is \(request.k); pair reasons are written for at most \(PairReasons.maxItems) items per call")
+            throw ServingError.invalidArgument("k is \(request.k); pair reasons are written for at most \(PairReasons.maxItems) items per call")
         }
         _ = try pairReasons.resolveModel(request.reasonModel)
-        var response = try recommend(request)
+        var response = try rank(request)
         let user = try data.user(request.userID)
         let items = response.items.compactMap { data.dataset.itemIndex($0.itemID) }.map { UInt32(bitPattern: $0) }
         let (texts, version) = try await pairReasons.reasons(user: user, items: items, requestedModel: request.reasonModel,

@@ -1,6 +1,5 @@
 import CURecModels
 import CURecPipeline
-import CURecRPC
 import Foundation
 import Synchronization
 
@@ -43,15 +42,11 @@ struct ReasonGenerator: Sendable {
 
     /// The chat model `name` (empty: ``defaultModelName()``) names, or nil when it is a
     /// built-in LM (`lm`, `pretrain` outputs).
-    func chatModel(_ name: String) throws(RPCError) -> ChatModelStore.Loaded? {
+    func chatModel(_ name: String) throws(ChatModelError) -> ChatModelStore.Loaded? {
         let name = name.isEmpty ? defaultModelName() : name
         guard let chatModels else { return nil }
         guard name == ChatModelStore.baseName || chatModels.isChatModel(name) else { return nil }
-        do throws(ChatModelError) {
-            return try chatModels.model(name: name, version: "")
-        } catch {
-            throw RPCError(error)
-        }
+        return try chatModels.model(name: name, version: "")
     }
 
     /// `loaded` as the pipeline's writers see a chat model (its fine-tuning, if any, is
@@ -64,11 +59,10 @@ struct ReasonGenerator: Sendable {
     /// the assistant header and the reasoning marker), leaving room for `maxTokens` of answer
     /// as ``ReasonWriter/promptTokens(_:)`` does. Reads only the tokenizer (no lock).
     func chatPromptTokens(_ loaded: ChatModelStore.Loaded, user: UInt32, item: UInt32,
-                          maxTokens: Int) throws(RPCError) -> [Int32] {
+                          maxTokens: Int) throws(ServingError) -> [Int32] {
         let context = loaded.model.config.context
         guard maxTokens >= 1, context - maxTokens >= 16 else {
-            throw RPCError(.invalidArgument,
-                           "max_tokens \(maxTokens) leaves no room for the prompt in the model's context of \(context) tokens")
+            throw ServingError.invalidArgument("max_tokens \(maxTokens) leaves no room for the prompt in the model's context of \(context) tokens")
         }
         return LlamaReasonModel.promptTokens(prompt(user, item), limit: context - maxTokens, tokenizer: loaded.tokenizer)
             .map(Int32.init)
@@ -79,7 +73,7 @@ struct ReasonGenerator: Sendable {
     /// greedy when `temperature` is 0, else sampled with `topK` and `seed`), each checked by
     /// the verifier's sentence filter. `shouldStop` is checked between tokens.
     func chatReasons(_ loaded: ChatModelStore.Loaded, user: UInt32, items: [UInt32], temperature: Float = 0,
-                     topK: Int = 0, seed: UInt64 = 0, shouldStop: @escaping () -> Bool) throws(RPCError) -> [String] {
+                     topK: Int = 0, seed: UInt64 = 0, shouldStop: @escaping () -> Bool) throws(ServingError) -> [String] {
         guard !items.isEmpty else { return [] }
         let prompts = items.map { prompt(user, $0) }
         let written: [WrittenReason]
@@ -91,43 +85,42 @@ struct ReasonGenerator: Sendable {
                                         isCancelled: shouldStop)
             }
         } catch .cancelled {
-            throw RPCError(.deadlineExceeded, "the deadline passed while writing reasons")
+            throw ServingError.deadlineExceeded("the deadline passed while writing reasons")
         } catch {
-            throw RPCError(.internal, error.description)
+            throw ServingError.internalFailure(error.description)
         }
         return zip(items, written).map { item, answer in checked(user: user, item: item, answer.reason) }
     }
 
     /// The newest version of the built-in LM `name` (empty: ``defaultGPTName``), or FAILED_PRECONDITION.
-    func model(_ name: String) throws(RPCError) -> LanguageModelStore.Loaded {
+    func model(_ name: String) throws(ServingError) -> LanguageModelStore.Loaded {
         let modelName = name.isEmpty ? Self.defaultGPTName : name
         guard !modelName.contains("/"), !modelName.hasPrefix(".") else {
-            throw RPCError(.invalidArgument, "model name '\(name)' must be a plain name (no '/', not starting with '.')")
+            throw ServingError.invalidArgument("model name '\(name)' must be a plain name (no '/', not starting with '.')")
         }
+        let found: LanguageModelStore.Loaded?
         do {
-            guard let found = try models.latest(modelName) else {
-                throw RPCError(.failedPrecondition, name.isEmpty
-                    ? "no reason model is available: no '\(modelName)' or '\(PairReasons.tunedModelName)' has been published and the SmolLM2 file is missing (scripts/fetch-lm fetches it; a pipeline job publishes '\(PairReasons.tunedModelName)')"
-                    : "no language model '\(modelName)' has been trained yet; submit a pretrain or pipeline job first")
-            }
-            return found
-        } catch let error as LanguageModelError {
-            throw RPCError(.failedPrecondition, "'\(modelName)' is not a usable language model: \(error.description)")
+            found = try models.latest(modelName)
         } catch {
-            throw RPCError.from(error)
+            throw .failedPrecondition("'\(modelName)' is not a usable language model: \(error.description)")
         }
+        guard let found else {
+            throw .failedPrecondition(name.isEmpty
+                ? "no reason model is available: no '\(modelName)' or '\(PairReasons.tunedModelName)' has been published and the SmolLM2 file is missing (scripts/fetch-lm fetches it; a pipeline job publishes '\(PairReasons.tunedModelName)')"
+                : "no language model '\(modelName)' has been trained yet; submit a pretrain or pipeline job first")
+        }
+        return found
     }
 
     /// The prompt's token ids, keeping its end and leaving room for `maxTokens` of answer
     /// (the model was trained on windows that start mid-example, so a cut start is familiar).
     func promptTokens(_ loaded: LanguageModelStore.Loaded, user: UInt32, item: UInt32,
-                      maxTokens: Int) throws(RPCError) -> [Int] {
+                      maxTokens: Int) throws(ServingError) -> [Int] {
         let writer: ReasonWriter
         do {
             writer = try ReasonWriter(model: loaded.model, tokenizer: loaded.tokenizer, maxTokens: maxTokens)
         } catch {
-            throw RPCError(.invalidArgument,
-                           "max_tokens \(maxTokens) leaves no room for the prompt in the model's context of \(loaded.model.config.context) tokens")
+            throw ServingError.invalidArgument("max_tokens \(maxTokens) leaves no room for the prompt in the model's context of \(loaded.model.config.context) tokens")
         }
         return writer.promptTokens(prompt(user, item))
     }
@@ -158,7 +151,7 @@ struct ReasonGenerator: Sendable {
     /// wrote no reason block or every sentence failed the verifier. Blocking (CPU-bound):
     /// call it off the I/O loop.
     func reasons(user: UInt32, items: [UInt32], modelName: String, maxTokens: Int? = nil,
-                 shouldStop: @escaping () -> Bool) throws(RPCError) -> [String] {
+                 shouldStop: @escaping () -> Bool) throws -> [String] {
         if let chat = try chatModel(modelName) {
             return try chatReasons(chat, user: user, items: items, shouldStop: shouldStop)
         }
@@ -175,10 +168,10 @@ struct ReasonGenerator: Sendable {
                 try loaded.model.generate(prompts: prompts, options: options, shouldStop: shouldStop)
             }
         } catch {
-            throw RPCError(.internal, "reason generation failed: \(error)")
+            throw ServingError.internalFailure("reason generation failed: \(error)")
         }
         if generations.contains(where: { $0.finishReason == .cancelled }) {
-            throw RPCError(.deadlineExceeded, "the deadline passed while writing reasons")
+            throw ServingError.deadlineExceeded("the deadline passed while writing reasons")
         }
         return zip(items, generations).map { item, generation in
             let text = (try? loaded.tokenizer.decode(generation.tokens.map(Int32.init))) ?? ""

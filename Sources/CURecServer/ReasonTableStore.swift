@@ -1,6 +1,5 @@
 import CURecPipeline
 import CURecProto
-import CURecRPC
 import Foundation
 import Synchronization
 
@@ -38,7 +37,7 @@ final class ReasonTableStore: Sendable {
 
     /// The newest table, or nil when the pipeline has not produced one for this dataset.
     /// Files are read only when a new version appears.
-    func latest() throws(RPCError) -> Loaded? {
+    func latest() throws(ServingError) -> Loaded? {
         guard let directory = artifacts.latest(of: "reasons") else { return nil }
         let version = "models/reasons/\((directory as NSString).lastPathComponent)"
         if let cached = cache.withLock({ $0 }), cached.version == version { return cached.loaded }
@@ -50,7 +49,7 @@ final class ReasonTableStore: Sendable {
         do {
             table = try ReasonTable.read(from: directory)
         } catch {
-            throw RPCError(.internal, "the reason table \(version) is unreadable: \(error)")
+            throw ServingError.internalFailure("the reason table \(version) is unreadable: \(error)")
         }
         let loaded = Loaded(version: version, entries: table.entriesBySubject())
         cache.withLock { $0 = (version, loaded) }

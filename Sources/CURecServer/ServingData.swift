@@ -1,6 +1,5 @@
 import CURecData
 import CURecPluginHost
-import CURecRPC
 
 /// The dataset the daemon serves and trains on, with fast id lookups for request validation.
 public final class ServingData: Sendable {
@@ -23,19 +22,19 @@ public final class ServingData: Sendable {
     }
 
     /// The dense index of `userID`, or NOT_FOUND / INVALID_ARGUMENT naming the field.
-    public func user(_ userID: String, field: @autoclosure () -> String = "user_id") throws(RPCError) -> UInt32 {
-        guard !userID.isEmpty else { throw RPCError(.invalidArgument, "\(field()) is empty; give a user id of dataset \(dataset.name)") }
+    public func user(_ userID: String, field: @autoclosure () -> String = "user_id") throws(ServingError) -> UInt32 {
+        guard !userID.isEmpty else { throw ServingError.invalidArgument("\(field()) is empty; give a user id of dataset \(dataset.name)") }
         guard let index = dataset.userIndex(userID) else {
-            throw RPCError(.notFound, "\(field()) '\(ChatModelStore.shortened(userID))' is not a user of dataset \(dataset.name) (\(dataset.userCount) users)")
+            throw ServingError.notFound("\(field()) '\(ChatModelStore.shortened(userID))' is not a user of dataset \(dataset.name) (\(dataset.userCount) users)")
         }
         return UInt32(index)
     }
 
     /// The dense index of `itemID`, or NOT_FOUND / INVALID_ARGUMENT naming the field.
-    public func item(_ itemID: String, field: @autoclosure () -> String) throws(RPCError) -> UInt32 {
-        guard !itemID.isEmpty else { throw RPCError(.invalidArgument, "\(field()) is empty; give an item id of dataset \(dataset.name)") }
+    public func item(_ itemID: String, field: @autoclosure () -> String) throws(ServingError) -> UInt32 {
+        guard !itemID.isEmpty else { throw ServingError.invalidArgument("\(field()) is empty; give an item id of dataset \(dataset.name)") }
         guard let index = dataset.itemIndex(itemID) else {
-            throw RPCError(.notFound, "\(field()) '\(ChatModelStore.shortened(itemID))' is not an item of dataset \(dataset.name) (\(dataset.itemCount) items)")
+            throw ServingError.notFound("\(field()) '\(ChatModelStore.shortened(itemID))' is not an item of dataset \(dataset.name) (\(dataset.itemCount) items)")
         }
         return UInt32(index)
     }

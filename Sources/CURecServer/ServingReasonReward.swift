@@ -68,8 +68,7 @@ final class ServingReasonReward: Sendable {
                 do {
                     return try MiniLMEncoder(directory: directory)
                 } catch {
-                    throw RPCError(.failedPrecondition,
-                                   "the MiniLM sentence encoder cannot be loaded from minilm_dir (run scripts/fetch-minilm): \(error)")
+                    throw ServingError.failedPrecondition("the MiniLM sentence encoder cannot be loaded from minilm_dir (run scripts/fetch-minilm): \(error)")
                 }
             }
         }
@@ -98,7 +97,7 @@ final class ServingReasonReward: Sendable {
             training.itemFeatureDimension = encoder.dimension
             try instance.train(training, progress: { _, _, _ in }, isCancelled: { false })
         } catch {
-            throw RPCError(.failedPrecondition, "the collaborative reward model could not be trained: \(error)")
+            throw ServingError.failedPrecondition("the collaborative reward model could not be trained: \(error)")
         }
         return try ReasonRewarder(statistics: corpus.statistics, verifier: ReasonVerifier(dataset: dataset),
                                   embedder: encoder, scorer: PluginRewardScorer(instance: instance),
@@ -108,13 +107,13 @@ final class ServingReasonReward: Sendable {
 
     /// Checks a batch of texts: non-empty when `allowEmpty` is false, at most ``maxTextBytes``
     /// each. `field` names the repeated field for the error message.
-    static func validate(_ texts: [String], field: (Int) -> String, allowEmpty: Bool) throws(RPCError) {
+    static func validate(_ texts: [String], field: (Int) -> String, allowEmpty: Bool) throws(ServingError) {
         for (index, text) in texts.enumerated() {
             if !allowEmpty && text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
-                throw RPCError(.invalidArgument, "\(field(index)) is empty; give a non-empty text")
+                throw ServingError.invalidArgument("\(field(index)) is empty; give a non-empty text")
             }
             if text.utf8.count > maxTextBytes {
-                throw RPCError(.invalidArgument, "\(field(index)) has \(text.utf8.count) bytes; at most \(maxTextBytes) bytes per text")
+                throw ServingError.invalidArgument("\(field(index)) has \(text.utf8.count) bytes; at most \(maxTextBytes) bytes per text")
             }
         }
     }

@@ -32,7 +32,7 @@ struct Datasets: ParsableCommand {
             let client = try global.client()
             var headerSent = false
             let dataset: Curec_V1_Dataset = try CURec.run {
-                try client.clientStreaming("/curec.v1.DatasetService/Upload", timeout: max(global.timeout, 600)) {
+                try Curec_V1_DatasetServiceClient(client).upload(timeout: max(global.timeout, 600)) {
                     () throws -> Curec_V1_UploadDatasetRequest? in
                     if !headerSent {
                         headerSent = true
@@ -81,7 +81,7 @@ struct Datasets: ParsableCommand {
         func run() throws {
             let client = try global.client()
             let response: Curec_V1_ListDatasetsResponse = try CURec.run {
-                try client.unary("/curec.v1.DatasetService/List", Curec_V1_ListDatasetsRequest.with { $0.name = name },
+                try Curec_V1_DatasetServiceClient(client).list(Curec_V1_ListDatasetsRequest.with { $0.name = name },
                                  timeout: global.timeout)
             }
             if global.json { response.datasets.forEach(printJSON); return }

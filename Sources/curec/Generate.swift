@@ -108,7 +108,7 @@ struct Generate: ParsableCommand {
         }
         try CURec.run {
             defer { endLine() }
-            try client.serverStreaming("/curec.v1.GenerationService/Generate", request, timeout: max(global.timeout, 300)) {
+            try Curec_V1_GenerationServiceClient(client).generate(request, timeout: max(global.timeout, 300)) {
                 (message: Curec_V1_GenerateResponse) in
                 if global.json { printJSON(message) }
                 if message.final {

@@ -31,7 +31,7 @@ struct Jobs: ParsableCommand {
             }
             let client = try global.client()
             let job: Curec_V1_Job = try CURec.run {
-                try client.unary("/curec.v1.JobService/Submit", Curec_V1_SubmitJobRequest.with {
+                try Curec_V1_JobServiceClient(client).submit(Curec_V1_SubmitJobRequest.with {
                     $0.kind = kind
                     $0.parameters = parsed
                 }, timeout: global.timeout)
@@ -58,7 +58,7 @@ struct Jobs: ParsableCommand {
             }
             let client = try global.client()
             let response: Curec_V1_ListJobsResponse = try CURec.run {
-                try client.unary("/curec.v1.JobService/List", Curec_V1_ListJobsRequest.with {
+                try Curec_V1_JobServiceClient(client).list(Curec_V1_ListJobsRequest.with {
                     $0.state = wanted
                     $0.kind = kind
                     $0.limit = limit
@@ -81,7 +81,7 @@ struct Jobs: ParsableCommand {
         func run() throws {
             let client = try global.client()
             let job: Curec_V1_Job = try CURec.run {
-                try client.unary("/curec.v1.JobService/Get", Curec_V1_GetJobRequest.with { $0.id = id }, timeout: global.timeout)
+                try Curec_V1_JobServiceClient(client).get(Curec_V1_GetJobRequest.with { $0.id = id }, timeout: global.timeout)
             }
             if global.json { printJSON(job); return }
             print("id:        \(job.id)\nkind:      \(job.kind)\nstate:     \(job.state.name)")
@@ -106,7 +106,7 @@ struct Jobs: ParsableCommand {
         func run() throws {
             let client = try global.client()
             let job: Curec_V1_Job = try CURec.run {
-                try client.unary("/curec.v1.JobService/Cancel", Curec_V1_CancelJobRequest.with { $0.id = id }, timeout: global.timeout)
+                try Curec_V1_JobServiceClient(client).cancel(Curec_V1_CancelJobRequest.with { $0.id = id }, timeout: global.timeout)
             }
             if global.json { printJSON(job) } else { print("cancellation requested for \(job.id)") }
         }
@@ -155,7 +155,7 @@ func watchJob(_ id: String, client: RPCClient, json: Bool) throws {
     var stageStarted: (stage: String, time: Date, step: UInt64)? = nil
     var last = Curec_V1_JobEvent()
     try CURec.run {
-        try client.serverStreaming("/curec.v1.JobService/Watch", Curec_V1_WatchJobRequest.with { $0.id = id }, timeout: 0) {
+        try Curec_V1_JobServiceClient(client).watch(Curec_V1_WatchJobRequest.with { $0.id = id }, timeout: 0) {
             (event: Curec_V1_JobEvent) in
             last = event
             if json { printJSON(event); return }

@@ -16,7 +16,7 @@ struct ScoreReason: ParsableCommand {
     func run() throws {
         let client = try global.client()
         let response: Curec_V1_ScoreReasonsResponse = try CURec.run {
-            try client.unary("/curec.v1.RewardService/ScoreReasons", Curec_V1_ScoreReasonsRequest.with {
+            try Curec_V1_RewardServiceClient(client).scoreReasons(Curec_V1_ScoreReasonsRequest.with {
                 $0.reasons = [.with {
                     $0.userID = user
                     $0.itemID = item
@@ -43,7 +43,7 @@ struct Embed: ParsableCommand {
     func run() throws {
         let client = try global.client()
         let response: Curec_V1_EmbedResponse = try CURec.run {
-            try client.unary("/curec.v1.RewardService/Embed", Curec_V1_EmbedRequest.with { $0.texts = texts },
+            try Curec_V1_RewardServiceClient(client).embed(Curec_V1_EmbedRequest.with { $0.texts = texts },
                              timeout: max(global.timeout, 120))
         }
         if global.json { printJSON(response); return }

@@ -20,7 +20,7 @@ struct Report: ParsableCommand {
     func run() throws {
         let client = try global.client()
         let response: Curec_V1_GetReportResponse = try CURec.run {
-            try client.unary("/curec.v1.ModelService/GetReport", Curec_V1_GetReportRequest.with {
+            try Curec_V1_ModelServiceClient(client).getReport(Curec_V1_GetReportRequest.with {
                 $0.name = name
                 $0.version = version
             }, timeout: global.timeout)

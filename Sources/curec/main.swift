@@ -51,7 +51,7 @@ struct Health: ParsableCommand {
     func run() throws {
         let client = try global.client()
         let response: Grpc_Health_V1_HealthCheckResponse = try CURec.run {
-            try client.unary("/grpc.health.v1.Health/Check", Grpc_Health_V1_HealthCheckRequest.with { $0.service = service },
+            try Grpc_Health_V1_HealthClient(client).check(Grpc_Health_V1_HealthCheckRequest.with { $0.service = service },
                              timeout: global.timeout)
         }
         if global.json { printJSON(response) } else { print(response.status == .serving ? "SERVING" : "\(response.status)") }
@@ -68,7 +68,7 @@ struct Plugins: ParsableCommand {
         func run() throws {
             let client = try global.client()
             let response: Curec_V1_ListPluginsResponse = try CURec.run {
-                try client.unary("/curec.v1.PluginService/List", Curec_V1_ListPluginsRequest(), timeout: global.timeout)
+                try Curec_V1_PluginServiceClient(client).list(Curec_V1_ListPluginsRequest(), timeout: global.timeout)
             }
             if global.json { printJSON(response); return }
             print(pad("NAME", 16) + pad("PLUGIN", 24) + pad("KIND", 14) + pad("TRAINED", 9) + "GENERATION")
@@ -94,7 +94,7 @@ struct Plugins: ParsableCommand {
         func run() throws {
             let client = try global.client()
             let status: Curec_V1_PluginStatus = try CURec.run {
-                try client.unary("/curec.v1.PluginService/Load", Curec_V1_LoadPluginRequest.with {
+                try Curec_V1_PluginServiceClient(client).load(Curec_V1_LoadPluginRequest.with {
                     $0.name = name
                     $0.library = library
                     $0.config = Data(config.utf8)
@@ -112,7 +112,7 @@ struct Plugins: ParsableCommand {
         func run() throws {
             let client = try global.client()
             let _: Curec_V1_UnloadPluginResponse = try CURec.run {
-                try client.unary("/curec.v1.PluginService/Unload", Curec_V1_UnloadPluginRequest.with { $0.name = name },
+                try Curec_V1_PluginServiceClient(client).unload(Curec_V1_UnloadPluginRequest.with { $0.name = name },
                                  timeout: global.timeout)
             }
             if !global.json { print("unloaded \(name)") }
@@ -128,7 +128,7 @@ struct Plugins: ParsableCommand {
         func run() throws {
             let client = try global.client()
             let status: Curec_V1_PluginStatus = try CURec.run {
-                try client.unary("/curec.v1.PluginService/Reload", Curec_V1_ReloadPluginRequest.with {
+                try Curec_V1_PluginServiceClient(client).reload(Curec_V1_ReloadPluginRequest.with {
                     $0.name = name
                     $0.library = library
                     if let config { $0.config = Data(config.utf8) }
@@ -145,7 +145,7 @@ struct Models: ParsableCommand {
     func run() throws {
         let client = try global.client()
         let response: Curec_V1_ListModelsResponse = try CURec.run {
-            try client.unary("/curec.v1.ModelService/List", Curec_V1_ListModelsRequest(), timeout: global.timeout)
+            try Curec_V1_ModelServiceClient(client).list(Curec_V1_ListModelsRequest(), timeout: global.timeout)
         }
         if global.json { printJSON(response); return }
         for model in response.models {
@@ -175,7 +175,7 @@ struct Recommend: ParsableCommand {
         let reasons = reasons || reasonSource != nil
         let client = try global.client()
         let response: Curec_V1_RecommendResponse = try CURec.run {
-            try client.unary("/curec.v1.RecommendService/Recommend", Curec_V1_RecommendRequest.with {
+            try Curec_V1_RecommendServiceClient(client).recommend(Curec_V1_RecommendRequest.with {
                 $0.userID = user
                 $0.k = k
                 $0.plugin = plugin
@@ -225,7 +225,7 @@ struct Score: ParsableCommand {
     func run() throws {
         let client = try global.client()
         let response: Curec_V1_ScoreResponse = try CURec.run {
-            try client.unary("/curec.v1.RecommendService/Score", Curec_V1_ScoreRequest.with {
+            try Curec_V1_RecommendServiceClient(client).score(Curec_V1_ScoreRequest.with {
                 $0.userID = user
                 $0.itemIds = items
                 $0.plugin = plugin

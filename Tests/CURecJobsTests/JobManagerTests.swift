@@ -84,7 +84,7 @@ struct CountingJob: JobKind {
             _ = try jobs.submit(kind: "count", parameters: [:])
             Issue.record("the third job should not fit")
         } catch {
-            #expect(error.statusCode == 8)
+            guard case .queueFull = error else { Issue.record("expected a full queue, got \(error)"); return }
         }
     }
 
@@ -106,7 +106,7 @@ struct CountingJob: JobKind {
             _ = try jobs.cancel(running.id)
             Issue.record("cancelling an ended job should fail")
         } catch {
-            #expect(error.statusCode == 9)
+            guard case .alreadyEnded = error else { Issue.record("expected an ended job, got \(error)"); return }
         }
     }
 
@@ -127,7 +127,8 @@ struct CountingJob: JobKind {
         let path = directory()
         var id = ""
         do {
-            let first = try manager(path, steps: 400, delay: .milliseconds(2))
+            // Long enough that it cannot finish before `stop`, however slow the machine.
+            let first = try manager(path, steps: 1_000_000, delay: .milliseconds(2))
             id = try first.submit(kind: "count", parameters: [:]).id
             first.start()
             try await waitForEvent(first, id) { $0.step >= 10 }

@@ -10,7 +10,7 @@ import Testing
     init() throws {
         service = try ReflectionService(
             descriptorSets: [ReflectionService.standardDescriptorSet],
-            services: ["grpc.health.v1.Health", "grpc.testing.TestService"])
+            methods: Grpc_Health_V1_Health.methods + Grpc_Testing_TestService.methods)
     }
 
     private func ask(_ body: (inout Grpc_Reflection_V1_ServerReflectionRequest) -> Void) -> Grpc_Reflection_V1_ServerReflectionResponse {
@@ -49,5 +49,24 @@ import Testing
         #expect(symbol.errorResponse.errorMessage.contains("no.such.Symbol"))
         let file = ask { $0.fileByFilename = "missing.proto" }
         #expect(file.errorResponse.errorCode == Int32(StatusCode.notFound.rawValue))
+    }
+
+    @Test func refusesToServeMethodsNoDescriptorDescribes() {
+        let unknown = RPCMethod<Grpc_Testing_Empty, Grpc_Testing_Empty>(service: "x.v1.Missing", name: "Call", kind: .unary)
+        #expect(throws: ReflectionService.LoadError.self) {
+            _ = try ReflectionService(descriptorSets: [ReflectionService.standardDescriptorSet], methods: [unknown.descriptor])
+        }
+        let mistyped = RPCMethod<Grpc_Testing_Empty, Grpc_Testing_Empty>(
+            service: "grpc.testing.TestService", name: "UnaryCall", kind: .unary)
+        #expect(throws: ReflectionService.LoadError.self) {
+            _ = try ReflectionService(descriptorSets: [ReflectionService.standardDescriptorSet], methods: [mistyped.descriptor])
+        }
+    }
+
+    @Test func servesV1AlphaWithTheSameMessagesInItsOwnPackage() {
+        let alias = ReflectionService.ownMethods[1].descriptor
+        #expect(alias.path == "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+        #expect(alias.requestType == "grpc.reflection.v1alpha.ServerReflectionRequest")
+        #expect(alias.responseType == "grpc.reflection.v1alpha.ServerReflectionResponse")
     }
 }

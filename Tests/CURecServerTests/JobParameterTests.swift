@@ -1,5 +1,6 @@
 import CURecJobs
 import Foundation
+import CURecRPC
 import Testing
 @testable import CURecServer
 
@@ -14,7 +15,7 @@ import Testing
             _ = try schema(kind).parse(parameters)
             return "accepted"
         } catch let error as JobError {
-            #expect(error.statusCode == 3, "INVALID_ARGUMENT")
+            #expect(error.rpcError.status.code == .invalidArgument)
             return error.description
         }
     }

@@ -154,7 +154,7 @@ private final class FakeWriter: Sendable {
     @Test func theNewestTunedModelIsUsedAndTheBaseOtherwise() throws {
         let (bare, bareArtifacts) = try Self.store(publishing: [])
         // No tuned model and no base file: a clear precondition error.
-        #expect(throws: RPCError.self) { try Self.pairs(bare, bareArtifacts).resolveModel("") }
+        #expect(throws: ServingError.self) { try Self.pairs(bare, bareArtifacts).resolveModel("") }
         let (chatModels, artifacts) = try Self.store(publishing: [PairReasons.tunedModelName, "support-bot"])
         let pairs = Self.pairs(chatModels, artifacts)
         #expect(try pairs.resolveModel("") == (PairReasons.tunedModelName, "models/curec-reasons/v1"))
@@ -163,7 +163,7 @@ private final class FakeWriter: Sendable {
         // A request may name another chat model; anything else is refused.
         #expect(try pairs.resolveModel("support-bot") == ("support-bot", "models/support-bot/v1"))
         for name in ["lm", "../x", String(repeating: "m", count: 500)] {
-            #expect(throws: RPCError.self) { try pairs.resolveModel(name) }
+            #expect(throws: ServingError.self) { try pairs.resolveModel(name) }
         }
     }
 

@@ -61,11 +61,12 @@ public final class RPCClient {
     }
 
     /// Calls a unary method.
-    public func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
-        _ path: String, _ request: Request, timeout: Double = 30, as: Response.Type = Response.self
+    public func unary<Request, Response>(
+        _ method: RPCMethod<Request, Response>, _ request: Request, timeout: Double = 30
     ) throws(RPCError) -> Response {
+        let path = method.path
         var response: Response? = nil
-        try serverStreaming(path, request, timeout: timeout) { (message: Response) in
+        try call(path, request, timeout: timeout) { (message: Response) in
             guard response == nil else { throw RPCError(.internal, "\(path) answered with more than one message") }
             response = message
         }
@@ -77,9 +78,16 @@ public final class RPCClient {
     ///
     /// An ``RPCError`` thrown by `onMessage` cancels the call and is rethrown as it is; any
     /// other error cancels it too and becomes CANCELLED with the error's description.
-    public func serverStreaming<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
-        _ path: String, _ request: Request, timeout: Double = 30,
+    public func serverStreaming<Request, Response>(
+        _ method: RPCMethod<Request, Response>, _ request: Request, timeout: Double = 30,
         onMessage: (Response) throws -> Void
+    ) throws(RPCError) {
+        try call(method.path, request, timeout: timeout, onMessage: onMessage)
+    }
+
+    /// Sends one request message to `path` and hands each response to `onMessage`.
+    private func call<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        _ path: String, _ request: Request, timeout: Double, onMessage: (Response) throws -> Void
     ) throws(RPCError) {
         var body: [UInt8]? = MessageFramer.frame(try MessageCoding.encode(request))
         try perform(path, timeout: timeout, nextFrame: {
@@ -99,15 +107,16 @@ public final class RPCClient {
     ///
     ///     let file = try FileHandle(forReadingFrom: url)
     ///     var headerSent = false
-    ///     let stored: Curec_V1_Dataset = try client.clientStreaming("/curec.v1.DatasetService/Upload") {
+    ///     let stored = try client.clientStreaming(Curec_V1_DatasetService.Method.upload) {
     ///         if !headerSent { headerSent = true; return Curec_V1_UploadDatasetRequest.with { $0.header.name = "films" } }
     ///         guard let chunk = try file.read(upToCount: 256 * 1024), !chunk.isEmpty else { return nil }
     ///         return Curec_V1_UploadDatasetRequest.with { $0.chunk = chunk }
     ///     }
-    public func clientStreaming<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
-        _ path: String, timeout: Double = 30, as: Response.Type = Response.self,
+    public func clientStreaming<Request, Response>(
+        _ method: RPCMethod<Request, Response>, timeout: Double = 30,
         nextRequest: () throws -> Request?
     ) throws(RPCError) -> Response {
+        let path = method.path
         var response: Response? = nil
         try perform(path, timeout: timeout, nextFrame: { () throws -> [UInt8]? in
             guard let request = try nextRequest() else { return nil }

@@ -5,7 +5,7 @@ import Synchronization
 ///
 /// The empty service name stands for the whole server. `Check` on a name that was never
 /// set fails with `NOT_FOUND`; `Watch` on it streams `SERVICE_UNKNOWN` until it is set.
-public final class HealthService: RPCService {
+public final class HealthService: Grpc_Health_V1_HealthHandler {
     public typealias ServingStatus = Grpc_Health_V1_HealthCheckResponse.ServingStatus
 
     private struct State {
@@ -41,39 +41,37 @@ public final class HealthService: RPCService {
         for name in names { setStatus(.notServing, for: name) }
     }
 
-    public func register(into router: inout RPCRouter) {
-        router.registerInlineUnary(
-            service: "grpc.health.v1.Health", method: "Check",
-            request: Grpc_Health_V1_HealthCheckRequest.self, response: Grpc_Health_V1_HealthCheckResponse.self
-        ) { [self] request, _ in
-            guard let status = self.status(of: request.service) else {
-                throw RPCError(.notFound, "unknown service '\(request.service)': no health status is registered for it")
-            }
-            return .with { $0.status = status }
+    /// `Check`: the status of one service; NOT_FOUND for a name that was never set.
+    public func check(_ request: Grpc_Health_V1_HealthCheckRequest, context: ServerContext) throws -> Grpc_Health_V1_HealthCheckResponse {
+        guard let status = status(of: request.service) else {
+            throw RPCError(.notFound, "unknown service '\(request.service)': no health status is registered for it")
         }
-        router.registerServerStreaming(
-            service: "grpc.health.v1.Health", method: "Watch",
-            request: Grpc_Health_V1_HealthCheckRequest.self, response: Grpc_Health_V1_HealthCheckResponse.self
-        ) { [self] request, writer, _ in
-            let (updates, continuation) = AsyncStream.makeStream(of: ServingStatus.self, bufferingPolicy: .bufferingNewest(8))
-            let watcherID = self.state.withLock { state -> Int in
-                let id = state.nextWatcherID
-                state.nextWatcherID += 1
-                state.watchers[request.service, default: [:]][id] = continuation
-                continuation.yield(state.statuses[request.service] ?? .serviceUnknown)
-                return id
-            }
-            defer {
-                _ = self.state.withLock { $0.watchers[request.service]?.removeValue(forKey: watcherID) }
-            }
-            var last: ServingStatus? = nil
-            for await status in updates {
-                try Task.checkCancellation()
-                if status == last { continue }
-                last = status
-                try await writer.send(.with { $0.status = status })
-            }
-            throw CancellationError()
+        return .with { $0.status = status }
+    }
+
+    /// `Watch`: the status of one service now and at every change, until the call ends.
+    public func watch(
+        _ request: Grpc_Health_V1_HealthCheckRequest, responses: ResponseWriter<Grpc_Health_V1_HealthCheckResponse>,
+        context: ServerContext
+    ) async throws {
+        let (updates, continuation) = AsyncStream.makeStream(of: ServingStatus.self, bufferingPolicy: .bufferingNewest(8))
+        let watcherID = state.withLock { state -> Int in
+            let id = state.nextWatcherID
+            state.nextWatcherID += 1
+            state.watchers[request.service, default: [:]][id] = continuation
+            continuation.yield(state.statuses[request.service] ?? .serviceUnknown)
+            return id
         }
+        defer {
+            _ = state.withLock { $0.watchers[request.service]?.removeValue(forKey: watcherID) }
+        }
+        var last: ServingStatus? = nil
+        for await status in updates {
+            try Task.checkCancellation()
+            if status == last { continue }
+            last = status
+            try await responses.send(.with { $0.status = status })
+        }
+        throw CancellationError()
     }
 }

@@ -6,74 +6,69 @@ import Foundation
 /// Served only when the daemon runs with `--enable-interop-testing`. Echoes
 /// `x-grpc-test-echo-initial` in the response headers and `x-grpc-test-echo-trailing-bin`
 /// in the trailers, and ends a call with `response_status` when a request sets it.
-/// `UnimplementedCall` is deliberately not registered.
-public struct InteropTestService: RPCService {
-    static let serviceName = "grpc.testing.TestService"
-
+/// `UnimplementedCall` answers UNIMPLEMENTED, as the interop cases expect.
+public struct InteropTestService: Grpc_Testing_TestServiceHandler {
     /// Creates the service.
     public init() {}
 
-    public func register(into router: inout RPCRouter) {
-        router.registerInlineUnary(
-            service: Self.serviceName, method: "EmptyCall",
-            request: Grpc_Testing_Empty.self, response: Grpc_Testing_Empty.self
-        ) { _, context in
-            Self.echoMetadata(context)
-            return Grpc_Testing_Empty()
+    public func emptyCall(_ request: Grpc_Testing_Empty, context: ServerContext) throws -> Grpc_Testing_Empty {
+        Self.echoMetadata(context)
+        return Grpc_Testing_Empty()
+    }
+
+    public func unaryCall(_ request: Grpc_Testing_SimpleRequest, context: ServerContext) throws -> Grpc_Testing_SimpleResponse {
+        Self.echoMetadata(context)
+        if request.hasResponseStatus { try Self.check(request.responseStatus) }
+        return try .with { $0.payload = try Self.payload(size: request.responseSize) }
+    }
+
+    public func cacheableUnaryCall(
+        _ request: Grpc_Testing_SimpleRequest, context: ServerContext
+    ) throws -> Grpc_Testing_SimpleResponse {
+        Self.echoMetadata(context)
+        return try .with { $0.payload = try Self.payload(size: request.responseSize) }
+    }
+
+    public func streamingOutputCall(
+        _ request: Grpc_Testing_StreamingOutputCallRequest,
+        responses: ResponseWriter<Grpc_Testing_StreamingOutputCallResponse>, context: ServerContext
+    ) async throws {
+        Self.echoMetadata(context)
+        try await Self.respond(to: request, writer: responses)
+    }
+
+    public func streamingInputCall(
+        _ requests: RequestStream<Grpc_Testing_StreamingInputCallRequest>, context: ServerContext
+    ) async throws -> Grpc_Testing_StreamingInputCallResponse {
+        Self.echoMetadata(context)
+        var total: Int32 = 0
+        for try await request in requests { total &+= Int32(request.payload.body.count) }
+        return .with { $0.aggregatedPayloadSize = total }
+    }
+
+    public func fullDuplexCall(
+        _ requests: RequestStream<Grpc_Testing_StreamingOutputCallRequest>,
+        responses: ResponseWriter<Grpc_Testing_StreamingOutputCallResponse>, context: ServerContext
+    ) async throws {
+        Self.echoMetadata(context)
+        for try await request in requests {
+            try await Self.respond(to: request, writer: responses)
         }
-        router.registerInlineUnary(
-            service: Self.serviceName, method: "UnaryCall",
-            request: Grpc_Testing_SimpleRequest.self, response: Grpc_Testing_SimpleResponse.self
-        ) { request, context in
-            Self.echoMetadata(context)
-            if request.hasResponseStatus { try Self.check(request.responseStatus) }
-            return try .with { $0.payload = try Self.payload(size: request.responseSize) }
-        }
-        router.registerInlineUnary(
-            service: Self.serviceName, method: "CacheableUnaryCall",
-            request: Grpc_Testing_SimpleRequest.self, response: Grpc_Testing_SimpleResponse.self
-        ) { request, context in
-            Self.echoMetadata(context)
-            return try .with { $0.payload = try Self.payload(size: request.responseSize) }
-        }
-        router.registerServerStreaming(
-            service: Self.serviceName, method: "StreamingOutputCall",
-            request: Grpc_Testing_StreamingOutputCallRequest.self,
-            response: Grpc_Testing_StreamingOutputCallResponse.self
-        ) { request, writer, context in
-            Self.echoMetadata(context)
-            try await Self.respond(to: request, writer: writer)
-        }
-        router.registerClientStreaming(
-            service: Self.serviceName, method: "StreamingInputCall",
-            request: Grpc_Testing_StreamingInputCallRequest.self,
-            response: Grpc_Testing_StreamingInputCallResponse.self
-        ) { requests, context in
-            Self.echoMetadata(context)
-            var total: Int32 = 0
-            for try await request in requests { total &+= Int32(request.payload.body.count) }
-            return .with { $0.aggregatedPayloadSize = total }
-        }
-        router.registerBidirectionalStreaming(
-            service: Self.serviceName, method: "FullDuplexCall",
-            request: Grpc_Testing_StreamingOutputCallRequest.self,
-            response: Grpc_Testing_StreamingOutputCallResponse.self
-        ) { requests, writer, context in
-            Self.echoMetadata(context)
-            for try await request in requests {
-                try await Self.respond(to: request, writer: writer)
-            }
-        }
-        router.registerBidirectionalStreaming(
-            service: Self.serviceName, method: "HalfDuplexCall",
-            request: Grpc_Testing_StreamingOutputCallRequest.self,
-            response: Grpc_Testing_StreamingOutputCallResponse.self
-        ) { requests, writer, context in
-            Self.echoMetadata(context)
-            var buffered: [Grpc_Testing_StreamingOutputCallRequest] = []
-            for try await request in requests { buffered.append(request) }
-            for request in buffered { try await Self.respond(to: request, writer: writer) }
-        }
+    }
+
+    public func halfDuplexCall(
+        _ requests: RequestStream<Grpc_Testing_StreamingOutputCallRequest>,
+        responses: ResponseWriter<Grpc_Testing_StreamingOutputCallResponse>, context: ServerContext
+    ) async throws {
+        Self.echoMetadata(context)
+        var buffered: [Grpc_Testing_StreamingOutputCallRequest] = []
+        for try await request in requests { buffered.append(request) }
+        for request in buffered { try await Self.respond(to: request, writer: responses) }
+    }
+
+    /// The interop cases expect this method to be UNIMPLEMENTED.
+    public func unimplementedCall(_ request: Grpc_Testing_Empty, context: ServerContext) throws -> Grpc_Testing_Empty {
+        throw RPCError(.unimplemented, "UnimplementedCall is left unimplemented for the interop cases")
     }
 
     private static func respond(

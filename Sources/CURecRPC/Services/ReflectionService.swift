@@ -6,8 +6,9 @@ import SwiftProtobuf
 /// tools discover the services a server offers and fetch their descriptors.
 ///
 /// The service answers from serialized `FileDescriptorSet`s given at creation and lists
-/// the services actually registered on the router it is given.
-public final class ReflectionService: RPCService {
+/// the services of the method descriptors it is given (normally every routed method), each
+/// of which must be described by those sets.
+public final class ReflectionService: Grpc_Reflection_V1_ServerReflectionHandler {
     private let filesByName: [String: Google_Protobuf_FileDescriptorProto]
     private let serializedFiles: [String: Data]
     private let fileBySymbol: [String: String]
@@ -24,8 +25,10 @@ public final class ReflectionService: RPCService {
     /// - Parameters:
     ///   - descriptorSets: serialized `google.protobuf.FileDescriptorSet`s covering every
     ///     served service and their imports.
-    ///   - services: the fully-qualified names to list (normally `router.serviceNames`).
-    public init(descriptorSets: [Data], services: [String]) throws {
+    ///   - methods: the methods served (normally `router.methods`); their services are listed.
+    /// - Throws: ``LoadError`` when a set does not parse, or a served method is not in the sets
+    ///   with the same request and response types.
+    public init(descriptorSets: [Data], methods: [RPCMethodDescriptor]) throws(LoadError) {
         var filesByName: [String: Google_Protobuf_FileDescriptorProto] = [:]
         var serializedFiles: [String: Data] = [:]
         var fileBySymbol: [String: String] = [:]
@@ -39,7 +42,11 @@ public final class ReflectionService: RPCService {
             }
             for file in set.file where filesByName[file.name] == nil {
                 filesByName[file.name] = file
-                serializedFiles[file.name] = try file.serializedBytes()
+                do {
+                    serializedFiles[file.name] = try file.serializedBytes()
+                } catch {
+                    throw LoadError(description: "\(file.name) does not serialize: \(error)")
+                }
                 let prefix = file.package.isEmpty ? "" : file.package + "."
                 func index(message: Google_Protobuf_DescriptorProto, scope: String) {
                     let name = scope + message.name
@@ -66,10 +73,11 @@ public final class ReflectionService: RPCService {
         self.serializedFiles = serializedFiles
         self.fileBySymbol = fileBySymbol
         self.extensionsByType = extensionsByType
-        var listed = Set(services)
-        listed.insert("grpc.reflection.v1.ServerReflection")
-        listed.insert("grpc.reflection.v1alpha.ServerReflection")
-        self.serviceNames = listed.sorted()
+        let served = methods + Self.ownMethods.map(\.descriptor)
+        for method in served {
+            try Self.check(method, in: filesByName)
+        }
+        self.serviceNames = Set(served.map(\.service)).sorted()
     }
 
     /// The descriptor set of the standard protos (health, reflection, testing).
@@ -81,17 +89,47 @@ public final class ReflectionService: RPCService {
         name.hasPrefix(".") ? String(name.dropFirst()) : name
     }
 
-    public func register(into router: inout RPCRouter) {
-        for service in ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"] {
-            router.registerBidirectionalStreaming(
-                service: service, method: "ServerReflectionInfo",
-                request: Grpc_Reflection_V1_ServerReflectionRequest.self,
-                response: Grpc_Reflection_V1_ServerReflectionResponse.self
-            ) { [self] requests, writer, _ in
-                for try await request in requests {
-                    try await writer.send(self.answer(request))
+    /// The reflection method under both names it is served by: `v1alpha` has the same messages
+    /// on the wire as `v1`.
+    static let ownMethods = [
+        Grpc_Reflection_V1_ServerReflection.Method.serverReflectionInfo,
+        Grpc_Reflection_V1_ServerReflection.Method.serverReflectionInfo.served(as: "grpc.reflection.v1alpha.ServerReflection"),
+    ]
+
+    /// Checks that `method` is described in `files` with the same message types.
+    private static func check(
+        _ method: RPCMethodDescriptor, in files: [String: Google_Protobuf_FileDescriptorProto]
+    ) throws(LoadError) {
+        for file in files.values {
+            let prefix = file.package.isEmpty ? "" : file.package + "."
+            for service in file.service where prefix + service.name == method.service {
+                guard let described = service.method.first(where: { $0.name == method.name }) else { continue }
+                guard trimDot(described.inputType) == method.requestType,
+                      trimDot(described.outputType) == method.responseType else {
+                    throw LoadError(description: "\(method.path) takes \(method.requestType) and returns \(method.responseType), but its descriptor says \(trimDot(described.inputType)) and \(trimDot(described.outputType))")
                 }
+                return
             }
+        }
+        throw LoadError(description: "\(method.path) is served but no descriptor set describes it")
+    }
+
+    /// Routes `ServerReflectionInfo` under `v1` and `v1alpha`.
+    public func register(into router: inout RPCRouter) {
+        for method in Self.ownMethods {
+            router.registerBidirectionalStreaming(method) { [self] requests, responses, context in
+                try await self.serverReflectionInfo(requests, responses: responses, context: context)
+            }
+        }
+    }
+
+    /// `ServerReflectionInfo`: answers each request of the stream in turn.
+    public func serverReflectionInfo(
+        _ requests: RequestStream<Grpc_Reflection_V1_ServerReflectionRequest>,
+        responses: ResponseWriter<Grpc_Reflection_V1_ServerReflectionResponse>, context: ServerContext
+    ) async throws {
+        for try await request in requests {
+            try await responses.send(answer(request))
         }
     }
 

@@ -74,7 +74,7 @@ struct TrainPluginJob: JobKind {
                 isCancelled: { context.isCancelled })
         } catch {
             // The plugin returned CUREC_STATUS_CANCELLED because the job was cancelled.
-            if error.statusCode == 1 || context.isCancelled { throw JobCancelled() }
+            if error.isCancellation || context.isCancelled { throw JobCancelled() }
             throw error
         }
         context.progress(stage: "save", step: 0, total: 1)

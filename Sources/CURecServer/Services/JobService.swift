@@ -3,58 +3,80 @@ import CURecProto
 import CURecRPC
 import Foundation
 
-/// `curec.v1.JobService`: submit, inspect, cancel and watch durable jobs.
-struct JobService: RPCService {
-    let jobs: JobManager
+/// `curec.v1.JobService` on the wire: each method forwards to ``JobOperations``.
+struct JobService: Curec_V1_JobServiceHandler {
+    let operations: JobOperations
 
-    func register(into router: inout RPCRouter) {
-        let service = "curec.v1.JobService"
-        router.registerUnary(service: service, method: "Submit",
-                             request: Curec_V1_SubmitJobRequest.self, response: Curec_V1_Job.self) { request, _ in
-            guard !request.kind.isEmpty else {
-                throw RPCError(.invalidArgument, "kind is empty; known kinds: \(jobs.kindNames.joined(separator: ", "))")
-            }
-            return try Self.job(mapping { try jobs.submit(kind: request.kind, parameters: request.parameters) })
-        }
-        router.registerUnary(service: service, method: "Get",
-                             request: Curec_V1_GetJobRequest.self, response: Curec_V1_Job.self) { request, _ in
-            try Self.requireID(request.id)
-            return try Self.job(mapping { try jobs.get(request.id) })
-        }
-        router.registerUnary(service: service, method: "List",
-                             request: Curec_V1_ListJobsRequest.self, response: Curec_V1_ListJobsResponse.self) { request, _ in
-            guard request.limit <= 10_000 else { throw RPCError(.invalidArgument, "limit is \(request.limit); at most 10000") }
-            let state: JobState?
-            switch request.state {
-            case .unspecified: state = nil
-            case .UNRECOGNIZED(let value): throw RPCError(.invalidArgument, "state \(value) is not a JobState")
-            default: state = Self.state(request.state)
-            }
-            let records = try mapping {
-                try jobs.list(state: state, kind: request.kind.isEmpty ? nil : request.kind,
-                              limit: request.limit == 0 ? 100 : Int(request.limit))
-            }
-            return .with { $0.jobs = records.map(Self.job) }
-        }
-        router.registerUnary(service: service, method: "Cancel",
-                             request: Curec_V1_CancelJobRequest.self, response: Curec_V1_Job.self) { request, _ in
-            try Self.requireID(request.id)
-            return try Self.job(mapping { try jobs.cancel(request.id) })
-        }
-        router.registerServerStreaming(service: service, method: "Watch",
-                                       request: Curec_V1_WatchJobRequest.self, response: Curec_V1_JobEvent.self) { request, writer, _ in
-            try Self.requireID(request.id)
-            let events = try mapping { try jobs.watch(request.id) }
-            for await event in events {
-                try await writer.send(Self.event(event))
-                if event.isFinal { return }
-            }
-            try Task.checkCancellation()
-        }
+    func submit(_ request: Curec_V1_SubmitJobRequest, context: ServerContext) async throws -> Curec_V1_Job {
+        try operations.submit(request)
     }
 
-    private static func requireID(_ id: String) throws(RPCError) {
-        guard !id.isEmpty else { throw RPCError(.invalidArgument, "id is empty; give a job id from Submit or List") }
+    func get(_ request: Curec_V1_GetJobRequest, context: ServerContext) async throws -> Curec_V1_Job {
+        try operations.get(request)
+    }
+
+    func list(_ request: Curec_V1_ListJobsRequest, context: ServerContext) async throws -> Curec_V1_ListJobsResponse {
+        try operations.list(request)
+    }
+
+    func cancel(_ request: Curec_V1_CancelJobRequest, context: ServerContext) async throws -> Curec_V1_Job {
+        try operations.cancel(request)
+    }
+
+    func watch(_ request: Curec_V1_WatchJobRequest, responses: ResponseWriter<Curec_V1_JobEvent>, context: ServerContext) async throws {
+        try await operations.watch(request) { try await responses.send($0) }
+    }
+}
+
+/// Submit, inspect, cancel and watch durable jobs.
+struct JobOperations: Sendable {
+    let jobs: JobManager
+
+    /// Queues a job of `request.kind`.
+    func submit(_ request: Curec_V1_SubmitJobRequest) throws -> Curec_V1_Job {
+        guard !request.kind.isEmpty else {
+            throw ServingError.invalidArgument("kind is empty; known kinds: \(jobs.kindNames.joined(separator: ", "))")
+        }
+        return Self.job(try jobs.submit(kind: request.kind, parameters: request.parameters))
+    }
+
+    func get(_ request: Curec_V1_GetJobRequest) throws -> Curec_V1_Job {
+        try Self.requireID(request.id)
+        return Self.job(try jobs.get(request.id))
+    }
+
+    /// The newest jobs (100 unless `limit` says), optionally of one state and kind.
+    func list(_ request: Curec_V1_ListJobsRequest) throws -> Curec_V1_ListJobsResponse {
+        guard request.limit <= 10_000 else { throw ServingError.invalidArgument("limit is \(request.limit); at most 10000") }
+        let state: JobState?
+        switch request.state {
+        case .unspecified: state = nil
+        case .UNRECOGNIZED(let value): throw ServingError.invalidArgument("state \(value) is not a JobState")
+        default: state = Self.state(request.state)
+        }
+        let records = try jobs.list(state: state, kind: request.kind.isEmpty ? nil : request.kind,
+                                    limit: request.limit == 0 ? 100 : Int(request.limit))
+        return .with { $0.jobs = records.map(Self.job) }
+    }
+
+    func cancel(_ request: Curec_V1_CancelJobRequest) throws -> Curec_V1_Job {
+        try Self.requireID(request.id)
+        return Self.job(try jobs.cancel(request.id))
+    }
+
+    /// Hands the job's events to `send` until the final one.
+    func watch(_ request: Curec_V1_WatchJobRequest, send: (Curec_V1_JobEvent) async throws -> Void) async throws {
+        try Self.requireID(request.id)
+        let events = try jobs.watch(request.id)
+        for await event in events {
+            try await send(Self.event(event))
+            if event.isFinal { return }
+        }
+        try Task.checkCancellation()
+    }
+
+    private static func requireID(_ id: String) throws(ServingError) {
+        guard !id.isEmpty else { throw .invalidArgument("id is empty; give a job id from Submit or List") }
     }
 
     static func state(_ state: JobState) -> Curec_V1_JobState {
@@ -113,47 +135,43 @@ struct JobService: RPCService {
     }
 }
 
-/// Runs `body`, turning a ``JobError`` into the gRPC error of the same meaning.
-func mapping<T>(_ body: () throws -> T) throws(RPCError) -> T {
-    do {
-        return try body()
-    } catch let error as JobError {
-        throw RPCError(StatusCode(rawValue: error.statusCode) ?? .internal, error.description)
-    } catch {
-        throw RPCError.from(error)
+/// `curec.v1.ModelService` on the wire: each method forwards to ``ModelOperations``.
+struct ModelService: Curec_V1_ModelServiceHandler {
+    let operations: ModelOperations
+
+    func list(_ request: Curec_V1_ListModelsRequest, context: ServerContext) async throws -> Curec_V1_ListModelsResponse {
+        try operations.list(request)
+    }
+
+    func getReport(_ request: Curec_V1_GetReportRequest, context: ServerContext) async throws -> Curec_V1_GetReportResponse {
+        try operations.report(request)
     }
 }
 
-/// `curec.v1.ModelService`: the artifact store's models and versions.
-struct ModelService: RPCService {
+/// The artifact store's models and versions, and the pipeline's reports.
+struct ModelOperations: Sendable {
     let artifacts: ArtifactStore
 
-    func register(into router: inout RPCRouter) {
-        router.registerUnary(service: "curec.v1.ModelService", method: "List",
-                             request: Curec_V1_ListModelsRequest.self, response: Curec_V1_ListModelsResponse.self) { request, _ in
-            let root = (artifacts.root as NSString).appendingPathComponent("models")
-            var names = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
-            if !request.name.isEmpty {
-                guard names.contains(request.name) else { throw RPCError(.notFound, "no model named '\(request.name)'") }
-                names = [request.name]
-            }
-            return .with { response in
-                response.models = names.map { name in
-                    .with { model in
-                        model.name = name
-                        model.versions = artifacts.versions(of: name).map { version in
-                            .with {
-                                $0.version = version
-                                $0.metadata = artifacts.manifest(of: name, version: version)?.fields ?? [:]
-                            }
+    /// Every model with its versions and their metadata, or only `request.name`.
+    func list(_ request: Curec_V1_ListModelsRequest) throws(ServingError) -> Curec_V1_ListModelsResponse {
+        let root = (artifacts.root as NSString).appendingPathComponent("models")
+        var names = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
+        if !request.name.isEmpty {
+            guard names.contains(request.name) else { throw .notFound("no model named '\(request.name)'") }
+            names = [request.name]
+        }
+        return .with { response in
+            response.models = names.map { name in
+                .with { model in
+                    model.name = name
+                    model.versions = artifacts.versions(of: name).map { version in
+                        .with {
+                            $0.version = version
+                            $0.metadata = artifacts.manifest(of: name, version: version)?.fields ?? [:]
                         }
                     }
                 }
             }
-        }
-        router.registerUnary(service: "curec.v1.ModelService", method: "GetReport",
-                             request: Curec_V1_GetReportRequest.self, response: Curec_V1_GetReportResponse.self) { request, _ in
-            try report(request)
         }
     }
 
@@ -168,22 +186,23 @@ struct ModelService: RPCService {
         }
     }
 
-    func report(_ request: Curec_V1_GetReportRequest) throws(RPCError) -> Curec_V1_GetReportResponse {
+    /// A report version (the newest unless `request.version` names one) with its files.
+    func report(_ request: Curec_V1_GetReportRequest) throws(ServingError) -> Curec_V1_GetReportResponse {
         let name = request.name.isEmpty ? "report" : request.name
         guard !name.contains("/"), !name.hasPrefix("."), !request.version.contains("/") else {
-            throw RPCError(.invalidArgument, "name and version must be plain names (no '/', not starting with '.')")
+            throw .invalidArgument("name and version must be plain names (no '/', not starting with '.')")
         }
         let versions = artifacts.versions(of: name)
         guard let version = request.version.isEmpty ? versions.last : versions.first(where: { $0 == request.version }) else {
             if versions.isEmpty {
-                throw RPCError(.notFound, "no report '\(name)' exists yet; a pipeline job writes one (curec jobs submit pipeline profile=quick)")
+                throw .notFound("no report '\(name)' exists yet; a pipeline job writes one (curec jobs submit pipeline profile=quick)")
             }
-            throw RPCError(.notFound, "report '\(name)' has no version '\(request.version)' (have \(versions.joined(separator: ", ")))")
+            throw .notFound("report '\(name)' has no version '\(request.version)' (have \(versions.joined(separator: ", ")))")
         }
         let directory = (artifacts.directory(of: name) as NSString).appendingPathComponent(version)
         let markdownPath = (directory as NSString).appendingPathComponent("report.md")
         guard let markdown = FileManager.default.contents(atPath: markdownPath) else {
-            throw RPCError(.notFound, "models/\(name)/\(version) is not a report (no report.md)")
+            throw .notFound("models/\(name)/\(version) is not a report (no report.md)")
         }
         var response = Curec_V1_GetReportResponse()
         response.name = name

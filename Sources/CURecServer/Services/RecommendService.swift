@@ -2,12 +2,29 @@ import CURecPluginHost
 import CURecProto
 import CURecRPC
 
-/// `curec.v1.RecommendService`: Score and Recommend with a recommender plugin.
+/// `curec.v1.RecommendService` on the wire: each method forwards to ``RecommendOperations``.
 ///
 /// Score runs inline on the I/O threads: plugin scoring is required to be fast
 /// (microseconds for hundreds of candidates), and this keeps the hot path free of thread
 /// hops. Recommend runs as a task, because with `with_reasons` it also generates text.
-struct RecommendService: RPCService {
+struct RecommendService: Curec_V1_RecommendServiceHandler {
+    /// Nil when the daemon has no dataset: every call then fails with FAILED_PRECONDITION.
+    let operations: RecommendOperations?
+
+    func score(_ request: Curec_V1_ScoreRequest, context: ServerContext) throws -> Curec_V1_ScoreResponse {
+        try ServingError.requireDataset(operations).score(request)
+    }
+
+    func recommend(_ request: Curec_V1_RecommendRequest, context: ServerContext) async throws -> Curec_V1_RecommendResponse {
+        let deadline = context.deadline
+        return try await ServingError.requireDataset(operations).recommend(request, shouldStop: {
+            context.isCancelled || (deadline.map { ContinuousClock.now >= $0 } ?? false)
+        })
+    }
+}
+
+/// Score and Recommend with a recommender plugin, and reasons for what is recommended.
+struct RecommendOperations: Sendable {
     let data: ServingData
     let plugins: PluginHost
     let defaultRecommender: String
@@ -20,74 +37,20 @@ struct RecommendService: RPCService {
 
     static let maxCandidates = 10_000
 
-    func register(into router: inout RPCRouter) {
-        router.registerInlineUnary(
-            service: "curec.v1.RecommendService", method: "Score",
-            request: Curec_V1_ScoreRequest.self, response: Curec_V1_ScoreResponse.self
-        ) { request, _ in try score(request) }
-        router.registerUnary(
-            service: "curec.v1.RecommendService", method: "Recommend",
-            request: Curec_V1_RecommendRequest.self, response: Curec_V1_RecommendResponse.self
-        ) { request, context in
-            if request.withReasons && request.reasonSource == .pair {
-                let deadline = context.deadline
-                return try await recommendWithPairReasons(request, isCancelled: {
-                    context.isCancelled || (deadline.map { ContinuousClock.now >= $0 } ?? false)
-                })
-            }
-            var response = try recommend(request)
-            guard request.withReasons else { return response }
-            // AUTO falls back to generation when the table cannot be read; TABLE reports it.
-            let table: ReasonTableStore.Loaded?
-            switch request.reasonSource {
-            case .generate: table = nil
-            case .table: table = try reasonTables?.latest()
-            default: table = try? reasonTables?.latest()
-            }
-            if let table {
-                table.attach(to: &response, data: data)
-                return response
-            }
-            if request.reasonSource == .table {
-                throw RPCError(.failedPrecondition,
-                               "no reason table exists yet; run a pipeline job (curec jobs submit pipeline profile=quick) or ask for REASON_SOURCE_GENERATE")
-            }
-            guard let reasons else {
-                throw RPCError(.failedPrecondition, "reasons are unavailable: the daemon has no corpus to prompt its language model")
-            }
-            let user = try data.user(request.userID)
-            let items = response.items.compactMap { data.dataset.itemIndex($0.itemID) }.map { UInt32(bitPattern: $0) }
-            let deadline = context.deadline
-            let texts = try await runBlocking {
-                try reasons.reasons(user: user, items: items, modelName: request.reasonModel, shouldStop: {
-                    context.isCancelled || (deadline.map { ContinuousClock.now >= $0 } ?? false)
-                })
-            }
-            for index in response.items.indices where index < texts.count {
-                response.items[index].reason = texts[index]
-                if !texts[index].isEmpty { response.items[index].reasonSource = "generated" }
-            }
-            return response
-        }
-    }
-
-    private func recommender(_ requested: String) throws(RPCError) -> PluginInstance {
+    private func recommender(_ requested: String) throws(ServingError) -> PluginInstance {
         let name = requested.isEmpty ? defaultRecommender : requested
         guard let instance = plugins.instance(named: name) else {
-            throw RPCError(.notFound, "plugin '\(name)' is not loaded (see PluginService.List)")
+            throw .notFound("plugin '\(name)' is not loaded (see PluginService.List)")
         }
         return instance
     }
 
-    static func servedBy(_ instance: PluginInstance) -> String {
-        instance.servedBy
-    }
-
-    func score(_ request: Curec_V1_ScoreRequest) throws(RPCError) -> Curec_V1_ScoreResponse {
+    /// The scores of the candidates `request` names. Never blocks.
+    func score(_ request: Curec_V1_ScoreRequest) throws -> Curec_V1_ScoreResponse {
         let user = try data.user(request.userID)
-        guard !request.itemIds.isEmpty else { throw RPCError(.invalidArgument, "item_ids is empty; give at least one item id") }
+        guard !request.itemIds.isEmpty else { throw ServingError.invalidArgument("item_ids is empty; give at least one item id") }
         guard request.itemIds.count <= Self.maxCandidates else {
-            throw RPCError(.invalidArgument, "item_ids has \(request.itemIds.count) ids; at most \(Self.maxCandidates) per call")
+            throw ServingError.invalidArgument("item_ids has \(request.itemIds.count) ids; at most \(Self.maxCandidates) per call")
         }
         var candidates = [UInt32](repeating: 0, count: request.itemIds.count)
         for (index, itemID) in request.itemIds.enumerated() {
@@ -96,37 +59,71 @@ struct RecommendService: RPCService {
         let instance = try recommender(request.plugin)
         var response = Curec_V1_ScoreResponse()
         response.scores = [Float](repeating: 0, count: candidates.count)
-        do {
-            try candidates.withUnsafeBufferPointer { candidateBuffer throws(PluginHostError) in
-                try response.scores.withUnsafeMutableBufferPointer { scores throws(PluginHostError) in
-                    try instance.scoreRecommender(user: user, history: data.histories[Int(user)],
-                                                  candidates: candidateBuffer, scores: scores)
-                }
+        try candidates.withUnsafeBufferPointer { candidateBuffer throws(PluginHostError) in
+            try response.scores.withUnsafeMutableBufferPointer { scores throws(PluginHostError) in
+                try instance.scoreRecommender(user: user, history: data.histories[Int(user)],
+                                              candidates: candidateBuffer, scores: scores)
             }
-        } catch {
-            throw RPCError(error)
         }
-        response.servedBy = Self.servedBy(instance)
+        response.servedBy = instance.servedBy
         return response
     }
 
-    func recommend(_ request: Curec_V1_RecommendRequest) throws(RPCError) -> Curec_V1_RecommendResponse {
+    /// The top `k` of the catalogue, with reasons when the request asks for them: from the
+    /// pipeline's reason table, else written by a language model (blocking; `shouldStop`
+    /// ends the writing).
+    func recommend(_ request: Curec_V1_RecommendRequest, shouldStop: @escaping @Sendable () -> Bool) async throws
+        -> Curec_V1_RecommendResponse
+    {
+        if request.withReasons && request.reasonSource == .pair {
+            return try await recommendWithPairReasons(request, isCancelled: shouldStop)
+        }
+        var response = try rank(request)
+        guard request.withReasons else { return response }
+        // AUTO falls back to generation when the table cannot be read; TABLE reports it.
+        let table: ReasonTableStore.Loaded?
+        switch request.reasonSource {
+        case .generate: table = nil
+        case .table: table = try reasonTables?.latest()
+        default: table = try? reasonTables?.latest()
+        }
+        if let table {
+            table.attach(to: &response, data: data)
+            return response
+        }
+        if request.reasonSource == .table {
+            throw ServingError.failedPrecondition(
+                "no reason table exists yet; run a pipeline job (curec jobs submit pipeline profile=quick) or ask for REASON_SOURCE_GENERATE")
+        }
+        guard let reasons else {
+            throw ServingError.failedPrecondition("reasons are unavailable: the daemon has no corpus to prompt its language model")
+        }
+        let user = try data.user(request.userID)
+        let items = response.items.compactMap { data.dataset.itemIndex($0.itemID) }.map { UInt32(bitPattern: $0) }
+        let texts = try await runBlocking {
+            try reasons.reasons(user: user, items: items, modelName: request.reasonModel, shouldStop: shouldStop)
+        }
+        for index in response.items.indices where index < texts.count {
+            response.items[index].reason = texts[index]
+            if !texts[index].isEmpty { response.items[index].reasonSource = "generated" }
+        }
+        return response
+    }
+
+    /// The top `k` of the catalogue for the user, without reasons.
+    func rank(_ request: Curec_V1_RecommendRequest) throws -> Curec_V1_RecommendResponse {
         let user = try data.user(request.userID)
         guard (1...1000).contains(request.k) else {
-            throw RPCError(.invalidArgument, "k is \(request.k); it must be between 1 and 1000")
+            throw ServingError.invalidArgument("k is \(request.k); it must be between 1 and 1000")
         }
         let instance = try recommender(request.plugin)
         let itemCount = data.allItems.count
         var scores = [Float](repeating: 0, count: itemCount)
-        do {
-            try data.allItems.withUnsafeBufferPointer { candidates throws(PluginHostError) in
-                try scores.withUnsafeMutableBufferPointer { output throws(PluginHostError) in
-                    try instance.scoreRecommender(user: user, history: data.histories[Int(user)],
-                                                  candidates: candidates, scores: output)
-                }
+        try data.allItems.withUnsafeBufferPointer { candidates throws(PluginHostError) in
+            try scores.withUnsafeMutableBufferPointer { output throws(PluginHostError) in
+                try instance.scoreRecommender(user: user, history: data.histories[Int(user)],
+                                              candidates: candidates, scores: output)
             }
-        } catch {
-            throw RPCError(error)
         }
         if request.excludeSeen {
             for item in data.histories[Int(user)] { scores[Int(item)] = -.infinity }
@@ -141,7 +138,7 @@ struct RecommendService: RPCService {
                 $0.title = info.title
             }
         }
-        response.servedBy = Self.servedBy(instance)
+        response.servedBy = instance.servedBy
         return response
     }
 }

@@ -4,19 +4,18 @@ import CURecRPC
 
 /// `RewardService.ScoreReasons` and `RewardService.Embed`: the pipeline's reward of reasons
 /// given as text, and MiniLM sentence embeddings. Both run their model off the I/O loop.
-extension RewardService {
-    private func textModels() throws(RPCError) -> ServingReasonReward {
+extension RewardOperations {
+    private func textModels() throws(ServingError) -> ServingReasonReward {
         guard let reasonReward else {
-            throw RPCError(.failedPrecondition, "reason scoring is unavailable: the daemon has no dataset corpus")
+            throw ServingError.failedPrecondition("reason scoring is unavailable: the daemon has no dataset corpus")
         }
         return reasonReward
     }
 
     func scoreReasons(_ request: Curec_V1_ScoreReasonsRequest) async throws -> Curec_V1_ScoreReasonsResponse {
-        guard !request.reasons.isEmpty else { throw RPCError(.invalidArgument, "reasons is empty; give at least one") }
+        guard !request.reasons.isEmpty else { throw ServingError.invalidArgument("reasons is empty; give at least one") }
         guard request.reasons.count <= ServingReasonReward.maxReasons else {
-            throw RPCError(.invalidArgument,
-                           "reasons has \(request.reasons.count) entries; at most \(ServingReasonReward.maxReasons) per call")
+            throw ServingError.invalidArgument("reasons has \(request.reasons.count) entries; at most \(ServingReasonReward.maxReasons) per call")
         }
         try ServingReasonReward.validate(request.reasons.map(\.text), field: { "reasons[\($0)].text" }, allowEmpty: true)
         var pairs: [(user: Int32, item: Int32, text: String)] = []
@@ -52,9 +51,9 @@ extension RewardService {
     }
 
     func embed(_ request: Curec_V1_EmbedRequest) async throws -> Curec_V1_EmbedResponse {
-        guard !request.texts.isEmpty else { throw RPCError(.invalidArgument, "texts is empty; give at least one") }
+        guard !request.texts.isEmpty else { throw ServingError.invalidArgument("texts is empty; give at least one") }
         guard request.texts.count <= ServingReasonReward.maxTexts else {
-            throw RPCError(.invalidArgument, "texts has \(request.texts.count) entries; at most \(ServingReasonReward.maxTexts) per call")
+            throw ServingError.invalidArgument("texts has \(request.texts.count) entries; at most \(ServingReasonReward.maxTexts) per call")
         }
         try ServingReasonReward.validate(request.texts, field: { "texts[\($0)]" }, allowEmpty: false)
         let encoder = try await textModels().encoder()

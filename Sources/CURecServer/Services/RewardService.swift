@@ -2,8 +2,28 @@ import CURecPluginHost
 import CURecProto
 import CURecRPC
 
-/// `curec.v1.RewardService`: scores (user, item, reason embedding) triples with a reward plugin.
-struct RewardService: RPCService {
+/// `curec.v1.RewardService` on the wire: forwards to ``RewardOperations``.
+struct RewardService: Curec_V1_RewardServiceHandler {
+    /// Nil when the daemon has no dataset: every call then fails with FAILED_PRECONDITION.
+    let operations: RewardOperations?
+
+    func score(_ request: Curec_V1_RewardRequest, context: ServerContext) async throws -> Curec_V1_RewardResponse {
+        try ServingError.requireDataset(operations).score(request)
+    }
+
+    func scoreReasons(_ request: Curec_V1_ScoreReasonsRequest, context: ServerContext) async throws
+        -> Curec_V1_ScoreReasonsResponse
+    {
+        try await ServingError.requireDataset(operations).scoreReasons(request)
+    }
+
+    func embed(_ request: Curec_V1_EmbedRequest, context: ServerContext) async throws -> Curec_V1_EmbedResponse {
+        try await ServingError.requireDataset(operations).embed(request)
+    }
+}
+
+/// Scores (user, item, reason embedding) triples with a reward plugin.
+struct RewardOperations: Sendable {
     let data: ServingData
     let plugins: PluginHost
     let defaultRewardModel: String
@@ -13,29 +33,14 @@ struct RewardService: RPCService {
 
     static let maxTriples = 4096
 
-    func register(into router: inout RPCRouter) {
-        router.registerUnary(
-            service: "curec.v1.RewardService", method: "Score",
-            request: Curec_V1_RewardRequest.self, response: Curec_V1_RewardResponse.self
-        ) { request, _ in try score(request) }
-        router.registerUnary(
-            service: "curec.v1.RewardService", method: "ScoreReasons",
-            request: Curec_V1_ScoreReasonsRequest.self, response: Curec_V1_ScoreReasonsResponse.self
-        ) { request, _ in try await scoreReasons(request) }
-        router.registerUnary(
-            service: "curec.v1.RewardService", method: "Embed",
-            request: Curec_V1_EmbedRequest.self, response: Curec_V1_EmbedResponse.self
-        ) { request, _ in try await embed(request) }
-    }
-
-    func score(_ request: Curec_V1_RewardRequest) throws(RPCError) -> Curec_V1_RewardResponse {
-        guard !request.triples.isEmpty else { throw RPCError(.invalidArgument, "triples is empty; give at least one") }
+    func score(_ request: Curec_V1_RewardRequest) throws -> Curec_V1_RewardResponse {
+        guard !request.triples.isEmpty else { throw ServingError.invalidArgument("triples is empty; give at least one") }
         guard request.triples.count <= Self.maxTriples else {
-            throw RPCError(.invalidArgument, "triples has \(request.triples.count) entries; at most \(Self.maxTriples) per call")
+            throw ServingError.invalidArgument("triples has \(request.triples.count) entries; at most \(Self.maxTriples) per call")
         }
         let name = request.plugin.isEmpty ? defaultRewardModel : request.plugin
         guard let instance = plugins.instance(named: name) else {
-            throw RPCError(.notFound, "plugin '\(name)' is not loaded (see PluginService.List)")
+            throw ServingError.notFound("plugin '\(name)' is not loaded (see PluginService.List)")
         }
         let expected = instance.describe().reasonEmbeddingDimension
         var inputs: [PluginInstance.RewardInput] = []
@@ -44,21 +49,17 @@ struct RewardService: RPCService {
             let user = try data.user(triple.userID, field: "triples[\(index)].user_id")
             let item = try data.item(triple.itemID, field: "triples[\(index)].item_id")
             if expected > 0 && triple.reasonEmbedding.count != expected {
-                throw RPCError(.invalidArgument,
-                               "triples[\(index)].reason_embedding has \(triple.reasonEmbedding.count) values; plugin '\(name)' expects \(expected)")
+                throw ServingError.invalidArgument(
+                    "triples[\(index)].reason_embedding has \(triple.reasonEmbedding.count) values; plugin '\(name)' expects \(expected)")
             }
             guard triple.reasonEmbedding.allSatisfy(\.isFinite) else {
-                throw RPCError(.invalidArgument, "triples[\(index)].reason_embedding contains NaN or infinity")
+                throw ServingError.invalidArgument("triples[\(index)].reason_embedding contains NaN or infinity")
             }
             inputs.append(.init(user: user, item: item, embedding: triple.reasonEmbedding))
         }
         var response = Curec_V1_RewardResponse()
-        do {
-            response.rewards = try instance.scoreReward(inputs)
-        } catch {
-            throw RPCError(error)
-        }
-        response.servedBy = RecommendService.servedBy(instance)
+        response.rewards = try instance.scoreReward(inputs)
+        response.servedBy = instance.servedBy
         return response
     }
 }

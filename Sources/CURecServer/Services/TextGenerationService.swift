@@ -1,6 +1,5 @@
 import CURecModels
 import CURecProto
-import CURecRPC
 import Foundation
 import Synchronization
 
@@ -12,32 +11,26 @@ import Synchronization
 /// as it is decoded: only whole characters, and never a tail that may still become a stop
 /// string. The model's end-of-turn token ends generation (finish reason STOP); so does a stop
 /// string, which is not returned. Deadline and cancellation stop generation between tokens.
-struct TextGenerationService: RPCService {
+struct TextGeneration: Sendable {
     let models: ChatModelStore
     /// Most stop strings, and their longest length in bytes.
     static let maxStops = 4, maxStopBytes = 64
     /// Tokens generated when the request sets no limit.
     static let defaultMaxTokens = 256
 
-    func register(into router: inout RPCRouter) {
-        router.registerServerStreaming(
-            service: "curec.v1.GenerationService", method: "Generate",
-            request: Curec_V1_GenerateRequest.self, response: Curec_V1_GenerateResponse.self
-        ) { request, writer, call in
-            let input = try Self.input(request)
-            let options = try GenerationService.options(request.sampling)
-            let stops = try Self.stopStrings(request.stop)
-            let loaded: ChatModelStore.Loaded
-            do throws(ChatModelError) {
-                loaded = try models.model(name: request.model, version: request.version)
-            } catch {
-                throw RPCError(error)
-            }
-            let prompt = try Self.promptTokens(input, tokenizer: loaded.tokenizer)
-            try await Self.stream(prompt: prompt, loaded: loaded, sampling: options,
-                                  defaultLimit: request.sampling.maxTokens == 0, stops: stops,
-                                  deadline: call.deadline) { message in try await writer.send(message) }
-        }
+    /// Generates what `request` asks for and hands every response message to `send`.
+    func generate(
+        _ request: Curec_V1_GenerateRequest, deadline: ContinuousClock.Instant?,
+        send: (Curec_V1_GenerateResponse) async throws -> Void
+    ) async throws {
+        let input = try Self.input(request)
+        let options = try ReasonStreaming.options(request.sampling)
+        let stops = try Self.stopStrings(request.stop)
+        let loaded = try models.model(name: request.model, version: request.version)
+        let prompt = try Self.promptTokens(input, tokenizer: loaded.tokenizer)
+        try await Self.stream(prompt: prompt, loaded: loaded, sampling: options,
+                              defaultLimit: request.sampling.maxTokens == 0, stops: stops,
+                              deadline: deadline, send: send)
     }
 
     /// Generates from `prompt` with `loaded` and hands every message of a `Generate` stream to
@@ -51,7 +44,7 @@ struct TextGenerationService: RPCService {
         var options = sampling
         let context = loaded.model.config.context
         guard prompt.count < context else {
-            throw RPCError(.invalidArgument, "the prompt has \(prompt.count) tokens; the model's context holds \(context)")
+            throw ServingError.invalidArgument("the prompt has \(prompt.count) tokens; the model's context holds \(context)")
         }
         if defaultLimit { options.maxTokens = min(Self.defaultMaxTokens, context - prompt.count) }
         options.stopSequences = loaded.tokenizer.endOfTurnStopSequences
@@ -111,11 +104,11 @@ struct TextGenerationService: RPCService {
             stop.set()
         }
         try Task.checkCancellation()
-        guard let outcome = finished.get() else { throw RPCError(.internal, "generation ended without a result") }
+        guard let outcome = finished.get() else { throw ServingError.internalFailure("generation ended without a result") }
         let result: GenerationResult
         switch outcome {
         case .success(let value): result = value
-        case .failure(let error): throw RPCError(.internal, "generation failed: \(error.description)")
+        case .failure(let error): throw ServingError.internalFailure("generation failed: \(error.description)")
         }
         var text = Array(((try? loaded.tokenizer.decode(result.tokens.map(Int32.init))) ?? "").unicodeScalars)
         let reason: Curec_V1_FinishReason
@@ -125,7 +118,7 @@ struct TextGenerationService: RPCService {
         } else {
             switch result.finishReason {
             case .cancelled:
-                throw RPCError(.deadlineExceeded, "the deadline passed after \(generated.count) tokens")
+                throw ServingError.deadlineExceeded("the deadline passed after \(generated.count) tokens")
             case .stopSequence: reason = .stop
             case .maxTokens: reason = .length
             case .contextFull: reason = .context
@@ -149,11 +142,11 @@ struct TextGenerationService: RPCService {
         case prompt(String)
     }
 
-    static func input(_ request: Curec_V1_GenerateRequest) throws(RPCError) -> Input {
+    static func input(_ request: Curec_V1_GenerateRequest) throws(ServingError) -> Input {
         switch request.input {
         case .chat(let conversation):
             guard !conversation.messages.isEmpty else {
-                throw RPCError(.invalidArgument, "chat.messages is empty; give at least one user message")
+                throw ServingError.invalidArgument("chat.messages is empty; give at least one user message")
             }
             var messages: [ChatMessage] = []
             for (index, message) in conversation.messages.enumerated() {
@@ -163,36 +156,36 @@ struct TextGenerationService: RPCService {
                 case .user: role = .user
                 case .assistant: role = .assistant
                 default:
-                    throw RPCError(.invalidArgument, "chat.messages[\(index)].role must be SYSTEM, USER or ASSISTANT")
+                    throw ServingError.invalidArgument("chat.messages[\(index)].role must be SYSTEM, USER or ASSISTANT")
                 }
                 messages.append(ChatMessage(role: role, content: message.content))
             }
             return .chat(messages)
         case .prompt(let text):
-            guard !text.isEmpty else { throw RPCError(.invalidArgument, "prompt is empty") }
+            guard !text.isEmpty else { throw ServingError.invalidArgument("prompt is empty") }
             return .prompt(text)
         case nil:
-            throw RPCError(.invalidArgument, "set chat (a conversation) or prompt (raw text)")
+            throw ServingError.invalidArgument("set chat (a conversation) or prompt (raw text)")
         }
     }
 
-    static func stopStrings(_ stops: [String]) throws(RPCError) -> [String] {
+    static func stopStrings(_ stops: [String]) throws(ServingError) -> [String] {
         guard stops.count <= maxStops else {
-            throw RPCError(.invalidArgument, "at most \(maxStops) stop strings, got \(stops.count)")
+            throw ServingError.invalidArgument("at most \(maxStops) stop strings, got \(stops.count)")
         }
         for (index, stop) in stops.enumerated() where stop.isEmpty || stop.utf8.count > maxStopBytes {
-            throw RPCError(.invalidArgument, "stop[\(index)] must be 1 to \(maxStopBytes) bytes")
+            throw ServingError.invalidArgument("stop[\(index)] must be 1 to \(maxStopBytes) bytes")
         }
         return stops
     }
 
-    static func promptTokens(_ input: Input, tokenizer: PretrainedTokenizer) throws(RPCError) -> [Int32] {
+    static func promptTokens(_ input: Input, tokenizer: PretrainedTokenizer) throws(ServingError) -> [Int32] {
         switch input {
         case .chat(let messages):
             do {
                 return try tokenizer.encode(conversation: messages, addingGenerationPrompt: true)
             } catch {
-                throw RPCError(.invalidArgument, "the conversation cannot be rendered: \(error.description)")
+                throw ServingError.invalidArgument("the conversation cannot be rendered: \(error.description)")
             }
         case .prompt(let text):
             return tokenizer.encode(text, allowingSpecialTokens: true)
@@ -202,7 +195,7 @@ struct TextGenerationService: RPCService {
     /// The text of `ids` up to the last complete character.
     static func decodeComplete(_ ids: [Int32], _ tokenizer: PretrainedTokenizer) -> String {
         guard let bytes = try? tokenizer.bpe.decodeBytes(ids, skippingSpecialTokens: false) else { return "" }
-        return String(decoding: GenerationService.completeUTF8Prefix(bytes), as: UTF8.self)
+        return String(decoding: ReasonStreaming.completeUTF8Prefix(bytes), as: UTF8.self)
     }
 }
 
@@ -211,15 +204,4 @@ final class GenerationOutcome: Sendable {
     private let value = Mutex<Result<GenerationResult, GenerationError>?>(nil)
     func set(_ result: Result<GenerationResult, GenerationError>) { value.withLock { $0 = result } }
     func get() -> Result<GenerationResult, GenerationError>? { value.withLock { $0 } }
-}
-
-extension RPCError {
-    /// The gRPC status of a chat model failure.
-    init(_ error: ChatModelError) {
-        switch error {
-        case .invalidName: self.init(.invalidArgument, error.description)
-        case .notFound: self.init(.notFound, error.description)
-        case .unavailable: self.init(.unavailable, error.description)
-        }
-    }
 }

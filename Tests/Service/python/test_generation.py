@@ -50,10 +50,18 @@ def test_reason_streams_token_by_token(generation):
 
 
 def test_deadline_stops_generation(generation):
+    """A deadline shorter than the reason takes to write ends the call with DEADLINE_EXCEEDED.
+    SmolLM2 (loaded first, so the deadline falls in the writing) needs far longer than 50 ms
+    for its prompt and 200 tokens; the tiny test LM could finish a short reason inside it."""
+    request = generation_pb2.GenerateReasonRequest(
+        user_id="196", item_id="242", model="smollm2",
+        sampling=generation_pb2.SamplingOptions(max_tokens=1))
+    assert list(generation.GenerateReason(request, timeout=900))[-1].final
+    request.sampling.max_tokens = 200
+    request.sampling.temperature = 1.0
+    request.sampling.seed = 3
     with pytest.raises(grpc.RpcError) as failure:
-        list(generation.GenerateReason(generation_pb2.GenerateReasonRequest(
-            user_id="196", item_id="242", model="tiny-lm",
-            sampling=generation_pb2.SamplingOptions(max_tokens=200, temperature=1.0)), timeout=0.05))
+        list(generation.GenerateReason(request, timeout=0.05))
     assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 

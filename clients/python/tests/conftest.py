@@ -127,24 +127,27 @@ def client(address: str) -> Iterator[Client]:
         yield c
 
 
-def _skip_if_unimplemented(call, service: str) -> None:
+def _require_served(call, service: str) -> None:
+    """Calls `call`; a daemon that answers UNIMPLEMENTED fails the test: every curecd serves
+    `service` (it routes every method of the protos), so that answer means it is broken."""
     try:
         call()
     except CurecError as error:
         if error.code == grpc.StatusCode.UNIMPLEMENTED:
-            pytest.skip("the daemon answers UNIMPLEMENTED for %s: %s" % (service, error.message))
+            pytest.fail("the daemon answers UNIMPLEMENTED for %s, which every curecd serves: %s"
+                        % (service, error.message))
         raise
 
 
 @pytest.fixture(scope="session")
 def jobs(client: Client) -> Client:
-    """The client, once the daemon is known to serve JobService (else the test is skipped)."""
-    _skip_if_unimplemented(lambda: client.list_jobs(limit=1), "curec.v1.JobService")
+    """The client, once the daemon has answered a JobService call."""
+    _require_served(lambda: client.list_jobs(limit=1), "curec.v1.JobService")
     return client
 
 
 @pytest.fixture(scope="session")
 def models_service(client: Client) -> Client:
-    """The client, once the daemon is known to serve ModelService (else the test is skipped)."""
-    _skip_if_unimplemented(lambda: client.models(), "curec.v1.ModelService")
+    """The client, once the daemon has answered a ModelService call."""
+    _require_served(lambda: client.models(), "curec.v1.ModelService")
     return client

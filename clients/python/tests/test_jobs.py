@@ -1,6 +1,6 @@
 """JobService through the typed client: submit, watch, get, list, cancel; train and evaluate.
 
-Skipped as a whole (with the reason) while the daemon answers UNIMPLEMENTED for JobService.
+A daemon that answers UNIMPLEMENTED for JobService fails them: every curecd serves it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ModelService through the typed client (skipped while the daemon answers UNIMPLEMENTED)."""
+"""ModelService through the typed client (a daemon that answers UNIMPLEMENTED fails them)."""
 
 from __future__ import annotations
 
