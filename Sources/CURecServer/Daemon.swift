@@ -117,10 +117,7 @@ public final class Daemon: Sendable {
                         verifier.filterSentences(reason, context: ReasonContext(
                             user: Int32(bitPattern: user), item: Int32(bitPattern: item), cutoff: cutoffs[Int(user)])).text
                     },
-                    chatModels: chatModels,
-                    conversation: { user, item in
-                        corpus.pairConversation(user: Int32(bitPattern: user), item: Int32(bitPattern: item))
-                    })
+                    chatModels: chatModels)
             } catch {
                 logger.error("reason generation is unavailable", metadata: ["error": "\(error)"])
             }
@@ -193,7 +190,7 @@ public final class Daemon: Sendable {
         self.artifacts = artifacts
         let sampleAction: @Sendable () -> Void = { [weak self] in self?.logSampleRecommendations() }
         sampleLogger.action.withLock { $0 = sampleAction }
-        let tunedAction: @Sendable () -> Void = { [weak self] in self?.logTunedReasonSample() }
+        let tunedAction: @Sendable () -> Void = { [weak self] in self?.logPairReasonSample(model: PipelineJob.tunedChatModel) }
         sampleLogger.tunedAction.withLock { $0 = tunedAction }
     }
 
@@ -210,7 +207,9 @@ public final class Daemon: Sendable {
             guard try jobs.list(state: nil, kind: "pipeline", limit: 1).isEmpty else { return }
             let record = try jobs.submit(kind: "pipeline", parameters: ["profile": configuration.pipeline_on_start])
             logger.info("first start: submitted the \(configuration.pipeline_on_start) CURec pipeline as job \(record.id); follow it with `curec jobs watch \(record.id)`")
-            logChatReasonSample()
+            DispatchQueue.global(qos: .utility).async { [weak self] in
+                self?.logPairReasonSample(model: ChatModelStore.baseName)
+            }
         } catch {
             logger.notice("first start: the CURec pipeline was not submitted", metadata: ["reason": "\(error)"])
         }
@@ -260,46 +259,17 @@ public final class Daemon: Sendable {
         }
     }
 
-    /// On first start, while the pipeline runs: the sample recommendations again, each with a
-    /// pair reason written by the pretrained chat model and checked by the verifier, logged
-    /// from a background thread once written.
-    private func logChatReasonSample() {
-        guard let recommendations, let reasons = recommendations.reasons, let user = recommendations.data.dataset.users.first,
-              reasons.chatModels?.baseAvailable == true else { return }
-        let logger = self.logger
-        DispatchQueue.global(qos: .utility).async {
-            do {
-                var request = Curec_V1_RecommendRequest()
-                request.userID = user.externalID
-                request.k = 5
-                request.excludeSeen = true
-                let response = try recommendations.rank(request)
-                let items = response.items.compactMap { recommendations.data.dataset.itemIndex($0.itemID) }
-                    .map { UInt32(bitPattern: $0) }
-                guard let userIndex = recommendations.data.dataset.userIndex(user.externalID),
-                      let chat = try reasons.chatModel(ChatModelStore.baseName) else { return }
-                let texts = try reasons.chatReasons(chat, user: UInt32(bitPattern: userIndex), items: items,
-                                                    shouldStop: { false })
-                var lines = ["sample: top 5 for user \(user.externalID) by \(response.servedBy), reasons by \(ChatModelStore.baseName) (untuned, claim-checked):"]
-                for (rank, item) in response.items.enumerated() {
-                    let reason = rank < texts.count && !texts[rank].isEmpty ? texts[rank] : "(every sentence failed the claim check)"
-                    lines.append("  \(rank + 1). \(item.title) (\(item.itemID)) - \(reason)")
-                }
-                logger.info("\(lines.joined(separator: "\n"))")
-            } catch {
-                logger.info("no sample reasons from the chat model", metadata: ["reason": "\(error)"])
-            }
-        }
-    }
-
-    /// After a pipeline: user 1's top 5 from the reason-aware recommender, each with a pair
-    /// reason written by the pipeline's tuned SmolLM2 (`curec-reasons`) in the pair format it was
-    /// aligned on, claim-checked sentence by sentence.
-    private func logTunedReasonSample() {
-        guard let recommendations, let reasons = recommendations.reasons, let user = recommendations.data.dataset.users.first,
+    /// User 1's top 5, each with a pair reason written through the serving path
+    /// (``PairReasons``: the corpus pair prompt, the pipeline's reason writer, the verifier's
+    /// sentence filter, regenerations): on first start, while the pipeline runs, by the
+    /// untuned base `smollm2`; after a pipeline, by its tuned `curec-reasons`, for the items of
+    /// the reason-aware recommender. Blocking: call it off the I/O loop.
+    private func logPairReasonSample(model name: String) {
+        guard let recommendations, let pairReasons = recommendations.pairReasons,
+              let user = recommendations.data.dataset.users.first,
               let userIndex = recommendations.data.dataset.userIndex(user.externalID) else { return }
         do {
-            guard let loaded = try reasons.chatModel(PipelineJob.tunedChatModel) else { return }
+            let (model, version) = try pairReasons.resolveModel(name)
             var request = Curec_V1_RecommendRequest()
             request.userID = user.externalID
             request.k = 5
@@ -307,21 +277,16 @@ public final class Daemon: Sendable {
             if plugins.instance(named: Self.reasonAwareRecommender) != nil { request.plugin = Self.reasonAwareRecommender }
             let response = try recommendations.rank(request)
             let items = response.items.compactMap { recommendations.data.dataset.itemIndex($0.itemID) }.map { UInt32(bitPattern: $0) }
-            let u = UInt32(bitPattern: userIndex)
-            let texts: [String] = try loaded.lock.withLock { _ in
-                let model = LlamaReasonModel(backbone: LlamaBackbone(trainable: loaded.model, tokenizer: loaded.tokenizer), adapters: nil)
-                let writer = try ReasonWriter(languageModel: model, maxTokens: 160, batchSize: 5, repetitionPenalty: 1.15)
-                let written = try writer.write(prompts: items.map { reasons.prompt(u, $0) })
-                return zip(items, written).map { item, answer in reasons.check?(u, item, answer.reason) ?? answer.reason }
-            }
-            var lines = ["sample: top 5 for user \(user.externalID) by \(response.servedBy), reasons by \(loaded.version) (claim-checked):"]
+            let texts = try pairReasons.write(user: UInt32(bitPattern: userIndex), items: items, name: model, version: version)
+            let tuned = model == ChatModelStore.baseName ? "untuned, claim-checked" : "claim-checked"
+            var lines = ["sample: top 5 for user \(user.externalID) by \(response.servedBy), pair reasons by \(version) (\(tuned)):"]
             for (rank, item) in response.items.enumerated() {
                 let reason = rank < texts.count && !texts[rank].isEmpty ? texts[rank] : "(every sentence failed the claim check)"
                 lines.append("  \(rank + 1). \(item.title) (\(item.itemID)) - \(reason)")
             }
             logger.info("\(lines.joined(separator: "\n"))")
         } catch {
-            logger.info("no sample reasons from the tuned model", metadata: ["reason": "\(error)"])
+            logger.info("no sample pair reasons from \(name)", metadata: ["reason": "\(error)"])
         }
     }
 

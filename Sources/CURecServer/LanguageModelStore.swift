@@ -29,6 +29,9 @@ public final class LanguageModelStore: Sendable {
         self.artifacts = artifacts
     }
 
+    /// Whether any version of `name` has been published (nothing is loaded).
+    public func exists(_ name: String) -> Bool { artifacts.latest(of: name) != nil }
+
     /// The newest version of `name`, loading it if needed; nil if none exists.
     public func latest(_ name: String) throws(LanguageModelError) -> Loaded? {
         guard let directory = artifacts.latest(of: name) else { return nil }

@@ -1,12 +1,17 @@
 import CURecModels
+import CURecPipeline
 import CURecProto
 import CURecRPC
 import Foundation
 
 /// Reasons for (user, item) pairs at serving time: why *this* user gets *this* item, written
-/// by the tuned chat model from the user's profile and training history and the item (the
-/// pair conversation), passed through the verifier's sentence filter, regenerated with other
-/// seeds when no sentence survives, and cached per (user, item, model version).
+/// by the tuned chat model from the user's profile and training history and the item, passed
+/// through the verifier's sentence filter, regenerated with other seeds when no sentence
+/// survives, and cached per (user, item, model version). They are written the way the
+/// pipeline writes its reasons (``ReasonGenerator/chatReasons(_:user:items:temperature:topK:seed:shouldStop:)``:
+/// the corpus pair prompt in the model's chat format, `ReasonWriter` over `LlamaReasonModel`),
+/// so the tuned model is prompted as it was aligned, and the base model as the pipeline's
+/// `base` variant prompts it.
 ///
 /// The model: the one a request names (`reason_model`: `smollm2` or a published chat model),
 /// otherwise the newest version of ``tunedModelName`` (the aligned LoRA model the pipeline
@@ -15,7 +20,8 @@ struct PairReasons: Sendable {
     let generator: ReasonGenerator
     let chatModels: ChatModelStore
     let cache: PairReasonCache
-    /// Generations per pair: the first greedy, the others sampled with seeds 1, 2, ...
+    /// Generations per pair: the first greedy, the others sampled (like the pipeline's
+    /// correction candidates) with seeds 1, 2, ...
     var maxAttempts: Int = Self.defaultMaxAttempts
 
     /// Most items of one request that get pair reasons (each may need a generation).
@@ -24,9 +30,10 @@ struct PairReasons: Sendable {
     /// The artifact name under which the pipeline publishes its tuned reason model.
     static let tunedModelName = "curec-reasons"
     static let defaultMaxAttempts = 3
-    /// Sampling of regenerations (greedy text already failed).
-    static let retryTemperature: Float = 0.8
-    static let retryTopP: Float = 0.95
+    /// Sampling of regenerations (greedy text already failed): the pipeline's correction
+    /// candidates' temperature and top-k.
+    static let retryTemperature: Float = CorrectionConfig().temperature
+    static let retryTopK = CorrectionConfig().topK
 
     /// The model version pair reasons come from: (name, version key for the cache).
     func resolveModel(_ requested: String) throws(ServingError) -> (name: String, version: String) {
@@ -79,15 +86,20 @@ struct PairReasons: Sendable {
         } catch {
             throw error
         }
+        return try write(loaded, user: user, items: items, shouldStop: shouldStop)
+    }
+
+    /// Writes reasons for `items` with `loaded`: greedy first, then the empty ones again,
+    /// sampled with seeds 1, 2, ... up to ``maxAttempts`` generations in all. Blocking.
+    func write(_ loaded: ChatModelStore.Loaded, user: UInt32, items: [UInt32],
+               shouldStop: @escaping @Sendable () -> Bool = { false }) throws(ServingError) -> [String] {
         var texts = [String](repeating: "", count: items.count)
         for attempt in 0..<max(1, maxAttempts) {
             let open = texts.indices.filter { texts[$0].isEmpty }
             guard !open.isEmpty else { break }
-            let options = attempt == 0
-                ? ReasonGenerator.chatReasonOptions(loaded)
-                : ReasonGenerator.chatReasonOptions(loaded, temperature: Self.retryTemperature, topP: Self.retryTopP,
-                                                    seed: UInt64(attempt))
-            let written = try generator.chatReasons(loaded, user: user, items: open.map { items[$0] }, options: options,
+            let written = try generator.chatReasons(loaded, user: user, items: open.map { items[$0] },
+                                                    temperature: attempt == 0 ? 0 : Self.retryTemperature,
+                                                    topK: attempt == 0 ? 0 : Self.retryTopK, seed: UInt64(attempt),
                                                     shouldStop: shouldStop)
             for (slot, text) in zip(open, written) { texts[slot] = text }
         }

@@ -3,8 +3,9 @@ import CURecPipeline
 import Foundation
 import Synchronization
 
-/// Writes recommendation reasons with the built-in language model: builds the pair prompt the
-/// model was trained on, fits it to the context, and extracts the reason from the output.
+/// Writes recommendation reasons with a language model, the built-in GPT or a chat model:
+/// builds the corpus pair prompt the model was trained on (in the chat format for a chat
+/// model), fits it to the context, and extracts the reason block from the output.
 /// Shared by GenerationService (streaming) and RecommendService (reasons with items).
 struct ReasonGenerator: Sendable {
     let models: LanguageModelStore
@@ -13,84 +14,87 @@ struct ReasonGenerator: Sendable {
     /// Removes sentences whose claims fail the verifier (false titles, genres, years, claims
     /// from after the user's cut-off); nil serves the model's text unchecked.
     var check: (@Sendable (_ user: UInt32, _ item: UInt32, _ reason: String) -> String)? = nil
-    /// Pretrained and fine-tuned chat models (`smollm2`, `finetune` outputs), which answer the
-    /// pair task as a conversation.
+    /// Pretrained and fine-tuned chat models (`smollm2`, `finetune` outputs, the pipeline's
+    /// `curec-reasons`), which answer the corpus pair prompt in their chat format, as the
+    /// pipeline's writers do.
     var chatModels: ChatModelStore? = nil
-    /// The pair task as a conversation (system turn, user turn) for chat models.
-    var conversation: (@Sendable (_ user: UInt32, _ item: UInt32) -> (system: String, user: String))? = nil
 
-    /// Tokens a chat model may spend on one reason.
-    static let chatReasonMaxTokens = 80
+    /// Answer budget of a chat model's pair reason (reasoning steps, then the reason): the
+    /// pipeline's standard `chatMaxTokens`.
+    static let chatReasonMaxTokens = PipelineConfig.standard.chatMaxTokens
     /// Pair reasons a chat model writes at once.
     static let chatReasonBatch = 8
+    /// Repetition penalty of chat pair reasons: the pipeline's, for its reason tables.
+    static let chatRepetitionPenalty = PipelineConfig.standard.repetitionPenalty
 
-    /// The chat model `name` names, or nil when `name` is a built-in LM (`lm`, `pretrain` outputs).
+    /// The model a request that names none uses: the built-in GPT `lm` when one has been
+    /// trained (a pipeline with `languageModel=gpt`, or a `pretrain` job), else the newest
+    /// ``PairReasons/tunedModelName`` (the pipeline's tuned SmolLM2), else the base `smollm2`
+    /// (when its file is present).
+    func defaultModelName() -> String {
+        guard let chatModels, !models.exists(Self.defaultGPTName) else { return Self.defaultGPTName }
+        if chatModels.isChatModel(PairReasons.tunedModelName) { return PairReasons.tunedModelName }
+        return chatModels.baseAvailable ? ChatModelStore.baseName : Self.defaultGPTName
+    }
+
+    /// The name of the built-in GPT the pipeline and `pretrain` jobs publish by default.
+    static let defaultGPTName = "lm"
+
+    /// The chat model `name` (empty: ``defaultModelName()``) names, or nil when it is a
+    /// built-in LM (`lm`, `pretrain` outputs).
     func chatModel(_ name: String) throws(ChatModelError) -> ChatModelStore.Loaded? {
-        guard let chatModels, conversation != nil, !name.isEmpty else { return nil }
+        let name = name.isEmpty ? defaultModelName() : name
+        guard let chatModels else { return nil }
         guard name == ChatModelStore.baseName || chatModels.isChatModel(name) else { return nil }
         return try chatModels.model(name: name, version: "")
     }
 
-    /// The pair conversation for (user, item) in `loaded`'s chat template.
-    func chatPromptTokens(_ loaded: ChatModelStore.Loaded, user: UInt32, item: UInt32) throws(ServingError) -> [Int32] {
-        guard let conversation else { throw ServingError.internalFailure("no pair conversation is configured") }
-        let turns = conversation(user, item)
-        do {
-            return try loaded.tokenizer.encode(conversation: [.system(turns.system), .user(turns.user)],
-                                               addingGenerationPrompt: true)
-        } catch {
-            throw ServingError.internalFailure("the pair conversation cannot be rendered: \(error.description)")
+    /// `loaded` as the pipeline's writers see a chat model (its fine-tuning, if any, is
+    /// already attached). Call with `loaded.lock` held.
+    static func reasonModel(_ loaded: ChatModelStore.Loaded) -> LlamaReasonModel {
+        LlamaReasonModel(backbone: LlamaBackbone(trainable: loaded.model, tokenizer: loaded.tokenizer), adapters: nil)
+    }
+
+    /// The corpus pair prompt for (user, item) as `loaded` reads it (system and user turns,
+    /// the assistant header and the reasoning marker), leaving room for `maxTokens` of answer
+    /// as ``ReasonWriter/promptTokens(_:)`` does. Reads only the tokenizer (no lock).
+    func chatPromptTokens(_ loaded: ChatModelStore.Loaded, user: UInt32, item: UInt32,
+                          maxTokens: Int) throws(ServingError) -> [Int32] {
+        let context = loaded.model.config.context
+        guard maxTokens >= 1, context - maxTokens >= 16 else {
+            throw ServingError.invalidArgument("max_tokens \(maxTokens) leaves no room for the prompt in the model's context of \(context) tokens")
         }
+        return LlamaReasonModel.promptTokens(prompt(user, item), limit: context - maxTokens, tokenizer: loaded.tokenizer)
+            .map(Int32.init)
     }
 
-    /// `text` up to its last sentence end (`.`, `!`, `?`), for an answer cut by the token limit;
-    /// the whole text when it holds no sentence end.
-    static func wholeSentences(_ text: String) -> String {
-        guard let end = text.lastIndex(where: { $0 == "." || $0 == "!" || $0 == "?" }) else { return text }
-        return String(text[...end])
-    }
-
-    /// The sampling of a chat reason: greedy for the first attempt (`temperature` 0), sampled
-    /// with `seed` for regenerations.
-    static func chatReasonOptions(_ loaded: ChatModelStore.Loaded, temperature: Float = 0, topP: Float = 1,
-                                  seed: UInt64 = 0) -> SamplingOptions {
-        SamplingOptions(maxTokens: Self.chatReasonMaxTokens, temperature: temperature, topK: 0, topP: topP,
-                        stopSequences: loaded.tokenizer.endOfTurnStopSequences, seed: seed, repetitionPenalty: 1.1)
-    }
-
-    /// Pair reasons from a chat model for `items` (greedy unless `options` say otherwise),
-    /// checked by the verifier.
-    func chatReasons(_ loaded: ChatModelStore.Loaded, user: UInt32, items: [UInt32], options: SamplingOptions? = nil,
-                     shouldStop: @escaping () -> Bool) throws(ServingError) -> [String] {
-        var prompts: [[Int]] = []
-        for item in items { prompts.append(try chatPromptTokens(loaded, user: user, item: item).map(Int.init)) }
-        guard !prompts.isEmpty else { return [] }
-        let options = options ?? Self.chatReasonOptions(loaded)
-        // Rows are generated a few at a time: each holds a key/value cache of its whole prompt.
-        var results: [GenerationResult] = []
+    /// Pair reasons from a chat model for `items`, written exactly as the pipeline writes
+    /// its reasons (``ReasonWriter`` over ``LlamaReasonModel`` on the corpus pair prompt,
+    /// greedy when `temperature` is 0, else sampled with `topK` and `seed`), each checked by
+    /// the verifier's sentence filter. `shouldStop` is checked between tokens.
+    func chatReasons(_ loaded: ChatModelStore.Loaded, user: UInt32, items: [UInt32], temperature: Float = 0,
+                     topK: Int = 0, seed: UInt64 = 0, shouldStop: @escaping () -> Bool) throws(ServingError) -> [String] {
+        guard !items.isEmpty else { return [] }
+        let prompts = items.map { prompt(user, $0) }
+        let written: [WrittenReason]
         do {
-            for start in stride(from: 0, to: prompts.count, by: Self.chatReasonBatch) {
-                let batch = Array(prompts[start..<min(start + Self.chatReasonBatch, prompts.count)])
-                results += try loaded.lock.withLock { _ throws(GenerationError) in
-                    try BatchedGenerator(model: loaded.model).generate(prompts: batch, options: options, shouldStop: shouldStop)
-                }
+            written = try loaded.lock.withLock { _ throws(ReasonWriterError) in
+                let writer = try ReasonWriter(languageModel: Self.reasonModel(loaded), maxTokens: Self.chatReasonMaxTokens,
+                                              batchSize: Self.chatReasonBatch, repetitionPenalty: Self.chatRepetitionPenalty)
+                return try writer.write(prompts: prompts, temperature: temperature, topK: topK, seed: seed,
+                                        isCancelled: shouldStop)
             }
-        } catch {
-            throw ServingError.internalFailure("reason generation failed: \(error.description)")
-        }
-        if results.contains(where: { $0.finishReason == .cancelled }) {
+        } catch .cancelled {
             throw ServingError.deadlineExceeded("the deadline passed while writing reasons")
+        } catch {
+            throw ServingError.internalFailure(error.description)
         }
-        return zip(items, results).map { item, result in
-            let text = (try? loaded.tokenizer.decode(result.tokens.map(Int32.init), skippingSpecialTokens: true)) ?? ""
-            let answer = result.finishReason == .maxTokens ? Self.wholeSentences(text) : text
-            return checked(user: user, item: item, answer.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
+        return zip(items, written).map { item, answer in checked(user: user, item: item, answer.reason) }
     }
 
-    /// The newest version of the model `name` (default "lm"), or FAILED_PRECONDITION.
+    /// The newest version of the built-in LM `name` (empty: ``defaultGPTName``), or FAILED_PRECONDITION.
     func model(_ name: String) throws(ServingError) -> LanguageModelStore.Loaded {
-        let modelName = name.isEmpty ? "lm" : name
+        let modelName = name.isEmpty ? Self.defaultGPTName : name
         guard !modelName.contains("/"), !modelName.hasPrefix(".") else {
             throw ServingError.invalidArgument("model name '\(name)' must be a plain name (no '/', not starting with '.')")
         }
@@ -101,7 +105,9 @@ struct ReasonGenerator: Sendable {
             throw .failedPrecondition("'\(modelName)' is not a usable language model: \(error.description)")
         }
         guard let found else {
-            throw .failedPrecondition("no language model '\(modelName)' has been trained yet; submit a pretrain or pipeline job first")
+            throw .failedPrecondition(name.isEmpty
+                ? "no reason model is available: no '\(modelName)' or '\(PairReasons.tunedModelName)' has been published and the SmolLM2 file is missing (scripts/fetch-lm fetches it; a pipeline job publishes '\(PairReasons.tunedModelName)')"
+                : "no language model '\(modelName)' has been trained yet; submit a pretrain or pipeline job first")
         }
         return found
     }

@@ -169,7 +169,7 @@ struct Recommend: ParsableCommand {
             + "table: only the table (FAILED_PRECONDITION before a pipeline has made one); generate: always the language model; "
             + "pair: why this user gets this item, from the tuned chat model (cached per user, item and model version)."))
     var reasonSource: ReasonSourceArgument?
-    @Option(help: "Language model for generated reasons (generate: default lm; pair: default the newest tuned model, else smollm2).")
+    @Option(help: "Language model for generated reasons (generate: default lm if one exists, else as pair; pair: default the newest tuned model, else smollm2).")
     var reasonModel = ""
     func run() throws {
         let reasons = reasons || reasonSource != nil

@@ -166,4 +166,22 @@ private final class FakeWriter: Sendable {
             #expect(throws: ServingError.self) { try pairs.resolveModel(name) }
         }
     }
+
+    @Test func generatedReasonsDefaultToTheGPTThenTheTunedModelThenTheBase() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("reason-default-\(UUID().uuidString)").path
+        let artifacts = ArtifactStore(root: root)
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let basePath = root + "/smollm2.gguf"
+        let generator = ReasonGenerator(models: LanguageModelStore(artifacts: artifacts), prompt: { _, _ in "" },
+                                        chatModels: ChatModelStore(basePath: basePath, artifacts: artifacts))
+        // Nothing published and no base file: the GPT name, whose absence is the error.
+        #expect(generator.defaultModelName() == "lm")
+        #expect(FileManager.default.createFile(atPath: basePath, contents: Data()))
+        #expect(generator.defaultModelName() == ChatModelStore.baseName)
+        try artifacts.addVersion(of: PairReasons.tunedModelName, manifest: Self.chatModelManifest) { _ in }
+        #expect(generator.defaultModelName() == PairReasons.tunedModelName)
+        try artifacts.addVersion(of: "lm", manifest: ArtifactManifest(kind: .languageModel)) { _ in }
+        #expect(generator.defaultModelName() == "lm")
+    }
 }

@@ -183,8 +183,8 @@ func WithReasonSource(source ReasonSource) Option {
 	}
 }
 
-// WithReasonModel chooses the language model for generated reasons (default "lm";
-// implies WithReasons).
+// WithReasonModel chooses the language model for generated reasons (default "lm" when one
+// exists, else the newest "curec-reasons", else "smollm2"; implies WithReasons).
 func WithReasonModel(name string) Option {
 	return func(s *callSettings) {
 		s.withReasons = true

@@ -47,20 +47,3 @@ extension CorpusBuilder {
         itemLine(item).replacingOccurrences(of: "Item: ", with: "")
     }
 }
-
-extension CorpusBuilder {
-    /// The system turn of a pair-reason conversation with a pretrained chat model.
-    public static let pairReasonSystemPrompt =
-        "You explain film recommendations. In one or two sentences, say why the user would enjoy the film, "
-        + "using only the facts given: the user's profile, films from their history, and the film's title, year and genres."
-
-    /// The pair task as a conversation for a pretrained chat model: the same facts as
-    /// ``pairPrompt(user:item:)`` (profile, the last films of the user's training history, the
-    /// item), asked as a question; the model's answer is the reason.
-    public func pairConversation(user: Int32, item: Int32) -> (system: String, user: String) {
-        let history = statistics.historyByUser[Int(user)]
-        let question = profileLine(user) + "\n" + historyLines(history[...]) + "\n" + itemLine(item)
-            + "\nWhy would this user enjoy this film?"
-        return (Self.pairReasonSystemPrompt, question)
-    }
-}

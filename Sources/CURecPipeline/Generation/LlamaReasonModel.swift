@@ -145,8 +145,12 @@ public final class LlamaReasonModel: ReasonLanguageModel, @unchecked Sendable {
     /// `limit` tokens loses tokens from the start of the user turn (the oldest history lines),
     /// never the turn headers or the question's end.
     public func promptTokens(_ prompt: String, limit: Int) -> [Int] {
+        Self.promptTokens(prompt, limit: limit, tokenizer: backbone.tokenizer)
+    }
+
+    /// ``promptTokens(_:limit:)`` for a model with `tokenizer` (it reads no weights).
+    public static func promptTokens(_ prompt: String, limit: Int, tokenizer: PretrainedTokenizer) -> [Int] {
         let parts = ChatCorpus.split(prompt: prompt)
-        let tokenizer = backbone.tokenizer
         let conversation: [ChatMessage] = [.system(ChatCorpus.system), .user(parts.user)]
         let answerStart = tokenizer.encode(parts.answerPrefix, allowingSpecialTokens: false, addingBOSToken: false).map(Int.init)
         guard var ids = try? tokenizer.encode(conversation: conversation, addingGenerationPrompt: true).map(Int.init) else {

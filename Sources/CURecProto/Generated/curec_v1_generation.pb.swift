@@ -305,8 +305,11 @@ public nonisolated struct Curec_V1_GenerateReasonRequest: Sendable {
   /// Clears the value of `sampling`. Subsequent reads from it will return its default value.
   public mutating func clearSampling() {self._sampling = nil}
 
-  /// Language model name in the artifact store; empty means "lm" (the pipeline's LM). "smollm2"
-  /// (the pretrained chat model) or a `finetune` output answers the pair task as a conversation.
+  /// Language model name in the artifact store. Empty means "lm" (the built-in GPT of a
+  /// `languageModel=gpt` pipeline or a `pretrain` job) when one exists, else the newest
+  /// "curec-reasons" (the pipeline's tuned SmolLM2), else "smollm2" (the pretrained chat model).
+  /// A chat model ("smollm2", "curec-reasons", a `finetune` output) reads the corpus pair prompt
+  /// in its chat format, as the pipeline prompts it; `raw_reason` is its answer's reason block.
   public var model: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

@@ -134,10 +134,11 @@ public nonisolated struct Curec_V1_RecommendRequest: Sendable {
   /// reason_source.
   public var withReasons: Bool = false
 
-  /// Language model for generated reasons. GENERATE: empty means "lm" (the pipeline's LM);
-  /// "smollm2" (the pretrained chat model) or a `finetune` output answers the pair task as a
-  /// conversation. PAIR: empty means the newest tuned reason model (`curec-reasons`), else
-  /// "smollm2"; a name must be a chat model.
+  /// Language model for generated reasons. GENERATE: empty means "lm" (the built-in GPT) when
+  /// one exists, else the newest tuned reason model ("curec-reasons"), else "smollm2" (the
+  /// pretrained chat model); a chat model reads the corpus pair prompt in its chat format, as
+  /// the pipeline prompts it. PAIR: empty means the newest "curec-reasons", else "smollm2"; a
+  /// name must be a chat model.
   public var reasonModel: String = String()
 
   /// Where reasons come from.

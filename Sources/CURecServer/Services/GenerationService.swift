@@ -1,4 +1,5 @@
 import CURecModels
+import CURecPipeline
 import CURecProto
 import CURecRPC
 import Foundation
@@ -127,19 +128,20 @@ struct ReasonStreaming: Sendable {
         })
     }
 
-    /// A pair reason from a chat model: the pair conversation streamed like `Generate`, the
-    /// whole answer is the raw reason, the verifier's filter gives the reason.
+    /// A pair reason from a chat model: the corpus pair prompt in the model's chat format (as
+    /// the pipeline writes reasons) streamed like `Generate`; the raw reason is the answer's
+    /// reason block, the verifier's filter gives the reason.
     func streamChatReason(_ chat: ChatModelStore.Loaded, user: UInt32, item: UInt32, options: GPTSamplingOptions,
                           defaultLimit: Bool, deadline: ContinuousClock.Instant?,
                           send: (Curec_V1_GenerateReasonResponse) async throws -> Void) async throws {
         var sampling = options
         if defaultLimit { sampling.maxTokens = ReasonGenerator.chatReasonMaxTokens }
-        let prompt = try generator.chatPromptTokens(chat, user: user, item: item)
+        let prompt = try generator.chatPromptTokens(chat, user: user, item: item, maxTokens: sampling.maxTokens)
         try await TextGeneration.stream(
             prompt: prompt, loaded: chat, sampling: sampling, defaultLimit: false, stops: [], deadline: deadline
         ) { message in
             if message.final {
-                let raw = message.fullText.trimmingCharacters(in: .whitespacesAndNewlines)
+                let raw = ReasonWriter.extractReason(from: message.fullText)
                 try await send(.with {
                     $0.final = true
                     $0.finishReason = message.finishReason == .length ? "maxTokens" : "stopSequence"

@@ -112,9 +112,21 @@ def test_python_client_gets_reasons_and_streams_one(daemon, generation):
 
 # --------------------------------------------------------------------------- the pretrained chat model
 
+def _reason_block(text):
+    """The text after the "### Reason" marker line, up to the next marker (as the daemon reads it)."""
+    start = text.find("### Reason\n")
+    if start < 0:
+        return ""
+    tail = text[start + len("### Reason\n"):]
+    for marker in ["### End", "###", "<|endoftext|>", "<|im_end|>"]:
+        tail = tail.split(marker)[0]
+    return tail.strip()
+
+
 def test_reason_from_the_pretrained_chat_model_streams_and_is_checked(channel):
-    """GenerateReason with model="smollm2": the pair task as a conversation for SmolLM2; the
-    streamed pieces join to the text, the raw reason is the answer, the reason its checked part."""
+    """GenerateReason with model="smollm2": the corpus pair prompt in SmolLM2's chat format (as
+    the pipeline prompts it); the streamed pieces join to the text, the raw reason is the
+    answer's reason block, the reason its checked part."""
     stub = generation_pb2_grpc.GenerationServiceStub(channel)
     responses = list(stub.GenerateReason(generation_pb2.GenerateReasonRequest(
         user_id="196", item_id="242", model="smollm2",
@@ -123,7 +135,8 @@ def test_reason_from_the_pretrained_chat_model_streams_and_is_checked(channel):
     assert final.final and final.model_version == "smollm2"
     assert 1 <= len(pieces) <= 48
     assert "".join(r.text for r in pieces) == final.full_text
-    assert final.raw_reason == final.full_text.strip() and len(final.raw_reason.split()) >= 5
+    assert len(final.full_text.split()) >= 5
+    assert final.raw_reason == _reason_block(final.full_text)
     for sentence in [x for x in final.reason.split(". ") if x]:
         assert sentence.rstrip(".") in final.raw_reason
 

@@ -558,8 +558,11 @@ type GenerateReasonRequest struct {
 	UserId   string           `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	ItemId   string           `protobuf:"bytes,2,opt,name=item_id,json=itemId,proto3" json:"item_id,omitempty"`
 	Sampling *SamplingOptions `protobuf:"bytes,3,opt,name=sampling,proto3" json:"sampling,omitempty"`
-	// Language model name in the artifact store; empty means "lm" (the pipeline's LM). "smollm2"
-	// (the pretrained chat model) or a `finetune` output answers the pair task as a conversation.
+	// Language model name in the artifact store. Empty means "lm" (the built-in GPT of a
+	// `languageModel=gpt` pipeline or a `pretrain` job) when one exists, else the newest
+	// "curec-reasons" (the pipeline's tuned SmolLM2), else "smollm2" (the pretrained chat model).
+	// A chat model ("smollm2", "curec-reasons", a `finetune` output) reads the corpus pair prompt
+	// in its chat format, as the pipeline prompts it; `raw_reason` is its answer's reason block.
 	Model string `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
 }
 

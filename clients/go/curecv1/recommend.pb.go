@@ -223,10 +223,11 @@ type RecommendRequest struct {
 	// produced, or written by a language model (slower: one generation per item); see
 	// reason_source.
 	WithReasons bool `protobuf:"varint,5,opt,name=with_reasons,json=withReasons,proto3" json:"with_reasons,omitempty"`
-	// Language model for generated reasons. GENERATE: empty means "lm" (the pipeline's LM);
-	// "smollm2" (the pretrained chat model) or a `finetune` output answers the pair task as a
-	// conversation. PAIR: empty means the newest tuned reason model (`curec-reasons`), else
-	// "smollm2"; a name must be a chat model.
+	// Language model for generated reasons. GENERATE: empty means "lm" (the built-in GPT) when
+	// one exists, else the newest tuned reason model ("curec-reasons"), else "smollm2" (the
+	// pretrained chat model); a chat model reads the corpus pair prompt in its chat format, as
+	// the pipeline prompts it. PAIR: empty means the newest "curec-reasons", else "smollm2"; a
+	// name must be a chat model.
 	ReasonModel string `protobuf:"bytes,6,opt,name=reason_model,json=reasonModel,proto3" json:"reason_model,omitempty"`
 	// Where reasons come from.
 	ReasonSource ReasonSource `protobuf:"varint,7,opt,name=reason_source,json=reasonSource,proto3,enum=curec.v1.ReasonSource" json:"reason_source,omitempty"`

@@ -640,7 +640,8 @@ class Client:
         timeout: Optional[float] = None,
     ) -> Iterator[str]:
         """Streams a reason why ``user_id`` would like ``item_id``, piece by piece, from the
-        built-in language model (``model``, default ``"lm"``). Join the pieces for the text.
+        language model ``model`` (default: ``"lm"`` when one exists, else the newest
+        ``"curec-reasons"``, else ``"smollm2"``). Join the pieces for the text.
 
         Raises:
             CurecError: while iterating, e.g. FAILED_PRECONDITION when no model was trained,
