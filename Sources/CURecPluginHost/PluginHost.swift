@@ -33,7 +33,9 @@ public final class PluginHost: Sendable {
     /// Serializes load/unload/reload so two reloads of one name cannot interleave.
     private let adminLock = Mutex<Void>(())
 
-    /// Creates a host. `cacheDirectory` holds private copies of loaded libraries.
+    /// Creates a host. `searchDirectories` are the operator's plugin directories, the only
+    /// places libraries load from; `cacheDirectory` holds private copies of loaded libraries
+    /// (emptied here, so copies left by a crash do not pile up).
     public init(searchDirectories: [String], cacheDirectory: String, logger: Logger) {
         self.searchDirectories = searchDirectories
         self.cacheDirectory = cacheDirectory
@@ -41,32 +43,39 @@ public final class PluginHost: Sendable {
         try? FileManager.default.removeItem(atPath: cacheDirectory)
     }
 
-    /// Resolves a library name (file name in a search directory) or path to a file.
+    /// Resolves a library name to a regular file inside one of the plugin directories.
+    ///
+    /// `library` is a plain file name as ``availableLibraries()`` lists it (`libCURecBPR.so`)
+    /// or a library name (`CURecBPR` finds `libCURecBPR.so` or `CURecBPR.so`); never a path.
+    /// Each candidate is resolved with realpath and accepted only when the result is a regular
+    /// file that stays inside the (resolved) directory, so neither `..` nor a symbolic link
+    /// leads out. Nothing is read, copied or opened before this check passes. A refusal says
+    /// the same whether or not something exists elsewhere.
     public func resolve(library: String) throws(PluginHostError) -> String {
-        if library.hasPrefix("/") {
-            guard FileManager.default.fileExists(atPath: library) else {
-                throw .libraryNotFound(name: library, searched: [library])
-            }
-            return library
-        }
+        guard PluginLibraryName.isPlain(library) else { throw .invalidLibraryName(library) }
         let candidates = [library, "lib\(library).so", "\(library).so"]
         for directory in searchDirectories {
-            for candidate in candidates {
-                let path = (directory as NSString).appendingPathComponent(candidate)
-                if FileManager.default.fileExists(atPath: path) { return path }
+            guard let root = PluginDirectory.realPath(directory) else { continue }
+            for candidate in candidates where PluginLibraryName.isPlain(candidate) {
+                if let path = PluginDirectory.regularFile(named: candidate, inside: root) { return path }
             }
         }
-        throw .libraryNotFound(name: library, searched: searchDirectories)
+        logger.debug("plugin library not found", metadata: [
+            "library": "\(library.prefix(64))", "directories": "\(searchDirectories.joined(separator: ":"))"])
+        throw .libraryNotFound(name: library)
     }
 
-    /// Shared libraries in the search directories that export the CURec plugin ABI.
+    /// File names of the shared libraries in the plugin directories that export the CURec
+    /// plugin ABI, as ``resolve(library:)`` accepts them. No library is opened: each regular
+    /// `.so` file is checked for the ELF magic and the name of the ABI version symbol.
     public func availableLibraries() -> [String] {
         var found: [String] = []
         for directory in searchDirectories {
-            guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { continue }
-            for name in names.sorted() where name.hasSuffix(".so") {
-                let path = (directory as NSString).appendingPathComponent(name)
-                if PluginLibrary.probe(path: path) { found.append(path) }
+            guard let root = PluginDirectory.realPath(directory),
+                  let names = try? FileManager.default.contentsOfDirectory(atPath: root) else { continue }
+            for name in names.sorted() where name.hasSuffix(".so") && PluginLibraryName.isPlain(name) && !found.contains(name) {
+                guard let path = PluginDirectory.regularFile(named: name, inside: root) else { continue }
+                if PluginDirectory.looksLikePlugin(path: path) { found.append(name) }
             }
         }
         return found
@@ -95,6 +104,7 @@ public final class PluginHost: Sendable {
             generations.withLock { $0[name] = instance.generation }
             instances.withLock { $0[name] = instance }
             configs.withLock { $0[name] = config }
+            libraryNames.withLock { $0[name] = library }
             logger.info("plugin loaded", metadata: [
                 "name": "\(name)", "library": "\(instance.libraryPath)", "generation": "\(instance.generation)"])
             return instance
@@ -102,6 +112,9 @@ public final class PluginHost: Sendable {
     }
 
     private let configs = Mutex<[String: [UInt8]]>([:])
+    /// The library name each instance was loaded from, as given (a reload without a library
+    /// resolves it again, so a rebuilt file in the plugin directories is picked up).
+    private let libraryNames = Mutex<[String: String]>([:])
 
     /// Brings up a new instance beside the serving one and switches to it atomically.
     ///
@@ -113,12 +126,13 @@ public final class PluginHost: Sendable {
                        prepare: (PluginInstance) throws -> Void = { _ in }) throws -> PluginInstance {
         try adminLock.withLock { _ in
             guard let current = instances.withLock({ $0[name] }) else { throw PluginHostError.instanceNotFound(name) }
-            let libraryPath = library ?? current.libraryPath
+            let libraryName = library ?? libraryNames.withLock { $0[name] } ?? (current.libraryPath as NSString).lastPathComponent
             let newConfig = config ?? configs.withLock { $0[name] ?? [] }
-            let replacement = try makeInstance(name: name, library: libraryPath, config: newConfig, prepare: prepare)
+            let replacement = try makeInstance(name: name, library: libraryName, config: newConfig, prepare: prepare)
             generations.withLock { $0[name] = replacement.generation }
             instances.withLock { $0[name] = replacement }
             configs.withLock { $0[name] = newConfig }
+            libraryNames.withLock { $0[name] = libraryName }
             logger.info("plugin reloaded", metadata: [
                 "name": "\(name)", "library": "\(replacement.libraryPath)", "generation": "\(replacement.generation)"])
             return replacement
@@ -132,6 +146,7 @@ public final class PluginHost: Sendable {
                 throw PluginHostError.instanceNotFound(name)
             }
             _ = configs.withLock { $0.removeValue(forKey: name) }
+            _ = libraryNames.withLock { $0.removeValue(forKey: name) }
             logger.info("plugin unloaded", metadata: ["name": "\(name)"])
         }
     }

@@ -9,7 +9,9 @@ public enum PluginHostError: Error, CustomStringConvertible, Sendable {
     /// The plugin was built for an ABI the host cannot serve.
     case incompatibleABI(path: String, pluginMajor: UInt32, pluginMinor: UInt32, hostMajor: UInt32, hostMinor: UInt32)
     /// No library of that name in the plugin directories.
-    case libraryNotFound(name: String, searched: [String])
+    case libraryNotFound(name: String)
+    /// The library was not given as a plain file name (a path, `..`, empty, too long).
+    case invalidLibraryName(String)
     /// No plugin instance has that name.
     case instanceNotFound(String)
     /// An instance of that name is already loaded.
@@ -27,6 +29,11 @@ public enum PluginHostError: Error, CustomStringConvertible, Sendable {
         return false
     }
 
+    /// Client text in a message: quoted, at most 64 characters.
+    static func quoted(_ text: String) -> String {
+        "'" + (text.count <= 64 ? text : String(text.prefix(64)) + "…") + "'"
+    }
+
     public var description: String {
         switch self {
         case .notASharedLibrary(let path, let reason):
@@ -37,12 +44,16 @@ public enum PluginHostError: Error, CustomStringConvertible, Sendable {
             return "\(path) was built for plugin ABI \(pluginMajor).\(pluginMinor) but this daemon provides \(hostMajor).\(hostMinor)"
                 + (pluginMajor != hostMajor ? " (major versions must match); rebuild it against curec_plugin.h \(hostMajor).x"
                                             : " (it needs a newer daemon)")
-        case .libraryNotFound(let name, let searched):
-            return "no plugin library '\(name)' in \(searched.joined(separator: ", "))"
+        case .libraryNotFound(let name):
+            return "plugin library \(Self.quoted(name)) not found in the plugin directories; "
+                + "PluginService.List shows the libraries there"
+        case .invalidLibraryName(let name):
+            return "plugin library \(Self.quoted(name)) is not a plain file name: give a name from PluginService.List "
+                + "(no '/', not starting with '.'); libraries load only from the operator's plugin directories"
         case .instanceNotFound(let name):
-            return "no plugin instance named '\(name)' is loaded"
+            return "no plugin instance named \(Self.quoted(name)) is loaded"
         case .instanceExists(let name):
-            return "a plugin instance named '\(name)' is already loaded; unload or reload it"
+            return "a plugin instance named \(Self.quoted(name)) is already loaded; unload or reload it"
         case .plugin(_, let message, let function, let instance):
             return "plugin '\(instance)' \(function) failed: \(message)"
         case .wrongKind(let instance, let expected, let actual):

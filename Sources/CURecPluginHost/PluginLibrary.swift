@@ -108,14 +108,4 @@ final class PluginLibrary: @unchecked Sendable {
         dlclose(handle)
         try? FileManager.default.removeItem(atPath: loadedCopy)
     }
-
-    /// Whether `path` looks like a CURec plugin: loadable and exporting the version symbol.
-    /// The probed file stays mapped (see the type's notes); probing it again maps nothing new.
-    static func probe(path: String) -> Bool {
-        guard let handle = dlopen(path, RTLD_LAZY | RTLD_LOCAL | RTLD_NODELETE) else {
-            return false
-        }
-        defer { dlclose(handle) }
-        return dlsym(handle, "curec_plugin_abi_version") != nil
-    }
 }

@@ -24,12 +24,35 @@ enum WireFormats {
         return overflow ? UInt64.max : product
     }
 
-    /// Percent-encodes a `grpc-message`: bytes outside printable ASCII, and `%`, become `%XX`.
+    /// The most bytes of a status message sent as `grpc-message` (before percent-encoding).
+    /// Longer messages are cut at a character boundary and end with "…", so no message (and
+    /// no client text a message quotes) can make the trailers large.
+    static let maximumStatusMessageBytes = 1024
+
+    /// `message` cut to at most ``maximumStatusMessageBytes`` UTF-8 bytes, whole characters,
+    /// with "…" marking the cut.
+    static func capStatusMessage(_ message: String) -> String {
+        guard message.utf8.count > maximumStatusMessageBytes else { return message }
+        let marker = "…"
+        var budget = maximumStatusMessageBytes - marker.utf8.count
+        var kept = ""
+        for scalar in message.unicodeScalars {
+            let size = String(scalar).utf8.count
+            guard size <= budget else { break }
+            budget -= size
+            kept.unicodeScalars.append(scalar)
+        }
+        return kept + marker
+    }
+
+    /// Percent-encodes a `grpc-message` (capped by ``capStatusMessage(_:)`` first): bytes
+    /// outside printable ASCII, and `%`, become `%XX`.
     static func percentEncode(_ message: String) -> String {
+        let capped = capStatusMessage(message)
         var output: [UInt8] = []
-        output.reserveCapacity(message.utf8.count)
+        output.reserveCapacity(capped.utf8.count)
         let hex = Array("0123456789ABCDEF".utf8)
-        for byte in message.utf8 {
+        for byte in capped.utf8 {
             if byte >= 0x20, byte <= 0x7E, byte != UInt8(ascii: "%") {
                 output.append(byte)
             } else {

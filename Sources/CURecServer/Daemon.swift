@@ -195,14 +195,14 @@ public final class Daemon: Sendable {
     }
 
     /// Instance name of the SASRec recommender with CURec reason features the pipeline serves.
-    public static let reasonAwareRecommender = "curec"
+    public static let reasonAwareRecommender = PublishedName.reasonAwareRecommender.rawValue
 
     /// Submits the first-start pipeline when it is enabled, the dataset and MiniLM are
     /// present, no report exists yet and no pipeline job was ever submitted.
     private func submitFirstStartPipeline() {
         let configuration = options.configuration
         guard configuration.pipeline_on_start != "off", recommendations != nil else { return }
-        guard artifacts.latest(of: "report") == nil else { return }
+        guard artifacts.latest(of: PublishedName.report.rawValue) == nil else { return }
         do {
             guard try jobs.list(state: nil, kind: "pipeline", limit: 1).isEmpty else { return }
             let record = try jobs.submit(kind: "pipeline", parameters: ["profile": configuration.pipeline_on_start])

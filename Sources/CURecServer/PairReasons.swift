@@ -28,7 +28,7 @@ struct PairReasons: Sendable {
     static let maxItems = 50
 
     /// The artifact name under which the pipeline publishes its tuned reason model.
-    static let tunedModelName = "curec-reasons"
+    static let tunedModelName = PublishedName.tunedChatModel.rawValue
     static let defaultMaxAttempts = 3
     /// Sampling of regenerations (greedy text already failed): the pipeline's correction
     /// candidates' temperature and top-k.

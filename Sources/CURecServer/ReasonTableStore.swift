@@ -38,7 +38,7 @@ final class ReasonTableStore: Sendable {
     /// The newest table, or nil when the pipeline has not produced one for this dataset.
     /// Files are read only when a new version appears.
     func latest() throws(ServingError) -> Loaded? {
-        guard let directory = artifacts.latest(of: "reasons") else { return nil }
+        guard let directory = artifacts.latest(of: PublishedName.reasonTable.rawValue) else { return nil }
         let version = "models/reasons/\((directory as NSString).lastPathComponent)"
         if let cached = cache.withLock({ $0 }), cached.version == version { return cached.loaded }
         if let dataset = ArtifactStore.manifest(in: directory)?.dataset, dataset != datasetName {

@@ -53,4 +53,16 @@ import Testing
         #expect(throws: RPCServerError.self) { try RPCServerConfiguration.parseListenAddress("h:70000") }
         #expect(throws: RPCServerError.self) { try RPCServerConfiguration.parseListenAddress(":80") }
     }
+
+    @Test func statusMessagesAreCappedAtACharacterBoundary() {
+        let short = "no job with id 'x'"
+        #expect(WireFormats.capStatusMessage(short) == short)
+        let long = String(repeating: "é", count: 70_000)
+        let capped = WireFormats.capStatusMessage(long)
+        #expect(capped.utf8.count <= WireFormats.maximumStatusMessageBytes)
+        #expect(capped.hasSuffix("…") && capped.dropLast().allSatisfy { $0 == "é" })
+        let encoded = WireFormats.percentEncode(String(repeating: "x", count: 70_000))
+        #expect(encoded.utf8.count == WireFormats.maximumStatusMessageBytes - 3 + "%E2%80%A6".utf8.count)
+        #expect(WireFormats.percentDecode(encoded).hasSuffix("…"))
+    }
 }

@@ -14,7 +14,7 @@ import Synchronization
 /// are dropped; a call in flight keeps its model alive).
 public final class ChatModelStore: Sendable {
     /// The name of the pretrained base model.
-    public static let baseName = "smollm2"
+    public static let baseName = PublishedName.baseChatModel.rawValue
 
     /// A model ready to generate with, and what it is.
     public final class Loaded: @unchecked Sendable {
@@ -143,12 +143,7 @@ public final class ChatModelStore: Sendable {
     }
 
     /// A model name is letters, digits, `-`, `_`, `.` (1 to 64, not starting with `.`).
-    static func isPlainName(_ name: String) -> Bool {
-        (1...64).contains(name.utf8.count) && !name.hasPrefix(".") && name.utf8.allSatisfy { byte in
-            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
-                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
-        }
-    }
+    static func isPlainName(_ name: String) -> Bool { ResourceName.isValid(name) }
 
     static func shortened(_ text: String) -> String {
         text.count <= 32 ? text : String(text.prefix(32)) + "…"
@@ -163,7 +158,7 @@ public enum ChatModelError: Error, Sendable, Equatable, CustomStringConvertible 
 
     public var description: String {
         switch self {
-        case .invalidName: return "a model name is 1 to 64 letters, digits, '-', '_' or '.'"
+        case .invalidName: return "a model name must \(ResourceName.requirement)"
         case .notFound(let what): return what
         case .unavailable(let why): return why
         }

@@ -30,10 +30,7 @@ struct FinetuneJob: JobKind {
             },
             doc: "the uploaded chat dataset, `NAME` (its newest version) or `NAME@vN`")
         static let output: JobParameter<String> = .required(
-            "output", rule: JobParameterTextRule(
-                "be 1 to 64 letters, digits, '-', '_' or '.', and not '\(ChatModelStore.baseName)'") { name in
-                ChatModelStore.isPlainName(name) && name != ChatModelStore.baseName
-            },
+            "output", rule: .publishableName(by: "finetune"),
             doc: "the model name to publish: `models/<output>/vN`, served as `model=<output>`")
         static let method: JobParameter<String> = .choice(
             "method", ["lora", "full"], default: "lora",

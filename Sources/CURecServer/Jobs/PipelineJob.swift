@@ -58,7 +58,7 @@ struct PipelineJob: JobKind {
             defaultText: "\(standard.correction.candidates) (standard), \(quick.correction.candidates) (quick)",
             doc: "reasons sampled per subject for correction")
         static let run: JobParameter<String?> = .optionalText(
-            "run", rule: .plainName, defaultText: "none: the job's own workspace",
+            "run", rule: .resourceName, defaultText: "none: the job's own workspace",
             doc: "a workspace `<data_dir>/pipelines/<run>` that outlives the job, so later jobs continue it")
         static let stopAfter: JobParameter<String?> = .optionalChoice(
             "stop_after", stages, defaultText: "none: every stage", doc: "end after this stage (needs `run`)")
@@ -167,21 +167,21 @@ struct PipelineJob: JobKind {
             chat.method = method
             return chat
         }
-        let reasons = try artifacts.addVersion(of: "reasons", manifest: manifest(.reasonTable)) { staging in
+        let reasons = try artifacts.addVersion(of: PublishedName.reasonTable.rawValue, manifest: manifest(.reasonTable)) { staging in
             if let served = outcome.reasonTableDirectories[ReasonTableKind.served.key] { try copyContents(of: served, into: staging) }
             for kind in ReasonTableKind.all where kind != ReasonTableKind.served {
                 guard let directory = outcome.reasonTableDirectories[kind.key] else { continue }
                 try FileManager.default.copyItem(atPath: directory, toPath: (staging as NSString).appendingPathComponent(kind.key))
             }
         }
-        let report = try publish("report", from: outcome.reportDirectory, manifest: manifest(.report))
+        let report = try publish(PublishedName.report.rawValue, from: outcome.reportDirectory, manifest: manifest(.report))
         let reportRelative = "models/report/\((report as NSString).lastPathComponent)"
         context.log("saved models/reasons/\((reasons as NSString).lastPathComponent) and \(reportRelative)")
         switch outcome.languageModel {
         case .chat:
             // Chat-model fine-tunings that `Generate` serves by name (LoRA adapters over lm_path);
             // pair reasons use the newest `tunedChatModel`.
-            try publish("lm-aligned", from: outcome.alignedModelDirectory,
+            try publish(PublishedName.alignedChatModel.rawValue, from: outcome.alignedModelDirectory,
                         manifest: chatManifest(stage: "align", method: config.alignment.method == .lora ? .lora : .full))
             if config.alignment.method == .lora {
                 try publish(Self.tunedChatModel, from: outcome.tunedModelDirectory, manifest: chatManifest(stage: "grpo", method: .lora))
@@ -189,8 +189,8 @@ struct PipelineJob: JobKind {
                 context.log("the GRPO adapters sit on fully fine-tuned weights; they stay in the workspace and are not published")
             }
         case .gpt:
-            try publish("lm-pretrain", from: outcome.alignedModelDirectory, manifest: manifest(.languageModel, stage: "align"))
-            try publish("lm", from: outcome.tunedModelDirectory, manifest: manifest(.languageModel, stage: "grpo"))
+            try publish(PublishedName.pretrainedLanguageModel.rawValue, from: outcome.alignedModelDirectory, manifest: manifest(.languageModel, stage: "align"))
+            try publish(PublishedName.languageModel.rawValue, from: outcome.tunedModelDirectory, manifest: manifest(.languageModel, stage: "grpo"))
         }
         // Last, so reasons, report and the LM are in place when the reason-aware recommender serves.
         if let served = try ReasonAwareRecommender.serveLatest(name: servedName, plugins: plugins, artifacts: artifacts) {

@@ -22,7 +22,7 @@ struct TrainPluginJob: JobKind {
         static let config: JobParameter<String> = .text(
             "config", default: "", doc: "the plugin config text (JSON for the bundled Swift plugins)")
         static let name: JobParameter<String?> = .optionalText(
-            "name", rule: .plainName, defaultText: "from the library (`CURecBPR`: `bpr`)",
+            "name", rule: .publishableName(by: "train"), defaultText: "from the library (`CURecBPR`: `bpr`)",
             doc: "the model and instance name: the result is `models/<name>/vN`")
         static let serve: JobParameter<Bool> = .boolean(
             "serve", default: false, doc: "then load or hot-reload the serving instance `name` from the new version")

@@ -188,7 +188,7 @@ struct ModelOperations: Sendable {
 
     /// A report version (the newest unless `request.version` names one) with its files.
     func report(_ request: Curec_V1_GetReportRequest) throws(ServingError) -> Curec_V1_GetReportResponse {
-        let name = request.name.isEmpty ? "report" : request.name
+        let name = request.name.isEmpty ? PublishedName.report.rawValue : request.name
         guard !name.contains("/"), !name.hasPrefix("."), !request.version.contains("/") else {
             throw .invalidArgument("name and version must be plain names (no '/', not starting with '.')")
         }

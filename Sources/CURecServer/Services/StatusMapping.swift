@@ -109,7 +109,7 @@ extension PluginHostError: RPCStatusConvertible {
             // Plugins report CUREC_STATUS_* codes, which are gRPC's numbers (curec_plugin.h).
             let code = StatusCode(rawValue: Int(status)).flatMap { $0 == .ok ? nil : $0 } ?? .internal
             return RPCError(code, description)
-        case .wrongKind: return RPCError(.invalidArgument, description)
+        case .wrongKind, .invalidLibraryName: return RPCError(.invalidArgument, description)
         case .host: return RPCError(.internal, description)
         }
     }
