@@ -5,9 +5,14 @@ import Synchronization
 /// Queues, runs, tracks and recovers jobs.
 ///
 /// Jobs wait in a bounded FIFO queue and run on `workerCount` dedicated threads. Every
-/// state change is stored (``JobStore``) before watchers hear of it. On start, jobs found
-/// `running` (the daemon died under them) are re-queued ahead of new work, with their
-/// checkpoint directories intact, so they resume where they last checkpointed.
+/// state change is stored (``JobStore``) before watchers hear of it; a write that fails is
+/// retried, and when it keeps failing the daemon is told (``onStorageFailure``), never left
+/// unaware. On start, jobs found `running` (the daemon died under them) are re-queued ahead
+/// of new work, with their checkpoint directories intact, so they resume where they last
+/// checkpointed; one the daemon died under ``Limits/crashLimit`` times is failed instead,
+/// and one a client had asked to cancel is cancelled. A graceful stop pauses running jobs
+/// as `queued`, which is not counted as a crash. Finished jobs are purged after
+/// ``Limits/retention``.
 public final class JobManager: Sendable {
     /// Limits of the queue and the pool.
     public struct Limits: Sendable {
@@ -15,6 +20,13 @@ public final class JobManager: Sendable {
         public var workerCount = 1
         /// Jobs allowed to wait; one more is refused with RESOURCE_EXHAUSTED. Default 32.
         public var queueCapacity = 32
+        /// The most bytes of parameters (names and values together) one job may have. Default 64 KiB.
+        public var maxParameterBytes = 64 << 10
+        /// A job the daemon died under this many times is failed, not run again. Default 3.
+        public var crashLimit = 3
+        /// Finished jobs (and their events and checkpoints) are deleted this long after they
+        /// ended; nil keeps them. Default 30 days.
+        public var retention: TimeInterval? = 30 * 24 * 3600
         public init() {}
     }
 
@@ -35,6 +47,13 @@ public final class JobManager: Sendable {
     private let state = Mutex(State())
     private let wakeWorkers = NSCondition()
     private let stoppedWorkers = DispatchGroup()
+    private let storageFailureHandler = Mutex<(@Sendable (String) -> Void)?>(nil)
+
+    /// Called (from a worker) when a job's state could not be stored even after retries;
+    /// the daemon turns its health NOT_SERVING. Set before ``start()``.
+    public func onStorageFailure(_ handler: @escaping @Sendable (String) -> Void) {
+        storageFailureHandler.withLock { $0 = handler }
+    }
 
     /// Opens the store under `dataDirectory` and recovers interrupted jobs (not yet started).
     public init(dataDirectory: String, kinds: [any JobKind], limits: Limits = Limits(), logger: Logger) throws(JobError) {
@@ -51,16 +70,55 @@ public final class JobManager: Sendable {
     public var kindNames: [String] { kinds.keys.sorted() }
 
     private func recover() throws(JobError) {
-        let interrupted = try store.list(state: .running, limit: 10_000).sorted { $0.createdMS < $1.createdMS }
+        let interrupted = try store.list(state: .running, limit: 100_000).sorted { $0.createdMS < $1.createdMS }
         for var record in interrupted {
+            if record.cancelRequested {
+                record.state = .cancelled
+                record.finishedMS = Clock.nowMS()
+                try store.save(record, event: JobEvent(record: record, logLine: "cancelled (requested before the daemon stopped)"))
+                logger.info("job cancelled before a restart stays cancelled", metadata: ["job": "\(record.id)"])
+                continue
+            }
+            record.crashes += 1
+            if record.crashes >= limits.crashLimit {
+                record.state = .failed
+                record.error = "the daemon stopped \(record.crashes) times while this job ran; it is not run again "
+                    + "(see the daemon's log; submit it anew, perhaps with smaller parameters)"
+                record.finishedMS = Clock.nowMS()
+                try store.save(record, event: JobEvent(record: record, logLine: "failed: \(record.error)"))
+                logger.error("job failed: the daemon died under it too often", metadata: [
+                    "job": "\(record.id)", "kind": "\(record.kind)", "crashes": "\(record.crashes)"])
+                continue
+            }
             record.state = .queued
             record.stage = "interrupted"
             try store.save(record, event: JobEvent(
                 record: record, logLine: "the daemon stopped while this job ran; it will resume from its last checkpoint"))
             logger.warning("job interrupted by a restart; resuming", metadata: ["job": "\(record.id)", "kind": "\(record.kind)"])
         }
-        let queued = try store.list(state: .queued, limit: 10_000).sorted { $0.createdMS < $1.createdMS }
+        var queued = try store.list(state: .queued, limit: 100_000).sorted { $0.createdMS < $1.createdMS }
+        for var record in queued where record.cancelRequested {
+            record.state = .cancelled
+            record.finishedMS = Clock.nowMS()
+            try store.save(record, event: JobEvent(record: record, logLine: "cancelled before it started"))
+        }
+        queued.removeAll { $0.cancelRequested }
         state.withLock { $0.queue = queued.map(\.id) }
+        purgeExpired()
+    }
+
+    /// Deletes finished jobs older than the retention, with their checkpoint directories.
+    private func purgeExpired() {
+        guard let retention = limits.retention else { return }
+        do {
+            let ids = try store.purge(finishedBeforeMS: Clock.nowMS() - Int64(retention * 1000))
+            for id in ids {
+                try? FileManager.default.removeItem(atPath: (jobsDirectory as NSString).appendingPathComponent(id))
+            }
+            if !ids.isEmpty { logger.info("finished jobs past their retention deleted", metadata: ["count": "\(ids.count)"]) }
+        } catch {
+            logger.warning("finished jobs could not be purged", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Starts the worker threads.
@@ -86,11 +144,19 @@ public final class JobManager: Sendable {
         _ = stoppedWorkers.wait(timeout: .now() + timeout)
     }
 
+    /// Waits up to `timeout` for the workers to end after ``stop(timeout:)``; false when a
+    /// job is still running (it did not reach a step that checks for stopping).
+    public func waitUntilStopped(timeout: TimeInterval) -> Bool {
+        stoppedWorkers.wait(timeout: .now() + timeout) == .success
+    }
+
     // MARK: Client operations
 
     /// Validates and queues a job.
     public func submit(kind: String, parameters: [String: String]) throws(JobError) -> JobRecord {
-        guard let jobKind = kinds[kind] else { throw .unknownKind(kind, known: kindNames) }
+        guard let jobKind = kinds[kind] else { throw .unknownKind(String(kind.prefix(64)), known: kindNames) }
+        let size = parameters.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
+        guard size <= limits.maxParameterBytes else { throw .parametersTooLarge(limit: limits.maxParameterBytes) }
         try jobKind.validate(try jobKind.parameters.parse(parameters))
         let record = JobRecord(id: Self.newID(), kind: kind, parameters: parameters, state: .queued, createdMS: Clock.nowMS())
         let full = state.withLock { state -> Bool in
@@ -115,8 +181,8 @@ public final class JobManager: Sendable {
         return record
     }
 
-    public func list(state: JobState?, kind: String?, limit: Int) throws(JobError) -> [JobRecord] {
-        try store.list(state: state, kind: kind, limit: limit)
+    public func list(state: JobState?, kind: String?, limit: Int, after: JobStore.Position? = nil) throws(JobError) -> [JobRecord] {
+        try store.list(state: state, kind: kind, limit: limit, after: after)
     }
 
     public func logLines(of id: String) throws(JobError) -> [String] {
@@ -140,7 +206,9 @@ public final class JobManager: Sendable {
             record.finishedMS = Clock.nowMS()
             try publish(record, logLine: "cancelled before it started")
         } else {
-            log(id: id, line: "cancellation requested; the job stops at its next step")
+            // Stored before answering, so a restart does not resume what a client cancelled.
+            record.cancelRequested = true
+            try publish(record, logLine: "cancellation requested; the job stops at its next step")
         }
         return record
     }
@@ -202,16 +270,31 @@ public final class JobManager: Sendable {
     /// (a job left `running` there resumes on the next start).
     private func publishOrLog(_ record: JobRecord, logLine: String = "") {
         let event = JobEvent(record: record, logLine: logLine)
-        do {
-            try store.save(record, event: event)
-        } catch {
-            logger.error("job state not saved", metadata: [
+        var failure: JobError? = nil
+        for (attempt, pause) in Self.storageRetryPauses.enumerated() {
+            do {
+                try store.save(record, event: event)
+                failure = nil
+                break
+            } catch {
+                failure = error
+                logger.warning("job state not saved; retrying", metadata: [
+                    "job": "\(record.id)", "state": "\(record.state.rawValue)", "attempt": "\(attempt + 1)", "error": "\(error)"])
+                Thread.sleep(forTimeInterval: pause)
+            }
+        }
+        if let failure {
+            logger.error("job state not saved after retries; reporting NOT_SERVING", metadata: [
                 "job": "\(record.id)", "state": "\(record.state.rawValue)", "stage": "\(record.stage)",
-                "error": "\(error)"])
+                "error": "\(failure)"])
+            storageFailureHandler.withLock { $0 }?("job \(record.id) state \(record.state.rawValue) not stored: \(failure)")
             guard event.isFinal else { return }
         }
         notify(event)
     }
+
+    /// Pauses between attempts to store a worker's state change (the last attempt is not followed by one).
+    private static let storageRetryPauses: [TimeInterval] = [0.05, 0.25, 1, 0]
 
     private func notify(_ event: JobEvent) {
         let watchers = state.withLock { Array($0.watchers[event.jobID, default: [:]].values) }
@@ -248,7 +331,10 @@ public final class JobManager: Sendable {
     }
 
     private func execute(_ id: String) {
-        defer { state.withLock { $0.running.remove(id); $0.cancelRequested.remove(id) } }
+        defer {
+            state.withLock { $0.running.remove(id); $0.cancelRequested.remove(id) }
+            purgeExpired()
+        }
         guard var record = try? store.fetch(id), !record.state.isFinal else { return }
         guard let kind = kinds[record.kind] else {
             record.state = .failed
@@ -279,12 +365,15 @@ public final class JobManager: Sendable {
         } catch {
             guard var finished = try? store.fetch(id) else { return }
             let stopping = state.withLock { $0.stopping && !$0.cancelRequested.contains(id) }
-            if stopping {
-                // Shutdown, not a client: stay `running` so the next start resumes the job.
+            if stopping && !finished.cancelRequested {
+                // Shutdown, not a client: queued again (not a crash), so the next start resumes it.
+                finished.state = .queued
+                finished.stage = "paused"
+                publishOrLog(finished, logLine: "paused by a shutdown; it resumes on the next start")
                 logger.info("job paused by shutdown; it resumes on the next start", metadata: ["job": "\(id)"])
                 return
             }
-            if error is JobCancelled || isCancelled(id: id) {
+            if error is JobCancelled || isCancelled(id: id) || finished.cancelRequested {
                 finished.state = .cancelled
                 finished.finishedMS = Clock.nowMS()
                 publishOrLog(finished, logLine: "cancelled")

@@ -26,6 +26,10 @@ public struct JobRecord: Sendable, Hashable {
     public var attempts: Int = 0
     /// The artifact the job produced (e.g. `models/bpr/v3`).
     public var artifact: String = ""
+    /// A client asked to cancel it while it ran; stored, so a restart does not resume it.
+    public var cancelRequested = false
+    /// Times the daemon died while this job ran (a graceful stop does not count).
+    public var crashes: Int = 0
 
     public init(id: String, kind: String, parameters: [String: String], state: JobState, createdMS: Int64) {
         self.id = id
@@ -72,6 +76,10 @@ public enum JobError: Error, CustomStringConvertible, Sendable {
     case notFound(String)
     case alreadyEnded(id: String, state: JobState)
     case storage(String)
+    /// The parameters are larger than the daemon accepts.
+    case parametersTooLarge(limit: Int)
+    /// A List page token that this daemon did not hand out.
+    case invalidPageToken
 
     public var description: String {
         switch self {
@@ -80,8 +88,11 @@ public enum JobError: Error, CustomStringConvertible, Sendable {
         case .invalidParameter(let message): return message
         case .queueFull(let limit):
             return "the job queue is full (\(limit) jobs waiting); retry after some finish or cancel queued ones"
-        case .notFound(let id): return "no job with id '\(id)'"
+        case .notFound(let id): return "no job with id \(ParameterProblem.quoted(id))"
         case .alreadyEnded(let id, let state): return "job \(id) has already ended (\(state.rawValue)); nothing to cancel"
+        case .parametersTooLarge(let limit):
+            return "the job's parameters are larger than \(limit) bytes (names and values together); pass large inputs as uploaded datasets"
+        case .invalidPageToken: return "page_token is not one this daemon returned; start again with an empty page_token"
         case .storage(let message): return "job storage failed: \(message)"
         }
     }

@@ -49,6 +49,13 @@ public final class JobStore: Sendable {
                     table.column("log_line", .text).notNull()
                 }
             }
+            migrator.registerMigration("v2: durable cancellation and crash counts") { db in
+                try db.alter(table: "job") { table in
+                    table.add(column: "cancel_requested", .integer).notNull().defaults(to: 0)
+                    table.add(column: "crashes", .integer).notNull().defaults(to: 0)
+                }
+                try db.create(index: "job_created", on: "job", columns: ["created_ms", "id"])
+            }
             try migrator.migrate(database)
         } catch let error as JobError {
             throw error
@@ -79,18 +86,21 @@ public final class JobStore: Sendable {
         record.finishedMS = row["finished_ms"]
         record.attempts = row["attempts"]
         record.artifact = row["artifact"]
+        record.cancelRequested = (row["cancel_requested"] as Int64) != 0
+        record.crashes = row["crashes"]
         return record
     }
 
     private static func upsert(_ record: JobRecord, in db: Database) throws {
         try db.execute(sql: """
             INSERT OR REPLACE INTO job (id, kind, parameters, state, stage, step, total, metrics, error,
-                created_ms, started_ms, finished_ms, attempts, artifact)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                created_ms, started_ms, finished_ms, attempts, artifact, cancel_requested, crashes)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, arguments: [
                 record.id, record.kind, encode(record.parameters), record.state.rawValue, record.stage,
                 Int64(record.step), Int64(record.total), encode(record.metrics), record.error,
                 record.createdMS, record.startedMS, record.finishedMS, record.attempts, record.artifact,
+                record.cancelRequested ? 1 : 0, record.crashes,
             ])
     }
 
@@ -134,17 +144,57 @@ public final class JobStore: Sendable {
         }
     }
 
-    /// Records, newest first, filtered by state and kind.
-    public func list(state: JobState? = nil, kind: String? = nil, limit: Int = 100) throws(JobError) -> [JobRecord] {
+    /// Where a page of ``list(state:kind:limit:after:)`` ends: the last record's creation
+    /// time and id (records are ordered by both, newest first).
+    public struct Position: Sendable, Equatable {
+        public var createdMS: Int64
+        public var id: String
+        public init(createdMS: Int64, id: String) {
+            self.createdMS = createdMS
+            self.id = id
+        }
+    }
+
+    /// Records, newest first, filtered by state and kind; only those after `after` (older)
+    /// when given.
+    public func list(state: JobState? = nil, kind: String? = nil, limit: Int = 100,
+                     after: Position? = nil) throws(JobError) -> [JobRecord] {
         var conditions: [String] = []
         var arguments: [(any DatabaseValueConvertible)?] = []
         if let state { conditions.append("state = ?"); arguments.append(state.rawValue) }
         if let kind, !kind.isEmpty { conditions.append("kind = ?"); arguments.append(kind) }
+        if let after {
+            conditions.append("(created_ms < ? OR (created_ms = ? AND id < ?))")
+            arguments.append(contentsOf: [after.createdMS, after.createdMS, after.id])
+        }
         let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         let sql = "SELECT * FROM job \(filter) ORDER BY created_ms DESC, id DESC LIMIT \(max(1, limit))"
         do {
             return try database.read { db in
                 try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).map(Self.record)
+            }
+        } catch {
+            throw .storage("\(error)")
+        }
+    }
+
+    /// Deletes finished jobs (and their events) that ended before `finishedBeforeMS`; returns
+    /// their ids.
+    public func purge(finishedBeforeMS: Int64) throws(JobError) -> [String] {
+        let finalStates = JobState.allCases.filter(\.isFinal).map(\.rawValue)
+        let placeholders = finalStates.map { _ in "?" }.joined(separator: ", ")
+        do {
+            return try database.write { db in
+                var arguments: [(any DatabaseValueConvertible)?] = finalStates
+                arguments.append(finishedBeforeMS)
+                let ids = try String.fetchAll(db, sql: """
+                    SELECT id FROM job WHERE state IN (\(placeholders)) AND finished_ms < ?
+                    """, arguments: StatementArguments(arguments))
+                for id in ids {
+                    try db.execute(sql: "DELETE FROM job_event WHERE job_id = ?", arguments: [id])
+                    try db.execute(sql: "DELETE FROM job WHERE id = ?", arguments: [id])
+                }
+                return ids
             }
         } catch {
             throw .storage("\(error)")

@@ -151,6 +151,11 @@ public final class PluginHost: Sendable {
         }
     }
 
+    /// The library name the instance named `name` was loaded from, as given.
+    public func libraryName(of name: String) -> String? {
+        libraryNames.withLock { $0[name] }
+    }
+
     /// The config the instance named `name` was created with.
     public func config(of name: String) -> [UInt8]? {
         configs.withLock { $0[name] }

@@ -146,12 +146,13 @@ public final class Daemon: Sendable {
         // daemon does not have the method at all.
         router.register(RecommendService(operations: recommendations))
         router.register(RewardService(operations: rewards))
-        router.register(PluginService(operations: PluginOperations(plugins: plugins, preparer: preparer)))
         let datasets = DatasetStore(dataDirectory: configuration.data_dir,
                                     maxUploadBytes: configuration.dataset_upload_max_bytes)
         var jobLimits = JobManager.Limits()
         jobLimits.workerCount = configuration.job_workers
         jobLimits.queueCapacity = configuration.job_queue_capacity
+        jobLimits.retention = configuration.job_retention_days > 0 ? TimeInterval(configuration.job_retention_days) * 86_400 : nil
+        jobLimits.crashLimit = configuration.job_crash_limit
         let sampleLogger = SampleRecommendationLogger()
         let jobs = try JobManager(
             dataDirectory: configuration.data_dir,
@@ -167,6 +168,12 @@ public final class Daemon: Sendable {
             ],
             limits: jobLimits, logger: logger)
         router.register(JobService(operations: JobOperations(jobs: jobs)))
+        // A job state that cannot be stored makes the daemon unhealthy rather than forgetful.
+        jobs.onStorageFailure { [logger] reason in
+            logger.critical("job storage is failing; health turns NOT_SERVING", metadata: ["reason": "\(reason)"])
+            health.markAllNotServing()
+        }
+        router.register(PluginService(operations: PluginOperations(plugins: plugins, preparer: preparer, jobs: jobs)))
         router.register(ModelService(operations: ModelOperations(artifacts: artifacts)))
         router.register(GenerationService(reasons: reasonStreaming, text: TextGeneration(models: chatModels)))
         router.register(DatasetService(operations: DatasetOperations(datasets: datasets)))
@@ -298,9 +305,14 @@ public final class Daemon: Sendable {
         jobs.stop(timeout: 10)
     }
 
-    /// Blocks until the server has stopped.
-    public func waitUntilStopped() {
+    /// Blocks until the server has stopped and the job workers have ended (at most
+    /// `jobTimeout` for those); false when a job was still running then. The process must
+    /// not exit normally with a job running: exit handlers (OpenBLAS's among them) would
+    /// wait on the threads it uses.
+    @discardableResult
+    public func waitUntilStopped(jobTimeout: TimeInterval = 15) -> Bool {
         server.waitUntilStopped()
+        return jobs.waitUntilStopped(timeout: jobTimeout)
     }
 }
 

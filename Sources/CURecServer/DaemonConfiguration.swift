@@ -1,4 +1,5 @@
 import CURecModels
+import CURecPluginHost
 import CURecRPC
 import Foundation
 import Logging
@@ -8,7 +9,7 @@ import Yams
 public struct PluginSpec: Sendable, Codable, Hashable {
     /// Instance name, unique in the daemon (used in RPCs).
     public var name: String
-    /// Library file name in the plugin directories (`CURecBPR` finds `libCURecBPR.so`) or a path.
+    /// Library file name in the plugin directories (`CURecBPR` finds `libCURecBPR.so`), never a path.
     public var library: String
     /// Plugin config as text (JSON for the bundled Swift plugins).
     public var config: String?
@@ -65,8 +66,9 @@ public struct DaemonConfiguration: Sendable, Codable {
     public var dataset_dir: String = "var/data/ml-100k"
     /// Dataset name (file prefix).
     public var dataset_name: String = "ml-100k"
-    /// Extra plugin directories, searched after the directory of the curecd executable and
-    /// `<data_dir>/plugins`.
+    /// Extra plugin directories, searched after the directory of the curecd executable (where
+    /// the bundled plugins are built and installed) and `<data_dir>/plugins`. Libraries load
+    /// only from these directories, named by plain file name.
     public var plugin_dirs: [String] = []
     /// Plugin instances loaded at start.
     public var plugins: [PluginSpec] = DaemonConfiguration.defaultPlugins
@@ -90,6 +92,10 @@ public struct DaemonConfiguration: Sendable, Codable {
     public var job_workers: Int = 1
     /// Jobs allowed to wait in the queue; more are refused with RESOURCE_EXHAUSTED.
     public var job_queue_capacity: Int = 32
+    /// Days a finished job (record, events, checkpoints) is kept; 0 keeps them forever.
+    public var job_retention_days: Int = 30
+    /// A job the daemon died under this many times is failed instead of run again.
+    public var job_crash_limit: Int = 3
     /// Directory of the all-MiniLM-L6-v2 sentence encoder; empty: ``resolvedMiniLMDirectory``.
     public var minilm_dir: String = ""
     /// Pipeline profile submitted on the first start: `quick`, `standard` or `off`.
@@ -118,7 +124,7 @@ public struct DaemonConfiguration: Sendable, Codable {
         .text(\.dataset_dir, "dataset_dir", "RecBole atomic files"),
         .text(\.dataset_name, "dataset_name", "their file prefix"),
         .text(\.plugin_dirs, "plugin_dirs", flag: "plugin-dir",
-              "searched after the executable's folder and `<data_dir>/plugins`; the flag repeats and adds, the variable is `a:b`"),
+              "searched after the executable's folder and `<data_dir>/plugins`, the only places libraries load from; the flag repeats and adds, the variable is `a:b`"),
         .structured(\.plugins, "plugins", typeName: "list of plugins", defaultText: "bpr, popularity, reward",
                     "instances loaded at start (see below); `--no-plugins` loads none"),
         .text(\.default_recommender, "default_recommender", rule: .nonEmpty, "used when a request names no plugin"),
@@ -135,6 +141,10 @@ public struct DaemonConfiguration: Sendable, Codable {
         .text(\.job_workers, "job_workers", rule: .atLeast(1), "jobs running at once (training uses every core)"),
         .text(\.job_queue_capacity, "job_queue_capacity", rule: .atLeast(1),
               "jobs waiting in the queue; one more is refused with RESOURCE_EXHAUSTED"),
+        .text(\.job_retention_days, "job_retention_days", rule: .atLeast(0),
+              "days a finished job (its record, events and checkpoints) is kept; 0 keeps them"),
+        .text(\.job_crash_limit, "job_crash_limit", rule: .within(1...100),
+              "a job the daemon died under this many times is failed with that reason, not run again"),
         .text(\.minilm_dir, "minilm_dir", defaultText: "`<data_dir>/models/all-MiniLM-L6-v2`",
               "the all-MiniLM-L6-v2 sentence encoder (`model.safetensors`, `vocab.txt`; `scripts/fetch-minilm` puts it there) the `pipeline` job embeds reasons with"),
         .text(\.lm_path, "lm_path", defaultText: "`<data_dir>/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf`",
@@ -290,6 +300,13 @@ public struct DaemonConfiguration: Sendable, Codable {
         for plugin in plugins {
             guard !plugin.name.isEmpty, !plugin.library.isEmpty else {
                 throw .invalid("every plugin needs a name and a library")
+            }
+            guard ResourceName.isValid(plugin.name) else {
+                throw .invalid("plugin name '\(plugin.name)' must \(ResourceName.requirement)")
+            }
+            guard PluginLibraryName.isPlain(plugin.library) else {
+                throw .invalid("plugins[\(plugin.name)].library '\(plugin.library)' must be a file name in the plugin directories "
+                               + "(no '/'); add its folder to plugin_dirs instead of giving a path")
             }
             guard names.insert(plugin.name).inserted else { throw .invalid("plugin name '\(plugin.name)' is used twice") }
             _ = try plugin.configBytes()

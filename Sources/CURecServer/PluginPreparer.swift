@@ -20,7 +20,12 @@ public struct PluginPreparer: Sendable {
         return String(hash, radix: 16)
     }
 
-    public func prepare(_ instance: PluginInstance, config: [UInt8], train: Bool) throws {
+    /// Whether the daemon has a dataset to train plugins on.
+    var canTrain: Bool { data != nil }
+
+    /// Loads the newest saved artifact of `instance`'s name made by the same plugin with the
+    /// same config on the same dataset; false when none loads.
+    public func loadSaved(_ instance: PluginInstance, config: [UInt8]) -> Bool {
         let description = instance.describe()
         let fingerprint = Self.fingerprint(config)
         let datasetName = data?.dataset.name ?? ""
@@ -33,13 +38,24 @@ public struct PluginPreparer: Sendable {
             do {
                 try instance.load(from: directory)
                 logger.info("plugin state loaded", metadata: ["name": "\(instance.name)", "artifact": "\(directory)"])
-                return
+                return true
             } catch {
                 logger.warning("saved plugin state could not be loaded; trying an older one or training",
                                metadata: ["name": "\(instance.name)", "artifact": "\(directory)", "error": "\(error)"])
             }
         }
+        return false
+    }
+
+    /// Loads the saved state of `instance` (``loadSaved(_:config:)``), or else, when `train`
+    /// is true and there is a dataset, trains it here and saves a new artifact version.
+    /// Blocking: the daemon calls it at start; clients' training runs as a `train` job.
+    public func prepare(_ instance: PluginInstance, config: [UInt8], train: Bool) throws {
+        if loadSaved(instance, config: config) { return }
         guard train, let data else { return }
+        let description = instance.describe()
+        let fingerprint = Self.fingerprint(config)
+        let datasetName = data.dataset.name
         let started = Date()
         let name = instance.name
         let logger = self.logger

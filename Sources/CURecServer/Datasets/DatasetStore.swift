@@ -32,14 +32,7 @@ public struct DatasetStore: Sendable {
     /// Checks a dataset name: 1 to 64 of letters, digits, `-`, `_`, `.`, starting with a letter
     /// or digit (so a name is never a path).
     public static func checkName(_ name: String) throws(DatasetError) -> String {
-        let allowed = name.utf8.allSatisfy { byte in
-            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
-                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
-        }
-        guard (1...64).contains(name.utf8.count), allowed, let first = name.utf8.first,
-              first != UInt8(ascii: "-"), first != UInt8(ascii: "_"), first != UInt8(ascii: ".") else {
-            throw .invalidName
-        }
+        guard ResourceName.isValid(name) else { throw .invalidName }
         return name
     }
 
@@ -179,7 +172,7 @@ public enum DatasetError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .invalidName:
-            return "a dataset name is 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+            return "a dataset name must \(ResourceName.requirement)"
         case .invalidExample(let error): return "dataset \(error.description)"
         case .tooLarge(let limit): return "the upload is larger than the daemon's limit of \(limit) bytes"
         case .notFound(let name): return "no dataset \(name)"

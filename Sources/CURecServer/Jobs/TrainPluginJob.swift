@@ -18,7 +18,7 @@ struct TrainPluginJob: JobKind {
     /// The parameters of `train`.
     enum Parameters {
         static let library: JobParameter<String> = .required(
-            "library", doc: "the plugin library: a name in the plugin directories (`CURecBPR`) or a path")
+            "library", doc: "the plugin library: a file name in the plugin directories (`CURecBPR` or `libCURecBPR.so`), never a path")
         static let config: JobParameter<String> = .text(
             "config", default: "", doc: "the plugin config text (JSON for the bundled Swift plugins)")
         static let name: JobParameter<String?> = .optionalText(
@@ -26,10 +26,11 @@ struct TrainPluginJob: JobKind {
             doc: "the model and instance name: the result is `models/<name>/vN`")
         static let serve: JobParameter<Bool> = .boolean(
             "serve", default: false, doc: "then load or hot-reload the serving instance `name` from the new version")
-        static let schema = JobParameterSchema(kind: "train", [library, config, name, serve])
+        static let schema = JobParameterSchema(kind: TrainPluginJob.kindName, [library, config, name, serve])
     }
 
-    var name: String { "train" }
+    static let kindName = "train"
+    var name: String { Self.kindName }
     var parameters: JobParameterSchema { Parameters.schema }
 
     func validate(_ values: JobParameterValues) throws(JobError) {
@@ -37,6 +38,11 @@ struct TrainPluginJob: JobKind {
             _ = try plugins.resolve(library: values[Parameters.library])
         } catch {
             throw .invalidParameter("train: \(error)")
+        }
+        let model = Self.modelName(values)
+        guard ResourceName.isValid(model), PublishedName.isAvailable(model, to: Self.kindName) else {
+            throw .invalidParameter("train: the model name \(ResourceName.quoted(model)) taken from the library must "
+                                    + "\(ResourceName.requirement), and not a name the daemon publishes; give `name`")
         }
         guard data != nil else {
             throw .invalidParameter("train: the daemon has no dataset loaded (run scripts/fetch-data and restart)")

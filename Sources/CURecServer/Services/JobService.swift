@@ -45,18 +45,33 @@ struct JobOperations: Sendable {
         return Self.job(try jobs.get(request.id))
     }
 
-    /// The newest jobs (100 unless `limit` says), optionally of one state and kind.
+    /// The most jobs one List page holds.
+    static let maximumPageSize: UInt32 = 1000
+
+    /// One page of jobs, newest first (100 unless `page_size` says), optionally of one state
+    /// and kind; `next_page_token` continues after it.
     func list(_ request: Curec_V1_ListJobsRequest) throws -> Curec_V1_ListJobsResponse {
-        guard request.limit <= 10_000 else { throw ServingError.invalidArgument("limit is \(request.limit); at most 10000") }
+        let pageSize = request.pageSize != 0 ? request.pageSize : request.limit
+        guard pageSize <= Self.maximumPageSize else {
+            throw ServingError.invalidArgument("page_size is \(pageSize); at most \(Self.maximumPageSize) (use page_token for more)")
+        }
+        guard request.kind.utf8.count <= 64 else { throw ServingError.invalidArgument("kind is longer than 64 bytes") }
+        let after = try JobPageToken.decode(request.pageToken)
         let state: JobState?
         switch request.state {
         case .unspecified: state = nil
         case .UNRECOGNIZED(let value): throw ServingError.invalidArgument("state \(value) is not a JobState")
         default: state = Self.state(request.state)
         }
-        let records = try jobs.list(state: state, kind: request.kind.isEmpty ? nil : request.kind,
-                                    limit: request.limit == 0 ? 100 : Int(request.limit))
-        return .with { $0.jobs = records.map(Self.job) }
+        let size = pageSize == 0 ? 100 : Int(pageSize)
+        // One more than the page shows whether another page follows.
+        let records = try jobs.list(state: state, kind: request.kind.isEmpty ? nil : request.kind, limit: size + 1, after: after)
+        return .with {
+            $0.jobs = records.prefix(size).map(Self.job)
+            if records.count > size, let last = records.prefix(size).last {
+                $0.nextPageToken = JobPageToken.encode(JobStore.Position(createdMS: last.createdMS, id: last.id))
+            }
+        }
     }
 
     func cancel(_ request: Curec_V1_CancelJobRequest) throws -> Curec_V1_Job {
@@ -75,8 +90,14 @@ struct JobOperations: Sendable {
         try Task.checkCancellation()
     }
 
+    /// The longest job id accepted (the daemon's ids are about 20 characters).
+    static let maximumIDLength = 128
+
     private static func requireID(_ id: String) throws(ServingError) {
         guard !id.isEmpty else { throw .invalidArgument("id is empty; give a job id from Submit or List") }
+        guard id.utf8.count <= maximumIDLength else {
+            throw .invalidArgument("id is \(id.utf8.count) bytes long; job ids are at most \(maximumIDLength) (give one from Submit or List)")
+        }
     }
 
     static func state(_ state: JobState) -> Curec_V1_JobState {
@@ -132,6 +153,30 @@ struct JobOperations: Sendable {
             $0.final = event.isFinal
             $0.error = event.error
         }
+    }
+}
+
+/// The opaque `page_token` of JobService.List: where the previous page ended (creation
+/// time and id), base64url-encoded.
+enum JobPageToken {
+    static func encode(_ position: JobStore.Position) -> String {
+        Data("\(position.createdMS):\(position.id)".utf8).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// The position in `token`; nil for an empty token; INVALID_ARGUMENT for one this daemon
+    /// did not hand out.
+    static func decode(_ token: String) throws(JobError) -> JobStore.Position? {
+        guard !token.isEmpty else { return nil }
+        guard token.utf8.count <= 256 else { throw .invalidPageToken }
+        var base64 = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.utf8.count % 4) % 4)
+        guard let data = Data(base64Encoded: base64), let text = String(data: data, encoding: .utf8),
+              let colon = text.firstIndex(of: ":"), let created = Int64(text[..<colon]) else { throw .invalidPageToken }
+        let id = String(text[text.index(after: colon)...])
+        guard !id.isEmpty else { throw .invalidPageToken }
+        return JobStore.Position(createdMS: created, id: id)
     }
 }
 

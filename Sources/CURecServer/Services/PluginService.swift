@@ -1,3 +1,4 @@
+import CURecJobs
 import CURecPluginHost
 import CURecProto
 import CURecRPC
@@ -12,8 +13,7 @@ struct PluginService: Curec_V1_PluginServiceHandler {
     }
 
     func load(_ request: Curec_V1_LoadPluginRequest, context: ServerContext) async throws -> Curec_V1_PluginStatus {
-        try operations.checkLoad(request)
-        return try await runBlocking { try operations.load(request) }
+        try await operations.load(request)
     }
 
     func unload(_ request: Curec_V1_UnloadPluginRequest, context: ServerContext) async throws -> Curec_V1_UnloadPluginResponse {
@@ -21,16 +21,18 @@ struct PluginService: Curec_V1_PluginServiceHandler {
     }
 
     func reload(_ request: Curec_V1_ReloadPluginRequest, context: ServerContext) async throws -> Curec_V1_PluginStatus {
-        try operations.checkReload(request)
-        return try await runBlocking { try operations.reload(request) }
+        try await operations.reload(request)
     }
 }
 
 /// List, load, unload and hot-reload plugin instances. Loading and reloading block (dlopen,
-/// training): run them off the I/O loop and the cooperative pool.
+/// reading saved state): they run off the I/O loop and the cooperative pool. Training never
+/// runs here: when no saved state matches, it is a `train` job, which the call waits for
+/// and cancels when the caller goes.
 struct PluginOperations: Sendable {
     let plugins: PluginHost
     let preparer: PluginPreparer
+    let jobs: JobManager
 
     /// The loaded instances and the libraries that could be loaded.
     func list(_ request: Curec_V1_ListPluginsRequest) -> Curec_V1_ListPluginsResponse {
@@ -40,22 +42,51 @@ struct PluginOperations: Sendable {
         return response
     }
 
-    /// The checks of a load request that need no work.
-    func checkLoad(_ request: Curec_V1_LoadPluginRequest) throws(ServingError) {
-        guard !request.name.isEmpty else { throw .invalidArgument("name is empty; name the new plugin instance") }
-        guard !request.library.isEmpty else {
-            throw .invalidArgument("library is empty; give a library file name from PluginService.List or a path")
+    /// Checks an instance name a client gives for a new instance.
+    static func checkNewName(_ name: String) throws(ServingError) {
+        guard ResourceName.isValid(name) else {
+            throw .invalidArgument("name \(ResourceName.quoted(name)) must \(ResourceName.requirement)")
+        }
+        guard PublishedName.isAvailable(name, to: nil) else {
+            throw .invalidArgument("name '\(name)' is reserved: the daemon publishes it itself (reserved: \(PublishedName.list))")
         }
     }
 
-    /// Loads a new instance, loading its saved state or training it. Blocking.
-    func load(_ request: Curec_V1_LoadPluginRequest) throws -> Curec_V1_PluginStatus {
+    /// Checks a library name a client gives (the host checks it again when resolving).
+    static func checkLibrary(_ library: String) throws(ServingError) {
+        guard PluginLibraryName.isPlain(library) else {
+            throw .invalidArgument(PluginHostError.invalidLibraryName(library).description)
+        }
+    }
+
+    /// The checks of a load request that need no work.
+    func checkLoad(_ request: Curec_V1_LoadPluginRequest) throws(ServingError) {
+        guard !request.name.isEmpty else { throw .invalidArgument("name is empty; name the new plugin instance") }
+        try Self.checkNewName(request.name)
+        guard !request.library.isEmpty else {
+            throw .invalidArgument("library is empty; give a library file name from PluginService.List")
+        }
+        try Self.checkLibrary(request.library)
+    }
+
+    /// Loads a new instance from its saved state, or trains it as a job when `train` is set
+    /// and no saved state matches (returning once the job serves it).
+    func load(_ request: Curec_V1_LoadPluginRequest) async throws -> Curec_V1_PluginStatus {
         try checkLoad(request)
         let config = [UInt8](request.config)
-        let instance = try plugins.load(name: request.name, library: request.library, config: config) { instance in
-            try preparer.prepare(instance, config: config, train: request.train)
+        let train = request.train && preparer.canTrain
+        let plugins = self.plugins, preparer = self.preparer, name = request.name, library = request.library
+        let loaded: PluginInstance? = try await runBlocking {
+            do {
+                return try plugins.load(name: name, library: library, config: config) { instance in
+                    if !preparer.loadSaved(instance, config: config), train { throw TrainingNeeded() }
+                }
+            } catch is TrainingNeeded {
+                return nil
+            }
         }
-        return Self.status(instance)
+        if let loaded { return Self.status(loaded) }
+        return try await trainAsJob(name: name, library: library, config: config)
     }
 
     func unload(_ request: Curec_V1_UnloadPluginRequest) throws -> Curec_V1_UnloadPluginResponse {
@@ -66,23 +97,80 @@ struct PluginOperations: Sendable {
 
     func checkReload(_ request: Curec_V1_ReloadPluginRequest) throws(ServingError) {
         guard !request.name.isEmpty else { throw .invalidArgument("name is empty") }
+        guard ResourceName.isValid(request.name) else {
+            throw .invalidArgument("name \(ResourceName.quoted(request.name)) must \(ResourceName.requirement)")
+        }
+        if !request.library.isEmpty { try Self.checkLibrary(request.library) }
     }
 
-    /// Swaps an instance for a new one of the same or another library, prepared as the old
-    /// one was (trained if it was). Blocking.
-    func reload(_ request: Curec_V1_ReloadPluginRequest) throws -> Curec_V1_PluginStatus {
+    /// Swaps an instance for a new one of the same or another library, loaded from its saved
+    /// state; an instance that was trained and has no saved state for the new library or
+    /// config is trained as a job first (the old one serves meanwhile).
+    func reload(_ request: Curec_V1_ReloadPluginRequest) async throws -> Curec_V1_PluginStatus {
         try checkReload(request)
         let config: [UInt8]? = request.hasConfig ? [UInt8](request.config) : nil
         guard let current = plugins.instance(named: request.name) else {
             throw PluginHostError.instanceNotFound(request.name)
         }
-        let trained = current.describe().isTrained
+        let train = current.describe().isTrained && preparer.canTrain
         let effectiveConfig = config ?? plugins.config(of: request.name) ?? []
-        let instance = try plugins.reload(name: request.name, library: request.library.isEmpty ? nil : request.library,
-                                          config: config) { instance in
-            try preparer.prepare(instance, config: effectiveConfig, train: trained)
+        let library = request.library.isEmpty ? plugins.libraryName(of: request.name) : request.library
+        let plugins = self.plugins, preparer = self.preparer, name = request.name
+        let reloaded: PluginInstance? = try await runBlocking {
+            do {
+                return try plugins.reload(name: name, library: library, config: config) { instance in
+                    if !preparer.loadSaved(instance, config: effectiveConfig), train { throw TrainingNeeded() }
+                }
+            } catch is TrainingNeeded {
+                return nil
+            }
         }
-        return Self.status(instance)
+        if let reloaded { return Self.status(reloaded) }
+        guard let library else { throw ServingError.internalFailure("the library of '\(name)' is not known; reload it naming one") }
+        return try await trainAsJob(name: name, library: library, config: effectiveConfig)
+    }
+
+    /// Submits a `train` job that trains `library` with `config` and serves it as `name`,
+    /// waits for it, and returns the served instance. The job is cancelled when the caller
+    /// goes (cancellation, reset, deadline); it can also be cancelled through JobService.
+    func trainAsJob(name: String, library: String, config: [UInt8]) async throws -> Curec_V1_PluginStatus {
+        guard let configText = String(validating: config, as: UTF8.self) else {
+            throw ServingError.invalidArgument(
+                "config is not UTF-8 text, so it cannot be trained as a job; train it at start from the config file instead")
+        }
+        let record = try jobs.submit(kind: TrainPluginJob.kindName, parameters: [
+            TrainPluginJob.Parameters.library.name: library, TrainPluginJob.Parameters.config.name: configText,
+            TrainPluginJob.Parameters.name.name: name, TrainPluginJob.Parameters.serve.name: "true",
+        ])
+        let jobs = self.jobs
+        let events = try jobs.watch(record.id)
+        let final = await withTaskCancellationHandler {
+            var last: CURecJobs.JobEvent? = nil
+            for await event in events {
+                last = event
+                if event.isFinal { break }
+            }
+            return last
+        } onCancel: {
+            _ = try? jobs.cancel(record.id)
+        }
+        guard let final, final.isFinal else {
+            _ = try? jobs.cancel(record.id)
+            throw CancellationError()
+        }
+        switch final.state {
+        case .succeeded:
+            guard let instance = plugins.instance(named: name) else {
+                throw ServingError.internalFailure("training job \(record.id) succeeded but '\(name)' is not loaded")
+            }
+            var status = Self.status(instance)
+            status.jobID = record.id
+            return status
+        case .cancelled:
+            throw RPCError(.cancelled, "training job \(record.id) was cancelled")
+        default:
+            throw ServingError.failedPrecondition("training job \(record.id) failed: \(final.error)")
+        }
     }
 
     static func status(_ instance: PluginInstance) -> Curec_V1_PluginStatus {
@@ -118,3 +206,6 @@ func runBlocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async 
         }
     }
 }
+
+/// Thrown inside a load's preparation when the instance needs training, which runs as a job.
+private struct TrainingNeeded: Error {}

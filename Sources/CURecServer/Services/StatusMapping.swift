@@ -90,7 +90,8 @@ extension ChatModelError: RPCStatusConvertible {
 extension JobError: RPCStatusConvertible {
     public var rpcError: RPCError {
         switch self {
-        case .unknownKind, .invalidParameter: return RPCError(.invalidArgument, description)
+        case .unknownKind, .invalidParameter, .invalidPageToken: return RPCError(.invalidArgument, description)
+        case .parametersTooLarge: return RPCError(.invalidArgument, description)
         case .queueFull: return RPCError(.resourceExhausted, description)
         case .notFound: return RPCError(.notFound, description)
         case .alreadyEnded: return RPCError(.failedPrecondition, description)
