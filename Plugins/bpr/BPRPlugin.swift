@@ -75,9 +75,9 @@ final class BPRPlugin: SwiftPlugin, @unchecked Sendable {
         guard (1...1024).contains(factors) else {
             throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "bpr config: factors must be 1...1024, got \(factors)")
         }
-        guard epochs >= 0, learningRate > 0, regularization >= 0 else {
+        guard (0...100_000).contains(epochs), learningRate > 0, regularization >= 0 else {
             throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT,
-                                "bpr config: epochs must be >= 0, learning_rate > 0 and regularization >= 0")
+                                "bpr config: epochs must be 0...100000, learning_rate > 0 and regularization >= 0")
         }
     }
 

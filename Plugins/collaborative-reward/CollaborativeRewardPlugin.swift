@@ -58,9 +58,9 @@ final class CollaborativeRewardPlugin: SwiftPlugin, @unchecked Sendable {
         regularization = parsed.regularization ?? 0.001
         seed = parsed.seed ?? 7
         version = parsed.version_label ?? "1.0.0"
-        guard (1...1024).contains(factors), epochs >= 0, learningRate > 0, regularization >= 0 else {
+        guard (1...1024).contains(factors), (0...100_000).contains(epochs), learningRate > 0, regularization >= 0 else {
             throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT,
-                                "collaborative-reward config: factors 1...1024, epochs >= 0, learning_rate > 0, regularization >= 0")
+                                "collaborative-reward config: factors 1...1024, epochs 0...100000, learning_rate > 0, regularization >= 0")
         }
     }
 

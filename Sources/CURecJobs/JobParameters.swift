@@ -30,6 +30,9 @@ public enum JobParameterType: Sendable {
     /// Comma-separated words among these (repeats dropped, order kept).
     case choiceList([String])
 
+    /// The most values a list parameter takes.
+    public static let maximumListLength = 16
+
     /// How the docs and the CLI help name the type.
     public var documentation: String {
         switch self {
@@ -40,7 +43,7 @@ public enum JobParameterType: Sendable {
         case .choice(let words):
             let quoted = words.map { "`\($0)`" }
             return quoted.count <= 2 ? quoted.joined(separator: " or ") : "one of " + quoted.joined(separator: ", ")
-        case .integerList(let range): return "integers \(Self.text(range)), comma-separated"
+        case .integerList(let range): return "integers \(Self.text(range)), comma-separated, at most \(Self.maximumListLength)"
         case .choiceList(let words): return "comma-separated among " + words.map { "`\($0)`" }.joined(separator: ", ")
         }
     }
@@ -109,7 +112,11 @@ public struct JobParameterDescriptor: Sendable {
             return .success(.text(text))
         case .integerList(let range):
             var values: [Int] = []
-            for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let parts = text.split(separator: ",", omittingEmptySubsequences: false)
+            guard parts.count <= JobParameterType.maximumListLength else {
+                return problem("list at most \(JobParameterType.maximumListLength) integers")
+            }
+            for part in parts {
                 guard let value = Int(part.trimmingCharacters(in: .whitespaces)), range.contains(value) else {
                     return problem("be comma-separated integers in \(JobParameterType.text(range))")
                 }

@@ -90,6 +90,10 @@ public nonisolated struct Curec_V1_PluginStatus: Sendable {
 
   public var reasonEmbeddingDim: UInt32 = 0
 
+  /// The `train` job that trained this instance when Load or Reload had to train it
+  /// (no saved artifact matched); empty when it was loaded from a saved artifact.
+  public var jobID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -112,7 +116,8 @@ public nonisolated struct Curec_V1_ListPluginsResponse: Sendable {
 
   public var plugins: [Curec_V1_PluginStatus] = []
 
-  /// Shared libraries found in the plugin directories that export the CURec ABI.
+  /// File names of the shared libraries in the operator's plugin directories that export the
+  /// CURec ABI (found without loading them); Load and Reload take one of these names.
   public var availableLibraries: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -127,14 +132,17 @@ public nonisolated struct Curec_V1_LoadPluginRequest: Sendable {
 
   public var name: String = String()
 
-  /// A library file name found in the plugin directories, or an absolute path.
+  /// A library file name in the operator's plugin directories ("libCURecBPR.so", or
+  /// "CURecBPR"); never a path. Anything else is INVALID_ARGUMENT or NOT_FOUND.
   public var library: String = String()
 
   /// Plugin-defined configuration (JSON for the bundled Swift plugins, a serialized
   /// protobuf message for the C popularity plugin).
   public var config: Data = Data()
 
-  /// Train on the daemon's dataset right away unless a saved artifact can be loaded.
+  /// Train on the daemon's dataset unless a saved artifact can be loaded. Training runs as a
+  /// `train` job (JobService; cancellable there, and cancelled when this call ends early);
+  /// the call returns once the job has trained and served the instance.
   public var train: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -171,7 +179,7 @@ public nonisolated struct Curec_V1_ReloadPluginRequest: Sendable {
 
   public var name: String = String()
 
-  /// Empty: the same library file (re-read from disk).
+  /// Empty: the same library (re-read from the plugin directories); else a file name there.
   public var library: String = String()
 
   /// Unset: the same config.
@@ -201,7 +209,7 @@ nonisolated extension Curec_V1_PluginKind: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Curec_V1_PluginStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PluginStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}plugin_name\0\u{3}plugin_version\0\u{1}kind\0\u{1}library\0\u{1}trained\0\u{1}generation\0\u{3}item_feature_dim\0\u{3}reason_embedding_dim\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}plugin_name\0\u{3}plugin_version\0\u{1}kind\0\u{1}library\0\u{1}trained\0\u{1}generation\0\u{3}item_feature_dim\0\u{3}reason_embedding_dim\0\u{3}job_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -218,6 +226,7 @@ nonisolated extension Curec_V1_PluginStatus: SwiftProtobuf.Message, SwiftProtobu
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.generation) }()
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.itemFeatureDim) }()
       case 9: try { try decoder.decodeSingularUInt32Field(value: &self.reasonEmbeddingDim) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
       default: break
       }
     }
@@ -251,6 +260,9 @@ nonisolated extension Curec_V1_PluginStatus: SwiftProtobuf.Message, SwiftProtobu
     if self.reasonEmbeddingDim != 0 {
       try visitor.visitSingularUInt32Field(value: self.reasonEmbeddingDim, fieldNumber: 9)
     }
+    if !self.jobID.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -264,6 +276,7 @@ nonisolated extension Curec_V1_PluginStatus: SwiftProtobuf.Message, SwiftProtobu
     if lhs.generation != rhs.generation {return false}
     if lhs.itemFeatureDim != rhs.itemFeatureDim {return false}
     if lhs.reasonEmbeddingDim != rhs.reasonEmbeddingDim {return false}
+    if lhs.jobID != rhs.jobID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

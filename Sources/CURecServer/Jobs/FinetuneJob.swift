@@ -48,7 +48,7 @@ struct FinetuneJob: JobKind {
             "learning_rate", in: 1e-7...1, defaultText: "\(loraLearningRate) (lora), \(fullLearningRate) (full)",
             doc: "peak learning rate (cosine decay to a tenth)")
         static let maxLength: JobParameter<Int> = .integer(
-            "max_length", default: 512, in: 16...8192,
+            "max_length", default: 512, in: 16...2048,
             doc: "tokens per conversation; longer ones lose their oldest prompt tokens")
         static let checkpointEvery: JobParameter<Int> = .integer(
             "checkpoint_every", default: 20, in: 1...100_000, doc: "steps between resumable checkpoints")
@@ -73,7 +73,16 @@ struct FinetuneJob: JobKind {
         var checkpointEvery: Int
     }
 
+    /// The most tokens one optimizer step may hold (`batch` x `max_length`): SmolLM2's
+    /// logits alone take about 400 KB per token with their gradient.
+    static let maximumTokensPerStep = 8192
+
     func validate(_ values: JobParameterValues) throws(JobError) {
+        let tokens = values[Parameters.batch] * values[Parameters.maxLength]
+        guard tokens <= Self.maximumTokensPerStep else {
+            throw .invalidParameter("finetune: batch x max_length is \(tokens) tokens per step; at most \(Self.maximumTokensPerStep) "
+                                    + "(lower batch or max_length)")
+        }
         let settings = try Self.settings(values)
         do {
             _ = try datasets.find(settings.dataset, version: settings.datasetVersion)

@@ -57,7 +57,27 @@ struct PretrainJob: JobKind {
         guard config.width % config.heads == 0 else {
             throw .invalidParameter("pretrain: width \(config.width) must be a multiple of heads \(config.heads)")
         }
+        let bytes = estimatedTrainingBytes(config)
+        guard bytes <= maximumTrainingBytes else {
+            throw .invalidParameter("pretrain: these sizes need about \(bytes >> 30) GiB to train; at most \(maximumTrainingBytes >> 30) GiB "
+                                    + "(lower batch, context, width, layers or vocabulary)")
+        }
         return config
+    }
+
+    /// The most memory a pretraining job may plan for.
+    static let maximumTrainingBytes = 8 << 30
+
+    /// Bytes a GPT of `config` needs to train, roughly: weights with their gradient and two
+    /// Adam moments, and per token of a batch each block's activations ([T, ~16W] plus the
+    /// [H, T] attention rows) and the logits with their gradient.
+    static func estimatedTrainingBytes(_ config: PretrainingConfig) -> Int {
+        let (layers, width, context, vocabulary) = (config.layers, config.width, config.context, config.vocabularySize)
+        let weights = 12 * layers * width * width + vocabulary * width + context * width
+        let perToken = layers * (16 * width + 2 * config.heads * context) + 2 * vocabulary
+        let (activations, overflow) = (config.batch * context).multipliedReportingOverflow(by: perToken)
+        guard !overflow else { return Int.max }
+        return 4 * (4 * weights + activations)
     }
 
     func run(_ context: JobContext) throws -> JobOutcome {

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x63urec/v1/job.proto\x12\x08\x63urec.v1\"\xb0\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x31\n\nparameters\x18\x03 \x03(\x0b\x32\x1d.curec.v1.Job.ParametersEntry\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.curec.v1.JobState\x12\r\n\x05stage\x18\x05 \x01(\t\x12\x0c\n\x04step\x18\x06 \x01(\x04\x12\r\n\x05total\x18\x07 \x01(\x04\x12+\n\x07metrics\x18\x08 \x03(\x0b\x32\x1a.curec.v1.Job.MetricsEntry\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\n \x01(\x03\x12\x17\n\x0fstarted_unix_ms\x18\x0b \x01(\x03\x12\x18\n\x10\x66inished_unix_ms\x18\x0c \x01(\x03\x12\x10\n\x08\x61ttempts\x18\r \x01(\r\x12\x10\n\x08\x61rtifact\x18\x0e \x01(\t\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x93\x01\n\x10SubmitJobRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12>\n\nparameters\x18\x02 \x03(\x0b\x32*.curec.v1.SubmitJobRequest.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Q\n\x0fListJobsRequest\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.curec.v1.JobState\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"/\n\x10ListJobsResponse\x12\x1b\n\x04jobs\x18\x01 \x03(\x0b\x32\r.curec.v1.Job\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x91\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12!\n\x05state\x18\x02 \x01(\x0e\x32\x12.curec.v1.JobState\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x04\x12\r\n\x05total\x18\x05 \x01(\x04\x12\x30\n\x07metrics\x18\x06 \x03(\x0b\x32\x1f.curec.v1.JobEvent.MetricsEntry\x12\x10\n\x08log_line\x18\x07 \x01(\t\x12\x14\n\x0ctime_unix_ms\x18\x08 \x01(\x03\x12\r\n\x05\x66inal\x18\t \x01(\x08\x12\r\n\x05\x65rror\x18\n \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\x9e\x02\n\nJobService\x12\x33\n\x06Submit\x12\x1a.curec.v1.SubmitJobRequest\x1a\r.curec.v1.Job\x12-\n\x03Get\x12\x17.curec.v1.GetJobRequest\x1a\r.curec.v1.Job\x12=\n\x04List\x12\x19.curec.v1.ListJobsRequest\x1a\x1a.curec.v1.ListJobsResponse\x12\x33\n\x06\x43\x61ncel\x12\x1a.curec.v1.CancelJobRequest\x1a\r.curec.v1.Job\x12\x38\n\x05Watch\x12\x19.curec.v1.WatchJobRequest\x1a\x12.curec.v1.JobEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x63urec/v1/job.proto\x12\x08\x63urec.v1\"\xb0\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x31\n\nparameters\x18\x03 \x03(\x0b\x32\x1d.curec.v1.Job.ParametersEntry\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.curec.v1.JobState\x12\r\n\x05stage\x18\x05 \x01(\t\x12\x0c\n\x04step\x18\x06 \x01(\x04\x12\r\n\x05total\x18\x07 \x01(\x04\x12+\n\x07metrics\x18\x08 \x03(\x0b\x32\x1a.curec.v1.Job.MetricsEntry\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\n \x01(\x03\x12\x17\n\x0fstarted_unix_ms\x18\x0b \x01(\x03\x12\x18\n\x10\x66inished_unix_ms\x18\x0c \x01(\x03\x12\x10\n\x08\x61ttempts\x18\r \x01(\r\x12\x10\n\x08\x61rtifact\x18\x0e \x01(\t\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x93\x01\n\x10SubmitJobRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12>\n\nparameters\x18\x02 \x03(\x0b\x32*.curec.v1.SubmitJobRequest.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"x\n\x0fListJobsRequest\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.curec.v1.JobState\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"H\n\x10ListJobsResponse\x12\x1b\n\x04jobs\x18\x01 \x03(\x0b\x32\r.curec.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x91\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12!\n\x05state\x18\x02 \x01(\x0e\x32\x12.curec.v1.JobState\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x04\x12\r\n\x05total\x18\x05 \x01(\x04\x12\x30\n\x07metrics\x18\x06 \x03(\x0b\x32\x1f.curec.v1.JobEvent.MetricsEntry\x12\x10\n\x08log_line\x18\x07 \x01(\t\x12\x14\n\x0ctime_unix_ms\x18\x08 \x01(\x03\x12\r\n\x05\x66inal\x18\t \x01(\x08\x12\r\n\x05\x65rror\x18\n \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\x9e\x02\n\nJobService\x12\x33\n\x06Submit\x12\x1a.curec.v1.SubmitJobRequest\x1a\r.curec.v1.Job\x12-\n\x03Get\x12\x17.curec.v1.GetJobRequest\x1a\r.curec.v1.Job\x12=\n\x04List\x12\x19.curec.v1.ListJobsRequest\x1a\x1a.curec.v1.ListJobsResponse\x12\x33\n\x06\x43\x61ncel\x12\x1a.curec.v1.CancelJobRequest\x1a\r.curec.v1.Job\x12\x38\n\x05Watch\x12\x19.curec.v1.WatchJobRequest\x1a\x12.curec.v1.JobEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,8 +39,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITJOBREQUEST_PARAMETERSENTRY']._serialized_options = b'8\001'
   _globals['_JOBEVENT_METRICSENTRY']._loaded_options = None
   _globals['_JOBEVENT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=1118
-  _globals['_JOBSTATE']._serialized_end=1272
+  _globals['_JOBSTATE']._serialized_start=1182
+  _globals['_JOBSTATE']._serialized_end=1336
   _globals['_JOB']._serialized_start=33
   _globals['_JOB']._serialized_end=465
   _globals['_JOB_PARAMETERSENTRY']._serialized_start=368
@@ -54,17 +54,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETJOBREQUEST']._serialized_start=617
   _globals['_GETJOBREQUEST']._serialized_end=644
   _globals['_LISTJOBSREQUEST']._serialized_start=646
-  _globals['_LISTJOBSREQUEST']._serialized_end=727
-  _globals['_LISTJOBSRESPONSE']._serialized_start=729
-  _globals['_LISTJOBSRESPONSE']._serialized_end=776
-  _globals['_CANCELJOBREQUEST']._serialized_start=778
-  _globals['_CANCELJOBREQUEST']._serialized_end=808
-  _globals['_WATCHJOBREQUEST']._serialized_start=810
-  _globals['_WATCHJOBREQUEST']._serialized_end=839
-  _globals['_JOBEVENT']._serialized_start=842
-  _globals['_JOBEVENT']._serialized_end=1115
+  _globals['_LISTJOBSREQUEST']._serialized_end=766
+  _globals['_LISTJOBSRESPONSE']._serialized_start=768
+  _globals['_LISTJOBSRESPONSE']._serialized_end=840
+  _globals['_CANCELJOBREQUEST']._serialized_start=842
+  _globals['_CANCELJOBREQUEST']._serialized_end=872
+  _globals['_WATCHJOBREQUEST']._serialized_start=874
+  _globals['_WATCHJOBREQUEST']._serialized_end=903
+  _globals['_JOBEVENT']._serialized_start=906
+  _globals['_JOBEVENT']._serialized_end=1179
   _globals['_JOBEVENT_METRICSENTRY']._serialized_start=419
   _globals['_JOBEVENT_METRICSENTRY']._serialized_end=465
-  _globals['_JOBSERVICE']._serialized_start=1275
-  _globals['_JOBSERVICE']._serialized_end=1561
+  _globals['_JOBSERVICE']._serialized_start=1339
+  _globals['_JOBSERVICE']._serialized_end=1625
 # @@protoc_insertion_point(module_scope)

@@ -17,7 +17,7 @@ PLUGIN_KIND_RECOMMENDER: PluginKind
 PLUGIN_KIND_REWARD_MODEL: PluginKind
 
 class PluginStatus(_message.Message):
-    __slots__ = ("name", "plugin_name", "plugin_version", "kind", "library", "trained", "generation", "item_feature_dim", "reason_embedding_dim")
+    __slots__ = ("name", "plugin_name", "plugin_version", "kind", "library", "trained", "generation", "item_feature_dim", "reason_embedding_dim", "job_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_NAME_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class PluginStatus(_message.Message):
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     ITEM_FEATURE_DIM_FIELD_NUMBER: _ClassVar[int]
     REASON_EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     plugin_name: str
     plugin_version: str
@@ -36,7 +37,8 @@ class PluginStatus(_message.Message):
     generation: int
     item_feature_dim: int
     reason_embedding_dim: int
-    def __init__(self, name: _Optional[str] = ..., plugin_name: _Optional[str] = ..., plugin_version: _Optional[str] = ..., kind: _Optional[_Union[PluginKind, str]] = ..., library: _Optional[str] = ..., trained: _Optional[bool] = ..., generation: _Optional[int] = ..., item_feature_dim: _Optional[int] = ..., reason_embedding_dim: _Optional[int] = ...) -> None: ...
+    job_id: str
+    def __init__(self, name: _Optional[str] = ..., plugin_name: _Optional[str] = ..., plugin_version: _Optional[str] = ..., kind: _Optional[_Union[PluginKind, str]] = ..., library: _Optional[str] = ..., trained: _Optional[bool] = ..., generation: _Optional[int] = ..., item_feature_dim: _Optional[int] = ..., reason_embedding_dim: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
 
 class ListPluginsRequest(_message.Message):
     __slots__ = ()
