@@ -4,9 +4,12 @@ import Foundation
 /// `v1`, `v2`, ... The daemon keeps trained models in the `models` collection and uploaded
 /// datasets in `datasets`.
 ///
-/// A version directory is written under a temporary name and renamed into place when
-/// complete, so a crash never leaves a half-written version; an existing version is never
-/// overwritten.
+/// A version directory is written under a temporary name (`.staging-*`) and renamed into
+/// place when complete, so a crash never leaves a half-written version; an existing version
+/// is never overwritten. Before the rename every file and directory of the version is
+/// fsynced, and after it the parent directory, so a version that exists after a power loss
+/// is complete. Staging directories a crash left behind are removed by
+/// ``removeStaleStaging()`` at start.
 public struct ArtifactStore: Sendable {
     public let root: String
     /// The folder under `root` holding the names, e.g. `models`.
@@ -77,10 +80,14 @@ public struct ArtifactStore: Sendable {
         stamped.created = ISO8601DateFormatter().string(from: Date())
         try Self.manifestEncoder.encode(stamped)
             .write(to: URL(fileURLWithPath: (staging as NSString).appendingPathComponent(Self.manifestFileName)))
+        try DurableFiles.syncTree(staging)
         while true {
             let next = (versions(of: name).last.flatMap { Int($0.dropFirst()) } ?? 0) + 1
             let final = (base as NSString).appendingPathComponent("v\(next)")
-            if rename(staging, final) == 0 { return final }
+            if rename(staging, final) == 0 {
+                try DurableFiles.sync(base)
+                return final
+            }
             if errno != EEXIST && errno != ENOTEMPTY {
                 throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: final])
             }
@@ -112,6 +119,23 @@ public struct ArtifactStore: Sendable {
         let decoder = JSONDecoder()
         decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return decoder
+    }
+
+    /// Removes the staging directories (`<collection>/<name>/.staging-*`) that a daemon
+    /// stopped mid-write left behind; returns how many. Call at start, before any writer runs.
+    @discardableResult
+    public func removeStaleStaging() -> Int {
+        let top = (root as NSString).appendingPathComponent(collection)
+        var removed = 0
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: top)) ?? [] {
+            let base = (top as NSString).appendingPathComponent(name)
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? [] where entry.hasPrefix(".staging-") {
+                if (try? FileManager.default.removeItem(atPath: (base as NSString).appendingPathComponent(entry))) != nil {
+                    removed += 1
+                }
+            }
+        }
+        return removed
     }
 
     /// Removes a staging directory that will not become a version.

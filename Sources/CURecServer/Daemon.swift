@@ -64,11 +64,19 @@ public final class Daemon: Sendable {
         if let executableDirectory = options.executableDirectory { searchDirectories.append(executableDirectory) }
         searchDirectories.append((configuration.data_dir as NSString).appendingPathComponent("plugins"))
         searchDirectories.append(contentsOf: configuration.plugin_dirs)
+        let pluginCache = (configuration.data_dir as NSString).appendingPathComponent("plugin-cache")
+        Self.removeStaleCaches(in: pluginCache, logger: logger)
         let plugins = PluginHost(
             searchDirectories: searchDirectories,
-            cacheDirectory: (configuration.data_dir as NSString).appendingPathComponent("plugin-cache/\(getpid())"),
+            cacheDirectory: (pluginCache as NSString).appendingPathComponent("\(getpid())"),
             logger: logger)
         let artifacts = ArtifactStore(root: configuration.data_dir)
+        for store in [artifacts, ArtifactStore(root: configuration.data_dir, collection: "datasets")] {
+            let removed = store.removeStaleStaging()
+            if removed > 0 {
+                logger.notice("removed unfinished \(store.collection) versions a stop left behind", metadata: ["count": "\(removed)"])
+            }
+        }
         let preparer = PluginPreparer(artifacts: artifacts, data: data, logger: logger)
         for spec in configuration.plugins {
             do {
@@ -199,6 +207,17 @@ public final class Daemon: Sendable {
         sampleLogger.action.withLock { $0 = sampleAction }
         let tunedAction: @Sendable () -> Void = { [weak self] in self?.logPairReasonSample(model: PipelineJob.tunedChatModel) }
         sampleLogger.tunedAction.withLock { $0 = tunedAction }
+    }
+
+    /// Removes the plugin-library copies of daemons that are no longer running
+    /// (`plugin-cache/<pid>` of a process that does not exist).
+    static func removeStaleCaches(in directory: String, logger: Logger) {
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+            guard let pid = Int32(entry), pid != getpid() else { continue }
+            if kill(pid, 0) == 0 || errno != ESRCH { continue }
+            try? FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(entry))
+            logger.debug("removed a stale plugin cache", metadata: ["pid": "\(pid)"])
+        }
     }
 
     /// Instance name of the SASRec recommender with CURec reason features the pipeline serves.
