@@ -69,4 +69,8 @@ public final class JobContext: Sendable {
 
     /// True once a client cancelled the job (or the daemon is shutting down).
     public var isCancelled: Bool { manager.isCancelled(id: id) }
+
+    /// Blocks until ``isCancelled`` is true, for a job that waits on something else's
+    /// progress rather than stepping.
+    public func waitUntilCancelled() { manager.waitUntilCancelled(id: id) }
 }

@@ -46,6 +46,8 @@ public final class JobManager: Sendable {
     private let logger: Logger
     private let state = Mutex(State())
     private let wakeWorkers = NSCondition()
+    /// Broadcast after a cancellation is requested or a stop begins (``JobContext/waitUntilCancelled()``).
+    private let cancellationSignal = NSCondition()
     private let stoppedWorkers = DispatchGroup()
     private let storageFailureHandler = Mutex<(@Sendable (String) -> Void)?>(nil)
 
@@ -141,6 +143,7 @@ public final class JobManager: Sendable {
             state.stopping = true
         }
         wakeWorkers.broadcast()
+        signalCancellation()
         _ = stoppedWorkers.wait(timeout: .now() + timeout)
     }
 
@@ -208,6 +211,7 @@ public final class JobManager: Sendable {
         } else {
             // Stored before answering, so a restart does not resume what a client cancelled.
             record.cancelRequested = true
+            signalCancellation()
             try publish(record, logLine: "cancellation requested; the job stops at its next step")
         }
         return record
@@ -253,6 +257,19 @@ public final class JobManager: Sendable {
 
     func isCancelled(id: String) -> Bool {
         state.withLock { $0.cancelRequested.contains(id) || $0.stopping }
+    }
+
+    /// Blocks until job `id` is cancelled or the manager stops.
+    func waitUntilCancelled(id: String) {
+        cancellationSignal.lock()
+        defer { cancellationSignal.unlock() }
+        while !isCancelled(id: id) { cancellationSignal.wait() }
+    }
+
+    private func signalCancellation() {
+        cancellationSignal.lock()
+        cancellationSignal.broadcast()
+        cancellationSignal.unlock()
     }
 
     /// Saves `record` with its event, then tells the job's watchers; throws when the write fails.

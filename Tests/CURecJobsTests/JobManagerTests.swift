@@ -132,8 +132,9 @@ struct CountingJob: JobKind {
             id = try first.submit(kind: "count", parameters: [:]).id
             first.start()
             try await waitForEvent(first, id) { $0.step >= 10 }
-            first.stop(timeout: 5)  // as a crash would, leaves the job `running` in the store
-            #expect(try first.get(id).state == .running)
+            first.stop(timeout: 5)  // a graceful stop pauses the job: queued again, not a crash
+            #expect(try first.get(id).state == .queued)
+            #expect(try first.get(id).crashes == 0)
         }
         let second = try manager(path, steps: 400, delay: .milliseconds(1))
         #expect(try second.get(id).state == .queued)
@@ -143,5 +144,99 @@ struct CountingJob: JobKind {
         #expect(record.state == .succeeded)
         #expect(record.attempts == 2)
         #expect(try second.logLines(of: id).contains { $0.contains("resume") })
+    }
+
+    private func storedRecord(in path: String, state: JobState, finishedMS: Int64 = 0,
+                              edit: (inout JobRecord) -> Void = { _ in }) throws -> JobRecord {
+        let store = try JobStore(path: (path as NSString).appendingPathComponent("jobs.sqlite"))
+        var record = JobRecord(id: "job-\(UUID().uuidString.prefix(8))", kind: "count", parameters: [:], state: state,
+                               createdMS: 1_000)
+        record.finishedMS = finishedMS
+        record.attempts = state == .running ? 1 : 0
+        edit(&record)
+        try store.save(record)
+        return record
+    }
+
+    @Test func aJobTheDaemonDiedUnderTooOftenIsFailedNotRunAgain() throws {
+        let path = directory()
+        // Died under once before: this start counts the second crash and resumes it.
+        let resumed = try storedRecord(in: path, state: .running) { $0.crashes = 1 }
+        // Died under twice before: the third crash fails it (the limit is 3).
+        let looping = try storedRecord(in: path, state: .running) { $0.crashes = 2 }
+        let jobs = try manager(path)
+        let again = try jobs.get(resumed.id)
+        #expect(again.state == .queued && again.crashes == 2)
+        let failed = try jobs.get(looping.id)
+        #expect(failed.state == .failed && failed.crashes == 3)
+        #expect(failed.error.contains("the daemon stopped 3 times while this job ran"))
+    }
+
+    @Test func aCancellationSurvivesARestart() throws {
+        let path = directory()
+        let cancelledWhileRunning = try storedRecord(in: path, state: .running) { $0.cancelRequested = true }
+        let jobs = try manager(path)
+        let record = try jobs.get(cancelledWhileRunning.id)
+        #expect(record.state == .cancelled && record.finishedMS > 0)
+    }
+
+    @Test func cancellingARunningJobIsStoredBeforeTheAnswer() async throws {
+        let path = directory()
+        let jobs = try manager(path, steps: 1_000_000, delay: .milliseconds(2))
+        let running = try jobs.submit(kind: "count", parameters: [:])
+        jobs.start()
+        defer { jobs.stop(timeout: 5) }
+        try await waitForEvent(jobs, running.id) { $0.step >= 1 }
+        let answer = try jobs.cancel(running.id)
+        #expect(answer.cancelRequested)
+        // What another process opening the store now sees.
+        let stored = try #require(try JobStore(path: (path as NSString).appendingPathComponent("jobs.sqlite")).fetch(running.id))
+        #expect(stored.cancelRequested || stored.state == .cancelled)
+        #expect(try await waitForFinal(jobs, running.id).state == .cancelled)
+    }
+
+    @Test func finishedJobsPastTheRetentionAreDeleted() throws {
+        let path = directory()
+        let old = try storedRecord(in: path, state: .succeeded, finishedMS: 2_000)
+        let recent = try storedRecord(in: path, state: .failed, finishedMS: Int64(Date().timeIntervalSince1970 * 1000))
+        let waiting = try storedRecord(in: path, state: .queued)
+        let checkpoint = (path as NSString).appendingPathComponent("jobs/\(old.id)/checkpoint")
+        try FileManager.default.createDirectory(atPath: checkpoint, withIntermediateDirectories: true)
+        let jobs = try manager(path)
+        #expect(throws: JobError.self) { try jobs.get(old.id) }
+        #expect(!FileManager.default.fileExists(atPath: checkpoint))
+        #expect(try jobs.get(recent.id).state == .failed)
+        #expect(try jobs.get(waiting.id).state == .queued)
+    }
+
+    @Test func parametersAreLimitedInSize() throws {
+        let jobs = try manager(directory())
+        do {
+            _ = try jobs.submit(kind: "count", parameters: ["fail": String(repeating: "x", count: 70_000)])
+            Issue.record("70 KB of parameters should be refused")
+        } catch {
+            guard case .parametersTooLarge(let limit) = error else { Issue.record("expected parametersTooLarge, got \(error)"); return }
+            #expect(limit == 64 << 10)
+            #expect(error.description.count < 200)
+        }
+    }
+
+    @Test func listPagesFollowOneAnother() throws {
+        let path = directory()
+        let store = try JobStore(path: (path as NSString).appendingPathComponent("jobs.sqlite"))
+        for index in 0..<25 {
+            // Some share a creation time, so the id breaks ties.
+            try store.save(JobRecord(id: String(format: "job-%03d", index), kind: "count", parameters: [:], state: .succeeded,
+                                     createdMS: Int64(index / 3)))
+        }
+        var seen: [String] = []
+        var after: JobStore.Position? = nil
+        while true {
+            let page = try store.list(limit: 10, after: after)
+            seen += page.map(\.id)
+            guard page.count == 10, let last = page.last else { break }
+            after = JobStore.Position(createdMS: last.createdMS, id: last.id)
+        }
+        #expect(seen == (0..<25).reversed().map { String(format: "job-%03d", $0) })
     }
 }

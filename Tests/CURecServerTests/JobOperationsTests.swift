@@ -20,9 +20,9 @@ struct InstantJob: JobKind {
 
     func run(_ context: JobContext) throws -> JobOutcome {
         context.progress(stage: "run", step: 1, total: 1)
-        while context.values[Parameters.wait] {
-            if context.isCancelled { throw JobCancelled() }
-            Thread.sleep(forTimeInterval: 0.002)
+        if context.values[Parameters.wait] {
+            context.waitUntilCancelled()
+            throw JobCancelled()
         }
         return JobOutcome(metrics: ["done": 1])
     }
@@ -83,7 +83,42 @@ struct InstantJob: JobKind {
         #expect(try operations.list(.with { $0.state = .cancelled }).jobs.map(\.id) == [first.id])
         #expect(try operations.list(.with { $0.limit = 1 }).jobs.count == 1)
         #expect(code { _ = try operations.list(.with { $0.limit = 10_001 }) } == .invalidArgument)
+        #expect(code { _ = try operations.list(.with { $0.pageSize = 1001 }) } == .invalidArgument)
         #expect(code { _ = try operations.list(.with { $0.state = .UNRECOGNIZED(42) }) } == .invalidArgument)
+        #expect(code { _ = try operations.list(.with { $0.pageToken = "not a token" }) } == .invalidArgument)
+        #expect(code { _ = try operations.list(.with { $0.pageToken = String(repeating: "A", count: 70_000) }) } == .invalidArgument)
+    }
+
+    @Test func listPagesThroughEveryJobOnce() throws {
+        let operations = try operations(queue: 32)
+        var submitted: [String] = []
+        for _ in 0..<7 { submitted.append(try operations.submit(.with { $0.kind = "instant" }).id) }
+        var seen: [String] = []
+        var token = ""
+        repeat {
+            let page = try operations.list(.with { $0.pageSize = 3; $0.pageToken = token })
+            #expect(page.jobs.count <= 3)
+            seen += page.jobs.map(\.id)
+            token = page.nextPageToken
+        } while !token.isEmpty
+        #expect(seen.count == 7 && Set(seen) == Set(submitted))
+    }
+
+    @Test func longIDsAndParametersGetAShortInvalidArgument() throws {
+        let operations = try operations()
+        let long = String(repeating: "x", count: 70_000)
+        for call in [{ _ = try operations.get(.with { $0.id = long }) }, { _ = try operations.cancel(.with { $0.id = long }) },
+                     { _ = try operations.submit(.with { $0.kind = "instant"; $0.parameters = ["wait": long] }) },
+                     { _ = try operations.submit(.with { $0.kind = long }) }] as [() throws -> Void] {
+            do {
+                try call()
+                Issue.record("a 70,000-character argument was accepted")
+            } catch {
+                let status = RPCError(converting: error).status
+                #expect(status.code == .invalidArgument)
+                #expect(status.message.utf8.count < 400)
+            }
+        }
     }
 
     @Test func watchSendsEveryEventUpToTheFinalOne() async throws {
