@@ -21,19 +21,31 @@ struct TrainPluginJob: JobKind {
             "library", doc: "the plugin library: a file name in the plugin directories (`CURecBPR` or `libCURecBPR.so`), never a path")
         static let config: JobParameter<String> = .text(
             "config", default: "", doc: "the plugin config text (JSON for the bundled Swift plugins)")
+        static let configBase64: JobParameter<String?> = .optionalText(
+            "config_base64", rule: JobParameterTextRule("be base64") { Data(base64Encoded: $0) != nil },
+            defaultText: "none", doc: "the plugin config as base64 bytes (a serialized protobuf for C plugins); instead of `config`")
         static let name: JobParameter<String?> = .optionalText(
             "name", rule: .publishableName(by: "train"), defaultText: "from the library (`CURecBPR`: `bpr`)",
             doc: "the model and instance name: the result is `models/<name>/vN`")
         static let serve: JobParameter<Bool> = .boolean(
             "serve", default: false, doc: "then load or hot-reload the serving instance `name` from the new version")
-        static let schema = JobParameterSchema(kind: TrainPluginJob.kindName, [library, config, name, serve])
+        static let schema = JobParameterSchema(kind: TrainPluginJob.kindName, [library, config, configBase64, name, serve])
     }
 
     static let kindName = "train"
     var name: String { Self.kindName }
     var parameters: JobParameterSchema { Parameters.schema }
 
+    /// The config bytes: `config_base64` decoded when given, else the `config` text.
+    static func configBytes(_ values: JobParameterValues) -> [UInt8] {
+        if let encoded = values[Parameters.configBase64], let bytes = Data(base64Encoded: encoded) { return [UInt8](bytes) }
+        return Array(values[Parameters.config].utf8)
+    }
+
     func validate(_ values: JobParameterValues) throws(JobError) {
+        if values.isGiven(Parameters.configBase64), values.isGiven(Parameters.config) {
+            throw .invalidParameter("train: give `config` or `config_base64`, not both")
+        }
         do {
             _ = try plugins.resolve(library: values[Parameters.library])
         } catch {
@@ -62,7 +74,7 @@ struct TrainPluginJob: JobKind {
         guard let data else { throw JobError.invalidParameter("no dataset loaded") }
         let values = context.values
         let library = values[Parameters.library]
-        let config = Array(values[Parameters.config].utf8)
+        let config = Self.configBytes(values)
         let name = Self.modelName(values)
         context.progress(stage: "load", step: 0, total: 1)
         let instance = try plugins.makeInstance(name: name, library: library, config: config)

@@ -3,6 +3,7 @@ import CURecPluginHost
 import CURecProto
 import CURecRPC
 import Dispatch
+import Foundation
 
 /// `curec.v1.PluginService` on the wire: each method forwards to ``PluginOperations``.
 struct PluginService: Curec_V1_PluginServiceHandler {
@@ -134,14 +135,16 @@ struct PluginOperations: Sendable {
     /// waits for it, and returns the served instance. The job is cancelled when the caller
     /// goes (cancellation, reset, deadline); it can also be cancelled through JobService.
     func trainAsJob(name: String, library: String, config: [UInt8]) async throws -> Curec_V1_PluginStatus {
-        guard let configText = String(validating: config, as: UTF8.self) else {
-            throw ServingError.invalidArgument(
-                "config is not UTF-8 text, so it cannot be trained as a job; train it at start from the config file instead")
-        }
-        let record = try jobs.submit(kind: TrainPluginJob.kindName, parameters: [
-            TrainPluginJob.Parameters.library.name: library, TrainPluginJob.Parameters.config.name: configText,
+        var parameters = [
+            TrainPluginJob.Parameters.library.name: library,
             TrainPluginJob.Parameters.name.name: name, TrainPluginJob.Parameters.serve.name: "true",
-        ])
+        ]
+        if let text = String(validating: config, as: UTF8.self) {
+            if !text.isEmpty { parameters[TrainPluginJob.Parameters.config.name] = text }
+        } else {
+            parameters[TrainPluginJob.Parameters.configBase64.name] = Data(config).base64EncodedString()
+        }
+        let record = try jobs.submit(kind: TrainPluginJob.kindName, parameters: parameters)
         let jobs = self.jobs
         let events = try jobs.watch(record.id)
         let final = await withTaskCancellationHandler {

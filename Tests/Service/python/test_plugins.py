@@ -20,19 +20,21 @@ def plugins(channel):
 
 
 @pytest.fixture(scope="module")
-def bad_libraries():
-    """Builds the misbehaving plugins with the system C compiler, as a plugin author would."""
-    out = tempfile.mkdtemp(prefix="curec-bad-plugins-")
+def bad_libraries(daemon):
+    """Builds the misbehaving plugins with the system C compiler, as a plugin author would,
+    into the daemon's plugin directory `<data_dir>/plugins`; returns their file names."""
+    out = os.path.join(daemon.data_dir, "plugins")
+    os.makedirs(out, exist_ok=True)
     built = {}
     for name in ("wrong_major", "missing_symbol", "create_fails"):
         path = os.path.join(out, "lib%s.so" % name)
         subprocess.run(["cc", "-shared", "-fPIC", "-I", HEADER_DIR, "-o", path,
                         os.path.join(HERE, "bad_plugins", name + ".c")], check=True)
-        built[name] = path
+        built[name] = os.path.basename(path)
     text = os.path.join(out, "libnot_a_library.so")
     with open(text, "w") as handle:
         handle.write("this is a text file, not an ELF shared object\n")
-    built["not_a_library"] = text
+    built["not_a_library"] = os.path.basename(text)
     return built
 
 
@@ -49,7 +51,8 @@ def test_list_shows_the_default_plugins(plugins):
     assert by_name["bpr"].kind == plugin_pb2.PLUGIN_KIND_RECOMMENDER and by_name["bpr"].trained
     assert by_name["popularity"].plugin_name == "popularity"
     assert by_name["reward"].kind == plugin_pb2.PLUGIN_KIND_REWARD_MODEL
-    assert any(path.endswith("libCURecBPR.so") for path in response.available_libraries)
+    assert "libCURecBPR.so" in response.available_libraries
+    assert all("/" not in name for name in response.available_libraries)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +78,7 @@ def test_unknown_and_duplicate_names(plugins):
     with pytest.raises(grpc.RpcError) as failure:
         plugins.Load(plugin_pb2.LoadPluginRequest(name="x", library="libNoSuchPlugin.so"), timeout=10)
     assert failure.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "libNoSuchPlugin.so" in failure.value.details()
+    assert "'libNoSuchPlugin.so' not found in the plugin directories" in failure.value.details()
     with pytest.raises(grpc.RpcError) as failure:
         plugins.Load(plugin_pb2.LoadPluginRequest(name="bpr", library="CURecBPR"), timeout=10)
     assert failure.value.code() == grpc.StatusCode.ALREADY_EXISTS
