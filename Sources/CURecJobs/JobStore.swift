@@ -165,7 +165,9 @@ public final class JobStore: Sendable {
         if let kind, !kind.isEmpty { conditions.append("kind = ?"); arguments.append(kind) }
         if let after {
             conditions.append("(created_ms < ? OR (created_ms = ? AND id < ?))")
-            arguments.append(contentsOf: [after.createdMS, after.createdMS, after.id])
+            arguments.append(after.createdMS)
+            arguments.append(after.createdMS)
+            arguments.append(after.id)
         }
         let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         let sql = "SELECT * FROM job \(filter) ORDER BY created_ms DESC, id DESC LIMIT \(max(1, limit))"
@@ -185,7 +187,7 @@ public final class JobStore: Sendable {
         let placeholders = finalStates.map { _ in "?" }.joined(separator: ", ")
         do {
             return try database.write { db in
-                var arguments: [(any DatabaseValueConvertible)?] = finalStates
+                var arguments: [(any DatabaseValueConvertible)?] = finalStates.map { $0 }
                 arguments.append(finishedBeforeMS)
                 let ids = try String.fetchAll(db, sql: """
                     SELECT id FROM job WHERE state IN (\(placeholders)) AND finished_ms < ?

@@ -1,4 +1,5 @@
 import CURecData
+import CURecJobs
 import CURecPluginHost
 import CURecProto
 import CURecRPC
@@ -33,12 +34,20 @@ import Testing
         return [binary.path, binary.deletingLastPathComponent().path, repository.appendingPathComponent(".build/debug").path]
     }
 
+    /// Plugin operations over the test's plugins, with a started job manager that runs the
+    /// `train` jobs Load(train=true) submits. Call `operations.jobs.stop(timeout:)` when done,
+    /// so no worker outlives the test.
     static func plugins() throws -> (PluginOperations, PluginHost, ServingData) {
         let data = try servingData()
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("curec-plugins-\(UUID().uuidString)").path
         let host = PluginHost(searchDirectories: pluginDirectories, cacheDirectory: root + "/cache", logger: Logger(label: "test"))
-        let preparer = PluginPreparer(artifacts: ArtifactStore(root: root), data: data, logger: Logger(label: "test"))
-        return (PluginOperations(plugins: host, preparer: preparer), host, data)
+        let artifacts = ArtifactStore(root: root)
+        let preparer = PluginPreparer(artifacts: artifacts, data: data, logger: Logger(label: "test"))
+        let jobs = try JobManager(dataDirectory: root, kinds: [
+            TrainPluginJob(plugins: host, data: data, artifacts: artifacts, preparer: preparer),
+        ], logger: Logger(label: "test"))
+        jobs.start()
+        return (PluginOperations(plugins: host, preparer: preparer, jobs: jobs), host, data)
     }
 
     private func code(_ body: () async throws -> Void) async -> StatusCode? {
@@ -52,19 +61,26 @@ import Testing
 
     @Test func pluginsLoadListAndUnload() async throws {
         let (operations, _, _) = try Self.plugins()
-        #expect(await code { _ = try operations.load(.with { $0.name = ""; $0.library = "CURecPopularity" }) } == .invalidArgument)
-        #expect(await code { _ = try operations.load(.with { $0.name = "p"; $0.library = "" }) } == .invalidArgument)
-        #expect(await code { _ = try operations.load(.with { $0.name = "p"; $0.library = "CURecNoSuchPlugin" }) } == .notFound)
-        let status = try operations.load(.with { $0.name = "pop"; $0.library = "CURecPopularity"; $0.train = true })
+        defer { operations.jobs.stop(timeout: 5) }
+        #expect(await code { _ = try await operations.load(.with { $0.name = ""; $0.library = "CURecPopularity" }) } == .invalidArgument)
+        #expect(await code { _ = try await operations.load(.with { $0.name = "p"; $0.library = "" }) } == .invalidArgument)
+        #expect(await code { _ = try await operations.load(.with { $0.name = "p"; $0.library = "CURecNoSuchPlugin" }) } == .notFound)
+        #expect(await code { _ = try await operations.load(.with { $0.name = "lm"; $0.library = "CURecPopularity" }) } == .invalidArgument)
+        #expect(await code { _ = try await operations.load(.with { $0.name = "../x"; $0.library = "CURecPopularity" }) } == .invalidArgument)
+        #expect(await code { _ = try await operations.load(.with { $0.name = "p"; $0.library = "/tmp/libx.so" }) } == .invalidArgument)
+        let status = try await operations.load(.with { $0.name = "pop"; $0.library = "CURecPopularity"; $0.train = true })
         #expect(status.name == "pop")
         #expect(status.trained)
+        #expect(!status.jobID.isEmpty)
+        #expect(try operations.jobs.get(status.jobID).state == .succeeded)
         #expect(status.kind == .recommender)
-        #expect(await code { _ = try operations.load(.with { $0.name = "pop"; $0.library = "CURecPopularity" }) } == .alreadyExists)
+        #expect(await code { _ = try await operations.load(.with { $0.name = "pop"; $0.library = "CURecPopularity" }) } == .alreadyExists)
         #expect(operations.list(.init()).plugins.map(\.name) == ["pop"])
-        let reloaded = try operations.reload(.with { $0.name = "pop" })
+        // The saved state of the job's training loads: no second job.
+        let reloaded = try await operations.reload(.with { $0.name = "pop" })
         #expect(reloaded.generation > status.generation)
-        #expect(reloaded.trained)
-        #expect(await code { _ = try operations.reload(.with { $0.name = "other" }) } == .notFound)
+        #expect(reloaded.trained && reloaded.jobID.isEmpty)
+        #expect(await code { _ = try await operations.reload(.with { $0.name = "other" }) } == .notFound)
         _ = try operations.unload(.with { $0.name = "pop" })
         #expect(operations.list(.init()).plugins.isEmpty)
         #expect(await code { _ = try operations.unload(.with { $0.name = "pop" }) } == .notFound)
@@ -72,7 +88,8 @@ import Testing
 
     @Test func scoreAndRecommendAgree() async throws {
         let (plugins, host, data) = try Self.plugins()
-        _ = try plugins.load(.with { $0.name = "pop"; $0.library = "CURecPopularity"; $0.train = true })
+        defer { plugins.jobs.stop(timeout: 5) }
+        _ = try await plugins.load(.with { $0.name = "pop"; $0.library = "CURecPopularity"; $0.train = true })
         let operations = RecommendOperations(data: data, plugins: host, defaultRecommender: "pop")
         let top = try await operations.recommend(.with { $0.userID = "u2"; $0.k = 3; $0.excludeSeen = true }, shouldStop: { false })
         #expect(top.items.count == 3)
@@ -87,7 +104,8 @@ import Testing
 
     @Test func badRequestsAreRefusedWithTheirStatus() async throws {
         let (plugins, host, data) = try Self.plugins()
-        _ = try plugins.load(.with { $0.name = "pop"; $0.library = "CURecPopularity"; $0.train = true })
+        defer { plugins.jobs.stop(timeout: 5) }
+        _ = try await plugins.load(.with { $0.name = "pop"; $0.library = "CURecPopularity"; $0.train = true })
         let operations = RecommendOperations(data: data, plugins: host, defaultRecommender: "pop")
         #expect(await code { _ = try operations.score(.with { $0.userID = ""; $0.itemIds = ["i1"] }) } == .invalidArgument)
         #expect(await code { _ = try operations.score(.with { $0.userID = "nobody"; $0.itemIds = ["i1"] }) } == .notFound)
