@@ -4,16 +4,14 @@ import Foundation
 public struct JobParameterTextRule: Sendable {
     /// Completes "parameter 'x' must ...", e.g. "be a plain name (no '/', not starting with '.')".
     public let requirement: String
+    /// How the docs name text that follows the rule, e.g. "name".
+    public let typeName: String
     let holds: @Sendable (String) -> Bool
 
-    public init(_ requirement: String, holds: @escaping @Sendable (String) -> Bool) {
+    public init(_ requirement: String, typeName: String = "name", holds: @escaping @Sendable (String) -> Bool) {
         self.requirement = requirement
+        self.typeName = typeName
         self.holds = holds
-    }
-
-    /// A name that is never a path: not empty, no '/', not starting with '.'.
-    public static let plainName = JobParameterTextRule("be a plain name (no '/', not starting with '.')") { name in
-        !name.isEmpty && !name.contains("/") && !name.hasPrefix(".")
     }
 }
 
@@ -36,7 +34,7 @@ public enum JobParameterType: Sendable {
     /// How the docs and the CLI help name the type.
     public var documentation: String {
         switch self {
-        case .text(let rule): return rule == nil ? "text" : "name"
+        case .text(let rule): return rule?.typeName ?? "text"
         case .integer(let range): return "integer \(Self.text(range))"
         case .number(let range): return "number \(Self.text(range))"
         case .boolean: return "`true` or `false`"

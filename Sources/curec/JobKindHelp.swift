@@ -8,15 +8,16 @@ enum JobKindHelp {
 Parameters by kind (key=value; see docs/jobs.md):
 
 train:
-  library=<text> (required): the plugin library: a name in the plugin directories (CURecBPR) or a path
+  library=<text> (required): the plugin library: a file name in the plugin directories (CURecBPR or libCURecBPR.so), never a path
   config=<text> (default empty): the plugin config text (JSON for the bundled Swift plugins)
+  config_base64=<base64> (default none): the plugin config as base64 bytes (a serialized protobuf for C plugins); instead of config
   name=<name> (default from the library (CURecBPR: bpr)): the model and instance name: the result is models/<name>/vN
   serve=<true or false> (default false): then load or hot-reload the serving instance name from the new version
 
 evaluate:
   plugin=<text> (default the default recommender (default_recommender)): the serving recommender instance to evaluate
   split=<validation or test> (default test): the leave-one-out split ranked
-  cutoffs=<integers 1...1000, comma-separated> (default 10,20): the K of Recall@K, NDCG@K and MRR@K
+  cutoffs=<integers 1...1000, comma-separated, at most 16> (default 10,20): the K of Recall@K, NDCG@K and MRR@K
 
 pretrain:
   name=<name> (default lm): the model name: the result is models/<name>/vN
@@ -40,13 +41,13 @@ finetune:
   steps=<integer 1...1000000> (default one pass over the examples): optimizer steps
   batch=<integer 1...64> (default 4): conversations per step
   learning_rate=<number 1e-07...1> (default 0.0002 (lora), 2e-05 (full)): peak learning rate (cosine decay to a tenth)
-  max_length=<integer 16...8192> (default 512): tokens per conversation; longer ones lose their oldest prompt tokens
+  max_length=<integer 16...2048> (default 512): tokens per conversation; longer ones lose their oldest prompt tokens
   checkpoint_every=<integer 1...100000> (default 20): steps between resumable checkpoints
   seed=<integer >= 0> (default 0): random seed
 
 pipeline:
   profile=<standard or quick> (default standard): the configuration: quick runs every stage in minutes
-  seeds=<integers >= 0, comma-separated> (default 42,1,2,3,4 (standard), 42 (quick)): seeds of each downstream variant
+  seeds=<integers >= 0, comma-separated, at most 16> (default 42,1,2,3,4 (standard), 42 (quick)): seeds of each downstream variant
   align_steps=<integer 1...1000000> (default 30 (standard), 24 (quick)): alignment fine-tuning steps
   grpo_steps=<integer 1...100000> (default 4 (standard), 2 (quick)): GRPO steps
   candidates=<integer 1...64> (default 3 (standard), 2 (quick)): reasons sampled per subject for correction

@@ -22,7 +22,7 @@ struct TrainPluginJob: JobKind {
         static let config: JobParameter<String> = .text(
             "config", default: "", doc: "the plugin config text (JSON for the bundled Swift plugins)")
         static let configBase64: JobParameter<String?> = .optionalText(
-            "config_base64", rule: JobParameterTextRule("be base64") { Data(base64Encoded: $0) != nil },
+            "config_base64", rule: JobParameterTextRule("be base64", typeName: "base64") { Data(base64Encoded: $0) != nil },
             defaultText: "none", doc: "the plugin config as base64 bytes (a serialized protobuf for C plugins); instead of `config`")
         static let name: JobParameter<String?> = .optionalText(
             "name", rule: .publishableName(by: "train"), defaultText: "from the library (`CURecBPR`: `bpr`)",
