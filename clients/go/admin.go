@@ -87,10 +87,11 @@ func (c *Client) Plugins(ctx context.Context) (*PluginList, error) {
 	return out, nil
 }
 
-// LoadPlugin loads a new instance name from library (a file name such as
-// "libCURecBPR.so", a library name such as "CURecBPR", or an absolute path) with a
-// plugin-defined config (JSON for the bundled Swift plugins; nil for the defaults). With
-// train, it is trained on the daemon's dataset now unless a saved artifact can be loaded.
+// LoadPlugin loads a new instance name from library (a file name in the daemon's plugin
+// directories such as "libCURecBPR.so", or a library name such as "CURecBPR"; never a
+// path) with a plugin-defined config (JSON for the bundled Swift plugins; nil for the
+// defaults). With train, unless a saved artifact can be loaded, it is trained on the
+// daemon's dataset as a train job that the call waits for (and cancels if ctx ends).
 func (c *Client) LoadPlugin(ctx context.Context, name, library string, config []byte, train bool) (*PluginStatus, error) {
 	ctx, cancel := c.unary(ctx)
 	defer cancel()
@@ -263,18 +264,30 @@ func (c *Client) ListJobs(ctx context.Context, filter JobFilter) ([]*Job, error)
 	ctx, cancel := c.unary(ctx)
 	defer cancel()
 	limit := filter.Limit
-	if limit < 0 {
-		limit = 0
+	if limit <= 0 {
+		limit = 100
 	}
-	response, err := c.jobs.List(ctx, &curecv1.ListJobsRequest{
-		State: curecv1.JobState(filter.State), Kind: filter.Kind, Limit: uint32(limit),
-	})
-	if err != nil {
-		return nil, wrapError(err, "/curec.v1.JobService/List")
-	}
-	jobs := make([]*Job, len(response.Jobs))
-	for i, j := range response.Jobs {
-		jobs[i] = jobFrom(j)
+	// Pages of up to 1000 jobs (the daemon's largest page) until limit or the last page.
+	var jobs []*Job
+	token := ""
+	for len(jobs) < limit {
+		page := limit - len(jobs)
+		if page > 1000 {
+			page = 1000
+		}
+		response, err := c.jobs.List(ctx, &curecv1.ListJobsRequest{
+			State: curecv1.JobState(filter.State), Kind: filter.Kind, PageSize: uint32(page), PageToken: token,
+		})
+		if err != nil {
+			return nil, wrapError(err, "/curec.v1.JobService/List")
+		}
+		for _, j := range response.Jobs {
+			jobs = append(jobs, jobFrom(j))
+		}
+		token = response.NextPageToken
+		if token == "" {
+			break
+		}
 	}
 	return jobs, nil
 }

@@ -519,9 +519,11 @@ class Client:
         Args:
             name: the new instance's name (ALREADY_EXISTS if taken).
             library: a library file name from ``plugins().available_libraries``
-                (e.g. ``"libCURecBPR.so"``) or an absolute path.
+                (e.g. ``"libCURecBPR.so"``, or ``"CURecBPR"``), never a path: the daemon
+                loads only from its operator's plugin directories.
             config: the plugin's configuration; a mapping is sent as JSON.
-            train: train on the daemon's dataset now unless a saved artifact can be loaded.
+            train: unless a saved artifact can be loaded, train on the daemon's dataset as a
+                ``train`` job, which this call waits for (cancelled if the call is).
         """
         request = plugin_pb2.LoadPluginRequest(
             name=name, library=library, config=_config_bytes(config) if config is not None else b"", train=train
@@ -540,7 +542,8 @@ class Client:
         swapped in atomically; on failure the old one keeps serving.
 
         Args:
-            library: another library; empty re-reads the same file.
+            library: another library file name in the plugin directories; empty re-reads
+                the same one.
             config: a new configuration; None keeps the current one.
         """
         request = plugin_pb2.ReloadPluginRequest(name=name, library=library)
@@ -588,16 +591,26 @@ class Client:
         *,
         timeout: Optional[float] = _UNSET,
     ) -> List[Job]:
-        """Jobs, newest first, optionally only those in ``state`` and/or of ``kind``.
+        """At most ``limit`` jobs, newest first, optionally only those in ``state`` and/or of
+        ``kind``; fetched in pages of up to 1000 (the daemon's largest page).
 
         ``state`` may be a :class:`JobState` or its name (``"running"``).
         """
-        request = job_pb2.ListJobsRequest(
-            state="JOB_STATE_" + JobState.parse(state).name if state is not None else "JOB_STATE_UNSPECIFIED",
-            kind=kind or "",
-            limit=limit,
-        )
-        return [Job.from_proto(job) for job in self._call("JobService", "List", request, timeout).jobs]
+        jobs: List[Job] = []
+        token = ""
+        while len(jobs) < limit:
+            request = job_pb2.ListJobsRequest(
+                state="JOB_STATE_" + JobState.parse(state).name if state is not None else "JOB_STATE_UNSPECIFIED",
+                kind=kind or "",
+                page_size=min(1000, limit - len(jobs)),
+                page_token=token,
+            )
+            response = self._call("JobService", "List", request, timeout)
+            jobs += [Job.from_proto(job) for job in response.jobs]
+            token = response.next_page_token
+            if not token:
+                break
+        return jobs
 
     def cancel_job(self, job_id: str, *, timeout: Optional[float] = _UNSET) -> Job:
         """Stops a queued or running job at its next step and returns it.
