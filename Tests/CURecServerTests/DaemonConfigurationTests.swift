@@ -136,7 +136,7 @@ import Yams
         "listen": "nowhere", "default_recommender": "", "default_reward_model": "", "max_message_bytes": "0",
         "drain_timeout_seconds": "-1", "idle_timeout_seconds": "0", "event_loops": "-1", "log_level": "loud",
         "job_workers": "0", "job_queue_capacity": "0", "lm_weights": "int8", "dataset_upload_max_bytes": "0",
-        "pipeline_on_start": "always", "pair_reason_cache_size": "0",
+        "pipeline_on_start": "always", "pair_reason_cache_size": "0", "job_retention_days": "-1", "job_crash_limit": "0",
     ]
 
     @Test func everyRuleIsCheckedAndNamed() throws {
@@ -177,6 +177,10 @@ import Yams
         #expect(failure(file: twice.path) == "invalid configuration: plugin name 'a' is used twice")
         let base64 = try ConfigFile("plugins:\n  - {name: a, library: CURecBPR, config_base64: '***'}\n")
         #expect(failure(file: base64.path).contains("config_base64 is not valid base64"))
+        let path = try ConfigFile("plugins:\n  - {name: a, library: /tmp/libevil.so}\n")
+        #expect(failure(file: path.path).contains("must be a file name in the plugin directories"))
+        let escaping = try ConfigFile("plugins:\n  - {name: ../a, library: CURecBPR}\n")
+        #expect(failure(file: escaping.path).contains("plugin name '../a' must be 1 to 64 letters"))
         #expect(throws: ConfigurationError.self) { try DaemonConfiguration.load(file: "/nonexistent/curecd.yaml") }
     }
 

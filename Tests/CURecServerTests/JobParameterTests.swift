@@ -32,12 +32,13 @@ import Testing
 
     @Test func unknownMissingMistypedAndOutOfRangeParametersAreNamed() throws {
         #expect(try refusal("train", ["library": "CURecBPR", "epochs": "3"])
-                == "train: unknown parameter 'epochs'; expected library (required), config, name, serve")
+                == "train: unknown parameter 'epochs'; expected library (required), config, config_base64, name, serve")
         #expect(try refusal("train", [:]).hasPrefix("train: parameter 'library' is required ("))
         #expect(try refusal("train", ["library": "CURecBPR", "serve": "maybe"])
                 == "train: parameter 'serve' must be true or false, not 'maybe'")
         #expect(try refusal("train", ["library": "CURecBPR", "name": "../escape"])
-                == "train: parameter 'name' must be a plain name (no '/', not starting with '.'), not '../escape'")
+                == "train: parameter 'name' must \(ResourceName.requirement), and not a name the daemon publishes "
+                + "(\(PublishedName.list)), not '../escape'")
         #expect(try refusal("pretrain", ["steps": "many"])
                 == "pretrain: parameter 'steps' must be an integer in 1...1000000, not 'many'")
         #expect(try refusal("pretrain", ["layers": "25"]) == "pretrain: parameter 'layers' must be an integer in 1...24, not '25'")
