@@ -123,13 +123,16 @@ public final class JobManager: Sendable {
         }
     }
 
-    /// Starts the worker threads.
+    /// Starts the worker threads. They end after ``stop(timeout:)``, or within a second of
+    /// the manager being released (a worker holds it only while it waits or runs a job), so
+    /// a forgotten manager never keeps a thread alive until the process exits.
     public func start() {
         for index in 0..<max(1, limits.workerCount) {
             stoppedWorkers.enter()
-            let thread = Thread { [self] in
-                self.workerLoop()
-                self.stoppedWorkers.leave()
+            let stopped = stoppedWorkers
+            let thread = Thread { [weak self] in
+                while let manager = self, manager.runNext() {}
+                stopped.leave()
             }
             thread.name = "curec-job-\(index)"
             thread.start()
@@ -323,28 +326,29 @@ public final class JobManager: Sendable {
 
     // MARK: Workers
 
-    private func workerLoop() {
-        while true {
-            wakeWorkers.lock()
-            var next: String? = nil
-            while next == nil {
-                let (stopping, taken) = state.withLock { state -> (Bool, String?) in
-                    if state.stopping { return (true, nil) }
-                    guard !state.queue.isEmpty else { return (false, nil) }
-                    let id = state.queue.removeFirst()
-                    state.running.insert(id)
-                    return (false, id)
-                }
-                if stopping {
-                    wakeWorkers.unlock()
-                    return
-                }
-                next = taken
-                if next == nil { _ = wakeWorkers.wait(until: Date().addingTimeInterval(1)) }
-            }
-            wakeWorkers.unlock()
-            if let id = next { execute(id) }
+    /// One turn of a worker: runs the next queued job, or waits up to a second for one.
+    /// False once the manager is stopping.
+    private func runNext() -> Bool {
+        wakeWorkers.lock()
+        let (stopping, taken) = state.withLock { state -> (Bool, String?) in
+            if state.stopping { return (true, nil) }
+            guard !state.queue.isEmpty else { return (false, nil) }
+            let id = state.queue.removeFirst()
+            state.running.insert(id)
+            return (false, id)
         }
+        if stopping {
+            wakeWorkers.unlock()
+            return false
+        }
+        guard let id = taken else {
+            _ = wakeWorkers.wait(until: Date().addingTimeInterval(1))
+            wakeWorkers.unlock()
+            return true
+        }
+        wakeWorkers.unlock()
+        execute(id)
+        return true
     }
 
     private func execute(_ id: String) {

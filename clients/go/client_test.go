@@ -217,6 +217,9 @@ func TestPluginsLoadReloadUnload(t *testing.T) {
 	}
 	_, err = c.LoadPlugin(ctx, name, "CURecBPR", nil, false)
 	wantCode(t, err, codes.AlreadyExists)
+	// Libraries load only from the daemon's plugin directories, by file name.
+	_, err = c.LoadPlugin(ctx, name+"-path", "/tmp/libCURecBPR.so", nil, false)
+	wantCode(t, err, codes.InvalidArgument)
 	if err := c.UnloadPlugin(ctx, name); err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ def test_plugins_lists_the_default_instances(client: Client) -> None:
     assert isinstance(bpr, PluginStatus)
     assert bpr.kind is PluginKind.RECOMMENDER and bpr.trained and bpr.generation >= 1
     assert listing.get("reward").kind is PluginKind.REWARD_MODEL
-    assert any(path.endswith("libCURecBPR.so") for path in listing.available_libraries)
+    assert "libCURecBPR.so" in listing.available_libraries
 
 
 def test_load_reload_unload_round_trip(client: Client) -> None:
@@ -55,6 +55,10 @@ def test_plugin_errors(client: Client) -> None:
     with pytest.raises(CurecError) as failure:
         client.load_plugin("x", "libNoSuchPlugin.so")
     assert failure.value.code == grpc.StatusCode.NOT_FOUND
+    # Libraries load only from the daemon's plugin directories, by file name.
+    with pytest.raises(CurecError) as failure:
+        client.load_plugin("x", "/tmp/libCURecBPR.so")
+    assert failure.value.code == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(CurecError) as failure:
         client.reload_plugin("nobody")
     assert failure.value.code == grpc.StatusCode.NOT_FOUND
