@@ -139,6 +139,21 @@ public final class PluginHost: Sendable {
         }
     }
 
+    /// Serves `instance` (made by ``makeInstance(name:library:config:prepare:)`` and prepared,
+    /// e.g. trained by a job) under its name, replacing the instance serving it if any (that
+    /// one is destroyed after its calls in flight). `library` is the name it was made from.
+    public func serve(_ instance: PluginInstance, library: String, config: [UInt8]) {
+        adminLock.withLock { _ in
+            let name = instance.name
+            generations.withLock { $0[name] = max($0[name, default: 0], instance.generation) }
+            instances.withLock { $0[name] = instance }
+            configs.withLock { $0[name] = config }
+            libraryNames.withLock { $0[name] = library }
+            logger.info("plugin serving", metadata: [
+                "name": "\(name)", "library": "\(instance.libraryPath)", "generation": "\(instance.generation)"])
+        }
+    }
+
     /// Unregisters an instance; it is destroyed once calls in flight release it.
     public func unload(name: String) throws {
         try adminLock.withLock { _ in

@@ -105,9 +105,8 @@ struct TrainPluginJob: JobKind {
         context.log("saved \(relative)")
         if values[Parameters.serve] {
             context.progress(stage: "serve", step: 0, total: 1)
-            try plugins.loadOrReload(name: name, library: library, config: config) { instance in
-                try instance.load(from: directory)
-            }
+            // The trained instance itself serves (a plugin need not be able to load its state).
+            plugins.serve(instance, library: library, config: config)
             context.log("now serving '\(name)' from \(relative)")
         }
         try? FileManager.default.removeItem(atPath: context.checkpointDirectory)
