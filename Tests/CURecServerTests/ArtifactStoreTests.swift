@@ -1,0 +1,35 @@
+import Foundation
+import Testing
+@testable import CURecServer
+
+@Suite struct ArtifactStoreTests {
+    private func store() -> ArtifactStore {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("curec-artifacts-\(UUID().uuidString)").path
+        return ArtifactStore(root: root)
+    }
+
+    @Test func aVersionIsPublishedWholeWithItsNestedFiles() throws {
+        let artifacts = store()
+        let directory = try artifacts.addVersion(of: "bpr", manifest: ArtifactManifest(kind: .pluginState)) { staging in
+            try FileManager.default.createDirectory(atPath: staging + "/nested", withIntermediateDirectories: true)
+            try Data([1, 2, 3]).write(to: URL(fileURLWithPath: staging + "/nested/weights.f32"))
+            try FileManager.default.createSymbolicLink(atPath: staging + "/link", withDestinationPath: "/nonexistent")
+        }
+        #expect(directory.hasSuffix("/models/bpr/v1"))
+        #expect(FileManager.default.contents(atPath: directory + "/nested/weights.f32") == Data([1, 2, 3]))
+        #expect(ArtifactStore.manifest(in: directory)?.kind == .pluginState)
+        #expect(artifacts.versions(of: "bpr") == ["v1"])
+    }
+
+    @Test func stagingLeftByAStoppedDaemonIsRemovedAtStart() throws {
+        let artifacts = store()
+        try artifacts.addVersion(of: "bpr", manifest: ArtifactManifest(kind: .pluginState)) { _ in }
+        // As a crash mid-write leaves it: a staging directory with a partial file.
+        let staging = try artifacts.beginVersion(of: "bpr")
+        try Data(repeating: 7, count: 100).write(to: URL(fileURLWithPath: staging + "/partial.f32"))
+        #expect(artifacts.removeStaleStaging() == 1)
+        #expect(!FileManager.default.fileExists(atPath: staging))
+        #expect(artifacts.versions(of: "bpr") == ["v1"])
+        #expect(artifacts.removeStaleStaging() == 0)
+    }
+}
