@@ -40,6 +40,20 @@ enum PluginDirectory {
         return path
     }
 
+    /// What tells one version of a file from another: size and modification time.
+    struct FileIdentity: Equatable, Sendable {
+        let size: Int64
+        let modifiedSeconds: Int
+        let modifiedNanoseconds: Int
+    }
+
+    static func identity(of path: String) -> FileIdentity? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return FileIdentity(size: Int64(info.st_size), modifiedSeconds: Int(info.st_mtim.tv_sec),
+                            modifiedNanoseconds: Int(info.st_mtim.tv_nsec))
+    }
+
     /// The symbol every plugin exports, as it appears in the dynamic string table.
     private static let abiSymbol = Array("curec_plugin_abi_version\0".utf8)
     /// Files larger than this are not scanned when listing (no plugin is near it).

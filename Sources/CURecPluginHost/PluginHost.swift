@@ -75,7 +75,7 @@ public final class PluginHost: Sendable {
                   let names = try? FileManager.default.contentsOfDirectory(atPath: root) else { continue }
             for name in names.sorted() where name.hasSuffix(".so") && PluginLibraryName.isPlain(name) && !found.contains(name) {
                 guard let path = PluginDirectory.regularFile(named: name, inside: root) else { continue }
-                if PluginDirectory.looksLikePlugin(path: path) { found.append(name) }
+                if looksLikePlugin(path: path) { found.append(name) }
             }
         }
         return found
@@ -112,6 +112,18 @@ public final class PluginHost: Sendable {
     }
 
     private let configs = Mutex<[String: [UInt8]]>([:])
+    /// What ``availableLibraries()`` found in each file, by path, with the file's identity
+    /// (size and modification time) then: List runs on the I/O loop, so files are read again
+    /// only when they change.
+    private let probed = Mutex<[String: (identity: PluginDirectory.FileIdentity, isPlugin: Bool)]>([:])
+
+    private func looksLikePlugin(path: String) -> Bool {
+        guard let identity = PluginDirectory.identity(of: path) else { return false }
+        if let known = probed.withLock({ $0[path] }), known.identity == identity { return known.isPlugin }
+        let isPlugin = PluginDirectory.looksLikePlugin(path: path)
+        probed.withLock { $0[path] = (identity, isPlugin) }
+        return isPlugin
+    }
     /// The library name each instance was loaded from, as given (a reload without a library
     /// resolves it again, so a rebuilt file in the plugin directories is picked up).
     private let libraryNames = Mutex<[String: String]>([:])

@@ -88,9 +88,9 @@ struct Plugins: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Load a plugin library as a new instance.")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Instance name.") var name: String
-        @Argument(help: "Library name (e.g. CURecBPR) or path.") var library: String
+        @Argument(help: "Library file name in the daemon's plugin directories (e.g. CURecBPR or libCURecBPR.so; see `curec plugins list`).") var library: String
         @Option(help: "Plugin config text (e.g. JSON).") var config = ""
-        @Flag(help: "Train it on the daemon's dataset unless saved state exists.") var train = false
+        @Flag(help: "Train it on the daemon's dataset unless saved state exists (as a train job this waits for).") var train = false
         func run() throws {
             let client = try global.client()
             let status: Curec_V1_PluginStatus = try CURec.run {
@@ -101,7 +101,12 @@ struct Plugins: ParsableCommand {
                     $0.train = train
                 }, timeout: max(global.timeout, 600))
             }
-            if global.json { printJSON(status) } else { print("loaded \(status.name): \(status.pluginName)@\(status.pluginVersion), trained: \(status.trained)") }
+            if global.json {
+                printJSON(status)
+            } else {
+                print("loaded \(status.name): \(status.pluginName)@\(status.pluginVersion), trained: \(status.trained)"
+                      + (status.jobID.isEmpty ? "" : " (by job \(status.jobID))"))
+            }
         }
     }
 
@@ -123,7 +128,7 @@ struct Plugins: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Hot-reload a plugin instance (same or new library/config).")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Instance name.") var name: String
-        @Option(help: "New library (default: the same file, re-read).") var library = ""
+        @Option(help: "New library file name in the plugin directories (default: the same one, re-read).") var library = ""
         @Option(help: "New config text (default: the same config).") var config: String?
         func run() throws {
             let client = try global.client()

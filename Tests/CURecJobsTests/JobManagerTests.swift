@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Logging
 import Synchronization
 import Testing
@@ -238,5 +239,29 @@ struct CountingJob: JobKind {
             after = JobStore.Position(createdMS: last.createdMS, id: last.id)
         }
         #expect(seen == (0..<25).reversed().map { String(format: "job-%03d", $0) })
+    }
+
+    @Test func aStateThatCannotBeStoredIsRetriedThenReported() async throws {
+        let path = directory()
+        let jobs = try manager(path)
+        let (reports, reported) = AsyncStream.makeStream(of: String.self)
+        jobs.onStorageFailure { reported.yield($0) }
+        // Every write of a finished state fails, as on a full disk.
+        let database = try DatabaseQueue(path: (path as NSString).appendingPathComponent("jobs.sqlite"))
+        try await database.write { db in
+            try db.execute(sql: """
+                CREATE TRIGGER full_disk BEFORE INSERT ON job WHEN NEW.state = 'succeeded'
+                BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END
+                """)
+        }
+        let job = try jobs.submit(kind: "count", parameters: [:])
+        jobs.start()
+        defer { jobs.stop(timeout: 5) }
+        var iterator = reports.makeAsyncIterator()
+        let report = await iterator.next()
+        #expect(report?.contains(job.id) == true)
+        #expect(report?.contains("disk is full") == true)
+        // The store keeps the last state it could write; nothing claims more.
+        #expect(try jobs.get(job.id).state == .running)
     }
 }
