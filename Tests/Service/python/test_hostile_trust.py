@@ -252,3 +252,22 @@ def test_a_job_that_keeps_crashing_the_daemon_is_failed_not_rerun():
         channel.close()
     finally:
         assert daemon.stop() == 0
+
+
+def test_load_that_trains_is_a_job_its_caller_cancels_by_leaving(channel, plugins, jobs):
+    """Load(train=true) of a slow config with a 3 s deadline: the call ends, its training
+    job is cancelled and nothing is left loaded; administration carries on."""
+    slow = b'{"factors": 8, "epochs": 100000}'
+    code, _ = refusal(lambda: plugins.Load(plugin_pb2.LoadPluginRequest(
+        name="slow-load", library="CURecBPR", config=slow, train=True), timeout=3))
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    trains = jobs.List(job_pb2.ListJobsRequest(kind="train", page_size=20), timeout=10).jobs
+    job = next(j for j in trains if j.parameters.get("name") == "slow-load")
+    assert job.parameters["serve"] == "true"
+    final = wait_for_state(jobs, job.id, FINAL, timeout=120)
+    assert final.state == job_pb2.JOB_STATE_CANCELLED, final
+    assert "slow-load" not in [p.name for p in plugins.List(plugin_pb2.ListPluginsRequest(), timeout=10).plugins]
+    # The training ran in the job, not under the host's admin lock: loading goes on.
+    plugins.Load(plugin_pb2.LoadPluginRequest(name="quick-load", library="CURecPopularity"), timeout=10)
+    plugins.Unload(plugin_pb2.UnloadPluginRequest(name="quick-load"), timeout=10)
+    health_answers(channel)
