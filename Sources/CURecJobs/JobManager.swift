@@ -212,10 +212,16 @@ public final class JobManager: Sendable {
             record.finishedMS = Clock.nowMS()
             try publish(record, logLine: "cancelled before it started")
         } else {
-            // Stored before answering, so a restart does not resume what a client cancelled.
-            record.cancelRequested = true
             signalCancellation()
-            try publish(record, logLine: "cancellation requested; the job stops at its next step")
+            // Stored before answering, so a restart does not resume what a client cancelled.
+            let line = "cancellation requested; the job stops at its next step"
+            guard let marked = try store.markCancelRequested(id, logLine: line) else {
+                // It ended meanwhile.
+                let ended = try get(id)
+                throw .alreadyEnded(id: id, state: ended.state)
+            }
+            record = marked
+            notify(JobEvent(record: record, logLine: line))
         }
         return record
     }

@@ -91,11 +91,19 @@ public final class JobStore: Sendable {
         return record
     }
 
+    /// Inserts or updates `record`. A stored cancellation request is never cleared by a
+    /// writer that read the record before it was made.
     private static func upsert(_ record: JobRecord, in db: Database) throws {
         try db.execute(sql: """
-            INSERT OR REPLACE INTO job (id, kind, parameters, state, stage, step, total, metrics, error,
+            INSERT INTO job (id, kind, parameters, state, stage, step, total, metrics, error,
                 created_ms, started_ms, finished_ms, attempts, artifact, cancel_requested, crashes)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, parameters = excluded.parameters,
+                state = excluded.state, stage = excluded.stage, step = excluded.step, total = excluded.total,
+                metrics = excluded.metrics, error = excluded.error, created_ms = excluded.created_ms,
+                started_ms = excluded.started_ms, finished_ms = excluded.finished_ms, attempts = excluded.attempts,
+                artifact = excluded.artifact, cancel_requested = max(job.cancel_requested, excluded.cancel_requested),
+                crashes = excluded.crashes
             """, arguments: [
                 record.id, record.kind, encode(record.parameters), record.state.rawValue, record.stage,
                 Int64(record.step), Int64(record.total), encode(record.metrics), record.error,
@@ -127,6 +135,34 @@ public final class JobStore: Sendable {
                         event.jobID, event.timeMS, event.state.rawValue, event.stage, Int64(event.step),
                         Int64(event.total), Self.encode(event.metrics), event.logLine,
                     ])
+            }
+        } catch {
+            throw .storage("\(error)")
+        }
+    }
+
+    /// Records that a client asked to cancel job `id`, with a log line, unless the job has
+    /// already ended; one statement, so a worker finishing the job at the same moment is
+    /// never overwritten. Returns the record as stored then, or nil if the job had ended.
+    public func markCancelRequested(_ id: String, logLine: String) throws(JobError) -> JobRecord? {
+        let finalStates = JobState.allCases.filter(\.isFinal).map(\.rawValue)
+        do {
+            return try database.write { db -> JobRecord? in
+                try db.execute(sql: """
+                    UPDATE job SET cancel_requested = 1 WHERE id = ? AND state NOT IN (?, ?, ?)
+                    """, arguments: [id, finalStates[0], finalStates[1], finalStates[2]])
+                guard db.changesCount > 0,
+                      let record = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [id]).map(Self.record)
+                else { return nil }
+                let event = JobEvent(record: record, logLine: logLine)
+                try db.execute(sql: """
+                    INSERT INTO job_event (job_id, time_ms, state, stage, step, total, metrics, log_line)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [
+                        event.jobID, event.timeMS, event.state.rawValue, event.stage, Int64(event.step),
+                        Int64(event.total), Self.encode(event.metrics), event.logLine,
+                    ])
+                return record
             }
         } catch {
             throw .storage("\(error)")

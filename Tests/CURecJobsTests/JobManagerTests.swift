@@ -249,10 +249,12 @@ struct CountingJob: JobKind {
         // Every write of a finished state fails, as on a full disk.
         let database = try DatabaseQueue(path: (path as NSString).appendingPathComponent("jobs.sqlite"))
         try await database.write { db in
-            try db.execute(sql: """
-                CREATE TRIGGER full_disk BEFORE INSERT ON job WHEN NEW.state = 'succeeded'
-                BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END
-                """)
+            for operation in ["INSERT", "UPDATE"] {
+                try db.execute(sql: """
+                    CREATE TRIGGER full_disk_\(operation) BEFORE \(operation) ON job WHEN NEW.state = 'succeeded'
+                    BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END
+                    """)
+            }
         }
         let job = try jobs.submit(kind: "count", parameters: [:])
         jobs.start()
@@ -263,5 +265,19 @@ struct CountingJob: JobKind {
         #expect(report?.contains("disk is full") == true)
         // The store keeps the last state it could write; nothing claims more.
         #expect(try jobs.get(job.id).state == .running)
+    }
+
+    @Test func aWriterThatReadBeforeACancellationDoesNotClearIt() throws {
+        let store = try JobStore(path: (directory() as NSString).appendingPathComponent("jobs.sqlite"))
+        var record = JobRecord(id: "job-a", kind: "count", parameters: [:], state: .running, createdMS: 1)
+        try store.save(record)
+        #expect(try store.markCancelRequested("job-a", logLine: "cancel")?.cancelRequested == true)
+        record.step = 3  // progress computed from the record as read before the cancellation
+        try store.save(record)
+        let stored = try #require(try store.fetch("job-a"))
+        #expect(stored.cancelRequested && stored.step == 3)
+        record.state = .succeeded
+        try store.save(record)
+        #expect(try store.markCancelRequested("job-a", logLine: "too late") == nil)
     }
 }
