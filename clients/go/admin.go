@@ -44,21 +44,23 @@ type PluginStatus struct {
 	Generation         uint64
 	ItemFeatureDim     uint32
 	ReasonEmbeddingDim uint32
+	// JobID is the train job that trained it when loading had to train (else empty).
+	JobID string
 }
 
 func pluginStatusFrom(p *curecv1.PluginStatus) *PluginStatus {
 	return &PluginStatus{
 		Name: p.Name, PluginName: p.PluginName, PluginVersion: p.PluginVersion, Kind: PluginKind(p.Kind),
 		Library: p.Library, Trained: p.Trained, Generation: p.Generation,
-		ItemFeatureDim: p.ItemFeatureDim, ReasonEmbeddingDim: p.ReasonEmbeddingDim,
+		ItemFeatureDim: p.ItemFeatureDim, ReasonEmbeddingDim: p.ReasonEmbeddingDim, JobID: p.JobId,
 	}
 }
 
 // PluginList is the answer of Plugins.
 type PluginList struct {
 	Plugins []*PluginStatus
-	// AvailableLibraries are the shared libraries in the plugin directories that export
-	// the CURec ABI.
+	// AvailableLibraries are the file names of the shared libraries in the plugin
+	// directories that export the CURec ABI (LoadPlugin takes one of them).
 	AvailableLibraries []string
 }
 

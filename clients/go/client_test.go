@@ -201,7 +201,7 @@ func TestPluginsLoadReloadUnload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if status.Name != name || !status.Trained {
+	if status.Name != name || !status.Trained || status.JobID == "" {
 		t.Fatalf("loaded: %+v", status)
 	}
 	recs, err := c.Recommend(ctx, "196", 3, client.WithPlugin(name))

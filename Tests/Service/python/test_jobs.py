@@ -117,6 +117,8 @@ def test_cancel_stops_a_running_job(jobs):
         ("train", {"library": "CURecBPR", "name": "../escape"}, grpc.StatusCode.INVALID_ARGUMENT, "letters, digits"),
         ("train", {"library": "CURecBPR", "name": "lm"}, grpc.StatusCode.INVALID_ARGUMENT, "not a name the daemon publishes"),
         ("train", {"library": "/tmp/libx.so"}, grpc.StatusCode.INVALID_ARGUMENT, "not a plain file name"),
+        ("train", {"library": "CURecPopularity", "config_base64": "%%%"}, grpc.StatusCode.INVALID_ARGUMENT, "must be base64"),
+        ("train", {"library": "CURecBPR", "config": "{}", "config_base64": "e30="}, grpc.StatusCode.INVALID_ARGUMENT, "not both"),
         ("evaluate", {"split": "future"}, grpc.StatusCode.INVALID_ARGUMENT, "'split' must be validation or test"),
         ("evaluate", {"cutoffs": "10,x"}, grpc.StatusCode.INVALID_ARGUMENT, "cutoffs"),
         ("evaluate", {"plugin": "ghost"}, grpc.StatusCode.INVALID_ARGUMENT, "'ghost' is not loaded"),

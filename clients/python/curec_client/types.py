@@ -172,6 +172,8 @@ class PluginStatus:
     generation: int
     item_feature_dim: int
     reason_embedding_dim: int
+    #: The ``train`` job that trained it when loading had to train (else empty).
+    job_id: str = ""
 
     @classmethod
     def from_proto(cls, message: Any) -> "PluginStatus":
@@ -185,6 +187,7 @@ class PluginStatus:
             generation=message.generation,
             item_feature_dim=message.item_feature_dim,
             reason_embedding_dim=message.reason_embedding_dim,
+            job_id=message.job_id,
         )
 
 

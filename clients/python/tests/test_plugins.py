@@ -22,7 +22,7 @@ def test_plugins_lists_the_default_instances(client: Client) -> None:
 def test_load_reload_unload_round_trip(client: Client) -> None:
     status = client.load_plugin("bpr-client-test", "CURecBPR", config={"factors": 8, "epochs": 2}, train=True)
     try:
-        assert status.name == "bpr-client-test" and status.trained
+        assert status.name == "bpr-client-test" and status.trained and status.job_id
         assert status.kind is PluginKind.RECOMMENDER
         answer = client.recommend("196", k=3, plugin="bpr-client-test")
         assert answer.served_by.startswith("bpr-client-test@") and answer.served_by.endswith("#%d" % status.generation)
