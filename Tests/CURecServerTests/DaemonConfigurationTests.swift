@@ -54,6 +54,7 @@ import Yams
     @Test func theFileSetsWhatItNames() throws {
         let file = try ConfigFile("""
             listen: 0.0.0.0:7000
+            insecure: true
             job_queue_capacity: 2
             drain_timeout_seconds: 2.5
             enable_interop_testing: true
