@@ -109,6 +109,8 @@ public struct DaemonConfiguration: Sendable, Codable {
     public var tls_key_file: String = ""
     /// PEM CA file client certificates must chain to (mutual TLS); empty: no client certificates.
     public var tls_client_ca_file: String = ""
+    /// Seconds a TLS handshake may take after accept before the connection is closed.
+    public var tls_handshake_timeout_seconds: Double = 10
     /// Bearer tokens (hashed) and their scopes; non-empty: every call but health needs one.
     public var tokens: [TokenSpec] = []
     /// Health checks need a token too (when tokens are configured).
@@ -165,6 +167,8 @@ public struct DaemonConfiguration: Sendable, Codable {
         .text(\.tls_key_file, "tls_key_file", defaultText: "none", "PEM private key of `tls_cert_file`"),
         .text(\.tls_client_ca_file, "tls_client_ca_file", defaultText: "none",
               "PEM CA certificates that client certificates must chain to: mutual TLS, a client without a valid certificate fails the handshake"),
+        .text(\.tls_handshake_timeout_seconds, "tls_handshake_timeout_seconds", rule: .above(0),
+              "a TLS handshake not finished this long after accept closes the connection"),
         .structured(\.tokens, "tokens", typeName: "list of tokens", defaultText: "none",
                     "bearer tokens as `name`, `sha256` (of the token; `curec token hash`), `scopes` (`score`, `generate`, `jobs`, `admin`), optional `expires` (ISO 8601); reloaded on SIGHUP; when the list is non-empty at start, every call except health needs a token"),
         .text(\.health_requires_token, "health_requires_token", "health checks need a token too (with tokens configured)"),
@@ -380,6 +384,7 @@ public struct DaemonConfiguration: Sendable, Codable {
                 certificateChainFile: tls_cert_file, privateKeyFile: tls_key_file,
                 clientCAFile: tls_client_ca_file.isEmpty ? nil : tls_client_ca_file)
         }
+        server.security.handshakeTimeout = .milliseconds(Int(tls_handshake_timeout_seconds * 1000))
         if !admin_socket.isEmpty { server.security.adminSocketPath = admin_socket }
         return server
     }
