@@ -137,7 +137,7 @@ import Yams
         "listen": "nowhere", "default_recommender": "", "default_reward_model": "", "max_message_bytes": "0",
         "drain_timeout_seconds": "-1", "idle_timeout_seconds": "0", "event_loops": "-1", "log_level": "loud",
         "job_workers": "0", "job_queue_capacity": "0", "lm_weights": "int8", "dataset_upload_max_bytes": "0",
-        "pipeline_on_start": "always", "pair_reason_cache_size": "0",
+        "pipeline_on_start": "always", "pair_reason_cache_size": "0", "tls_handshake_timeout_seconds": "0",
     ]
 
     @Test func everyRuleIsCheckedAndNamed() throws {
