@@ -189,3 +189,50 @@ def test_non_loopback_with_insecure_starts_with_a_warning(tmp_path):
         wait_for_log(daemon, "INSECURE")
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
+
+
+def _curec(*args, env=None, stdin=None):
+    binary = os.path.join(REPO_ROOT, os.environ.get("CUREC") or ".build/debug/curec")
+    if not os.access(binary, os.X_OK):
+        pytest.skip("no curec CLI at %s" % binary)
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, input=stdin,
+                          env={**os.environ, **(env or {})})
+
+
+def test_cli_token_hash_is_the_sha256_of_the_token():
+    import hashlib
+
+    result = _curec("token", "hash", stdin=SCORE_TOKEN + "\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == hashlib.sha256(SCORE_TOKEN.encode()).hexdigest()
+    made = _curec("token", "new", "--name", "ranker", "--scopes", "score,generate")
+    token = made.stdout.split("token: ", 1)[1].split()[0]
+    assert hashlib.sha256(token.encode()).hexdigest() in made.stdout and "scopes: [score, generate]" in made.stdout
+
+
+def test_cli_over_tls_with_a_token(secured, pki, tmp_path):
+    base = ["--address", secured.address, "--tls-ca", pki.path("ca.pem")]
+    assert _curec("health", *base).stdout.strip() == "SERVING"
+    refused = _curec("plugins", "list", *base)
+    assert refused.returncode != 0 and "UNAUTHENTICATED" in refused.stderr
+    token_file = tmp_path / "token"
+    token_file.write_text(ADMIN_TOKEN + "\n")
+    assert _curec("plugins", "list", *base, "--token-file", str(token_file)).returncode == 0
+    assert _curec("plugins", "list", *base, env={"CUREC_TOKEN": ADMIN_TOKEN}).returncode == 0
+    wrong = _curec("plugins", "list", *base, env={"CUREC_TOKEN": SCORE_TOKEN})
+    assert "PERMISSION_DENIED" in wrong.stderr
+    untrusted = _curec("health", "--address", secured.address, "--tls-ca", pki.path("other-ca.pem"))
+    assert untrusted.returncode != 0 and "UNAVAILABLE" in untrusted.stderr
+    plain = _curec("health", "--address", secured.address)
+    assert plain.returncode != 0 and "UNAVAILABLE" in plain.stderr
+
+
+def test_cli_on_the_admin_socket(pki, tmp_path):
+    socket_path = str(tmp_path / "admin.sock")
+    config = write_config(str(tmp_path / "curecd.yaml"), pki, TOKENS, extra="admin_socket: %s\n" % socket_path)
+    daemon = start_daemon(config)
+    try:
+        listed = _curec("plugins", "list", "--address", "unix:" + socket_path)
+        assert listed.returncode == 0 and "NAME" in listed.stdout, listed.stderr
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
