@@ -93,6 +93,9 @@ final class TLSServerTransport: ConnectionTransport {
 
     func handshake() -> TransportIO? {
         if handshakeDone { return nil }
+        // OpenSSL's error queue is per thread and shared by every connection of this loop:
+        // start each operation from an empty one so SSL_get_error sees only this call's.
+        ERR_clear_error()
         let result = SSL_do_handshake(ssl)
         if result == 1 {
             var protocolName = [CChar](repeating: 0, count: 16)
@@ -110,6 +113,7 @@ final class TLSServerTransport: ConnectionTransport {
         // One SSL_read returns at most one record: fill the buffer from as many as are ready,
         // so data OpenSSL has already taken off the socket is not left waiting for an event.
         var total = 0
+        ERR_clear_error()
         while total < buffer.count {
             let remaining = Int32(clamping: buffer.count - total)
             let result = SSL_read(ssl, buffer.baseAddress! + total, remaining)
@@ -126,6 +130,7 @@ final class TLSServerTransport: ConnectionTransport {
 
     func write(_ bytes: UnsafeRawBufferPointer) -> TransportIO {
         guard !bytes.isEmpty else { return .bytes(0) }
+        ERR_clear_error()
         let result = SSL_write(ssl, bytes.baseAddress, Int32(clamping: bytes.count))
         if result > 0 { return .bytes(Int(result)) }
         return outcome(of: result, operation: "write")
