@@ -9,8 +9,9 @@ import Glibc
 
 /// One accepted HTTP/2 connection, driven by libnghttp2 on one event loop.
 ///
-/// Bytes move through a ``ConnectionTransport`` (cleartext or TLS). Reads are fed to `nghttp2_session_mem_recv`; frames nghttp2 produces are coalesced into a
-/// write buffer and sent with as few `send` calls as possible. Every call on the connection
+/// Bytes move through a ``ConnectionTransport`` (cleartext or TLS), which the HTTP/2 code
+/// does not otherwise know about. Reads are fed to `nghttp2_session_mem_recv`; frames nghttp2
+/// produces are coalesced into a write buffer and sent with as few writes as possible. Every call on the connection
 /// is a ``ServerCall``. Confined to its loop: other threads reach it only through
 /// `EventLoop.execute`.
 final class HTTP2Connection: EventSource, @unchecked Sendable {
