@@ -36,6 +36,12 @@ let package = Package(
             pkgConfig: "libnghttp2",
             providers: [.apt(["libnghttp2-dev"])]
         ),
+        // OpenSSL (Debian libssl-dev): TLS for the RPC transport, SHA-256 for token hashes.
+        .systemLibrary(
+            name: "CTLS",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
         // OpenBLAS (Debian libopenblas-dev): every matrix product goes through cblas.
         .systemLibrary(
             name: "COpenBLAS",
@@ -120,6 +126,7 @@ let package = Package(
             name: "CURecRPC",
             dependencies: [
                 "CNGHTTP2",
+                "CTLS",
                 "CLinux",
                 "CURecCollections",
                 "CURecRPCProtos",

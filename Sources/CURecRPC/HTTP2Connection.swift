@@ -7,10 +7,11 @@ import Logging
 import Glibc
 #endif
 
-/// One accepted h2c connection, driven by libnghttp2 on one event loop.
+/// One accepted HTTP/2 connection, driven by libnghttp2 on one event loop.
 ///
-/// Reads are fed to `nghttp2_session_mem_recv`; frames nghttp2 produces are coalesced into a
-/// write buffer and sent with as few `send` calls as possible. Every call on the connection
+/// Bytes move through a ``ConnectionTransport`` (cleartext or TLS), which the HTTP/2 code
+/// does not otherwise know about. Reads are fed to `nghttp2_session_mem_recv`; frames nghttp2
+/// produces are coalesced into a write buffer and sent with as few writes as possible. Every call on the connection
 /// is a ``ServerCall``. Confined to its loop: other threads reach it only through
 /// `EventLoop.execute`.
 final class HTTP2Connection: EventSource, @unchecked Sendable {
@@ -18,6 +19,11 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
     unowned let loop: EventLoop
     let shared: ServerShared
     let onClose: (HTTP2Connection) -> Void
+    /// Which listener accepted the connection (the admin socket or the main one).
+    let listener: ListenerRole
+    private let transport: any ConnectionTransport
+    /// True until the transport's handshake (TLS) has finished; no HTTP/2 until then.
+    private var handshaking: Bool
 
     private var session: OpaquePointer? = nil
     private(set) var calls: [Int32: ServerCall] = [:]
@@ -30,10 +36,14 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
     /// After a fatal protocol error: GOAWAY sent, write side shut, input discarded until EOF.
     private var lingering = false
 
-    init(fd: Int32, loop: EventLoop, shared: ServerShared, onClose: @escaping (HTTP2Connection) -> Void) throws {
+    init(fd: Int32, loop: EventLoop, shared: ServerShared, listener: ListenerRole = .main,
+         transport: any ConnectionTransport, onClose: @escaping (HTTP2Connection) -> Void) throws {
         self.fd = fd
         self.loop = loop
         self.shared = shared
+        self.listener = listener
+        self.transport = transport
+        self.handshaking = transport.needsHandshake
         self.onClose = onClose
         writeBuffer.reserveCapacity(64 * 1024)
 
@@ -65,15 +75,50 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
         if let session { nghttp2_session_del(session) }
     }
 
-    /// Registers with the loop and sends the server's SETTINGS.
+    /// Registers with the loop and sends the server's SETTINGS (after the transport's
+    /// handshake, which must finish within the configured time).
     func start() throws {
         try loop.register(fd: fd, events: EPOLLIN.rawValue | EPOLLRDHUP.rawValue, source: self)
-        flush()
+        guard handshaking else {
+            flush()
+            return
+        }
+        loop.schedule(afterNanos: shared.configuration.security.handshakeTimeoutNanos) { [weak self] in
+            guard let self, self.handshaking, !self.isClosed else { return }
+            self.shared.logger.debug("closing a connection whose TLS handshake did not finish in time")
+            self.close()
+        }
+        continueHandshake()
     }
 
     // MARK: I/O
 
+    /// Advances the transport's handshake; once done, HTTP/2 starts with the server's SETTINGS.
+    private func continueHandshake() {
+        switch transport.handshake() {
+        case nil:
+            handshaking = false
+            watchWritable(false)
+            lastActivity = MonotonicClock.nanoseconds()
+            flush()
+            if !isClosed { readAvailable() }
+        case .wantWrite?:
+            watchWritable(true)
+        case .wantRead?, .bytes?:
+            watchWritable(false)
+        case .closed?:
+            close()
+        case .failed(let reason)?:
+            shared.logger.debug("closing a connection whose TLS handshake failed", metadata: ["reason": "\(reason)"])
+            close()
+        }
+    }
+
     func handleEvents(_ events: UInt32) {
+        if handshaking {
+            continueHandshake()
+            return
+        }
         if events & EPOLLOUT.rawValue != 0 { flush() }
         if isClosed { return }
         if events & (EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue | EPOLLRDHUP.rawValue) != 0 {
@@ -84,14 +129,17 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
     private func readAvailable() {
         let buffer = loop.readBuffer
         for _ in 0..<16 {
-            let count = recv(fd, buffer.baseAddress, buffer.count, 0)
+            let outcome = transport.read(into: buffer)
             if lingering {
-                if count > 0 { continue }
-                if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { return }
-                close()
+                switch outcome {
+                case .bytes: continue
+                case .wantRead, .wantWrite: return
+                case .closed, .failed: close()
+                }
                 return
             }
-            if count > 0 {
+            switch outcome {
+            case .bytes(let count):
                 lastActivity = MonotonicClock.nanoseconds()
                 let consumed = nghttp2_session_mem_recv(
                     session, buffer.baseAddress!.assumingMemoryBound(to: UInt8.self), count)
@@ -102,32 +150,37 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
                     return
                 }
                 if count < buffer.count { break }
-            } else if count == 0 {
-                close()
-                return
-            } else {
-                if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { break }
+                continue
+            case .wantRead:
+                break
+            case .wantWrite:
+                // TLS needs to write before it can read more (a key update): wait for room.
+                watchWritable(true)
+            case .closed, .failed:
                 close()
                 return
             }
+            break
         }
         flush()
     }
 
     /// Sends everything nghttp2 has queued, watching for writability if the socket is full.
     func flush() {
-        guard !isClosed, let session else { return }
+        guard !isClosed, !handshaking, let session else { return }
         while true {
             if writeOffset < writeBuffer.count {
-                let sent = writeBuffer.withUnsafeBytes { raw in
-                    send(fd, raw.baseAddress! + writeOffset, raw.count - writeOffset, Int32(MSG_NOSIGNAL))
+                let outcome = writeBuffer.withUnsafeBytes { raw in
+                    transport.write(UnsafeRawBufferPointer(rebasing: raw[writeOffset...]))
                 }
-                if sent < 0 {
-                    if errno == EAGAIN || errno == EWOULDBLOCK {
-                        watchWritable(true)
-                        return
-                    }
-                    if errno == EINTR { continue }
+                let sent: Int
+                switch outcome {
+                case .bytes(let count):
+                    sent = count
+                case .wantWrite, .wantRead:
+                    watchWritable(true)
+                    return
+                case .closed, .failed:
                     close()
                     return
                 }
@@ -183,6 +236,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
         guard !isClosed else { return }
         isClosed = true
         loop.deregister(fd: fd)
+        transport.shutdown()
         Glibc.close(fd)
         let open = calls
         calls.removeAll()
@@ -255,6 +309,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
         case "content-type": call.contentType = valueString
         case "grpc-timeout": call.timeoutText = valueString
         case "grpc-encoding": call.encoding = valueString
+        case "authorization": call.authorization = valueString
         case "te", "grpc-accept-encoding", "host", "connection": break
         default:
             if !call.metadata.addWireHeader(name: nameString, value: valueString) {

@@ -40,6 +40,52 @@ enum ListeningSocket {
         return fd
     }
 
+    /// Opens a non-blocking UNIX-domain listening socket at `path`, readable and writable by
+    /// the daemon's user only (mode 0600). A stale socket file left by an earlier run is
+    /// replaced; any other file at `path` is an error.
+    static func openUnix(path: String) throws(RPCServerError) -> Int32 {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        let bytes = Array(path.utf8)
+        guard !bytes.isEmpty, bytes.count < capacity else {
+            throw .invalidAddress(path, "a UNIX socket path must be 1 to \(capacity - 1) bytes")
+        }
+        var status = stat()
+        if lstat(path, &status) == 0 {
+            guard status.st_mode & S_IFMT == S_IFSOCK else {
+                throw .invalidAddress(path, "a file that is not a socket is in the way")
+            }
+            unlink(path)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .system("socket(AF_UNIX)", errno) }
+        // Created with no access for others from the start, then narrowed to 0600.
+        let previousMask = umask(0o177)
+        let bound = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        umask(previousMask)
+        guard bound == 0 else {
+            let code = errno
+            close(fd)
+            throw .system("bind(\(path))", code)
+        }
+        chmod(path, 0o600)
+        guard listen(fd, 128) == 0 else {
+            let code = errno
+            close(fd)
+            throw .system("listen", code)
+        }
+        return fd
+    }
+
     /// The port a bound socket listens on.
     static func boundPort(_ fd: Int32) throws(RPCServerError) -> Int {
         var storage = sockaddr_storage()
@@ -68,11 +114,24 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
     private var listenerFD: Int32
     private var connections: [ObjectIdentifier: HTTP2Connection] = [:]
     private var draining = false
+    /// Which listener this is; the admin socket's acceptor shares a loop it does not stop.
+    let role: ListenerRole
+    /// TLS for accepted connections; nil: cleartext.
+    private let tls: TLSServerContext?
 
-    init(loop: EventLoop, shared: ServerShared, listenerFD: Int32) {
+    init(loop: EventLoop, shared: ServerShared, listenerFD: Int32, role: ListenerRole = .main,
+         tls: TLSServerContext? = nil) {
         self.loop = loop
         self.shared = shared
         self.listenerFD = listenerFD
+        self.role = role
+        self.tls = tls
+    }
+
+    /// The transport of a newly accepted connection.
+    private func transport(for fd: Int32) throws -> any ConnectionTransport {
+        guard let tls else { return PlainTransport(fd: fd) }
+        return try TLSServerTransport(fd: fd, context: tls)
     }
 
     /// Starts accepting and the once-a-second idle sweep. Loop thread.
@@ -98,9 +157,11 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
                 continue
             }
             var one: Int32 = 1
-            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            if role == .main { setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size)) }
             do {
-                let connection = try HTTP2Connection(fd: fd, loop: loop, shared: shared) { [weak self] closed in
+                let connection = try HTTP2Connection(
+                    fd: fd, loop: loop, shared: shared, listener: role, transport: try transport(for: fd)
+                ) { [weak self] closed in
                     self?.connectionClosed(closed)
                 }
                 connections[ObjectIdentifier(connection)] = connection
@@ -117,7 +178,7 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
         if connections.removeValue(forKey: ObjectIdentifier(connection)) != nil {
             shared.openConnections.subtract(1, ordering: .relaxed)
         }
-        if draining && connections.isEmpty { loop.stop() }
+        if draining && connections.isEmpty && role == .main { loop.stop() }
     }
 
     private func scheduleSweep() {
@@ -143,7 +204,7 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
             listenerFD = -1
         }
         if connections.isEmpty {
-            loop.stop()
+            if role == .main { loop.stop() }
             return
         }
         for connection in Array(connections.values) { connection.beginGracefulShutdown() }
@@ -154,7 +215,7 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
                                            metadata: ["connections": "\(self.connections.count)"])
             }
             for connection in Array(self.connections.values) { connection.close() }
-            self.loop.stop()
+            if self.role == .main { self.loop.stop() }
         }
     }
 }

@@ -6,7 +6,8 @@ import Synchronization
 import Glibc
 #endif
 
-/// A gRPC server over cleartext HTTP/2 (h2c with prior knowledge), built on libnghttp2.
+/// A gRPC server over HTTP/2, cleartext (h2c with prior knowledge) or TLS (ALPN h2), built on
+/// libnghttp2 and OpenSSL.
 ///
 /// The server runs one event-loop thread per configured loop, each with its own
 /// `SO_REUSEPORT` listening socket, so the kernel spreads connections across cores. Inline
@@ -53,16 +54,34 @@ public final class RPCServer: Sendable {
             listeners.forEach { close($0) }
             throw error
         }
+        let security = configuration.security
+        let tls: TLSServerContext?
+        var adminAcceptor: LoopAcceptor? = nil
+        do {
+            tls = try security.tls.map { settings throws(TLSError) in try TLSServerContext(settings: settings) }
+            if let path = security.adminSocketPath {
+                let fd = try ListeningSocket.openUnix(path: path)
+                adminAcceptor = LoopAcceptor(loop: loops[0], shared: shared, listenerFD: fd, role: .admin)
+            }
+        } catch let error as TLSError {
+            listeners.forEach { close($0) }
+            throw RPCServerError.tls(error)
+        } catch {
+            listeners.forEach { close($0) }
+            throw error
+        }
         portState.withLock { $0 = port }
         for (loop, listener) in zip(loops, listeners) {
-            let acceptor = LoopAcceptor(loop: loop, shared: shared, listenerFD: listener)
-            acceptors.withLock { $0.append(acceptor) }
+            let acceptor = LoopAcceptor(loop: loop, shared: shared, listenerFD: listener, tls: tls)
+            let extra = loop.index == 0 ? adminAcceptor : nil
+            acceptors.withLock { $0.append(contentsOf: [acceptor] + (extra.map { [$0] } ?? [])) }
             stoppedLoops.enter()
             let group = stoppedLoops
             let logger = shared.logger
             let thread = Thread {
                 do {
                     try acceptor.start()
+                    try extra?.start()
                 } catch {
                     logger.error("event loop failed to start", metadata: ["error": "\(error)"])
                 }
@@ -74,7 +93,11 @@ public final class RPCServer: Sendable {
             thread.start()
         }
         shared.logger.info("serving gRPC", metadata: [
-            "address": "\(configuration.host):\(port)", "event_loops": "\(loops.count)"])
+            "address": "\(configuration.host):\(port)", "event_loops": "\(loops.count)",
+            "transport": "\(security.tls == nil ? "h2c (cleartext)" : security.tls?.clientCAFile == nil ? "TLS" : "mutual TLS")"])
+        if let path = security.adminSocketPath {
+            shared.logger.info("serving administration", metadata: ["socket": "\(path)"])
+        }
         return port
     }
 

@@ -25,6 +25,8 @@ public struct RPCServerConfiguration: Sendable {
     public var maxConnections: Int = 10_000
     /// How long graceful shutdown waits for calls in flight before closing. Default 10 s.
     public var drainTimeout: Duration = .seconds(10)
+    /// TLS, the admin socket and per-call authorization. Default: cleartext, none.
+    public var security = RPCSecurityConfiguration()
 
     /// Creates the default configuration.
     public init() {}
@@ -63,6 +65,8 @@ public enum RPCServerError: Error, CustomStringConvertible, Sendable {
     case invalidAddress(String, String)
     /// libnghttp2 refused an operation.
     case http2(String, Int32)
+    /// TLS could not be set up (certificate, key or CA files).
+    case tls(TLSError)
 
     public var description: String {
         switch self {
@@ -72,6 +76,8 @@ public enum RPCServerError: Error, CustomStringConvertible, Sendable {
             return "invalid listen address '\(address)': \(reason)"
         case .http2(let call, let code):
             return "\(call) failed: nghttp2 error \(code)"
+        case .tls(let error):
+            return "TLS setup failed: \(error)"
         }
     }
 }

@@ -18,6 +18,8 @@ final class ServerCall {
     var metadata = Metadata()
     var headerBytes = 0
     var badHeader: String? = nil
+    /// The `authorization` header, kept out of the metadata handlers see.
+    var authorization: String? = nil
 
     var route: Route? = nil
     var deframer: MessageDeframer

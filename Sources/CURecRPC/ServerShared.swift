@@ -45,6 +45,11 @@ final class ServerShared: Sendable {
         guard let route = router.route(for: call.path) else {
             return .grpcStatus(unknownMethodStatus(call.path), Metadata())
         }
+        if let authorizer = configuration.security.authorizer,
+           let denial = authorizer.authorize(method: route.method, authorization: call.authorization,
+                                             listener: connection.listener) {
+            return .grpcStatus(denial, Metadata())
+        }
         if draining.load(ordering: .relaxed) {
             return .grpcStatus(RPCStatus(code: .unavailable, message: "the server is shutting down"), Metadata())
         }

@@ -38,6 +38,8 @@ public final class Daemon: Sendable {
     private let options: DaemonOptions
     private let logger: Logger
     private let artifacts: ArtifactStore
+    /// Checks tokens and the admin split; nil when neither tokens nor an admin socket are configured.
+    private let authorizer: TokenAuthorizer?
 
     /// Creates the daemon: loads data and plugins (training what is missing), builds the
     /// services. Nothing is bound until ``start()``.
@@ -201,7 +203,20 @@ public final class Daemon: Sendable {
         self.plugins = plugins
         self.recommendations = recommendations
         self.jobs = jobs
-        self.server = try RPCServer(configuration: try configuration.serverConfiguration(), router: router, logger: logger)
+        var serverConfiguration = try configuration.serverConfiguration()
+        var authorizer: TokenAuthorizer? = nil
+        if !configuration.tokens.isEmpty || !configuration.admin_socket.isEmpty {
+            authorizer = TokenAuthorizer(
+                policy: .daemon(healthRequiresToken: configuration.health_requires_token),
+                tokens: try TokenTable(configuration.tokens), requireTokens: !configuration.tokens.isEmpty,
+                adminSocketPath: configuration.admin_socket.isEmpty ? nil : configuration.admin_socket)
+            serverConfiguration.security.authorizer = authorizer
+        }
+        self.authorizer = authorizer
+        if configuration.isInsecurelyExposed {
+            logger.warning("INSECURE: listening on \(configuration.listen), not a loopback address, without TLS and tokens: anyone who can connect may load plugins (run code) and use every method (see docs/security.md)")
+        }
+        self.server = try RPCServer(configuration: serverConfiguration, router: router, logger: logger)
         self.artifacts = artifacts
         let sampleAction: @Sendable () -> Void = { [weak self] in self?.logSampleRecommendations() }
         sampleLogger.action.withLock { $0 = sampleAction }
@@ -218,6 +233,21 @@ public final class Daemon: Sendable {
             try? FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(entry))
             logger.debug("removed a stale plugin cache", metadata: ["pid": "\(pid)"])
         }
+    }
+
+    /// Replaces the bearer tokens in effect with those of `configuration` (SIGHUP). Tokens
+    /// are only checked when some were configured at start; a reload cannot turn checking
+    /// off (an empty list refuses every token).
+    public func reloadTokens(from configuration: DaemonConfiguration) throws(ConfigurationError) {
+        let table = try TokenTable(configuration.tokens)
+        guard let authorizer, !options.configuration.tokens.isEmpty else {
+            if !configuration.tokens.isEmpty {
+                logger.warning("tokens were added to the configuration, but token checks are set up at start only: restart curecd to require them")
+            }
+            return
+        }
+        let count = authorizer.reload(table)
+        logger.notice("reloaded bearer tokens", metadata: ["tokens": "\(count)"])
     }
 
     /// Instance name of the SASRec recommender with CURec reason features the pipeline serves.

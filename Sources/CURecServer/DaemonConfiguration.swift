@@ -109,6 +109,23 @@ public struct DaemonConfiguration: Sendable, Codable {
     /// Pair reasons (`Recommend` with `REASON_SOURCE_PAIR`) kept in memory, per (user, item,
     /// model version); the least recently used are dropped.
     public var pair_reason_cache_size: Int = 4096
+    /// PEM certificate chain the main listener presents; with `tls_key_file`, it speaks TLS only.
+    public var tls_cert_file: String = ""
+    /// PEM private key of `tls_cert_file`.
+    public var tls_key_file: String = ""
+    /// PEM CA file client certificates must chain to (mutual TLS); empty: no client certificates.
+    public var tls_client_ca_file: String = ""
+    /// Seconds a TLS handshake may take after accept before the connection is closed.
+    public var tls_handshake_timeout_seconds: Double = 10
+    /// Bearer tokens (hashed) and their scopes; non-empty: every call but health needs one.
+    public var tokens: [TokenSpec] = []
+    /// Health checks need a token too (when tokens are configured).
+    public var health_requires_token: Bool = false
+    /// UNIX socket serving administration (plugins, job submission, dataset upload); the main
+    /// listener then refuses those methods. Empty: administration on the main listener.
+    public var admin_socket: String = ""
+    /// Allow listening on a non-loopback address without TLS and tokens.
+    public var insecure: Bool = false
 
     /// Where each setting that is not at its default came from (for error messages).
     public internal(set) var sources: [String: SettingSource] = [:]
@@ -155,6 +172,20 @@ public struct DaemonConfiguration: Sendable, Codable {
               "largest `DatasetService.Upload`; larger uploads: RESOURCE_EXHAUSTED, nothing stored"),
         .text(\.pair_reason_cache_size, "pair_reason_cache_size", rule: .within(1...1_000_000),
               "pair reasons (`Recommend` with `REASON_SOURCE_PAIR`) kept in memory per (user, item, model version), least recently used dropped (4096 is about 1 MiB)"),
+        .text(\.tls_cert_file, "tls_cert_file", defaultText: "none",
+              "PEM certificate chain of the main listener; with `tls_key_file` it speaks TLS 1.2+ with ALPN `h2` only (see docs/security.md)"),
+        .text(\.tls_key_file, "tls_key_file", defaultText: "none", "PEM private key of `tls_cert_file`"),
+        .text(\.tls_client_ca_file, "tls_client_ca_file", defaultText: "none",
+              "PEM CA certificates that client certificates must chain to: mutual TLS, a client without a valid certificate fails the handshake"),
+        .text(\.tls_handshake_timeout_seconds, "tls_handshake_timeout_seconds", rule: .above(0),
+              "a TLS handshake not finished this long after accept closes the connection"),
+        .structured(\.tokens, "tokens", typeName: "list of tokens", defaultText: "none",
+                    "bearer tokens as `name`, `sha256` (of the token; `curec token hash`), `scopes` (`score`, `generate`, `jobs`, `admin`), optional `expires` (ISO 8601); reloaded on SIGHUP; when the list is non-empty at start, every call except health needs a token"),
+        .text(\.health_requires_token, "health_requires_token", "health checks need a token too (with tokens configured)"),
+        .text(\.admin_socket, "admin_socket", defaultText: "none",
+              "UNIX socket (mode 0600) serving every method without a token, for administration; the main listener then refuses `admin` methods (plugins, job submission and cancellation, dataset upload) with PERMISSION_DENIED"),
+        .text(\.insecure, "insecure",
+              "allow a non-loopback `listen` address without TLS and tokens (logs a warning); without it such a start is refused"),
         .text(\.pipeline_on_start, "pipeline_on_start", rule: .oneOf(["quick", "standard", "off"]),
               "the `pipeline` profile submitted on the first start with the dataset and MiniLM present (only if no report exists and no pipeline job was ever submitted); `--no-plugins` turns it off"),
     ]
@@ -311,6 +342,44 @@ public struct DaemonConfiguration: Sendable, Codable {
             guard names.insert(plugin.name).inserted else { throw .invalid("plugin name '\(plugin.name)' is used twice") }
             _ = try plugin.configBytes()
         }
+        try validateSecurity()
+    }
+
+    /// TLS files come as a pair; tokens are well formed; a non-loopback listener has TLS and
+    /// tokens (or client certificates) unless `insecure` is set.
+    func validateSecurity() throws(ConfigurationError) {
+        guard tls_cert_file.isEmpty == tls_key_file.isEmpty else {
+            throw .invalid("tls_cert_file and tls_key_file go together: set both or neither")
+        }
+        guard tls_client_ca_file.isEmpty || !tls_cert_file.isEmpty else {
+            throw .invalid("tls_client_ca_file needs tls_cert_file and tls_key_file (client certificates are a TLS feature)")
+        }
+        _ = try TokenTable(tokens)
+        guard !insecure, let address = try? RPCServerConfiguration.parseListenAddress(listen),
+              !Self.isLoopback(host: address.host) else { return }
+        var missing: [String] = []
+        if tls_cert_file.isEmpty { missing.append("TLS (tls_cert_file, tls_key_file)") }
+        if tokens.isEmpty && tls_client_ca_file.isEmpty { missing.append("tokens (or tls_client_ca_file)") }
+        guard missing.isEmpty else {
+            throw .invalid("listen \(Setting.shortened(listen)) is not a loopback address but "
+                           + missing.joined(separator: " and ") + " \(missing.count == 1 ? "is" : "are") not configured; "
+                           + "configure them (docs/security.md) or pass --insecure to serve anyone who can connect")
+        }
+    }
+
+    /// Whether `host` names the loopback interface (127.0.0.0/8, ::1, localhost).
+    public static func isLoopback(host: String) -> Bool {
+        if host == "localhost" || host == "::1" { return true }
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
+    }
+
+    /// Whether this configuration exposes the daemon without protection (a non-loopback
+    /// listener allowed by `insecure` without TLS or tokens), for the warning at start.
+    public var isInsecurelyExposed: Bool {
+        guard let address = try? RPCServerConfiguration.parseListenAddress(listen),
+              !Self.isLoopback(host: address.host) else { return false }
+        return tls_cert_file.isEmpty || (tokens.isEmpty && tls_client_ca_file.isEmpty)
     }
 
     /// The RPC server settings these options describe.
@@ -327,6 +396,13 @@ public struct DaemonConfiguration: Sendable, Codable {
         server.maxReceiveMessageBytes = max_message_bytes
         server.drainTimeout = .milliseconds(Int(drain_timeout_seconds * 1000))
         server.idleTimeout = .milliseconds(Int(idle_timeout_seconds * 1000))
+        if !tls_cert_file.isEmpty {
+            server.security.tls = TLSServerSettings(
+                certificateChainFile: tls_cert_file, privateKeyFile: tls_key_file,
+                clientCAFile: tls_client_ca_file.isEmpty ? nil : tls_client_ca_file)
+        }
+        server.security.handshakeTimeout = .milliseconds(Int(tls_handshake_timeout_seconds * 1000))
+        if !admin_socket.isEmpty { server.security.adminSocketPath = admin_socket }
         return server
     }
 }

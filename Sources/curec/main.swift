@@ -15,9 +15,14 @@ struct CURecCommand: ParsableCommand {
         commandName: "curec",
         abstract: "Talk to a running curecd: health, plugins, jobs, models, the pipeline report, recommendations, "
             + "text generation and fine-tuning datasets.",
-        discussion: "The daemon address comes from --address or CUREC_ADDRESS (default 127.0.0.1:50051).",
+        discussion: """
+            The daemon address comes from --address or CUREC_ADDRESS (default 127.0.0.1:50051; \
+            unix:/path for the admin socket). TLS: --tls-ca (or CUREC_TLS_CA) names the CA that \
+            signed the daemon's certificate, --tls-cert/--tls-key a client certificate; a bearer \
+            token is read from --token-file or CUREC_TOKEN. See docs/security.md.
+            """,
         subcommands: [Health.self, Plugins.self, Jobs.self, Models.self, Report.self, Recommend.self, Score.self,
-                      ScoreReason.self, Embed.self, Generate.self, Datasets.self])
+                      ScoreReason.self, Embed.self, Generate.self, Datasets.self, Token.self])
 }
 
 /// Options every command takes.
@@ -31,9 +36,43 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "Seconds to wait for an answer.")
     var timeout: Double = 30
 
+    @Flag(name: .long, help: "Connect with TLS, trusting the system's CAs (implied by --tls-ca or CUREC_TLS_CA).")
+    var tls = false
+
+    @Option(name: .customLong("tls-ca"), help: "PEM CA file the daemon's certificate must chain to (default: CUREC_TLS_CA).")
+    var tlsCA: String?
+
+    @Option(name: .customLong("tls-cert"), help: "PEM client certificate, for a daemon that requires mutual TLS (default: CUREC_TLS_CERT).")
+    var tlsCertificate: String?
+
+    @Option(name: .customLong("tls-key"), help: "PEM key of --tls-cert (default: CUREC_TLS_KEY).")
+    var tlsKey: String?
+
+    @Option(name: .customLong("tls-server-name"), help: "Name the daemon's certificate must carry (default: the address's host).")
+    var tlsServerName: String?
+
+    @Option(name: .customLong("token-file"), help: "File holding the bearer token (default: the CUREC_TOKEN variable).")
+    var tokenFile: String?
+
     func client() throws -> RPCClient {
-        let target = address ?? ProcessInfo.processInfo.environment["CUREC_ADDRESS"] ?? "127.0.0.1:50051"
-        return try CURec.run { try RPCClient(address: target) }
+        let environment = ProcessInfo.processInfo.environment
+        let target = address ?? environment["CUREC_ADDRESS"] ?? "127.0.0.1:50051"
+        let caFile = tlsCA ?? environment["CUREC_TLS_CA"]
+        let certificate = tlsCertificate ?? environment["CUREC_TLS_CERT"]
+        var settings: TLSClientSettings? = nil
+        if tls || caFile != nil || certificate != nil {
+            settings = TLSClientSettings(caFile: caFile, certificateFile: certificate,
+                                         privateKeyFile: tlsKey ?? environment["CUREC_TLS_KEY"], serverName: tlsServerName)
+        }
+        var token = environment["CUREC_TOKEN"]
+        if let tokenFile {
+            guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8) else {
+                throw ValidationError("cannot read the token file \(tokenFile)")
+            }
+            token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let bearer = token.flatMap { $0.isEmpty ? nil : $0 }
+        return try CURec.run { try RPCClient(address: target, tls: settings, bearerToken: bearer) }
     }
 }
 

@@ -11,9 +11,10 @@ struct CURecDaemonCommand: ParsableCommand {
         commandName: "curecd",
         abstract: "CURec serve: a gRPC daemon for recommendation scoring, reasons and fine-tuning jobs.",
         discussion: """
-            Serves gRPC over cleartext HTTP/2 (h2c, prior knowledge). SIGTERM or SIGINT shuts \
-            down gracefully: new calls are refused, calls in flight get --drain-timeout seconds \
-            to finish, and the process exits 0.
+            Serves gRPC over HTTP/2: cleartext (h2c, prior knowledge) on loopback, or TLS with \
+            bearer tokens (docs/security.md). SIGTERM or SIGINT shuts down gracefully: new calls \
+            are refused, calls in flight get --drain-timeout seconds to finish, and the process \
+            exits 0. SIGHUP reloads the bearer tokens from the configuration.
 
             Settings (each also a YAML key and a CUREC_* environment variable; flags win \
             over the environment, which wins over the file; see docs/configuration.md):
@@ -75,6 +76,18 @@ struct CURecDaemonCommand: ParsableCommand {
             source.resume()
             signalSources.append(source)
         }
+        signal(SIGHUP, SIG_IGN)
+        let settingFlags = try SettingFlags.split(Self.arguments).flags
+        let reload = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        reload.setEventHandler {
+            do {
+                try daemon.reloadTokens(from: try self.configuration(settingFlags: settingFlags))
+            } catch {
+                logger.error("SIGHUP: the configuration was not reloaded; the tokens in effect stay", metadata: ["error": "\(error)"])
+            }
+        }
+        reload.resume()
+        signalSources.append(reload)
         let port = try daemon.start()
         logger.info("curecd ready", metadata: ["port": "\(port)"])
         let jobsStopped = daemon.waitUntilStopped()

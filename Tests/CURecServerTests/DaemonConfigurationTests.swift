@@ -54,6 +54,7 @@ import Yams
     @Test func theFileSetsWhatItNames() throws {
         let file = try ConfigFile("""
             listen: 0.0.0.0:7000
+            insecure: true
             job_queue_capacity: 2
             drain_timeout_seconds: 2.5
             enable_interop_testing: true
@@ -137,6 +138,7 @@ import Yams
         "drain_timeout_seconds": "-1", "idle_timeout_seconds": "0", "event_loops": "-1", "log_level": "loud",
         "job_workers": "0", "job_queue_capacity": "0", "lm_weights": "int8", "dataset_upload_max_bytes": "0",
         "pipeline_on_start": "always", "pair_reason_cache_size": "0", "job_retention_days": "-1", "job_crash_limit": "0",
+        "tls_handshake_timeout_seconds": "0",
     ]
 
     @Test func everyRuleIsCheckedAndNamed() throws {

@@ -17,6 +17,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"time"
 
 	"google.golang.org/grpc"
@@ -50,6 +51,8 @@ type DialOption func(*dialSettings)
 type dialSettings struct {
 	timeout time.Duration
 	grpc    []grpc.DialOption
+	tls     *tls.Config
+	token   string
 }
 
 // WithTimeout sets the deadline of each unary call whose context has none (default
@@ -63,7 +66,8 @@ func WithGRPCOptions(opts ...grpc.DialOption) DialOption {
 	return func(s *dialSettings) { s.grpc = append(s.grpc, opts...) }
 }
 
-// Dial connects to a daemon at address ("host:port", plaintext HTTP/2). Like grpc.Dial it
+// Dial connects to a daemon at address ("host:port"): plaintext HTTP/2, or TLS with
+// WithTLS, and a bearer token with WithToken (see docs/security.md). Like grpc.Dial it
 // does not wait for the connection: an unreachable daemon shows as Unavailable errors on
 // the first calls (pass WithGRPCOptions(grpc.WithBlock()) with DialContext to wait).
 func Dial(address string, opts ...DialOption) (*Client, error) {
@@ -76,7 +80,7 @@ func DialContext(ctx context.Context, address string, opts ...DialOption) (*Clie
 	for _, opt := range opts {
 		opt(&settings)
 	}
-	grpcOpts := append([]grpc.DialOption{grpc.WithInsecure()}, settings.grpc...)
+	grpcOpts := append(settings.transportOptions(), settings.grpc...)
 	conn, err := grpc.DialContext(ctx, address, grpcOpts...)
 	if err != nil {
 		return nil, wrapError(err, "dial "+address)

@@ -56,7 +56,8 @@ type daemon struct {
 	address string
 }
 
-func startDaemon() (*daemon, error) {
+// startDaemon starts curecd with the test settings and extra flags appended.
+func startDaemon(extra ...string) (*daemon, error) {
 	root := repoRoot()
 	binary := os.Getenv("CURECD")
 	if binary == "" {
@@ -97,6 +98,7 @@ func startDaemon() (*daemon, error) {
 	defer logFile.Close()
 	args := []string{"--listen", "127.0.0.1:0", "--port-file", portFile,
 		"--data-dir", dataDir, "--dataset-dir", dataset, "--lm-path", lm, "--pipeline-on-start", "off"}
+	args = append(args, extra...)
 	// MiniLM, when fetched (scripts/fetch-minilm), for Embed and ScoreReasons.
 	if miniLM := filepath.Join(root, "var", "models", "all-MiniLM-L6-v2"); fileExists(filepath.Join(miniLM, "model.safetensors")) {
 		args = append(args, "--minilm-dir", miniLM)

@@ -7,19 +7,81 @@ import SwiftProtobuf
 import Glibc
 #endif
 
-/// A small blocking gRPC client over h2c on libnghttp2, for tools such as the `curec` CLI.
+/// A small blocking gRPC client over HTTP/2 on libnghttp2 (cleartext, TLS, or a UNIX socket),
+/// for tools such as the `curec` CLI.
 ///
 /// One connection, one call at a time, on the calling thread. Calls fail with ``RPCError``
 /// carrying the server's status code and message (or UNAVAILABLE / DEADLINE_EXCEEDED for
 /// transport problems), so tools can show exactly what the server said.
 public final class RPCClient {
     private let fd: Int32
+    private let transport: any ClientTransport
+    /// Sent as `authorization: Bearer <token>` on every call.
+    private let bearerToken: String?
+    private let scheme: String
     private var session: OpaquePointer? = nil
     fileprivate var call: ClientCall? = nil
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
 
-    /// Connects to `host:port` (IPv4, IPv6 or a name) within `timeout` seconds.
-    public init(address: String, timeout: Double = 5) throws(RPCError) {
+    /// Connects to `host:port` (IPv4, IPv6 or a name), or to `unix:/path` (the daemon's admin
+    /// socket), within `timeout` seconds; with `tls`, runs the TLS handshake; with
+    /// `bearerToken`, sends it on every call.
+    public init(address: String, timeout: Double = 5, tls: TLSClientSettings? = nil,
+                bearerToken: String? = nil) throws(RPCError) {
+        self.bearerToken = bearerToken
+        self.scheme = tls == nil ? "http" : "https"
+        let fd: Int32
+        let host: String
+        if address.hasPrefix("unix:") {
+            host = "localhost"
+            fd = try Self.connectUnix(path: String(address.dropFirst("unix:".count)), timeout: timeout)
+        } else {
+            (fd, host) = try Self.connectTCP(address: address, timeout: timeout)
+        }
+        do {
+            transport = try tls.map { settings throws(RPCError) in try TLSClientTransport(fd: fd, host: host, settings: settings) }
+                ?? PlainClientTransport(fd: fd)
+        } catch {
+            close(fd)
+            throw error
+        }
+        self.fd = fd
+        let userData = Unmanaged.passUnretained(self).toOpaque()
+        guard nghttp2_session_client_new(&session, ClientCallbacks.shared.pointer, userData) == 0 else {
+            close(fd)
+            throw RPCError(.internal, "cannot create an HTTP/2 session")
+        }
+        var settings = [nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: 1 << 20)]
+        nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
+    }
+
+    private static func connectUnix(path: String, timeout: Double) throws(RPCError) -> Int32 {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard !bytes.isEmpty, bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw RPCError(.invalidArgument, "unix socket path must be 1 to 107 bytes")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw RPCError(.unavailable, "socket() failed: errno \(errno)") }
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let connected = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw RPCError(.unavailable, "cannot connect to unix:\(path): \(reason) (is curecd running with admin_socket?)")
+        }
+        return fd
+    }
+
+    private static func connectTCP(address: String, timeout: Double) throws(RPCError) -> (Int32, String) {
         let parsed: (host: String, port: Int)
         do {
             parsed = try RPCServerConfiguration.parseListenAddress(address)
@@ -45,14 +107,9 @@ public final class RPCClient {
         }
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        self.fd = fd
-        let userData = Unmanaged.passUnretained(self).toOpaque()
-        guard nghttp2_session_client_new(&session, ClientCallbacks.shared.pointer, userData) == 0 else {
-            close(fd)
-            throw RPCError(.internal, "cannot create an HTTP/2 session")
-        }
-        var settings = [nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: 1 << 20)]
-        nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
+        // Bounds the TLS handshake too: a server that never answers it fails the connect.
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        return (fd, parsed.host)
     }
 
     deinit {
@@ -159,12 +216,13 @@ public final class RPCClient {
         }
         var headers = HeaderBlock()
         headers.add(":method", "POST")
-        headers.add(":scheme", "http")
+        headers.add(":scheme", scheme)
         headers.add(":path", path)
         headers.add(":authority", "curec")
         headers.add("content-type", "application/grpc")
         headers.add("te", "trailers")
         headers.add("user-agent", "curec-cli")
+        if let bearerToken { headers.add("authorization", "Bearer \(bearerToken)") }
         if timeout > 0 { headers.add("grpc-timeout", "\(max(1, Int(timeout * 1000)))m") }
         var provider = nghttp2_data_provider()
         provider.read_callback = ClientCallbacks.readRequest
@@ -227,7 +285,7 @@ public final class RPCClient {
             guard length > 0, let data else { break }
             var offset = 0
             while offset < length {
-                let sent = send(fd, data + offset, length - offset, Int32(MSG_NOSIGNAL))
+                let sent = transport.send(data + offset, length - offset)
                 if sent < 0, errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR {
                     // The socket's buffer is full (a large upload to a busy server): wait for room.
                     guard deadline.timeIntervalSinceNow > 0 else {
@@ -237,17 +295,20 @@ public final class RPCClient {
                     _ = poll(&poller, 1, 1000)
                     continue
                 }
-                guard sent > 0 else { throw RPCError(.unavailable, "the connection to the server broke while sending") }
+                guard sent > 0 else { throw RPCError(.unavailable, "the connection to the server broke while sending (a server that speaks TLS closes cleartext connections)") }
                 offset += sent
             }
         }
         if call?.closed == true || call?.producerFailure != nil { return }
         let remaining = deadline.timeIntervalSinceNow
         guard remaining > 0 else { throw RPCError(.deadlineExceeded, "no answer from the server in time") }
-        var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        let ready = poll(&poller, 1, Int32(min(remaining, 1) * 1000))
-        if ready <= 0 { return }
-        let count = readBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if !transport.hasBufferedInput {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, Int32(min(remaining, 1) * 1000))
+            if ready <= 0 { return }
+        }
+        let count = readBuffer.withUnsafeMutableBytes { transport.receive($0.baseAddress!, $0.count) }
+        if count < 0, errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return }
         guard count > 0 else { throw RPCError(.unavailable, "the server closed the connection") }
         let consumed = readBuffer.withUnsafeBufferPointer { nghttp2_session_mem_recv(session, $0.baseAddress, count) }
         guard consumed >= 0 else { throw RPCError(.internal, "HTTP/2 protocol error from the server") }

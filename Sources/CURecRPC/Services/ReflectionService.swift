@@ -96,6 +96,9 @@ public final class ReflectionService: Grpc_Reflection_V1_ServerReflectionHandler
         Grpc_Reflection_V1_ServerReflection.Method.serverReflectionInfo.served(as: "grpc.reflection.v1alpha.ServerReflection"),
     ]
 
+    /// The descriptors of the reflection methods this service routes (`v1` and `v1alpha`).
+    public static var servedMethods: [RPCMethodDescriptor] { ownMethods.map(\.descriptor) }
+
     /// Checks that `method` is described in `files` with the same message types.
     private static func check(
         _ method: RPCMethodDescriptor, in files: [String: Google_Protobuf_FileDescriptorProto]

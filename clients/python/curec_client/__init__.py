@@ -30,7 +30,7 @@ from ._proto.curec.v1 import (  # noqa: F401  (re-exported through ``pb``)
     reward_pb2,
     reward_pb2_grpc,
 )
-from .client import DATASET_CHUNK_BYTES, DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client, GenerationStream
+from .client import DATASET_CHUNK_BYTES, DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client, GenerationStream, open_channel
 from .errors import CurecError
 from .types import (
     ChatMessage,
@@ -68,6 +68,7 @@ __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_TIMEOUT",
     "Dataset",
+    "open_channel",
     "Embeddings",
     "FinishReason",
     "Generation",

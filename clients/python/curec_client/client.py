@@ -63,7 +63,7 @@ from .types import (
     Scores,
 )
 
-__all__ = ["Client", "GenerationStream", "DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "DATASET_CHUNK_BYTES"]
+__all__ = ["Client", "open_channel", "GenerationStream", "DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "DATASET_CHUNK_BYTES"]
 
 #: Where ``scripts/run`` serves by default.
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -284,6 +284,84 @@ class GenerationStream:
         self.cancel()
 
 
+def _read_pem(value: Union[None, str, bytes, "os.PathLike[str]"]) -> Optional[bytes]:
+    """PEM bytes as given, or read from a path."""
+    if value is None or isinstance(value, bytes):
+        return value
+    with open(os.fspath(value), "rb") as f:
+        return f.read()
+
+
+class _BearerInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds the bearer token as metadata on a cleartext channel (loopback or the admin
+    socket), where grpcio does not send call credentials."""
+
+    def __init__(self, token: str) -> None:
+        self._pair = ("authorization", "Bearer " + token)
+
+    def _details(self, details: Any) -> Any:
+        metadata = list(details.metadata or ()) + [self._pair]
+        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _CallDetails(details, metadata)
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), requests)
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    def __init__(self, details: Any, metadata: List[Tuple[str, str]]) -> None:
+        self.method = details.method
+        self.timeout = details.timeout
+        self.metadata = metadata
+        self.credentials = details.credentials
+        self.wait_for_ready = getattr(details, "wait_for_ready", None)
+        self.compression = getattr(details, "compression", None)
+
+
+def open_channel(
+    address: str,
+    *,
+    tls: bool = False,
+    tls_ca: Union[None, str, bytes, "os.PathLike[str]"] = None,
+    tls_cert: Union[None, str, bytes, "os.PathLike[str]"] = None,
+    tls_key: Union[None, str, bytes, "os.PathLike[str]"] = None,
+    server_name: Optional[str] = None,
+    token: Optional[str] = None,
+    options: Optional[Sequence[Tuple[str, Any]]] = None,
+) -> grpc.Channel:
+    """A grpcio channel to ``curecd``: TLS when ``tls`` or any ``tls_*`` is given (CA and
+    client certificate as paths or PEM bytes; the system's CAs without ``tls_ca``), with the
+    bearer ``token`` as call credentials (or as metadata on a cleartext channel)."""
+    channel_options = list(options or ())
+    if server_name:
+        channel_options.append(("grpc.ssl_target_name_override", server_name))
+    if tls or tls_ca is not None or tls_cert is not None:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_read_pem(tls_ca),
+            private_key=_read_pem(tls_key),
+            certificate_chain=_read_pem(tls_cert),
+        )
+        if token:
+            # The standard access-token credentials: `authorization: Bearer <token>`.
+            credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(token))
+        return grpc.secure_channel(address, credentials, options=channel_options)
+    channel = grpc.insecure_channel(address, options=channel_options)
+    return grpc.intercept_channel(channel, _BearerInterceptor(token)) if token else channel
+
+
 class Client:
     """A connection to one ``curecd``.
 
@@ -293,13 +371,23 @@ class Client:
             for item in client.recommend("196", k=5):
                 print(item.item_id, item.title, round(item.score, 3))
 
+    Over TLS with a bearer token (see docs/security.md)::
+
+        client = Client("curec.example.org:50051", tls_ca="ca.pem", token=os.environ["CUREC_TOKEN"])
+
     Args:
-        address: ``host:port`` of the daemon (plaintext HTTP/2).
+        address: ``host:port`` of the daemon, or ``unix:/path`` for its admin socket.
         timeout: seconds each unary call may take (None: no deadline). ``watch`` streams
             have no deadline unless one is passed to it.
         options: extra grpcio channel options, e.g. ``[("grpc.max_receive_message_length", n)]``.
         channel: an existing ``grpc.Channel`` to use instead of opening one; the client
             then does not close it.
+        tls: connect with TLS (implied by ``tls_ca`` or ``tls_cert``), trusting the system's
+            CAs unless ``tls_ca`` names one.
+        tls_ca, tls_cert, tls_key: PEM paths or bytes: the CA the daemon's certificate chains
+            to, and a client certificate and key for a daemon that requires mutual TLS.
+        server_name: the name the daemon's certificate must carry, if not the address's host.
+        token: bearer token sent with every call (``authorization: Bearer <token>``).
 
     The client is thread-safe (grpcio channels are) and closes its channel on ``close()``
     or when used as a context manager.
@@ -312,12 +400,19 @@ class Client:
         *,
         options: Optional[Sequence[Tuple[str, Any]]] = None,
         channel: Optional[grpc.Channel] = None,
+        tls: bool = False,
+        tls_ca: Union[None, str, bytes, "os.PathLike[str]"] = None,
+        tls_cert: Union[None, str, bytes, "os.PathLike[str]"] = None,
+        tls_key: Union[None, str, bytes, "os.PathLike[str]"] = None,
+        server_name: Optional[str] = None,
+        token: Optional[str] = None,
     ) -> None:
         self.address = address
         self.timeout = timeout
         self._owns_channel = channel is None
-        self._channel: grpc.Channel = channel if channel is not None else grpc.insecure_channel(
-            address, options=list(options or ())
+        self._channel: grpc.Channel = channel if channel is not None else open_channel(
+            address, tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+            server_name=server_name, token=token, options=options,
         )
         self._jobs = job_pb2_grpc.JobServiceStub(self._channel)
         self._generation = generation_pb2_grpc.GenerationServiceStub(self._channel)
