@@ -2,7 +2,9 @@
 ///
 /// Each message on the wire is a 1-byte compressed flag, a 4-byte big-endian length and
 /// that many bytes. A message whose declared length exceeds `maxMessageBytes` is refused
-/// as soon as its prefix is complete, before any of its body is buffered.
+/// as soon as its prefix is complete, before any of its body is buffered. The body buffer
+/// grows with the bytes that arrive, never to the declared length up front, so a prefix
+/// that promises 4 MiB and sends nothing costs nothing.
 struct MessageDeframer {
     /// Why a stream of bytes is not a valid sequence of messages.
     enum DeframingError: Error, Equatable {
@@ -67,8 +69,6 @@ struct MessageDeframer {
                     offset += expected
                     expectedBodyBytes = nil
                     try onMessage(message)
-                } else if let expected = expectedBodyBytes {
-                    body.reserveCapacity(expected)
                 }
                 continue
             }
@@ -83,8 +83,6 @@ struct MessageDeframer {
                 if expectedBodyBytes == 0 {
                     expectedBodyBytes = nil
                     try onMessage([])
-                } else if let expected = expectedBodyBytes {
-                    body.reserveCapacity(expected)
                 }
             }
         }
