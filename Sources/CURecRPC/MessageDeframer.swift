@@ -33,6 +33,9 @@ struct MessageDeframer {
     /// The number of bytes currently buffered for an incomplete message.
     var bufferedBytes: Int { prefix.count + body.count }
 
+    /// The memory reserved for the incomplete message's body (for tests of its growth).
+    var bodyCapacity: Int { body.capacity }
+
     /// Consumes `chunk`, calling `onMessage` with each complete message body.
     mutating func process(
         _ chunk: UnsafeRawBufferPointer,

@@ -94,11 +94,13 @@ class Closed(Exception):
 class RawConnection:
     """A minimal hand-driven HTTP/2 client connection to the server under test."""
 
-    def __init__(self, address):
+    def __init__(self, address, source=None):
         host, port = address.rsplit(":", 1)
         assert host in ("127.0.0.1", "localhost", "[::1]"), "raw tests talk only to loopback"
+        assert source is None or source.startswith("127."), "raw tests talk only from loopback"
         self.authority = address
-        self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=SOCKET_TIMEOUT)
+        self.sock = socket.create_connection(
+            (host.strip("[]"), int(port)), timeout=SOCKET_TIMEOUT, source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
         self.encoder = Encoder()
