@@ -103,6 +103,8 @@ class RawConnection:
             (host.strip("[]"), int(port)), timeout=SOCKET_TIMEOUT, source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
+        # Longest wait for a single read (raise it for calls that compute before answering).
+        self.read_timeout = SOCKET_TIMEOUT
         self.encoder = Encoder()
         self.decoder = Decoder()
         self.decoder.max_allowed_table_size = 65536
@@ -124,7 +126,7 @@ class RawConnection:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise socket.timeout("case deadline passed")
-        self.sock.settimeout(min(SOCKET_TIMEOUT, remaining))
+        self.sock.settimeout(min(self.read_timeout, remaining))
         try:
             chunk = self.sock.recv(65536)
         except ConnectionResetError:
