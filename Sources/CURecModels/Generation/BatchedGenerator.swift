@@ -25,8 +25,8 @@ public struct BatchedGenerator<Model: CausalLanguageModel> {
     ///   - onToken: called with `(row, token)` for each token as soon as it is final (tokens
     ///     that might begin a stop sequence are held back until that is decided), e.g. to
     ///     stream text.
-    ///   - shouldStop: polled before each token; returning true ends every row (finish
-    ///     reason `.cancelled`), e.g. when the caller's deadline passed.
+    ///   - shouldStop: polled before the prefill and before each token; returning true ends
+    ///     every row (finish reason `.cancelled`), e.g. when the caller's deadline passed.
     /// - Returns: one ``GenerationResult`` per prompt.
     public func generate(
         prompts: [[Int]], options: SamplingOptions,
