@@ -41,8 +41,11 @@ final class CallChannel: Sendable {
     let state = Mutex(State())
     /// Asks the owning loop to look at this call again (runs `serviceCall` on the loop).
     private let wakeLoop: @Sendable () -> Void
+    /// The connection's request-byte budget: queued request messages count against it.
+    private let buffer: ConnectionBuffer?
 
-    init(wakeLoop: @escaping @Sendable () -> Void) {
+    init(buffer: ConnectionBuffer? = nil, wakeLoop: @escaping @Sendable () -> Void) {
+        self.buffer = buffer
         self.wakeLoop = wakeLoop
     }
 
@@ -77,6 +80,7 @@ final class CallChannel: Sendable {
                 }
                 switch outcome {
                 case .message(let message, let wake):
+                    if let message { buffer?.remove(message.count) }
                     if wake { wakeLoop() }
                     continuation.resume(returning: message)
                 case .failure(let error):
@@ -158,17 +162,26 @@ final class CallChannel: Sendable {
 
     /// Delivers a request message to the handler.
     func deliver(_ message: [UInt8]) {
-        let waiter = state.withLock { state -> CheckedContinuation<[UInt8]?, any Error>? in
+        enum Outcome { case handOver(CheckedContinuation<[UInt8]?, any Error>), queued, dropped }
+        let outcome = state.withLock { state -> Outcome in
+            if state.cancellation != nil { return .dropped }
             if let waiter = state.inboundWaiter {
                 state.inboundWaiter = nil
-                return waiter
+                return .handOver(waiter)
             }
             state.inbound.append(message)
             state.inboundBytes += message.count
-            return nil
+            return .queued
         }
-        waiter?.resume(returning: message)
+        switch outcome {
+        case .handOver(let waiter): waiter.resume(returning: message)
+        case .queued: buffer?.add(message.count)
+        case .dropped: break
+        }
     }
+
+    /// Whether response bytes wait to be sent. Loop thread.
+    var hasPendingOutbound: Bool { state.withLock { $0.outboundBytes > 0 } }
 
     /// Marks the end of the request stream.
     func finishInbound() {
@@ -183,13 +196,18 @@ final class CallChannel: Sendable {
 
     /// Cancels the call: waiters fail with `reason`, and the handler's task is cancelled.
     func cancel(_ reason: RPCError) {
-        let (inboundWaiter, outboundWaiter, task) = state.withLock { state in
+        let (inboundWaiter, outboundWaiter, task, dropped) = state.withLock { state in
             if state.cancellation == nil { state.cancellation = reason }
-            let taken = (state.inboundWaiter, state.outboundWaiter, state.task)
+            let taken = (state.inboundWaiter, state.outboundWaiter, state.task, state.inboundBytes)
             state.inboundWaiter = nil
             state.outboundWaiter = nil
+            // Unread requests are of no use any more: free them and their share of the budget.
+            state.inbound.removeAll()
+            state.inboundHead = 0
+            state.inboundBytes = 0
             return taken
         }
+        buffer?.remove(dropped)
         inboundWaiter?.resume(throwing: reason)
         outboundWaiter?.resume(throwing: reason)
         task?.cancel()

@@ -24,6 +24,8 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
     private let transport: any ConnectionTransport
     /// True until the transport's handshake (TLS) has finished; no HTTP/2 until then.
     private var handshaking: Bool
+    /// The peer's address, for the per-peer connection limit.
+    let peer: String
 
     private var session: OpaquePointer? = nil
     private(set) var calls: [Int32: ServerCall] = [:]
@@ -36,15 +38,40 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
     /// After a fatal protocol error: GOAWAY sent, write side shut, input discarded until EOF.
     private var lingering = false
 
-    init(fd: Int32, loop: EventLoop, shared: ServerShared, listener: ListenerRole = .main,
+    // Budgets and timeouts (see ``RPCServerConfiguration``).
+    /// Request bytes held by this connection's calls.
+    private(set) var buffer: ConnectionBuffer! = nil
+    /// Connection-level flow-control credit held back while the buffer is over its limit.
+    private var withheldCredit = 0
+    /// Calls whose stream is gone (reset, closed) but whose handler still runs: they count
+    /// against the concurrent-stream limit until the handler returns.
+    private var orphanedHandlers = 0
+    private let acceptedAt = MonotonicClock.nanoseconds()
+    /// The client's SETTINGS arrived (its preface was complete).
+    private var prefaceReceived = false
+    /// When the socket last took bytes, or when it first refused them.
+    private var writeStalledSince: UInt64? = nil
+    /// When the keepalive PING went out, until the peer is heard from again.
+    private var pingSentAt: UInt64? = nil
+    /// This connection's age limit, jittered by ±10 % so connections do not all go at once.
+    private let ageLimitNanos: UInt64?
+    /// When the age GOAWAY went out.
+    private var agedOutAt: UInt64? = nil
+
+    init(fd: Int32, peer: String, loop: EventLoop, shared: ServerShared, listener: ListenerRole = .main,
          transport: any ConnectionTransport, onClose: @escaping (HTTP2Connection) -> Void) throws {
         self.fd = fd
+        self.peer = peer
         self.loop = loop
         self.shared = shared
         self.listener = listener
         self.transport = transport
         self.handshaking = transport.needsHandshake
         self.onClose = onClose
+        let configuration = shared.configuration
+        self.ageLimitNanos = configuration.maxConnectionAge.map {
+            UInt64(Double(RPCServerConfiguration.nanoseconds($0)) * Double.random(in: 0.9...1.1))
+        }
         writeBuffer.reserveCapacity(64 * 1024)
 
         var option: OpaquePointer? = nil
@@ -52,12 +79,15 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
         defer { nghttp2_option_del(option) }
         nghttp2_option_set_no_auto_window_update(option, 1)
         nghttp2_option_set_max_outbound_ack(option, 10_000)
+        // Flood guards, set explicitly rather than relying on the library's defaults.
+        nghttp2_option_set_max_settings(option, configuration.maxSettingsEntries)
+        nghttp2_option_set_max_continuations(option, configuration.maxContinuations)
+        nghttp2_option_set_stream_reset_rate_limit(option, configuration.resetBurst, configuration.resetRatePerSecond)
 
         let userData = Unmanaged.passUnretained(self).toOpaque()
         let result = nghttp2_session_server_new2(&session, HTTP2Callbacks.shared.pointer, userData, option)
         guard result == 0, session != nil else { throw RPCServerError.http2("nghttp2_session_server_new2", result) }
 
-        let configuration = shared.configuration
         var settings = [
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue),
                                    value: configuration.maxConcurrentStreams),
@@ -69,6 +99,11 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
         nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
         nghttp2_session_set_local_window_size(
             session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, configuration.connectionWindowBytes)
+        let connection = WeakConnection(self)
+        let loop = self.loop
+        buffer = ConnectionBuffer(limit: configuration.maxBufferedBytesPerConnection) {
+            loop.execute { connection.value?.releaseWithheldCredit() }
+        }
     }
 
     deinit {
@@ -141,6 +176,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
             switch outcome {
             case .bytes(let count):
                 lastActivity = MonotonicClock.nanoseconds()
+                pingSentAt = nil
                 let consumed = nghttp2_session_mem_recv(
                     session, buffer.baseAddress!.assumingMemoryBound(to: UInt8.self), count)
                 if consumed < 0 {
@@ -185,6 +221,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
                     return
                 }
                 writeOffset += sent
+                writeStalledSince = nil
                 if writeOffset < writeBuffer.count {
                     watchWritable(true)
                     return
@@ -224,6 +261,8 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
     }
 
     private func watchWritable(_ on: Bool) {
+        if on, writeStalledSince == nil { writeStalledSince = MonotonicClock.nanoseconds() }
+        if !on { writeStalledSince = nil }
         guard on != watchingWritable else { return }
         watchingWritable = on
         var events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
@@ -242,6 +281,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
         calls.removeAll()
         for call in open.values {
             if let timer = call.deadlineTimer { loop.cancelTimer(timer) }
+            releaseHeld(call)
             call.channel.cancel(RPCError(.cancelled, "the connection closed"))
         }
         onClose(self)
@@ -267,7 +307,8 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
 
     /// Closes the connection with GOAWAY if it has had no open calls for `idleNanos`.
     func closeIfIdle(now: UInt64, idleNanos: UInt64) {
-        guard !isClosed, calls.isEmpty, now &- lastActivity > idleNanos, let session else { return }
+        guard !isClosed, calls.isEmpty, orphanedHandlers == 0, now &- lastActivity > idleNanos,
+              let session else { return }
         nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue),
                               nghttp2_session_get_last_proc_stream_id(session),
                               UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
@@ -276,13 +317,138 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
         close()
     }
 
+    /// The once-a-second check of every timeout: idle, header and body reads, stalled
+    /// sends, keepalive and the connection's age. Loop thread.
+    func sweep(now: UInt64) {
+        guard !isClosed, !lingering else { return }
+        let configuration = shared.configuration
+        let headerNanos = RPCServerConfiguration.nanoseconds(configuration.headerReadTimeout)
+        let sendNanos = RPCServerConfiguration.nanoseconds(configuration.sendTimeout)
+        // A peer that never completes its preface, or a header block, holds a slot for nothing.
+        if !prefaceReceived && now &- acceptedAt > headerNanos {
+            shared.logger.debug("closing a connection that sent no preface in time", metadata: ["peer": "\(peer)"])
+            close()
+            return
+        }
+        if calls.values.contains(where: { !$0.headersComplete && now &- $0.openedAt > headerNanos }) {
+            shared.logger.debug("closing a connection whose request headers did not complete in time",
+                                metadata: ["peer": "\(peer)"])
+            closeAfterProtocolError()
+            return
+        }
+        // The socket has taken nothing for too long: the peer stopped reading.
+        if let stalled = writeStalledSince, now &- stalled > sendNanos {
+            shared.logger.debug("closing a connection whose peer stopped reading", metadata: ["peer": "\(peer)"])
+            close()
+            return
+        }
+        let bodyNanos = RPCServerConfiguration.nanoseconds(configuration.bodyReadTimeout)
+        for call in Array(calls.values) where !call.completed {
+            if call.headersComplete, !call.dispatched, !call.requestEnded, !call.streamsRequests,
+               now &- call.lastReceivedAt > bodyNanos {
+                releaseHeld(call)
+                fail(call, status: RPCStatus(
+                    code: .cancelled,
+                    message: "the request stopped arriving (no data for \(configuration.bodyReadTimeout)); the server ended the call"))
+            } else if call.headersSent, now &- call.lastSentAt > sendNanos, call.channel.hasPendingOutbound {
+                // A reader that opens no window: reset the stream, free what it pins.
+                resetStalled(call)
+            }
+        }
+        if let interval = configuration.keepaliveInterval, let session {
+            if let sent = pingSentAt {
+                if now &- sent > RPCServerConfiguration.nanoseconds(configuration.keepaliveTimeout) {
+                    shared.logger.debug("closing a connection that did not answer a keepalive PING",
+                                        metadata: ["peer": "\(peer)"])
+                    close()
+                    return
+                }
+            } else if now &- lastActivity > RPCServerConfiguration.nanoseconds(interval) {
+                pingSentAt = now
+                nghttp2_submit_ping(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil)
+            }
+        }
+        if let limit = ageLimitNanos {
+            if let since = agedOutAt {
+                if now &- since > RPCServerConfiguration.nanoseconds(configuration.maxConnectionAgeGrace) {
+                    close()
+                    return
+                }
+            } else if now &- acceptedAt > limit {
+                agedOutAt = now
+                beginGracefulShutdown()
+            }
+        }
+        flush()
+    }
+
+    /// Resets a stream whose reader opened no window within the send timeout.
+    private func resetStalled(_ call: ServerCall) {
+        guard let session else { return }
+        call.completed = true
+        if let timer = call.deadlineTimer { loop.cancelTimer(timer) }
+        call.channel.abort(with: RPCStatus(
+            code: .cancelled, message: "the client read nothing for \(shared.configuration.sendTimeout)"))
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), call.streamID, UInt32(NGHTTP2_CANCEL.rawValue))
+    }
+
+    /// Credits the connection window with what was held back, once the buffer has room.
+    func releaseWithheldCredit() {
+        guard !isClosed, withheldCredit > 0, !buffer.isOver, let session else { return }
+        nghttp2_session_consume_connection(session, withheldCredit)
+        withheldCredit = 0
+        flush()
+    }
+
+    /// Credits `count` received bytes to the connection window, or holds them back while the
+    /// connection's buffer is over its limit.
+    private func creditConnection(_ count: Int) {
+        guard let session else { return }
+        if buffer.isOver {
+            withheldCredit += count
+            buffer.markStarved()
+        } else {
+            nghttp2_session_consume_connection(session, count + withheldCredit)
+            withheldCredit = 0
+        }
+    }
+
+    /// Brings the buffer's count of `call` up to date with what the loop holds for it.
+    private func updateHeld(_ call: ServerCall) {
+        let now = call.deframer.bufferedBytes + (call.pendingRequest?.count ?? 0)
+        let delta = now - call.heldBytes
+        call.heldBytes = now
+        if delta > 0 { buffer.add(delta) } else if delta < 0 { buffer.remove(-delta) }
+    }
+
+    /// Takes `call`'s bytes out of the buffer's count (the call ended or was handed over).
+    private func releaseHeld(_ call: ServerCall) {
+        buffer.remove(call.heldBytes)
+        call.heldBytes = 0
+    }
+
+    /// A handler task returned: an orphaned one frees its slot. Loop thread.
+    func handlerReturned(streamID: Int32) {
+        guard !isClosed else { return }
+        if let call = calls[streamID] {
+            call.handlerRunning = false
+        } else if orphanedHandlers > 0 {
+            orphanedHandlers -= 1
+        }
+    }
+
+    /// The client's SETTINGS arrived.
+    fileprivate func settingsReceived() {
+        prefaceReceived = true
+    }
+
     // MARK: Calls (invoked from the nghttp2 callbacks)
 
     fileprivate func beginCall(streamID: Int32) {
         let loop = self.loop
         let connection = WeakConnection(self)
         let call = ServerCall(
-            streamID: streamID, maxMessageBytes: shared.configuration.maxReceiveMessageBytes,
+            streamID: streamID, maxMessageBytes: shared.configuration.maxReceiveMessageBytes, buffer: buffer,
             wakeLoop: {
                 loop.execute { connection.value?.serviceCall(streamID: streamID) }
             })
@@ -321,6 +487,18 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
 
     fileprivate func requestHeadersComplete(streamID: Int32, endStream: Bool) {
         guard let call = calls[streamID] else { return }
+        call.headersComplete = true
+        call.lastReceivedAt = MonotonicClock.nanoseconds()
+        // Reset calls whose handlers still run hold their slot: a client cannot open and
+        // reset streams faster than their work ends.
+        let limit = Int(shared.configuration.maxConcurrentStreams)
+        if calls.count + orphanedHandlers > limit {
+            respondWithoutHandler(call, .grpcStatus(RPCStatus(
+                code: .resourceExhausted,
+                message: "this connection has \(limit) calls in flight (including cancelled calls still finishing); wait for one to end"),
+                Metadata()))
+            return
+        }
         if let response = shared.admit(call: call, connection: self) {
             respondWithoutHandler(call, response)
             return
@@ -331,11 +509,13 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
 
     fileprivate func receiveData(streamID: Int32, data: UnsafeRawBufferPointer) {
         guard let session else { return }
-        nghttp2_session_consume_connection(session, data.count)
         guard let call = calls[streamID], !call.completed else {
+            nghttp2_session_consume_connection(session, data.count)
             nghttp2_session_consume_stream(session, streamID, data.count)
             return
         }
+        call.lastReceivedAt = MonotonicClock.nanoseconds()
+        defer { creditConnection(data.count) }
         do {
             try call.deframer.process(data) { message in
                 call.requestCount += 1
@@ -348,17 +528,21 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
                 }
             }
         } catch let error as MessageDeframer.DeframingError {
+            releaseHeld(call)
             fail(call, status: Self.status(for: error, path: call.path))
             nghttp2_session_consume_stream(session, streamID, data.count)
             return
         } catch let error as RPCError {
+            releaseHeld(call)
             fail(call, status: error.status)
             nghttp2_session_consume_stream(session, streamID, data.count)
             return
         } catch {
+            releaseHeld(call)
             fail(call, status: RPCStatus(code: .internal, message: "\(error)"))
             return
         }
+        updateHeld(call)
         if !call.streamsRequests || call.channel.inboundHasRoom() {
             nghttp2_session_consume_stream(session, streamID, data.count)
         } else {
@@ -381,6 +565,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
 
     fileprivate func requestEnded(streamID: Int32) {
         guard let call = calls[streamID], !call.completed else { return }
+        call.requestEnded = true
         guard call.deframer.isAtMessageBoundary else {
             fail(call, status: RPCStatus(
                 code: .internal,
@@ -401,6 +586,9 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
     fileprivate func streamClosed(streamID: Int32, errorCode: UInt32) {
         guard let call = calls.removeValue(forKey: streamID) else { return }
         if let timer = call.deadlineTimer { loop.cancelTimer(timer) }
+        releaseHeld(call)
+        if call.handlerRunning { orphanedHandlers += 1 }
+        releaseWithheldCredit()
         if !call.completed {
             call.channel.cancel(RPCError(.cancelled, "the client cancelled the call (HTTP/2 error code \(errorCode))"))
         }
@@ -441,6 +629,17 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
     private func startHandler(_ call: ServerCall) {
         guard !call.dispatched, let route = call.route, let context = call.context else { return }
         call.dispatched = true
+        defer {
+            updateHeld(call)
+            releaseWithheldCredit()
+        }
+        let loop = self.loop
+        let connection = WeakConnection(self)
+        let streamID = call.streamID
+        let returned: @Sendable () -> Void = {
+            loop.execute { connection.value?.handlerReturned(streamID: streamID) }
+        }
+        if case .inlineUnary = route.handler {} else { call.handlerRunning = true }
         switch route.handler {
         case .inlineUnary(let handler):
             let request = call.pendingRequest ?? []
@@ -471,6 +670,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
                     let (status, trailers) = Self.status(for: error)
                     channel.finish(status, trailingMetadata: trailers)
                 }
+                returned()
             })
         case .serverStreaming(let handler):
             let request = call.pendingRequest ?? []
@@ -484,6 +684,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
                     let (status, trailers) = Self.status(for: error)
                     channel.finish(status, trailingMetadata: trailers)
                 }
+                returned()
             })
         case .streamingRequests(let handler):
             let channel = call.channel
@@ -495,6 +696,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
                     let (status, trailers) = Self.status(for: error)
                     channel.finish(status, trailingMetadata: trailers)
                 }
+                returned()
             })
         }
     }
@@ -534,6 +736,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
         if !call.headersSent {
             if snapshot.hasData {
                 call.headersSent = true
+                call.lastSentAt = MonotonicClock.nanoseconds()
                 var headers = HeaderBlock()
                 headers.add(":status", "200")
                 headers.add("content-type", "application/grpc")
@@ -574,6 +777,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
         }
         switch call.channel.pull(into: buffer, capacity: length) {
         case .copied(let count):
+            call.lastSentAt = MonotonicClock.nanoseconds()
             return count
         case .wouldBlock:
             call.dataDeferred = true
@@ -660,6 +864,8 @@ final class HTTP2Callbacks: @unchecked Sendable {
                 }
             case NGHTTP2_DATA.rawValue:
                 if endStream { connection.requestEnded(streamID: streamID) }
+            case NGHTTP2_SETTINGS.rawValue:
+                connection.settingsReceived()
             default:
                 break
             }

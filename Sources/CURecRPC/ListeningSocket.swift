@@ -118,6 +118,11 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
     let role: ListenerRole
     /// TLS for accepted connections; nil: cleartext.
     private let tls: TLSServerContext?
+    /// During an episode of accept failing for want of descriptors: the current pause, how
+    /// many accepts failed, and whether the listener is unwatched right now.
+    private var acceptPause: UInt64? = nil
+    private var failedAccepts = 0
+    private var acceptPaused = false
 
     init(loop: EventLoop, shared: ServerShared, listenerFD: Int32, role: ListenerRole = .main,
          tls: TLSServerContext? = nil) {
@@ -141,14 +146,24 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
     }
 
     func handleEvents(_ events: UInt32) {
-        while listenerFD >= 0 {
+        while listenerFD >= 0, !acceptPaused {
             let fd = curec_accept_nonblocking(listenerFD)
             if fd < 0 {
-                if errno == EINTR || errno == ECONNABORTED { continue }
-                if errno != EAGAIN && errno != EWOULDBLOCK {
-                    shared.logger.warning("accept failed", metadata: ["errno": "\(errno)"])
+                let code = errno
+                if code == EINTR || code == ECONNABORTED { continue }
+                if code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM {
+                    pauseAccepting(errno: code)
+                    return
+                }
+                if code != EAGAIN && code != EWOULDBLOCK {
+                    shared.logger.warning("accept failed", metadata: ["errno": "\(code)"])
                 }
                 return
+            }
+            if acceptPause != nil {
+                shared.logger.info("accepting connections again", metadata: ["failed_accepts": "\(failedAccepts)"])
+                acceptPause = nil
+                failedAccepts = 0
             }
             if shared.openConnections.load(ordering: .relaxed) >= shared.configuration.maxConnections {
                 shared.logger.warning("connection limit reached; closing a new connection",
@@ -156,11 +171,18 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
                 close(fd)
                 continue
             }
+            let peer = PeerConnectionLimiter.peerAddress(of: fd)
+            guard shared.peers.acquire(peer) else {
+                shared.logger.debug("per-peer connection limit reached; closing a new connection",
+                                    metadata: ["peer": "\(peer)", "limit": "\(shared.peers.perPeer)"])
+                close(fd)
+                continue
+            }
             var one: Int32 = 1
             if role == .main { setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size)) }
             do {
                 let connection = try HTTP2Connection(
-                    fd: fd, loop: loop, shared: shared, listener: role, transport: try transport(for: fd)
+                    fd: fd, peer: peer, loop: loop, shared: shared, listener: role, transport: try transport(for: fd)
                 ) { [weak self] closed in
                     self?.connectionClosed(closed)
                 }
@@ -169,14 +191,38 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
                 try connection.start()
             } catch {
                 shared.logger.warning("could not set up a connection", metadata: ["error": "\(error)"])
+                shared.peers.release(peer)
                 close(fd)
             }
+        }
+    }
+
+    /// Stops watching the listener for a while after accept ran out of descriptors, instead
+    /// of spinning on a socket that stays readable; one log line per episode.
+    private func pauseAccepting(errno code: Int32) {
+        failedAccepts += 1
+        let first = max(RPCServerConfiguration.nanoseconds(shared.configuration.acceptBackoff), 1_000_000)
+        let pause = acceptPause.map { min($0 * 2, max(first, 1_000_000_000)) } ?? first
+        if acceptPause == nil {
+            shared.logger.warning("accept failed for want of file descriptors; pausing new connections until it succeeds",
+                                  metadata: ["error": "\(String(cString: strerror(code)))",
+                                             "open_connections": "\(shared.openConnections.load(ordering: .relaxed))"])
+        }
+        acceptPause = pause
+        acceptPaused = true
+        loop.modify(fd: listenerFD, events: 0)
+        loop.schedule(afterNanos: pause) { [weak self] in
+            guard let self, self.listenerFD >= 0 else { return }
+            self.acceptPaused = false
+            self.loop.modify(fd: self.listenerFD, events: EPOLLIN.rawValue)
+            self.handleEvents(EPOLLIN.rawValue)
         }
     }
 
     private func connectionClosed(_ connection: HTTP2Connection) {
         if connections.removeValue(forKey: ObjectIdentifier(connection)) != nil {
             shared.openConnections.subtract(1, ordering: .relaxed)
+            shared.peers.release(connection.peer)
         }
         if draining && connections.isEmpty && role == .main { loop.stop() }
     }
@@ -188,6 +234,7 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
             let idle = UInt64(max(0, self.shared.configuration.idleTimeout.components.seconds)) * 1_000_000_000
             for connection in Array(self.connections.values) {
                 connection.closeIfIdle(now: now, idleNanos: idle)
+                connection.sweep(now: now)
             }
             self.scheduleSweep()
         }

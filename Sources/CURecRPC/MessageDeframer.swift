@@ -2,7 +2,9 @@
 ///
 /// Each message on the wire is a 1-byte compressed flag, a 4-byte big-endian length and
 /// that many bytes. A message whose declared length exceeds `maxMessageBytes` is refused
-/// as soon as its prefix is complete, before any of its body is buffered.
+/// as soon as its prefix is complete, before any of its body is buffered. The body buffer
+/// grows with the bytes that arrive, never to the declared length up front, so a prefix
+/// that promises 4 MiB and sends nothing costs nothing.
 struct MessageDeframer {
     /// Why a stream of bytes is not a valid sequence of messages.
     enum DeframingError: Error, Equatable {
@@ -30,6 +32,9 @@ struct MessageDeframer {
 
     /// The number of bytes currently buffered for an incomplete message.
     var bufferedBytes: Int { prefix.count + body.count }
+
+    /// The memory reserved for the incomplete message's body (for tests of its growth).
+    var bodyCapacity: Int { body.capacity }
 
     /// Consumes `chunk`, calling `onMessage` with each complete message body.
     mutating func process(
@@ -67,8 +72,6 @@ struct MessageDeframer {
                     offset += expected
                     expectedBodyBytes = nil
                     try onMessage(message)
-                } else if let expected = expectedBodyBytes {
-                    body.reserveCapacity(expected)
                 }
                 continue
             }
@@ -83,8 +86,6 @@ struct MessageDeframer {
                 if expectedBodyBytes == 0 {
                     expectedBodyBytes = nil
                     try onMessage([])
-                } else if let expected = expectedBodyBytes {
-                    body.reserveCapacity(expected)
                 }
             }
         }

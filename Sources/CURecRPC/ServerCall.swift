@@ -39,11 +39,28 @@ final class ServerCall {
     var dataDeferred = false
     /// Flow-control credit held back while the handler is behind.
     var unconsumedBytes = 0
+    /// Bytes of this call counted in the connection's ``ConnectionBuffer`` by the loop
+    /// (its partial message and a unary request waiting for END_STREAM).
+    var heldBytes = 0
+    /// The request header block was complete.
+    var headersComplete = false
+    /// The client ended its side of the stream.
+    var requestEnded = false
+    /// The handler's task has started and not yet returned.
+    var handlerRunning = false
+    /// Monotonic times (ns): stream opened, last request DATA, last response progress.
+    let openedAt: UInt64
+    var lastReceivedAt: UInt64
+    var lastSentAt: UInt64
 
-    init(streamID: Int32, maxMessageBytes: Int, wakeLoop: @escaping @Sendable () -> Void) {
+    init(streamID: Int32, maxMessageBytes: Int, buffer: ConnectionBuffer?, wakeLoop: @escaping @Sendable () -> Void) {
         self.streamID = streamID
         self.deframer = MessageDeframer(maxMessageBytes: maxMessageBytes)
-        self.channel = CallChannel(wakeLoop: wakeLoop)
+        self.channel = CallChannel(buffer: buffer, wakeLoop: wakeLoop)
+        let now = MonotonicClock.nanoseconds()
+        self.openedAt = now
+        self.lastReceivedAt = now
+        self.lastSentAt = now
     }
 
     /// Whether the handler reads requests as a stream (so messages go straight to it).

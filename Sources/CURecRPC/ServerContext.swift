@@ -25,4 +25,13 @@ public struct ServerContext: Sendable {
 
     /// True once the call was cancelled by the client, its deadline or server shutdown.
     public var isCancelled: Bool { channel.isCancelled }
+
+    /// True once work for this call is of no use: the call was cancelled (client reset or
+    /// disconnect, shutdown) or its deadline passed. Long computations (generation between
+    /// tokens, batches of reasons) poll it and stop.
+    public var shouldStop: Bool {
+        if channel.isCancelled { return true }
+        guard let deadline else { return false }
+        return ContinuousClock.now >= deadline
+    }
 }

@@ -10,11 +10,14 @@ final class ServerShared: Sendable {
     let draining = Atomic<Bool>(false)
     /// Open connections over all loops, for the connection limit.
     let openConnections = Atomic<Int>(0)
+    /// Open connections per peer address.
+    let peers: PeerConnectionLimiter
 
     init(configuration: RPCServerConfiguration, router: RPCRouter, logger: Logger) {
         self.configuration = configuration
         self.router = router
         self.logger = logger
+        self.peers = PeerConnectionLimiter(perPeer: configuration.maxConnectionsPerPeer)
     }
 
     /// Validates a call's request headers and routes it.
@@ -64,6 +67,12 @@ final class ServerShared: Sendable {
             let capped = min(nanos, UInt64(Int64.max / 2))
             deadline = ContinuousClock.now.advanced(by: .nanoseconds(Int64(capped)))
             connection.armDeadline(call, nanos: capped)
+        } else if let fallback = configuration.defaultDeadline,
+                  !configuration.defaultDeadlineExemptPaths.contains(call.path) {
+            // No grpc-timeout: the server's own bound, so no call runs forever.
+            let nanos = RPCServerConfiguration.nanoseconds(fallback)
+            deadline = ContinuousClock.now.advanced(by: .nanoseconds(Int64(nanos)))
+            connection.armDeadline(call, nanos: nanos)
         }
         call.route = route
         call.context = ServerContext(

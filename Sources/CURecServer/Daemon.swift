@@ -111,6 +111,8 @@ public final class Daemon: Sendable {
         }
         let chatModels = ChatModelStore(basePath: configuration.resolvedLMPath, artifacts: artifacts,
                                         weights: configuration.resolvedLMWeights ?? .quantized)
+        let generationPool = GenerationPool(workers: configuration.generation_workers,
+                                            queueLimit: configuration.generation_queue_limit)
         var recommendations: RecommendOperations? = nil
         var reasons: ReasonGenerator? = nil
         var servingCorpus: CorpusBuilder? = nil
@@ -137,9 +139,12 @@ public final class Daemon: Sendable {
         if let data {
             var operations = RecommendOperations(data: data, plugins: plugins, defaultRecommender: configuration.default_recommender)
             operations.reasons = reasons
+            operations.generationPool = generationPool
             if let reasons {
-                operations.pairReasons = PairReasons(generator: reasons, chatModels: chatModels,
-                                                     cache: PairReasonCache(capacity: configuration.pair_reason_cache_size))
+                var pairReasons = PairReasons(generator: reasons, chatModels: chatModels,
+                                              cache: PairReasonCache(capacity: configuration.pair_reason_cache_size))
+                pairReasons.pool = generationPool
+                operations.pairReasons = pairReasons
             }
             operations.reasonTables = ReasonTableStore(artifacts: artifacts, datasetName: data.dataset.name)
             recommendations = operations
@@ -149,7 +154,7 @@ public final class Daemon: Sendable {
                                                                     miniLMDirectory: configuration.resolvedMiniLMDirectory)
             }
             rewards = rewardOperations
-            reasonStreaming = reasons.map { ReasonStreaming(data: data, generator: $0) }
+            reasonStreaming = reasons.map { ReasonStreaming(data: data, generator: $0, pool: generationPool) }
         }
         // Every service is routed whatever the configuration: what a missing dataset or model
         // makes unavailable fails with FAILED_PRECONDITION, so UNIMPLEMENTED always means the
@@ -185,7 +190,8 @@ public final class Daemon: Sendable {
         }
         router.register(PluginService(operations: PluginOperations(plugins: plugins, preparer: preparer, jobs: jobs)))
         router.register(ModelService(operations: ModelOperations(artifacts: artifacts)))
-        router.register(GenerationService(reasons: reasonStreaming, text: TextGeneration(models: chatModels)))
+        router.register(GenerationService(reasons: reasonStreaming,
+                                          text: TextGeneration(models: chatModels, pool: generationPool)))
         router.register(DatasetService(operations: DatasetOperations(datasets: datasets)))
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
         if data == nil {

@@ -84,6 +84,44 @@ public struct DaemonConfiguration: Sendable, Codable {
     public var idle_timeout_seconds: Double = 300
     /// I/O threads; 0 means one per core.
     public var event_loops: Int = 0
+    // Budgets and timeouts of the RPC layer (see docs/security.md, "Budgets and timeouts").
+    /// HTTP/2 concurrent streams per connection (reset streams count until their handler returns).
+    public var max_concurrent_streams: Int = 100
+    /// Request bytes one connection may hold before its flow-control window stops being credited.
+    public var max_connection_buffer_bytes: Int = 8 * 1024 * 1024
+    /// Open connections in all.
+    public var max_connections: Int = 10_000
+    /// Open connections per peer address.
+    public var max_connections_per_peer: Int = 256
+    /// Seconds a connection has for its preface, and a stream for its request headers.
+    public var header_read_timeout_seconds: Double = 20
+    /// Seconds a unary-request call may go without request data before it is ended.
+    public var body_read_timeout_seconds: Double = 60
+    /// Seconds a response may wait on a peer that reads nothing before the stream is reset.
+    public var send_timeout_seconds: Double = 60
+    /// Deadline of calls that send no grpc-timeout, seconds; 0: none.
+    public var default_deadline_seconds: Double = 600
+    /// Seconds of silence before a keepalive PING; 0: no keepalive.
+    public var keepalive_interval_seconds: Double = 120
+    /// Seconds a keepalive PING may go unanswered before the connection is closed.
+    public var keepalive_timeout_seconds: Double = 20
+    /// Seconds after which a connection gets GOAWAY (±10 %); 0: no limit.
+    public var max_connection_age_seconds: Double = 7200
+    /// Seconds calls get after the age GOAWAY before the connection is closed.
+    public var max_connection_age_grace_seconds: Double = 300
+    /// First pause of accept after EMFILE/ENFILE, seconds (doubles up to 1 s).
+    public var accept_backoff_seconds: Double = 0.1
+    /// nghttp2: RST_STREAM frames a peer may send in a burst, and per second after it.
+    public var h2_reset_burst: Int = 1000
+    public var h2_reset_rate: Int = 33
+    /// nghttp2: CONTINUATION frames after one HEADERS frame.
+    public var h2_max_continuations: Int = 8
+    /// nghttp2: entries in one SETTINGS frame.
+    public var h2_max_settings_entries: Int = 32
+    /// Generations (token streams, pair reasons, reasons for recommendations) running at once.
+    public var generation_workers: Int = 2
+    /// Generations waiting for a worker; one more is refused with RESOURCE_EXHAUSTED.
+    public var generation_queue_limit: Int = 16
     /// Log level (a `Logger.Level` name).
     public var log_level: String = "info"
     /// Serve grpc.testing.TestService.
@@ -153,6 +191,43 @@ public struct DaemonConfiguration: Sendable, Codable {
               "idle connections get GOAWAY"),
         .text(\.event_loops, "event_loops", defaultText: "0 (one per core)", rule: .atLeast(0),
               "I/O threads; 0 is one per core"),
+        .text(\.max_concurrent_streams, "max_concurrent_streams", rule: .within(1...100_000),
+              "HTTP/2 streams per connection; a reset stream counts until its handler returns (nghttpx and Envoy: 100, nginx: 128)"),
+        .text(\.max_connection_buffer_bytes, "max_connection_buffer_bytes",
+              rule: .atLeast(64 * 1024),
+              "request bytes one connection may hold (partial messages, unread requests); above it the connection window is not credited, so at most one 16 MiB window more arrives (Envoy: 1 MiB per connection)"),
+        .text(\.max_connections, "max_connections", rule: .atLeast(1), "open connections in all; more are closed on accept"),
+        .text(\.max_connections_per_peer, "max_connections_per_peer", rule: .atLeast(1),
+              "open connections per peer IP address, so one client cannot lock others out"),
+        .text(\.header_read_timeout_seconds, "header_read_timeout_seconds", flag: "header-read-timeout", rule: .above(0),
+              "a connection's preface and a stream's request headers must arrive within it (nginx `client_header_timeout`: 60 s)"),
+        .text(\.body_read_timeout_seconds, "body_read_timeout_seconds", flag: "body-read-timeout", rule: .above(0),
+              "a unary-request call with no request data for this long ends with CANCELLED (nginx `client_body_timeout`: 60 s)"),
+        .text(\.send_timeout_seconds, "send_timeout_seconds", flag: "send-timeout", rule: .above(0),
+              "a response the client reads nothing of (zero window, full socket) for this long: stream reset or connection closed (nginx `send_timeout`: 60 s)"),
+        .text(\.default_deadline_seconds, "default_deadline_seconds", flag: "default-deadline", rule: .atLeast(0),
+              "deadline of calls that send no `grpc-timeout` (not `JobService.Watch`); 0: none (Envoy route timeout: 15 s)"),
+        .text(\.keepalive_interval_seconds, "keepalive_interval_seconds", flag: "keepalive-interval", rule: .atLeast(0),
+              "a connection silent this long gets a PING; 0: no keepalive (grpc-go server: 2 h)"),
+        .text(\.keepalive_timeout_seconds, "keepalive_timeout_seconds", flag: "keepalive-timeout", rule: .above(0),
+              "an unanswered keepalive PING closes the connection after this (grpc-go: 20 s)"),
+        .text(\.max_connection_age_seconds, "max_connection_age_seconds", flag: "max-connection-age", rule: .atLeast(0),
+              "connections older than this (±10 %) get GOAWAY; 0: no limit (grpc-go `MaxConnectionAge`)"),
+        .text(\.max_connection_age_grace_seconds, "max_connection_age_grace_seconds", flag: "max-connection-age-grace",
+              rule: .atLeast(0), "calls in flight get this long after the age GOAWAY"),
+        .text(\.accept_backoff_seconds, "accept_backoff_seconds", flag: "accept-backoff", rule: .above(0),
+              "first pause of accept when the process is out of file descriptors (doubles up to 1 s; one log line per episode)"),
+        .text(\.h2_reset_burst, "h2_reset_burst", rule: .atLeast(1),
+              "RST_STREAM frames a peer may send at once before GOAWAY (nghttp2 rapid-reset guard; its default)"),
+        .text(\.h2_reset_rate, "h2_reset_rate", rule: .atLeast(1), "RST_STREAM frames per second after the burst (nghttp2 default)"),
+        .text(\.h2_max_continuations, "h2_max_continuations", rule: .within(1...1000),
+              "CONTINUATION frames allowed after one HEADERS (nghttp2 default)"),
+        .text(\.h2_max_settings_entries, "h2_max_settings_entries", rule: .within(8...1000),
+              "entries allowed in one SETTINGS frame (nghttp2 default)"),
+        .text(\.generation_workers, "generation_workers", rule: .within(1...64),
+              "generations (`Generate`, `GenerateReason`, pair reasons, reasons for `Recommend`) running at once"),
+        .text(\.generation_queue_limit, "generation_queue_limit", rule: .within(0...10_000),
+              "generations waiting for a worker; one more is refused with RESOURCE_EXHAUSTED"),
         .text(\.log_level, "log_level", rule: .oneOf(Logger.Level.allCases.map(\.rawValue)), "least severe message logged"),
         .text(\.enable_interop_testing, "enable_interop_testing", "serve grpc.testing.TestService"),
         .text(\.job_workers, "job_workers", rule: .atLeast(1), "jobs running at once (training uses every core)"),
@@ -403,6 +478,29 @@ public struct DaemonConfiguration: Sendable, Codable {
         }
         server.security.handshakeTimeout = .milliseconds(Int(tls_handshake_timeout_seconds * 1000))
         if !admin_socket.isEmpty { server.security.adminSocketPath = admin_socket }
+        server.maxConcurrentStreams = UInt32(max_concurrent_streams)
+        server.maxBufferedBytesPerConnection = max(max_connection_buffer_bytes, max_message_bytes + 5)
+        server.maxConnections = max_connections
+        server.maxConnectionsPerPeer = max_connections_per_peer
+        server.headerReadTimeout = Self.duration(header_read_timeout_seconds)
+        server.bodyReadTimeout = Self.duration(body_read_timeout_seconds)
+        server.sendTimeout = Self.duration(send_timeout_seconds)
+        server.defaultDeadline = default_deadline_seconds > 0 ? Self.duration(default_deadline_seconds) : nil
+        server.defaultDeadlineExemptPaths = ["/curec.v1.JobService/Watch"]
+        server.keepaliveInterval = keepalive_interval_seconds > 0 ? Self.duration(keepalive_interval_seconds) : nil
+        server.keepaliveTimeout = Self.duration(keepalive_timeout_seconds)
+        server.maxConnectionAge = max_connection_age_seconds > 0 ? Self.duration(max_connection_age_seconds) : nil
+        server.maxConnectionAgeGrace = Self.duration(max_connection_age_grace_seconds)
+        server.acceptBackoff = Self.duration(accept_backoff_seconds)
+        server.resetBurst = UInt64(h2_reset_burst)
+        server.resetRatePerSecond = UInt64(h2_reset_rate)
+        server.maxContinuations = h2_max_continuations
+        server.maxSettingsEntries = h2_max_settings_entries
         return server
+    }
+
+    /// `seconds` as a duration, capped at a year.
+    static func duration(_ seconds: Double) -> Duration {
+        .milliseconds(Int64(min(max(seconds, 0), 365 * 86_400) * 1000))
     }
 }

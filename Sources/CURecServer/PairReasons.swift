@@ -23,6 +23,8 @@ struct PairReasons: Sendable {
     /// Generations per pair: the first greedy, the others sampled (like the pipeline's
     /// correction candidates) with seeds 1, 2, ...
     var maxAttempts: Int = Self.defaultMaxAttempts
+    /// Where the writing runs (bounded, with a queue limit).
+    var pool: GenerationPool = .standard
 
     /// Most items of one request that get pair reasons (each may need a generation).
     static let maxItems = 50
@@ -68,7 +70,7 @@ struct PairReasons: Sendable {
         let (name, version) = try resolveModel(requestedModel)
         let keys = items.map { PairReasonCache.Key(user: user, item: $0, model: version) }
         let texts = try await cache.reasons(for: keys, isCancelled: isCancelled) { [self] missing, shouldStop in
-            try await runBlocking {
+            try await pool.run(isAbandoned: shouldStop) {
                 try self.write(user: user, items: missing.map(\.item), name: name, version: version, shouldStop: shouldStop)
             }
         }

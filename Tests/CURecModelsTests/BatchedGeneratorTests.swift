@@ -78,12 +78,17 @@ struct BatchedGeneratorTests {
         #expect(full[0].finishReason == .contextFull)
         #expect(full[0].tokens == model.greedy(long, count: 3))
 
+        // Polled once before the prefill, then before each token.
         var polls = 0
         let cancelled = try generator.generate(
             prompts: [[1], [2]], options: SamplingOptions(maxTokens: 9, temperature: 0),
-            shouldStop: { polls += 1; return polls > 2 })
+            shouldStop: { polls += 1; return polls > 3 })
         #expect(cancelled.map(\.finishReason) == [.cancelled, .cancelled])
         #expect(cancelled.map(\.tokens.count) == [2, 2])
+        // A caller gone before the start costs no prefill and gets no tokens.
+        let gone = try generator.generate(
+            prompts: [[1], [2]], options: SamplingOptions(maxTokens: 9, temperature: 0), shouldStop: { true })
+        #expect(gone.map(\.finishReason) == [.cancelled, .cancelled] && gone.allSatisfy { $0.tokens.isEmpty })
 
         let plain = model.greedy([1, 2], count: 6)
         let stop = Array(plain[2...3])

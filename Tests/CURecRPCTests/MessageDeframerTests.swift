@@ -58,3 +58,16 @@ import Testing
         }
     }
 }
+
+extension MessageDeframerTests {
+    /// A prefix that promises 4 MiB and delivers ten bytes holds ten bytes, not 4 MiB.
+    @Test func bufferGrowsWithTheBytesThatArrive() throws {
+        var deframer = MessageDeframer(maxMessageBytes: 4 * 1024 * 1024)
+        let chunk: [UInt8] = [0, 0x00, 0x40, 0x00, 0x00] + [UInt8](repeating: 7, count: 10)
+        try chunk.withUnsafeBytes { raw in
+            try deframer.process(raw) { _ in Issue.record("no message is complete yet") }
+        }
+        #expect(deframer.bufferedBytes == 10)
+        #expect(deframer.bodyCapacity < 64 * 1024)
+    }
+}

@@ -53,7 +53,7 @@ import Testing
         let generation = TextGeneration(models: ChatModelStore(basePath: root + "/missing.gguf", artifacts: ArtifactStore(root: root)))
         var sent = 0
         do {
-            try await generation.generate(.with { $0.prompt = "Hi"; $0.model = "no-such-model" }, deadline: nil) { _ in sent += 1 }
+            try await generation.generate(.with { $0.prompt = "Hi"; $0.model = "no-such-model" }, shouldStop: { false }) { _ in sent += 1 }
             Issue.record("generation with an unknown model should fail")
         } catch {
             #expect(RPCError(converting: error).status.code == .notFound)

@@ -25,8 +25,8 @@ public struct BatchedGenerator<Model: CausalLanguageModel> {
     ///   - onToken: called with `(row, token)` for each token as soon as it is final (tokens
     ///     that might begin a stop sequence are held back until that is decided), e.g. to
     ///     stream text.
-    ///   - shouldStop: polled before each token; returning true ends every row (finish
-    ///     reason `.cancelled`), e.g. when the caller's deadline passed.
+    ///   - shouldStop: polled before the prefill and before each token; returning true ends
+    ///     every row (finish reason `.cancelled`), e.g. when the caller's deadline passed.
     /// - Returns: one ``GenerationResult`` per prompt.
     public func generate(
         prompts: [[Int]], options: SamplingOptions,
@@ -39,6 +39,8 @@ public struct BatchedGenerator<Model: CausalLanguageModel> {
         let B = prompts.count, V = model.vocabularySize, context = model.contextLength
         var results = prompts.map { _ in GenerationResult(tokens: [], finishReason: .maxTokens) }
         if options.maxTokens == 0 { return results }
+        // The caller may be gone already: skip the prefill, the costliest single step.
+        if shouldStop() { return prompts.map { _ in GenerationResult(tokens: [], finishReason: .cancelled) } }
         // Room for the longest prompt and every fed token, never beyond the context.
         let longest = prompts.map(\.count).max() ?? 1
         let capacity = options.maxTokens >= context ? context : min(context, longest + options.maxTokens)

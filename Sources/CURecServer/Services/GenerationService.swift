@@ -21,28 +21,30 @@ struct GenerationService: Curec_V1_GenerationServiceHandler {
             throw ServingError.failedPrecondition(
                 "reasons are unavailable: the daemon has no dataset or corpus to prompt its language model (see its log)")
         }
-        try await reasons.generateReason(request, deadline: context.deadline) { try await responses.send($0) }
+        try await reasons.generateReason(request, shouldStop: { context.shouldStop }) { try await responses.send($0) }
     }
 
     func generate(
         _ request: Curec_V1_GenerateRequest, responses: ResponseWriter<Curec_V1_GenerateResponse>, context: ServerContext
     ) async throws {
-        try await text.generate(request, deadline: context.deadline) { try await responses.send($0) }
+        try await text.generate(request, shouldStop: { context.shouldStop }) { try await responses.send($0) }
     }
 }
 
 /// Streams recommendation reasons for one (user, item) pair from the built-in LM or a chat model.
 ///
-/// Generation runs on a Dispatch thread (it is CPU-bound); tokens reach the client as they
-/// are produced. The deadline and client cancellation stop generation between tokens.
+/// Generation runs on the bounded ``GenerationPool`` (it is CPU-bound); tokens reach the
+/// client as they are produced. The deadline and client cancellation stop generation between
+/// tokens, and a generation whose caller left before it started never starts.
 struct ReasonStreaming: Sendable {
     let data: ServingData
     let generator: ReasonGenerator
+    var pool: GenerationPool = .standard
 
     /// Writes the pair's reason and hands each response message to `send`: a piece of text
     /// per token, then the final message with the whole text and the checked reason.
     func generateReason(
-        _ request: Curec_V1_GenerateReasonRequest, deadline: ContinuousClock.Instant?,
+        _ request: Curec_V1_GenerateReasonRequest, shouldStop: @escaping @Sendable () -> Bool,
         send: (Curec_V1_GenerateReasonResponse) async throws -> Void
     ) async throws {
         let user = try data.user(request.userID)
@@ -51,7 +53,7 @@ struct ReasonStreaming: Sendable {
         if let chat = try generator.chatModel(request.model) {
             try await streamChatReason(chat, user: user, item: item, options: options,
                                        defaultLimit: request.sampling.maxTokens == 0,
-                                       deadline: deadline, send: send)
+                                       shouldStop: shouldStop, send: send)
             return
         }
         let loaded = try generator.model(request.model)
@@ -65,22 +67,25 @@ struct ReasonStreaming: Sendable {
         let (tokens, continuation) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .unbounded)
         let finished = FinishBox()
         let stop = StopFlag()
-        DispatchQueue.global().async {
+        try pool.submit(GenerationPool.Work(isAbandoned: { stop.isSet || shouldStop() }) { abandoned in
+            defer { continuation.finish() }
+            if abandoned { return }
             let result: Result<[GPTGeneration], GPTError>
             do {
                 result = .success(try loaded.lock.withLock { _ in
-                    try loaded.model.generate(prompts: [finalPrompt], options: finalSampling, onToken: { _, token in
+                    // The caller may have left while this waited for the model.
+                    if stop.isSet || shouldStop() { return [GPTGeneration(tokens: [], finishReason: .cancelled)] }
+                    return try loaded.model.generate(prompts: [finalPrompt], options: finalSampling, onToken: { _, token in
                         continuation.yield(token)
                     }, shouldStop: {
-                        stop.isSet || (deadline.map { ContinuousClock.now >= $0 } ?? false)
+                        stop.isSet || shouldStop()
                     })
                 })
             } catch {
                 result = .failure(error as? GPTError ?? .invalidArgument("\(error)"))
             }
             finished.set(result)
-            continuation.finish()
-        }
+        })
         var emittedBytes: [UInt8] = []
         var generated: [Int32] = []
         // A cancelled call ends the token stream; stop the generation thread with it.
@@ -107,7 +112,9 @@ struct ReasonStreaming: Sendable {
             stop.set()
         }
         try Task.checkCancellation()
-        guard let outcome = finished.get() else { throw ServingError.internalFailure("generation ended without a result") }
+        guard let outcome = finished.get() else {
+            throw ServingError.deadlineExceeded("the call ended before its generation started")
+        }
         let generation: GPTGeneration
         switch outcome {
         case .success(let generations): generation = generations[0]
@@ -132,13 +139,14 @@ struct ReasonStreaming: Sendable {
     /// the pipeline writes reasons) streamed like `Generate`; the raw reason is the answer's
     /// reason block, the verifier's filter gives the reason.
     func streamChatReason(_ chat: ChatModelStore.Loaded, user: UInt32, item: UInt32, options: GPTSamplingOptions,
-                          defaultLimit: Bool, deadline: ContinuousClock.Instant?,
+                          defaultLimit: Bool, shouldStop: @escaping @Sendable () -> Bool,
                           send: (Curec_V1_GenerateReasonResponse) async throws -> Void) async throws {
         var sampling = options
         if defaultLimit { sampling.maxTokens = ReasonGenerator.chatReasonMaxTokens }
         let prompt = try generator.chatPromptTokens(chat, user: user, item: item, maxTokens: sampling.maxTokens)
         try await TextGeneration.stream(
-            prompt: prompt, loaded: chat, sampling: sampling, defaultLimit: false, stops: [], deadline: deadline
+            prompt: prompt, loaded: chat, sampling: sampling, defaultLimit: false, stops: [], pool: pool,
+            shouldStop: shouldStop
         ) { message in
             if message.final {
                 let raw = ReasonWriter.extractReason(from: message.fullText)

@@ -16,10 +16,7 @@ struct RecommendService: Curec_V1_RecommendServiceHandler {
     }
 
     func recommend(_ request: Curec_V1_RecommendRequest, context: ServerContext) async throws -> Curec_V1_RecommendResponse {
-        let deadline = context.deadline
-        return try await ServingError.requireDataset(operations).recommend(request, shouldStop: {
-            context.isCancelled || (deadline.map { ContinuousClock.now >= $0 } ?? false)
-        })
+        try await ServingError.requireDataset(operations).recommend(request, shouldStop: { context.shouldStop })
     }
 }
 
@@ -34,6 +31,8 @@ struct RecommendOperations: Sendable {
     var reasonTables: ReasonTableStore? = nil
     /// Cached reasons for (user, item) pairs from the tuned chat model (REASON_SOURCE_PAIR).
     var pairReasons: PairReasons? = nil
+    /// Where reasons are written (bounded, with a queue limit).
+    var generationPool: GenerationPool = .standard
 
     static let maxCandidates = 10_000
 
@@ -100,7 +99,7 @@ struct RecommendOperations: Sendable {
         }
         let user = try data.user(request.userID)
         let items = response.items.compactMap { data.dataset.itemIndex($0.itemID) }.map { UInt32(bitPattern: $0) }
-        let texts = try await runBlocking {
+        let texts = try await generationPool.run(isAbandoned: shouldStop) {
             try reasons.reasons(user: user, items: items, modelName: request.reasonModel, shouldStop: shouldStop)
         }
         for index in response.items.indices where index < texts.count {

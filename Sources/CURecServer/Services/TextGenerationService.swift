@@ -13,6 +13,8 @@ import Synchronization
 /// string, which is not returned. Deadline and cancellation stop generation between tokens.
 struct TextGeneration: Sendable {
     let models: ChatModelStore
+    /// Where generations run (bounded, with a queue limit).
+    var pool: GenerationPool = .standard
     /// Most stop strings, and their longest length in bytes.
     static let maxStops = 4, maxStopBytes = 64
     /// Tokens generated when the request sets no limit.
@@ -20,7 +22,7 @@ struct TextGeneration: Sendable {
 
     /// Generates what `request` asks for and hands every response message to `send`.
     func generate(
-        _ request: Curec_V1_GenerateRequest, deadline: ContinuousClock.Instant?,
+        _ request: Curec_V1_GenerateRequest, shouldStop: @escaping @Sendable () -> Bool,
         send: (Curec_V1_GenerateResponse) async throws -> Void
     ) async throws {
         let input = try Self.input(request)
@@ -30,7 +32,7 @@ struct TextGeneration: Sendable {
         let prompt = try Self.promptTokens(input, tokenizer: loaded.tokenizer)
         try await Self.stream(prompt: prompt, loaded: loaded, sampling: options,
                               defaultLimit: request.sampling.maxTokens == 0, stops: stops,
-                              deadline: deadline, send: send)
+                              pool: pool, shouldStop: shouldStop, send: send)
     }
 
     /// Generates from `prompt` with `loaded` and hands every message of a `Generate` stream to
@@ -38,7 +40,7 @@ struct TextGeneration: Sendable {
     /// `GenerateReason` on chat models.
     static func stream(
         prompt: [Int32], loaded: ChatModelStore.Loaded, sampling: SamplingOptions, defaultLimit: Bool,
-        stops: [String], deadline: ContinuousClock.Instant?,
+        stops: [String], pool: GenerationPool, shouldStop: @escaping @Sendable () -> Bool,
         send: (Curec_V1_GenerateResponse) async throws -> Void
     ) async throws {
         var options = sampling
@@ -53,20 +55,23 @@ struct TextGeneration: Sendable {
         let (tokens, continuation) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .unbounded)
         let finished = GenerationOutcome()
         let stop = StopFlag()
-        DispatchQueue.global().async {
+        try pool.submit(GenerationPool.Work(isAbandoned: { stop.isSet || shouldStop() }) { abandoned in
+            defer { continuation.finish() }
+            if abandoned { return }
             do throws(GenerationError) {
                 let results = try loaded.lock.withLock { _ throws(GenerationError) in
-                    try BatchedGenerator(model: loaded.model).generate(
+                    // The caller may have left while this waited for the model.
+                    if stop.isSet || shouldStop() { return [GenerationResult(tokens: [], finishReason: .cancelled)] }
+                    return try BatchedGenerator(model: loaded.model).generate(
                         prompts: [prompt.map(Int.init)], options: finalOptions,
                         onToken: { _, token in continuation.yield(token) },
-                        shouldStop: { stop.isSet || (deadline.map { ContinuousClock.now >= $0 } ?? false) })
+                        shouldStop: { stop.isSet || shouldStop() })
                 }
                 finished.set(.success(results[0]))
             } catch {
                 finished.set(.failure(error))
             }
-            continuation.finish()
-        }
+        })
         var generated: [Int32] = []
         var sentScalars = 0
         var stoppedAt: Int? = nil
@@ -104,7 +109,9 @@ struct TextGeneration: Sendable {
             stop.set()
         }
         try Task.checkCancellation()
-        guard let outcome = finished.get() else { throw ServingError.internalFailure("generation ended without a result") }
+        guard let outcome = finished.get() else {
+            throw ServingError.deadlineExceeded("the call ended before its generation started")
+        }
         let result: GenerationResult
         switch outcome {
         case .success(let value): result = value

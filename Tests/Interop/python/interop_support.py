@@ -59,8 +59,9 @@ def daemon_command(port_file, listen="127.0.0.1:0", extra_args=()):
 class Daemon:
     """One server process started for the tests, listening on 127.0.0.1."""
 
-    def __init__(self, *extra_args):
+    def __init__(self, *extra_args, preexec_fn=None):
         self.extra_args = extra_args
+        self.preexec_fn = preexec_fn
         self.workdir = tempfile.mkdtemp(prefix="curec-interop-")
         self.port_file = os.path.join(self.workdir, "port")
         self.log_path = os.path.join(self.workdir, "server.log")
@@ -76,7 +77,8 @@ class Daemon:
         cmd = daemon_command(self.port_file, extra_args=self.extra_args)
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO_ROOT
+            cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            preexec_fn=self.preexec_fn,
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
@@ -120,6 +122,14 @@ class Daemon:
                 return None
         self.log.close()
         return self.proc.returncode
+
+    def log_text(self):
+        """Everything the server logged so far."""
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def log_tail(self, limit=4000):
         try:

@@ -94,13 +94,17 @@ class Closed(Exception):
 class RawConnection:
     """A minimal hand-driven HTTP/2 client connection to the server under test."""
 
-    def __init__(self, address):
+    def __init__(self, address, source=None):
         host, port = address.rsplit(":", 1)
         assert host in ("127.0.0.1", "localhost", "[::1]"), "raw tests talk only to loopback"
+        assert source is None or source.startswith("127."), "raw tests talk only from loopback"
         self.authority = address
-        self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=SOCKET_TIMEOUT)
+        self.sock = socket.create_connection(
+            (host.strip("[]"), int(port)), timeout=SOCKET_TIMEOUT, source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
+        # Longest wait for a single read (raise it for calls that compute before answering).
+        self.read_timeout = SOCKET_TIMEOUT
         self.encoder = Encoder()
         self.decoder = Decoder()
         self.decoder.max_allowed_table_size = 65536
@@ -122,7 +126,7 @@ class RawConnection:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise socket.timeout("case deadline passed")
-        self.sock.settimeout(min(SOCKET_TIMEOUT, remaining))
+        self.sock.settimeout(min(self.read_timeout, remaining))
         try:
             chunk = self.sock.recv(65536)
         except ConnectionResetError:

@@ -4,7 +4,10 @@ Frames are written by hand (raw_h2.py). After every case a normal grpcio call on
 connection must succeed.
 """
 
+import contextlib
+import os
 import random
+import resource
 import shutil
 import socket
 import struct
@@ -16,9 +19,13 @@ import pytest
 from hpack import Decoder, HPACKError
 
 from generated.grpc_testing import empty_pb2, messages_pb2, test_pb2_grpc
-from interop_support import CALL_TIMEOUT, new_channel, use_reference
+from interop_support import CALL_TIMEOUT, Daemon, new_channel, use_reference
 from raw_h2 import (
     CANCEL,
+    FLAG_ACK,
+    PING,
+    SETTINGS,
+    WINDOW_UPDATE,
     CASE_TIMEOUT,
     COMPRESSION_ERROR,
     CONTINUATION,
@@ -307,10 +314,26 @@ def test_abrupt_disconnect_mid_calls(server_address):
         # A bidi stream waiting for requests.
         + conn.headers_frame(7, conn.request_headers("/grpc.testing.TestService/FullDuplexCall"))
     )
-    time.sleep(0.3)
+    # Every frame above has been read once the server acknowledges a PING sent after them.
+    conn.send(frame(PING, 0, 0, b"in-order"))
+    end = deadline()
+    while True:
+        received = conn.read_frame(end)
+        if received.type == PING and received.flags & FLAG_ACK and received.payload == b"in-order":
+            break
     conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.close()
-    time.sleep(0.6)  # past the next wake-up of the sleeping stream
+    # A stream started now whose second response comes 0.5 s after its first has outlived
+    # the next wake-up of the sleeping stream above.
+    channel = new_channel(server_address)
+    try:
+        later = messages_pb2.StreamingOutputCallRequest(
+            response_parameters=[messages_pb2.ResponseParameters(size=1, interval_us=500_000) for _ in range(2)]
+        )
+        stub = test_pb2_grpc.TestServiceStub(channel)
+        assert len(list(stub.StreamingOutputCall(later, timeout=CALL_TIMEOUT))) == 2
+    finally:
+        channel.close()
 
 
 def test_many_idle_connections(server_address):
@@ -420,6 +443,7 @@ GRPC_DEADLINE_EXCEEDED = 4
 
 def _generate_request(prompt, max_tokens=0):
     """GenerateRequest{prompt: ..., sampling: {max_tokens: ...}} encoded by hand."""
+    assert max_tokens < 128  # one varint byte
     sampling = b"\x20" + bytes([max_tokens]) if max_tokens else b""
     return _pb_bytes(2, prompt.encode()) + (_pb_bytes(3, sampling) if sampling else b"")
 
@@ -643,3 +667,467 @@ def test_job_parameters_of_the_wrong_type_or_range(raw, server_address, kind, pa
     finally:
         conn.close()
 
+
+
+# --------------------------------------------------------------------------- budgets and timeouts
+#
+# Each case starts its own daemon with the budget under test set low, measures it through
+# /proc (resident memory, CPU time, open descriptors) and checks that it stays up, answers
+# a health check within a second and returns to its memory baseline.
+
+only_curecd = pytest.mark.skipif(
+    use_reference() or bool(os.environ.get("CURECD_ADDR")), reason="needs a curecd started by the test")
+HEALTH_PATH = "/grpc.health.v1.Health/Check"
+GENERATE_REASON_PATH = "/curec.v1.GenerationService/GenerateReason"
+GRPC_CANCELLED = 1
+MIB = 1024 * 1024
+
+
+@contextlib.contextmanager
+def _daemon(*args, **kwargs):
+    server = Daemon(*args, **kwargs).start()
+    try:
+        yield server
+    finally:
+        status = server.stop()
+        assert status == 0, "the daemon did not exit cleanly (%r):\n%s" % (status, server.log_tail())
+
+
+def _rss_mib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+def _cpu_seconds(pid):
+    """User and system CPU time the process has used, from /proc/PID/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _assert_healthy_within_a_second(address, source=None):
+    """A raw Health/Check on a new connection (from `source`) answers SERVING within 1 s."""
+    started = time.monotonic()
+    conn = RawConnection(address, source=source)
+    try:
+        conn.start()
+        conn.send(conn.headers_frame(1, conn.request_headers(HEALTH_PATH))
+                  + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(b"")))
+        header_blocks, data, rst = conn.read_response(1, started + 1.0)
+    finally:
+        conn.close()
+    assert rst is None and grpc_status(header_blocks) == GRPC_OK
+    assert grpc_messages(data) == [b"\x08\x01"], "health status is not SERVING: %r" % data
+
+
+def _settings_entries(payload):
+    return {struct.unpack(">H", payload[i:i + 2])[0]: struct.unpack(">I", payload[i + 2:i + 6])[0]
+            for i in range(0, len(payload) - 5, 6)}
+
+
+@only_curecd
+def test_streams_holding_large_bodies_are_bounded_and_reaped():
+    """100 unary streams each sending a 4 MiB message without END_STREAM: the connection
+    stops being credited once it holds its buffer budget, and the body read timeout ends the
+    stalled calls; memory returns to its baseline."""
+    with _daemon("--body-read-timeout", "2") as server:
+        pid = server.proc.pid
+        _assert_healthy_within_a_second(server.address)
+        baseline = _rss_mib(pid)
+        conn = RawConnection(server.address)
+        conn.start()
+        streams = [1 + 2 * i for i in range(100)]
+        headers = conn.request_headers(UNARY_PATH)
+        conn.send(b"".join(conn.headers_frame(stream, headers) for stream in streams))
+        declared = 4 * MIB
+        remaining = {stream: 5 + declared for stream in streams}
+        connection_window, initial_window = 65535, 65535
+        stream_window = {stream: 65535 for stream in streams}
+        sent, peak = 0, baseline
+        ended = set()
+
+        def take(received):
+            nonlocal connection_window, initial_window
+            if received.type == WINDOW_UPDATE:
+                increment = struct.unpack(">I", received.payload)[0] & 0x7FFFFFFF
+                if received.stream_id == 0:
+                    connection_window += increment
+                elif received.stream_id in stream_window:
+                    stream_window[received.stream_id] += increment
+            elif received.type == SETTINGS and not received.flags & FLAG_ACK:
+                entries = _settings_entries(received.payload)
+                if 4 in entries:
+                    for stream in stream_window:
+                        stream_window[stream] += entries[4] - initial_window
+                    initial_window = entries[4]
+            elif received.type == HEADERS:
+                conn.decode_headers(received)
+                if received.flags & FLAG_END_STREAM:
+                    ended.add(received.stream_id)
+            elif received.type == RST_STREAM:
+                ended.add(received.stream_id)
+
+        # Send as fast as the server's windows allow, until it stops crediting (no credit for
+        # two seconds) or far more than any budget has gone through.
+        while sent < 64 * MIB:
+            progressed = False
+            for stream in streams:
+                size = min(16384, connection_window, stream_window[stream], remaining[stream])
+                if size <= 0 or stream in ended:
+                    continue
+                if remaining[stream] == 5 + declared:
+                    payload = struct.pack(">BI", 0, declared) + b"\x00" * (size - 5)
+                else:
+                    payload = b"\x00" * size
+                conn.send(frame(DATA, 0, stream, payload))
+                remaining[stream] -= size
+                connection_window -= size
+                stream_window[stream] -= size
+                sent += size
+                progressed = True
+            try:
+                while True:
+                    take(conn.read_frame(time.monotonic() + (0.05 if progressed else 2.0)))
+                    progressed = True
+            except socket.timeout:
+                if not progressed:
+                    break
+            peak = max(peak, _rss_mib(pid))
+        peak = max(peak, _rss_mib(pid))
+        # 16 MiB of connection window, then credit only while under the 8 MiB buffer budget.
+        assert sent <= 26 * MIB, "the server credited %.1f MiB on one connection" % (sent / MIB)
+        assert peak - baseline < 80, "RSS grew by %.0f MiB (baseline %.0f)" % (peak - baseline, baseline)
+        _assert_healthy_within_a_second(server.address)
+        # The body read timeout ends every stalled call (with a status, then RST_STREAM).
+        end = time.monotonic() + 20
+        while len(ended) < len(streams):
+            take(conn.read_frame(end))
+        conn.close()
+        _assert_healthy_within_a_second(server.address)
+        after = _rss_mib(pid)
+        assert after - baseline < 48, "RSS %.0f MiB after the calls ended (baseline %.0f)" % (after, baseline)
+
+
+@only_curecd
+def test_zero_window_readers_are_reset():
+    """A client that opens no flow-control window and asks for large streamed responses:
+    each stream is reset after the send timeout, and what it pinned is freed."""
+    with _daemon("--send-timeout", "2") as server:
+        pid = server.proc.pid
+        _assert_healthy_within_a_second(server.address)
+        baseline = _rss_mib(pid)
+        conn = RawConnection(server.address)
+        # SETTINGS_INITIAL_WINDOW_SIZE = 0: the server may send no DATA at all.
+        conn.send(PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 0)))
+        big = messages_pb2.StreamingOutputCallRequest(
+            response_parameters=[messages_pb2.ResponseParameters(size=64 * 1024) for _ in range(50)])
+        streams = [1 + 2 * i for i in range(20)]
+        conn.send(b"".join(
+            conn.headers_frame(stream, conn.request_headers("/grpc.testing.TestService/StreamingOutputCall"))
+            + frame(DATA, FLAG_END_STREAM, stream, grpc_frame(big.SerializeToString()))
+            for stream in streams))
+        reset, peak = {}, baseline
+        end = time.monotonic() + 20
+        while len(reset) < len(streams):
+            received = conn.read_frame(end)
+            if received.type == HEADERS:
+                conn.decode_headers(received)
+            elif received.type == RST_STREAM:
+                reset[received.stream_id] = struct.unpack(">I", received.payload)[0]
+            peak = max(peak, _rss_mib(pid))
+        assert set(reset) == set(streams) and set(reset.values()) == {CANCEL}
+        _assert_healthy_within_a_second(server.address)
+        conn.close()
+        after = _rss_mib(pid)
+        assert peak - baseline < 64, "RSS grew by %.0f MiB" % (peak - baseline)
+        assert after - baseline < 32, "RSS %.0f MiB after the resets (baseline %.0f)" % (after, baseline)
+
+
+def _generate_reason_request(user, item, max_tokens):
+    assert max_tokens < 128  # one varint byte
+    return _pb_bytes(1, user.encode()) + _pb_bytes(2, item.encode()) + _pb_bytes(3, b"\x20" + bytes([max_tokens]))
+
+
+def _raw_stream_call(address, path, body, seconds, timeout_header=None):
+    """One call on a new raw connection; (grpc-status, data)."""
+    conn = RawConnection(address)
+    conn.read_timeout = seconds
+    try:
+        conn.start()
+        extra = [("grpc-timeout", timeout_header)] if timeout_header else []
+        conn.send(conn.headers_frame(1, conn.request_headers(path, extra))
+                  + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(body)))
+        header_blocks, data, rst = conn.read_response(1, time.monotonic() + seconds)
+        assert rst is None
+        return grpc_status(header_blocks), data
+    finally:
+        conn.close()
+
+
+@only_curecd
+def test_reset_generate_reason_streams_cost_no_generation():
+    """Ten GenerateReason calls reset as soon as they are sent cost no generation: the
+    daemon's CPU time for them and two legitimate calls stays within that of the legitimate
+    calls plus a small margin (before, each reset stream ran its whole prefill: 18.6 CPU-s for
+    ten), and the legitimate calls meet their deadline."""
+    with _daemon() as server:
+        pid = server.proc.pid
+        request = _generate_reason_request("196", "242", 3)
+        # The first call loads the model.
+        status, _ = _raw_stream_call(server.address, GENERATE_REASON_PATH, request, 120)
+        assert status == GRPC_OK, "GenerateReason is not available: %d\n%s" % (status, server.log_tail())
+        before = _cpu_seconds(pid)
+        status, _ = _raw_stream_call(server.address, GENERATE_REASON_PATH, request, 60)
+        assert status == GRPC_OK
+        legitimate = _cpu_seconds(pid) - before
+
+        conn = RawConnection(server.address)
+        conn.start()
+        long_request = _generate_reason_request("196", "242", 120)
+        burst = b"".join(
+            conn.headers_frame(stream, conn.request_headers(GENERATE_REASON_PATH))
+            + frame(DATA, FLAG_END_STREAM, stream, grpc_frame(long_request))
+            + rst_stream_frame(stream)
+            for stream in range(1, 21, 2))
+        assert len(burst) < 4096
+        before = _cpu_seconds(pid)
+        conn.send(burst)
+        status, _ = _raw_stream_call(server.address, GENERATE_REASON_PATH, request, 40, timeout_header="30S")
+        assert status == GRPC_OK
+        # The PING is answered once the burst is read; then the legitimate call again.
+        conn.send(frame(PING, 0, 0, b"burst-in"))
+        end = deadline()
+        while True:
+            received = conn.read_frame(end)
+            if received.type == PING and received.flags & FLAG_ACK and received.payload == b"burst-in":
+                break
+        conn.close()
+        status, _ = _raw_stream_call(server.address, GENERATE_REASON_PATH, request, 40, timeout_header="30S")
+        assert status == GRPC_OK
+        spent = _cpu_seconds(pid) - before
+        assert spent < 2 * legitimate + 2.0, (
+            "10 reset streams and 2 calls cost %.1f CPU-s; one call costs %.1f" % (spent, legitimate))
+        _assert_healthy_within_a_second(server.address)
+
+
+@only_curecd
+def test_generation_beyond_the_queue_limit_is_refused():
+    """With one generation worker and a queue of one, a third concurrent generation is
+    refused with RESOURCE_EXHAUSTED at once; the queued one runs when the first is reset."""
+    with _daemon("--generation-workers", "1", "--generation-queue-limit", "1") as server:
+        conn = RawConnection(server.address)
+        try:
+            conn.start()
+            request = grpc_frame(_generate_request("Once upon a time", 120))
+            path = conn.request_headers(GENERATE_PATH)
+            conn.send(conn.headers_frame(1, path) + frame(DATA, FLAG_END_STREAM, 1, request))
+            first = _read_frame_patiently(conn, 120)
+            while not (first.type == DATA and first.stream_id == 1):
+                if first.type == HEADERS:
+                    block = conn.decode_headers(first)
+                    assert not first.flags & FLAG_END_STREAM, "the first generation ended: %r" % block
+                first = _read_frame_patiently(conn, 120)
+            conn.send(conn.headers_frame(3, path) + frame(DATA, FLAG_END_STREAM, 3, request)
+                      + conn.headers_frame(5, path) + frame(DATA, FLAG_END_STREAM, 5, request))
+            refused, tokens = {}, set()
+            end = time.monotonic() + 60
+            reset_first = False
+            while not (refused and tokens - {1}):
+                received = conn.read_frame(end)
+                if received.type == WINDOW_UPDATE or received.type == PING:
+                    continue
+                if received.type == DATA and received.payload:
+                    conn.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", len(received.payload)))
+                              + frame(WINDOW_UPDATE, 0, received.stream_id, struct.pack(">I", len(received.payload))))
+                    tokens.add(received.stream_id)
+                if received.type == HEADERS:
+                    block = dict(conn.decode_headers(received))
+                    if received.flags & FLAG_END_STREAM and received.stream_id in (3, 5):
+                        refused[received.stream_id] = (int(block["grpc-status"]),
+                                                       urllib.parse.unquote(block.get("grpc-message", "")))
+                if refused and not reset_first:
+                    conn.send(rst_stream_frame(1))
+                    reset_first = True
+            assert len(refused) == 1, refused
+            (code, message), = refused.values()
+            assert code == GRPC_RESOURCE_EXHAUSTED and "generation is at capacity" in message and len(message) < 200
+            assert tokens - {1} == {3, 5} - set(refused), "the queued generation did not run after the reset"
+            _assert_healthy_within_a_second(server.address)
+        finally:
+            conn.close()
+
+
+@only_curecd
+def test_idle_connections_from_one_peer_do_not_lock_out_another():
+    """A peer holding its per-address limit of idle connections gets no more; another
+    address is served at once."""
+    with _daemon("--max-connections-per-peer", "8") as server:
+        held = []
+        try:
+            for _ in range(8):
+                conn = RawConnection(server.address)
+                conn.start()
+                held.append(conn)
+            # The accepted connections answer (SETTINGS); the 9th is closed on accept.
+            for conn in held:
+                conn.send(frame(PING, 0, 0, b"accepted"))
+                end = deadline()
+                while True:
+                    received = conn.read_frame(end)
+                    if received.type == PING and received.flags & FLAG_ACK:
+                        break
+            extra = RawConnection(server.address)
+            extra.start()
+            _, closed = extra.read_raw_until_closed(deadline())
+            extra.close()
+            assert closed, "a ninth connection from the same address was kept"
+            _assert_healthy_within_a_second(server.address, source="127.0.0.2")
+        finally:
+            for conn in held:
+                conn.close()
+
+
+@only_curecd
+def test_out_of_descriptors_pauses_accept_with_one_log_line():
+    """With RLIMIT_NOFILE low, connections beyond it make accept fail with EMFILE: the
+    daemon logs that once, does not spin, and serves again when descriptors are free."""
+    def limit_files():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+    with _daemon("--event-loops", "1", preexec_fn=limit_files) as server:
+        pid = server.proc.pid
+        _assert_healthy_within_a_second(server.address)
+        open_now = len(os.listdir("/proc/%d/fd" % pid))
+        assert open_now < 100, "the daemon holds %d descriptors at rest" % open_now
+        held = []
+        try:
+            for _ in range(128 - open_now + 40):
+                conn = RawConnection(server.address)
+                held.append(conn)
+            end = time.monotonic() + 15
+            while "pausing new connections" not in server.log_text():
+                assert time.monotonic() < end, "accept never ran out of descriptors:\n" + server.log_tail()
+                held[-1].sock.settimeout(0.2)
+                try:
+                    held[-1].sock.recv(1)
+                except socket.timeout:
+                    pass
+            cpu_before = _cpu_seconds(pid)
+            # Still out of descriptors: another connection waits in the backlog a while.
+            waiting = RawConnection(server.address)
+            held.append(waiting)
+            waiting.start()
+            _, closed = waiting.read_raw_until_closed(time.monotonic() + 2.0)
+            assert not closed
+            spent = _cpu_seconds(pid) - cpu_before
+            assert spent < 1.0, "%.1f CPU-s spent while accept had no descriptors (spinning)" % spent
+        finally:
+            for conn in held:
+                conn.close()
+        log = server.log_text()
+        assert log.count("pausing new connections") == 1, log[-3000:]
+        assert len(log.splitlines()) < 200, "the log grew to %d lines" % len(log.splitlines())
+        # Descriptors are free again: within the longest pause (1 s) accept resumes.
+        end = time.monotonic() + 10
+        while True:
+            try:
+                _assert_healthy_within_a_second(server.address)
+                break
+            except (AssertionError, Closed, socket.timeout, OSError):
+                assert time.monotonic() < end, "not serving after descriptors were freed:\n" + server.log_tail()
+        assert "accepting connections again" in server.log_text()
+
+
+@pytest.fixture(scope="module")
+def short_timeouts():
+    """A daemon whose header, body, keepalive and default-deadline budgets are one second."""
+    if use_reference() or os.environ.get("CURECD_ADDR"):
+        pytest.skip("needs a curecd started by the test")
+    with _daemon("--header-read-timeout", "1", "--body-read-timeout", "1", "--keepalive-interval", "1",
+                 "--keepalive-timeout", "1", "--default-deadline", "1") as server:
+        yield server
+
+
+def test_half_open_call_is_reaped(short_timeouts):
+    """A unary call that sent half its message and then nothing ends with CANCELLED after
+    the body read timeout, and the connection keeps serving."""
+    conn = RawConnection(short_timeouts.address)
+    try:
+        conn.start()
+        # The client's own deadline is long: the body read timeout ends the call first.
+        conn.send(conn.headers_frame(1, conn.request_headers(UNARY_PATH, [("grpc-timeout", "30S")]))
+                  + frame(DATA, 0, 1, b"\x00\x00\x00\x00\x64" + b"\x00" * 10))
+        header_blocks, _, rst = conn.read_response(1, deadline())
+        assert rst is None
+        assert grpc_status(header_blocks) == GRPC_CANCELLED
+        message = urllib.parse.unquote(dict(header_blocks[-1]).get("grpc-message", ""))
+        assert "stopped arriving" in message and len(message) < 200
+        conn.send(conn.headers_frame(3, conn.request_headers("/grpc.testing.TestService/EmptyCall"))
+                  + frame(DATA, FLAG_END_STREAM, 3, grpc_frame(b"")))
+        header_blocks, _, rst = conn.read_response(3, deadline())
+        assert rst is None and grpc_status(header_blocks) == GRPC_OK
+    finally:
+        conn.close()
+    _assert_healthy_within_a_second(short_timeouts.address)
+
+
+def test_connection_without_a_preface_is_closed(short_timeouts):
+    conn = RawConnection(short_timeouts.address)
+    try:
+        conn.send(PREFACE[:10])
+        _, closed = conn.read_raw_until_closed(deadline())
+        assert closed, "a connection that never completed its preface was kept"
+    finally:
+        conn.close()
+    _assert_healthy_within_a_second(short_timeouts.address)
+
+
+def test_peer_that_does_not_answer_keepalive_is_dropped(short_timeouts):
+    """The raw socket is read but never answered: the server PINGs, then closes."""
+    conn = RawConnection(short_timeouts.address)
+    try:
+        conn.start()
+        received, closed = conn.read_raw_until_closed(deadline())
+        assert closed, "a peer that answers no PING was kept"
+        types = []
+        while len(received) >= 9:
+            length = struct.unpack(">I", b"\0" + received[:3])[0]
+            types.append(received[3])
+            received = received[9 + length:]
+        assert PING in types, "closed without a keepalive PING (frame types %s)" % types
+    finally:
+        conn.close()
+    _assert_healthy_within_a_second(short_timeouts.address)
+
+
+def test_call_without_a_deadline_gets_the_default_one(short_timeouts):
+    import grpc
+
+    channel = new_channel(short_timeouts.address)
+    try:
+        stub = test_pb2_grpc.TestServiceStub(channel)
+        slow = messages_pb2.StreamingOutputCallRequest(
+            response_parameters=[messages_pb2.ResponseParameters(size=1, interval_us=30_000_000)])
+        with pytest.raises(grpc.RpcError) as failure:
+            list(stub.StreamingOutputCall(slow))
+        assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        channel.close()
+
+
+@only_curecd
+def test_old_connection_gets_goaway_then_closes():
+    with _daemon("--max-connection-age", "1", "--max-connection-age-grace", "1") as server:
+        conn = RawConnection(server.address)
+        try:
+            conn.start()
+            frames, goaway = read_until_goaway_or_close(conn, deadline())
+            assert goaway is not None, "no GOAWAY for an old connection: %r" % frames
+            _, closed = conn.read_raw_until_closed(deadline())
+            assert closed
+        finally:
+            conn.close()
+        _assert_healthy_within_a_second(server.address)

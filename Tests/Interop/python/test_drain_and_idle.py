@@ -65,7 +65,11 @@ def test_new_calls_are_refused_while_draining():
         call = stub.StreamingOutputCall(slow_stream_request(2, 1_000_000), timeout=15)
         next(call)
         server.terminate()
-        time.sleep(0.4)
+        # The server says when it starts draining; wait for that, not for a guessed delay.
+        end = time.monotonic() + 10
+        while "shutting down" not in server.log_text():
+            assert time.monotonic() < end, "no 'shutting down' in the log:\n" + server.log_tail()
+            time.sleep(0.01)
         with pytest.raises(grpc.RpcError) as failure:
             stub.UnaryCall(messages_pb2.SimpleRequest(response_size=1), timeout=3)
         assert failure.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
