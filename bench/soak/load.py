@@ -127,7 +127,7 @@ def jobs_loop(client):
             job = client.submit_job("train", library="CURecBPR", name="soak-bpr", serve="false",
                                     config='{"factors": 16, "epochs": 200}')
             for event in client.watch(job.id, timeout=300):
-                if event.job.state.name == "RUNNING":
+                if event.state.name == "RUNNING" or event.final:
                     break
             client.cancel_job(job.id)
             finished = client.wait_job(job.id, timeout=300)

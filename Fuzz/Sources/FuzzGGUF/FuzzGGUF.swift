@@ -26,6 +26,9 @@ public func fuzzGGUF(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     for info in gguf.tensors {
         precondition(gguf.dataStart + info.offset + info.byteCount <= size,
                      "'\(info.name)' claims \(info.byteCount) bytes at \(gguf.dataStart + info.offset) of a \(size)-byte file")
+        // The shape arithmetic a loader does on every tensor it accepts.
+        precondition(info.rowCount * info.rowLength == info.elementCount, "'\(info.name)' rows do not multiply out")
+        precondition(info.rowCount * info.rowBytes == info.byteCount, "'\(info.name)' row bytes do not add up")
         let stored = try? gguf.withRawBytes(info.name) { $0.count }
         precondition(stored == info.byteCount, "'\(info.name)' hands out \(String(describing: stored)) of \(info.byteCount) bytes")
         if info.type.isDequantizable {
