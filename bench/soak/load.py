@@ -11,7 +11,8 @@ What runs at once (each its own thread, grpcio through the curec_client package 
   cancel      GenerateReason cut short: alternately cancelled after the first piece (the
               client resets the stream) and given a 0.3 s deadline; CANCELLED and
               DEADLINE_EXCEEDED are what these calls expect
-  jobs        an evaluate job waited to completion, then a train job cancelled while it runs
+  jobs        an evaluate job waited to completion, then a train job cancelled while it runs,
+              every JOB_INTERVAL seconds (default 5)
   go          the grpc-go client (bench/peers latencyclient): 2,000 Recommend calls per run
   health      Health/Check once a second; its latency, and the daemon's RSS from /proc
 
@@ -113,7 +114,10 @@ def cancel_loop(client, users, items):
 
 
 def jobs_loop(client):
-    while not STOP.is_set():
+    # One evaluate and one cancelled train job every JOB_INTERVAL seconds (default 5), the
+    # pace of an operator's scripts rather than a flood of records.
+    interval = float(os.environ.get("JOB_INTERVAL", "5"))
+    while not STOP.wait(interval):
         try:
             job = client.submit_job("evaluate", plugin="bpr")
             finished = client.wait_job(job.id, timeout=300)
