@@ -49,11 +49,15 @@ def record(name, ok=True, detail=""):
 
 
 def rss_kib():
+    """(total, anonymous, file-backed) resident KiB of the daemon: file-backed pages are mostly
+    the mapped model files, anonymous ones the heap."""
+    values = {}
     with open("/proc/%d/status" % PID) as status:
         for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                values[key] = int(rest.split()[0])
+    return values.get("VmRSS", 0), values.get("RssAnon", 0), values.get("RssFile", 0)
 
 
 def users_and_items(client):
@@ -162,7 +166,7 @@ def monitor(samples):
         except grpc.RpcError as error:
             record("health", False, str(error))
         latency = time.monotonic() - began
-        samples.append((round(began - start, 1), rss_kib(), round(latency * 1000, 1)))
+        samples.append((round(began - start, 1), *rss_kib(), round(latency * 1000, 1)))
     channel.close()
 
 
@@ -171,7 +175,7 @@ def main():
     client = Client(ADDRESS, timeout=60)
     client.wait_until_ready(30)
     users, items = users_and_items(client)
-    samples = [(0.0, rss_kib(), 0.0)]
+    samples = [(0.0, *rss_kib(), 0.0)]
     threads = [
         threading.Thread(target=score_loop, args=(client, users, items)),
         threading.Thread(target=generate_loop, args=(client, users, items)),
@@ -188,24 +192,31 @@ def main():
         thread.join()
     # The daemon at rest again: let finished work be released, then the last sample.
     time.sleep(5)
-    samples.append((round(SECONDS + 5, 1), rss_kib(), 0.0))
+    samples.append((round(SECONDS + 5, 1), *rss_kib(), 0.0))
     client.close()
 
     with open(os.path.join(OUT, "rss.csv"), "w") as csv:
-        csv.write("seconds,rss_kib,health_ms\n")
+        csv.write("seconds,rss_kib,anon_kib,file_kib,health_ms\n")
         for row in samples:
-            csv.write("%s,%s,%s\n" % row)
+            csv.write("%s,%s,%s,%s,%s\n" % row)
+
+    def median(column, rows):
+        values = sorted(row[column] for row in rows) or [0]
+        return round(values[len(values) // 2] / 1024, 1)
+
     rss = [row[1] for row in samples]
     # Start: the first minute's median, when the daemon has warmed up under the load.
-    first_minute = sorted(row[1] for row in samples if row[0] <= 60) or rss
-    last_minute = sorted(row[1] for row in samples if row[0] >= SECONDS - 60) or rss
-    health_ms = sorted(row[2] for row in samples[1:-1]) or [0.0]
+    first_minute = [row for row in samples if row[0] <= 60] or samples
+    last_minute = [row for row in samples if row[0] >= SECONDS - 60] or samples
+    health_ms = sorted(row[4] for row in samples[1:-1]) or [0.0]
     legitimate = sum(n for name, n in COUNTS.items() if name not in ("reset", "deadline", "go-recommend"))
     summary = {
         "seconds": SECONDS,
-        "rss_mib": {"before_load": round(rss[0] / 1024, 1), "first_minute_median": round(first_minute[len(first_minute) // 2] / 1024, 1),
-                    "peak": round(max(rss) / 1024, 1), "last_minute_median": round(last_minute[len(last_minute) // 2] / 1024, 1),
+        "rss_mib": {"before_load": round(rss[0] / 1024, 1), "first_minute_median": median(1, first_minute),
+                    "peak": round(max(rss) / 1024, 1), "last_minute_median": median(1, last_minute),
                     "end_at_rest": round(rss[-1] / 1024, 1)},
+        "anon_mib": {"first_minute_median": median(2, first_minute), "last_minute_median": median(2, last_minute)},
+        "file_mib": {"first_minute_median": median(3, first_minute), "last_minute_median": median(3, last_minute)},
         "health_ms": {"median": health_ms[len(health_ms) // 2], "max": health_ms[-1]},
         "calls": COUNTS,
         "legitimate_calls": legitimate,
