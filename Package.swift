@@ -8,6 +8,10 @@ let package = Package(
         .executable(name: "curecd", targets: ["curecd"]),
         .executable(name: "curec", targets: ["curec"]),
         .library(name: "CURecRPC", targets: ["CURecRPC"]),
+        // What the fuzz targets in Fuzz/ (a separate package, built only by bench/fuzz) link.
+        .library(name: "CURecTensor", targets: ["CURecTensor"]),
+        .library(name: "CURecProto", targets: ["CURecProto"]),
+        .library(name: "CURecServer", targets: ["CURecServer"]),
         // The plugin SDK: the C header and the Swift helpers for plugin authors.
         .library(name: "CURecPluginABI", targets: ["CURecPluginABI"]),
         .library(name: "CURecPluginKit", targets: ["CURecPluginKit"]),

@@ -33,6 +33,8 @@ public final class Daemon: Sendable {
     public let jobs: JobManager
     /// Every method the daemon routes (reflection's and health's included).
     public let routedMethods: [RPCMethodDescriptor]
+    /// The routes the server serves, for calling handlers without a transport (fuzzing).
+    let router: RPCRouter
     private let server: RPCServer
     private let recommendations: RecommendOperations?
     private let options: DaemonOptions
@@ -205,6 +207,7 @@ public final class Daemon: Sendable {
             methods: router.methods)
         router.register(reflection)
         self.routedMethods = router.methods
+        self.router = router
         self.health = health
         self.plugins = plugins
         self.recommendations = recommendations

@@ -588,6 +588,11 @@ private struct GGUFParser {
             else {
                 throw .invalidTensor(path: path, tensor: name, reason: "shape \(shape) is too large")
             }
+            // A tensor with no elements may still declare a row too long to address
+            // (`rowBytes` must be computable for every tensor that is accepted).
+            guard case (_, false) = (rowLength / type.blockSize).multipliedReportingOverflow(by: type.blockBytes) else {
+                throw .invalidTensor(path: path, tensor: name, reason: "a row of \(rowLength) elements is too large")
+            }
             guard entry.offset % UInt64(alignment) == 0 else {
                 throw .invalidTensor(
                     path: path, tensor: name,

@@ -104,8 +104,16 @@ public struct InteropTestService: Grpc_Testing_TestServiceHandler {
         throw RPCError(code, status.message)
     }
 
+    /// The largest payload a request may ask for: gRPC's default message limit. The interop
+    /// cases ask for at most 314,159 bytes; without a bound one request could make the server
+    /// allocate 2 GiB.
+    static let maxPayloadBytes: Int32 = 4 * 1024 * 1024
+
     private static func payload(size: Int32) throws(RPCError) -> Grpc_Testing_Payload {
         guard size >= 0 else { throw RPCError(.invalidArgument, "response size \(size) is negative") }
+        guard size <= maxPayloadBytes else {
+            throw RPCError(.invalidArgument, "response size \(size) is over the \(maxPayloadBytes) bytes this service sends")
+        }
         return .with {
             $0.type = .compressable
             $0.body = Data(count: Int(size))

@@ -1,0 +1,140 @@
+import Dispatch
+import Foundation
+import CURecProto
+import Logging
+import SwiftProtobuf
+@testable import CURecRPC
+@testable import CURecServer
+
+// Input layout: byte 0 picks a method among every method the daemon routes (so a method
+// added to a .proto and registered is fuzzed without edits here), byte 1 how many times a
+// streaming-request method receives the message, the rest is the request message.
+//
+// The handler runs as the connection runs it, without a transport: the request is decoded,
+// validated and served by a daemon on an empty scratch data directory (no dataset, plugins
+// or models, job workers not started), and its response drained. The call must end with a
+// status, and a response body only on OK.
+
+/// Methods whose handlers run only once requests can no longer name arbitrary host files:
+/// until then `Load` and `Reload` would open any library or copy any directory a fuzzed
+/// `library` field names. Their request messages are still decoded here.
+private let decodeOnly: Set<String> = ["/curec.v1.PluginService/Load", "/curec.v1.PluginService/Reload"]
+
+private let scratchDirectory = FileManager.default.temporaryDirectory
+    .appendingPathComponent("curec-fuzz-requests-\(getpid())").path
+
+private let daemon: Daemon = {
+    var options = DaemonOptions()
+    options.configuration.data_dir = scratchDirectory
+    options.configuration.dataset_dir = (scratchDirectory as NSString).appendingPathComponent("no-dataset")
+    options.configuration.plugins = []
+    options.configuration.pipeline_on_start = "off"
+    options.configuration.listen = "127.0.0.1:0"
+    options.configuration.enable_interop_testing = true
+    options.configuration.lm_path = (scratchDirectory as NSString).appendingPathComponent("no-model.gguf")
+    options.configuration.minilm_dir = (scratchDirectory as NSString).appendingPathComponent("no-minilm")
+    options.executableDirectory = nil
+    do {
+        return try Daemon(options: options, logger: Logger(label: "fuzz-requests", factory: { _ in SwiftLogNoOpLogHandler() }))
+    } catch {
+        fatalError("the daemon does not start on an empty data directory: \(error)")
+    }
+}()
+
+private let routes: [Route] = daemon.router.methods.compactMap { daemon.router.route(for: $0.path) }
+
+/// Wakes the fuzzing thread whenever the handler queued output or ended, and tells it when
+/// the handler's task has returned.
+private final class Signals: Sendable {
+    let wake = DispatchSemaphore(value: 0)
+    let handlerReturned = DispatchSemaphore(value: 0)
+}
+
+/// How long a call may run before its deadline ends it, as `grpc-timeout` would. Methods
+/// that stream until the client leaves (Health/Watch, the interop streams) end this way.
+private let callDeadlineMilliseconds = 250
+/// How long a handler may keep running after its call was ended by the deadline.
+private let stopGrace: DispatchTimeInterval = .seconds(5)
+
+/// Runs `route` on `messages` and drains its response; returns the final status.
+private func call(_ route: Route, messages: [[UInt8]]) -> (RPCStatus, responseBytes: Int) {
+    let signals = Signals()
+    let channel = CallChannel(wakeLoop: { signals.wake.signal() })
+    let deadline = ContinuousClock.now.advanced(by: .milliseconds(callDeadlineMilliseconds))
+    let context = ServerContext(path: route.method.path, requestMetadata: Metadata(), deadline: deadline, channel: channel)
+    let request = messages.first ?? []
+    @Sendable func end(_ error: any Error) {
+        let (status, trailers) = HTTP2Connection.status(for: error)
+        channel.finish(status, trailingMetadata: trailers)
+    }
+    // As the connection starts handlers (HTTP2Connection.startHandler), plus a signal when done.
+    func start(_ body: @escaping @Sendable () async throws -> Void) {
+        channel.attach(task: Task {
+            do {
+                try await body()
+                channel.finish(.ok)
+            } catch { end(error) }
+            signals.handlerReturned.signal()
+        })
+    }
+    switch route.handler {
+    case .inlineUnary(let handler):
+        start { try await channel.send(framed: MessageFramer.frame(try handler(request, context))) }
+    case .unary(let handler):
+        start { try await channel.send(framed: MessageFramer.frame(try await handler(request, context))) }
+    case .serverStreaming(let handler):
+        start { try await handler(request, context) }
+    case .streamingRequests(let handler):
+        for message in messages { channel.deliver(message) }
+        channel.finishInbound()
+        start { try await handler(context) }
+    }
+    // Drain as the loop does: clear the wake flag, pull everything queued, until the end;
+    // past the deadline, abort the call as the connection's deadline timer does.
+    let expiry = DispatchTime.now() + .milliseconds(callDeadlineMilliseconds)
+    var scratch = [UInt8](repeating: 0, count: 64 * 1024)
+    var responseBytes = 0
+    var ended = false
+    while !ended {
+        if signals.wake.wait(timeout: expiry) == .timedOut {
+            channel.abort(with: RPCStatus(code: .deadlineExceeded, message: "the call's deadline passed"))
+        }
+        _ = channel.takeOutboundSnapshot()
+        pulling: while true {
+            let pulled = scratch.withUnsafeMutableBufferPointer { channel.pull(into: $0.baseAddress!, capacity: $0.count) }
+            switch pulled {
+            case .copied(let count): responseBytes += count
+            case .wouldBlock: break pulling
+            case .endOfData:
+                ended = true
+                break pulling
+            }
+        }
+    }
+    // Work stops when its caller goes: the handler must return soon after the call ended.
+    if signals.handlerReturned.wait(timeout: .now() + stopGrace) == .timedOut {
+        fatalError("\(route.method.path) kept running \(stopGrace) after its call ended")
+    }
+    return (channel.trailers().0, responseBytes)
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzRequests(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    guard size >= 2, !routes.isEmpty else { return 0 }
+    let input = UnsafeBufferPointer(start: data, count: size)
+    let route = routes[Int(input[0]) % routes.count]
+    let message = Array(input[2...])
+    if decodeOnly.contains(route.method.path) {
+        // The handler is not run; decoding is the same generic path every method takes.
+        _ = try? Curec_V1_LoadPluginRequest(serializedBytes: message)
+        _ = try? Curec_V1_ReloadPluginRequest(serializedBytes: message)
+        return 0
+    }
+    let copies = route.kind == .clientStreaming || route.kind == .bidirectionalStreaming ? Int(input[1] % 4) : 1
+    let (status, responseBytes) = call(route, messages: Array(repeating: message, count: copies))
+    precondition(status.code == .ok || responseBytes == 0 || route.kind != .unary,
+                 "\(route.method.path) failed with \(status.code) after sending a response")
+    precondition(status.code != .ok || route.kind != .unary || responseBytes >= 5,
+                 "\(route.method.path) succeeded without a response message")
+    return 0
+}
