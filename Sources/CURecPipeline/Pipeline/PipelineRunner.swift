@@ -25,6 +25,19 @@ public struct DownstreamResult: Sendable, Codable, Equatable {
     /// `significance.json` in the report lists their ids). Nil in results written before it
     /// was recorded.
     public var testNDCG10ByUser: [Double]? = nil
+    /// The reason features the run used (``ReasonFeatureUse`` raw value); nil for a variant
+    /// without reasons.
+    public var features: String? = nil
+}
+
+/// How a variant's reason features were chosen: every ``ReasonFeatureUse`` trained on the
+/// first seed, and the one with the best validation NDCG@10.
+public struct FeatureChoice: Sendable, Codable, Equatable {
+    public var variant: String
+    public var seed: UInt64
+    /// Validation NDCG@10 per ``ReasonFeatureUse`` raw value.
+    public var validationNDCG10: [String: Double]
+    public var chosen: String
 }
 
 /// Where a pipeline left its outputs (all inside the workspace).
