@@ -29,11 +29,17 @@ struct PairReasons: Sendable {
 
     /// The artifact name under which the pipeline publishes its tuned reason model.
     static let tunedModelName = "curec-reasons"
-    static let defaultMaxAttempts = 3
-    /// Sampling of regenerations (greedy text already failed): the pipeline's correction
-    /// candidates' temperature and top-k.
-    static let retryTemperature: Float = CorrectionConfig().temperature
-    static let retryTopK = CorrectionConfig().topK
+    /// The artifact name of the pipeline's aligned chat model (before GRPO).
+    static let alignedModelName = "lm-aligned"
+    /// The artifact name of the built-in GPT a `pretrain` job or a GPT pipeline publishes
+    /// (the GRPO-tuned one), and of its pretrained state, `lm-pretrain`.
+    static let builtInModelName = "lm"
+    static let builtInPretrainedModelName = "lm-pretrain"
+    /// Attempts and the sampling of regenerations (greedy text already failed): the
+    /// pipeline's (``PairReasonWriter``), which measures served pair reasons the same way.
+    static let defaultMaxAttempts = PairReasonWriter.defaultMaxAttempts
+    static let retryTemperature: Float = PairReasonWriter.retryTemperature
+    static let retryTopK = PairReasonWriter.retryTopK
 
     /// The model version pair reasons come from: (name, version key for the cache).
     func resolveModel(_ requested: String) throws(ServingError) -> (name: String, version: String) {

@@ -38,7 +38,7 @@ struct ReasonGenerator: Sendable {
     }
 
     /// The name of the built-in GPT the pipeline and `pretrain` jobs publish by default.
-    static let defaultGPTName = "lm"
+    static let defaultGPTName = PairReasons.builtInModelName
 
     /// The chat model `name` (empty: ``defaultModelName()``) names, or nil when it is a
     /// built-in LM (`lm`, `pretrain` outputs).

@@ -181,7 +181,7 @@ struct PipelineJob: JobKind {
         case .chat:
             // Chat-model fine-tunings that `Generate` serves by name (LoRA adapters over lm_path);
             // pair reasons use the newest `tunedChatModel`.
-            try publish("lm-aligned", from: outcome.alignedModelDirectory,
+            try publish(PairReasons.alignedModelName, from: outcome.alignedModelDirectory,
                         manifest: chatManifest(stage: "align", method: config.alignment.method == .lora ? .lora : .full))
             if config.alignment.method == .lora {
                 try publish(Self.tunedChatModel, from: outcome.tunedModelDirectory, manifest: chatManifest(stage: "grpo", method: .lora))
@@ -189,8 +189,8 @@ struct PipelineJob: JobKind {
                 context.log("the GRPO adapters sit on fully fine-tuned weights; they stay in the workspace and are not published")
             }
         case .gpt:
-            try publish("lm-pretrain", from: outcome.alignedModelDirectory, manifest: manifest(.languageModel, stage: "align"))
-            try publish("lm", from: outcome.tunedModelDirectory, manifest: manifest(.languageModel, stage: "grpo"))
+            try publish(PairReasons.builtInPretrainedModelName, from: outcome.alignedModelDirectory, manifest: manifest(.languageModel, stage: "align"))
+            try publish(PairReasons.builtInModelName, from: outcome.tunedModelDirectory, manifest: manifest(.languageModel, stage: "grpo"))
         }
         // Last, so reasons, report and the LM are in place when the reason-aware recommender serves.
         if let served = try ReasonAwareRecommender.serveLatest(name: servedName, plugins: plugins, artifacts: artifacts) {

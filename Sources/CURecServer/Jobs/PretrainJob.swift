@@ -17,7 +17,7 @@ struct PretrainJob: JobKind {
     enum Parameters {
         static let defaults = PretrainingConfig()
         static let name: JobParameter<String> = .text(
-            "name", default: "lm", rule: .plainName, doc: "the model name: the result is `models/<name>/vN`")
+            "name", default: PairReasons.builtInModelName, rule: .plainName, doc: "the model name: the result is `models/<name>/vN`")
         static let steps: JobParameter<Int?> = .optionalInteger(
             "steps", in: 1...1_000_000, defaultText: String(defaults.steps),
             doc: "training steps (warm-up shortened to a tenth of them when given)")
