@@ -120,7 +120,10 @@ public final class Daemon: Sendable {
         var servingCorpus: CorpusBuilder? = nil
         if let data {
             do {
-                let corpus = try CorpusBuilder(dataset: data.dataset, split: data.split)
+                // Prompts as the pipeline aligned its models on them (history length included).
+                var corpusConfiguration = CorpusConfiguration()
+                corpusConfiguration.historyShown = PipelineConfig.standard.historyShown
+                let corpus = try CorpusBuilder(dataset: data.dataset, split: data.split, configuration: corpusConfiguration)
                 servingCorpus = corpus
                 let verifier = ReasonVerifier(dataset: data.dataset)
                 let cutoffs = data.split.trainTimesByUser.map { $0.last }

@@ -31,11 +31,11 @@ struct PairReasons: Sendable {
 
     /// The artifact name under which the pipeline publishes its tuned reason model.
     static let tunedModelName = PublishedName.tunedChatModel.rawValue
-    static let defaultMaxAttempts = 3
-    /// Sampling of regenerations (greedy text already failed): the pipeline's correction
-    /// candidates' temperature and top-k.
-    static let retryTemperature: Float = CorrectionConfig().temperature
-    static let retryTopK = CorrectionConfig().topK
+    /// Attempts and the sampling of regenerations (greedy text already failed): the
+    /// pipeline's (``PairReasonWriter``), which measures served pair reasons the same way.
+    static let defaultMaxAttempts = PairReasonWriter.defaultMaxAttempts
+    static let retryTemperature: Float = PairReasonWriter.retryTemperature
+    static let retryTopK = PairReasonWriter.retryTopK
 
     /// The model version pair reasons come from: (name, version key for the cache).
     func resolveModel(_ requested: String) throws(ServingError) -> (name: String, version: String) {

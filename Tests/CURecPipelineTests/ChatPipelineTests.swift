@@ -145,6 +145,34 @@ func tinyChatPipelineConfig() -> PipelineConfig {
         }
     }
 
+    @Test func servedPairReasonsAreFilteredAndWrittenAgainWhenNothingSurvives() throws {
+        let dataset = Synthetic.dataset()
+        let split = LeaveOneOutSplit(dataset)
+        let chat = try TinyChatModel()
+        let writer = try ReasonWriter(languageModel: LlamaReasonModel(backbone: try chat.backbone(), adapters: nil),
+                                      maxTokens: 16, batchSize: 4)
+        let builder = try CorpusBuilder(dataset: dataset, split: split)
+        let pairs = [ReasonPair(user: 0, item: 1), ReasonPair(user: 1, item: 2)]
+        let prompts = pairs.map { builder.pairPrompt(user: $0.user, item: $0.item) }
+        let template = try #require(builder.templatePairReason(user: 1, item: 2))
+        // The first pair's greedy answer names a film that does not exist; the second's is true.
+        let greedy = ["You loved \"No Such Film\" (1901).", template]
+        var pairWriter = PairReasonWriter(writer: writer, verifier: ReasonVerifier(dataset: dataset), split: split)
+        pairWriter.maxAttempts = 1
+        #expect(try pairWriter.reasons(pairs: pairs, prompts: prompts, greedy: greedy) == ["", template])
+
+        // With more attempts only the empty pair is written again, sampled with seeds 1, 2.
+        pairWriter.maxAttempts = 3
+        let texts = try pairWriter.reasons(pairs: pairs, prompts: prompts, greedy: greedy)
+        var expected = ""
+        for attempt in 1..<3 where expected.isEmpty {
+            let answer = try writer.write(prompts: [prompts[0]], temperature: PairReasonWriter.retryTemperature,
+                                          topK: PairReasonWriter.retryTopK, seed: UInt64(attempt))[0]
+            expected = pairWriter.filtered(answer.reason, pair: pairs[0])
+        }
+        #expect(texts == [expected, template])
+    }
+
     @Test func grpoTrainsACopyOfTheAlignedAdaptersAndLeavesTheReferenceAlone() throws {
         let chat = try TinyChatModel()
         let backbone = try chat.backbone()
@@ -219,6 +247,53 @@ func tinyChatPipelineConfig() -> PipelineConfig {
         let report = try String(contentsOfFile: outcome.reportDirectory + "/report.md", encoding: .utf8)
         #expect(report.contains("SmolLM2") && report.contains("base model"))
         for variant in DownstreamVariant.all { #expect(report.contains(variant.label)) }
+
+        // Reason quality on pairs the served variant recommends, each source measured on the
+        // same pairs, with the untuned model as the fluency judge.
+        #expect(outcome.stages.contains { $0.name == "reason-quality" })
+        let quality = try JSONDecoder().decode(ReasonQualityReport.self,
+            from: Data(contentsOf: URL(fileURLWithPath: outcome.reportDirectory + "/reason-quality.json")))
+        #expect(quality.rows.count == 5)
+        #expect(quality.rows.map(\.source).last == "corpus templates")
+        let pairs = try #require(quality.rows.first?.pairs)
+        #expect(pairs > 0 && pairs <= config.qualityPairs)
+        #expect(quality.rows.allSatisfy { $0.pairs == pairs })
+        #expect(quality.examples.count == min(10, pairs))
+        // Served reasons went through the sentence filter: every non-empty one passes.
+        let served = try #require(quality.rows.first { $0.source.hasPrefix("served") })
+        #expect(abs(served.passRate - Double(served.nonEmpty) / Double(pairs)) < 1e-9)
+        #expect(quality.rows.filter { $0.nonEmpty > 0 }.allSatisfy { $0.perplexity.map { $0 > 1 } ?? false })
+        #expect(report.contains("## Reason quality"))
+        // The pairs are items the served model recommends to that user.
+        let lists = try JSONDecoder().decode([PipelineRunner.ServedList].self, from: Data(contentsOf:
+            URL(fileURLWithPath: workspace + "/downstream/served.json")))
+        #expect(lists.count == dataset.userCount)
+        #expect(lists.allSatisfy { $0.items.count == config.qualityListLength })
+        for example in quality.examples {
+            let user = try #require(dataset.users.firstIndex { $0.externalID == example.user })
+            let item = try #require(dataset.items.firstIndex { $0.externalID == example.item })
+            #expect(lists[user].user == Int32(user) && lists[user].items.contains(Int32(item)))
+        }
+
+        // Each variant with reasons chose its features on validation, and used them on every seed.
+        let choices = try JSONDecoder().decode([DownstreamResult].self, from: Data(contentsOf:
+            URL(fileURLWithPath: workspace + "/downstream/feature-candidates.json")))
+        for variant in DownstreamVariant.all {
+            let candidates = choices.filter { $0.variant == variant.key }
+            guard case .reasons = variant.features else {
+                #expect(candidates.isEmpty)
+                #expect(outcome.downstream.filter { $0.variant == variant.key }.allSatisfy { $0.features == nil })
+                continue
+            }
+            #expect(Set(candidates.compactMap(\.features)) == Set(ReasonFeatureUse.allCases.map(\.rawValue)))
+            let best = try #require(candidates.max { $0.validationNDCG10 < $1.validationNDCG10 })
+            for run in outcome.downstream where run.variant == variant.key {
+                let chosen = try #require(run.features)
+                let score = try #require(candidates.first { $0.features == chosen }?.validationNDCG10)
+                #expect(score == best.validationNDCG10, "\(variant.key) kept \(chosen) over \(best.features ?? "")")
+            }
+        }
+        #expect(report.contains("chosen on validation only"))
     }
 
     @Test func anAlignmentInterruptedMidwayContinuesFromItsCheckpoint() throws {

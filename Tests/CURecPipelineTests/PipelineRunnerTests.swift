@@ -27,7 +27,7 @@ import Testing
 
         // Stage records with times.
         let names = outcome.stages.map(\.name)
-        for stage in ["align", "content", "reward", "grpo", "reasons-base", "reasons-aligned", "reasons-rl", "reasons-curec", "downstream"] {
+        for stage in ["align", "content", "reward", "grpo", "reasons-base", "reasons-aligned", "reasons-rl", "reasons-curec", "downstream", "reason-quality"] {
             #expect(names.contains(stage), "missing stage \(stage)")
         }
         #expect(outcome.stages.allSatisfy { $0.seconds >= 0 })

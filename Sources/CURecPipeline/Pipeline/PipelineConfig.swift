@@ -31,8 +31,8 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
     public var decodeQuantized = true
     /// Users and items that get a reason in each table (0: all). Users are the first ones by
     /// index, items the most watched in training; the others get zero feature rows.
-    public var reasonUsers = 100
-    public var reasonItems = 120
+    public var reasonUsers = 64
+    public var reasonItems = 96
     /// Stage 1: history titles shown in prompts (the corpus default is 20; 10 keeps a user
     /// prompt and its reasoning within the context).
     public var historyShown = 10
@@ -56,6 +56,9 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
         config.promptsPerStep = 2
         config.groupSize = 4
         config.innerEpochs = 1
+        // LoRA adapters need a LoRA-sized step: at the full-model default (5e-5) four steps
+        // leave the policy where it started (KL below 1e-4).
+        config.learningRate = 5e-4
         return config
     }()
     /// Users and items whose prompts GRPO trains on (a deterministic sample of each).
@@ -83,6 +86,11 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
     public var recommenderConfig = #"{"epochs": 100, "patience": 5}"#
     /// Stage 7: seeds of each downstream variant.
     public var seeds: [UInt64] = [42, 1, 2, 3, 4]
+    /// Reason quality: (user, item) pairs drawn from what the served variant recommends
+    /// (each user's top ``qualityListLength``), and the seed of the draw. 0 pairs: not measured.
+    public var qualityPairs = 200
+    public var qualityListLength = 10
+    public var qualitySeed: UInt64 = 2024
 
     public init() {}
 
@@ -115,12 +123,14 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
         config.grpo.promptsPerStep = 2
         config.grpo.groupSize = 4
         config.grpo.innerEpochs = 1
+        config.grpo.learningRate = 1e-3
         config.grpoUsers = 8
         config.grpoItems = 8
         config.correction.candidates = 2
         config.correction.regenerationRounds = 0
         config.recommenderConfig = #"{"epochs": 6, "patience": 3, "width": 32}"#
         config.seeds = [42]
+        config.qualityPairs = 16
         return config
     }
 
@@ -139,6 +149,8 @@ public struct PipelineConfig: Sendable, Codable, Equatable {
         try require(generationBatch >= 1 && generationBatch <= 256, "generationBatch: 1...256")
         try require(grpoUsers >= 0 && grpoItems >= 0 && grpoUsers + grpoItems > 0, "grpoUsers + grpoItems must be positive")
         try require(pretraining.steps >= 1, "pretraining.steps must be at least 1")
+        try require(qualityPairs >= 0 && qualityPairs <= 2000, "qualityPairs: 0...2000")
+        try require(qualityListLength >= 1 && qualityListLength <= 100, "qualityListLength: 1...100")
         try require(historyShown >= 1, "historyShown must be at least 1")
         try require(repetitionPenalty >= 1 && repetitionPenalty.isFinite, "repetitionPenalty must be finite and >= 1")
         try require(correction.candidates >= 1, "correction.candidates must be at least 1")

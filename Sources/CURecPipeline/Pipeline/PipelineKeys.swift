@@ -74,6 +74,22 @@ public struct ReasonTableKind: Sendable, Hashable {
     public var directory: String { "reasons/\(key)" }
 }
 
+/// Which embeddings of a reason table a downstream variant gives SASRec (besides its raw
+/// content, if any). Each variant with reasons tries every use on the first seed and keeps
+/// the one with the best validation NDCG@10; the test split plays no part in the choice.
+public enum ReasonFeatureUse: String, Sendable, Hashable, Codable, CaseIterable {
+    /// Item reasons as item features (beside the content when the variant has it) and user
+    /// reasons as user features.
+    case itemsAndUsers = "items+users"
+    /// Item reasons only.
+    case items
+    /// User reasons only (the item features are the content, or none).
+    case users
+
+    public var usesItemReasons: Bool { self != .users }
+    public var usesUserReasons: Bool { self != .items }
+}
+
 /// A downstream variant of the ablation.
 public struct DownstreamVariant: Sendable, Hashable {
     /// The features a variant gives SASRec besides item IDs.
@@ -81,9 +97,9 @@ public struct DownstreamVariant: Sendable, Hashable {
         case none
         /// MiniLM embeddings of each item's title, year and genres, as item features.
         case content
-        /// A reason table's item and user embeddings as item and user features; with
-        /// `withContent` the item features are the content embedding and the reason embedding
-        /// side by side.
+        /// A reason table's item and/or user embeddings (``ReasonFeatureUse``, chosen on
+        /// validation) as item and user features; with `withContent` the item features are the
+        /// content embedding, beside the item reason embedding when that is used.
         case reasons(ReasonTableKind, withContent: Bool)
     }
 

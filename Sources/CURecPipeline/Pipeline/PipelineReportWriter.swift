@@ -16,6 +16,8 @@ public struct PipelineReportWriter: Sendable {
     /// The quality of served pair reasons per source (section and `reason-quality.json`), when
     /// measured.
     public var reasonQuality: ReasonQualityReport? = nil
+    /// How each variant with reasons chose its reason features (on validation), when known.
+    public var featureChoices: [FeatureChoice] = []
 
     public init(config: PipelineConfig, dataset: RecDataset, stages: [PipelineStageRecord],
                 downstream: [DownstreamResult], tables: [String: String]) {
@@ -143,9 +145,55 @@ public struct PipelineReportWriter: Sendable {
         report.markdown(table.markdown(metrics: Self.metrics, headers: Self.headers))
         report.image(alt: "ablation", file: "ablation.svg")
         report.paragraph(verdict(table))
-        if let reasonQuality { report.markdown(reasonQuality.markdown()) }
+        if !featureChoices.isEmpty { featureSection(&report) }
+        if let reasonQuality {
+            report.markdown(reasonQuality.markdown())
+            report.paragraph(Self.qualityGoals(reasonQuality))
+        }
         report.markdown(significance.markdown(labels: Dictionary(uniqueKeysWithValues: DownstreamVariant.all.map { ($0.key, $0.label) })))
         return report.render()
+    }
+
+    /// The validation NDCG@10 of every reason feature use per variant, and the one kept.
+    func featureSection(_ report: inout MarkdownReport) {
+        report.paragraph("Reason features per variant, chosen on validation only: each variant with reasons was trained on seed "
+            + "\(featureChoices.first.map { String($0.seed) } ?? "")"
+            + " with the item reasons and the user reasons (`items+users`), the item reasons only (`items`) and the user reasons "
+            + "only (`users`), beside the raw content where the variant has it; the use with the best validation NDCG@10 "
+            + "was kept for every seed. Validation NDCG@10:")
+        let labels = Dictionary(uniqueKeysWithValues: DownstreamVariant.all.map { ($0.key, $0.label) })
+        let rows = featureChoices.map { choice -> [String] in
+            [labels[choice.variant] ?? choice.variant]
+                + ReasonFeatureUse.allCases.map { use in
+                    Self.fixed(choice.validationNDCG10[use.rawValue], 4) + (use.rawValue == choice.chosen ? " (kept)" : "")
+                }
+        }
+        report.table(header: ["Variant"] + ReasonFeatureUse.allCases.map(\.rawValue), rows: rows,
+                     alignments: [MarkdownReport.Alignment.left]
+                        + ReasonFeatureUse.allCases.map { _ in MarkdownReport.Alignment.right })
+    }
+
+    /// Whether the served pair reasons meet the quality goals (at least 95% pass every check,
+    /// at least 90% distinct, perplexity under the base model no higher than the templates').
+    static func qualityGoals(_ quality: ReasonQualityReport) -> String {
+        guard let served = quality.rows.first(where: { $0.source.hasPrefix("served") }) else { return "" }
+        var sentences: [String] = []
+        func percent(_ value: Double) -> String { ReportFormat.fixed(value * 100, decimals: 1) + "%" }
+        sentences.append(served.passRate >= 0.95
+            ? "Goal met: \(percent(served.passRate)) of the served pair reasons pass every check (goal 95%)."
+            : "Goal missed: \(percent(served.passRate)) of the served pair reasons pass every check, "
+                + "\(ReportFormat.fixed((0.95 - served.passRate) * 100, decimals: 1)) points short of 95%.")
+        sentences.append(served.distinctShare >= 0.9
+            ? "Goal met: \(percent(served.distinctShare)) are distinct (goal 90%)."
+            : "Goal missed: \(percent(served.distinctShare)) are distinct, "
+                + "\(ReportFormat.fixed((0.9 - served.distinctShare) * 100, decimals: 1)) points short of 90%.")
+        if let mine = served.perplexity, let templates = quality.rows.first(where: { $0.source.hasPrefix("corpus") })?.perplexity {
+            sentences.append(mine <= templates
+                ? "Goal met: their perplexity under the base model, \(ReportFormat.fixed(mine, decimals: 2)), is no higher than the templates' (\(ReportFormat.fixed(templates, decimals: 2)))."
+                : "Goal missed: their perplexity under the base model is \(ReportFormat.fixed(mine, decimals: 2)), "
+                    + "\(ReportFormat.fixed(mine - templates, decimals: 2)) above the templates' \(ReportFormat.fixed(templates, decimals: 2)).")
+        }
+        return sentences.joined(separator: " ")
     }
 
     /// A plain statement of whether full CURec beats the ID-only and raw-content variants.
@@ -171,7 +219,7 @@ public struct PipelineReportWriter: Sendable {
                 + ", " + ReportFormat.signedPercent(change) + ").")
         }
         if config.seeds.count < 2 {
-            sentences.append("With a single seed these differences carry no error bars; the standard profile runs three.")
+            sentences.append("With a single seed these differences carry no error bars; the standard profile runs five.")
         }
         return sentences.joined(separator: " ")
     }
@@ -201,7 +249,10 @@ public struct PipelineReportWriter: Sendable {
         try save(markdown(), "report.md")
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(downstream).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("results.json")),
+        // One line: the per-user vectors would take a line per value when pretty-printed.
+        let compact = JSONEncoder()
+        compact.outputFormatting = [.sortedKeys]
+        try compact.encode(downstream).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("results.json")),
                                              options: .atomic)
         try encoder.encode(significance).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("significance.json")),
                                                options: .atomic)

@@ -25,6 +25,19 @@ public struct DownstreamResult: Sendable, Codable, Equatable {
     /// `significance.json` in the report lists their ids). Nil in results written before it
     /// was recorded.
     public var testNDCG10ByUser: [Double]? = nil
+    /// The reason features the run used (``ReasonFeatureUse`` raw value); nil for a variant
+    /// without reasons.
+    public var features: String? = nil
+}
+
+/// How a variant's reason features were chosen: every ``ReasonFeatureUse`` trained on the
+/// first seed, and the one with the best validation NDCG@10.
+public struct FeatureChoice: Sendable, Codable, Equatable {
+    public var variant: String
+    public var seed: UInt64
+    /// Validation NDCG@10 per ``ReasonFeatureUse`` raw value.
+    public var validationNDCG10: [String: Double]
+    public var chosen: String
 }
 
 /// Where a pipeline left its outputs (all inside the workspace).
@@ -295,10 +308,14 @@ public final class PipelineRunner: @unchecked Sendable {
         }
         table.append(PipelineStageDefinition(.downstream, inputs: [content] + ReasonTableKind.all.map(\.stageName),
                                              scratch: [], run: runDownstream))
+        table.append(PipelineStageDefinition("reason-quality", group: .downstream,
+                                             inputs: [align, grpo, PipelineStage.downstream.rawValue], run: runReasonQuality))
         table.append(PipelineStageDefinition(.report, inputs: [PipelineStage.downstream.rawValue], recording: .everyRun) {
-            try PipelineReportWriter(config: self.config, dataset: self.environment.dataset, stages: self.records,
-                                     downstream: self.downstreamResults(), tables: self.tableDirectories)
-                .write(to: self.path("report"))
+            var writer = PipelineReportWriter(config: self.config, dataset: self.environment.dataset, stages: self.records,
+                                              downstream: try self.downstreamResults(), tables: self.tableDirectories)
+            writer.reasonQuality = self.savedReasonQuality()
+            writer.featureChoices = try self.featureChoices()
+            try writer.write(to: self.path("report"))
             self.log("report written to \(self.path("report"))")
             return PipelineStageOutput()
         })
@@ -554,6 +571,12 @@ public final class PipelineRunner: @unchecked Sendable {
     }
 
     private var resultsPath: String { path("downstream/results.json") }
+    /// The first-seed runs of every reason feature use (the choice is made from them).
+    private var candidatesPath: String { path("downstream/feature-candidates.json") }
+    /// What the served variant's kept model recommends to every user (the reason quality
+    /// stage draws its pairs from it).
+    private var servedPath: String { path("downstream/served.json") }
+    private var qualityPath: String { path("quality/reason-quality.json") }
 
     /// The downstream runs finished so far (the stage resumes from them).
     private func downstreamResults() throws -> [DownstreamResult] {
@@ -561,63 +584,226 @@ public final class PipelineRunner: @unchecked Sendable {
         return try JSONDecoder().decode([DownstreamResult].self, from: data)
     }
 
-    /// Stages 6 and 7: downstream SASRec variants over seeds, evaluated on validation and test.
+    private func candidateResults() throws -> [DownstreamResult] {
+        guard let data = FileManager.default.contents(atPath: candidatesPath) else { return [] }
+        return try JSONDecoder().decode([DownstreamResult].self, from: data)
+    }
+
+    /// The reason feature use of every variant with reasons, chosen on validation NDCG@10 of
+    /// the first seed (ties: the first in ``ReasonFeatureUse/allCases``).
+    func featureChoices() throws -> [FeatureChoice] {
+        let candidates = try candidateResults()
+        return DownstreamVariant.all.compactMap { variant -> FeatureChoice? in
+            let runs = candidates.filter { $0.variant == variant.key }
+            guard let seed = runs.first?.seed else { return nil }
+            var scores: [String: Double] = [:]
+            for run in runs where run.seed == seed { if let use = run.features { scores[use] = run.validationNDCG10 } }
+            var best: ReasonFeatureUse?
+            var bestScore = -Double.infinity
+            for use in ReasonFeatureUse.allCases {
+                if let score = scores[use.rawValue], score > bestScore { best = use; bestScore = score }
+            }
+            guard let best else { return nil }
+            return FeatureChoice(variant: variant.key, seed: seed, validationNDCG10: scores, chosen: best.rawValue)
+        }
+    }
+
+    private static func save<T: Encodable>(_ value: T, to file: String, pretty: Bool = true) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys] : [.sortedKeys]
+        try encoder.encode(value).write(to: URL(fileURLWithPath: file), options: .atomic)
+    }
+
+    /// One served list: a user's top items (dataset indices).
+    struct ServedList: Codable {
+        var user: Int32
+        var items: [Int32]
+    }
+
+    /// The features of one run of `variant` (`use` for a variant with reasons).
+    private func features(of variant: DownstreamVariant, use: ReasonFeatureUse?, tables: [ReasonTableKind: ReasonTable],
+                          content: [Float], dimension: Int) -> (items: [Float], itemDimension: Int, users: [Float], userDimension: Int) {
+        switch variant.features {
+        case .none:
+            return ([], 0, [], 0)
+        case .content:
+            return (content, dimension, [], 0)
+        case .reasons(let kind, let withContent):
+            guard let table = tables[kind] else { return withContent ? (content, dimension, [], 0) : ([], 0, [], 0) }
+            let use = use ?? .itemsAndUsers
+            var items: [Float] = [], itemDimension = 0
+            switch (withContent, use.usesItemReasons) {
+            case (true, true):
+                items = Self.sideBySide(content, dimension, table.itemEmbeddings, table.dimension, rows: environment.dataset.itemCount)
+                itemDimension = dimension + table.dimension
+            case (true, false):
+                items = content
+                itemDimension = dimension
+            case (false, true):
+                items = table.itemEmbeddings
+                itemDimension = table.dimension
+            case (false, false):
+                break
+            }
+            return use.usesUserReasons ? (items, itemDimension, table.userEmbeddings, table.dimension) : (items, itemDimension, [], 0)
+        }
+    }
+
+    /// Stages 6 and 7: downstream SASRec variants over seeds, evaluated on validation and
+    /// test. A variant with reasons first trains every ``ReasonFeatureUse`` on the first seed
+    /// and keeps the one with the best validation NDCG@10 for all its seeds (that run is its
+    /// first seed's result). The served variant's first seed is trained again to be kept, and
+    /// what it recommends is saved for the reason quality stage.
     private func runDownstream() throws -> PipelineStageOutput {
         let stage = PipelineStage.downstream.rawValue
         try FileManager.default.createDirectory(atPath: path("downstream"), withIntermediateDirectories: true)
         var results = (try? downstreamResults()) ?? []
+        var candidates = (try? candidateResults()) ?? []
         var tables: [ReasonTableKind: ReasonTable] = [:]
         for kind in ReasonTableKind.all { tables[kind] = try ReasonTable.read(from: path(kind.directory)) }
         let content = try content(), dimension = try embedder().dimension
-        let total = DownstreamVariant.all.count * config.seeds.count
+        let withReasons = DownstreamVariant.all.filter { if case .reasons = $0.features { return true } else { return false } }
+        let total = DownstreamVariant.all.count * config.seeds.count + withReasons.count * (ReasonFeatureUse.allCases.count - 1) + 1
+        guard let firstSeed = config.seeds.first else { throw PipelineError.invalidConfig("seeds: at least one seed") }
+
+        func train(_ variant: DownstreamVariant, seed: UInt64, use: ReasonFeatureUse?, keep: Bool) throws -> (DownstreamResult, any RecommenderScoring) {
+            try checkCancelled()
+            let chosen = features(of: variant, use: use, tables: tables, content: content, dimension: dimension)
+            let run = RecommenderRun(variant: variant.key, seed: seed, itemFeatures: chosen.items, itemFeatureDimension: chosen.itemDimension,
+                                     userFeatures: chosen.users, userFeatureDimension: chosen.userDimension,
+                                     config: config.recommenderConfig, keep: keep)
+            let runStart = Date()
+            let done = results.count + candidates.count
+            let label = "\(variant.key) seed \(seed)" + (use.map { " (\($0.rawValue))" } ?? "")
+            log("downstream: training \(label)")
+            let model = try environment.trainRecommender(
+                run, progress: { step, steps, metrics in self.progress("\(stage) \(label)", step, steps, metrics) },
+                isCancelled: isCancelled)
+            var result = try evaluate(model, variant: variant.key, seed: seed, seconds: Date().timeIntervalSince(runStart))
+            result.features = use?.rawValue
+            log(String(format: "downstream %@: test NDCG@10 %.4f, Recall@10 %.4f (validation NDCG@10 %.4f)",
+                       label, result.test["ndcg@10"] ?? 0, result.test["recall@10"] ?? 0, result.validationNDCG10))
+            progress(stage, min(done + 1, total), total, [:])
+            return (result, model)
+        }
+
         for variant in DownstreamVariant.all {
-            for (seedIndex, seed) in config.seeds.enumerated() {
-                // The keep run saves its model before its result is recorded, so a recorded
-                // run never needs training again.
-                if results.contains(where: { $0.variant == variant.key && $0.seed == seed }) { continue }
-                try checkCancelled()
-                var run = RecommenderRun(variant: variant.key, seed: seed, itemFeatures: [], itemFeatureDimension: 0,
-                                         userFeatures: [], userFeatureDimension: 0, config: config.recommenderConfig,
-                                         keep: variant == DownstreamVariant.served && seedIndex == 0)
-                switch variant.features {
-                case .none:
-                    break
-                case .content:
-                    run.itemFeatures = content
-                    run.itemFeatureDimension = dimension
-                case .reasons(let kind, let withContent):
-                    guard let table = tables[kind] else { break }
-                    if withContent {
-                        run.itemFeatures = Self.sideBySide(content, dimension, table.itemEmbeddings, table.dimension,
-                                                           rows: environment.dataset.itemCount)
-                        run.itemFeatureDimension = dimension + table.dimension
-                    } else {
-                        run.itemFeatures = table.itemEmbeddings
-                        run.itemFeatureDimension = table.dimension
-                    }
-                    run.userFeatures = table.userEmbeddings
-                    run.userFeatureDimension = table.dimension
+            var use: ReasonFeatureUse? = nil
+            if case .reasons = variant.features {
+                for candidate in ReasonFeatureUse.allCases
+                where !candidates.contains(where: { $0.variant == variant.key && $0.seed == firstSeed && $0.features == candidate.rawValue }) {
+                    let (result, _) = try train(variant, seed: firstSeed, use: candidate, keep: false)
+                    candidates.append(result)
+                    try Self.save(candidates, to: candidatesPath, pretty: false)
                 }
-                let runStart = Date()
-                let done = results.count
-                log("downstream: training \(variant.key) seed \(seed)")
-                let model = try environment.trainRecommender(
-                    run, progress: { step, steps, metrics in
-                        self.progress("\(stage) \(variant.key) seed \(seed)", step, steps, metrics)
-                    }, isCancelled: isCancelled)
-                let result = try evaluate(model, variant: variant.key, seed: seed, seconds: Date().timeIntervalSince(runStart))
-                results.append(result)
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                try encoder.encode(results).write(to: URL(fileURLWithPath: resultsPath), options: .atomic)
-                log(String(format: "downstream %@ seed %llu: test NDCG@10 %.4f, Recall@10 %.4f (validation NDCG@10 %.4f)",
-                           variant.key, seed, result.test["ndcg@10"] ?? 0, result.test["recall@10"] ?? 0,
-                           result.validationNDCG10))
-                progress(stage, min(done + 1, total), total, [:])
+                use = try featureChoices().first { $0.variant == variant.key }.flatMap { ReasonFeatureUse(rawValue: $0.chosen) }
+                if let use { log("downstream \(variant.key): reason features \(use.rawValue), chosen on validation NDCG@10 of seed \(firstSeed)") }
+            }
+            for (seedIndex, seed) in config.seeds.enumerated() {
+                if results.contains(where: { $0.variant == variant.key && $0.seed == seed }) { continue }
+                let keep = variant == DownstreamVariant.served && seedIndex == 0
+                if !keep, seedIndex == 0, let use,
+                   let chosen = candidates.first(where: { $0.variant == variant.key && $0.seed == seed && $0.features == use.rawValue }) {
+                    results.append(chosen)
+                } else {
+                    // The keep run saves its model before its result is recorded, so a
+                    // recorded run never needs training again.
+                    let (result, model) = try train(variant, seed: seed, use: use, keep: keep)
+                    if keep {
+                        let histories = statistics.historyByUser.map { $0.map { UInt32(bitPattern: $0) } }
+                        let lists = try ReasonQualityMeter.servedLists(
+                            model: model, histories: histories, itemCount: environment.dataset.itemCount,
+                            users: (0..<environment.dataset.userCount).map { Int32($0) }, k: config.qualityListLength)
+                        try Self.save(lists.map { ServedList(user: $0.user, items: $0.items) }, to: servedPath, pretty: false)
+                    }
+                    results.append(result)
+                }
+                try Self.save(results, to: resultsPath, pretty: false)
             }
         }
-        return PipelineStageOutput(metrics: ["runs": Double(results.count)])
+        return PipelineStageOutput(metrics: ["runs": Double(results.count), "feature_candidate_runs": Double(candidates.count)])
     }
+
+    /// The label of each source of the reason quality table, in table order.
+    enum QualitySource {
+        static let base = "base model, greedy"
+        static let aligned = "aligned, greedy"
+        static let grpo = "after GRPO, greedy"
+        static let served = "served: after GRPO + sentence filter, up to \(PairReasonWriter.defaultMaxAttempts) attempts"
+        static let templates = "corpus templates"
+    }
+
+    /// The reason quality stage: ``PipelineConfig/qualityPairs`` (user, item) pairs drawn with
+    /// ``PipelineConfig/qualitySeed`` from what the served variant recommends (not chosen by
+    /// reward); for each a pair reason from the base, aligned and GRPO models (greedy, as
+    /// written), the served one (``PairReasonWriter``: the GRPO model's greedy reason through
+    /// the sentence filter, regenerated when nothing survives) and the corpus template;
+    /// measured by ``ReasonQualityMeter`` with the untuned base model as the fluency judge.
+    private func runReasonQuality() throws -> PipelineStageOutput {
+        let stage = "reason-quality"
+        guard config.qualityPairs > 0 else { return PipelineStageOutput(metrics: ["pairs": 0]) }
+        guard let data = FileManager.default.contents(atPath: servedPath) else {
+            throw PipelineError.stage(stage, "\(servedPath) is missing: the downstream stage of this workspace did not save what the served variant recommends; use a new run name")
+        }
+        let served = try JSONDecoder().decode([ServedList].self, from: data)
+        let pairs = ReasonQualityMeter.samplePairs(from: served.map { (user: $0.user, items: $0.items) }, count: config.qualityPairs,
+                                                   seed: config.qualitySeed)
+        let builder = try builder()
+        let prompts = pairs.map { builder.pairPrompt(user: $0.user, item: $0.item) }
+        let verifier = ReasonVerifier(dataset: environment.dataset)
+        let writers: [(ReasonTableKind.Writer, String)] = [(.base, QualitySource.base), (.aligned, QualitySource.aligned),
+                                                           (.tuned, QualitySource.grpo)]
+        var sources: [(name: String, texts: [String])] = []
+        for (index, (kind, label)) in writers.enumerated() {
+            let writer = try ReasonWriter(languageModel: try languageModel(kind), maxTokens: config.answerTokens,
+                                          batchSize: Self.pairReasonBatch, repetitionPenalty: config.repetitionPenalty)
+            let greedy = try writer.write(prompts: prompts, progress: { done, count in
+                self.progress(stage, index * count + done, writers.count * count, [:])
+            }, isCancelled: isCancelled).map(\.reason)
+            sources.append((label, greedy))
+            if kind == .tuned {
+                let servedTexts = try PairReasonWriter(writer: writer, verifier: verifier, split: environment.split)
+                    .reasons(pairs: pairs, prompts: prompts, greedy: greedy, isCancelled: isCancelled)
+                sources.append((QualitySource.served, servedTexts))
+            }
+        }
+        sources.append((QualitySource.templates, pairs.map { builder.templatePairReason(user: $0.user, item: $0.item) ?? "" }))
+        let judge: (any ReasonFluencyJudge)?
+        switch config.languageModel {
+        case .chat:
+            let backbone = try chatBackbone()
+            try backbone.use(nil, on: backbone.trainable)
+            judge = try LanguageModelJudge.chat(model: backbone.trainable, tokenizer: backbone.tokenizer)
+        case .gpt:
+            // The built-in GPT's "base" is its untrained initialisation: no judge of fluency.
+            judge = nil
+        }
+        let report = try ReasonQualityReport(meter: ReasonQualityMeter(verifier: verifier, split: environment.split, judge: judge),
+                                             dataset: environment.dataset, pairs: pairs, sources: sources, examples: 10,
+                                             seed: config.qualitySeed)
+        try FileManager.default.createDirectory(atPath: path("quality"), withIntermediateDirectories: true)
+        try Self.save(report, to: qualityPath)
+        var metrics: [String: Double] = ["pairs": Double(pairs.count)]
+        for (row, key) in zip(report.rows, ["base", "aligned", "grpo", "served", "templates"]) {
+            metrics["\(key).pass_rate"] = row.passRate
+            metrics["\(key).distinct"] = row.distinctShare
+            if let perplexity = row.perplexity { metrics["\(key).perplexity"] = perplexity }
+        }
+        if let row = report.rows.first(where: { $0.source == QualitySource.served }) {
+            log(String(format: "reason quality: served pair reasons pass %.1f%%, distinct %.1f%%, perplexity %@ on %d pairs",
+                       row.passRate * 100, row.distinctShare * 100, row.perplexity.map { String(format: "%.2f", $0) } ?? "-", pairs.count))
+        }
+        return PipelineStageOutput(metrics: metrics)
+    }
+
+    /// The reason quality measured by the last run of that stage, if any.
+    private func savedReasonQuality() -> ReasonQualityReport? {
+        guard let data = FileManager.default.contents(atPath: qualityPath) else { return nil }
+        return try? JSONDecoder().decode(ReasonQualityReport.self, from: data)
+    }
+
+    /// Pair reasons written at once, as the daemon writes a request's pairs.
+    static let pairReasonBatch = 8
 
     // MARK: - Pieces
 

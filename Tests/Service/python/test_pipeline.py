@@ -56,7 +56,7 @@ def finished(pipeline_daemon):
 
 def test_the_job_ran_every_stage_and_reports_metrics(finished):
     job, stages = finished
-    for stage in ["align", "grpo", "reasons-curec", "downstream"]:
+    for stage in ["align", "grpo", "reasons-curec", "downstream", "reason-quality"]:
         assert stage in stages, stages
     assert job.artifact.startswith("models/report/v")
     for variant in ["id", "content", "base", "aligned", "rl", "curec", "curec-no-content"]:
@@ -103,5 +103,8 @@ def test_the_report_is_retrievable_over_rpc(pipeline_daemon, finished, tmp_path)
     for chart in ["ablation.svg", "grpo.svg", "pretrain-loss.svg"]:
         xml.dom.minidom.parseString(report.files[chart])
     assert "results.json" in report.files
+    # The reason quality of served pair reasons, and the reason features chosen on validation.
+    assert "## Reason quality" in report.markdown and "reason-quality.json" in report.files
+    assert "chosen on validation only" in report.markdown
     saved = report.save(str(tmp_path))
     assert len(saved) == len(report.files)
