@@ -249,6 +249,7 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
             loop.deregister(fd: listenerFD)
             close(listenerFD)
             listenerFD = -1
+            if role == .admin, let path = shared.configuration.security.adminSocketPath { unlink(path) }
         }
         if connections.isEmpty {
             if role == .main { loop.stop() }

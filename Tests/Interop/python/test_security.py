@@ -165,6 +165,8 @@ def test_admin_methods_live_on_the_admin_socket(pki, tmp_path):
             channel.close()
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
+    # A graceful stop removes the socket file.
+    assert not os.path.exists(socket_path)
 
 
 def _run_to_exit(args, tmp_path):

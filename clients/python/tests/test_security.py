@@ -106,3 +106,32 @@ def test_admin_socket_serves_administration_without_tls(secured):
     assert raised.value.code == grpc.StatusCode.PERMISSION_DENIED
     with Client("unix:" + secured["socket"], timeout=10) as admin:
         assert list(admin.plugins()) == []
+
+
+def test_token_on_a_cleartext_loopback_channel():
+    """A loopback daemon with tokens and no TLS: the client sends the token as metadata."""
+    work = tempfile.mkdtemp(prefix="curec-client-token-")
+    config = os.path.join(work, "curecd.yaml")
+    with open(config, "w") as f:
+        f.write("tokens:\n  - {name: reader, sha256: %s, scopes: [jobs]}\n" % hashlib.sha256(JOBS_TOKEN.encode()).hexdigest())
+    port_file = os.path.join(work, "port")
+    log = open(os.path.join(work, "curecd.log"), "wb")
+    proc = subprocess.Popen(
+        [curecd_binary(), "--config", config, "--listen", "127.0.0.1:0", "--port-file", port_file,
+         "--data-dir", os.path.join(work, "data"), "--no-plugins"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (os.path.exists(port_file) and open(port_file).read().endswith("\n")):
+            assert proc.poll() is None and time.monotonic() < deadline, open(log.name).read()[-4000:]
+            time.sleep(0.05)
+        address = "127.0.0.1:%d" % int(open(port_file).read())
+        with Client(address, timeout=10, token=JOBS_TOKEN) as client:
+            assert client.list_jobs() == []
+        with Client(address, timeout=10) as client, pytest.raises(CurecError) as raised:
+            client.list_jobs()
+        assert raised.value.code == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        log.close()
