@@ -11,8 +11,8 @@ import SwiftProtobuf
 // streaming-request method receives the message, the rest is the request message.
 //
 // The handler runs as the connection runs it, without a transport: the request is decoded,
-// validated and served by a daemon on an empty scratch data directory (no dataset, plugins
-// or models, job workers not started), and its response drained. The call must end with a
+// validated and served by a daemon on a scratch data directory with a small dataset (no
+// plugins or models, job workers not started), and its response drained. The call must end with a
 // status, and a response body only on OK.
 
 /// Methods whose handlers run only once requests can no longer name arbitrary host files:
@@ -23,10 +23,37 @@ private let decodeOnly: Set<String> = ["/curec.v1.PluginService/Load", "/curec.v
 private let scratchDirectory = FileManager.default.temporaryDirectory
     .appendingPathComponent("curec-fuzz-requests-\(getpid())").path
 
+/// Writes a small dataset in RecBole's atomic format: users "1"..."12", items "1"..."20"
+/// (titles, years, genres), seven interactions per user, so requests are validated against
+/// real ids (user and item lookups, history, splits) as they are with MovieLens.
+private func writeDataset(in directory: String) -> String {
+    let datasetDirectory = (directory as NSString).appendingPathComponent("tiny")
+    let genres = ["Action", "Comedy", "Drama", "Animation Children's", "Thriller Crime"]
+    var items = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+    for item in 1...20 { items += "\(item)\tFilm \(item)\t\(1980 + item)\t\(genres[item % genres.count])\n" }
+    var interactions = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    for user in 1...12 {
+        for step in 0..<7 {
+            let item = (user * 3 + step * 5) % 20 + 1
+            interactions += "\(user)\t\(item)\t\(1 + (user + step) % 5)\t\(880_000_000 + user * 1000 + step)\n"
+        }
+    }
+    do {
+        try FileManager.default.createDirectory(atPath: datasetDirectory, withIntermediateDirectories: true)
+        try items.write(toFile: (datasetDirectory as NSString).appendingPathComponent("tiny.item"), atomically: true, encoding: .utf8)
+        try interactions.write(toFile: (datasetDirectory as NSString).appendingPathComponent("tiny.inter"),
+                               atomically: true, encoding: .utf8)
+    } catch {
+        fatalError("cannot write the fuzzing dataset: \(error)")
+    }
+    return datasetDirectory
+}
+
 private let daemon: Daemon = {
     var options = DaemonOptions()
     options.configuration.data_dir = scratchDirectory
-    options.configuration.dataset_dir = (scratchDirectory as NSString).appendingPathComponent("no-dataset")
+    options.configuration.dataset_dir = writeDataset(in: scratchDirectory)
+    options.configuration.dataset_name = "tiny"
     options.configuration.plugins = []
     options.configuration.pipeline_on_start = "off"
     options.configuration.listen = "127.0.0.1:0"
