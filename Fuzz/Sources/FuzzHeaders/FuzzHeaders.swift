@@ -83,7 +83,8 @@ public func fuzzHeaders(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     }
     let connection: HTTP2Connection
     do {
-        connection = try HTTP2Connection(fd: -1, loop: loop, shared: shared, onClose: { _ in })
+        connection = try HTTP2Connection(fd: -1, peer: "fuzz", loop: loop, shared: shared,
+                                        transport: PlainTransport(fd: -1), onClose: { _ in })
     } catch {
         return 0
     }
