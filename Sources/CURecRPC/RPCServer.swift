@@ -109,7 +109,10 @@ public final class RPCServer: Sendable {
         let drain = shared.configuration.drainTimeout.components
         let drainNanos = UInt64(max(0, drain.seconds)) * 1_000_000_000 + UInt64(max(0, drain.attoseconds / 1_000_000_000))
         shared.logger.info("shutting down", metadata: ["drain_timeout": "\(shared.configuration.drainTimeout)"])
-        for acceptor in acceptors.withLock({ $0 }) {
+        // The admin socket's acceptor shares loop 0 with a main acceptor that stops the loop
+        // when it has no connections: it goes first, so its socket file is removed.
+        let ordered = acceptors.withLock { $0 }.sorted { $0.role == .admin && $1.role != .admin }
+        for acceptor in ordered {
             acceptor.loop.execute { acceptor.beginShutdown(drainNanos: drainNanos) }
         }
     }
