@@ -67,7 +67,7 @@ public func fuzzHeaders(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 
     // The request head as the connection collects it, then admission as the server does it.
     guard let loop = try? EventLoop(index: 0) else { return 0 }
-    let call = ServerCall(streamID: 1, maxMessageBytes: shared.configuration.maxReceiveMessageBytes, wakeLoop: {})
+    let call = ServerCall(streamID: 1, maxMessageBytes: shared.configuration.maxReceiveMessageBytes, buffer: nil, wakeLoop: {})
     func field(_ index: Int) -> String? { index < fields.count ? fields[index] : nil }
     call.method = field(0) ?? "POST"
     call.path = field(1) ?? ""
