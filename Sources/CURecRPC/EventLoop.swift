@@ -128,6 +128,11 @@ final class EventLoop: @unchecked Sendable {
     /// Cancels a timer; harmless if it already ran. Loop thread only.
     func cancelTimer(_ id: UInt64) {
         timerCallbacks[id] = nil
+        // A cancelled entry leaves the heap only when it comes due; far deadlines (a client's
+        // grpc-timeout of years) would pile up, so rebuild once most entries are cancelled.
+        if timerHeap.count > 1024 && timerCallbacks.count < timerHeap.count / 2 {
+            timerHeap = Heap(timerHeap.unordered.filter { timerCallbacks[$0.id] != nil })
+        }
     }
 
     /// Asks the loop to return from `run()` after its current iteration.

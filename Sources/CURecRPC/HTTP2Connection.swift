@@ -47,6 +47,9 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
     /// against the concurrent-stream limit until the handler returns.
     private var orphanedHandlers = 0
     private let acceptedAt = MonotonicClock.nanoseconds()
+    /// When the client's preface became due: at accept, or when the TLS handshake finished
+    /// (the handshake has its own time limit).
+    private var prefaceClockStart = MonotonicClock.nanoseconds()
     /// The client's SETTINGS arrived (its preface was complete).
     private var prefaceReceived = false
     /// When the socket last took bytes, or when it first refused them.
@@ -135,6 +138,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
             handshaking = false
             watchWritable(false)
             lastActivity = MonotonicClock.nanoseconds()
+            prefaceClockStart = lastActivity
             flush()
             if !isClosed { readAvailable() }
         case .wantWrite?:
@@ -198,6 +202,13 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
             }
             break
         }
+        // TLS may hold whole records it already took off the socket; epoll will not say so.
+        if !isClosed && transport.hasPendingInput {
+            loop.execute { [weak self] in
+                guard let self, !self.isClosed else { return }
+                self.readAvailable()
+            }
+        }
         flush()
     }
 
@@ -256,6 +267,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
         nghttp2_session_terminate_session(session, UInt32(NGHTTP2_PROTOCOL_ERROR.rawValue))
         flush()
         guard !isClosed else { return }
+        transport.shutdown()
         shutdown(fd, Int32(SHUT_WR))
         loop.schedule(afterNanos: 1_000_000_000) { [weak self] in self?.close() }
     }
@@ -325,7 +337,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
         let headerNanos = RPCServerConfiguration.nanoseconds(configuration.headerReadTimeout)
         let sendNanos = RPCServerConfiguration.nanoseconds(configuration.sendTimeout)
         // A peer that never completes its preface, or a header block, holds a slot for nothing.
-        if !prefaceReceived && now &- acceptedAt > headerNanos {
+        if !prefaceReceived && !handshaking && now &- prefaceClockStart > headerNanos {
             shared.logger.debug("closing a connection that sent no preface in time", metadata: ["peer": "\(peer)"])
             close()
             return

@@ -40,6 +40,20 @@ enum ListeningSocket {
         return fd
     }
 
+    /// Whether a process listens on the UNIX socket at `address`: a local connect is refused
+    /// at once when nothing does (EAGAIN: listening, its backlog full).
+    private static func isAnswering(_ address: inout sockaddr_un) -> Bool {
+        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard probe >= 0 else { return false }
+        defer { close(probe) }
+        let result = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        return result == 0 || errno == EAGAIN
+    }
+
     /// Opens a non-blocking UNIX-domain listening socket at `path`, readable and writable by
     /// the daemon's user only (mode 0600). A stale socket file left by an earlier run is
     /// replaced; any other file at `path` is an error.
@@ -51,16 +65,20 @@ enum ListeningSocket {
         guard !bytes.isEmpty, bytes.count < capacity else {
             throw .invalidAddress(path, "a UNIX socket path must be 1 to \(capacity - 1) bytes")
         }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
         var status = stat()
         if lstat(path, &status) == 0 {
             guard status.st_mode & S_IFMT == S_IFSOCK else {
                 throw .invalidAddress(path, "a file that is not a socket is in the way")
             }
+            // Replace only a stale socket: one a running daemon still answers on stays.
+            guard !isAnswering(&address) else {
+                throw .invalidAddress(path, "another process is serving on this socket")
+            }
             unlink(path)
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
         }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw .system("socket(AF_UNIX)", errno) }
@@ -114,8 +132,11 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
     private var listenerFD: Int32
     private var connections: [ObjectIdentifier: HTTP2Connection] = [:]
     private var draining = false
-    /// Which listener this is; the admin socket's acceptor shares a loop it does not stop.
+    /// Which listener this is; the admin socket's acceptor shares loop 0 with a main one.
     let role: ListenerRole
+    /// The other acceptor on this loop (the admin socket's and loop 0's main one point at each
+    /// other): the loop stops only when both have drained.
+    weak var sibling: LoopAcceptor?
     /// TLS for accepted connections; nil: cleartext.
     private let tls: TLSServerContext?
     /// During an episode of accept failing for want of descriptors: the current pause, how
@@ -165,18 +186,22 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
                 acceptPause = nil
                 failedAccepts = 0
             }
-            if shared.openConnections.load(ordering: .relaxed) >= shared.configuration.maxConnections {
-                shared.logger.warning("connection limit reached; closing a new connection",
-                                      metadata: ["limit": "\(shared.configuration.maxConnections)"])
-                close(fd)
-                continue
-            }
-            let peer = PeerConnectionLimiter.peerAddress(of: fd)
-            guard shared.peers.acquire(peer) else {
-                shared.logger.debug("per-peer connection limit reached; closing a new connection",
-                                    metadata: ["peer": "\(peer)", "limit": "\(shared.peers.perPeer)"])
-                close(fd)
-                continue
+            // The admin socket is the operator's way in while the main listener is flooded:
+            // the connection limits apply to the main listener only.
+            let peer = role == .admin ? Self.adminPeer : PeerConnectionLimiter.peerAddress(of: fd)
+            if role == .main {
+                if shared.openConnections.load(ordering: .relaxed) >= shared.configuration.maxConnections {
+                    shared.logger.warning("connection limit reached; closing a new connection",
+                                          metadata: ["limit": "\(shared.configuration.maxConnections)"])
+                    close(fd)
+                    continue
+                }
+                guard shared.peers.acquire(peer) else {
+                    shared.logger.debug("per-peer connection limit reached; closing a new connection",
+                                        metadata: ["peer": "\(peer)", "limit": "\(shared.peers.perPeer)"])
+                    close(fd)
+                    continue
+                }
             }
             var one: Int32 = 1
             if role == .main { setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size)) }
@@ -186,12 +211,14 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
                 ) { [weak self] closed in
                     self?.connectionClosed(closed)
                 }
-                connections[ObjectIdentifier(connection)] = connection
-                shared.openConnections.add(1, ordering: .relaxed)
+                // Started before it is recorded: a connection that failed to start is never
+                // swept or closed later (its descriptor number may belong to another by then).
                 try connection.start()
+                connections[ObjectIdentifier(connection)] = connection
+                if role == .main { shared.openConnections.add(1, ordering: .relaxed) }
             } catch {
                 shared.logger.warning("could not set up a connection", metadata: ["error": "\(error)"])
-                shared.peers.release(peer)
+                if role == .main { shared.peers.release(peer) }
                 close(fd)
             }
         }
@@ -219,19 +246,33 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
         }
     }
 
+    /// The peer name of connections on the admin UNIX socket (they have no address).
+    static let adminPeer = "unix"
+
     private func connectionClosed(_ connection: HTTP2Connection) {
-        if connections.removeValue(forKey: ObjectIdentifier(connection)) != nil {
+        if connections.removeValue(forKey: ObjectIdentifier(connection)) != nil, role == .main {
             shared.openConnections.subtract(1, ordering: .relaxed)
             shared.peers.release(connection.peer)
         }
-        if draining && connections.isEmpty && role == .main { loop.stop() }
+        stopLoopIfDrained()
+    }
+
+    /// The drain timeout passed: whatever is left was closed and does not hold the loop.
+    private var drainTimedOut = false
+
+    /// This acceptor is shutting down and has no connections left (or its time is up).
+    private var drained: Bool { draining && (connections.isEmpty || drainTimedOut) }
+
+    /// Stops the loop once this acceptor and its sibling on the loop have both drained.
+    private func stopLoopIfDrained() {
+        if drained && (sibling?.drained ?? true) { loop.stop() }
     }
 
     private func scheduleSweep() {
         loop.schedule(afterNanos: 1_000_000_000) { [weak self] in
             guard let self else { return }
             let now = MonotonicClock.nanoseconds()
-            let idle = UInt64(max(0, self.shared.configuration.idleTimeout.components.seconds)) * 1_000_000_000
+            let idle = RPCServerConfiguration.nanoseconds(self.shared.configuration.idleTimeout)
             for connection in Array(self.connections.values) {
                 connection.closeIfIdle(now: now, idleNanos: idle)
                 connection.sweep(now: now)
@@ -252,7 +293,7 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
             if role == .admin, let path = shared.configuration.security.adminSocketPath { unlink(path) }
         }
         if connections.isEmpty {
-            if role == .main { loop.stop() }
+            stopLoopIfDrained()
             return
         }
         for connection in Array(connections.values) { connection.beginGracefulShutdown() }
@@ -263,7 +304,8 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
                                            metadata: ["connections": "\(self.connections.count)"])
             }
             for connection in Array(self.connections.values) { connection.close() }
-            if self.role == .main { self.loop.stop() }
+            self.drainTimedOut = true
+            self.stopLoopIfDrained()
         }
     }
 }

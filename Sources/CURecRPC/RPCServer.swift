@@ -74,6 +74,8 @@ public final class RPCServer: Sendable {
         for (loop, listener) in zip(loops, listeners) {
             let acceptor = LoopAcceptor(loop: loop, shared: shared, listenerFD: listener, tls: tls)
             let extra = loop.index == 0 ? adminAcceptor : nil
+            extra?.sibling = acceptor
+            acceptor.sibling = extra
             acceptors.withLock { $0.append(contentsOf: [acceptor] + (extra.map { [$0] } ?? [])) }
             stoppedLoops.enter()
             let group = stoppedLoops
@@ -106,13 +108,9 @@ public final class RPCServer: Sendable {
     /// calling it again has no further effect.
     public func beginGracefulShutdown() {
         guard !shared.draining.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let drain = shared.configuration.drainTimeout.components
-        let drainNanos = UInt64(max(0, drain.seconds)) * 1_000_000_000 + UInt64(max(0, drain.attoseconds / 1_000_000_000))
+        let drainNanos = RPCServerConfiguration.nanoseconds(shared.configuration.drainTimeout)
         shared.logger.info("shutting down", metadata: ["drain_timeout": "\(shared.configuration.drainTimeout)"])
-        // The admin socket's acceptor shares loop 0 with a main acceptor that stops the loop
-        // when it has no connections: it goes first, so its socket file is removed.
-        let ordered = acceptors.withLock { $0 }.sorted { $0.role == .admin && $1.role != .admin }
-        for acceptor in ordered {
+        for acceptor in acceptors.withLock({ $0 }) {
             acceptor.loop.execute { acceptor.beginShutdown(drainNanos: drainNanos) }
         }
     }

@@ -469,14 +469,14 @@ public struct DaemonConfiguration: Sendable, Codable {
         }
         if event_loops > 0 { server.eventLoopCount = event_loops }
         server.maxReceiveMessageBytes = max_message_bytes
-        server.drainTimeout = .milliseconds(Int(drain_timeout_seconds * 1000))
-        server.idleTimeout = .milliseconds(Int(idle_timeout_seconds * 1000))
+        server.drainTimeout = Self.duration(drain_timeout_seconds)
+        server.idleTimeout = Self.duration(idle_timeout_seconds)
         if !tls_cert_file.isEmpty {
             server.security.tls = TLSServerSettings(
                 certificateChainFile: tls_cert_file, privateKeyFile: tls_key_file,
                 clientCAFile: tls_client_ca_file.isEmpty ? nil : tls_client_ca_file)
         }
-        server.security.handshakeTimeout = .milliseconds(Int(tls_handshake_timeout_seconds * 1000))
+        server.security.handshakeTimeout = Self.duration(tls_handshake_timeout_seconds)
         if !admin_socket.isEmpty { server.security.adminSocketPath = admin_socket }
         server.maxConcurrentStreams = UInt32(max_concurrent_streams)
         server.maxBufferedBytesPerConnection = max(max_connection_buffer_bytes, max_message_bytes + 5)

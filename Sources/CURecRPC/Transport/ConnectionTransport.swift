@@ -33,6 +33,9 @@ protocol ConnectionTransport: AnyObject {
     func write(_ bytes: UnsafeRawBufferPointer) -> TransportIO
     /// Ends the session politely if there is one (TLS close_notify); the caller closes the fd.
     func shutdown()
+    /// Whether bytes already taken off the socket wait inside the transport (TLS records
+    /// read ahead): epoll will not report them, so the reader must come back on its own.
+    var hasPendingInput: Bool { get }
 }
 
 /// Cleartext HTTP/2 (h2c): the socket calls themselves.
@@ -67,6 +70,8 @@ final class PlainTransport: ConnectionTransport {
     }
 
     func shutdown() {}
+
+    var hasPendingInput: Bool { false }
 }
 
 /// TLS over the socket with OpenSSL, server side; ALPN must settle on `h2`.
@@ -76,6 +81,8 @@ final class PlainTransport: ConnectionTransport {
 final class TLSServerTransport: ConnectionTransport {
     private let ssl: OpaquePointer
     private var handshakeDone = false
+    /// After a fatal error or a sent close_notify OpenSSL must not be asked to shut down again.
+    private var finished = false
 
     init(fd: Int32, context: TLSServerContext) throws(TLSError) {
         guard let ssl = SSL_new(context.context) else { throw .openSSL("SSL_new", TLSError.lastError()) }
@@ -137,8 +144,13 @@ final class TLSServerTransport: ConnectionTransport {
     }
 
     func shutdown() {
-        if handshakeDone { _ = SSL_shutdown(ssl) }
+        guard handshakeDone, !finished else { return }
+        finished = true
+        ERR_clear_error()
+        _ = SSL_shutdown(ssl)
     }
+
+    var hasPendingInput: Bool { !finished && SSL_has_pending(ssl) == 1 }
 
     private func outcome(of result: Int32, operation: String) -> TransportIO {
         let code = SSL_get_error(ssl, result)
@@ -150,9 +162,11 @@ final class TLSServerTransport: ConnectionTransport {
             let saved = errno
             let detail = TLSError.lastError()
             if saved == EAGAIN || saved == EWOULDBLOCK || saved == EINTR { return .wantRead }
+            finished = true
             if result == 0 || saved == 0 { return detail.isEmpty ? .closed : .failed("TLS \(operation): \(detail)") }
             return .failed("TLS \(operation): errno \(saved)")
         default:
+            finished = true
             return .failed("TLS \(operation): \(TLSError.lastError())")
         }
     }

@@ -34,7 +34,6 @@ public struct RPCSecurityConfiguration: Sendable {
     public init() {}
 
     var handshakeTimeoutNanos: UInt64 {
-        let parts = handshakeTimeout.components
-        return UInt64(max(0, parts.seconds)) * 1_000_000_000 + UInt64(max(0, parts.attoseconds / 1_000_000_000))
+        RPCServerConfiguration.nanoseconds(handshakeTimeout)
     }
 }

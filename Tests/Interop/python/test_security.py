@@ -169,6 +169,39 @@ def test_admin_methods_live_on_the_admin_socket(pki, tmp_path):
     assert not os.path.exists(socket_path)
 
 
+def test_the_admin_socket_is_outside_the_connection_limits_and_not_taken_over(pki, tmp_path):
+    """A flood of the main listener cannot lock the operator out of the admin socket, and a
+    second daemon configured with the same socket refuses to start instead of taking it."""
+    socket_path = str(tmp_path / "admin.sock")
+    config = write_config(str(tmp_path / "curecd.yaml"), pki, TOKENS,
+                          extra="admin_socket: %s\nmax_connections_per_peer: 1\n" % socket_path)
+    daemon = start_daemon(config)
+    try:
+        with tls_channel(daemon.address, pki, token=SCORE_TOKEN) as held:
+            # The one connection 127.0.0.1 may hold on the main listener.
+            assert status_of(held, HEALTH_CHECK)[0] == grpc.StatusCode.OK
+            admins = [grpc.insecure_channel("unix:" + socket_path) for _ in range(3)]
+            try:
+                for channel in admins:
+                    assert status_of(channel, PLUGIN_LIST)[0] == grpc.StatusCode.OK
+            finally:
+                for channel in admins:
+                    channel.close()
+        second = subprocess.run(daemon_command(str(tmp_path / "port2"), extra_args=["--config", config]),
+                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+                                stdin=subprocess.DEVNULL)
+        assert second.returncode != 0
+        assert "another process is serving on this socket" in second.stderr + second.stdout
+        # The first daemon still answers on its socket.
+        channel = grpc.insecure_channel("unix:" + socket_path)
+        try:
+            assert status_of(channel, PLUGIN_LIST)[0] == grpc.StatusCode.OK
+        finally:
+            channel.close()
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+
+
 def _run_to_exit(args, tmp_path):
     command = daemon_command(str(tmp_path / "port"), listen="0.0.0.0:0", extra_args=args)
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
