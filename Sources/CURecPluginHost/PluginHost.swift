@@ -126,7 +126,7 @@ public final class PluginHost: Sendable {
             let before = PluginDirectory.buildIdentity(of: path)
             if let before, let known = opened[path], known.build == before { return .success(known.library) }
             let library: PluginLibrary
-            do {
+            do throws(PluginHostError) {
                 library = try PluginLibrary(path: path, cacheDirectory: cacheDirectory)
             } catch {
                 return .failure(error)
