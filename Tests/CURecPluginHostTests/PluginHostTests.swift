@@ -313,7 +313,13 @@ struct PluginHostTests {
 
 /// The distinct files under `directory` this process has mapped (from /proc/self/maps).
 private func mappedCopies(under directory: String) -> Set<String> {
-    guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return [] }
+    // Read to the end: /proc files report a size of 0, so a read by size gets nothing.
+    guard let handle = FileHandle(forReadingAtPath: "/proc/self/maps"),
+          let bytes = try? handle.readToEnd(), let maps = String(data: bytes, encoding: .utf8) else {
+        Issue.record("cannot read /proc/self/maps")
+        return []
+    }
+    try? handle.close()
     var files: Set<String> = []
     for line in maps.split(separator: "\n") {
         guard let start = line.firstIndex(of: "/") else { continue }
