@@ -20,7 +20,9 @@ public func servedPluginType() -> any SwiftPlugin.Type { SASRecPlugin.self }
 /// "softmax": full cross-entropy), `weight_decay` (0), `seed` (42), `use_item_features`
 /// (false; true requires the dataset's item features), `use_user_features` (false; true
 /// requires the dataset's user features), `version_label` ("1.0.0"), `checkpoint_every`
-/// (5 epochs; 0 disables checkpoints).
+/// (5 epochs; 0 disables checkpoints). Size fields are bounded (``Bounds``: at most 100000
+/// epochs, max_length 1024, width 1024, blocks 16, heads 16, hidden 4096, batch_size 4096,
+/// and 2^28 activation values per training step); a config beyond them is INVALID_ARGUMENT.
 ///
 /// Scoring reads the request's history (oldest first; its last `max_length` items), or the
 /// user's training history when the request has none. With user features it also reads the
@@ -60,6 +62,48 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
     private var bestEpoch = 0
     private var bestValidationNDCG: Double = -1
 
+    /// Upper bounds of the config's size fields. A client chooses the config, so each bounds
+    /// what one train job may hold and how long it may run: together they keep a job's
+    /// activations within ``maximumActivations`` values and its epochs like BPR's.
+    enum Bounds {
+        static let epochs = 0...100_000
+        static let patience = 0...100_000
+        static let checkpointEvery = 0...100_000
+        static let maxLength = 1...1024
+        static let width = 1...1024
+        static let blocks = 1...16
+        static let heads = 1...16
+        static let hidden = 1...4096
+        static let batchSize = 1...4096
+        /// Values one training step keeps for the backward pass, at most (1 GiB of Float):
+        /// `blocks x batch_size x max_length x (heads x max_length + hidden + 4 x width)`.
+        static let maximumActivations = 1 << 28
+    }
+
+    /// Refuses a config whose size fields are out of ``Bounds``, naming the field.
+    static func checkBounds(maxLength: Int, width: Int, blocks: Int, heads: Int, hidden: Int,
+                            options: SASRecTrainingOptions, checkpointEvery: Int) throws(PluginFailure) {
+        let fields: [(String, Int, ClosedRange<Int>)] = [
+            ("epochs", options.epochs, Bounds.epochs), ("patience", options.patience, Bounds.patience),
+            ("checkpoint_every", checkpointEvery, Bounds.checkpointEvery),
+            ("max_length", maxLength, Bounds.maxLength), ("width", width, Bounds.width),
+            ("blocks", blocks, Bounds.blocks), ("heads", heads, Bounds.heads), ("hidden", hidden, Bounds.hidden),
+            ("batch_size", options.batchSize, Bounds.batchSize),
+        ]
+        for (name, value, range) in fields where !range.contains(value) {
+            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT,
+                                "sasrec config: \(name) must be \(range.lowerBound)...\(range.upperBound), got \(value)")
+        }
+        // Each factor is bounded above, so the product cannot overflow.
+        let activations = blocks * options.batchSize * maxLength * (heads * maxLength + hidden + 4 * width)
+        guard activations <= Bounds.maximumActivations else {
+            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT,
+                                "sasrec config: blocks x batch_size x max_length x (heads x max_length + hidden + 4 x width) "
+                                + "is \(activations) values per training step; at most \(Bounds.maximumActivations) "
+                                + "(lower batch_size, max_length or blocks)")
+        }
+    }
+
     init(config: [UInt8]) throws(PluginFailure) {
         let parsed = try decodeJSONConfig(Config.self, from: config, plugin: "sasrec")
         maxLength = parsed.maxLength ?? 50
@@ -85,9 +129,8 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
         useUserFeatures = parsed.useUserFeatures ?? false
         version = parsed.versionLabel ?? "1.0.0"
         checkpointEvery = parsed.checkpointEvery ?? 5
-        guard checkpointEvery >= 0 else {
-            throw PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "sasrec config: checkpoint_every must be >= 0, got \(checkpointEvery)")
-        }
+        try Self.checkBounds(maxLength: maxLength, width: width, blocks: blocks, heads: heads, hidden: hidden,
+                             options: options, checkpointEvery: checkpointEvery)
         do {
             // Shapes and options checked now, with a placeholder item count.
             try SASRecConfig(itemCount: 2, maxLength: maxLength, width: width, blocks: blocks, heads: heads,

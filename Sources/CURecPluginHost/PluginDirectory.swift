@@ -54,6 +54,28 @@ enum PluginDirectory {
                             modifiedNanoseconds: Int(info.st_mtim.tv_nsec))
     }
 
+    /// What tells one build of a library from another: device, inode, size, and the
+    /// modification and status-change times to the nanosecond. Replacing the file (a new
+    /// inode) or writing into it (a new status-change time, which no tool can set back)
+    /// changes it; reading or copying it does not.
+    struct BuildIdentity: Hashable, Sendable {
+        let device: UInt64
+        let inode: UInt64
+        let size: Int64
+        let modifiedSeconds: Int
+        let modifiedNanoseconds: Int
+        let changedSeconds: Int
+        let changedNanoseconds: Int
+    }
+
+    static func buildIdentity(of path: String) -> BuildIdentity? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return BuildIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino), size: Int64(info.st_size),
+                             modifiedSeconds: Int(info.st_mtim.tv_sec), modifiedNanoseconds: Int(info.st_mtim.tv_nsec),
+                             changedSeconds: Int(info.st_ctim.tv_sec), changedNanoseconds: Int(info.st_ctim.tv_nsec))
+    }
+
     /// The symbol every plugin exports, as it appears in the dynamic string table.
     private static let abiSymbol = Array("curec_plugin_abi_version\0".utf8)
     /// Files larger than this are not scanned when listing (no plugin is near it).

@@ -87,7 +87,7 @@ public final class PluginHost: Sendable {
     public func makeInstance(name: String, library: String, config: [UInt8],
                              prepare: (PluginInstance) throws -> Void = { _ in }) throws -> PluginInstance {
         let path = try resolve(library: library)
-        let loaded = try PluginLibrary(path: path, cacheDirectory: cacheDirectory)
+        let loaded = try openLibrary(at: path)
         let generation = generations.withLock { $0[name, default: 0] + 1 }
         let instance = try PluginInstance(name: name, generation: generation, library: loaded, config: config)
         try prepare(instance)
@@ -110,6 +110,41 @@ public final class PluginHost: Sendable {
             return instance
         }
     }
+
+    /// The library opened for each resolved path, with the build it was opened from.
+    ///
+    /// A library stays mapped for the life of the process once opened (see
+    /// ``PluginLibrary``), so opening an unchanged file again for every load, reload or
+    /// train job would map one more copy each time. The same build is opened once and shared
+    /// by every instance made from it (the plugin ABI keeps all state in the instance); a new
+    /// build at the same path is opened from a fresh copy and replaces the entry.
+    private let opened = Mutex<[String: (build: PluginDirectory.BuildIdentity, library: PluginLibrary)]>([:])
+
+    /// The open library for the build of `path` now on disk, opening it when it is new.
+    private func openLibrary(at path: String) throws(PluginHostError) -> PluginLibrary {
+        let result: Result<PluginLibrary, PluginHostError> = opened.withLock { opened in
+            let before = PluginDirectory.buildIdentity(of: path)
+            if let before, let known = opened[path], known.build == before { return .success(known.library) }
+            let library: PluginLibrary
+            do throws(PluginHostError) {
+                library = try PluginLibrary(path: path, cacheDirectory: cacheDirectory)
+            } catch {
+                return .failure(error)
+            }
+            // Kept only when the file did not change while it was copied; otherwise the next
+            // load opens it again rather than trust a copy of an unknown build.
+            if let before, PluginDirectory.buildIdentity(of: path) == before {
+                opened[path] = (before, library)
+            } else {
+                opened[path] = nil
+            }
+            return .success(library)
+        }
+        return try result.get()
+    }
+
+    /// How many distinct library builds this host has opened and still shares.
+    var openLibraryCount: Int { opened.withLock { $0.count } }
 
     private let configs = Mutex<[String: [UInt8]]>([:])
     /// What ``availableLibraries()`` found in each file, by path, with the file's identity

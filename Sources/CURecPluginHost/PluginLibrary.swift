@@ -12,7 +12,8 @@ import Glibc
 /// When the last instance using it is gone the handle is released and the copy deleted, but
 /// the code stays mapped (RTLD_NODELETE): language runtimes, Swift's among them, keep
 /// pointers into a loaded image's metadata for the life of the process, so unmapping a
-/// library would leave them dangling. A reload therefore costs one mapping of the library.
+/// library would leave them dangling. ``PluginHost`` therefore opens each build of a file
+/// once and shares it among the instances made from it; only a new build costs a mapping.
 final class PluginLibrary: @unchecked Sendable {
     typealias AbiVersion = @convention(c) () -> UInt32
     typealias Create = @convention(c) (UnsafePointer<UInt8>?, Int, UnsafeMutablePointer<OpaquePointer?>?, UnsafeMutablePointer<CURecError>?) -> Int32

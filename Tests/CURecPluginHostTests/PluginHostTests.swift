@@ -269,6 +269,66 @@ struct PluginHostTests {
         #expect(reloaded.generation == 2 && reloaded.libraryPath == path)
         #expect(try scores(reloaded, [3]) == [2])
     }
+
+    @Test func anUnchangedLibraryIsMappedOnceAcrossLoadsReloadsAndJobs() throws {
+        let directory = Fixtures.scratch("mapped-once")
+        let path = directory + "/libshared.so"
+        try FileManager.default.copyItem(atPath: Fixtures.recommender, toPath: path)
+        let cache = Fixtures.scratch("mapped-once-cache")
+        let host = PluginHost(searchDirectories: [directory], cacheDirectory: cache, logger: Logger(label: "test"))
+
+        try host.load(name: "shared", library: "libshared.so", config: []) { try $0.train(Fixtures.data) }
+        let baseline = mappedCopies(under: cache)
+        #expect(baseline.count == 1)
+        for round in 0..<20 {
+            try host.reload(name: "shared") { try $0.train(Fixtures.data) }
+            // What a train job does: a separate instance, prepared, then served.
+            let trained = try host.makeInstance(name: "shared", library: "libshared.so", config: []) { try $0.train(Fixtures.data) }
+            host.serve(trained, library: "libshared.so", config: [])
+            try host.load(name: "extra-\(round)", library: "libshared.so", config: [])
+            try host.unload(name: "extra-\(round)")
+        }
+        #expect(mappedCopies(under: cache) == baseline)
+        #expect(host.openLibraryCount == 1)
+        let serving = try #require(host.instance(named: "shared"))
+        #expect(try scores(serving, [3]) == [2])
+
+        // A new build at the same path (replaced, as a deployment does) is copied and mapped once more.
+        try FileManager.default.removeItem(atPath: path)
+        try FileManager.default.copyItem(atPath: Fixtures.recommender, toPath: path)
+        try host.reload(name: "shared") { try $0.train(Fixtures.data) }
+        try host.reload(name: "shared") { try $0.train(Fixtures.data) }
+        let afterRebuild = mappedCopies(under: cache)
+        #expect(afterRebuild.count == 2 && afterRebuild.isSuperset(of: baseline))
+        #expect(host.openLibraryCount == 1)
+
+        // Written in place (same inode, new contents): a new build too.
+        let handle = try #require(FileHandle(forWritingAtPath: path))
+        try handle.write(contentsOf: try Data(contentsOf: URL(fileURLWithPath: Fixtures.recommender)))
+        try handle.close()
+        try host.reload(name: "shared") { try $0.train(Fixtures.data) }
+        #expect(mappedCopies(under: cache).count == 3)
+    }
+}
+
+/// The distinct files under `directory` this process has mapped (from /proc/self/maps).
+private func mappedCopies(under directory: String) -> Set<String> {
+    // Read to the end: /proc files report a size of 0, so a read by size gets nothing.
+    guard let handle = FileHandle(forReadingAtPath: "/proc/self/maps"),
+          let bytes = try? handle.readToEnd(), let maps = String(data: bytes, encoding: .utf8) else {
+        Issue.record("cannot read /proc/self/maps")
+        return []
+    }
+    try? handle.close()
+    var files: Set<String> = []
+    for line in maps.split(separator: "\n") {
+        guard let start = line.firstIndex(of: "/") else { continue }
+        var file = String(line[start...])
+        // A copy that was replaced is deleted from disk but stays mapped.
+        if file.hasSuffix(" (deleted)") { file.removeLast(" (deleted)".count) }
+        if file.hasPrefix(directory + "/") { files.insert(file) }
+    }
+    return files
 }
 
 /// The CUREC_STATUS_* code a plugin reported, nil for errors of the host itself.

@@ -1,6 +1,5 @@
 import Dispatch
 import Foundation
-import CURecProto
 import Logging
 import SwiftProtobuf
 @testable import CURecRPC
@@ -14,14 +13,28 @@ import SwiftProtobuf
 // validated and served by a daemon on a scratch data directory with a small dataset (no
 // plugins or models, job workers not started), and its response drained. The call must end with a
 // status, and a response body only on OK.
-
-/// Methods whose handlers run only once requests can no longer name arbitrary host files:
-/// until then `Load` and `Reload` would open any library or copy any directory a fuzzed
-/// `library` field names. Their request messages are still decoded here.
-private let decodeOnly: Set<String> = ["/curec.v1.PluginService/Load", "/curec.v1.PluginService/Reload"]
+//
+// Every method runs, PluginService Load and Reload included: a library name is resolved only
+// inside the daemon's plugin directories, and here those are empty scratch folders, so no
+// fuzzed name can make the daemon open, copy or run a file.
 
 private let scratchDirectory = FileManager.default.temporaryDirectory
     .appendingPathComponent("curec-fuzz-requests-\(getpid())").path
+
+/// The daemon's plugin directories: its own under the data directory and one more, both
+/// created empty.
+private let emptyPluginDirectories: [String] = {
+    let directories = [(scratchDirectory as NSString).appendingPathComponent("plugins"),
+                       (scratchDirectory as NSString).appendingPathComponent("plugin-dir")]
+    for directory in directories {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            fatalError("cannot create the fuzzing plugin directory \(directory): \(error)")
+        }
+    }
+    return directories
+}()
 
 /// Writes a small dataset in RecBole's atomic format: users "1"..."12", items "1"..."20"
 /// (titles, years, genres), seven interactions per user, so requests are validated against
@@ -55,6 +68,7 @@ private let daemon: Daemon = {
     options.configuration.dataset_dir = writeDataset(in: scratchDirectory)
     options.configuration.dataset_name = "tiny"
     options.configuration.plugins = []
+    options.configuration.plugin_dirs = Array(emptyPluginDirectories.dropFirst())
     options.configuration.pipeline_on_start = "off"
     options.configuration.listen = "127.0.0.1:0"
     options.configuration.enable_interop_testing = true
@@ -68,7 +82,15 @@ private let daemon: Daemon = {
     }
 }()
 
-private let routes: [Route] = daemon.router.methods.compactMap { daemon.router.route(for: $0.path) }
+private let routes: [Route] = {
+    // Nothing in the plugin directories a fuzzed Load could open (checked, not assumed).
+    let directories = daemon.plugins.searchDirectories
+    guard directories.allSatisfy({ emptyPluginDirectories.contains($0) }),
+          directories.allSatisfy({ (try? FileManager.default.contentsOfDirectory(atPath: $0))?.isEmpty == true }) else {
+        fatalError("the fuzzing daemon's plugin directories are not the empty scratch folders: \(directories)")
+    }
+    return daemon.router.methods.compactMap { daemon.router.route(for: $0.path) }
+}()
 
 /// Wakes the fuzzing thread whenever the handler queued output or ended, and tells it when
 /// the handler's task has returned.
@@ -151,12 +173,6 @@ public func fuzzRequests(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let input = UnsafeBufferPointer(start: data, count: size)
     let route = routes[Int(input[0]) % routes.count]
     let message = Array(input[2...])
-    if decodeOnly.contains(route.method.path) {
-        // The handler is not run; decoding is the same generic path every method takes.
-        _ = try? Curec_V1_LoadPluginRequest(serializedBytes: message)
-        _ = try? Curec_V1_ReloadPluginRequest(serializedBytes: message)
-        return 0
-    }
     let copies = route.kind == .clientStreaming || route.kind == .bidirectionalStreaming ? Int(input[1] % 4) : 1
     let (status, responseBytes) = call(route, messages: Array(repeating: message, count: copies))
     precondition(status.code == .ok || responseBytes == 0 || route.kind != .unary,

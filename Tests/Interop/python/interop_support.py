@@ -166,3 +166,35 @@ class RequestQueue:
         if item is self._END:
             raise StopIteration
         return item
+
+
+# What an attack may leave resident once it is over: allocator slack (freed heap the
+# allocator keeps for reuse), not the megabytes an attack pins while it runs.
+MEMORY_SLACK_MIB = 32
+MEMORY_SETTLE_SECONDS = 15.0
+
+
+def resident_mib(pid):
+    """The resident set size of process `pid` in MiB (VmRSS of /proc/PID/status)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+def assert_memory_returns_to(pid, baseline_mib, what, slack_mib=MEMORY_SLACK_MIB, seconds=MEMORY_SETTLE_SECONDS):
+    """Waits until process `pid` is resident in at most `baseline_mib` + `slack_mib` MiB,
+    polling /proc until `seconds` have passed; fails with the figures if it never is.
+    Freed buffers leave as the server's timers and event loops get to them, so memory is
+    watched until it drops rather than read once."""
+    bound = baseline_mib + slack_mib
+    end = time.monotonic() + seconds
+    while True:
+        now = resident_mib(pid)
+        if now <= bound:
+            return now
+        if time.monotonic() >= end:
+            raise AssertionError("%s: RSS stayed at %.0f MiB, over its baseline of %.0f MiB + %d MiB for %.0f s"
+                                 % (what, now, baseline_mib, slack_mib, seconds))
+        time.sleep(0.1)

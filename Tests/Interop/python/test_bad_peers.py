@@ -19,7 +19,7 @@ import pytest
 from hpack import Decoder, HPACKError
 
 from generated.grpc_testing import empty_pb2, messages_pb2, test_pb2_grpc
-from interop_support import CALL_TIMEOUT, Daemon, new_channel, use_reference
+from interop_support import CALL_TIMEOUT, Daemon, assert_memory_returns_to, new_channel, resident_mib, use_reference
 from raw_h2 import (
     CANCEL,
     FLAG_ACK,
@@ -57,9 +57,35 @@ def raw(server_address):
     conn.close()
 
 
+def _measured_pid(daemon):
+    """The pid of the shared curecd when this run started it (its memory is checked)."""
+    if use_reference() or getattr(daemon, "proc", None) is None:
+        return None
+    return daemon.proc.pid
+
+
+@pytest.fixture(scope="module")
+def warmed_up(daemon, server_address):
+    """The shared daemon after one short generation: the chat model and its buffers, which
+    stay loaded by design, are in memory before any case takes its memory baseline."""
+    if _measured_pid(daemon) is None:
+        return
+    conn = RawConnection(server_address)
+    try:
+        conn.start()
+        conn.send(conn.headers_frame(1, conn.request_headers(GENERATE_PATH))
+                  + frame(DATA, FLAG_END_STREAM, 1, grpc_frame(_generate_request("Hello", 4))))
+        conn.read_response(1, time.monotonic() + 180)
+    finally:
+        conn.close()
+
+
 @pytest.fixture(autouse=True)
-def server_still_serves(server_address):
-    """After each misbehaving peer, a well-behaved client gets service on a new connection."""
+def server_still_serves(server_address, daemon, warmed_up):
+    """After each misbehaving peer, a well-behaved client gets service on a new connection,
+    and the shared daemon returns to the memory it had before the case."""
+    pid = _measured_pid(daemon)
+    baseline = resident_mib(pid) if pid else None
     yield
     channel = new_channel(server_address)
     try:
@@ -67,6 +93,8 @@ def server_still_serves(server_address):
         assert stub.EmptyCall(empty_pb2.Empty(), timeout=CALL_TIMEOUT) == empty_pb2.Empty()
     finally:
         channel.close()
+    if pid and daemon.alive():
+        assert_memory_returns_to(pid, baseline, "after the case")
 
 
 # --------------------------------------------------------------------------- cases
@@ -807,8 +835,7 @@ def test_streams_holding_large_bodies_are_bounded_and_reaped():
             take(conn.read_frame(end))
         conn.close()
         _assert_healthy_within_a_second(server.address)
-        after = _rss_mib(pid)
-        assert after - baseline < 48, "RSS %.0f MiB after the calls ended (baseline %.0f)" % (after, baseline)
+        assert_memory_returns_to(pid, baseline, "after the stalled calls ended", slack_mib=48)
 
 
 @only_curecd
@@ -841,9 +868,8 @@ def test_zero_window_readers_are_reset():
         assert set(reset) == set(streams) and set(reset.values()) == {CANCEL}
         _assert_healthy_within_a_second(server.address)
         conn.close()
-        after = _rss_mib(pid)
         assert peak - baseline < 64, "RSS grew by %.0f MiB" % (peak - baseline)
-        assert after - baseline < 32, "RSS %.0f MiB after the resets (baseline %.0f)" % (after, baseline)
+        assert_memory_returns_to(pid, baseline, "after the resets")
 
 
 def _generate_reason_request(user, item, max_tokens):
@@ -879,6 +905,7 @@ def test_reset_generate_reason_streams_cost_no_generation():
         # The first call loads the model.
         status, _ = _raw_stream_call(server.address, GENERATE_REASON_PATH, request, 120)
         assert status == GRPC_OK, "GenerateReason is not available: %d\n%s" % (status, server.log_tail())
+        baseline = _rss_mib(pid)
         before = _cpu_seconds(pid)
         status, _ = _raw_stream_call(server.address, GENERATE_REASON_PATH, request, 60)
         assert status == GRPC_OK
@@ -911,6 +938,7 @@ def test_reset_generate_reason_streams_cost_no_generation():
         assert spent < 2 * legitimate + 2.0, (
             "10 reset streams and 2 calls cost %.1f CPU-s; one call costs %.1f" % (spent, legitimate))
         _assert_healthy_within_a_second(server.address)
+        assert_memory_returns_to(pid, baseline, "after the reset generations")
 
 
 @only_curecd
@@ -965,6 +993,9 @@ def test_idle_connections_from_one_peer_do_not_lock_out_another():
     """A peer holding its per-address limit of idle connections gets no more; another
     address is served at once."""
     with _daemon("--max-connections-per-peer", "8") as server:
+        pid = server.proc.pid
+        _assert_healthy_within_a_second(server.address)
+        baseline = _rss_mib(pid)
         held = []
         try:
             for _ in range(8):
@@ -988,6 +1019,8 @@ def test_idle_connections_from_one_peer_do_not_lock_out_another():
         finally:
             for conn in held:
                 conn.close()
+        _assert_healthy_within_a_second(server.address)
+        assert_memory_returns_to(pid, baseline, "after the idle connections closed")
 
 
 @only_curecd
@@ -1000,6 +1033,7 @@ def test_out_of_descriptors_pauses_accept_with_one_log_line():
     with _daemon("--event-loops", "1", preexec_fn=limit_files) as server:
         pid = server.proc.pid
         _assert_healthy_within_a_second(server.address)
+        baseline = _rss_mib(pid)
         open_now = len(os.listdir("/proc/%d/fd" % pid))
         assert open_now < 100, "the daemon holds %d descriptors at rest" % open_now
         held = []
@@ -1039,6 +1073,7 @@ def test_out_of_descriptors_pauses_accept_with_one_log_line():
             except (AssertionError, Closed, socket.timeout, OSError):
                 assert time.monotonic() < end, "not serving after descriptors were freed:\n" + server.log_tail()
         assert "accepting connections again" in server.log_text()
+        assert_memory_returns_to(pid, baseline, "after the connections beyond the descriptor limit")
 
 
 @pytest.fixture(scope="module")

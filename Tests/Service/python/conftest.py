@@ -106,3 +106,31 @@ def channel(daemon):
     ch = grpc.insecure_channel(daemon.address)
     yield ch
     ch.close()
+
+
+# What a hostile call may leave resident once it is answered: allocator slack, not the
+# megabytes an attack would pin.
+MEMORY_SLACK_MIB = 32
+
+
+def resident_mib(pid):
+    """The resident set size of process `pid` in MiB (VmRSS of /proc/PID/status)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+def assert_memory_returns_to(pid, baseline_mib, what, slack_mib=MEMORY_SLACK_MIB, seconds=15.0):
+    """Waits until process `pid` is resident in at most `baseline_mib` + `slack_mib` MiB,
+    polling /proc until `seconds` have passed; fails with the figures if it never is."""
+    end = time.monotonic() + seconds
+    while True:
+        now = resident_mib(pid)
+        if now <= baseline_mib + slack_mib:
+            return now
+        if time.monotonic() >= end:
+            raise AssertionError("%s: RSS stayed at %.0f MiB, over its baseline of %.0f MiB + %d MiB for %.0f s"
+                                 % (what, now, baseline_mib, slack_mib, seconds))
+        time.sleep(0.1)

@@ -1,6 +1,7 @@
 """Hostile clients against what the daemon trusts: plugin libraries, names, job parameters,
 job state across crashes, and long status messages. Every probe is bounded and on
-loopback; after each the daemon must still answer health."""
+loopback; after each the daemon must still answer health and return to the memory it had
+before the probe."""
 
 import os
 import signal
@@ -11,7 +12,11 @@ import grpc
 import pytest
 
 from curec_client._proto.curec.v1 import job_pb2, job_pb2_grpc, plugin_pb2, plugin_pb2_grpc
-from conftest import REPO_ROOT, RunningDaemon
+from conftest import REPO_ROOT, RunningDaemon, assert_memory_returns_to, resident_mib
+
+def curec_binary():
+    return os.path.join(os.path.dirname(os.path.join(REPO_ROOT, os.environ.get("CURECD") or ".build/debug/curecd")), "curec")
+
 
 HEADER_DIR = os.path.join(REPO_ROOT, "Sources", "CURecPluginABI", "include")
 FINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
@@ -71,6 +76,31 @@ def planted(daemon):
     build_constructor_library(os.path.join(plugin_dir, "libinstalled.so"), markers["installed"])
     os.makedirs(os.path.join(outside, "adir.so"))
     return outside, plugin_dir, markers
+
+
+@pytest.fixture(autouse=True)
+def returns_to_its_memory_baseline(daemon):
+    """The shared daemon's resident memory after each case drops back to what it was before
+    (within allocator slack): a refused or cancelled request keeps nothing."""
+    baseline = resident_mib(daemon.proc.pid)
+    yield
+    if daemon.proc.poll() is None:
+        assert_memory_returns_to(daemon.proc.pid, baseline, "after the case")
+
+
+def mapped_plugin_copies(daemon):
+    """The distinct plugin-library copies (under the data directory's plugin-cache) that the
+    daemon process has mapped, from /proc/PID/maps."""
+    cache = os.path.realpath(os.path.join(daemon.data_dir, "plugin-cache")) + "/"
+    copies = set()
+    with open("/proc/%d/maps" % daemon.proc.pid) as maps:
+        for line in maps:
+            path = line.split(None, 5)[5].strip() if len(line.split(None, 5)) == 6 else ""
+            if path.endswith(" (deleted)"):
+                path = path[:-len(" (deleted)")]
+            if path.startswith(cache):
+                copies.add(path)
+    return copies
 
 
 def refusal(call):
@@ -170,6 +200,46 @@ def test_job_parameters_are_bounded(channel, jobs):
     health_answers(channel)
 
 
+@pytest.mark.parametrize("config, words", [
+    ('{"epochs": 1000000000}', "epochs must be 0...100000"),
+    ('{"patience": 1000000000}', "patience must be 0...100000"),
+    ('{"max_length": 100000}', "max_length must be 1...1024"),
+    ('{"width": 65536}', "width must be 1...1024"),
+    ('{"blocks": 1000}', "blocks must be 1...16"),
+    ('{"heads": 64, "width": 64}', "heads must be 1...16"),
+    ('{"hidden": 1000000}', "hidden must be 1...4096"),
+    ('{"batch_size": 100000}', "batch_size must be 1...4096"),
+    ('{"max_length": 1024, "batch_size": 4096, "blocks": 16}', "values per training step"),
+])
+def test_sasrec_sizes_are_bounded(channel, plugins, jobs, config, words):
+    """A SASRec config beyond its bounds is refused when the plugin is created, by Load at
+    once and by a train job as its failure, naming the field; nothing is allocated for it."""
+    code, details = refusal(lambda: plugins.Load(plugin_pb2.LoadPluginRequest(
+        name="sasrec-huge", library="CURecSASRec", config=config.encode()), timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert words in details and len(details) < 400, details
+    job = jobs.Submit(job_pb2.SubmitJobRequest(kind="train", parameters={
+        "library": "CURecSASRec", "config": config, "name": "sasrec-huge"}), timeout=10)
+    final = wait_for_state(jobs, job.id, FINAL, timeout=120)
+    assert final.state == job_pb2.JOB_STATE_FAILED and words in final.error, final
+    health_answers(channel)
+
+
+def test_loading_an_unchanged_library_again_maps_no_more_copies(channel, plugins, daemon):
+    """Load and Unload of one plugin library, over and over: the library file is unchanged,
+    so its one mapping is shared and the daemon maps no new copy per load."""
+    plugins.Load(plugin_pb2.LoadPluginRequest(name="mapped-once", library="CURecPopularity"), timeout=30)
+    plugins.Unload(plugin_pb2.UnloadPluginRequest(name="mapped-once"), timeout=10)
+    before = mapped_plugin_copies(daemon)
+    assert before, "no plugin copy is mapped after a load"
+    for round in range(25):
+        plugins.Load(plugin_pb2.LoadPluginRequest(name="mapped-once", library="CURecPopularity"), timeout=30)
+        plugins.Reload(plugin_pb2.ReloadPluginRequest(name="mapped-once"), timeout=30)
+        plugins.Unload(plugin_pb2.UnloadPluginRequest(name="mapped-once"), timeout=10)
+    assert mapped_plugin_copies(daemon) == before
+    health_answers(channel)
+
+
 def test_list_is_paged(channel, jobs):
     seen = []
     token = ""
@@ -248,6 +318,12 @@ def test_a_job_that_keeps_crashing_the_daemon_is_failed_not_rerun():
         record = stub.Get(job_pb2.GetJobRequest(id=job_id), timeout=10)
         assert record.state == job_pb2.JOB_STATE_FAILED, record
         assert "the daemon stopped 2 times while this job ran" in record.error
+        # The operator sees why with the CLI.
+        shown = subprocess.run([curec_binary(), "jobs", "get", job_id], capture_output=True, text=True, timeout=60,
+                               env=dict(os.environ, CUREC_ADDRESS=daemon.address))
+        assert shown.returncode == 0, shown.stderr
+        assert "state:     failed" in shown.stdout, shown.stdout
+        assert "error:     " in shown.stdout and "the daemon stopped 2 times while this job ran" in shown.stdout, shown.stdout
         health_answers(channel)
         channel.close()
     finally:
