@@ -39,8 +39,9 @@ run_case() {
     "$venv/bin/python" -m pip install -q "$@" "${TEST_PINS[@]}" "$HERE" || return 1
     "$venv/bin/python" -m pip check || return 1
     "$venv/bin/python" -W error - "$imports" "$@" <<'PY' || return 1
-import importlib, importlib.metadata as metadata, sys
-for module in ["curec_client", "curec_client.pb"] + sys.argv[1].split():
+import importlib, importlib.metadata as metadata, pkgutil, sys
+import curec_client._proto.curec.v1 as stubs
+for module in [m.name for m in pkgutil.iter_modules(stubs.__path__, stubs.__name__ + ".")] + sys.argv[1].split():
     importlib.import_module(module)
 for pin in sys.argv[2:]:
     if "==" in pin:
