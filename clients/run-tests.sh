@@ -4,7 +4,8 @@
 # (clients/python/compat-test.sh, one venv per case, ~2.5 min) and the Go module (clients/go,
 # go test, offline). Each suite starts its own curecd from .build/debug/curecd (or $CURECD) on
 # 127.0.0.1; CURECD_ADDR=host:port makes them all use a running daemon instead. Installs the
-# Python package and its pinned test dependencies into the current python3 ($PYTHON) first. Exits non-zero if any suite fails.
+# Python package and its pinned test dependencies into the current python3 ($PYTHON) first.
+# Exits non-zero if any suite fails.
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
