@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the client test suites against live daemons: the Python package (clients/python,
 # pytest), the same package across its declared protobuf/grpcio range and beside tritonclient
-# (clients/python/compat-test.sh, one venv per case, ~2.5 min) and the Go module (clients/go,
+# (clients/python/compat-test.sh, one venv per case, ~2 min) and the Go module (clients/go,
 # go test, offline). Each suite starts its own curecd from .build/debug/curecd (or $CURECD) on
 # 127.0.0.1; CURECD_ADDR=host:port makes them all use a running daemon instead. Installs the
 # Python package and its pinned test dependencies into the current python3 ($PYTHON) first.

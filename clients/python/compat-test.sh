@@ -36,7 +36,7 @@ run_case() {
     local venv="$work/$name"
     echo "-- $name: $*"
     "$PYTHON" -m venv "$venv" || return 1
-    "$venv/bin/python" -m pip install -q "$@" "${TEST_PINS[@]}" "$HERE" || return 1
+    "$venv/bin/python" -m pip install -q "$@" "${TEST_PINS[@]}" "$wheel" || return 1
     "$venv/bin/python" -m pip check || return 1
     "$venv/bin/python" -W error - "$imports" "$@" <<'PY' || return 1
 import importlib, importlib.metadata as metadata, pkgutil, sys
@@ -56,6 +56,10 @@ PY
     # From the repository root, so the installed package is tested, not the source tree.
     "$venv/bin/python" -m pytest -q -rs -p no:cacheprovider "${TESTS[@]/#/$HERE/}"
 }
+
+# The package is built once; every case installs the same wheel.
+"$PYTHON" -m pip wheel -q --no-deps -w "$work/dist" "$HERE" || exit 1
+wheel="$(ls "$work"/dist/curec_client-*.whl)"
 
 status=0
 summary=()
