@@ -8,13 +8,11 @@
 #                                                   output, import path curecserve.local/client/curecv1
 #
 # Output is committed. Needs protoc, protoc-gen-go, protoc-gen-go-grpc (Debian) and
-# grpcio-tools (PyPI, pinned below; installed into the current Python when missing).
+# grpcio-tools (PyPI; python-protoc beside this script pins it and keeps it in a private venv).
 # May be run alone or from scripts/generate-protos.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
-GRPCIO_TOOLS_VERSION=1.85.1
-PYTHON="${PYTHON:-python3}"
 GO_IMPORT_PATH=curecserve.local/client/curecv1
 protos=(curec/v1/recommend.proto curec/v1/reward.proto curec/v1/plugin.proto curec/v1/job.proto curec/v1/model.proto curec/v1/generation.proto curec/v1/dataset.proto)
 
@@ -25,10 +23,6 @@ command -v protoc-gen-go-grpc >/dev/null || missing+=(protoc-gen-go-grpc)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-have_version="$("$PYTHON" -c 'import importlib.metadata as m; print(m.version("grpcio-tools"))' 2>/dev/null || true)"
-if [ "$have_version" != "$GRPCIO_TOOLS_VERSION" ]; then
-    "$PYTHON" -m pip install -q --disable-pip-version-check "grpcio-tools==$GRPCIO_TOOLS_VERSION"
-fi
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -36,7 +30,7 @@ trap 'rm -rf "$tmp"' EXIT
 # ---------------------------------------------------------------- Python
 py_pkg="clients/python/curec_client/_proto"
 mkdir -p "$tmp/py"
-"$PYTHON" -m grpc_tools.protoc -I Protos \
+"$ROOT/scripts/generate-protos.d/python-protoc" -I Protos \
     --python_out="$tmp/py" --pyi_out="$tmp/py" --grpc_python_out="$tmp/py" "${protos[@]}"
 rm -rf "$py_pkg"
 mkdir -p "$py_pkg/curec/v1"

@@ -7,21 +7,15 @@
 # cross-imports are rewritten to relative imports. The descriptors keep their original
 # file names (grpc/testing/*.proto), which is what reflection clients expect.
 #
-# Needs: grpc-proto (Debian) and grpcio-tools (PyPI, version pinned below; installed into
-# the current Python when missing). May be run alone or from scripts/generate-protos.
+# Needs: grpc-proto (Debian) and grpcio-tools (PyPI; python-protoc beside this script pins it
+# and keeps it in a private venv). May be run alone or from scripts/generate-protos.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 GRPC_PROTO=/usr/share/grpc-proto
-GRPCIO_TOOLS_VERSION=1.85.1
-PYTHON="${PYTHON:-python3}"
 
 if [ ! -d "$GRPC_PROTO" ]; then
     apt-get install -y -qq grpc-proto >/dev/null
-fi
-have_version="$("$PYTHON" -c 'import importlib.metadata as m; print(m.version("grpcio-tools"))' 2>/dev/null || true)"
-if [ "$have_version" != "$GRPCIO_TOOLS_VERSION" ]; then
-    "$PYTHON" -m pip install -q --disable-pip-version-check "grpcio-tools==$GRPCIO_TOOLS_VERSION"
 fi
 
 out="Tests/Interop/python/generated"
@@ -29,7 +23,7 @@ pkg="$out/grpc_testing"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
-"$PYTHON" -m grpc_tools.protoc -I "$GRPC_PROTO" \
+"$ROOT/scripts/generate-protos.d/python-protoc" -I "$GRPC_PROTO" \
     --python_out="$tmp" --pyi_out="$tmp" --grpc_python_out="$tmp" \
     grpc/testing/empty.proto grpc/testing/messages.proto grpc/testing/test.proto
 

@@ -2,8 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -25,7 +24,7 @@ class BoolValue(_message.Message):
     __slots__ = ("value",)
     VALUE_FIELD_NUMBER: _ClassVar[int]
     value: bool
-    def __init__(self, value: _Optional[bool] = ...) -> None: ...
+    def __init__(self, value: bool = ...) -> None: ...
 
 class Payload(_message.Message):
     __slots__ = ("type", "body")
@@ -69,7 +68,7 @@ class SimpleRequest(_message.Message):
     fill_grpclb_route_type: bool
     orca_per_query_report: TestOrcaReport
     orca_oob_report: TestOrcaReport
-    def __init__(self, response_type: _Optional[_Union[PayloadType, str]] = ..., response_size: _Optional[int] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ..., fill_username: _Optional[bool] = ..., fill_oauth_scope: _Optional[bool] = ..., response_compressed: _Optional[_Union[BoolValue, _Mapping]] = ..., response_status: _Optional[_Union[EchoStatus, _Mapping]] = ..., expect_compressed: _Optional[_Union[BoolValue, _Mapping]] = ..., fill_server_id: _Optional[bool] = ..., fill_grpclb_route_type: _Optional[bool] = ..., orca_per_query_report: _Optional[_Union[TestOrcaReport, _Mapping]] = ..., orca_oob_report: _Optional[_Union[TestOrcaReport, _Mapping]] = ...) -> None: ...
+    def __init__(self, response_type: _Optional[_Union[PayloadType, str]] = ..., response_size: _Optional[int] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ..., fill_username: bool = ..., fill_oauth_scope: bool = ..., response_compressed: _Optional[_Union[BoolValue, _Mapping]] = ..., response_status: _Optional[_Union[EchoStatus, _Mapping]] = ..., expect_compressed: _Optional[_Union[BoolValue, _Mapping]] = ..., fill_server_id: bool = ..., fill_grpclb_route_type: bool = ..., orca_per_query_report: _Optional[_Union[TestOrcaReport, _Mapping]] = ..., orca_oob_report: _Optional[_Union[TestOrcaReport, _Mapping]] = ...) -> None: ...
 
 class SimpleResponse(_message.Message):
     __slots__ = ("payload", "username", "oauth_scope", "server_id", "grpclb_route_type", "hostname")
@@ -143,7 +142,7 @@ class ReconnectInfo(_message.Message):
     BACKOFF_MS_FIELD_NUMBER: _ClassVar[int]
     passed: bool
     backoff_ms: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, passed: _Optional[bool] = ..., backoff_ms: _Optional[_Iterable[int]] = ...) -> None: ...
+    def __init__(self, passed: bool = ..., backoff_ms: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class LoadBalancerStatsRequest(_message.Message):
     __slots__ = ("num_rpcs", "timeout_sec")

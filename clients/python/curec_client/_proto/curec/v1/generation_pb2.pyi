@@ -2,8 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -77,7 +76,7 @@ class GenerateResponse(_message.Message):
     completion_tokens: int
     model_version: str
     full_text: str
-    def __init__(self, text: _Optional[str] = ..., token_id: _Optional[int] = ..., final: _Optional[bool] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., model_version: _Optional[str] = ..., full_text: _Optional[str] = ...) -> None: ...
+    def __init__(self, text: _Optional[str] = ..., token_id: _Optional[int] = ..., final: bool = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., model_version: _Optional[str] = ..., full_text: _Optional[str] = ...) -> None: ...
 
 class SamplingOptions(_message.Message):
     __slots__ = ("temperature", "top_k", "top_p", "max_tokens", "seed", "repetition_penalty")
@@ -125,4 +124,4 @@ class GenerateReasonResponse(_message.Message):
     reason: str
     model_version: str
     raw_reason: str
-    def __init__(self, text: _Optional[str] = ..., token_id: _Optional[int] = ..., final: _Optional[bool] = ..., finish_reason: _Optional[str] = ..., full_text: _Optional[str] = ..., reason: _Optional[str] = ..., model_version: _Optional[str] = ..., raw_reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, text: _Optional[str] = ..., token_id: _Optional[int] = ..., final: bool = ..., finish_reason: _Optional[str] = ..., full_text: _Optional[str] = ..., reason: _Optional[str] = ..., model_version: _Optional[str] = ..., raw_reason: _Optional[str] = ...) -> None: ...

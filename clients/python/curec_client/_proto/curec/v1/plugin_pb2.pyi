@@ -2,8 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -38,7 +37,7 @@ class PluginStatus(_message.Message):
     item_feature_dim: int
     reason_embedding_dim: int
     job_id: str
-    def __init__(self, name: _Optional[str] = ..., plugin_name: _Optional[str] = ..., plugin_version: _Optional[str] = ..., kind: _Optional[_Union[PluginKind, str]] = ..., library: _Optional[str] = ..., trained: _Optional[bool] = ..., generation: _Optional[int] = ..., item_feature_dim: _Optional[int] = ..., reason_embedding_dim: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., plugin_name: _Optional[str] = ..., plugin_version: _Optional[str] = ..., kind: _Optional[_Union[PluginKind, str]] = ..., library: _Optional[str] = ..., trained: bool = ..., generation: _Optional[int] = ..., item_feature_dim: _Optional[int] = ..., reason_embedding_dim: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
 
 class ListPluginsRequest(_message.Message):
     __slots__ = ()
@@ -62,7 +61,7 @@ class LoadPluginRequest(_message.Message):
     library: str
     config: bytes
     train: bool
-    def __init__(self, name: _Optional[str] = ..., library: _Optional[str] = ..., config: _Optional[bytes] = ..., train: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., library: _Optional[str] = ..., config: _Optional[bytes] = ..., train: bool = ...) -> None: ...
 
 class UnloadPluginRequest(_message.Message):
     __slots__ = ("name",)

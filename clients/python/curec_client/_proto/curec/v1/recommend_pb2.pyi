@@ -2,8 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -52,7 +51,7 @@ class RecommendRequest(_message.Message):
     with_reasons: bool
     reason_model: str
     reason_source: ReasonSource
-    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., exclude_seen: _Optional[bool] = ..., plugin: _Optional[str] = ..., with_reasons: _Optional[bool] = ..., reason_model: _Optional[str] = ..., reason_source: _Optional[_Union[ReasonSource, str]] = ...) -> None: ...
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., exclude_seen: bool = ..., plugin: _Optional[str] = ..., with_reasons: bool = ..., reason_model: _Optional[str] = ..., reason_source: _Optional[_Union[ReasonSource, str]] = ...) -> None: ...
 
 class RecommendedItem(_message.Message):
     __slots__ = ("item_id", "score", "title", "reason", "reason_source", "reason_reward")

@@ -1,8 +1,7 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -76,7 +75,7 @@ class ReasonReward(_message.Message):
     penalty: float
     failures: _containers.RepeatedCompositeFieldContainer[VerifierFailure]
     checks_passed: bool
-    def __init__(self, reward: _Optional[float] = ..., collaborative: _Optional[float] = ..., user_agreement: _Optional[float] = ..., audience_agreement: _Optional[float] = ..., penalty: _Optional[float] = ..., failures: _Optional[_Iterable[_Union[VerifierFailure, _Mapping]]] = ..., checks_passed: _Optional[bool] = ...) -> None: ...
+    def __init__(self, reward: _Optional[float] = ..., collaborative: _Optional[float] = ..., user_agreement: _Optional[float] = ..., audience_agreement: _Optional[float] = ..., penalty: _Optional[float] = ..., failures: _Optional[_Iterable[_Union[VerifierFailure, _Mapping]]] = ..., checks_passed: bool = ...) -> None: ...
 
 class ScoreReasonsResponse(_message.Message):
     __slots__ = ("rewards",)
