@@ -54,7 +54,7 @@ public struct RPCRouter: Sendable {
 
     /// Gives every route its recorder from `observer`.
     mutating func attach(_ observer: any RPCCallObserver) {
-        for path in routes.keys { routes[path]?.recorder = observer.recorder(for: routes[path]!.method) }
+        for (path, route) in routes { routes[path]?.recorder = observer.recorder(for: route.method) }
     }
 
     private mutating func add(_ method: RPCMethodDescriptor, expecting kind: RPCKind, handler: RouteHandler) {
