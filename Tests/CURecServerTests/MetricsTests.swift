@@ -133,7 +133,8 @@ import Glibc
         ("GET /metrics HTTP/2.0\r\n\r\n", .refused(400, "malformed request line; expected GET /metrics HTTP/1.1")),
         ("GET  /metrics HTTP/1.1\r\n\r\n", .refused(400, "malformed request line; expected GET /metrics HTTP/1.1")),
         ("\u{16}\u{03}\u{01}\r\n\r\n", .refused(400, "malformed request line; expected GET /metrics HTTP/1.1")),
-        ("GET /metrics HTTP/1.1\n\n\r\n\r\n", .refused(400, "malformed request line")),
+        ("GET /metrics HTTP/1.1\n\n\r\n\r\n", .refused(400, "malformed request line; expected GET /metrics HTTP/1.1")),
+        ("GET /metrics HTTP/1.1\r", .refused(400, "incomplete request head")),
     ])
     func requestHeads(head: String, expected: MetricsRequestHead.Outcome) {
         #expect(MetricsRequestHead.parse(Array(head.utf8)) == expected)
@@ -193,7 +194,8 @@ import Glibc
     @Test func settingIsOffByDefaultAndChecked() throws {
         #expect(DaemonConfiguration().metrics_listen.isEmpty)
         var configuration = DaemonConfiguration()
-        try configuration.applyFlags(["metrics-listen": ["127.0.0.1:9464"]])
+        let flag = try #require(DaemonConfiguration.setting("metrics_listen")?.flag)
+        try configuration.applyFlags([flag: ["127.0.0.1:9464"]])
         #expect(configuration.metrics_listen == "127.0.0.1:9464")
         configuration.metrics_listen = "nowhere"
         #expect(throws: ConfigurationError.self) { try configuration.validate() }

@@ -95,13 +95,17 @@ final class ScrapeGauges: Sendable {
     private let startTime: Prometheus.Gauge
     /// Label sets seen before, so a series that is gone (a job state emptied, a plugin
     /// unloaded) goes to 0 or is removed.
-    private let seen = NIOLockedMetricsBox()
+    private let seen = ScrapeBookkeeping()
+
+    static var jobs: MetricNameDescriptor { MetricNameDescriptor(metricName: "curec_jobs", helpText: "Stored jobs by kind and state") }
+    static var pluginGeneration: MetricNameDescriptor { MetricNameDescriptor(
+        metricName: "curec_plugin_generation", helpText: "Generation of the loaded plugin instance (1 at load, +1 per reload)") }
 
     init(registry: PrometheusCollectorRegistry) {
         self.registry = registry
-        openConnections = registry.makeGauge(name: "curec_open_connections", help: "RPC connections open now")
-        residentBytes = registry.makeGauge(name: "process_resident_memory_bytes", help: "Resident memory of the daemon")
-        startTime = registry.makeGauge(name: "process_start_time_seconds", help: "When the daemon started, UNIX seconds")
+        openConnections = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "curec_open_connections", helpText: "RPC connections open now"))
+        residentBytes = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "process_resident_memory_bytes", helpText: "Resident memory of the daemon"))
+        startTime = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "process_start_time_seconds", helpText: "When the metrics started, UNIX seconds"))
         startTime.set(Date().timeIntervalSince1970)
     }
 
@@ -112,8 +116,7 @@ final class ScrapeGauges: Sendable {
         let plugins = sources.pluginGenerations()
         seen.update { state in
             for key in Set(state.jobKeys).union(counts.keys) {
-                let gauge = registry.makeGauge(name: "curec_jobs", labels: [("kind", key.kind), ("state", key.state)],
-                                               help: "Stored jobs by kind and state")
+                let gauge = registry.makeGauge(descriptor: Self.jobs, labels: [("kind", key.kind), ("state", key.state)])
                 gauge.set(Double(counts[key] ?? 0))
             }
             state.jobKeys = Array(Set(state.jobKeys).union(counts.keys))
@@ -122,9 +125,7 @@ final class ScrapeGauges: Sendable {
                 if let gauge = state.pluginGauges.removeValue(forKey: name) { registry.unregisterGauge(gauge) }
             }
             for (name, generation) in plugins {
-                let gauge = state.pluginGauges[name] ?? registry.makeGauge(
-                    name: "curec_plugin_generation", labels: [("model", name)],
-                    help: "Generation of the plugin instance serving this name (1 at load, +1 per reload)")
+                let gauge = state.pluginGauges[name] ?? registry.makeGauge(descriptor: Self.pluginGeneration, labels: [("model", name)])
                 gauge.set(Double(generation))
                 state.pluginGauges[name] = gauge
             }
@@ -134,7 +135,7 @@ final class ScrapeGauges: Sendable {
 }
 
 /// Scrape-time bookkeeping behind one lock (scrapes only, never calls).
-final class NIOLockedMetricsBox: @unchecked Sendable {
+final class ScrapeBookkeeping: @unchecked Sendable {
     struct State {
         var jobKeys: [JobStore.KindAndState] = []
         var pluginNames: [String] = []

@@ -75,7 +75,7 @@ public final class MetricsHTTPServer: Sendable {
 
     private func acceptLoop() {
         while !stopping.load(ordering: .acquiring) {
-            let fd = accept4(listenFD, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+            let fd = accept(listenFD, nil, nil)
             if fd < 0 {
                 let code = errno
                 if stopping.load(ordering: .acquiring) { return }
@@ -87,6 +87,7 @@ public final class MetricsHTTPServer: Sendable {
                 logger.error("metrics endpoint stopped accepting", metadata: ["error": "\(String(cString: strerror(code)))"])
                 return
             }
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             guard active.add(1, ordering: .relaxed).newValue <= limits.maxConnections else {
                 active.subtract(1, ordering: .relaxed)
                 close(fd)
