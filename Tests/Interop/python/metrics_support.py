@@ -7,7 +7,8 @@ import urllib.request
 
 from interop_support import STARTUP_TIMEOUT, Daemon
 
-_SERVING_METRICS = re.compile(r"serving metrics.*?(\d+\.\d+\.\d+\.\d+):(\d+)")
+# curecd logs `address=HOST:PORT path=/metrics ... serving metrics`.
+_ADDRESS = re.compile(r"address=(\S+):(\d+)")
 
 
 def start_metrics_daemon(*extra_args):
@@ -18,8 +19,8 @@ def start_metrics_daemon(*extra_args):
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         for line in daemon.log_text().splitlines():
-            match = _SERVING_METRICS.search(line)
-            if match:
+            match = _ADDRESS.search(line)
+            if match and "serving metrics" in line:
                 return daemon, int(match.group(2))
         time.sleep(0.05)
     daemon.stop()

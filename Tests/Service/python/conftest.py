@@ -82,7 +82,8 @@ class RunningDaemon:
         """The port of `/metrics` (started with `--metrics-listen`), from the line curecd logs
         before it writes the port file."""
         text = open(self.log_path, "rb").read().decode(errors="replace")
-        matches = re.findall(r"serving metrics.*?\d+\.\d+\.\d+\.\d+:(\d+)", text)
+        matches = [m.group(1) for line in text.splitlines() if "serving metrics" in line
+                   for m in [re.search(r"address=\S+:(\d+)", line)] if m]
         assert matches, "curecd serves no metrics:\n" + self.log_tail()
         return int(matches[-1])
 
