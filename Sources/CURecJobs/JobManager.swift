@@ -50,6 +50,18 @@ public final class JobManager: Sendable {
     private let cancellationSignal = NSCondition()
     private let stoppedWorkers = DispatchGroup()
     private let storageFailureHandler = Mutex<(@Sendable (String) -> Void)?>(nil)
+    private let endedHandler = Mutex<(@Sendable (JobRecord) -> Void)?>(nil)
+
+    /// Called (from a worker) with each job that reached a final state, after it is stored;
+    /// for metrics. Set before ``start()``.
+    public func onJobEnded(_ handler: @escaping @Sendable (JobRecord) -> Void) {
+        endedHandler.withLock { $0 = handler }
+    }
+
+    /// How many stored jobs there are of each kind in each state.
+    public func countsByKindAndState() throws(JobError) -> [JobStore.KindAndState: Int] {
+        try store.countsByKindAndState()
+    }
 
     /// Called (from a worker) when a job's state could not be stored even after retries;
     /// the daemon turns its health NOT_SERVING. Set before ``start()``.
@@ -316,6 +328,7 @@ public final class JobManager: Sendable {
             storageFailureHandler.withLock { $0 }?("job \(record.id) state \(record.state.rawValue) not stored: \(failure)")
             guard event.isFinal else { return }
         }
+        if record.state.isFinal { endedHandler.withLock { $0 }?(record) }
         notify(event)
     }
 

@@ -191,6 +191,31 @@ public final class JobStore: Sendable {
         }
     }
 
+    /// A job kind and state, the key of ``countsByKindAndState()``.
+    public struct KindAndState: Hashable, Sendable {
+        public var kind: String
+        public var state: String
+        public init(kind: String, state: String) {
+            self.kind = kind
+            self.state = state
+        }
+    }
+
+    /// How many stored jobs there are of each kind in each state.
+    public func countsByKindAndState() throws(JobError) -> [KindAndState: Int] {
+        do {
+            return try database.read { db in
+                var counts: [KindAndState: Int] = [:]
+                for row in try Row.fetchAll(db, sql: "SELECT kind, state, COUNT(*) AS n FROM job GROUP BY kind, state") {
+                    counts[KindAndState(kind: row["kind"], state: row["state"])] = row["n"]
+                }
+                return counts
+            }
+        } catch {
+            throw .storage("\(error)")
+        }
+    }
+
     /// Records, newest first, filtered by state and kind; only those after `after` (older)
     /// when given.
     public func list(state: JobState? = nil, kind: String? = nil, limit: Int = 100,

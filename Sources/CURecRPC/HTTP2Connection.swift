@@ -648,6 +648,21 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
         let loop = self.loop
         let connection = WeakConnection(self)
         let streamID = call.streamID
+        let recorder = route.recorder
+        let admitted = call.admittedNanos
+        let started: UInt64
+        if let recorder {
+            recorder.handlerStarted()
+            started = monotonicNanoseconds()
+        } else {
+            started = 0
+        }
+        // Records the end of the handler with the status it ended the call with.
+        let record: @Sendable (StatusCode) -> Void = { code in
+            guard let recorder else { return }
+            let now = monotonicNanoseconds()
+            recorder.handlerFinished(code: code, requestNanoseconds: now &- admitted, handlerNanoseconds: now &- started)
+        }
         let returned: @Sendable () -> Void = {
             loop.execute { connection.value?.handlerReturned(streamID: streamID) }
         }
@@ -664,9 +679,11 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
                     state.outboundBytes += framed.count
                     state.finalStatus = .ok
                 }
+                record(.ok)
             } catch {
                 let (status, trailers) = Self.status(for: error)
                 call.channel.finish(status, trailingMetadata: trailers)
+                record(status.code)
             }
             serviceCall(call)
         case .unary(let handler):
@@ -678,9 +695,11 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
                     let response = try await handler(request, context)
                     try await channel.send(framed: MessageFramer.frame(response))
                     channel.finish(.ok)
+                    record(.ok)
                 } catch {
                     let (status, trailers) = Self.status(for: error)
                     channel.finish(status, trailingMetadata: trailers)
+                    record(status.code)
                 }
                 returned()
             })
@@ -692,9 +711,11 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
                 do {
                     try await handler(request, context)
                     channel.finish(.ok)
+                    record(.ok)
                 } catch {
                     let (status, trailers) = Self.status(for: error)
                     channel.finish(status, trailingMetadata: trailers)
+                    record(status.code)
                 }
                 returned()
             })
@@ -704,9 +725,11 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
                 do {
                     try await handler(context)
                     channel.finish(.ok)
+                    record(.ok)
                 } catch {
                     let (status, trailers) = Self.status(for: error)
                     channel.finish(status, trailingMetadata: trailers)
+                    record(status.code)
                 }
                 returned()
             })

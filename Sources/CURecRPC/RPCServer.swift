@@ -36,6 +36,9 @@ public final class RPCServer: Sendable {
     /// The port the server listens on, once started.
     public var port: Int? { portState.withLock { $0 } }
 
+    /// Connections open now, over every listener.
+    public var openConnectionCount: Int { shared.openConnections.load(ordering: .relaxed) }
+
     /// Binds the listening sockets and starts the event loops; returns the bound port
     /// (useful when the configured port is 0).
     @discardableResult

@@ -4,6 +4,8 @@ import Foundation
 public struct RPCServerConfiguration: Sendable {
     /// Address to bind: an IPv4 or IPv6 literal, or a host name. Default `127.0.0.1`.
     public var host: String = "127.0.0.1"
+    /// Sees every routed call (for metrics); nil: calls are not observed.
+    public var callObserver: (any RPCCallObserver)? = nil
     /// TCP port; 0 asks the kernel for a free one (see ``RPCServer/start()``). Default 50051.
     public var port: Int = 50051
     /// Number of I/O threads; connections are spread over them. Default: one per core.

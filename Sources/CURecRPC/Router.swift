@@ -21,6 +21,8 @@ enum RouteHandler: Sendable {
 struct Route: Sendable {
     let method: RPCMethodDescriptor
     let handler: RouteHandler
+    /// Where the server records this method's calls (set by the server when it has an observer).
+    var recorder: (any RPCMethodRecorder)? = nil
     var kind: RPCKind { method.kind }
 }
 
@@ -49,6 +51,11 @@ public struct RPCRouter: Sendable {
 
     /// Whether some method of `service` is routed.
     func serves(service: String) -> Bool { routes.values.contains { $0.method.service == service } }
+
+    /// Gives every route its recorder from `observer`.
+    mutating func attach(_ observer: any RPCCallObserver) {
+        for (path, route) in routes { routes[path]?.recorder = observer.recorder(for: route.method) }
+    }
 
     private mutating func add(_ method: RPCMethodDescriptor, expecting kind: RPCKind, handler: RouteHandler) {
         precondition(method.kind == kind, "\(method) is \(method.kind), not \(kind)")

@@ -22,6 +22,8 @@ final class ServerCall {
     var authorization: String? = nil
 
     var route: Route? = nil
+    /// When the call was admitted (monotonic ns), kept only when its route has a recorder.
+    var admittedNanos: UInt64 = 0
     var deframer: MessageDeframer
     /// Request messages held until END_STREAM for unary and server-streaming calls.
     var pendingRequest: [UInt8]? = nil

@@ -15,6 +15,8 @@ final class ServerShared: Sendable {
 
     init(configuration: RPCServerConfiguration, router: RPCRouter, logger: Logger) {
         self.configuration = configuration
+        var router = router
+        if let observer = configuration.callObserver { router.attach(observer) }
         self.router = router
         self.logger = logger
         self.peers = PeerConnectionLimiter(perPeer: configuration.maxConnectionsPerPeer)
@@ -75,6 +77,7 @@ final class ServerShared: Sendable {
             connection.armDeadline(call, nanos: nanos)
         }
         call.route = route
+        if route.recorder != nil { call.admittedNanos = monotonicNanoseconds() }
         call.context = ServerContext(
             path: call.path, requestMetadata: call.metadata, deadline: deadline, channel: call.channel)
         return nil

@@ -42,6 +42,10 @@ public final class Daemon: Sendable {
     private let artifacts: ArtifactStore
     /// Checks tokens and the admin split; nil when neither tokens nor an admin socket are configured.
     private let authorizer: TokenAuthorizer?
+    /// The metrics every part records into; nil when `metrics_listen` is empty.
+    public let metrics: DaemonMetrics?
+    /// The `GET /metrics` endpoint once started.
+    private let metricsServer = Mutex<MetricsHTTPServer?>(nil)
 
     /// Creates the daemon: loads data and plugins (training what is missing), builds the
     /// services. Nothing is bound until ``start()``.
@@ -105,6 +109,8 @@ public final class Daemon: Sendable {
             }
         }
 
+        let metrics = configuration.metrics_listen.isEmpty ? nil : DaemonMetrics()
+        self.metrics = metrics
         let health = HealthService()
         var router = RPCRouter()
         router.register(health)
@@ -145,6 +151,7 @@ public final class Daemon: Sendable {
             var operations = RecommendOperations(data: data, plugins: plugins, defaultRecommender: configuration.default_recommender)
             operations.reasons = reasons
             operations.generationPool = generationPool
+            operations.metrics = metrics?.models
             if let reasons {
                 var pairReasons = PairReasons(generator: reasons, chatModels: chatModels,
                                               cache: PairReasonCache(capacity: configuration.pair_reason_cache_size))
@@ -154,6 +161,7 @@ public final class Daemon: Sendable {
             operations.reasonTables = ReasonTableStore(artifacts: artifacts, datasetName: data.dataset.name)
             recommendations = operations
             var rewardOperations = RewardOperations(data: data, plugins: plugins, defaultRewardModel: configuration.default_reward_model)
+            rewardOperations.metrics = metrics?.models
             if let corpus = servingCorpus {
                 rewardOperations.reasonReward = ServingReasonReward(data: data, corpus: corpus, plugins: plugins,
                                                                     miniLMDirectory: configuration.resolvedMiniLMDirectory)
@@ -193,10 +201,12 @@ public final class Daemon: Sendable {
             logger.critical("job storage is failing; health turns NOT_SERVING", metadata: ["reason": "\(reason)"])
             health.markAllNotServing()
         }
+        if let metrics { jobs.onJobEnded { metrics.jobEnded($0) } }
         router.register(PluginService(operations: PluginOperations(plugins: plugins, preparer: preparer, jobs: jobs)))
         router.register(ModelService(operations: ModelOperations(artifacts: artifacts)))
         router.register(GenerationService(reasons: reasonStreaming,
-                                          text: TextGeneration(models: chatModels, pool: generationPool)))
+                                          text: TextGeneration(models: chatModels, pool: generationPool,
+                                                               metrics: metrics?.generation)))
         router.register(DatasetService(operations: DatasetOperations(datasets: datasets)))
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
         if data == nil {
@@ -216,6 +226,7 @@ public final class Daemon: Sendable {
         self.recommendations = recommendations
         self.jobs = jobs
         var serverConfiguration = try configuration.serverConfiguration()
+        serverConfiguration.callObserver = metrics?.calls
         var authorizer: TokenAuthorizer? = nil
         if !configuration.tokens.isEmpty || !configuration.admin_socket.isEmpty {
             authorizer = TokenAuthorizer(
@@ -291,6 +302,7 @@ public final class Daemon: Sendable {
     @discardableResult
     public func start() throws -> Int {
         let port = try server.start()
+        try startMetricsEndpoint()
         jobs.start()
         if let portFile = options.portFile {
             let temporary = portFile + ".tmp"
@@ -358,9 +370,35 @@ public final class Daemon: Sendable {
         }
     }
 
+    /// The port of the metrics endpoint, once started (nil when it is off).
+    public var metricsPort: Int? { metricsServer.withLock { $0?.port } }
+
+    /// Serves `GET /metrics` on `metrics_listen` when it is set.
+    private func startMetricsEndpoint() throws {
+        let configuration = options.configuration
+        guard let metrics, !configuration.metrics_listen.isEmpty else { return }
+        let address = try RPCServerConfiguration.parseListenAddress(configuration.metrics_listen)
+        let server = self.server
+        let jobs = self.jobs
+        let plugins = self.plugins
+        let sources = ScrapeSources(
+            openConnections: { server.openConnectionCount },
+            jobCounts: { (try? jobs.countsByKindAndState()) ?? [:] },
+            pluginGenerations: { plugins.list().map { ($0.name, $0.generation) } })
+        let endpoint = try MetricsHTTPServer(host: address.host, port: address.port, logger: logger) {
+            metrics.exposition(sources)
+        }
+        metricsServer.withLock { $0 = endpoint }
+        logger.info("serving metrics", metadata: ["address": "\(address.host):\(endpoint.port)", "path": "/metrics"])
+        if !DaemonConfiguration.isLoopback(host: address.host) {
+            logger.notice("the metrics endpoint is not on a loopback address: anyone who can connect reads it (plain HTTP, no token)")
+        }
+    }
+
     /// Starts graceful shutdown: health turns NOT_SERVING, GOAWAY is sent, calls drain;
     /// running jobs pause at their next step and resume on the next start.
     public func beginShutdown() {
+        metricsServer.withLock { $0 }?.stop()
         health.markAllNotServing()
         server.beginGracefulShutdown()
         jobs.stop(timeout: 10)

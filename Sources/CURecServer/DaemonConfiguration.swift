@@ -164,6 +164,8 @@ public struct DaemonConfiguration: Sendable, Codable {
     public var admin_socket: String = ""
     /// Allow listening on a non-loopback address without TLS and tokens.
     public var insecure: Bool = false
+    /// `HOST:PORT` of the Prometheus metrics endpoint (plain HTTP, `GET /metrics`); empty: off.
+    public var metrics_listen: String = ""
 
     /// Where each setting that is not at its default came from (for error messages).
     public internal(set) var sources: [String: SettingSource] = [:]
@@ -261,6 +263,11 @@ public struct DaemonConfiguration: Sendable, Codable {
               "UNIX socket (mode 0600) serving every method without a token, for administration; the main listener then refuses `admin` methods (plugins, job submission and cancellation, dataset upload) with PERMISSION_DENIED"),
         .text(\.insecure, "insecure",
               "allow a non-loopback `listen` address without TLS and tokens (logs a warning); without it such a start is refused"),
+        .text(\.metrics_listen, "metrics_listen", defaultText: "none (off)",
+              rule: SettingRule("be empty or HOST:PORT or [IPv6]:PORT with a port from 0 to 65535") {
+                  $0.isEmpty || (try? RPCServerConfiguration.parseListenAddress($0)) != nil
+              },
+              "serve Prometheus metrics (docs/metrics.md) over plain HTTP at `GET /metrics` on this address; empty: no endpoint"),
         .text(\.pipeline_on_start, "pipeline_on_start", rule: .oneOf(["quick", "standard", "off"]),
               "the `pipeline` profile submitted on the first start with the dataset and MiniLM present (only if no report exists and no pipeline job was ever submitted); `--no-plugins` turns it off"),
     ]

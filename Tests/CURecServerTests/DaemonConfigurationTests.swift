@@ -138,7 +138,7 @@ import Yams
         "drain_timeout_seconds": "-1", "idle_timeout_seconds": "0", "event_loops": "-1", "log_level": "loud",
         "job_workers": "0", "job_queue_capacity": "0", "lm_weights": "int8", "dataset_upload_max_bytes": "0",
         "pipeline_on_start": "always", "pair_reason_cache_size": "0", "job_retention_days": "-1", "job_crash_limit": "0",
-        "tls_handshake_timeout_seconds": "0",
+        "tls_handshake_timeout_seconds": "0", "metrics_listen": "nowhere",
         "max_concurrent_streams": "0", "max_connection_buffer_bytes": "1024", "max_connections": "0",
         "max_connections_per_peer": "0", "header_read_timeout_seconds": "0", "body_read_timeout_seconds": "-1",
         "send_timeout_seconds": "0", "default_deadline_seconds": "-1", "keepalive_interval_seconds": "-1",

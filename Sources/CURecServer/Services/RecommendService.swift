@@ -33,6 +33,8 @@ struct RecommendOperations: Sendable {
     var pairReasons: PairReasons? = nil
     /// Where reasons are written (bounded, with a queue limit).
     var generationPool: GenerationPool = .standard
+    /// Per model and method series; nil when metrics are off.
+    var metrics: ModelMetrics? = nil
 
     static let maxCandidates = 10_000
 
@@ -46,6 +48,7 @@ struct RecommendOperations: Sendable {
 
     /// The scores of the candidates `request` names. Never blocks.
     func score(_ request: Curec_V1_ScoreRequest) throws -> Curec_V1_ScoreResponse {
+        let requestStart = metrics == nil ? 0 : MonotonicClock.nanoseconds()
         let user = try data.user(request.userID)
         guard !request.itemIds.isEmpty else { throw ServingError.invalidArgument("item_ids is empty; give at least one item id") }
         guard request.itemIds.count <= Self.maxCandidates else {
@@ -58,10 +61,13 @@ struct RecommendOperations: Sendable {
         let instance = try recommender(request.plugin)
         var response = Curec_V1_ScoreResponse()
         response.scores = [Float](repeating: 0, count: candidates.count)
-        try candidates.withUnsafeBufferPointer { candidateBuffer throws(PluginHostError) in
-            try response.scores.withUnsafeMutableBufferPointer { scores throws(PluginHostError) in
-                try instance.scoreRecommender(user: user, history: data.histories[Int(user)],
-                                              candidates: candidateBuffer, scores: scores)
+        let series = metrics?.series(model: instance.name, method: "score")
+        try series.measure(since: requestStart) {
+            try candidates.withUnsafeBufferPointer { candidateBuffer throws(PluginHostError) in
+                try response.scores.withUnsafeMutableBufferPointer { scores throws(PluginHostError) in
+                    try instance.scoreRecommender(user: user, history: data.histories[Int(user)],
+                                                  candidates: candidateBuffer, scores: scores)
+                }
             }
         }
         response.servedBy = instance.servedBy
@@ -111,6 +117,7 @@ struct RecommendOperations: Sendable {
 
     /// The top `k` of the catalogue for the user, without reasons.
     func rank(_ request: Curec_V1_RecommendRequest) throws -> Curec_V1_RecommendResponse {
+        let requestStart = metrics == nil ? 0 : MonotonicClock.nanoseconds()
         let user = try data.user(request.userID)
         guard (1...1000).contains(request.k) else {
             throw ServingError.invalidArgument("k is \(request.k); it must be between 1 and 1000")
@@ -118,10 +125,13 @@ struct RecommendOperations: Sendable {
         let instance = try recommender(request.plugin)
         let itemCount = data.allItems.count
         var scores = [Float](repeating: 0, count: itemCount)
-        try data.allItems.withUnsafeBufferPointer { candidates throws(PluginHostError) in
-            try scores.withUnsafeMutableBufferPointer { output throws(PluginHostError) in
-                try instance.scoreRecommender(user: user, history: data.histories[Int(user)],
-                                              candidates: candidates, scores: output)
+        let series = metrics?.series(model: instance.name, method: "recommend")
+        try series.measure(since: requestStart) {
+            try data.allItems.withUnsafeBufferPointer { candidates throws(PluginHostError) in
+                try scores.withUnsafeMutableBufferPointer { output throws(PluginHostError) in
+                    try instance.scoreRecommender(user: user, history: data.histories[Int(user)],
+                                                  candidates: candidates, scores: output)
+                }
             }
         }
         if request.excludeSeen {

@@ -30,10 +30,13 @@ struct RewardOperations: Sendable {
     /// The pipeline's reward on reason texts and the MiniLM encoder (ScoreReasons, Embed); nil
     /// when the daemon has no dataset corpus.
     var reasonReward: ServingReasonReward? = nil
+    /// Per model and method series; nil when metrics are off.
+    var metrics: ModelMetrics? = nil
 
     static let maxTriples = 4096
 
     func score(_ request: Curec_V1_RewardRequest) throws -> Curec_V1_RewardResponse {
+        let requestStart = metrics == nil ? 0 : MonotonicClock.nanoseconds()
         guard !request.triples.isEmpty else { throw ServingError.invalidArgument("triples is empty; give at least one") }
         guard request.triples.count <= Self.maxTriples else {
             throw ServingError.invalidArgument("triples has \(request.triples.count) entries; at most \(Self.maxTriples) per call")
@@ -58,7 +61,8 @@ struct RewardOperations: Sendable {
             inputs.append(.init(user: user, item: item, embedding: triple.reasonEmbedding))
         }
         var response = Curec_V1_RewardResponse()
-        response.rewards = try instance.scoreReward(inputs)
+        let series = metrics?.series(model: instance.name, method: "reward")
+        response.rewards = try series.measure(since: requestStart, inferences: inputs.count) { try instance.scoreReward(inputs) }
         response.servedBy = instance.servedBy
         return response
     }

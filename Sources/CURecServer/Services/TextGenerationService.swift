@@ -15,6 +15,8 @@ struct TextGeneration: Sendable {
     let models: ChatModelStore
     /// Where generations run (bounded, with a queue limit).
     var pool: GenerationPool = .standard
+    /// Tokens and tokens per second of finished generations; nil when metrics are off.
+    var metrics: GenerationMetrics? = nil
     /// Most stop strings, and their longest length in bytes.
     static let maxStops = 4, maxStopBytes = 64
     /// Tokens generated when the request sets no limit.
@@ -32,7 +34,7 @@ struct TextGeneration: Sendable {
         let prompt = try Self.promptTokens(input, tokenizer: loaded.tokenizer)
         try await Self.stream(prompt: prompt, loaded: loaded, sampling: options,
                               defaultLimit: request.sampling.maxTokens == 0, stops: stops,
-                              pool: pool, shouldStop: shouldStop, send: send)
+                              pool: pool, metrics: metrics, shouldStop: shouldStop, send: send)
     }
 
     /// Generates from `prompt` with `loaded` and hands every message of a `Generate` stream to
@@ -40,7 +42,7 @@ struct TextGeneration: Sendable {
     /// `GenerateReason` on chat models.
     static func stream(
         prompt: [Int32], loaded: ChatModelStore.Loaded, sampling: SamplingOptions, defaultLimit: Bool,
-        stops: [String], pool: GenerationPool, shouldStop: @escaping @Sendable () -> Bool,
+        stops: [String], pool: GenerationPool, metrics: GenerationMetrics? = nil, shouldStop: @escaping @Sendable () -> Bool,
         send: (Curec_V1_GenerateResponse) async throws -> Void
     ) async throws {
         var options = sampling
@@ -62,10 +64,14 @@ struct TextGeneration: Sendable {
                 let results = try loaded.lock.withLock { _ throws(GenerationError) in
                     // The caller may have left while this waited for the model.
                     if stop.isSet || shouldStop() { return [GenerationResult(tokens: [], finishReason: .cancelled)] }
-                    return try BatchedGenerator(model: loaded.model).generate(
+                    let started = MonotonicClock.nanoseconds()
+                    let results = try BatchedGenerator(model: loaded.model).generate(
                         prompts: [prompt.map(Int.init)], options: finalOptions,
                         onToken: { _, token in continuation.yield(token) },
                         shouldStop: { stop.isSet || shouldStop() })
+                    metrics?.generated(tokens: results.first?.tokens.count ?? 0,
+                                       nanoseconds: MonotonicClock.nanoseconds() &- started)
+                    return results
                 }
                 finished.set(.success(results[0]))
             } catch {

@@ -6,6 +6,7 @@ trained on start (BPR, popularity, collaborative reward).
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,6 +77,16 @@ class RunningDaemon:
     def address(self):
         return "127.0.0.1:%d" % self.port
 
+    @property
+    def metrics_port(self):
+        """The port of `/metrics` (started with `--metrics-listen`), from the line curecd logs
+        before it writes the port file."""
+        text = open(self.log_path, "rb").read().decode(errors="replace")
+        matches = [m.group(1) for line in text.splitlines() if "serving metrics" in line
+                   for m in [re.search(r"address=\S+:(\d+)", line)] if m]
+        assert matches, "curecd serves no metrics:\n" + self.log_tail()
+        return int(matches[-1])
+
     def log_tail(self):
         try:
             return open(self.log_path, "rb").read()[-4000:].decode(errors="replace")
@@ -96,7 +107,7 @@ class RunningDaemon:
 
 @pytest.fixture(scope="session")
 def daemon():
-    running = RunningDaemon()
+    running = RunningDaemon("--metrics-listen", "127.0.0.1:0")
     yield running
     assert running.stop() == 0, running.log_tail()
 
