@@ -1,5 +1,6 @@
 import CURecModels
 import CURecPluginHost
+import CURecProto
 import CURecRPC
 import Foundation
 import Logging
@@ -493,7 +494,7 @@ public struct DaemonConfiguration: Sendable, Codable {
         server.bodyReadTimeout = Self.duration(body_read_timeout_seconds)
         server.sendTimeout = Self.duration(send_timeout_seconds)
         server.defaultDeadline = default_deadline_seconds > 0 ? Self.duration(default_deadline_seconds) : nil
-        server.defaultDeadlineExemptPaths = ["/curec.v1.JobService/Watch"]
+        server.defaultDeadlineExemptPaths = [Curec_V1_JobService.Method.watch.path]
         server.keepaliveInterval = keepalive_interval_seconds > 0 ? Self.duration(keepalive_interval_seconds) : nil
         server.keepaliveTimeout = Self.duration(keepalive_timeout_seconds)
         server.maxConnectionAge = max_connection_age_seconds > 0 ? Self.duration(max_connection_age_seconds) : nil
