@@ -68,6 +68,30 @@ struct PluginOperations: Sendable {
             throw .invalidArgument("library is empty; give a library file name from PluginService.List")
         }
         try Self.checkLibrary(request.library)
+        _ = try Self.isolation(of: request)
+    }
+
+    /// Where a Load request asks the instance to run. Unknown enum values and a time limit
+    /// without process isolation are refused.
+    static func isolation(of request: Curec_V1_LoadPluginRequest) throws(ServingError) -> PluginIsolation {
+        switch request.isolation {
+        case .unspecified, .inProcess:
+            guard request.callTimeLimitMs == 0 else {
+                throw .invalidArgument("call_time_limit_ms applies only with isolation PLUGIN_ISOLATION_PROCESS")
+            }
+            return .inProcess
+        case .process:
+            var limits = WorkerLimits()
+            if request.callTimeLimitMs != 0 {
+                guard request.callTimeLimitMs <= 3_600_000 else {
+                    throw .invalidArgument("call_time_limit_ms \(request.callTimeLimitMs) is above the maximum of 3600000 (one hour)")
+                }
+                limits.callTimeLimit = .milliseconds(Int(request.callTimeLimitMs))
+            }
+            return .process(limits)
+        case .UNRECOGNIZED(let value):
+            throw .invalidArgument("isolation \(value) is not a PluginIsolation value; use PLUGIN_ISOLATION_IN_PROCESS or PLUGIN_ISOLATION_PROCESS")
+        }
     }
 
     /// Loads a new instance from its saved state, or trains it as a job when `train` is set
@@ -76,10 +100,11 @@ struct PluginOperations: Sendable {
         try checkLoad(request)
         let config = [UInt8](request.config)
         let train = request.train && preparer.canTrain
+        let isolation = try Self.isolation(of: request)
         let plugins = self.plugins, preparer = self.preparer, name = request.name, library = request.library
         let loaded: PluginInstance? = try await runBlocking {
             do {
-                return try plugins.load(name: name, library: library, config: config) { instance in
+                return try plugins.load(name: name, library: library, config: config, isolation: isolation) { instance in
                     if !preparer.loadSaved(instance, config: config), train { throw TrainingNeeded() }
                 }
             } catch is TrainingNeeded {
@@ -178,7 +203,8 @@ struct PluginOperations: Sendable {
 
     static func status(_ instance: PluginInstance) -> Curec_V1_PluginStatus {
         status(PluginHost.Status(name: instance.name, library: instance.libraryPath,
-                                 generation: instance.generation, description: instance.describe()))
+                                 generation: instance.generation, description: instance.describe(),
+                                 isolation: instance.isolation, readiness: instance.readiness))
     }
 
     static func status(_ status: PluginHost.Status) -> Curec_V1_PluginStatus {
@@ -192,6 +218,16 @@ struct PluginOperations: Sendable {
             $0.generation = status.generation
             $0.itemFeatureDim = UInt32(status.description.itemFeatureDimension)
             $0.reasonEmbeddingDim = UInt32(status.description.reasonEmbeddingDimension)
+            $0.isolation = status.isolation == .inProcess ? .inProcess : .process
+            switch status.readiness {
+            case .serving: $0.readiness = .serving
+            case .restarting(let reason):
+                $0.readiness = .restarting
+                $0.readinessReason = reason
+            case .failed(let reason):
+                $0.readiness = .failed
+                $0.readinessReason = reason
+            }
         }
     }
 }
