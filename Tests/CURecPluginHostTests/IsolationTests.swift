@@ -103,7 +103,7 @@ private func unavailableReason(_ body: () throws(PluginHostError) -> Void) -> St
     return nil
 }
 
-@Suite(.enabled(if: Fixtures.isolationBuilt, "the worker or the misbehaving fixtures are missing: run swift build"))
+@Suite(.serialized, .enabled(if: Fixtures.isolationBuilt, "the worker or the misbehaving fixtures are missing: run swift build"))
 struct IsolationTests {
     @Test func anIsolatedInstanceAnswersAsTheSameLibraryInProcess() throws {
         let host = isolatedHost()

@@ -112,7 +112,7 @@ struct PluginOperations: Sendable {
             }
         }
         if let loaded { return Self.status(loaded) }
-        return try await trainAsJob(name: name, library: library, config: config)
+        return try await trainAsJob(name: name, library: library, config: config, isolation: isolation)
     }
 
     func unload(_ request: Curec_V1_UnloadPluginRequest) throws -> Curec_V1_UnloadPluginResponse {
@@ -153,16 +153,18 @@ struct PluginOperations: Sendable {
         }
         if let reloaded { return Self.status(reloaded) }
         guard let library else { throw ServingError.internalFailure("the library of '\(name)' is not known; reload it naming one") }
-        return try await trainAsJob(name: name, library: library, config: effectiveConfig)
+        return try await trainAsJob(name: name, library: library, config: effectiveConfig, isolation: current.isolation)
     }
 
     /// Submits a `train` job that trains `library` with `config` and serves it as `name`,
     /// waits for it, and returns the served instance. The job is cancelled when the caller
     /// goes (cancellation, reset, deadline); it can also be cancelled through JobService.
-    func trainAsJob(name: String, library: String, config: [UInt8]) async throws -> Curec_V1_PluginStatus {
+    func trainAsJob(name: String, library: String, config: [UInt8],
+                    isolation: PluginIsolation = .inProcess) async throws -> Curec_V1_PluginStatus {
         var parameters = [
             TrainPluginJob.Parameters.library.name: library,
             TrainPluginJob.Parameters.name.name: name, TrainPluginJob.Parameters.serve.name: "true",
+            TrainPluginJob.Parameters.isolation.name: isolation.name,
         ]
         if let text = String(validating: config, as: UTF8.self) {
             if !text.isEmpty { parameters[TrainPluginJob.Parameters.config.name] = text }

@@ -13,7 +13,8 @@
  *                  directory), and resumes from its checkpoint the next time
  *   "train-until-cancelled"  training reports progress until it is cancelled
  *
- * Every other user scores normally in every mode. Training counts steps 1-10 and writes the
+ * A request for 13 candidates misbehaves like user 666 (clients over the wire do not know
+ * the daemon's user indices). Every other request scores normally in every mode. Training counts steps 1-10 and writes the
  * last finished step to <checkpoint directory>/step; save writes "trained" to <dir>/state.
  */
 #include "misbehaving.h"
@@ -24,6 +25,7 @@
 #include <unistd.h>
 
 #define MISBEHAVING_USER 666u
+#define MISBEHAVING_CANDIDATE_COUNT 13u
 
 struct CURecPlugin {
     char mode[32];
@@ -100,7 +102,7 @@ static void misbehave(const CURecPlugin *plugin) {
 int32_t curec_plugin_score_recommender(const CURecPlugin *plugin, const CURecRecommendRequest *request,
                                        float *scores, CURecError *error) {
     (void)error;
-    if (request->user == MISBEHAVING_USER) misbehave(plugin);
+    if (request->user == MISBEHAVING_USER || request->candidate_count == MISBEHAVING_CANDIDATE_COUNT) misbehave(plugin);
     for (uint32_t index = 0; index < request->candidate_count; index++) scores[index] = (float)request->candidates[index];
     return CUREC_STATUS_OK;
 }
