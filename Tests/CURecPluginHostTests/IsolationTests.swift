@@ -290,6 +290,31 @@ struct IsolationTests {
         #expect(rssAfter <= rssBefore + (16 << 20), "RSS \(rssBefore) -> \(rssAfter)")
     }
 
+    /// A worker reads nothing it is sent on trust: an oversized length, an unknown type, a
+    /// count beyond the frame, trailing bytes or a reply kind as a request end the worker
+    /// (status 66) without the plugin seeing anything; a well-formed request is answered.
+    @Test(arguments: [
+        [0xff, 0xff, 0xff, 0xff, 3],                                   // length beyond the bound
+        [1, 0, 0, 0, 0x42],                                            // unknown type
+        [9, 0, 0, 0, 3, 0, 0, 0, 0, 0xff, 0xff, 0, 0],                  // history count beyond the frame
+        [14, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7],        // describe with trailing bytes
+        [1, 0, 0, 0, 67],                                              // a reply kind as a request
+    ] as [[UInt8]])
+    func aWorkerEndsOnAMalformedRequest(frame: [UInt8]) throws {
+        let worker = try WorkerProcess.spawn(executable: Fixtures.worker, libraryPath: Fixtures.misbehaving,
+                                             cacheDirectory: Fixtures.scratch("worker-cache"), limits: WorkerLimits(channels: 1))
+        let channel = worker.channels[0]
+        var buffer: [UInt8] = []
+        var create = WireWriter(.create)
+        create.array([UInt8]())
+        try WireIO.send(create.finish(), on: channel)
+        #expect(try WireIO.receive(on: channel, buffer: &buffer) == .described)
+        try WireIO.send(WireWriter(.describe).finishing(), on: channel)
+        #expect(try WireIO.receive(on: channel, buffer: &buffer) == .described)
+        try WireIO.send(frame, on: channel)
+        #expect(worker.waitForExit() == "exited with status 66")
+    }
+
     @Test func aMissingWorkerExecutableIsASetupErrorNotACrash() {
         let host = PluginHost(searchDirectories: [Fixtures.directory], cacheDirectory: Fixtures.scratch("plugin-cache"),
                               logger: Logger(label: "test"), workerExecutable: "/nonexistent/curec-plugin-worker")

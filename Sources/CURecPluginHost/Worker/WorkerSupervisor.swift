@@ -36,6 +36,8 @@ final class WorkerSupervisor: @unchecked Sendable {
     private var stops: [ContinuousClock.Instant] = []
     private var restoreDirectory: String?
     private var description: PluginDescription?
+    /// A worker being started (not serving yet), so ``stop()`` can end a start that hangs.
+    private var starting: WorkerProcess?
     /// Whether the supervising thread runs (``stop()`` waits until it has reaped the worker).
     private var supervising = false
 
@@ -83,10 +85,11 @@ final class WorkerSupervisor: @unchecked Sendable {
         condition.lock()
         stopped = true
         phase = .failed(reason: "the instance was unloaded or replaced")
-        let current = process
+        let current = process, pending = starting
         condition.broadcast()
         condition.unlock()
         current?.kill()
+        pending?.kill()
         condition.lock()
         while supervising { condition.wait() }
         condition.unlock()
@@ -289,7 +292,14 @@ final class WorkerSupervisor: @unchecked Sendable {
             cacheDirectory: launch.cacheDirectory, limits: launch.limits)
         condition.lock()
         let restore = restoreDirectory
+        starting = worker
+        if stopped { worker.kill() }
         condition.unlock()
+        defer {
+            condition.lock()
+            starting = nil
+            condition.unlock()
+        }
         let deadline = ContinuousClock.now.advanced(by: launch.limits.startTimeLimit)
         var buffer: [UInt8] = []
         func fail(_ step: String, _ failure: WorkerCallFailure) -> PluginHostError {
