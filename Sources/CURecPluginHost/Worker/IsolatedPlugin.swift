@@ -47,8 +47,11 @@ final class IsolatedPlugin: PluginBackend {
 
     private var callTimeLimit: Duration { supervisor.launch.limits.callTimeLimit }
 
+    /// The worker's description, or the last known one when the worker is down or every
+    /// channel is busy (listing never waits for a slow plugin).
     func describe() -> PluginDescription {
-        let fresh = try? supervisor.withChannel(timeLimit: callTimeLimit) { channel, deadline throws(WorkerCallFailure) in
+        let fresh = try? supervisor.withChannel(timeLimit: callTimeLimit, waitForIdle: false) {
+            channel, deadline throws(WorkerCallFailure) in
             var buffer: [UInt8] = []
             return try WorkerCall.exchange(WireWriter(.describe).finishing(), on: channel, deadline: deadline,
                                            buffer: &buffer, expecting: .described, function: "describe",

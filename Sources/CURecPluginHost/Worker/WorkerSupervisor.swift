@@ -113,11 +113,13 @@ final class WorkerSupervisor: @unchecked Sendable {
 
     /// Runs `body` on an idle channel of the serving worker. Fails fast with
     /// ``PluginHostError/workerUnavailable(instance:reason:)`` while the worker is down. A
-    /// channel that broke (timeout, malformed frame, closed) kills the worker.
-    func withChannel<T>(timeLimit: Duration?, _ body: (Int32, ContinuousClock.Instant?) throws(WorkerCallFailure) -> T)
+    /// channel that broke (timeout, malformed frame, closed) kills the worker. With
+    /// `waitForIdle` false, a worker whose channels are all busy fails the call at once too.
+    func withChannel<T>(timeLimit: Duration?, waitForIdle: Bool = true,
+                        _ body: (Int32, ContinuousClock.Instant?) throws(WorkerCallFailure) -> T)
         throws(PluginHostError) -> T {
         condition.lock()
-        while phase == .serving, idle.isEmpty { condition.wait() }
+        while waitForIdle, phase == .serving, idle.isEmpty { condition.wait() }
         guard phase == .serving, let process, let channel = idle.popLast() else {
             let reason = Self.unavailableReason(phase)
             condition.unlock()
