@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .executable(name: "curecd", targets: ["curecd"]),
         .executable(name: "curec", targets: ["curec"]),
+        // Runs one plugin instance in its own process for `isolation: process` (started by curecd).
+        .executable(name: "curec-plugin-worker", targets: ["curec-plugin-worker"]),
         .library(name: "CURecRPC", targets: ["CURecRPC"]),
         // What the fuzz targets in Fuzz/ (a separate package, built only by bench/fuzz) link.
         .library(name: "CURecTensor", targets: ["CURecTensor"]),
@@ -25,6 +27,9 @@ let package = Package(
         .library(name: "CURecTestRecommender", type: .dynamic, targets: ["TestRecommenderPlugin"]),
         .library(name: "CURecTestNoEntryPoint", type: .dynamic, targets: ["TestNoEntryPointPlugin"]),
         .library(name: "CURecTestWrongABI", type: .dynamic, targets: ["TestWrongABIPlugin"]),
+        // C libraries that crash, hang, leak or exit on purpose (isolation tests).
+        .library(name: "CURecTestMisbehaving", type: .dynamic, targets: ["TestMisbehavingPlugin"]),
+        .library(name: "CURecTestCrashOnLoad", type: .dynamic, targets: ["TestCrashOnLoadPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
@@ -169,6 +174,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .executableTarget(name: "curec-plugin-worker", dependencies: ["CURecPluginHost"]),
         // The operator CLI.
         .executableTarget(
             name: "curec",
@@ -192,6 +198,8 @@ let package = Package(
         ),
         .target(name: "TestNoEntryPointPlugin", path: "Tests/PluginFixtures/NoEntryPoint"),
         .target(name: "TestWrongABIPlugin", dependencies: ["CURecPluginABI"], path: "Tests/PluginFixtures/WrongABI"),
+        .target(name: "TestMisbehavingPlugin", dependencies: ["CURecPluginABI"], path: "Tests/PluginFixtures/Misbehaving"),
+        .target(name: "TestCrashOnLoadPlugin", dependencies: ["CURecPluginABI"], path: "Tests/PluginFixtures/CrashOnLoad"),
         // Loads the libraries above (built by `swift build`, found beside the test binary).
         .testTarget(
             name: "CURecPluginHostTests",

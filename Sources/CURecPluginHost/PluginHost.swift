@@ -15,12 +15,19 @@ public final class PluginHost: Sendable {
         public var library: String
         public var generation: UInt64
         public var description: PluginDescription
+        /// Where it runs.
+        public var isolation: PluginIsolation
+        /// Whether it takes calls now.
+        public var readiness: PluginReadiness
 
-        public init(name: String, library: String, generation: UInt64, description: PluginDescription) {
+        public init(name: String, library: String, generation: UInt64, description: PluginDescription,
+                    isolation: PluginIsolation = .inProcess, readiness: PluginReadiness = .serving) {
             self.name = name
             self.library = library
             self.generation = generation
             self.description = description
+            self.isolation = isolation
+            self.readiness = readiness
         }
     }
 
@@ -33,14 +40,40 @@ public final class PluginHost: Sendable {
     /// Serializes load/unload/reload so two reloads of one name cannot interleave.
     private let adminLock = Mutex<Void>(())
 
+    /// The `curec-plugin-worker` executable isolated instances run in.
+    public let workerExecutable: String
+
     /// Creates a host. `searchDirectories` are the operator's plugin directories, the only
     /// places libraries load from; `cacheDirectory` holds private copies of loaded libraries
-    /// (emptied here, so copies left by a crash do not pile up).
-    public init(searchDirectories: [String], cacheDirectory: String, logger: Logger) {
+    /// (emptied here, so copies left by a crash do not pile up). `workerExecutable` is the
+    /// worker for `isolation: process` instances (default: `curec-plugin-worker` beside this
+    /// process's executable); it is never taken from a client.
+    public init(searchDirectories: [String], cacheDirectory: String, logger: Logger, workerExecutable: String? = nil) {
         self.searchDirectories = searchDirectories
         self.cacheDirectory = cacheDirectory
         self.logger = logger
+        self.workerExecutable = workerExecutable ?? Self.defaultWorkerExecutable()
         try? FileManager.default.removeItem(atPath: cacheDirectory)
+    }
+
+    /// `curec-plugin-worker` in the folder of the running executable.
+    static func defaultWorkerExecutable() -> String {
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return ((executable as NSString).deletingLastPathComponent as NSString).appendingPathComponent("curec-plugin-worker")
+    }
+
+    /// Told when an instance's readiness changes: (name, readiness). Only the instance
+    /// currently registered under a name reports; a retired generation's worker does not.
+    private let readinessObserver = Mutex<(@Sendable (String, PluginReadiness) -> Void)?>(nil)
+
+    /// Sets the readiness observer and tells it the readiness of every loaded instance.
+    public func observeReadiness(_ observer: @escaping @Sendable (String, PluginReadiness) -> Void) {
+        readinessObserver.withLock { $0 = observer }
+        for status in list() { observer(status.name, status.readiness) }
+    }
+
+    private func report(_ name: String, _ readiness: PluginReadiness) {
+        readinessObserver.withLock { $0 }?(name, readiness)
     }
 
     /// Resolves a library name to a regular file inside one of the plugin directories.
@@ -83,30 +116,60 @@ public final class PluginHost: Sendable {
 
     /// Creates an instance of `library` with `config` without registering it.
     ///
-    /// `prepare` runs before the instance is returned (train it or load an artifact).
-    public func makeInstance(name: String, library: String, config: [UInt8],
+    /// `prepare` runs before the instance is returned (train it or load an artifact). With
+    /// `isolation: .process` the library is opened only in the instance's worker process.
+    public func makeInstance(name: String, library: String, config: [UInt8], isolation: PluginIsolation = .inProcess,
                              prepare: (PluginInstance) throws -> Void = { _ in }) throws -> PluginInstance {
         let path = try resolve(library: library)
-        let loaded = try openLibrary(at: path)
         let generation = generations.withLock { $0[name, default: 0] + 1 }
-        let instance = try PluginInstance(name: name, generation: generation, library: loaded, config: config)
+        let backend: any PluginBackend
+        switch isolation {
+        case .inProcess:
+            backend = try InProcessPlugin(name: name, library: try openLibrary(at: path), config: config)
+        case .process(let limits):
+            guard FileManager.default.isExecutableFile(atPath: workerExecutable) else {
+                throw PluginHostError.host("the plugin worker \(workerExecutable) is missing or not executable; "
+                                           + "install curec-plugin-worker beside curecd to load instances with isolation: process")
+            }
+            let launch = WorkerSupervisor.Launch(executable: workerExecutable, libraryPath: path,
+                                                 cacheDirectory: cacheDirectory, config: config, limits: limits)
+            backend = try IsolatedPlugin(name: name, launch: launch) { [weak self] readiness in
+                self?.workerReadinessChanged(name: name, generation: generation, readiness)
+            }
+        }
+        let instance = PluginInstance(name: name, generation: generation, libraryPath: path, isolation: isolation,
+                                      backend: backend)
         try prepare(instance)
         return instance
     }
 
+    /// Forwards a worker's readiness when its instance is the one serving the name.
+    private func workerReadinessChanged(name: String, generation: UInt64, _ readiness: PluginReadiness) {
+        guard instances.withLock({ $0[name]?.generation }) == generation else { return }
+        switch readiness {
+        case .serving: logger.notice("plugin worker serving again", metadata: ["name": "\(name)"])
+        case .restarting(let reason): logger.warning("plugin worker down", metadata: ["name": "\(name)", "reason": "\(reason)"])
+        case .failed(let reason): logger.error("plugin worker marked failed", metadata: ["name": "\(name)", "reason": "\(reason)"])
+        }
+        report(name, readiness)
+    }
+
     /// Loads and registers a new instance; fails if the name is taken.
     @discardableResult
-    public func load(name: String, library: String, config: [UInt8],
+    public func load(name: String, library: String, config: [UInt8], isolation: PluginIsolation = .inProcess,
                      prepare: (PluginInstance) throws -> Void = { _ in }) throws -> PluginInstance {
         try adminLock.withLock { _ in
             if instances.withLock({ $0[name] }) != nil { throw PluginHostError.instanceExists(name) }
-            let instance = try makeInstance(name: name, library: library, config: config, prepare: prepare)
+            let instance = try makeInstance(name: name, library: library, config: config, isolation: isolation,
+                                            prepare: prepare)
             generations.withLock { $0[name] = instance.generation }
             instances.withLock { $0[name] = instance }
             configs.withLock { $0[name] = config }
             libraryNames.withLock { $0[name] = library }
             logger.info("plugin loaded", metadata: [
-                "name": "\(name)", "library": "\(instance.libraryPath)", "generation": "\(instance.generation)"])
+                "name": "\(name)", "library": "\(instance.libraryPath)", "generation": "\(instance.generation)",
+                "isolation": "\(instance.isolation.name)"])
+            report(name, instance.readiness)
             return instance
         }
     }
@@ -166,22 +229,25 @@ public final class PluginHost: Sendable {
     /// Brings up a new instance beside the serving one and switches to it atomically.
     ///
     /// `library` nil reuses the current library path (re-read from disk); `config` nil reuses
-    /// the current config. If anything fails the old instance keeps serving and the error is
-    /// thrown. Calls in flight finish on the old instance, which is destroyed after them.
+    /// the current config; `isolation` nil keeps the current one. If anything fails the old
+    /// instance keeps serving and the error is thrown. Calls in flight finish on the old
+    /// instance, which is destroyed after them (an isolated one's worker then exits).
     @discardableResult
-    public func reload(name: String, library: String? = nil, config: [UInt8]? = nil,
+    public func reload(name: String, library: String? = nil, config: [UInt8]? = nil, isolation: PluginIsolation? = nil,
                        prepare: (PluginInstance) throws -> Void = { _ in }) throws -> PluginInstance {
         try adminLock.withLock { _ in
             guard let current = instances.withLock({ $0[name] }) else { throw PluginHostError.instanceNotFound(name) }
             let libraryName = library ?? libraryNames.withLock { $0[name] } ?? (current.libraryPath as NSString).lastPathComponent
             let newConfig = config ?? configs.withLock { $0[name] ?? [] }
-            let replacement = try makeInstance(name: name, library: libraryName, config: newConfig, prepare: prepare)
+            let replacement = try makeInstance(name: name, library: libraryName, config: newConfig,
+                                               isolation: isolation ?? current.isolation, prepare: prepare)
             generations.withLock { $0[name] = replacement.generation }
             instances.withLock { $0[name] = replacement }
             configs.withLock { $0[name] = newConfig }
             libraryNames.withLock { $0[name] = libraryName }
             logger.info("plugin reloaded", metadata: [
                 "name": "\(name)", "library": "\(replacement.libraryPath)", "generation": "\(replacement.generation)"])
+            report(name, replacement.readiness)
             return replacement
         }
     }
@@ -198,6 +264,7 @@ public final class PluginHost: Sendable {
             libraryNames.withLock { $0[name] = library }
             logger.info("plugin serving", metadata: [
                 "name": "\(name)", "library": "\(instance.libraryPath)", "generation": "\(instance.generation)"])
+            report(name, instance.readiness)
         }
     }
 
@@ -210,6 +277,7 @@ public final class PluginHost: Sendable {
             _ = configs.withLock { $0.removeValue(forKey: name) }
             _ = libraryNames.withLock { $0.removeValue(forKey: name) }
             logger.info("plugin unloaded", metadata: ["name": "\(name)"])
+            report(name, .failed(reason: "unloaded"))
         }
     }
 
@@ -232,7 +300,8 @@ public final class PluginHost: Sendable {
     public func list() -> [Status] {
         let current = instances.withLock { Array($0.values) }
         return current.sorted { $0.name < $1.name }.map {
-            Status(name: $0.name, library: $0.libraryPath, generation: $0.generation, description: $0.describe())
+            Status(name: $0.name, library: $0.libraryPath, generation: $0.generation, description: $0.describe(),
+                   isolation: $0.isolation, readiness: $0.readiness)
         }
     }
 }

@@ -22,6 +22,9 @@ public enum PluginHostError: Error, CustomStringConvertible, Sendable {
     case wrongKind(instance: String, expected: String, actual: String)
     /// A host-side failure (copying the library, creating directories).
     case host(String)
+    /// An isolated instance's worker is down (crashed, killed for a time limit, restarting
+    /// or marked failed); the call did not run or its result is lost. Retryable.
+    case workerUnavailable(instance: String, reason: String)
 
     /// Whether the plugin stopped because it was asked to (it returned CUREC_STATUS_CANCELLED).
     public var isCancellation: Bool {
@@ -60,6 +63,8 @@ public enum PluginHostError: Error, CustomStringConvertible, Sendable {
             return "plugin '\(instance)' is a \(actual), not a \(expected)"
         case .host(let message):
             return message
+        case .workerUnavailable(let instance, let reason):
+            return "plugin '\(instance)' is unavailable: \(reason)"
         }
     }
 }

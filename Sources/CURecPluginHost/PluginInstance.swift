@@ -56,39 +56,81 @@ public struct PluginTrainingData: Sendable {
     }
 }
 
+/// Where a plugin instance runs.
+public enum PluginIsolation: Sendable, Hashable {
+    /// In the daemon's process, called directly through the C ABI (trusted, fastest plugins).
+    case inProcess
+    /// In its own supervised worker process, which loads the library through the same ABI.
+    case process(WorkerLimits)
+
+    /// The name used in configuration and status: `in_process` or `process`.
+    public var name: String {
+        switch self {
+        case .inProcess: return "in_process"
+        case .process: return "process"
+        }
+    }
+}
+
+/// Whether an instance can take calls now.
+public enum PluginReadiness: Sendable, Hashable {
+    /// Calls are served.
+    case serving
+    /// Its worker is down and being restarted; calls fail fast with UNAVAILABLE meanwhile.
+    case restarting(reason: String)
+    /// Its worker kept crashing and is not restarted again; reload or unload the instance.
+    case failed(reason: String)
+
+    public var isServing: Bool { self == .serving }
+}
+
+/// The calls a plugin instance answers, wherever the plugin runs: in this process through
+/// the C ABI (``InProcessPlugin``) or in a supervised worker process (``IsolatedPlugin``).
+/// ``PluginInstance`` forwards to one of them, so everything above it (the services, jobs,
+/// batching) calls one seam whatever the isolation.
+protocol PluginBackend: AnyObject, Sendable {
+    /// What the instance described itself as when it was created.
+    var kind: PluginKind { get }
+    /// The plugin's own version when it was created.
+    var pluginVersion: String { get }
+    var readiness: PluginReadiness { get }
+    func describe() -> PluginDescription
+    func scoreRecommender(user: UInt32, history: [UInt32], candidates: UnsafeBufferPointer<UInt32>,
+                          scores: UnsafeMutableBufferPointer<Float>) throws(PluginHostError)
+    func scoreReward(_ inputs: [PluginInstance.RewardInput]) throws(PluginHostError) -> [Float]
+    func train(_ data: PluginTrainingData, checkpointDirectory: String?,
+               progress: @escaping (UInt64, UInt64, String) -> Void,
+               isCancelled: @escaping () -> Bool) throws(PluginHostError)
+    func save(to directory: String) throws(PluginHostError)
+    func load(from directory: String) throws(PluginHostError)
+}
+
 /// One live plugin instance. Scoring is thread-safe; train/load must not overlap other calls
 /// (the host guarantees this by training instances before they serve).
-public final class PluginInstance: @unchecked Sendable {
+///
+/// The instance is the calling surface of a plugin whatever its isolation: it checks what
+/// does not depend on where the plugin runs (the kind of a call, feature sizes) and forwards
+/// to its backend.
+public final class PluginInstance: Sendable {
     /// The instance name in the daemon.
     public let name: String
     /// Increases by one per reload of `name`.
     public let generation: UInt64
     /// The library it came from.
-    public var libraryPath: String { library.path }
-    let library: PluginLibrary
-    private let pointer: OpaquePointer
+    public let libraryPath: String
+    /// Where the plugin runs.
+    public let isolation: PluginIsolation
+    let backend: any PluginBackend
 
-    init(name: String, generation: UInt64, library: PluginLibrary, config: [UInt8]) throws(PluginHostError) {
+    init(name: String, generation: UInt64, libraryPath: String, isolation: PluginIsolation,
+         backend: any PluginBackend) {
         self.name = name
         self.generation = generation
-        self.library = library
-        var error = CURecError()
-        var created: OpaquePointer? = nil
-        let status = config.withUnsafeBufferPointer { buffer in
-            library.create(buffer.baseAddress, buffer.count, &created, &error)
-        }
-        guard status == 0, let created else {
-            throw .plugin(code: status == 0 ? 13 : status,
-                          message: status == 0 ? "create returned no instance" : Self.message(error),
-                          function: "create", instance: name)
-        }
-        self.pointer = created
-        var info = CURecPluginInfo()
-        info.struct_size = UInt32(MemoryLayout<CURecPluginInfo>.size)
-        _ = library.describe(created, &info)
-        let version = info.version.map { String(cString: $0) } ?? ""
-        self.servedBy = "\(name)@\(version)#\(generation)"
-        self.kind = info.kind == Int32(CUREC_PLUGIN_KIND_REWARD_MODEL.rawValue) ? .rewardModel : .recommender
+        self.libraryPath = libraryPath
+        self.isolation = isolation
+        self.backend = backend
+        self.kind = backend.kind
+        self.servedBy = "\(name)@\(backend.pluginVersion)#\(generation)"
     }
 
     /// What the instance described itself as when it was created; it decides which scoring
@@ -98,36 +140,12 @@ public final class PluginInstance: @unchecked Sendable {
     /// "name@version#generation": which instance answered, for responses and logs.
     public let servedBy: String
 
-    deinit {
-        library.destroy(pointer)
-    }
+    /// Whether calls are served now (always for an in-process instance).
+    public var readiness: PluginReadiness { backend.readiness }
 
-    static func message(_ error: CURecError) -> String {
-        withUnsafeBytes(of: error.message) { raw in
-            let bytes = raw.prefix { $0 != 0 }
-            return String(decoding: bytes, as: UTF8.self)
-        }
-    }
-
-    private func check(_ status: Int32, _ error: CURecError, _ function: String) throws(PluginHostError) {
-        guard status == 0 else {
-            throw .plugin(code: status, message: Self.message(error), function: function, instance: name)
-        }
-    }
-
-    /// The plugin's current self-description.
+    /// The plugin's current self-description (the last known one while a worker is down).
     public func describe() -> PluginDescription {
-        var info = CURecPluginInfo()
-        info.struct_size = UInt32(MemoryLayout<CURecPluginInfo>.size)
-        _ = library.describe(pointer, &info)
-        return PluginDescription(
-            pluginName: info.name.map { String(cString: $0) } ?? "",
-            pluginVersion: info.version.map { String(cString: $0) } ?? "",
-            kind: info.kind == Int32(CUREC_PLUGIN_KIND_REWARD_MODEL.rawValue) ? .rewardModel : .recommender,
-            itemFeatureDimension: Int(info.item_feature_dim),
-            userFeatureDimension: Int(info.user_feature_dim),
-            reasonEmbeddingDimension: Int(info.reason_embedding_dim),
-            isTrained: info.is_trained != 0)
+        backend.describe()
     }
 
     /// Scores `candidates` for `user`, writing into `scores` (same count as candidates).
@@ -136,18 +154,10 @@ public final class PluginInstance: @unchecked Sendable {
         guard kind == .recommender else {
             throw .wrongKind(instance: name, expected: "recommender", actual: "reward model")
         }
-        guard let score = library.scoreRecommender else {
-            throw .missingSymbol(path: library.path, symbol: "curec_plugin_score_recommender")
+        guard scores.count >= candidates.count else {
+            throw .host("the score buffer holds \(scores.count) values for \(candidates.count) candidates")
         }
-        var error = CURecError()
-        let status = history.withUnsafeBufferPointer { historyBuffer in
-            var request = CURecRecommendRequest(
-                struct_size: UInt32(MemoryLayout<CURecRecommendRequest>.size), user: user,
-                history: historyBuffer.baseAddress, history_count: UInt32(historyBuffer.count),
-                candidates: candidates.baseAddress, candidate_count: UInt32(candidates.count))
-            return score(pointer, &request, scores.baseAddress, &error)
-        }
-        try check(status, error, "score")
+        try backend.scoreRecommender(user: user, history: history, candidates: candidates, scores: scores)
     }
 
     /// One reward input.
@@ -167,31 +177,7 @@ public final class PluginInstance: @unchecked Sendable {
         guard kind == .rewardModel else {
             throw .wrongKind(instance: name, expected: "reward model", actual: "recommender")
         }
-        guard let score = library.scoreReward else {
-            throw .missingSymbol(path: library.path, symbol: "curec_plugin_score_reward")
-        }
-        var rewards = [Float](repeating: 0, count: inputs.count)
-        var error = CURecError()
-        // Keep every embedding alive while the triples point into them.
-        let flat = inputs.flatMap(\.embedding)
-        let status = flat.withUnsafeBufferPointer { embeddings -> Int32 in
-            var offset = 0
-            var triples: [CURecRewardTriple] = []
-            triples.reserveCapacity(inputs.count)
-            for input in inputs {
-                triples.append(CURecRewardTriple(
-                    user: input.user, item: input.item,
-                    reason_embedding: embeddings.baseAddress.map { $0 + offset }, dim: UInt32(input.embedding.count)))
-                offset += input.embedding.count
-            }
-            return triples.withUnsafeBufferPointer { tripleBuffer in
-                rewards.withUnsafeMutableBufferPointer { output in
-                    score(pointer, tripleBuffer.baseAddress, tripleBuffer.count, output.baseAddress, &error)
-                }
-            }
-        }
-        try check(status, error, "score")
-        return rewards
+        return try backend.scoreReward(inputs)
     }
 
     /// Trains on `data`. `progress` gets (step, total, metrics JSON); `isCancelled` is polled;
@@ -203,61 +189,7 @@ public final class PluginInstance: @unchecked Sendable {
                       isCancelled: @escaping () -> Bool = { false }) throws(PluginHostError) {
         try Self.checkFeatures(data.itemFeatures, rows: data.itemCount, dimension: data.itemFeatureDimension, what: "item")
         try Self.checkFeatures(data.userFeatures, rows: data.userCount, dimension: data.userFeatureDimension, what: "user")
-        final class Hooks {
-            let progress: (UInt64, UInt64, String) -> Void
-            let isCancelled: () -> Bool
-            init(progress: @escaping (UInt64, UInt64, String) -> Void, isCancelled: @escaping () -> Bool) {
-                self.progress = progress
-                self.isCancelled = isCancelled
-            }
-        }
-        let hooks = Hooks(progress: progress, isCancelled: isCancelled)
-        var error = CURecError()
-        let status: Int32 = withExtendedLifetime(hooks) {
-            data.users.withUnsafeBufferPointer { users in
-            data.items.withUnsafeBufferPointer { items in
-            data.ratings.withUnsafeBufferPointer { ratings in
-            data.timestamps.withUnsafeBufferPointer { timestamps in
-            data.itemFeatures.withUnsafeBufferPointer { features in
-            data.userFeatures.withUnsafeBufferPointer { userFeatures in
-            data.validationUsers.withUnsafeBufferPointer { validationUsers in
-            data.validationItems.withUnsafeBufferPointer { validationItems in
-                var view = CURecDatasetView()
-                view.struct_size = UInt32(MemoryLayout<CURecDatasetView>.size)
-                view.user_count = UInt32(data.userCount)
-                view.item_count = UInt32(data.itemCount)
-                view.interaction_count = UInt64(users.count)
-                view.users = users.baseAddress
-                view.items = items.baseAddress
-                view.ratings = ratings.baseAddress
-                view.timestamps = timestamps.baseAddress
-                view.item_features = data.itemFeatureDimension > 0 ? features.baseAddress : nil
-                view.item_feature_dim = UInt32(data.itemFeatureDimension)
-                view.user_features = data.userFeatureDimension > 0 ? userFeatures.baseAddress : nil
-                view.user_feature_dim = UInt32(data.userFeatureDimension)
-                view.validation_count = UInt64(validationUsers.count)
-                view.validation_users = validationUsers.baseAddress
-                view.validation_items = validationItems.baseAddress
-                var callbacks = CURecTrainCallbacks()
-                callbacks.struct_size = UInt32(MemoryLayout<CURecTrainCallbacks>.size)
-                callbacks.context = Unmanaged.passUnretained(hooks).toOpaque()
-                callbacks.progress = { context, step, total, metrics in
-                    guard let context else { return }
-                    let hooks = Unmanaged<Hooks>.fromOpaque(context).takeUnretainedValue()
-                    hooks.progress(step, total, metrics.map { String(cString: $0) } ?? "{}")
-                }
-                callbacks.is_cancelled = { context in
-                    guard let context else { return 0 }
-                    return Unmanaged<Hooks>.fromOpaque(context).takeUnretainedValue().isCancelled() ? 1 : 0
-                }
-                guard let checkpointDirectory else { return library.train(pointer, &view, &callbacks, &error) }
-                return checkpointDirectory.withCString { directory in
-                    callbacks.checkpoint_directory = directory
-                    return library.train(pointer, &view, &callbacks, &error)
-                }
-            }}}}}}}}
-        }
-        try check(status, error, "train")
+        try backend.train(data, checkpointDirectory: checkpointDirectory, progress: progress, isCancelled: isCancelled)
     }
 
     /// A feature matrix must hold `rows x dimension` values (empty with dimension 0) and its
@@ -279,15 +211,11 @@ public final class PluginInstance: @unchecked Sendable {
         } catch {
             throw .host("cannot create \(directory): \(error.localizedDescription)")
         }
-        var error = CURecError()
-        let status = library.save(pointer, directory, &error)
-        try check(status, error, "save")
+        try backend.save(to: directory)
     }
 
     /// Loads state saved by `save(to:)`.
     public func load(from directory: String) throws(PluginHostError) {
-        var error = CURecError()
-        let status = library.load(pointer, directory, &error)
-        try check(status, error, "load")
+        try backend.load(from: directory)
     }
 }

@@ -89,7 +89,8 @@ public final class Daemon: Sendable {
         for spec in configuration.plugins {
             do {
                 let config = try spec.configBytes()
-                try plugins.load(name: spec.name, library: spec.library, config: config) { instance in
+                try plugins.load(name: spec.name, library: spec.library, config: config,
+                                 isolation: try spec.pluginIsolation()) { instance in
                     try preparer.prepare(instance, config: config, train: spec.train_on_start ?? true)
                 }
             } catch {
@@ -214,6 +215,11 @@ public final class Daemon: Sendable {
             for service in [Curec_V1_RecommendService.name, Curec_V1_RewardService.name] {
                 health.setStatus(.notServing, for: service)
             }
+        }
+        // Each plugin instance's readiness as health service `plugin/<name>`: NOT_SERVING while
+        // an isolated instance's worker is down or failed, or after it is unloaded.
+        plugins.observeReadiness { name, readiness in
+            health.setStatus(readiness.isServing ? .serving : .notServing, for: Self.healthName(ofPlugin: name))
         }
         let reflection = try ReflectionService(
             descriptorSets: [ReflectionService.standardDescriptorSet, Self.curecDescriptorSet],
@@ -394,6 +400,9 @@ public final class Daemon: Sendable {
             logger.notice("the metrics endpoint is not on a loopback address: anyone who can connect reads it (plain HTTP, no token)")
         }
     }
+
+    /// The health service name of a plugin instance's readiness.
+    public static func healthName(ofPlugin name: String) -> String { "plugin/\(name)" }
 
     /// Starts graceful shutdown: health turns NOT_SERVING, GOAWAY is sent, calls drain;
     /// running jobs pause at their next step and resume on the next start.

@@ -18,6 +18,14 @@ public struct PluginSpec: Sendable, Codable, Hashable {
     public var config_base64: String?
     /// Train on the dataset at start when no saved artifact exists (default true).
     public var train_on_start: Bool?
+    /// `in_process` (default) or `process`: run the instance in its own supervised worker.
+    public var isolation: String?
+    /// `process` only: a call longer than this kills and restarts the worker (default 10000).
+    public var call_time_limit_ms: Int?
+    /// `process` only: the worker's address-space limit (RLIMIT_AS) in MiB (default none).
+    public var memory_limit_mb: Int?
+    /// `process` only: the worker's CPU-time limit (RLIMIT_CPU) in seconds (default none).
+    public var cpu_limit_seconds: Int?
 
     public init(name: String, library: String, config: String? = nil, trainOnStart: Bool = true) {
         self.name = name
@@ -35,6 +43,38 @@ public struct PluginSpec: Sendable, Codable, Hashable {
             return [UInt8](data)
         }
         return Array((config ?? "").utf8)
+    }
+
+    /// Where the instance runs, with its worker's limits.
+    public func pluginIsolation() throws(ConfigurationError) -> PluginIsolation {
+        switch isolation ?? "in_process" {
+        case "in_process":
+            guard call_time_limit_ms == nil, memory_limit_mb == nil, cpu_limit_seconds == nil else {
+                throw .invalid("plugins[\(name)]: call_time_limit_ms, memory_limit_mb and cpu_limit_seconds need isolation: process")
+            }
+            return .inProcess
+        case "process":
+            var limits = WorkerLimits()
+            if let milliseconds = call_time_limit_ms {
+                guard (1...3_600_000).contains(milliseconds) else {
+                    throw .invalid("plugins[\(name)].call_time_limit_ms must be 1 to 3600000")
+                }
+                limits.callTimeLimit = .milliseconds(milliseconds)
+            }
+            if let megabytes = memory_limit_mb {
+                guard (64...(1 << 22)).contains(megabytes) else {
+                    throw .invalid("plugins[\(name)].memory_limit_mb must be 64 to 4194304")
+                }
+                limits.memoryBytes = UInt64(megabytes) << 20
+            }
+            if let seconds = cpu_limit_seconds {
+                guard seconds >= 1 else { throw .invalid("plugins[\(name)].cpu_limit_seconds must be at least 1") }
+                limits.cpuSeconds = UInt64(seconds)
+            }
+            return .process(limits)
+        case let other:
+            throw .invalid("plugins[\(name)].isolation '\(other.prefix(32))' must be in_process or process")
+        }
     }
 }
 
@@ -424,6 +464,7 @@ public struct DaemonConfiguration: Sendable, Codable {
             }
             guard names.insert(plugin.name).inserted else { throw .invalid("plugin name '\(plugin.name)' is used twice") }
             _ = try plugin.configBytes()
+            _ = try plugin.pluginIsolation()
         }
         try validateSecurity()
     }

@@ -13,6 +13,7 @@ train:
   config_base64=<base64> (default none): the plugin config as base64 bytes (a serialized protobuf for C plugins); instead of config
   name=<name> (default from the library (CURecBPR: bpr)): the model and instance name: the result is models/<name>/vN
   serve=<true or false> (default false): then load or hot-reload the serving instance name from the new version
+  isolation=<in_process or process> (default in_process): where the plugin trains and then serves: in the daemon, or in its own worker process (docs/isolation.md)
 
 evaluate:
   plugin=<text> (default the default recommender (default_recommender)): the serving recommender instance to evaluate

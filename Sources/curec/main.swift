@@ -130,6 +130,9 @@ struct Plugins: ParsableCommand {
         @Argument(help: "Library file name in the daemon's plugin directories (e.g. CURecBPR or libCURecBPR.so; see `curec plugins list`).") var library: String
         @Option(help: "Plugin config text (e.g. JSON).") var config = ""
         @Flag(help: "Train it on the daemon's dataset unless saved state exists (as a train job this waits for).") var train = false
+        @Flag(help: "Run it in its own supervised worker process (see docs/isolation.md).") var isolated = false
+        @Option(help: "With --isolated: a call longer than this many milliseconds restarts the worker (default 10000).")
+        var callTimeLimitMs: UInt32 = 0
         func run() throws {
             let client = try global.client()
             let status: Curec_V1_PluginStatus = try CURec.run {
@@ -138,12 +141,15 @@ struct Plugins: ParsableCommand {
                     $0.library = library
                     $0.config = Data(config.utf8)
                     $0.train = train
+                    if isolated { $0.isolation = .process }
+                    $0.callTimeLimitMs = callTimeLimitMs
                 }, timeout: max(global.timeout, 600))
             }
             if global.json {
                 printJSON(status)
             } else {
                 print("loaded \(status.name): \(status.pluginName)@\(status.pluginVersion), trained: \(status.trained)"
+                      + (status.isolation == .process ? ", isolated" : "")
                       + (status.jobID.isEmpty ? "" : " (by job \(status.jobID))"))
             }
         }

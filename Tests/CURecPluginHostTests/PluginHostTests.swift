@@ -53,7 +53,7 @@ private func scores(_ instance: PluginInstance, _ candidates: [UInt32]) throws -
 }
 
 /// The error `body` throws, as a PluginHostError (nil, recorded as an issue, otherwise).
-private func hostError(_ body: () throws -> Void) -> PluginHostError? {
+func hostError(_ body: () throws -> Void) -> PluginHostError? {
     do {
         try body()
         Issue.record("expected a PluginHostError")

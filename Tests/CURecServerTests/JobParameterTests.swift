@@ -32,7 +32,7 @@ import Testing
 
     @Test func unknownMissingMistypedAndOutOfRangeParametersAreNamed() throws {
         #expect(try refusal("train", ["library": "CURecBPR", "epochs": "3"])
-                == "train: unknown parameter 'epochs'; expected library (required), config, config_base64, name, serve")
+                == "train: unknown parameter 'epochs'; expected library (required), config, config_base64, name, serve, isolation")
         #expect(try refusal("train", [:]).hasPrefix("train: parameter 'library' is required ("))
         #expect(try refusal("train", ["library": "CURecBPR", "serve": "maybe"])
                 == "train: parameter 'serve' must be true or false, not 'maybe'")

@@ -25,6 +25,97 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// Where a plugin instance runs.
+public nonisolated enum Curec_V1_PluginIsolation: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// In the daemon's process (the default): fastest, for trusted plugins.
+  case unspecified // = 0
+  case inProcess // = 1
+
+  /// In its own supervised worker process: a crash, hang or leak ends only the worker, which
+  /// is restarted; while it is down the instance's calls fail with UNAVAILABLE.
+  case process // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .inProcess
+    case 2: self = .process
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .inProcess: return 1
+    case .process: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Curec_V1_PluginIsolation] = [
+    .unspecified,
+    .inProcess,
+    .process,
+  ]
+
+}
+
+/// Whether an instance takes calls now (also its health service `plugin/<name>`).
+public nonisolated enum Curec_V1_PluginReadiness: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case serving // = 1
+
+  /// Its worker is down and being restarted.
+  case restarting // = 2
+
+  /// Its worker kept crashing and is not restarted again: reload or unload it.
+  case failed // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .serving
+    case 2: self = .restarting
+    case 3: self = .failed
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .serving: return 1
+    case .restarting: return 2
+    case .failed: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Curec_V1_PluginReadiness] = [
+    .unspecified,
+    .serving,
+    .restarting,
+    .failed,
+  ]
+
+}
+
 public nonisolated enum Curec_V1_PluginKind: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
@@ -94,6 +185,13 @@ public nonisolated struct Curec_V1_PluginStatus: Sendable {
   /// (no saved artifact matched); empty when it was loaded from a saved artifact.
   public var jobID: String = String()
 
+  public var isolation: Curec_V1_PluginIsolation = .unspecified
+
+  public var readiness: Curec_V1_PluginReadiness = .unspecified
+
+  /// Why the instance is not serving (empty while it serves).
+  public var readinessReason: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -144,6 +242,14 @@ public nonisolated struct Curec_V1_LoadPluginRequest: Sendable {
   /// `train` job (JobService; cancellable there, and cancelled when this call ends early);
   /// the call returns once the job has trained and served the instance.
   public var train: Bool = false
+
+  /// Unspecified: in process. PROCESS runs the instance in its own worker process (only with
+  /// the daemon's limits for isolated instances; see docs/isolation.md).
+  public var isolation: Curec_V1_PluginIsolation = .unspecified
+
+  /// PROCESS only: a call (other than training) that takes longer kills and restarts the
+  /// worker, failing with UNAVAILABLE. 0: the daemon's default. At most 3600000.
+  public var callTimeLimitMs: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -203,13 +309,21 @@ public nonisolated struct Curec_V1_ReloadPluginRequest: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "curec.v1"
 
+nonisolated extension Curec_V1_PluginIsolation: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PLUGIN_ISOLATION_UNSPECIFIED\0\u{1}PLUGIN_ISOLATION_IN_PROCESS\0\u{1}PLUGIN_ISOLATION_PROCESS\0")
+}
+
+nonisolated extension Curec_V1_PluginReadiness: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PLUGIN_READINESS_UNSPECIFIED\0\u{1}PLUGIN_READINESS_SERVING\0\u{1}PLUGIN_READINESS_RESTARTING\0\u{1}PLUGIN_READINESS_FAILED\0")
+}
+
 nonisolated extension Curec_V1_PluginKind: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PLUGIN_KIND_UNSPECIFIED\0\u{1}PLUGIN_KIND_RECOMMENDER\0\u{1}PLUGIN_KIND_REWARD_MODEL\0")
 }
 
 nonisolated extension Curec_V1_PluginStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PluginStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}plugin_name\0\u{3}plugin_version\0\u{1}kind\0\u{1}library\0\u{1}trained\0\u{1}generation\0\u{3}item_feature_dim\0\u{3}reason_embedding_dim\0\u{3}job_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}plugin_name\0\u{3}plugin_version\0\u{1}kind\0\u{1}library\0\u{1}trained\0\u{1}generation\0\u{3}item_feature_dim\0\u{3}reason_embedding_dim\0\u{3}job_id\0\u{1}isolation\0\u{1}readiness\0\u{3}readiness_reason\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -227,6 +341,9 @@ nonisolated extension Curec_V1_PluginStatus: SwiftProtobuf.Message, SwiftProtobu
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.itemFeatureDim) }()
       case 9: try { try decoder.decodeSingularUInt32Field(value: &self.reasonEmbeddingDim) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 11: try { try decoder.decodeSingularEnumField(value: &self.isolation) }()
+      case 12: try { try decoder.decodeSingularEnumField(value: &self.readiness) }()
+      case 13: try { try decoder.decodeSingularStringField(value: &self.readinessReason) }()
       default: break
       }
     }
@@ -263,6 +380,15 @@ nonisolated extension Curec_V1_PluginStatus: SwiftProtobuf.Message, SwiftProtobu
     if !self.jobID.isEmpty {
       try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 10)
     }
+    if self.isolation != .unspecified {
+      try visitor.visitSingularEnumField(value: self.isolation, fieldNumber: 11)
+    }
+    if self.readiness != .unspecified {
+      try visitor.visitSingularEnumField(value: self.readiness, fieldNumber: 12)
+    }
+    if !self.readinessReason.isEmpty {
+      try visitor.visitSingularStringField(value: self.readinessReason, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -277,6 +403,9 @@ nonisolated extension Curec_V1_PluginStatus: SwiftProtobuf.Message, SwiftProtobu
     if lhs.itemFeatureDim != rhs.itemFeatureDim {return false}
     if lhs.reasonEmbeddingDim != rhs.reasonEmbeddingDim {return false}
     if lhs.jobID != rhs.jobID {return false}
+    if lhs.isolation != rhs.isolation {return false}
+    if lhs.readiness != rhs.readiness {return false}
+    if lhs.readinessReason != rhs.readinessReason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -338,7 +467,7 @@ nonisolated extension Curec_V1_ListPluginsResponse: SwiftProtobuf.Message, Swift
 
 nonisolated extension Curec_V1_LoadPluginRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoadPluginRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}library\0\u{1}config\0\u{1}train\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}library\0\u{1}config\0\u{1}train\0\u{1}isolation\0\u{3}call_time_limit_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -350,6 +479,8 @@ nonisolated extension Curec_V1_LoadPluginRequest: SwiftProtobuf.Message, SwiftPr
       case 2: try { try decoder.decodeSingularStringField(value: &self.library) }()
       case 3: try { try decoder.decodeSingularBytesField(value: &self.config) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.train) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.isolation) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.callTimeLimitMs) }()
       default: break
       }
     }
@@ -368,6 +499,12 @@ nonisolated extension Curec_V1_LoadPluginRequest: SwiftProtobuf.Message, SwiftPr
     if self.train != false {
       try visitor.visitSingularBoolField(value: self.train, fieldNumber: 4)
     }
+    if self.isolation != .unspecified {
+      try visitor.visitSingularEnumField(value: self.isolation, fieldNumber: 5)
+    }
+    if self.callTimeLimitMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.callTimeLimitMs, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -376,6 +513,8 @@ nonisolated extension Curec_V1_LoadPluginRequest: SwiftProtobuf.Message, SwiftPr
     if lhs.library != rhs.library {return false}
     if lhs.config != rhs.config {return false}
     if lhs.train != rhs.train {return false}
+    if lhs.isolation != rhs.isolation {return false}
+    if lhs.callTimeLimitMs != rhs.callTimeLimitMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -29,7 +29,10 @@ struct TrainPluginJob: JobKind {
             doc: "the model and instance name: the result is `models/<name>/vN`")
         static let serve: JobParameter<Bool> = .boolean(
             "serve", default: false, doc: "then load or hot-reload the serving instance `name` from the new version")
-        static let schema = JobParameterSchema(kind: TrainPluginJob.kindName, [library, config, configBase64, name, serve])
+        static let isolation: JobParameter<String> = .choice(
+            "isolation", ["in_process", "process"], default: "in_process",
+            doc: "where the plugin trains and then serves: in the daemon, or in its own worker process (docs/isolation.md)")
+        static let schema = JobParameterSchema(kind: TrainPluginJob.kindName, [library, config, configBase64, name, serve, isolation])
     }
 
     static let kindName = "train"
@@ -77,7 +80,8 @@ struct TrainPluginJob: JobKind {
         let config = Self.configBytes(values)
         let name = Self.modelName(values)
         context.progress(stage: "load", step: 0, total: 1)
-        let instance = try plugins.makeInstance(name: name, library: library, config: config)
+        let isolation: PluginIsolation = values[Parameters.isolation] == "process" ? .process(WorkerLimits()) : .inProcess
+        let instance = try plugins.makeInstance(name: name, library: library, config: config, isolation: isolation)
         let description = instance.describe()
         context.log("training \(description.pluginName) \(description.pluginVersion) as '\(name)'")
         var lastMetrics: [String: Double] = [:]

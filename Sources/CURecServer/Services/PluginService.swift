@@ -68,6 +68,30 @@ struct PluginOperations: Sendable {
             throw .invalidArgument("library is empty; give a library file name from PluginService.List")
         }
         try Self.checkLibrary(request.library)
+        _ = try Self.isolation(of: request)
+    }
+
+    /// Where a Load request asks the instance to run. Unknown enum values and a time limit
+    /// without process isolation are refused.
+    static func isolation(of request: Curec_V1_LoadPluginRequest) throws(ServingError) -> PluginIsolation {
+        switch request.isolation {
+        case .unspecified, .inProcess:
+            guard request.callTimeLimitMs == 0 else {
+                throw .invalidArgument("call_time_limit_ms applies only with isolation PLUGIN_ISOLATION_PROCESS")
+            }
+            return .inProcess
+        case .process:
+            var limits = WorkerLimits()
+            if request.callTimeLimitMs != 0 {
+                guard request.callTimeLimitMs <= 3_600_000 else {
+                    throw .invalidArgument("call_time_limit_ms \(request.callTimeLimitMs) is above the maximum of 3600000 (one hour)")
+                }
+                limits.callTimeLimit = .milliseconds(Int(request.callTimeLimitMs))
+            }
+            return .process(limits)
+        case .UNRECOGNIZED(let value):
+            throw .invalidArgument("isolation \(value) is not a PluginIsolation value; use PLUGIN_ISOLATION_IN_PROCESS or PLUGIN_ISOLATION_PROCESS")
+        }
     }
 
     /// Loads a new instance from its saved state, or trains it as a job when `train` is set
@@ -76,10 +100,11 @@ struct PluginOperations: Sendable {
         try checkLoad(request)
         let config = [UInt8](request.config)
         let train = request.train && preparer.canTrain
+        let isolation = try Self.isolation(of: request)
         let plugins = self.plugins, preparer = self.preparer, name = request.name, library = request.library
         let loaded: PluginInstance? = try await runBlocking {
             do {
-                return try plugins.load(name: name, library: library, config: config) { instance in
+                return try plugins.load(name: name, library: library, config: config, isolation: isolation) { instance in
                     if !preparer.loadSaved(instance, config: config), train { throw TrainingNeeded() }
                 }
             } catch is TrainingNeeded {
@@ -87,7 +112,7 @@ struct PluginOperations: Sendable {
             }
         }
         if let loaded { return Self.status(loaded) }
-        return try await trainAsJob(name: name, library: library, config: config)
+        return try await trainAsJob(name: name, library: library, config: config, isolation: isolation)
     }
 
     func unload(_ request: Curec_V1_UnloadPluginRequest) throws -> Curec_V1_UnloadPluginResponse {
@@ -128,16 +153,18 @@ struct PluginOperations: Sendable {
         }
         if let reloaded { return Self.status(reloaded) }
         guard let library else { throw ServingError.internalFailure("the library of '\(name)' is not known; reload it naming one") }
-        return try await trainAsJob(name: name, library: library, config: effectiveConfig)
+        return try await trainAsJob(name: name, library: library, config: effectiveConfig, isolation: current.isolation)
     }
 
     /// Submits a `train` job that trains `library` with `config` and serves it as `name`,
     /// waits for it, and returns the served instance. The job is cancelled when the caller
     /// goes (cancellation, reset, deadline); it can also be cancelled through JobService.
-    func trainAsJob(name: String, library: String, config: [UInt8]) async throws -> Curec_V1_PluginStatus {
+    func trainAsJob(name: String, library: String, config: [UInt8],
+                    isolation: PluginIsolation = .inProcess) async throws -> Curec_V1_PluginStatus {
         var parameters = [
             TrainPluginJob.Parameters.library.name: library,
             TrainPluginJob.Parameters.name.name: name, TrainPluginJob.Parameters.serve.name: "true",
+            TrainPluginJob.Parameters.isolation.name: isolation.name,
         ]
         if let text = String(validating: config, as: UTF8.self) {
             if !text.isEmpty { parameters[TrainPluginJob.Parameters.config.name] = text }
@@ -178,7 +205,8 @@ struct PluginOperations: Sendable {
 
     static func status(_ instance: PluginInstance) -> Curec_V1_PluginStatus {
         status(PluginHost.Status(name: instance.name, library: instance.libraryPath,
-                                 generation: instance.generation, description: instance.describe()))
+                                 generation: instance.generation, description: instance.describe(),
+                                 isolation: instance.isolation, readiness: instance.readiness))
     }
 
     static func status(_ status: PluginHost.Status) -> Curec_V1_PluginStatus {
@@ -192,6 +220,16 @@ struct PluginOperations: Sendable {
             $0.generation = status.generation
             $0.itemFeatureDim = UInt32(status.description.itemFeatureDimension)
             $0.reasonEmbeddingDim = UInt32(status.description.reasonEmbeddingDimension)
+            $0.isolation = status.isolation == .inProcess ? .inProcess : .process
+            switch status.readiness {
+            case .serving: $0.readiness = .serving
+            case .restarting(let reason):
+                $0.readiness = .restarting
+                $0.readinessReason = reason
+            case .failed(let reason):
+                $0.readiness = .failed
+                $0.readinessReason = reason
+            }
         }
     }
 }

@@ -112,6 +112,7 @@ extension PluginHostError: RPCStatusConvertible {
             return RPCError(code, description)
         case .wrongKind, .invalidLibraryName: return RPCError(.invalidArgument, description)
         case .host: return RPCError(.internal, description)
+        case .workerUnavailable: return RPCError(.unavailable, description)
         }
     }
 }

@@ -1168,3 +1168,92 @@ def test_old_connection_gets_goaway_then_closes():
         finally:
             conn.close()
         _assert_healthy_within_a_second(server.address)
+
+
+# --------------------------------------------------------------------------- isolated plugins
+
+LOAD_PLUGIN_PATH = "/curec.v1.PluginService/Load"
+UNLOAD_PLUGIN_PATH = "/curec.v1.PluginService/Unload"
+SCORE_PATH = "/curec.v1.RecommendService/Score"
+GRPC_UNAVAILABLE = 14
+
+
+def _pb_varint(field, value):
+    encoded = b""
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        encoded += bytes([byte | (0x80 if value else 0)])
+        if not value:
+            break
+    return bytes([field << 3]) + encoded
+
+
+def _load_request(name, library, config=b"", isolation=None, call_time_limit_ms=None):
+    body = _pb_bytes(1, name.encode()) + _pb_bytes(2, library.encode()) + (_pb_bytes(3, config) if config else b"")
+    if isolation is not None:
+        body += _pb_varint(5, isolation)
+    if call_time_limit_ms is not None:
+        body += _pb_varint(6, call_time_limit_ms)
+    return body
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+@pytest.mark.parametrize(
+    "isolation, limit, words",
+    [
+        (99, None, "isolation 99 is not a PluginIsolation value"),         # unknown enum value
+        (2**31 - 1, None, "is not a PluginIsolation value"),
+        (None, 5000, "applies only with isolation PLUGIN_ISOLATION_PROCESS"),  # limit without isolation
+        (1, 5000, "applies only with isolation PLUGIN_ISOLATION_PROCESS"),
+        (2, 4_000_000_000, "above the maximum of 3600000"),                  # limit beyond an hour
+    ],
+)
+def test_load_with_a_hostile_isolation_is_refused(server_address, isolation, limit, words):
+    """The isolation options of Load are checked before any library is resolved or any
+    worker started: INVALID_ARGUMENT with a short message, nothing loaded."""
+    status, message = _unary_raw(server_address, LOAD_PLUGIN_PATH,
+                                 _load_request("hostile_isolation", "CURecTestMisbehaving", b"", isolation, limit))
+    assert status == GRPC_INVALID_ARGUMENT, message
+    assert words in message and len(message) < 200
+
+
+def _score_request(count):
+    return _pb_bytes(1, b"196") + b"".join(_pb_bytes(2, str(item).encode()) for item in range(1, count + 1))
+
+
+def _score_with(plugin, count):
+    return _score_request(count) + _pb_bytes(3, plugin.encode())
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+@pytest.mark.parametrize("mode, words", [("garbage", "malformed reply"), ("segv", "stopped during the call"),
+                                         ("exit", "stopped during the call")])
+def test_an_isolated_plugin_that_misbehaves_is_restarted_and_reported(server_address, mode, words):
+    """A C plugin in its own worker writes garbage on its channel, dereferences NULL or calls
+    exit() when asked for 13 scores: that call is UNAVAILABLE, the instance's health goes
+    NOT_SERVING and back to SERVING, the next call is answered, and the daemon serves on."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    name = "isolated_" + mode
+    status, message = _unary_raw(server_address, LOAD_PLUGIN_PATH,
+                                 _load_request(name, "CURecTestMisbehaving", mode.encode(), isolation=2))
+    assert status == GRPC_OK, message
+    channel = new_channel(server_address)
+    try:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service="plugin/" + name), timeout=120)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        status, message = _unary_raw(server_address, SCORE_PATH, _score_with(name, 2))
+        assert status == GRPC_OK, message
+        status, message = _unary_raw(server_address, SCORE_PATH, _score_with(name, 13))
+        assert status == GRPC_UNAVAILABLE, message
+        assert words in message and len(message) < 400
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
+        status, message = _unary_raw(server_address, SCORE_PATH, _score_with(name, 2))
+        assert status == GRPC_OK, message
+    finally:
+        channel.close()
+        _unary_raw(server_address, UNLOAD_PLUGIN_PATH, _pb_bytes(1, name.encode()))

@@ -6,17 +6,37 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PluginIsolation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PLUGIN_ISOLATION_UNSPECIFIED: _ClassVar[PluginIsolation]
+    PLUGIN_ISOLATION_IN_PROCESS: _ClassVar[PluginIsolation]
+    PLUGIN_ISOLATION_PROCESS: _ClassVar[PluginIsolation]
+
+class PluginReadiness(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PLUGIN_READINESS_UNSPECIFIED: _ClassVar[PluginReadiness]
+    PLUGIN_READINESS_SERVING: _ClassVar[PluginReadiness]
+    PLUGIN_READINESS_RESTARTING: _ClassVar[PluginReadiness]
+    PLUGIN_READINESS_FAILED: _ClassVar[PluginReadiness]
+
 class PluginKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PLUGIN_KIND_UNSPECIFIED: _ClassVar[PluginKind]
     PLUGIN_KIND_RECOMMENDER: _ClassVar[PluginKind]
     PLUGIN_KIND_REWARD_MODEL: _ClassVar[PluginKind]
+PLUGIN_ISOLATION_UNSPECIFIED: PluginIsolation
+PLUGIN_ISOLATION_IN_PROCESS: PluginIsolation
+PLUGIN_ISOLATION_PROCESS: PluginIsolation
+PLUGIN_READINESS_UNSPECIFIED: PluginReadiness
+PLUGIN_READINESS_SERVING: PluginReadiness
+PLUGIN_READINESS_RESTARTING: PluginReadiness
+PLUGIN_READINESS_FAILED: PluginReadiness
 PLUGIN_KIND_UNSPECIFIED: PluginKind
 PLUGIN_KIND_RECOMMENDER: PluginKind
 PLUGIN_KIND_REWARD_MODEL: PluginKind
 
 class PluginStatus(_message.Message):
-    __slots__ = ("name", "plugin_name", "plugin_version", "kind", "library", "trained", "generation", "item_feature_dim", "reason_embedding_dim", "job_id")
+    __slots__ = ("name", "plugin_name", "plugin_version", "kind", "library", "trained", "generation", "item_feature_dim", "reason_embedding_dim", "job_id", "isolation", "readiness", "readiness_reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_NAME_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +47,9 @@ class PluginStatus(_message.Message):
     ITEM_FEATURE_DIM_FIELD_NUMBER: _ClassVar[int]
     REASON_EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
+    READINESS_FIELD_NUMBER: _ClassVar[int]
+    READINESS_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     plugin_name: str
     plugin_version: str
@@ -37,7 +60,10 @@ class PluginStatus(_message.Message):
     item_feature_dim: int
     reason_embedding_dim: int
     job_id: str
-    def __init__(self, name: _Optional[str] = ..., plugin_name: _Optional[str] = ..., plugin_version: _Optional[str] = ..., kind: _Optional[_Union[PluginKind, str]] = ..., library: _Optional[str] = ..., trained: bool = ..., generation: _Optional[int] = ..., item_feature_dim: _Optional[int] = ..., reason_embedding_dim: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
+    isolation: PluginIsolation
+    readiness: PluginReadiness
+    readiness_reason: str
+    def __init__(self, name: _Optional[str] = ..., plugin_name: _Optional[str] = ..., plugin_version: _Optional[str] = ..., kind: _Optional[_Union[PluginKind, str]] = ..., library: _Optional[str] = ..., trained: bool = ..., generation: _Optional[int] = ..., item_feature_dim: _Optional[int] = ..., reason_embedding_dim: _Optional[int] = ..., job_id: _Optional[str] = ..., isolation: _Optional[_Union[PluginIsolation, str]] = ..., readiness: _Optional[_Union[PluginReadiness, str]] = ..., readiness_reason: _Optional[str] = ...) -> None: ...
 
 class ListPluginsRequest(_message.Message):
     __slots__ = ()
@@ -52,16 +78,20 @@ class ListPluginsResponse(_message.Message):
     def __init__(self, plugins: _Optional[_Iterable[_Union[PluginStatus, _Mapping]]] = ..., available_libraries: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LoadPluginRequest(_message.Message):
-    __slots__ = ("name", "library", "config", "train")
+    __slots__ = ("name", "library", "config", "train", "isolation", "call_time_limit_ms")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     TRAIN_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
+    CALL_TIME_LIMIT_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     library: str
     config: bytes
     train: bool
-    def __init__(self, name: _Optional[str] = ..., library: _Optional[str] = ..., config: _Optional[bytes] = ..., train: bool = ...) -> None: ...
+    isolation: PluginIsolation
+    call_time_limit_ms: int
+    def __init__(self, name: _Optional[str] = ..., library: _Optional[str] = ..., config: _Optional[bytes] = ..., train: bool = ..., isolation: _Optional[_Union[PluginIsolation, str]] = ..., call_time_limit_ms: _Optional[int] = ...) -> None: ...
 
 class UnloadPluginRequest(_message.Message):
     __slots__ = ("name",)
