@@ -185,7 +185,10 @@ let package = Package(
         ),
         .testTarget(name: "CURecCollectionsTests", dependencies: ["CURecCollections"]),
         .testTarget(name: "CURecDataTests", dependencies: ["CURecData"]),
-        .testTarget(name: "CURecJobsTests", dependencies: ["CURecJobs"]),
+        .testTarget(
+            name: "CURecJobsTests",
+            dependencies: ["CURecJobs", .product(name: "PostgresNIO", package: "postgres-nio")]
+        ),
         .testTarget(name: "CURecPipelineTests", dependencies: ["CURecPipeline", "CURecData"], exclude: ["Fixtures"]),
         .testTarget(name: "CURecTensorTests", dependencies: ["CURecTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "CURecModelsTests", dependencies: ["CURecModels", "CURecTensor"], exclude: ["Fixtures"]),
