@@ -79,14 +79,6 @@ public protocol JobStore: Sendable {
     func close()
 }
 
-extension JobStore {
-    /// Records, newest first, with defaults for the filters.
-    public func list(state: JobState? = nil, kind: String? = nil, limit: Int = 100,
-                     after: JobListPosition? = nil) throws(JobError) -> [JobRecord] {
-        try list(state: state, kind: kind, limit: limit, after: after)
-    }
-}
-
 /// What a store announces.
 public enum JobStoreChange: Sendable {
     /// An event was stored.

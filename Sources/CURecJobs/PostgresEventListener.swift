@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import NIOCore
 import PostgresNIO
 import Synchronization
 
@@ -34,8 +33,8 @@ final class PostgresEventListener: Sendable {
     private func listen() throws(JobError) {
         let connection = try connections.connect()
         connection.addListener(channel: PostgresJobStore.channel) { [weak self] _, notification in
-            guard let seq = Int64(notification.payload) else { return }
-            self?.queue.async { self?.announce(seq: seq) }
+            guard let self, let seq = Int64(notification.payload) else { return }
+            self.queue.async { self.announce(seq: seq) }
         }
         do {
             _ = try connection.query("LISTEN \(unescaped: PostgresJobStore.channel)", logger: logger).wait()
@@ -52,7 +51,8 @@ final class PostgresEventListener: Sendable {
             return
         }
         connection.closeFuture.whenComplete { [weak self] _ in
-            DispatchQueue.global().async { self?.reconnect() }
+            guard let self else { return }
+            DispatchQueue.global().async { self.reconnect() }
         }
     }
 

@@ -1,7 +1,5 @@
 import Foundation
 import Logging
-import NIOCore
-import NIOPosix
 import PostgresNIO
 import Synchronization
 
@@ -24,7 +22,7 @@ public final class PostgresJobStore: JobStore {
 
     private let connections: PostgresConnections
     private let logger: Logger
-    private let changeHandler = Mutex<(@Sendable (JobStoreChange) -> Void)?>(nil)
+    private let changeHandler: Mutex<(@Sendable (JobStoreChange) -> Void)?>
     private let listener: PostgresEventListener
 
     public var sharedByDaemons: Bool { true }
@@ -32,18 +30,24 @@ public final class PostgresJobStore: JobStore {
     /// Connects, applies missing migrations and starts listening. Throws
     /// ``JobError/storeUnavailable(_:)`` when the database cannot be reached.
     public init(settings: PostgresJobStoreSettings, logger: Logger) throws(JobError) {
+        let connections = PostgresConnections(settings: settings, logger: logger)
+        let handler = Mutex<(@Sendable (JobStoreChange) -> Void)?>(nil)
+        do {
+            try connections.withConnection { connection throws(JobError) in
+                try PostgresJobSchema.migrate(connection, logger: logger)
+            }
+            listener = try PostgresEventListener(connections: connections, logger: logger) { seq throws(JobError) in
+                try PostgresJobStore.event(seq: seq, connections: connections, logger: logger)
+            } deliver: { change in
+                handler.withLock { $0 }?(change)
+            }
+        } catch {
+            connections.close()
+            throw error
+        }
         self.logger = logger
-        connections = PostgresConnections(settings: settings, logger: logger)
-        try connections.withConnection { connection throws(JobError) in
-            try PostgresJobSchema.migrate(connection, logger: logger)
-        }
-        let handler = changeHandler
-        let connections = self.connections
-        listener = try PostgresEventListener(connections: connections, logger: logger) { seq throws(JobError) in
-            try Self.event(seq: seq, connections: connections, logger: logger)
-        } deliver: { change in
-            handler.withLock { $0 }?(change)
-        }
+        self.connections = connections
+        self.changeHandler = handler
     }
 
     deinit { close() }
@@ -58,8 +62,6 @@ public final class PostgresJobStore: JobStore {
     }
 
     // MARK: Rows
-
-    private static let encoder = JSONEncoder()
 
     private static func encode<T: Encodable>(_ value: T) -> String {
         (try? String(decoding: JSONEncoder().encode(value), as: UTF8.self)) ?? "{}"
@@ -356,10 +358,10 @@ final class PostgresConnections: Sendable {
         var configuration = PostgresConnection.Configuration(
             host: settings.host, port: settings.port, username: settings.username,
             password: settings.password, database: settings.database, tls: .disable)
-        configuration.options.connectTimeout = .nanoseconds(Int64(settings.connectTimeout.components.seconds) * 1_000_000_000)
+        configuration.options.connectTimeout = .seconds(settings.connectTimeout.components.seconds)
         do {
             return try PostgresConnection.connect(
-                on: MultiThreadedEventLoopGroup.singleton.next(), configuration: configuration,
+                on: PostgresConnection.defaultEventLoopGroup.any(), configuration: configuration,
                 id: nextID.add(1, ordering: .relaxed).oldValue, logger: logger
             ).wait()
         } catch {
@@ -377,7 +379,12 @@ final class PostgresConnections: Sendable {
             return nil
         }
         if idle.withLock({ $0.closed }) { throw .storage("the job store is closed") }
-        let connection = try reused ?? connect()
+        let connection: PostgresConnection
+        if let reused {
+            connection = reused
+        } else {
+            connection = try connect()
+        }
         defer {
             let kept = idle.withLock { state -> Bool in
                 guard !state.closed, !connection.isClosed, state.connections.count < Self.idleLimit else { return false }

@@ -71,9 +71,4 @@ public struct PostgresJobStoreSettings: Sendable, Equatable {
 
     /// The store's address for logs and errors: no password.
     public var redacted: String { "postgres://\(username)@\(host):\(port)/\(database)" }
-
-    public static func == (lhs: Self, rhs: Self) -> Bool {
-        lhs.host == rhs.host && lhs.port == rhs.port && lhs.username == rhs.username
-            && lhs.database == rhs.database && lhs.password == rhs.password && lhs.connectTimeout == rhs.connectTimeout
-    }
 }

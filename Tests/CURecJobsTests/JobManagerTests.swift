@@ -225,7 +225,7 @@ struct CountingJob: JobKind {
         var seen: [String] = []
         var after: JobListPosition? = nil
         while true {
-            let page = try store.list(limit: 10, after: after)
+            let page = try store.list(state: nil, kind: nil, limit: 10, after: after)
             seen += page.map(\.id)
             guard page.count == 10, let last = page.last else { break }
             after = JobListPosition(createdMS: last.createdMS, id: last.id)
