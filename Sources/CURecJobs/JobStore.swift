@@ -56,7 +56,8 @@ public protocol JobStore: Sendable {
     /// The log lines recorded for a job, oldest first.
     func logLines(of id: String) throws(JobError) -> [String]
 
-    /// Takes the oldest queued job for daemon `owner`, atomically across daemons: it becomes
+    /// Takes the oldest queued job (by creation time, then submission order) for daemon
+    /// `owner`, atomically across daemons: it becomes
     /// `running`, owned by `owner`, leased for `leaseMS` from now (the store's clock). Nil
     /// when none is queued. No event is written; the caller announces the start.
     func claimNext(owner: String, leaseMS: Int64) throws(JobError) -> JobRecord?

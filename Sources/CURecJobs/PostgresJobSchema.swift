@@ -38,10 +38,11 @@ enum PostgresJobSchema {
                 cancel_requested BOOLEAN NOT NULL DEFAULT false,
                 crashes BIGINT NOT NULL DEFAULT 0,
                 owner TEXT NOT NULL DEFAULT '',
-                lease_until_ms BIGINT NOT NULL DEFAULT 0
+                lease_until_ms BIGINT NOT NULL DEFAULT 0,
+                submitted BIGSERIAL
             )
             """,
-            "CREATE INDEX curec_job_queue ON curec_job (state, created_ms, id)",
+            "CREATE INDEX curec_job_queue ON curec_job (state, created_ms, submitted)",
             "CREATE INDEX curec_job_created ON curec_job (created_ms, id)",
             """
             CREATE TABLE curec_job_event (

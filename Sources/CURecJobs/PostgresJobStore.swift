@@ -280,7 +280,7 @@ public final class PostgresJobStore: JobStore {
             try PostgresConnections.translating {
                 let result = try connection.query(PostgresQuery(unsafeSQL: """
                     UPDATE curec_job SET state = 'running', owner = $1, lease_until_ms = \(Self.databaseNowMS) + $2
-                    WHERE id = (SELECT id FROM curec_job WHERE state = 'queued' ORDER BY created_ms, id
+                    WHERE id = (SELECT id FROM curec_job WHERE state = 'queued' ORDER BY created_ms, submitted
                                 LIMIT 1 FOR UPDATE SKIP LOCKED)
                     RETURNING *
                     """, binds: Self.binds(owner, leaseMS)), logger: logger).wait()

@@ -228,7 +228,7 @@ public final class SQLiteJobStore: JobStore {
         do {
             return try database.write { db -> JobRecord? in
                 guard var record = try Row.fetchOne(db, sql: """
-                    SELECT * FROM job WHERE state = 'queued' ORDER BY created_ms, id LIMIT 1
+                    SELECT * FROM job WHERE state = 'queued' ORDER BY created_ms, rowid LIMIT 1
                     """).map(Self.record)
                 else { return nil }
                 try db.execute(sql: """
