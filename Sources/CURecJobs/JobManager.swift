@@ -116,7 +116,7 @@ public final class JobManager: Sendable {
         self.limits = limits
         self.jobsDirectory = jobsDirectory
         self.logger = logger
-        self.owner = "\(ProcessInfo.processInfo.hostName.prefix(64))/\(getpid())/\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
+        self.owner = "\(Self.hostName())/\(getpid())/\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
         store.onChange { [weak self] change in self?.handle(change) }
         try reclaim(everyRunningJob: !store.sharedByDaemons)
         purgeExpired()
@@ -542,6 +542,13 @@ public final class JobManager: Sendable {
                 logger.warning("job failed", metadata: ["job": "\(id)", "error": "\(error)"])
             }
         }
+    }
+
+    /// This machine's name (at most 64 bytes), without a name lookup.
+    private static func hostName() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "host" }
+        return String(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).prefix(64))
     }
 
     private static func newID() -> String {
