@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Where jobs and their events are kept, shared by every daemon that uses the same store.
 ///
@@ -78,6 +79,19 @@ public protocol JobStore: Sendable {
 
     /// Releases connections and background work; later calls fail.
     func close()
+}
+
+/// Where a store sends its announcements: the handler set by ``JobStore/onChange(_:)``.
+final class JobChangeRelay: Sendable {
+    private let handler = Mutex<(@Sendable (JobStoreChange) -> Void)?>(nil)
+
+    func set(_ handler: @escaping @Sendable (JobStoreChange) -> Void) {
+        self.handler.withLock { $0 = handler }
+    }
+
+    func announce(_ change: JobStoreChange) {
+        handler.withLock { $0 }?(change)
+    }
 }
 
 /// What a store announces.

@@ -22,7 +22,7 @@ public final class PostgresJobStore: JobStore {
 
     private let connections: PostgresConnections
     private let logger: Logger
-    private let changeHandler: Mutex<(@Sendable (JobStoreChange) -> Void)?>
+    private let relay: JobChangeRelay
     private let listener: PostgresEventListener
 
     public var sharedByDaemons: Bool { true }
@@ -31,7 +31,7 @@ public final class PostgresJobStore: JobStore {
     /// ``JobError/storeUnavailable(_:)`` when the database cannot be reached.
     public init(settings: PostgresJobStoreSettings, logger: Logger) throws(JobError) {
         let connections = PostgresConnections(settings: settings, logger: logger)
-        let handler = Mutex<(@Sendable (JobStoreChange) -> Void)?>(nil)
+        let relay = JobChangeRelay()
         do {
             try connections.withConnection { connection throws(JobError) in
                 try PostgresJobSchema.migrate(connection, logger: logger)
@@ -39,7 +39,7 @@ public final class PostgresJobStore: JobStore {
             listener = try PostgresEventListener(connections: connections, logger: logger) { seq throws(JobError) in
                 try PostgresJobStore.event(seq: seq, connections: connections, logger: logger)
             } deliver: { change in
-                handler.withLock { $0 }?(change)
+                relay.announce(change)
             }
         } catch {
             connections.close()
@@ -47,13 +47,13 @@ public final class PostgresJobStore: JobStore {
         }
         self.logger = logger
         self.connections = connections
-        self.changeHandler = handler
+        self.relay = relay
     }
 
     deinit { close() }
 
     public func onChange(_ handler: @escaping @Sendable (JobStoreChange) -> Void) {
-        changeHandler.withLock { $0 = handler }
+        relay.set(handler)
     }
 
     public func close() {

@@ -72,9 +72,7 @@ extension DatasetError: RPCStatusConvertible {
         case .invalidName, .invalidExample: return RPCError(.invalidArgument, description)
         case .tooLarge: return RPCError(.resourceExhausted, description)
         case .notFound: return RPCError(.notFound, description)
-        case .storage, .invalidStoreURL: return RPCError(.internal, description)
-        // The database is down or unreachable: retrying later (or on another daemon) may work.
-        case .storeUnavailable: return RPCError(.unavailable, description)
+        case .storage: return RPCError(.internal, description)
         }
     }
 }
