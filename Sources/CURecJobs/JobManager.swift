@@ -502,7 +502,8 @@ public final class JobManager: Sendable {
         }
         record.attempts += 1
         if record.startedMS == 0 { record.startedMS = Clock.nowMS() }
-        publishOrLog(record, logLine: record.attempts > 1 ? "resumed (attempt \(record.attempts))" : "started")
+        // The daemon's name in the log line says where it runs (several daemons may share a store).
+        publishOrLog(record, logLine: record.attempts > 1 ? "resumed (attempt \(record.attempts)) on \(owner)" : "started on \(owner)")
         let checkpoints = (jobsDirectory as NSString).appendingPathComponent("\(id)/checkpoint")
         try? FileManager.default.createDirectory(atPath: checkpoints, withIntermediateDirectories: true)
         let started = Date()
