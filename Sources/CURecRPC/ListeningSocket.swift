@@ -3,11 +3,32 @@ import CLinux
 import Glibc
 #endif
 
-/// Creating, binding and inspecting non-blocking TCP listening sockets.
-enum ListeningSocket {
-    /// Opens a non-blocking listening socket on `host:port` with `SO_REUSEPORT`, so that each
-    /// event loop can own one and the kernel spreads connections over them.
-    static func open(host: String, port: Int) throws(RPCServerError) -> Int32 {
+/// Creating, binding and inspecting listening sockets: the gRPC listeners and the daemon's
+/// other HTTP endpoints (metrics) open theirs here.
+public enum ListeningSocket {
+    /// How a TCP listening socket is opened.
+    public struct Options: Sendable {
+        /// `accept` returns EAGAIN instead of blocking (an event loop's socket).
+        public var nonBlocking: Bool
+        /// `SO_REUSEPORT`, so that each event loop can own a socket on the same port and the
+        /// kernel spreads connections over them.
+        public var sharesPort: Bool
+        /// Connections the kernel queues before `accept`.
+        public var backlog: Int32
+
+        public init(nonBlocking: Bool, sharesPort: Bool, backlog: Int32) {
+            self.nonBlocking = nonBlocking
+            self.sharesPort = sharesPort
+            self.backlog = backlog
+        }
+
+        /// A gRPC event loop's listener.
+        public static let eventLoop = Options(nonBlocking: true, sharesPort: true, backlog: 4096)
+    }
+
+    /// Opens a listening socket on `host:port` (a numeric port; 0 picks a free one, see
+    /// ``boundPort(_:)``).
+    public static func open(host: String, port: Int, options: Options = .eventLoop) throws(RPCServerError) -> Int32 {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -19,11 +40,15 @@ enum ListeningSocket {
         }
         defer { freeaddrinfo(results) }
 
-        let fd = socket(first.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        if options.nonBlocking { type |= Int32(SOCK_NONBLOCK.rawValue) }
+        let fd = socket(first.pointee.ai_family, type, 0)
         guard fd >= 0 else { throw .system("socket", errno) }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
+        if options.sharesPort {
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
         guard bind(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0 else {
             let code = errno
             close(fd)
@@ -32,7 +57,7 @@ enum ListeningSocket {
             }
             throw .system("bind", code)
         }
-        guard listen(fd, 4096) == 0 else {
+        guard listen(fd, options.backlog) == 0 else {
             let code = errno
             close(fd)
             throw .system("listen", code)
@@ -105,7 +130,7 @@ enum ListeningSocket {
     }
 
     /// The port a bound socket listens on.
-    static func boundPort(_ fd: Int32) throws(RPCServerError) -> Int {
+    public static func boundPort(_ fd: Int32) throws(RPCServerError) -> Int {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let result = withUnsafeMutablePointer(to: &storage) { pointer in
@@ -307,5 +332,16 @@ final class LoopAcceptor: EventSource, @unchecked Sendable {
             self.drainTimedOut = true
             self.stopLoopIfDrained()
         }
+    }
+}
+
+/// Send and receive time limits on a blocking socket.
+public enum SocketTimeout {
+    /// Sets `option` (`SO_RCVTIMEO` or `SO_SNDTIMEO`) of `fd` to `duration`, at least one
+    /// microsecond (zero would mean no limit).
+    public static func set(_ fd: Int32, _ option: Int32, _ duration: Duration) {
+        let nanos = max(RPCServerConfiguration.nanoseconds(duration), 1_000)
+        var value = timeval(tv_sec: Int(nanos / 1_000_000_000), tv_usec: Int(nanos % 1_000_000_000 / 1_000))
+        setsockopt(fd, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<timeval>.size))
     }
 }

@@ -1,3 +1,4 @@
+import CURecRPC
 import Foundation
 import Logging
 import Synchronization
@@ -15,6 +16,15 @@ public enum MetricsServerError: Error, CustomStringConvertible, Sendable, Equata
         switch self {
         case .address(let address, let reason): return "metrics_listen \(address): \(reason)"
         case .system(let call, let code): return "metrics endpoint: \(call) failed: \(String(cString: strerror(code)))"
+        }
+    }
+
+    /// The error of opening the endpoint's socket.
+    init(_ error: RPCServerError) {
+        switch error {
+        case .invalidAddress(let address, let reason): self = .address(address, reason)
+        case .system(let call, let code): self = .system(call, code)
+        case .http2, .tls: self = .system("\(error)", 0)
         }
     }
 }
@@ -55,7 +65,7 @@ public final class MetricsHTTPServer: Sendable {
         self.limits = limits
         self.body = body
         self.logger = logger
-        self.port = try Self.boundPort(fd, fallback: port)
+        self.port = try Self.boundPort(fd)
         acceptorDone.enter()
         let thread = Thread { [self] in
             acceptLoop()
@@ -108,7 +118,7 @@ public final class MetricsHTTPServer: Sendable {
     private func serve(_ fd: Int32) {
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        setTimeout(fd, SO_SNDTIMEO, limits.readTimeout)
+        SocketTimeout.set(fd, SO_SNDTIMEO, limits.readTimeout)
         let head: MetricsRequestHead.Outcome
         switch readHead(fd) {
         case .head(let bytes): head = MetricsRequestHead.parse(bytes)
@@ -138,7 +148,7 @@ public final class MetricsHTTPServer: Sendable {
         while true {
             let remaining = ContinuousClock.now.duration(to: deadline)
             guard remaining > .zero else { return .timedOut }
-            setTimeout(fd, SO_RCVTIMEO, remaining)
+            SocketTimeout.set(fd, SO_RCVTIMEO, remaining)
             let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if count == 0 { return buffer.isEmpty ? .closed : .head(buffer) }
             if count < 0 {
@@ -170,59 +180,21 @@ public final class MetricsHTTPServer: Sendable {
         shutdown(fd, Int32(SHUT_WR))
     }
 
-    private func setTimeout(_ fd: Int32, _ option: Int32, _ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        var value = timeval(tv_sec: max(0, Int(seconds)), tv_usec: max(1, Int(attoseconds / 1_000_000_000_000)))
-        setsockopt(fd, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<timeval>.size))
-    }
-
+    /// A blocking listening socket (the accept thread waits in `accept`).
     private static func listen(host: String, port: Int) throws(MetricsServerError) -> Int32 {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
-        var results: UnsafeMutablePointer<addrinfo>? = nil
-        let lookup = getaddrinfo(host, String(port), &hints, &results)
-        guard lookup == 0, let first = results else {
-            throw .address("\(host):\(port)", "cannot resolve host: \(String(cString: gai_strerror(lookup)))")
+        do {
+            return try ListeningSocket.open(
+                host: host, port: port, options: .init(nonBlocking: false, sharesPort: false, backlog: 64))
+        } catch {
+            throw MetricsServerError(error)
         }
-        defer { freeaddrinfo(results) }
-        let fd = socket(first.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .system("socket", errno) }
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        guard bind(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0 else {
-            let code = errno
-            close(fd)
-            if code == EADDRINUSE { throw .address("\(host):\(port)", "the address is already in use") }
-            throw .system("bind", code)
-        }
-        guard Glibc.listen(fd, 64) == 0 else {
-            let code = errno
-            close(fd)
-            throw .system("listen", code)
-        }
-        return fd
     }
 
-    private static func boundPort(_ fd: Int32, fallback: Int) throws(MetricsServerError) -> Int {
-        var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let result = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        guard result == 0 else { throw .system("getsockname", errno) }
-        switch Int32(storage.ss_family) {
-        case AF_INET:
-            return withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
-            }
-        case AF_INET6:
-            return withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) }
-            }
-        default:
-            return fallback
+    private static func boundPort(_ fd: Int32) throws(MetricsServerError) -> Int {
+        do {
+            return try ListeningSocket.boundPort(fd)
+        } catch {
+            throw MetricsServerError(error)
         }
     }
 }

@@ -64,57 +64,34 @@ struct ReasonStreaming: Sendable {
         let finalPrompt = try generator.promptTokens(loaded, user: user, item: item, maxTokens: sampling.maxTokens)
         sampling.stopSequences = generator.stopSequences(loaded)
         let finalSampling = sampling
-        let (tokens, continuation) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .unbounded)
-        let finished = FinishBox()
-        let stop = StopFlag()
-        try pool.submit(GenerationPool.Work(isAbandoned: { stop.isSet || shouldStop() }) { abandoned in
-            defer { continuation.finish() }
-            if abandoned { return }
-            let result: Result<[GPTGeneration], GPTError>
-            do {
-                result = .success(try loaded.lock.withLock { _ in
-                    // The caller may have left while this waited for the model.
-                    if stop.isSet || shouldStop() { return [GPTGeneration(tokens: [], finishReason: .cancelled)] }
-                    return try loaded.model.generate(prompts: [finalPrompt], options: finalSampling, onToken: { _, token in
-                        continuation.yield(token)
-                    }, shouldStop: {
-                        stop.isSet || shouldStop()
-                    })
-                })
-            } catch {
-                result = .failure(error as? GPTError ?? .invalidArgument("\(error)"))
-            }
-            finished.set(result)
-        })
         var emittedBytes: [UInt8] = []
         var generated: [Int32] = []
-        // A cancelled call ends the token stream; stop the generation thread with it.
-        try await withTaskCancellationHandler {
+        let outcome = try await PooledTokenStream.run(
+            pool: pool, shouldStop: shouldStop, generate: { emit, isStopped -> Result<[GPTGeneration], GPTError> in
             do {
-                for await token in tokens {
-                    generated.append(Int32(token))
-                    let bytes = (try? loaded.tokenizer.decodeBytes(generated)) ?? emittedBytes
-                    // Send only whole UTF-8 characters: hold back an incomplete tail.
-                    let complete = Self.completeUTF8Prefix(bytes)
-                    let piece = complete.count > emittedBytes.count ? Array(complete[emittedBytes.count...]) : []
-                    if !piece.isEmpty { emittedBytes = complete }
-                    try await send(.with {
-                        $0.text = String(decoding: piece, as: UTF8.self)
-                        $0.tokenID = Int32(token)
-                        $0.modelVersion = loaded.version
-                    })
-                }
+                return .success(try loaded.lock.withLock { _ in
+                    // The caller may have left while this waited for the model.
+                    if isStopped() { return [GPTGeneration(tokens: [], finishReason: .cancelled)] }
+                    return try loaded.model.generate(prompts: [finalPrompt], options: finalSampling,
+                                                     onToken: { _, token in emit(token) }, shouldStop: isStopped)
+                })
             } catch {
-                stop.set()
-                throw error
+                return .failure(error as? GPTError ?? .invalidArgument("\(error)"))
             }
-        } onCancel: {
-            stop.set()
-        }
-        try Task.checkCancellation()
-        guard let outcome = finished.get() else {
-            throw ServingError.deadlineExceeded("the call ended before its generation started")
-        }
+        }, onToken: { token in
+            generated.append(Int32(token))
+            let bytes = (try? loaded.tokenizer.decodeBytes(generated)) ?? emittedBytes
+            // Send only whole UTF-8 characters: hold back an incomplete tail.
+            let complete = Self.completeUTF8Prefix(bytes)
+            let piece = complete.count > emittedBytes.count ? Array(complete[emittedBytes.count...]) : []
+            if !piece.isEmpty { emittedBytes = complete }
+            try await send(.with {
+                $0.text = String(decoding: piece, as: UTF8.self)
+                $0.tokenID = Int32(token)
+                $0.modelVersion = loaded.version
+            })
+            return true
+        })
         let generation: GPTGeneration
         switch outcome {
         case .success(let generations): generation = generations[0]
@@ -201,18 +178,4 @@ struct ReasonStreaming: Sendable {
         if needed > back { end -= back + 1 }
         return Array(bytes[..<end])
     }
-}
-
-/// A flag set from one thread and read from another.
-final class StopFlag: Sendable {
-    private let value = Mutex(false)
-    func set() { value.withLock { $0 = true } }
-    var isSet: Bool { value.withLock { $0 } }
-}
-
-/// The result of the generation thread, handed to the streaming task.
-final class FinishBox: Sendable {
-    private let value = Mutex<Result<[GPTGeneration], GPTError>?>(nil)
-    func set(_ result: Result<[GPTGeneration], GPTError>) { value.withLock { $0 = result } }
-    func get() -> Result<[GPTGeneration], GPTError>? { value.withLock { $0 } }
 }

@@ -54,70 +54,47 @@ struct TextGeneration: Sendable {
         options.stopSequences = loaded.tokenizer.endOfTurnStopSequences
         let finalOptions = options
         let matcher = TextStopMatcher(stops: stops)
-        let (tokens, continuation) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .unbounded)
-        let finished = GenerationOutcome()
-        let stop = StopFlag()
-        try pool.submit(GenerationPool.Work(isAbandoned: { stop.isSet || shouldStop() }) { abandoned in
-            defer { continuation.finish() }
-            if abandoned { return }
-            do throws(GenerationError) {
-                let results = try loaded.lock.withLock { _ throws(GenerationError) in
-                    // The caller may have left while this waited for the model.
-                    if stop.isSet || shouldStop() { return [GenerationResult(tokens: [], finishReason: .cancelled)] }
-                    let started = MonotonicClock.nanoseconds()
-                    let results = try BatchedGenerator(model: loaded.model).generate(
-                        prompts: [prompt.map(Int.init)], options: finalOptions,
-                        onToken: { _, token in continuation.yield(token) },
-                        shouldStop: { stop.isSet || shouldStop() })
-                    metrics?.generated(tokens: results.first?.tokens.count ?? 0,
-                                       nanoseconds: MonotonicClock.nanoseconds() &- started)
-                    return results
-                }
-                finished.set(.success(results[0]))
-            } catch {
-                finished.set(.failure(error))
-            }
-        })
         var generated: [Int32] = []
         var sentScalars = 0
         var stoppedAt: Int? = nil
-        // A cancelled call (deadline, RST_STREAM, a vanished client) ends the token stream;
-        // the generation thread must stop too, or it would hold the model to the end.
-        try await withTaskCancellationHandler {
-            do {
-                for await token in tokens {
-                    if stoppedAt != nil { continue }
-                    generated.append(Int32(token))
-                    let text = Array(Self.decodeComplete(generated, loaded.tokenizer).unicodeScalars)
-                    var safe: Int
-                    switch matcher.check(text) {
-                    case .running(let upTo): safe = upTo
-                    case .stopped(let at):
-                        safe = at
-                        stoppedAt = at
-                        stop.set()
-                    }
-                    safe = max(safe, sentScalars)
-                    var piece = String.UnicodeScalarView()
-                    piece.append(contentsOf: text[sentScalars..<safe])
-                    sentScalars = safe
-                    try await send(.with {
-                        $0.text = String(piece)
-                        $0.tokenID = Int32(token)
-                        $0.modelVersion = loaded.version
-                    })
-                }
+        let outcome = try await PooledTokenStream.run(
+            pool: pool, shouldStop: shouldStop, generate: { emit, isStopped -> Result<GenerationResult, GenerationError> in
+            do throws(GenerationError) {
+                return .success(try loaded.lock.withLock { _ throws(GenerationError) in
+                    // The caller may have left while this waited for the model.
+                    if isStopped() { return GenerationResult(tokens: [], finishReason: .cancelled) }
+                    let started = MonotonicClock.nanoseconds()
+                    let results = try BatchedGenerator(model: loaded.model).generate(
+                        prompts: [prompt.map(Int.init)], options: finalOptions,
+                        onToken: { _, token in emit(token) }, shouldStop: isStopped)
+                    metrics?.generated(tokens: results.first?.tokens.count ?? 0,
+                                       nanoseconds: MonotonicClock.nanoseconds() &- started)
+                    return results[0]
+                })
             } catch {
-                stop.set()
-                throw error
+                return .failure(error)
             }
-        } onCancel: {
-            stop.set()
-        }
-        try Task.checkCancellation()
-        guard let outcome = finished.get() else {
-            throw ServingError.deadlineExceeded("the call ended before its generation started")
-        }
+        }, onToken: { token in
+            generated.append(Int32(token))
+            let text = Array(Self.decodeComplete(generated, loaded.tokenizer).unicodeScalars)
+            var safe: Int
+            switch matcher.check(text) {
+            case .running(let upTo): safe = upTo
+            case .stopped(let at):
+                safe = at
+                stoppedAt = at
+            }
+            safe = max(safe, sentScalars)
+            var piece = String.UnicodeScalarView()
+            piece.append(contentsOf: text[sentScalars..<safe])
+            sentScalars = safe
+            try await send(.with {
+                $0.text = String(piece)
+                $0.tokenID = Int32(token)
+                $0.modelVersion = loaded.version
+            })
+            return stoppedAt == nil
+        })
         let result: GenerationResult
         switch outcome {
         case .success(let value): result = value
@@ -210,11 +187,4 @@ struct TextGeneration: Sendable {
         guard let bytes = try? tokenizer.bpe.decodeBytes(ids, skippingSpecialTokens: false) else { return "" }
         return String(decoding: ReasonStreaming.completeUTF8Prefix(bytes), as: UTF8.self)
     }
-}
-
-/// The result of the generation thread, handed to the streaming task.
-final class GenerationOutcome: Sendable {
-    private let value = Mutex<Result<GenerationResult, GenerationError>?>(nil)
-    func set(_ result: Result<GenerationResult, GenerationError>) { value.withLock { $0 = result } }
-    func get() -> Result<GenerationResult, GenerationError>? { value.withLock { $0 } }
 }
