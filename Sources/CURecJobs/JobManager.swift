@@ -347,8 +347,10 @@ public final class JobManager: Sendable {
         cancellationSignal.unlock()
     }
 
-    /// Saves `record` with its event for a worker, which has no caller to report to; the
-    /// store announces the event to the watchers on every daemon.
+    /// Saves `record` with its event for a worker, which has no caller to report to, while
+    /// this daemon holds the job's claim; the store announces the event to the watchers on
+    /// every daemon. A write refused because another daemon took the job over marks it lost
+    /// here (it stops at its next step, writing nothing more).
     ///
     /// A write that fails is logged with the job and the state it was to record, never
     /// dropped silently. The watchers on this daemon still see a final event, so no watch
@@ -359,8 +361,12 @@ public final class JobManager: Sendable {
         var failure: JobError? = nil
         for (attempt, pause) in Self.storageRetryPauses.enumerated() {
             do {
-                try store.save(record, event: event)
                 failure = nil
+                if try !store.save(record, event: event, heldBy: owner) {
+                    markLost(record.id)
+                    storageAnswered()
+                    return
+                }
                 break
             } catch {
                 failure = error
@@ -381,6 +387,19 @@ public final class JobManager: Sendable {
             storageAnswered()
         }
         if record.state.isFinal { endedHandler.withLock { $0 }?(record) }
+    }
+
+    /// Stops job `id` here without writing: another daemon reclaimed it (this one missed
+    /// renewing the lease).
+    private func markLost(_ id: String) {
+        let first = state.withLock { state -> Bool in
+            guard state.running.contains(id) else { return false }
+            return state.lost.insert(id).inserted
+        }
+        guard first else { return }
+        logger.error("job reclaimed by another daemon (its lease here ran out); stopping it here without writing",
+                     metadata: ["job": "\(id)"])
+        signalCancellation()
     }
 
     /// Pauses between attempts to store a worker's state change (the last attempt is not followed by one).
@@ -428,17 +447,9 @@ public final class JobManager: Sendable {
         do {
             let before = state.withLock { $0.running }
             let renewed = try store.renewLeases(owner: owner, leaseMS: leaseMS)
-            let lost = state.withLock { state -> Set<String> in
-                // Still running here, not renewed: another daemon reclaimed it.
-                let lost = before.subtracting(renewed).intersection(state.running)
-                state.lost.formUnion(lost)
-                return lost
-            }
-            for id in lost {
-                logger.error("job reclaimed by another daemon (its lease here ran out); stopping it here without writing",
-                             metadata: ["job": "\(id)"])
-            }
-            if !lost.isEmpty { signalCancellation() }
+            // Still running here, not renewed: another daemon reclaimed it.
+            let lost = state.withLock { before.subtracting(renewed).intersection($0.running) }
+            for id in lost { markLost(id) }
             try reclaim(everyRunningJob: false)
             storageAnswered()
         } catch {

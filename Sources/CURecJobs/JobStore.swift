@@ -28,6 +28,11 @@ public protocol JobStore: Sendable {
     /// Saves `record` and appends `event` in one transaction, then announces the event.
     func save(_ record: JobRecord, event: JobEvent) throws(JobError)
 
+    /// ``save(_:event:)`` for the daemon running the job: only while `owner` still holds its
+    /// claim (checked under a row lock in the same transaction). False, with nothing written,
+    /// when another daemon has reclaimed or claimed the job since.
+    func save(_ record: JobRecord, event: JobEvent, heldBy owner: String) throws(JobError) -> Bool
+
     /// Records that a client asked to cancel job `id`, with a log line, unless the job has
     /// already ended; one statement, so a worker finishing the job at the same
     /// moment is never overwritten. Returns the record as stored then, or nil if it had ended.

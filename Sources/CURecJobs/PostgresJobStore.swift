@@ -167,6 +167,17 @@ public final class PostgresJobStore: JobStore {
         }
     }
 
+    public func save(_ record: JobRecord, event: JobEvent, heldBy owner: String) throws(JobError) -> Bool {
+        try connections.transaction { connection -> Bool in
+            let current = try connection.query("SELECT owner FROM curec_job WHERE id = \(record.id) FOR UPDATE",
+                                               logger: logger).wait()
+            guard try current.first?.decode(String.self) == owner else { return false }
+            try Self.upsert(record, on: connection, logger: logger)
+            try Self.insert(event, on: connection, logger: logger)
+            return true
+        }
+    }
+
     public func markCancelRequested(_ id: String, logLine: String) throws(JobError) -> JobRecord? {
         try connections.transaction { connection -> JobRecord? in
             let result = try connection.query("""

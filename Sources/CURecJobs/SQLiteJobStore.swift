@@ -169,6 +169,23 @@ public final class SQLiteJobStore: JobStore {
         announce([event])
     }
 
+    public func save(_ record: JobRecord, event: JobEvent, heldBy owner: String) throws(JobError) -> Bool {
+        let held: Bool
+        do {
+            held = try database.write { db -> Bool in
+                guard try String.fetchOne(db, sql: "SELECT owner FROM job WHERE id = ?", arguments: [record.id]) == owner
+                else { return false }
+                try Self.upsert(record, in: db)
+                try Self.insert(event, in: db)
+                return true
+            }
+        } catch {
+            throw .storage("\(error)")
+        }
+        if held { announce([event]) }
+        return held
+    }
+
     /// Records that a client asked to cancel job `id`, with a log line, unless the job has
     /// already ended; one statement, so a worker finishing the job at the same moment is
     /// never overwritten. Returns the record as stored then, or nil if the job had ended.

@@ -28,6 +28,21 @@ struct LedgerJob: JobKind {
     }
 }
 
+/// A job that reports step 1, waits at a gate the test opens, then reports step 2.
+struct GateJob: JobKind {
+    let gate: DispatchSemaphore
+    var name: String { "gate" }
+    var parameters: JobParameterSchema { JobParameterSchema(kind: "gate", []) }
+    func validate(_ values: JobParameterValues) throws(JobError) {}
+    func run(_ context: JobContext) throws -> JobOutcome {
+        context.progress(stage: "gate", step: 1, total: 2)
+        gate.wait()
+        context.progress(stage: "gate", step: 2, total: 2)
+        if context.isCancelled { throw JobCancelled() }
+        return JobOutcome(metrics: [:])
+    }
+}
+
 /// Several daemons on one store, as replicas behind a load balancer: claims, leases,
 /// announcements and cancellation across daemons (PostgreSQL; skipped without a server).
 @Suite(.serialized) struct SharedJobStoreTests {
@@ -90,6 +105,39 @@ struct LedgerJob: JobKind {
         #expect(record.metrics["first_step"] == 3)
         #expect(record.metrics["steps"] == 8)
         #expect(try survivor.logLines(of: id).contains { $0.contains("will resume from its last checkpoint") })
+    }
+
+    @Test(arguments: StoreBackend.available)
+    func aDaemonWhoseJobWasReclaimedWritesNothingMoreAboutIt(_ backend: StoreBackend) async throws {
+        let location = try TestStoreLocation(backend)
+        let gate = DispatchSemaphore(value: 0)
+        let stale = try location.manager(kind: GateJob(gate: gate))
+        let id = try stale.submit(kind: "gate", parameters: [:]).id
+        stale.start()
+        for await event in try stale.watch(id) where event.step >= 1 { break }
+        // Another daemon takes the job over while it waits at the gate, as after this one was
+        // cut off for longer than its lease: it is queued again and no longer this daemon's.
+        let other = try location.openStore()
+        defer { other.close() }
+        #expect(try other.reclaimExpired(everyRunningJob: true, crashLimit: 3).map(\.id) == [id])
+        // The stale daemon stops claiming, then its job goes on: its next write is refused,
+        // and the job ends there without writing anything.
+        stale.stop(timeout: 0)
+        gate.signal()
+        #expect(stale.waitUntilStopped(timeout: 30))
+        let after = try #require(try other.fetch(id))
+        #expect(after.state == .queued && after.crashes == 1 && after.step == 1,
+                "\(after.state) crashes \(after.crashes) step \(after.step)")
+        let lines = try other.logLines(of: id)
+        #expect(!lines.contains { $0.contains("paused") || $0.contains("cancelled") || $0.contains("succeeded") }, "\(lines)")
+        // Another daemon runs it to its end.
+        let next = try location.manager(kind: GateJob(gate: DispatchSemaphore(value: 1)))
+        next.start()
+        defer { next.stop(timeout: 5) }
+        let event = try await final(next, id)
+        #expect(event?.state == .succeeded)
+        let record = try next.get(id)
+        #expect(record.attempts == 2 && record.crashes == 1)
     }
 
     @Test(arguments: StoreBackend.shared) func watchFromAnotherDaemonSeesEveryChange(_ backend: StoreBackend) async throws {
