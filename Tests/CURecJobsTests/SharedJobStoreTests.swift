@@ -131,7 +131,10 @@ struct GateJob: JobKind {
         let lines = try other.logLines(of: id)
         #expect(!lines.contains { $0.contains("paused") || $0.contains("cancelled") || $0.contains("succeeded") }, "\(lines)")
         // Another daemon runs it to its end.
-        let next = try location.manager(kind: GateJob(gate: DispatchSemaphore(value: 1)))
+        // (A semaphore must not be released below the value it was made with: made shut, opened once.)
+        let open = DispatchSemaphore(value: 0)
+        open.signal()
+        let next = try location.manager(kind: GateJob(gate: open))
         next.start()
         defer { next.stop(timeout: 5) }
         let event = try await final(next, id)
