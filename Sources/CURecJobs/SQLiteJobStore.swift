@@ -20,6 +20,9 @@ public final class SQLiteJobStore: JobStore {
             try FileManager.default.createDirectory(
                 atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             var configuration = Configuration()
+            // Another connection to the file (a backup, a test's second store) may hold the
+            // write lock briefly: wait for it rather than fail at once.
+            configuration.busyMode = .timeout(5)
             configuration.prepareDatabase { db in
                 try db.execute(sql: "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL")
             }
