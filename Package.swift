@@ -40,6 +40,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // The PostgreSQL job store (job_store = postgres), for daemons sharing one job queue.
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // libnghttp2 from the system (Debian: libnghttp2-dev).
@@ -110,11 +112,13 @@ let package = Package(
             exclude: ["popularity_config.proto"],
             cSettings: [.unsafeFlags(["-O2"])]
         ),
-        // Durable jobs: records in SQLite (GRDB), queue, workers, recovery after restarts.
+        // Durable jobs: records in SQLite (GRDB) or PostgreSQL (postgres-nio) behind one store
+        // interface, claims under leases, workers, recovery after restarts.
         .target(
             name: "CURecJobs",
             dependencies: [
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -187,7 +191,10 @@ let package = Package(
         ),
         .testTarget(name: "CURecCollectionsTests", dependencies: ["CURecCollections"]),
         .testTarget(name: "CURecDataTests", dependencies: ["CURecData"]),
-        .testTarget(name: "CURecJobsTests", dependencies: ["CURecJobs"]),
+        .testTarget(
+            name: "CURecJobsTests",
+            dependencies: ["CURecJobs", .product(name: "PostgresNIO", package: "postgres-nio")]
+        ),
         .testTarget(name: "CURecPipelineTests", dependencies: ["CURecPipeline", "CURecData"], exclude: ["Fixtures"]),
         .testTarget(name: "CURecTensorTests", dependencies: ["CURecTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "CURecModelsTests", dependencies: ["CURecModels", "CURecTensor"], exclude: ["Fixtures"]),

@@ -4,15 +4,21 @@ import Synchronization
 
 /// Queues, runs, tracks and recovers jobs.
 ///
-/// Jobs wait in a bounded FIFO queue and run on `workerCount` dedicated threads. Every
-/// state change is stored (``JobStore``) before watchers hear of it; a write that fails is
+/// Jobs wait in the store (``JobStore``) as `queued`; `workerCount` dedicated threads each
+/// claim the oldest one (under a lease this daemon renews while the job runs) and run it.
+/// The store may be shared by several daemons (PostgreSQL): each job is claimed by one of
+/// them, watchers and cancellations reach it from any daemon through the store's
+/// announcements, and a job whose daemon died is reclaimed by another once its lease runs
+/// out. Every state change is stored before watchers hear of it; a write that fails is
 /// retried, and when it keeps failing the daemon is told (``onStorageFailure``), never left
-/// unaware. On start, jobs found `running` (the daemon died under them) are re-queued ahead
-/// of new work, with their checkpoint directories intact, so they resume where they last
+/// unaware, and told again when the store answers (``onStorageRecovered``).
+///
+/// A job whose daemon died (SQLite: found `running` at start; PostgreSQL: lease expired) is
+/// queued again with its checkpoint directory intact, so it resumes where it last
 /// checkpointed; one the daemon died under ``Limits/crashLimit`` times is failed instead,
-/// and one a client had asked to cancel is cancelled. A graceful stop pauses running jobs
-/// as `queued`, which is not counted as a crash. Finished jobs are purged after
-/// ``Limits/retention``.
+/// and one a client had asked to cancel is cancelled (``JobReclaim``). A graceful stop
+/// pauses running jobs as `queued`, which is not counted as a crash. Finished jobs are
+/// purged after ``Limits/retention``.
 public final class JobManager: Sendable {
     /// Limits of the queue and the pool.
     public struct Limits: Sendable {
@@ -27,19 +33,28 @@ public final class JobManager: Sendable {
         /// Finished jobs (and their events and checkpoints) are deleted this long after they
         /// ended; nil keeps them. Default 30 days.
         public var retention: TimeInterval? = 30 * 24 * 3600
+        /// How long a claim lasts without renewal; renewed every third of it. A daemon that
+        /// dies holds its jobs this long at most before another reclaims them. Default 30 s.
+        public var leaseDuration: TimeInterval = 30
         public init() {}
     }
 
     private struct State {
-        var queue: [String] = []
         var running: Set<String> = []
         var cancelRequested: Set<String> = []
+        /// Running here, but reclaimed by another daemon (this one missed renewing the lease):
+        /// stopped without writing anything more.
+        var lost: Set<String> = []
         var watchers: [String: [Int: AsyncStream<JobEvent>.Continuation]] = [:]
         var nextWatcher = 0
         var stopping = false
+        /// The store failed the last time it was used for the daemon's own work.
+        var storageFailing = false
     }
 
-    private let store: JobStore
+    private let store: any JobStore
+    /// This daemon's name in claims: host, process and a random part (unique per start).
+    public let owner: String
     private let kinds: [String: any JobKind]
     private let limits: Limits
     private let jobsDirectory: String
@@ -48,9 +63,15 @@ public final class JobManager: Sendable {
     private let wakeWorkers = NSCondition()
     /// Broadcast after a cancellation is requested or a stop begins (``JobContext/waitUntilCancelled()``).
     private let cancellationSignal = NSCondition()
+    /// Broadcast when a stop begins, to end the lease keeper's pause.
+    private let keeperSignal = NSCondition()
     private let stoppedWorkers = DispatchGroup()
     private let storageFailureHandler = Mutex<(@Sendable (String) -> Void)?>(nil)
+    private let storageRecoveredHandler = Mutex<(@Sendable () -> Void)?>(nil)
     private let endedHandler = Mutex<(@Sendable (JobRecord) -> Void)?>(nil)
+    /// Longest pause of an idle worker before it looks for queued jobs again (new jobs wake
+    /// it at once; this covers announcements lost with a connection).
+    private static let idleWait: TimeInterval = 2
 
     /// Called (from a worker) with each job that reached a final state, after it is stored;
     /// for metrics. Set before ``start()``.
@@ -59,66 +80,61 @@ public final class JobManager: Sendable {
     }
 
     /// How many stored jobs there are of each kind in each state.
-    public func countsByKindAndState() throws(JobError) -> [JobStore.KindAndState: Int] {
+    public func countsByKindAndState() throws(JobError) -> [JobKindAndState: Int] {
         try store.countsByKindAndState()
     }
 
-    /// Called (from a worker) when a job's state could not be stored even after retries;
-    /// the daemon turns its health NOT_SERVING. Set before ``start()``.
+    /// Called (from a worker) when a job's state could not be stored even after retries, or
+    /// when the store stops answering; the daemon turns its health NOT_SERVING. Set before
+    /// ``start()``.
     public func onStorageFailure(_ handler: @escaping @Sendable (String) -> Void) {
         storageFailureHandler.withLock { $0 = handler }
     }
 
-    /// Opens the store under `dataDirectory` and recovers interrupted jobs (not yet started).
-    public init(dataDirectory: String, kinds: [any JobKind], limits: Limits = Limits(), logger: Logger) throws(JobError) {
-        self.store = try JobStore(path: (dataDirectory as NSString).appendingPathComponent("jobs.sqlite"))
+    /// Called when the store answers again after ``onStorageFailure(_:)``; the daemon turns
+    /// its health SERVING again. Set before ``start()``.
+    public func onStorageRecovered(_ handler: @escaping @Sendable () -> Void) {
+        storageRecoveredHandler.withLock { $0 = handler }
+    }
+
+    /// Opens the SQLite store under `dataDirectory` and recovers interrupted jobs (not yet started).
+    public convenience init(dataDirectory: String, kinds: [any JobKind], limits: Limits = Limits(),
+                            logger: Logger) throws(JobError) {
+        try self.init(store: SQLiteJobStore(path: (dataDirectory as NSString).appendingPathComponent("jobs.sqlite")),
+                      jobsDirectory: (dataDirectory as NSString).appendingPathComponent("jobs"),
+                      kinds: kinds, limits: limits, logger: logger)
+    }
+
+    /// Uses `store`, with checkpoints under `jobsDirectory` (`<id>/checkpoint`; daemons that
+    /// share a store must share this directory for jobs to resume on another daemon), and
+    /// recovers interrupted jobs (not yet started).
+    public init(store: any JobStore, jobsDirectory: String, kinds: [any JobKind], limits: Limits = Limits(),
+                logger: Logger) throws(JobError) {
+        self.store = store
         for kind in kinds { precondition(kind.parameters.kind == kind.name, "job kind \(kind.name) declares the parameters of \(kind.parameters.kind)") }
         self.kinds = Dictionary(kinds.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         self.limits = limits
-        self.jobsDirectory = (dataDirectory as NSString).appendingPathComponent("jobs")
+        self.jobsDirectory = jobsDirectory
         self.logger = logger
-        try recover()
+        self.owner = "\(Self.hostName())/\(getpid())/\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
+        store.onChange { [weak self] change in self?.handle(change) }
+        try reclaim(everyRunningJob: !store.sharedByDaemons)
+        purgeExpired()
     }
 
     /// The names of the registered kinds.
     public var kindNames: [String] { kinds.keys.sorted() }
 
-    private func recover() throws(JobError) {
-        let interrupted = try store.list(state: .running, limit: 100_000).sorted { $0.createdMS < $1.createdMS }
-        for var record in interrupted {
-            if record.cancelRequested {
-                record.state = .cancelled
-                record.finishedMS = Clock.nowMS()
-                try store.save(record, event: JobEvent(record: record, logLine: "cancelled (requested before the daemon stopped)"))
-                logger.info("job cancelled before a restart stays cancelled", metadata: ["job": "\(record.id)"])
-                continue
+    /// Reclaims jobs whose daemon died (see ``JobReclaim``) and logs what became of them.
+    private func reclaim(everyRunningJob: Bool) throws(JobError) {
+        for record in try store.reclaimExpired(everyRunningJob: everyRunningJob, crashLimit: limits.crashLimit) {
+            let metadata: Logger.Metadata = ["job": "\(record.id)", "kind": "\(record.kind)", "crashes": "\(record.crashes)"]
+            switch record.state {
+            case .queued: logger.warning("job interrupted by a daemon's stop; resuming", metadata: metadata)
+            case .failed: logger.error("job failed: the daemon died under it too often", metadata: metadata)
+            default: logger.info("job cancelled before its daemon stopped stays cancelled", metadata: metadata)
             }
-            record.crashes += 1
-            if record.crashes >= limits.crashLimit {
-                record.state = .failed
-                record.error = "the daemon stopped \(record.crashes) times while this job ran; it is not run again "
-                    + "(see the daemon's log; submit it anew, perhaps with smaller parameters)"
-                record.finishedMS = Clock.nowMS()
-                try store.save(record, event: JobEvent(record: record, logLine: "failed: \(record.error)"))
-                logger.error("job failed: the daemon died under it too often", metadata: [
-                    "job": "\(record.id)", "kind": "\(record.kind)", "crashes": "\(record.crashes)"])
-                continue
-            }
-            record.state = .queued
-            record.stage = "interrupted"
-            try store.save(record, event: JobEvent(
-                record: record, logLine: "the daemon stopped while this job ran; it will resume from its last checkpoint"))
-            logger.warning("job interrupted by a restart; resuming", metadata: ["job": "\(record.id)", "kind": "\(record.kind)"])
         }
-        var queued = try store.list(state: .queued, limit: 100_000).sorted { $0.createdMS < $1.createdMS }
-        for var record in queued where record.cancelRequested {
-            record.state = .cancelled
-            record.finishedMS = Clock.nowMS()
-            try store.save(record, event: JobEvent(record: record, logLine: "cancelled before it started"))
-        }
-        queued.removeAll { $0.cancelRequested }
-        state.withLock { $0.queue = queued.map(\.id) }
-        purgeExpired()
     }
 
     /// Deletes finished jobs older than the retention, with their checkpoint directories.
@@ -135,9 +151,10 @@ public final class JobManager: Sendable {
         }
     }
 
-    /// Starts the worker threads. They end after ``stop(timeout:)``, or within a second of
-    /// the manager being released (a worker holds it only while it waits or runs a job), so
-    /// a forgotten manager never keeps a thread alive until the process exits.
+    /// Starts the worker threads and the lease keeper. They end after ``stop(timeout:)``, or
+    /// within ``idleWait`` (a worker) or a third of the lease (the keeper) of the manager
+    /// being released (a thread holds it only while it waits or works), so a forgotten
+    /// manager never keeps a thread alive until the process exits.
     public func start() {
         for index in 0..<max(1, limits.workerCount) {
             stoppedWorkers.enter()
@@ -149,15 +166,23 @@ public final class JobManager: Sendable {
             thread.name = "curec-job-\(index)"
             thread.start()
         }
+        let keeper = Thread { [weak self] in
+            while let manager = self, manager.keepLeases() {}
+        }
+        keeper.name = "curec-job-leases"
+        keeper.start()
     }
 
-    /// Asks running jobs to stop at their next step (they stay `running` in the store, so
-    /// the next start resumes them) and waits up to `timeout` for the workers.
+    /// Asks running jobs to stop at their next step (they are queued again, so this or
+    /// another daemon resumes them) and waits up to `timeout` for the workers.
     public func stop(timeout: TimeInterval) {
         state.withLock { state in
             state.stopping = true
         }
-        wakeWorkers.broadcast()
+        wake()
+        keeperSignal.lock()
+        keeperSignal.broadcast()
+        keeperSignal.unlock()
         signalCancellation()
         _ = stoppedWorkers.wait(timeout: .now() + timeout)
     }
@@ -176,20 +201,12 @@ public final class JobManager: Sendable {
         let size = parameters.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
         guard size <= limits.maxParameterBytes else { throw .parametersTooLarge(limit: limits.maxParameterBytes) }
         try jobKind.validate(try jobKind.parameters.parse(parameters))
+        // Counted in the store, so the limit holds for the queue all daemons share (daemons
+        // submitting at the same moment may each add one past it).
+        if try store.queuedCount() >= limits.queueCapacity { throw .queueFull(limit: limits.queueCapacity) }
         let record = JobRecord(id: Self.newID(), kind: kind, parameters: parameters, state: .queued, createdMS: Clock.nowMS())
-        let full = state.withLock { state -> Bool in
-            if state.queue.count >= limits.queueCapacity { return true }
-            state.queue.append(record.id)
-            return false
-        }
-        if full { throw .queueFull(limit: limits.queueCapacity) }
-        do {
-            try store.save(record, event: JobEvent(record: record, logLine: "queued"))
-        } catch {
-            state.withLock { $0.queue.removeAll { $0 == record.id } }
-            throw error
-        }
-        wakeWorkers.broadcast()
+        try store.save(record, event: JobEvent(record: record, logLine: "queued"))
+        wake()
         logger.info("job queued", metadata: ["job": "\(record.id)", "kind": "\(kind)"])
         return record
     }
@@ -199,7 +216,7 @@ public final class JobManager: Sendable {
         return record
     }
 
-    public func list(state: JobState?, kind: String?, limit: Int, after: JobStore.Position? = nil) throws(JobError) -> [JobRecord] {
+    public func list(state: JobState?, kind: String?, limit: Int, after: JobListPosition? = nil) throws(JobError) -> [JobRecord] {
         try store.list(state: state, kind: kind, limit: limit, after: after)
     }
 
@@ -207,35 +224,21 @@ public final class JobManager: Sendable {
         try store.logLines(of: id)
     }
 
-    /// Cancels a queued job at once, or a running one at its next step.
+    /// Cancels a queued job at once, or a running one at its next step (on whichever daemon
+    /// runs it: the request is stored, and the store announces it to every daemon).
     public func cancel(_ id: String) throws(JobError) -> JobRecord {
-        guard var record = try store.fetch(id) else { throw .notFound(id) }
+        guard let record = try store.fetch(id) else { throw .notFound(id) }
         if record.state.isFinal { throw .alreadyEnded(id: id, state: record.state) }
-        let wasQueued = state.withLock { state -> Bool in
-            if let index = state.queue.firstIndex(of: id) {
-                state.queue.remove(at: index)
-                return true
-            }
-            state.cancelRequested.insert(id)
-            return false
+        if let cancelled = try store.cancelIfQueued(id, logLine: "cancelled before it started") { return cancelled }
+        // Stored before answering, so a restart does not resume what a client cancelled.
+        let line = "cancellation requested; the job stops at its next step"
+        guard let marked = try store.markCancelRequested(id, logLine: line) else {
+            // It ended meanwhile.
+            let ended = try get(id)
+            throw .alreadyEnded(id: id, state: ended.state)
         }
-        if wasQueued {
-            record.state = .cancelled
-            record.finishedMS = Clock.nowMS()
-            try publish(record, logLine: "cancelled before it started")
-        } else {
-            signalCancellation()
-            // Stored before answering, so a restart does not resume what a client cancelled.
-            let line = "cancellation requested; the job stops at its next step"
-            guard let marked = try store.markCancelRequested(id, logLine: line) else {
-                // It ended meanwhile.
-                let ended = try get(id)
-                throw .alreadyEnded(id: id, state: ended.state)
-            }
-            record = marked
-            notify(JobEvent(record: record, logLine: line))
-        }
-        return record
+        requestCancellationIfRunningHere(id)
+        return marked
     }
 
     /// The job's events: its current state first, then every change; ends after the final one.
@@ -249,9 +252,19 @@ public final class JobManager: Sendable {
             return watcherID
         }
         continuation.onTermination = { [weak self] _ in
-            _ = self?.state.withLock { $0.watchers[id]?.removeValue(forKey: watcherID) }
+            self?.state.withLock { state in
+                state.watchers[id]?.removeValue(forKey: watcherID)
+                if state.watchers[id]?.isEmpty == true { state.watchers[id] = nil }
+            }
         }
-        guard let record = try store.fetch(id) else {
+        let record: JobRecord?
+        do {
+            record = try store.fetch(id)
+        } catch {
+            continuation.finish()
+            throw error
+        }
+        guard let record else {
             continuation.finish()
             throw .notFound(id)
         }
@@ -260,10 +273,47 @@ public final class JobManager: Sendable {
         return stream
     }
 
+    // MARK: Announcements from the store
+
+    /// What the store announced, from this daemon or another one.
+    private func handle(_ change: JobStoreChange) {
+        switch change {
+        case .event(let event):
+            if event.state == .queued { wake() }
+            if event.cancelRequested && event.state == .running { requestCancellationIfRunningHere(event.jobID) }
+            notify(event)
+        case .resynchronize:
+            // Announcements may have been missed: read again what watchers and running jobs wait for.
+            wake()
+            let (watched, running) = state.withLock { (Array($0.watchers.keys), $0.running) }
+            for id in Set(watched).union(running) {
+                guard let record = try? store.fetch(id) else { continue }
+                if record.cancelRequested && running.contains(id) { requestCancellationIfRunningHere(id) }
+                if watched.contains(id) { notify(JobEvent(record: record)) }
+            }
+        }
+    }
+
+    /// Stops job `id` at its next step if it runs on this daemon.
+    private func requestCancellationIfRunningHere(_ id: String) {
+        let runningHere = state.withLock { state -> Bool in
+            guard state.running.contains(id) else { return false }
+            state.cancelRequested.insert(id)
+            return true
+        }
+        if runningHere { signalCancellation() }
+    }
+
+    private func wake() {
+        wakeWorkers.lock()
+        wakeWorkers.broadcast()
+        wakeWorkers.unlock()
+    }
+
     // MARK: Reporting from running jobs
 
     func progress(id: String, stage: String, step: UInt64, total: UInt64, metrics: [String: Double]) {
-        guard var record = try? store.fetch(id) else { return }
+        guard !isLost(id), var record = try? store.fetch(id) else { return }
         record.stage = stage
         record.step = step
         record.total = total
@@ -272,12 +322,16 @@ public final class JobManager: Sendable {
     }
 
     func log(id: String, line: String) {
-        guard let record = try? store.fetch(id) else { return }
+        guard !isLost(id), let record = try? store.fetch(id) else { return }
         publishOrLog(record, logLine: line)
     }
 
     func isCancelled(id: String) -> Bool {
-        state.withLock { $0.cancelRequested.contains(id) || $0.stopping }
+        state.withLock { $0.cancelRequested.contains(id) || $0.lost.contains(id) || $0.stopping }
+    }
+
+    private func isLost(_ id: String) -> Bool {
+        state.withLock { $0.lost.contains(id) }
     }
 
     /// Blocks until job `id` is cancelled or the manager stops.
@@ -293,26 +347,26 @@ public final class JobManager: Sendable {
         cancellationSignal.unlock()
     }
 
-    /// Saves `record` with its event, then tells the job's watchers; throws when the write fails.
-    private func publish(_ record: JobRecord, logLine: String = "") throws(JobError) {
-        let event = JobEvent(record: record, logLine: logLine)
-        try store.save(record, event: event)
-        notify(event)
-    }
-
-    /// ``publish(_:logLine:)`` for a worker, which has no caller to report to.
+    /// Saves `record` with its event for a worker, which has no caller to report to, while
+    /// this daemon holds the job's claim; the store announces the event to the watchers on
+    /// every daemon. A write refused because another daemon took the job over marks it lost
+    /// here (it stops at its next step, writing nothing more).
     ///
     /// A write that fails is logged with the job and the state it was to record, never
-    /// dropped silently. The watchers still see a final event, so no watch waits for an end
-    /// that already happened; the stored record stays as of the last write that succeeded
-    /// (a job left `running` there resumes on the next start).
+    /// dropped silently. The watchers on this daemon still see a final event, so no watch
+    /// waits for an end that already happened; the stored record stays as of the last write
+    /// that succeeded (a job left `running` there is reclaimed when its lease runs out).
     private func publishOrLog(_ record: JobRecord, logLine: String = "") {
         let event = JobEvent(record: record, logLine: logLine)
         var failure: JobError? = nil
         for (attempt, pause) in Self.storageRetryPauses.enumerated() {
             do {
-                try store.save(record, event: event)
                 failure = nil
+                if try !store.save(record, event: event, heldBy: owner) {
+                    markLost(record.id)
+                    storageAnswered()
+                    return
+                }
                 break
             } catch {
                 failure = error
@@ -325,15 +379,54 @@ public final class JobManager: Sendable {
             logger.error("job state not saved after retries; reporting NOT_SERVING", metadata: [
                 "job": "\(record.id)", "state": "\(record.state.rawValue)", "stage": "\(record.stage)",
                 "error": "\(failure)"])
+            state.withLock { $0.storageFailing = true }
             storageFailureHandler.withLock { $0 }?("job \(record.id) state \(record.state.rawValue) not stored: \(failure)")
             guard event.isFinal else { return }
+            notify(event)
+        } else {
+            storageAnswered()
         }
         if record.state.isFinal { endedHandler.withLock { $0 }?(record) }
-        notify(event)
+    }
+
+    /// Stops job `id` here without writing: another daemon reclaimed it (this one missed
+    /// renewing the lease).
+    private func markLost(_ id: String) {
+        let first = state.withLock { state -> Bool in
+            guard state.running.contains(id) else { return false }
+            return state.lost.insert(id).inserted
+        }
+        guard first else { return }
+        logger.error("job reclaimed by another daemon (its lease here ran out); stopping it here without writing",
+                     metadata: ["job": "\(id)"])
+        signalCancellation()
     }
 
     /// Pauses between attempts to store a worker's state change (the last attempt is not followed by one).
     private static let storageRetryPauses: [TimeInterval] = [0.05, 0.25, 1, 0]
+
+    /// Records that the store failed the daemon's own work; reports it once per episode.
+    private func storageFailed(_ error: JobError, doing work: String) {
+        let first = state.withLock { state -> Bool in
+            defer { state.storageFailing = true }
+            return !state.storageFailing
+        }
+        guard first else { return }
+        logger.error("the job store does not answer; reporting NOT_SERVING until it does", metadata: [
+            "work": "\(work)", "error": "\(error)"])
+        storageFailureHandler.withLock { $0 }?("the job store failed to \(work): \(error)")
+    }
+
+    /// Records that the store answered; reports the end of a failure episode.
+    private func storageAnswered() {
+        let recovered = state.withLock { state -> Bool in
+            defer { state.storageFailing = false }
+            return state.storageFailing
+        }
+        guard recovered else { return }
+        logger.notice("the job store answers again")
+        storageRecoveredHandler.withLock { $0 }?()
+    }
 
     private func notify(_ event: JobEvent) {
         let watchers = state.withLock { Array($0.watchers[event.jobID, default: [:]].values) }
@@ -343,39 +436,74 @@ public final class JobManager: Sendable {
         }
     }
 
+    // MARK: Leases
+
+    /// One turn of the lease keeper: renews the leases of the jobs running here, reclaims
+    /// the jobs of daemons whose leases ran out, then pauses a third of the lease (or until
+    /// a stop). False once the manager is stopping.
+    private func keepLeases() -> Bool {
+        if state.withLock({ $0.stopping }) { return false }
+        let leaseMS = Int64(limits.leaseDuration * 1000)
+        do {
+            let before = state.withLock { $0.running }
+            let renewed = try store.renewLeases(owner: owner, leaseMS: leaseMS)
+            // Still running here, not renewed: another daemon reclaimed it.
+            let lost = state.withLock { before.subtracting(renewed).intersection($0.running) }
+            for id in lost { markLost(id) }
+            try reclaim(everyRunningJob: false)
+            storageAnswered()
+        } catch {
+            storageFailed(error, doing: "renew leases")
+        }
+        keeperSignal.lock()
+        defer { keeperSignal.unlock() }
+        if state.withLock({ $0.stopping }) { return false }
+        _ = keeperSignal.wait(until: Date().addingTimeInterval(max(0.05, limits.leaseDuration / 3)))
+        return !state.withLock { $0.stopping }
+    }
+
     // MARK: Workers
 
-    /// One turn of a worker: runs the next queued job, or waits up to a second for one.
-    /// False once the manager is stopping.
+    /// One turn of a worker: claims and runs the oldest queued job, or waits up to
+    /// ``idleWait`` to be woken (a job queued or an announcement). False once the manager is
+    /// stopping.
     private func runNext() -> Bool {
         wakeWorkers.lock()
-        let (stopping, taken) = state.withLock { state -> (Bool, String?) in
-            if state.stopping { return (true, nil) }
-            guard !state.queue.isEmpty else { return (false, nil) }
-            let id = state.queue.removeFirst()
-            state.running.insert(id)
-            return (false, id)
-        }
-        if stopping {
+        if state.withLock({ $0.stopping }) {
             wakeWorkers.unlock()
             return false
         }
-        guard let id = taken else {
-            _ = wakeWorkers.wait(until: Date().addingTimeInterval(1))
+        var claimed: JobRecord? = nil
+        do {
+            claimed = try store.claimNext(owner: owner, leaseMS: Int64(limits.leaseDuration * 1000))
+            storageAnswered()
+        } catch {
+            storageFailed(error, doing: "claim a queued job")
+        }
+        guard let record = claimed else {
+            _ = wakeWorkers.wait(until: Date().addingTimeInterval(Self.idleWait))
             wakeWorkers.unlock()
             return true
         }
+        state.withLock { _ = $0.running.insert(record.id) }
         wakeWorkers.unlock()
-        execute(id)
+        execute(record)
         return true
     }
 
-    private func execute(_ id: String) {
+    private func execute(_ claimed: JobRecord) {
+        let id = claimed.id
         defer {
-            state.withLock { $0.running.remove(id); $0.cancelRequested.remove(id) }
+            state.withLock { $0.running.remove(id); $0.cancelRequested.remove(id); $0.lost.remove(id) }
             purgeExpired()
         }
-        guard var record = try? store.fetch(id), !record.state.isFinal else { return }
+        var record = claimed
+        if record.cancelRequested {
+            record.state = .cancelled
+            record.finishedMS = Clock.nowMS()
+            publishOrLog(record, logLine: "cancelled before it started")
+            return
+        }
         guard let kind = kinds[record.kind] else {
             record.state = .failed
             record.error = "job kind '\(record.kind)' is not available in this daemon"
@@ -383,10 +511,10 @@ public final class JobManager: Sendable {
             publishOrLog(record)
             return
         }
-        record.state = .running
         record.attempts += 1
         if record.startedMS == 0 { record.startedMS = Clock.nowMS() }
-        publishOrLog(record, logLine: record.attempts > 1 ? "resumed (attempt \(record.attempts))" : "started")
+        // The daemon's name in the log line says where it runs (several daemons may share a store).
+        publishOrLog(record, logLine: record.attempts > 1 ? "resumed (attempt \(record.attempts)) on \(owner)" : "started on \(owner)")
         let checkpoints = (jobsDirectory as NSString).appendingPathComponent("\(id)/checkpoint")
         try? FileManager.default.createDirectory(atPath: checkpoints, withIntermediateDirectories: true)
         let started = Date()
@@ -395,7 +523,7 @@ public final class JobManager: Sendable {
             let values = try kind.parameters.parse(record.parameters)
             let context = JobContext(record: record, values: values, checkpointDirectory: checkpoints, manager: self)
             let outcome = try kind.run(context)
-            guard var finished = try? store.fetch(id) else { return }
+            guard !isLost(id), var finished = try? store.fetch(id) else { return }
             finished.state = .succeeded
             finished.metrics.merge(outcome.metrics) { _, new in new }
             finished.artifact = outcome.artifact
@@ -403,10 +531,10 @@ public final class JobManager: Sendable {
             publishOrLog(finished, logLine: String(format: "succeeded in %.1f s", Date().timeIntervalSince(started)))
             logger.info("job succeeded", metadata: ["job": "\(id)", "kind": "\(record.kind)"])
         } catch {
-            guard var finished = try? store.fetch(id) else { return }
+            guard !isLost(id), var finished = try? store.fetch(id) else { return }
             let stopping = state.withLock { $0.stopping && !$0.cancelRequested.contains(id) }
             if stopping && !finished.cancelRequested {
-                // Shutdown, not a client: queued again (not a crash), so the next start resumes it.
+                // Shutdown, not a client: queued again (not a crash), so this or another daemon resumes it.
                 finished.state = .queued
                 finished.stage = "paused"
                 publishOrLog(finished, logLine: "paused by a shutdown; it resumes on the next start")
@@ -426,6 +554,13 @@ public final class JobManager: Sendable {
                 logger.warning("job failed", metadata: ["job": "\(id)", "error": "\(error)"])
             }
         }
+    }
+
+    /// This machine's name (at most 64 bytes), without a name lookup.
+    private static func hostName() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "host" }
+        return String(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).prefix(64))
     }
 
     private static func newID() -> String {

@@ -51,6 +51,8 @@ public struct JobEvent: Sendable, Hashable {
     public var logLine: String
     public var timeMS: Int64
     public var error: String
+    /// A client has asked to cancel the job (the daemon running it stops it at its next step).
+    public var cancelRequested: Bool
     /// The last event: the job ended.
     public var isFinal: Bool { state.isFinal }
 
@@ -65,6 +67,7 @@ public struct JobEvent: Sendable, Hashable {
         self.logLine = logLine
         timeMS = Clock.nowMS()
         error = record.error
+        cancelRequested = record.cancelRequested
     }
 }
 
@@ -80,6 +83,10 @@ public enum JobError: Error, CustomStringConvertible, Sendable {
     case parametersTooLarge(limit: Int)
     /// A List page token that this daemon did not hand out.
     case invalidPageToken
+    /// The job store's address (`job_store_url`) is malformed; the message says how.
+    case invalidStoreURL(String)
+    /// The job store's database cannot be reached (at start).
+    case storeUnavailable(String)
 
     public var description: String {
         switch self {
@@ -94,6 +101,8 @@ public enum JobError: Error, CustomStringConvertible, Sendable {
             return "the job's parameters are larger than \(limit) bytes (names and values together); pass large inputs as uploaded datasets"
         case .invalidPageToken: return "page_token is not one this daemon returned; start again with an empty page_token"
         case .storage(let message): return "job storage failed: \(message)"
+        case .invalidStoreURL(let message): return message
+        case .storeUnavailable(let message): return "the job store is unavailable: \(message)"
         }
     }
 }

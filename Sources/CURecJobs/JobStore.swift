@@ -1,278 +1,158 @@
 import Foundation
-import GRDB
+import Synchronization
 
-/// Durable job records and events in SQLite (through GRDB), in `<data_dir>/jobs.sqlite`.
+/// Where jobs and their events are kept, shared by every daemon that uses the same store.
 ///
-/// Every state change is written before it is announced, so a crash loses no record; the
-/// database runs in WAL mode with synchronous=NORMAL.
-public final class JobStore: Sendable {
-    private let database: DatabaseQueue
+/// Two implementations: ``SQLiteJobStore`` (one daemon, a file in its data directory) and
+/// ``PostgresJobStore`` (any number of daemons sharing one database). ``JobManager`` talks
+/// only to this interface.
+///
+/// A job is `queued` until a daemon claims it (``claimNext(owner:leaseMS:)``): the claim
+/// sets it `running` under that daemon's name with a lease, which the daemon renews
+/// (``renewLeases(owner:leaseMS:)``) while the job runs. A running job whose lease ran out
+/// (its daemon died) is reclaimed by any daemon (``reclaimExpired(everyRunningJob:crashLimit:)``):
+/// queued again to resume from its checkpoint, or ended by the rules of ``JobReclaim``.
+///
+/// Every write that records an event announces it, after it is stored, to the handler set
+/// with ``onChange(_:)`` of every store on the same database (in this process for SQLite,
+/// in every process for PostgreSQL, through LISTEN/NOTIFY).
+public protocol JobStore: Sendable {
+    /// Whether other daemons may use the same store at once (PostgreSQL). When not (SQLite),
+    /// a starting daemon knows every job left `running` was its own, and reclaims them all.
+    var sharedByDaemons: Bool { get }
 
-    /// Opens (creating if needed) the store at `path`.
-    public init(path: String) throws(JobError) {
-        do {
-            try FileManager.default.createDirectory(
-                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            var configuration = Configuration()
-            configuration.prepareDatabase { db in
-                try db.execute(sql: "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL")
-            }
-            database = try DatabaseQueue(path: path, configuration: configuration)
-            var migrator = DatabaseMigrator()
-            migrator.registerMigration("v1") { db in
-                try db.create(table: "job") { table in
-                    table.primaryKey("id", .text)
-                    table.column("kind", .text).notNull()
-                    table.column("parameters", .text).notNull()
-                    table.column("state", .text).notNull()
-                    table.column("stage", .text).notNull().defaults(to: "")
-                    table.column("step", .integer).notNull().defaults(to: 0)
-                    table.column("total", .integer).notNull().defaults(to: 0)
-                    table.column("metrics", .text).notNull().defaults(to: "{}")
-                    table.column("error", .text).notNull().defaults(to: "")
-                    table.column("created_ms", .integer).notNull()
-                    table.column("started_ms", .integer).notNull().defaults(to: 0)
-                    table.column("finished_ms", .integer).notNull().defaults(to: 0)
-                    table.column("attempts", .integer).notNull().defaults(to: 0)
-                    table.column("artifact", .text).notNull().defaults(to: "")
-                }
-                try db.create(index: "job_state", on: "job", columns: ["state"])
-                try db.create(table: "job_event") { table in
-                    table.autoIncrementedPrimaryKey("seq")
-                    table.column("job_id", .text).notNull().indexed()
-                    table.column("time_ms", .integer).notNull()
-                    table.column("state", .text).notNull()
-                    table.column("stage", .text).notNull()
-                    table.column("step", .integer).notNull()
-                    table.column("total", .integer).notNull()
-                    table.column("metrics", .text).notNull()
-                    table.column("log_line", .text).notNull()
-                }
-            }
-            migrator.registerMigration("v2: durable cancellation and crash counts") { db in
-                try db.alter(table: "job") { table in
-                    table.add(column: "cancel_requested", .integer).notNull().defaults(to: 0)
-                    table.add(column: "crashes", .integer).notNull().defaults(to: 0)
-                }
-                try db.create(index: "job_created", on: "job", columns: ["created_ms", "id"])
-            }
-            try migrator.migrate(database)
-        } catch let error as JobError {
-            throw error
-        } catch {
-            throw .storage("cannot open \(path): \(error)")
-        }
-    }
+    /// Inserts or updates a record (without an event). Ownership and lease are not touched; a
+    /// stored cancellation request is never cleared by a writer that read the record before it.
+    func save(_ record: JobRecord) throws(JobError)
 
-    private static func encode<T: Encodable>(_ value: T) -> String {
-        (try? String(decoding: JSONEncoder().encode(value), as: UTF8.self)) ?? "{}"
-    }
+    /// Saves `record` and appends `event` in one transaction, then announces the event.
+    func save(_ record: JobRecord, event: JobEvent) throws(JobError)
 
-    private static func decode<T: Decodable>(_ type: T.Type, _ text: String, default value: T) -> T {
-        (try? JSONDecoder().decode(T.self, from: Data(text.utf8))) ?? value
-    }
-
-    private static func record(_ row: Row) -> JobRecord {
-        var record = JobRecord(
-            id: row["id"], kind: row["kind"],
-            parameters: decode([String: String].self, row["parameters"], default: [:]),
-            state: JobState(rawValue: row["state"]) ?? .failed, createdMS: row["created_ms"])
-        record.stage = row["stage"]
-        record.step = UInt64(max(0, row["step"] as Int64))
-        record.total = UInt64(max(0, row["total"] as Int64))
-        record.metrics = decode([String: Double].self, row["metrics"], default: [:])
-        record.error = row["error"]
-        record.startedMS = row["started_ms"]
-        record.finishedMS = row["finished_ms"]
-        record.attempts = row["attempts"]
-        record.artifact = row["artifact"]
-        record.cancelRequested = (row["cancel_requested"] as Int64) != 0
-        record.crashes = row["crashes"]
-        return record
-    }
-
-    /// Inserts or updates `record`. A stored cancellation request is never cleared by a
-    /// writer that read the record before it was made.
-    private static func upsert(_ record: JobRecord, in db: Database) throws {
-        try db.execute(sql: """
-            INSERT INTO job (id, kind, parameters, state, stage, step, total, metrics, error,
-                created_ms, started_ms, finished_ms, attempts, artifact, cancel_requested, crashes)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, parameters = excluded.parameters,
-                state = excluded.state, stage = excluded.stage, step = excluded.step, total = excluded.total,
-                metrics = excluded.metrics, error = excluded.error, created_ms = excluded.created_ms,
-                started_ms = excluded.started_ms, finished_ms = excluded.finished_ms, attempts = excluded.attempts,
-                artifact = excluded.artifact, cancel_requested = max(job.cancel_requested, excluded.cancel_requested),
-                crashes = excluded.crashes
-            """, arguments: [
-                record.id, record.kind, encode(record.parameters), record.state.rawValue, record.stage,
-                Int64(record.step), Int64(record.total), encode(record.metrics), record.error,
-                record.createdMS, record.startedMS, record.finishedMS, record.attempts, record.artifact,
-                record.cancelRequested ? 1 : 0, record.crashes,
-            ])
-    }
-
-    /// Inserts or replaces a record.
-    public func save(_ record: JobRecord) throws(JobError) {
-        do {
-            try database.write { db in
-                try Self.upsert(record, in: db)
-            }
-        } catch {
-            throw .storage("\(error)")
-        }
-    }
-
-    /// Saves `record` and appends `event` in one transaction.
-    public func save(_ record: JobRecord, event: JobEvent) throws(JobError) {
-        do {
-            try database.write { db in
-                try Self.upsert(record, in: db)
-                try db.execute(sql: """
-                    INSERT INTO job_event (job_id, time_ms, state, stage, step, total, metrics, log_line)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [
-                        event.jobID, event.timeMS, event.state.rawValue, event.stage, Int64(event.step),
-                        Int64(event.total), Self.encode(event.metrics), event.logLine,
-                    ])
-            }
-        } catch {
-            throw .storage("\(error)")
-        }
-    }
+    /// ``save(_:event:)`` for the daemon running the job: only while `owner` still holds its
+    /// claim (checked under a row lock in the same transaction). False, with nothing written,
+    /// when another daemon has reclaimed or claimed the job since.
+    func save(_ record: JobRecord, event: JobEvent, heldBy owner: String) throws(JobError) -> Bool
 
     /// Records that a client asked to cancel job `id`, with a log line, unless the job has
-    /// already ended; one statement, so a worker finishing the job at the same moment is
-    /// never overwritten. Returns the record as stored then, or nil if the job had ended.
-    public func markCancelRequested(_ id: String, logLine: String) throws(JobError) -> JobRecord? {
-        let finalStates = JobState.allCases.filter(\.isFinal).map(\.rawValue)
-        do {
-            return try database.write { db -> JobRecord? in
-                try db.execute(sql: """
-                    UPDATE job SET cancel_requested = 1 WHERE id = ? AND state NOT IN (?, ?, ?)
-                    """, arguments: [id, finalStates[0], finalStates[1], finalStates[2]])
-                guard db.changesCount > 0,
-                      let record = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [id]).map(Self.record)
-                else { return nil }
-                let event = JobEvent(record: record, logLine: logLine)
-                try db.execute(sql: """
-                    INSERT INTO job_event (job_id, time_ms, state, stage, step, total, metrics, log_line)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [
-                        event.jobID, event.timeMS, event.state.rawValue, event.stage, Int64(event.step),
-                        Int64(event.total), Self.encode(event.metrics), event.logLine,
-                    ])
-                return record
-            }
-        } catch {
-            throw .storage("\(error)")
-        }
-    }
+    /// already ended; one statement, so a worker finishing the job at the same
+    /// moment is never overwritten. Returns the record as stored then, or nil if it had ended.
+    func markCancelRequested(_ id: String, logLine: String) throws(JobError) -> JobRecord?
+
+    /// Cancels job `id` if it is still queued (no daemon claimed it); the record as stored
+    /// then, or nil when it is not queued.
+    func cancelIfQueued(_ id: String, logLine: String) throws(JobError) -> JobRecord?
 
     /// The record with `id`, if any.
-    public func fetch(_ id: String) throws(JobError) -> JobRecord? {
-        do {
-            return try database.read { db in
-                try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [id]).map(Self.record)
-            }
-        } catch {
-            throw .storage("\(error)")
-        }
-    }
-
-    /// Where a page of ``list(state:kind:limit:after:)`` ends: the last record's creation
-    /// time and id (records are ordered by both, newest first).
-    public struct Position: Sendable, Equatable {
-        public var createdMS: Int64
-        public var id: String
-        public init(createdMS: Int64, id: String) {
-            self.createdMS = createdMS
-            self.id = id
-        }
-    }
-
-    /// A job kind and state, the key of ``countsByKindAndState()``.
-    public struct KindAndState: Hashable, Sendable {
-        public var kind: String
-        public var state: String
-        public init(kind: String, state: String) {
-            self.kind = kind
-            self.state = state
-        }
-    }
+    func fetch(_ id: String) throws(JobError) -> JobRecord?
 
     /// How many stored jobs there are of each kind in each state.
-    public func countsByKindAndState() throws(JobError) -> [KindAndState: Int] {
-        do {
-            return try database.read { db in
-                var counts: [KindAndState: Int] = [:]
-                for row in try Row.fetchAll(db, sql: "SELECT kind, state, COUNT(*) AS n FROM job GROUP BY kind, state") {
-                    counts[KindAndState(kind: row["kind"], state: row["state"])] = row["n"]
-                }
-                return counts
-            }
-        } catch {
-            throw .storage("\(error)")
-        }
-    }
+    func countsByKindAndState() throws(JobError) -> [JobKindAndState: Int]
+
+    /// How many jobs are queued (waiting for any daemon).
+    func queuedCount() throws(JobError) -> Int
 
     /// Records, newest first, filtered by state and kind; only those after `after` (older)
     /// when given.
-    public func list(state: JobState? = nil, kind: String? = nil, limit: Int = 100,
-                     after: Position? = nil) throws(JobError) -> [JobRecord] {
-        var conditions: [String] = []
-        var arguments: [(any DatabaseValueConvertible)?] = []
-        if let state { conditions.append("state = ?"); arguments.append(state.rawValue) }
-        if let kind, !kind.isEmpty { conditions.append("kind = ?"); arguments.append(kind) }
-        if let after {
-            conditions.append("(created_ms < ? OR (created_ms = ? AND id < ?))")
-            arguments.append(after.createdMS)
-            arguments.append(after.createdMS)
-            arguments.append(after.id)
-        }
-        let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
-        let sql = "SELECT * FROM job \(filter) ORDER BY created_ms DESC, id DESC LIMIT \(max(1, limit))"
-        do {
-            return try database.read { db in
-                try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).map(Self.record)
-            }
-        } catch {
-            throw .storage("\(error)")
-        }
-    }
+    func list(state: JobState?, kind: String?, limit: Int, after: JobListPosition?) throws(JobError) -> [JobRecord]
 
     /// Deletes finished jobs (and their events) that ended before `finishedBeforeMS`; returns
     /// their ids.
-    public func purge(finishedBeforeMS: Int64) throws(JobError) -> [String] {
-        let finalStates = JobState.allCases.filter(\.isFinal).map(\.rawValue)
-        let placeholders = finalStates.map { _ in "?" }.joined(separator: ", ")
-        do {
-            return try database.write { db in
-                var arguments: [(any DatabaseValueConvertible)?] = finalStates.map { $0 }
-                arguments.append(finishedBeforeMS)
-                let ids = try String.fetchAll(db, sql: """
-                    SELECT id FROM job WHERE state IN (\(placeholders)) AND finished_ms < ?
-                    """, arguments: StatementArguments(arguments))
-                for id in ids {
-                    try db.execute(sql: "DELETE FROM job_event WHERE job_id = ?", arguments: [id])
-                    try db.execute(sql: "DELETE FROM job WHERE id = ?", arguments: [id])
-                }
-                return ids
-            }
-        } catch {
-            throw .storage("\(error)")
-        }
-    }
+    func purge(finishedBeforeMS: Int64) throws(JobError) -> [String]
 
     /// The log lines recorded for a job, oldest first.
-    public func logLines(of id: String) throws(JobError) -> [String] {
-        do {
-            return try database.read { db in
-                try String.fetchAll(db, sql: "SELECT log_line FROM job_event WHERE job_id = ? AND log_line != '' ORDER BY seq",
-                                    arguments: [id])
-            }
-        } catch {
-            throw .storage("\(error)")
+    func logLines(of id: String) throws(JobError) -> [String]
+
+    /// Takes the oldest queued job (by creation time, then submission order) for daemon
+    /// `owner`, atomically across daemons: it becomes
+    /// `running`, owned by `owner`, leased for `leaseMS` from now (the store's clock). Nil
+    /// when none is queued. No event is written; the caller announces the start.
+    func claimNext(owner: String, leaseMS: Int64) throws(JobError) -> JobRecord?
+
+    /// Extends the lease of every running job `owner` holds to `leaseMS` from now; returns
+    /// their ids. A job missing from the answer is no longer this daemon's (it was reclaimed).
+    func renewLeases(owner: String, leaseMS: Int64) throws(JobError) -> Set<String>
+
+    /// Applies ``JobReclaim`` to every running job whose lease has ended (or to every running
+    /// job, when `everyRunningJob`: a daemon that alone uses the store, starting), in a
+    /// transaction that no other daemon's reclaim of the same job overlaps; returns the
+    /// records as stored after.
+    func reclaimExpired(everyRunningJob: Bool, crashLimit: Int) throws(JobError) -> [JobRecord]
+
+    /// Sets the handler of changes announced by any store on the same database. Set once,
+    /// before the first write.
+    func onChange(_ handler: @escaping @Sendable (JobStoreChange) -> Void)
+
+    /// Releases connections and background work; later calls fail.
+    func close()
+}
+
+/// Where a store sends its announcements: the handler set by ``JobStore/onChange(_:)``.
+final class JobChangeRelay: Sendable {
+    private let handler = Mutex<(@Sendable (JobStoreChange) -> Void)?>(nil)
+
+    func set(_ handler: @escaping @Sendable (JobStoreChange) -> Void) {
+        self.handler.withLock { $0 = handler }
+    }
+
+    func announce(_ change: JobStoreChange) {
+        handler.withLock { $0 }?(change)
+    }
+}
+
+/// What a store announces.
+public enum JobStoreChange: Sendable {
+    /// An event was stored.
+    case event(JobEvent)
+    /// Announcements may have been missed (the store's connection to the database was lost
+    /// and is back): what a listener tracks should be read again.
+    case resynchronize
+}
+
+/// Where a page of ``JobStore/list(state:kind:limit:after:)`` ends: the last record's
+/// creation time and id (records are ordered by both, newest first).
+public struct JobListPosition: Sendable, Equatable {
+    public var createdMS: Int64
+    public var id: String
+    public init(createdMS: Int64, id: String) {
+        self.createdMS = createdMS
+        self.id = id
+    }
+}
+
+/// A job kind and state, the key of ``JobStore/countsByKindAndState()``.
+public struct JobKindAndState: Hashable, Sendable {
+    public var kind: String
+    public var state: String
+    public init(kind: String, state: String) {
+        self.kind = kind
+        self.state = state
+    }
+}
+
+/// What happens to a running job whose daemon died (its lease ran out, or, with SQLite, the
+/// daemon restarts): one rule for every store.
+public enum JobReclaim {
+    /// The record after reclaiming `record`, and the log line of its event:
+    /// - a job a client asked to cancel is cancelled;
+    /// - otherwise the death counts as a crash; at `crashLimit` crashes the job is failed;
+    /// - otherwise it is queued again, to resume from its last checkpoint.
+    public static func apply(to record: JobRecord, crashLimit: Int, nowMS: Int64) -> (record: JobRecord, logLine: String) {
+        var record = record
+        if record.cancelRequested {
+            record.state = .cancelled
+            record.finishedMS = nowMS
+            return (record, "cancelled (requested before the daemon running it stopped)")
         }
+        record.crashes += 1
+        if record.crashes >= crashLimit {
+            record.state = .failed
+            record.error = "the daemon stopped \(record.crashes) times while this job ran; it is not run again "
+                + "(see the daemon's log; submit it anew, perhaps with smaller parameters)"
+            record.finishedMS = nowMS
+            return (record, "failed: \(record.error)")
+        }
+        record.state = .queued
+        record.stage = "interrupted"
+        return (record, "the daemon stopped while this job ran; it will resume from its last checkpoint")
     }
 }

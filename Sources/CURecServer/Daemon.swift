@@ -27,6 +27,8 @@ public struct DaemonOptions: Sendable {
 public final class Daemon: Sendable {
     /// The health service, so callers can change serving status.
     public let health: HealthService
+    /// Holds health NOT_SERVING while the job store fails.
+    private let jobStoreHealth: JobStoreHealth
     /// The plugin host.
     public let plugins: PluginHost
     /// The job manager (queue, workers, records).
@@ -183,8 +185,17 @@ public final class Daemon: Sendable {
         jobLimits.retention = configuration.job_retention_days > 0 ? TimeInterval(configuration.job_retention_days) * 86_400 : nil
         jobLimits.crashLimit = configuration.job_crash_limit
         let sampleLogger = SampleRecommendationLogger()
+        jobLimits.leaseDuration = configuration.job_lease_seconds
+        let jobStore: any JobStore
+        if let postgres = try configuration.jobStoreSettings(readingPassword: true) {
+            logger.info("job store: PostgreSQL", metadata: ["url": "\(postgres.redacted)"])
+            jobStore = try PostgresJobStore(settings: postgres, logger: logger)
+        } else {
+            jobStore = try SQLiteJobStore(path: (configuration.data_dir as NSString).appendingPathComponent("jobs.sqlite"))
+        }
         let jobs = try JobManager(
-            dataDirectory: configuration.data_dir,
+            store: jobStore,
+            jobsDirectory: (configuration.data_dir as NSString).appendingPathComponent("jobs"),
             kinds: [
                 TrainPluginJob(plugins: plugins, data: data, artifacts: artifacts, preparer: preparer),
                 EvaluateJob(plugins: plugins, data: data, defaultRecommender: configuration.default_recommender),
@@ -197,10 +208,17 @@ public final class Daemon: Sendable {
             ],
             limits: jobLimits, logger: logger)
         router.register(JobService(operations: JobOperations(jobs: jobs)))
-        // A job state that cannot be stored makes the daemon unhealthy rather than forgetful.
+        // A job state that cannot be stored makes the daemon unhealthy rather than forgetful,
+        // until the store answers again.
+        let jobStoreHealth = JobStoreHealth(health: health)
+        self.jobStoreHealth = jobStoreHealth
         jobs.onStorageFailure { [logger] reason in
             logger.critical("job storage is failing; health turns NOT_SERVING", metadata: ["reason": "\(reason)"])
-            health.markAllNotServing()
+            jobStoreHealth.storeFailed()
+        }
+        jobs.onStorageRecovered { [logger] in
+            logger.notice("job storage answers again; health returns to what it was")
+            jobStoreHealth.storeAnswered()
         }
         if let metrics { jobs.onJobEnded { metrics.jobEnded($0) } }
         router.register(PluginService(operations: PluginOperations(plugins: plugins, preparer: preparer, jobs: jobs)))
@@ -408,6 +426,7 @@ public final class Daemon: Sendable {
     /// running jobs pause at their next step and resume on the next start.
     public func beginShutdown() {
         metricsServer.withLock { $0 }?.stop()
+        jobStoreHealth.shutdownBegan()
         health.markAllNotServing()
         server.beginGracefulShutdown()
         jobs.stop(timeout: 10)

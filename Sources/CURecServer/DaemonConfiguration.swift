@@ -1,3 +1,4 @@
+import CURecJobs
 import CURecModels
 import CURecPluginHost
 import CURecProto
@@ -175,6 +176,15 @@ public struct DaemonConfiguration: Sendable, Codable {
     public var job_retention_days: Int = 30
     /// A job the daemon died under this many times is failed instead of run again.
     public var job_crash_limit: Int = 3
+    /// Where jobs are kept: `sqlite` (`<data_dir>/jobs.sqlite`, one daemon) or `postgres`
+    /// (`job_store_url`, shared by every daemon configured with it).
+    public var job_store: String = "sqlite"
+    /// The PostgreSQL job store, `postgres://USER@HOST[:PORT]/DATABASE` (no password).
+    public var job_store_url: String = ""
+    /// File holding the PostgreSQL password (first line); empty: none.
+    public var job_store_password_file: String = ""
+    /// Seconds a daemon's claim on a running job lasts without renewal (renewed every third).
+    public var job_lease_seconds: Double = 30
     /// Directory of the all-MiniLM-L6-v2 sentence encoder; empty: ``resolvedMiniLMDirectory``.
     public var minilm_dir: String = ""
     /// Pipeline profile submitted on the first start: `quick`, `standard` or `off`.
@@ -280,6 +290,14 @@ public struct DaemonConfiguration: Sendable, Codable {
               "days a finished job (its record, events and checkpoints) is kept; 0 keeps them"),
         .text(\.job_crash_limit, "job_crash_limit", rule: .within(1...100),
               "a job the daemon died under this many times is failed with that reason, not run again"),
+        .text(\.job_store, "job_store", rule: .oneOf(["sqlite", "postgres"]),
+              "where jobs are kept: `sqlite` (`<data_dir>/jobs.sqlite`, one daemon) or `postgres` (`job_store_url`, one queue shared by every daemon configured with it; docs/deploy.md)"),
+        .text(\.job_store_url, "job_store_url", defaultText: "none",
+              "with `job_store: postgres`, the database as `postgres://USER@HOST[:PORT]/DATABASE` (optional `?connect_timeout=SECONDS`); never a password"),
+        .text(\.job_store_password_file, "job_store_password_file", defaultText: "none",
+              "file whose first line is the PostgreSQL password (keep it mode 0600); empty: no password"),
+        .text(\.job_lease_seconds, "job_lease_seconds", rule: .atLeast(1.0),
+              "a daemon's claim on a running job lasts this long unless renewed (every third of it); a job whose daemon died is resumed by another after at most this"),
         .text(\.minilm_dir, "minilm_dir", defaultText: "`<data_dir>/models/all-MiniLM-L6-v2`",
               "the all-MiniLM-L6-v2 sentence encoder (`model.safetensors`, `vocab.txt`; `scripts/fetch-minilm` puts it there) the `pipeline` job embeds reasons with"),
         .text(\.lm_path, "lm_path", defaultText: "`<data_dir>/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf`",
@@ -467,6 +485,34 @@ public struct DaemonConfiguration: Sendable, Codable {
             _ = try plugin.pluginIsolation()
         }
         try validateSecurity()
+        _ = try jobStoreSettings(readingPassword: false)
+    }
+
+    /// The PostgreSQL job store's settings (nil with `job_store: sqlite`), the password read
+    /// from `job_store_password_file` when `readingPassword`.
+    public func jobStoreSettings(readingPassword: Bool) throws(ConfigurationError) -> PostgresJobStoreSettings? {
+        guard job_store == "postgres" else {
+            guard job_store_url.isEmpty else {
+                throw .invalid("job_store_url is set but job_store is \(Setting.shortened(job_store)); set job_store: postgres to use it")
+            }
+            return nil
+        }
+        guard !job_store_url.isEmpty else {
+            throw .invalid("job_store: postgres needs job_store_url (postgres://USER@HOST[:PORT]/DATABASE)")
+        }
+        var password: String? = nil
+        if readingPassword, !job_store_password_file.isEmpty {
+            guard let data = FileManager.default.contents(atPath: job_store_password_file), data.count <= 4096,
+                  let text = String(data: data, encoding: .utf8) else {
+                throw .invalid("job_store_password_file \(Setting.shortened(job_store_password_file)) cannot be read (or is over 4 KiB)")
+            }
+            password = String(text.split(separator: "\n", omittingEmptySubsequences: false).first ?? "")
+        }
+        do {
+            return try PostgresJobStoreSettings(url: job_store_url, password: password)
+        } catch {
+            throw .invalid(error.description)
+        }
     }
 
     /// TLS files come as a pair; tokens are well formed; a non-loopback listener has TLS and

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Logging
 import Synchronization
 import Testing
@@ -19,6 +18,7 @@ struct CountingJob: JobKind {
         // Resume from the checkpoint file if an earlier attempt left one.
         let marker = context.checkpointDirectory + "/step"
         var step = (try? String(contentsOfFile: marker, encoding: .utf8)).flatMap { Int($0) } ?? 0
+        let firstStep = step
         while step < steps {
             if context.isCancelled { throw JobCancelled() }
             Thread.sleep(forTimeInterval: Double(stepDelay.components.attoseconds) / 1e18)
@@ -27,24 +27,13 @@ struct CountingJob: JobKind {
             context.progress(stage: "count", step: UInt64(step), total: UInt64(steps))
         }
         if context.values[Self.fail] { throw JobError.invalidParameter("asked to fail") }
-        return JobOutcome(metrics: ["steps": Double(step), "attempt": Double(context.attempt)])
+        return JobOutcome(metrics: ["steps": Double(step), "attempt": Double(context.attempt),
+                                    "first_step": Double(firstStep)])
     }
 }
 
+/// The job manager and store, on every backend this run has (``StoreBackend``).
 @Suite(.serialized) struct JobManagerTests {
-    private func directory() -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("curec-jobs-\(UUID().uuidString)").path
-        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return path
-    }
-
-    private func manager(_ path: String, steps: Int = 5, delay: Duration = .milliseconds(5), queue: Int = 8) throws -> JobManager {
-        var limits = JobManager.Limits()
-        limits.queueCapacity = queue
-        return try JobManager(dataDirectory: path, kinds: [CountingJob(steps: steps, stepDelay: delay)], limits: limits,
-                              logger: Logger(label: "test"))
-    }
-
     /// Waits for the first event of job `id` that satisfies `condition`: `watch` delivers the
     /// current state first and then every change, so no change can be missed.
     @discardableResult
@@ -60,8 +49,8 @@ struct CountingJob: JobKind {
         return try manager.get(id)
     }
 
-    @Test func runsJobsToSuccessAndFailure() async throws {
-        let jobs = try manager(directory())
+    @Test(arguments: StoreBackend.available) func runsJobsToSuccessAndFailure(_ backend: StoreBackend) async throws {
+        let jobs = try TestStoreLocation(backend).manager()
         jobs.start()
         defer { jobs.stop(timeout: 5) }
         let good = try jobs.submit(kind: "count", parameters: [:])
@@ -75,8 +64,8 @@ struct CountingJob: JobKind {
         #expect(badRecord.error.contains("asked to fail"))
     }
 
-    @Test func refusesUnknownKindsBadParametersAndAFullQueue() throws {
-        let jobs = try manager(directory(), queue: 2)
+    @Test(arguments: StoreBackend.available) func refusesUnknownKindsBadParametersAndAFullQueue(_ backend: StoreBackend) throws {
+        let jobs = try TestStoreLocation(backend).manager(queue: 2)
         #expect(throws: JobError.self) { try jobs.submit(kind: "nope", parameters: [:]) }
         #expect(throws: JobError.self) { try jobs.submit(kind: "count", parameters: ["fail": "maybe"]) }
         _ = try jobs.submit(kind: "count", parameters: [:])
@@ -89,10 +78,10 @@ struct CountingJob: JobKind {
         }
     }
 
-    @Test func cancelsQueuedAndRunningJobsAndRefusesEndedOnes() async throws {
+    @Test(arguments: StoreBackend.available) func cancelsQueuedAndRunningJobsAndRefusesEndedOnes(_ backend: StoreBackend) async throws {
         // Long enough that the running job cannot end by itself before it is cancelled, however
         // slowly this test gets scheduled.
-        let jobs = try manager(directory(), steps: 1_000_000, delay: .milliseconds(2))
+        let jobs = try TestStoreLocation(backend).manager(steps: 1_000_000, delay: .milliseconds(2))
         let running = try jobs.submit(kind: "count", parameters: [:])
         let queued = try jobs.submit(kind: "count", parameters: [:])
         jobs.start()
@@ -111,8 +100,8 @@ struct CountingJob: JobKind {
         }
     }
 
-    @Test func watchStartsWithTheCurrentStateAndEndsWithTheFinalOne() async throws {
-        let jobs = try manager(directory())
+    @Test(arguments: StoreBackend.available) func watchStartsWithTheCurrentStateAndEndsWithTheFinalOne(_ backend: StoreBackend) async throws {
+        let jobs = try TestStoreLocation(backend).manager()
         let job = try jobs.submit(kind: "count", parameters: [:])
         let events = try jobs.watch(job.id)
         jobs.start()
@@ -124,12 +113,12 @@ struct CountingJob: JobKind {
         #expect(seen.contains { $0.stage == "count" && $0.step == 5 })
     }
 
-    @Test func aRestartResumesInterruptedJobsFromTheirCheckpoint() async throws {
-        let path = directory()
+    @Test(arguments: StoreBackend.available) func aRestartResumesInterruptedJobsFromTheirCheckpoint(_ backend: StoreBackend) async throws {
+        let location = try TestStoreLocation(backend)
         var id = ""
         do {
             // Long enough that it cannot finish before `stop`, however slow the machine.
-            let first = try manager(path, steps: 1_000_000, delay: .milliseconds(2))
+            let first = try location.manager(steps: 1_000_000, delay: .milliseconds(2))
             id = try first.submit(kind: "count", parameters: [:]).id
             first.start()
             try await waitForEvent(first, id) { $0.step >= 10 }
@@ -137,7 +126,7 @@ struct CountingJob: JobKind {
             #expect(try first.get(id).state == .queued)
             #expect(try first.get(id).crashes == 0)
         }
-        let second = try manager(path, steps: 400, delay: .milliseconds(1))
+        let second = try location.manager(steps: 400, delay: .milliseconds(1))
         #expect(try second.get(id).state == .queued)
         second.start()
         defer { second.stop(timeout: 5) }
@@ -147,9 +136,10 @@ struct CountingJob: JobKind {
         #expect(try second.logLines(of: id).contains { $0.contains("resume") })
     }
 
-    private func storedRecord(in path: String, state: JobState, finishedMS: Int64 = 0,
+    private func storedRecord(in location: TestStoreLocation, state: JobState, finishedMS: Int64 = 0,
                               edit: (inout JobRecord) -> Void = { _ in }) throws -> JobRecord {
-        let store = try JobStore(path: (path as NSString).appendingPathComponent("jobs.sqlite"))
+        let store = try location.openStore()
+        defer { store.close() }
         var record = JobRecord(id: "job-\(UUID().uuidString.prefix(8))", kind: "count", parameters: [:], state: state,
                                createdMS: 1_000)
         record.finishedMS = finishedMS
@@ -159,13 +149,13 @@ struct CountingJob: JobKind {
         return record
     }
 
-    @Test func aJobTheDaemonDiedUnderTooOftenIsFailedNotRunAgain() throws {
-        let path = directory()
+    @Test(arguments: StoreBackend.available) func aJobTheDaemonDiedUnderTooOftenIsFailedNotRunAgain(_ backend: StoreBackend) throws {
+        let path = try TestStoreLocation(backend)
         // Died under once before: this start counts the second crash and resumes it.
         let resumed = try storedRecord(in: path, state: .running) { $0.crashes = 1 }
         // Died under twice before: the third crash fails it (the limit is 3).
         let looping = try storedRecord(in: path, state: .running) { $0.crashes = 2 }
-        let jobs = try manager(path)
+        let jobs = try path.manager()
         let again = try jobs.get(resumed.id)
         #expect(again.state == .queued && again.crashes == 2)
         let failed = try jobs.get(looping.id)
@@ -173,17 +163,17 @@ struct CountingJob: JobKind {
         #expect(failed.error.contains("the daemon stopped 3 times while this job ran"))
     }
 
-    @Test func aCancellationSurvivesARestart() throws {
-        let path = directory()
+    @Test(arguments: StoreBackend.available) func aCancellationSurvivesARestart(_ backend: StoreBackend) throws {
+        let path = try TestStoreLocation(backend)
         let cancelledWhileRunning = try storedRecord(in: path, state: .running) { $0.cancelRequested = true }
-        let jobs = try manager(path)
+        let jobs = try path.manager()
         let record = try jobs.get(cancelledWhileRunning.id)
         #expect(record.state == .cancelled && record.finishedMS > 0)
     }
 
-    @Test func cancellingARunningJobIsStoredBeforeTheAnswer() async throws {
-        let path = directory()
-        let jobs = try manager(path, steps: 1_000_000, delay: .milliseconds(2))
+    @Test(arguments: StoreBackend.available) func cancellingARunningJobIsStoredBeforeTheAnswer(_ backend: StoreBackend) async throws {
+        let location = try TestStoreLocation(backend)
+        let jobs = try location.manager(steps: 1_000_000, delay: .milliseconds(2))
         let running = try jobs.submit(kind: "count", parameters: [:])
         jobs.start()
         defer { jobs.stop(timeout: 5) }
@@ -191,19 +181,21 @@ struct CountingJob: JobKind {
         let answer = try jobs.cancel(running.id)
         #expect(answer.cancelRequested)
         // What another process opening the store now sees.
-        let stored = try #require(try JobStore(path: (path as NSString).appendingPathComponent("jobs.sqlite")).fetch(running.id))
+        let otherStore = try location.openStore()
+        defer { otherStore.close() }
+        let stored = try #require(try otherStore.fetch(running.id))
         #expect(stored.cancelRequested || stored.state == .cancelled)
         #expect(try await waitForFinal(jobs, running.id).state == .cancelled)
     }
 
-    @Test func finishedJobsPastTheRetentionAreDeleted() throws {
-        let path = directory()
+    @Test(arguments: StoreBackend.available) func finishedJobsPastTheRetentionAreDeleted(_ backend: StoreBackend) throws {
+        let path = try TestStoreLocation(backend)
         let old = try storedRecord(in: path, state: .succeeded, finishedMS: 2_000)
         let recent = try storedRecord(in: path, state: .failed, finishedMS: Int64(Date().timeIntervalSince1970 * 1000))
         let waiting = try storedRecord(in: path, state: .queued)
-        let checkpoint = (path as NSString).appendingPathComponent("jobs/\(old.id)/checkpoint")
+        let checkpoint = (path.jobsDirectory as NSString).appendingPathComponent("\(old.id)/checkpoint")
         try FileManager.default.createDirectory(atPath: checkpoint, withIntermediateDirectories: true)
-        let jobs = try manager(path)
+        let jobs = try path.manager()
         #expect(throws: JobError.self) { try jobs.get(old.id) }
         #expect(!FileManager.default.fileExists(atPath: checkpoint))
         #expect(try jobs.get(recent.id).state == .failed)
@@ -211,7 +203,7 @@ struct CountingJob: JobKind {
     }
 
     @Test func parametersAreLimitedInSize() throws {
-        let jobs = try manager(directory())
+        let jobs = try TestStoreLocation(.sqlite).manager()
         do {
             _ = try jobs.submit(kind: "count", parameters: ["fail": String(repeating: "x", count: 70_000)])
             Issue.record("70 KB of parameters should be refused")
@@ -222,40 +214,32 @@ struct CountingJob: JobKind {
         }
     }
 
-    @Test func listPagesFollowOneAnother() throws {
-        let path = directory()
-        let store = try JobStore(path: (path as NSString).appendingPathComponent("jobs.sqlite"))
+    @Test(arguments: StoreBackend.available) func listPagesFollowOneAnother(_ backend: StoreBackend) throws {
+        let store = try TestStoreLocation(backend).openStore()
+        defer { store.close() }
         for index in 0..<25 {
             // Some share a creation time, so the id breaks ties.
             try store.save(JobRecord(id: String(format: "job-%03d", index), kind: "count", parameters: [:], state: .succeeded,
                                      createdMS: Int64(index / 3)))
         }
         var seen: [String] = []
-        var after: JobStore.Position? = nil
+        var after: JobListPosition? = nil
         while true {
-            let page = try store.list(limit: 10, after: after)
+            let page = try store.list(state: nil, kind: nil, limit: 10, after: after)
             seen += page.map(\.id)
             guard page.count == 10, let last = page.last else { break }
-            after = JobStore.Position(createdMS: last.createdMS, id: last.id)
+            after = JobListPosition(createdMS: last.createdMS, id: last.id)
         }
         #expect(seen == (0..<25).reversed().map { String(format: "job-%03d", $0) })
     }
 
-    @Test func aStateThatCannotBeStoredIsRetriedThenReported() async throws {
-        let path = directory()
-        let jobs = try manager(path)
+    @Test(arguments: StoreBackend.available) func aStateThatCannotBeStoredIsRetriedThenReported(_ backend: StoreBackend) async throws {
+        let location = try TestStoreLocation(backend)
+        let jobs = try location.manager()
         let (reports, reported) = AsyncStream.makeStream(of: String.self)
         jobs.onStorageFailure { reported.yield($0) }
         // Every write of a finished state fails, as on a full disk.
-        let database = try DatabaseQueue(path: (path as NSString).appendingPathComponent("jobs.sqlite"))
-        try await database.write { db in
-            for operation in ["INSERT", "UPDATE"] {
-                try db.execute(sql: """
-                    CREATE TRIGGER full_disk_\(operation) BEFORE \(operation) ON job WHEN NEW.state = 'succeeded'
-                    BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END
-                    """)
-            }
-        }
+        try location.failWritesOfSucceededJobs()
         let job = try jobs.submit(kind: "count", parameters: [:])
         jobs.start()
         defer { jobs.stop(timeout: 5) }
@@ -267,8 +251,9 @@ struct CountingJob: JobKind {
         #expect(try jobs.get(job.id).state == .running)
     }
 
-    @Test func aWriterThatReadBeforeACancellationDoesNotClearIt() throws {
-        let store = try JobStore(path: (directory() as NSString).appendingPathComponent("jobs.sqlite"))
+    @Test(arguments: StoreBackend.available) func aWriterThatReadBeforeACancellationDoesNotClearIt(_ backend: StoreBackend) throws {
+        let store = try TestStoreLocation(backend).openStore()
+        defer { store.close() }
         var record = JobRecord(id: "job-a", kind: "count", parameters: [:], state: .running, createdMS: 1)
         try store.save(record)
         #expect(try store.markCancelRequested("job-a", logLine: "cancel")?.cancelRequested == true)

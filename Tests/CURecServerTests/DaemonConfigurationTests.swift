@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import CURecJobs
 import Yams
 @testable import CURecServer
 
@@ -138,6 +139,7 @@ import Yams
         "drain_timeout_seconds": "-1", "idle_timeout_seconds": "0", "event_loops": "-1", "log_level": "loud",
         "job_workers": "0", "job_queue_capacity": "0", "lm_weights": "int8", "dataset_upload_max_bytes": "0",
         "pipeline_on_start": "always", "pair_reason_cache_size": "0", "job_retention_days": "-1", "job_crash_limit": "0",
+        "job_store": "mysql", "job_lease_seconds": "0.5",
         "tls_handshake_timeout_seconds": "0", "metrics_listen": "nowhere",
         "max_concurrent_streams": "0", "max_connection_buffer_bytes": "1024", "max_connections": "0",
         "max_connections_per_peer": "0", "header_read_timeout_seconds": "0", "body_read_timeout_seconds": "-1",
@@ -190,6 +192,21 @@ import Yams
         let escaping = try ConfigFile("plugins:\n  - {name: ../a, library: CURecBPR}\n")
         #expect(failure(file: escaping.path).contains("plugin name '../a' must be 1 to 64 letters"))
         #expect(throws: ConfigurationError.self) { try DaemonConfiguration.load(file: "/nonexistent/curecd.yaml") }
+    }
+
+    @Test func theJobStoreSettingsGoTogetherAndTheURLNeverHoldsAPassword() throws {
+        #expect(failure(arguments: ["--job-store=postgres"]).contains("job_store: postgres needs job_store_url"))
+        #expect(failure(arguments: ["--job-store-url=postgres://u@h/d"]).contains("set job_store: postgres to use it"))
+        let withPassword = failure(arguments: ["--job-store=postgres", "--job-store-url=postgres://u:hunter2@h/d"])
+        #expect(withPassword.contains("must not hold a password") && !withPassword.contains("hunter2"))
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("curec-pw-\(UUID().uuidString)").path
+        try "secret\nignored\n".write(toFile: directory, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let configuration = try resolve(arguments: [
+            "--job-store=postgres", "--job-store-url=postgres://curec@db:6000/jobs", "--job-store-password-file=\(directory)"])
+        let settings = try #require(try configuration.jobStoreSettings(readingPassword: true))
+        #expect(settings.password == "secret" && settings.port == 6000 && settings.redacted == "postgres://curec@db:6000/jobs")
+        #expect(try DaemonConfiguration().jobStoreSettings(readingPassword: true) == nil)
     }
 
     @Test func aConfigurationEncodesToYAMLThatReadsBackTheSame() throws {

@@ -12,7 +12,7 @@ import Glibc
 /// The series the daemon records and the `GET /metrics` endpoint that serves them.
 @Suite struct MetricsTests {
     static let noSources = ScrapeSources(openConnections: { 3 }, jobCounts: {
-        [JobStore.KindAndState(kind: "train", state: "succeeded"): 2]
+        [JobKindAndState(kind: "train", state: "succeeded"): 2]
     }, pluginGenerations: { [("bpr", 4)] })
 
     func text(_ metrics: DaemonMetrics, _ sources: ScrapeSources = Self.noSources) -> String {

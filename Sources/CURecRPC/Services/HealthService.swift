@@ -35,6 +35,11 @@ public final class HealthService: Grpc_Health_V1_HealthHandler {
         state.withLock { $0.statuses[service] }
     }
 
+    /// The status of every service that has one.
+    public var statuses: [String: ServingStatus] {
+        state.withLock { $0.statuses }
+    }
+
     /// Marks every known service NOT_SERVING (used when the server starts draining).
     public func markAllNotServing() {
         let names = state.withLock { Array($0.statuses.keys) }

@@ -74,12 +74,12 @@ public struct ScrapeSources: Sendable {
     /// Open connections of the RPC server.
     public var openConnections: @Sendable () -> Int
     /// Jobs by (kind, state) as stored now.
-    public var jobCounts: @Sendable () -> [JobStore.KindAndState: Int]
+    public var jobCounts: @Sendable () -> [JobKindAndState: Int]
     /// Loaded plugin instances: (name, generation).
     public var pluginGenerations: @Sendable () -> [(String, UInt64)]
 
     public init(openConnections: @escaping @Sendable () -> Int,
-                jobCounts: @escaping @Sendable () -> [JobStore.KindAndState: Int],
+                jobCounts: @escaping @Sendable () -> [JobKindAndState: Int],
                 pluginGenerations: @escaping @Sendable () -> [(String, UInt64)]) {
         self.openConnections = openConnections
         self.jobCounts = jobCounts
@@ -137,7 +137,7 @@ final class ScrapeGauges: Sendable {
 /// Scrape-time bookkeeping behind one lock (scrapes only, never calls).
 final class ScrapeBookkeeping: @unchecked Sendable {
     struct State {
-        var jobKeys: [JobStore.KindAndState] = []
+        var jobKeys: [JobKindAndState] = []
         var pluginNames: [String] = []
         var pluginGauges: [String: Prometheus.Gauge] = [:]
     }

@@ -69,7 +69,7 @@ struct JobOperations: Sendable {
         return .with {
             $0.jobs = records.prefix(size).map(Self.job)
             if records.count > size, let last = records.prefix(size).last {
-                $0.nextPageToken = JobPageToken.encode(JobStore.Position(createdMS: last.createdMS, id: last.id))
+                $0.nextPageToken = JobPageToken.encode(JobListPosition(createdMS: last.createdMS, id: last.id))
             }
         }
     }
@@ -159,7 +159,7 @@ struct JobOperations: Sendable {
 /// The opaque `page_token` of JobService.List: where the previous page ended (creation
 /// time and id), base64url-encoded.
 enum JobPageToken {
-    static func encode(_ position: JobStore.Position) -> String {
+    static func encode(_ position: JobListPosition) -> String {
         Data("\(position.createdMS):\(position.id)".utf8).base64EncodedString()
             .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
             .replacingOccurrences(of: "=", with: "")
@@ -167,7 +167,7 @@ enum JobPageToken {
 
     /// The position in `token`; nil for an empty token; INVALID_ARGUMENT for one this daemon
     /// did not hand out.
-    static func decode(_ token: String) throws(JobError) -> JobStore.Position? {
+    static func decode(_ token: String) throws(JobError) -> JobListPosition? {
         guard !token.isEmpty else { return nil }
         guard token.utf8.count <= 256 else { throw .invalidPageToken }
         var base64 = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
@@ -176,7 +176,7 @@ enum JobPageToken {
               let colon = text.firstIndex(of: ":"), let created = Int64(text[..<colon]) else { throw .invalidPageToken }
         let id = String(text[text.index(after: colon)...])
         guard !id.isEmpty else { throw .invalidPageToken }
-        return JobStore.Position(createdMS: created, id: id)
+        return JobListPosition(createdMS: created, id: id)
     }
 }
 

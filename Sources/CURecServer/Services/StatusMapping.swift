@@ -95,7 +95,9 @@ extension JobError: RPCStatusConvertible {
         case .queueFull: return RPCError(.resourceExhausted, description)
         case .notFound: return RPCError(.notFound, description)
         case .alreadyEnded: return RPCError(.failedPrecondition, description)
-        case .storage: return RPCError(.internal, description)
+        case .storage, .invalidStoreURL: return RPCError(.internal, description)
+        // The database is down or unreachable: retrying later (or on another daemon) may work.
+        case .storeUnavailable: return RPCError(.unavailable, description)
         }
     }
 }
