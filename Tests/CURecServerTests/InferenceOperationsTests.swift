@@ -206,4 +206,18 @@ import Testing
         #expect(InferenceOperations.renamingFields(.notFound("user_id 'x' is not a user")) == .notFound("USER_ID 'x' is not a user"))
         #expect(InferenceOperations.renamingFields(.notFound("triples[2].item_id 'x' is not an item")) == .notFound("ITEM_ID row 2 'x' is not an item"))
     }
+
+    @Test func everyMethodHasTheScopeItNeeds() {
+        let policy = AccessPolicy.daemon()
+        let service = Inference_GRPCInferenceService.Method.self
+        #expect(Inference_GRPCInferenceService.methods.allSatisfy { policy.methods[$0.path] != nil })
+        #expect(policy.requirement(for: service.serverLive.descriptor) == .open)
+        #expect(AccessPolicy.daemon(healthRequiresToken: true).requirement(for: service.serverReady.descriptor) == .anyToken)
+        #expect(policy.requirement(for: service.modelMetadata.descriptor) == .scope(.score))
+        #expect(policy.requirement(for: service.modelInfer.descriptor) == .scope(.score))
+        #expect(policy.requirement(for: service.modelStatistics.descriptor) == .scope(.jobs))
+        #expect(policy.requirement(for: service.repositoryIndex.descriptor) == .scope(.jobs))
+        #expect(policy.requirement(for: service.repositoryModelLoad.descriptor) == .scope(.admin))
+        #expect(policy.requirement(for: service.repositoryModelUnload.descriptor) == .scope(.admin))
+    }
 }
