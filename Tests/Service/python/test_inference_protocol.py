@@ -177,9 +177,11 @@ def test_sasrec_loads_trains_serves_and_unloads(client, oip, channel):
     assert code == "StatusCode.NOT_FOUND" and SASREC in message
 
 
-def test_repository_reload_makes_a_new_version(client):
-    before = {m.name: m.version for m in client.get_model_repository_index(ready=True).models}
+def test_repository_reload_makes_a_new_version(client, oip):
+    before = {m.name: m.version for m in client.get_model_repository_index().models}
     assert {"bpr", "popularity", "reward"} <= set(before)
+    ready = oip.RepositoryIndex(service_pb2.RepositoryIndexRequest(ready=True), timeout=30)
+    assert {(m.name, m.state) for m in ready.models} >= {("bpr", "READY"), ("popularity", "READY"), ("reward", "READY")}
     client.load_model("popularity")  # loaded: reloaded from its saved state
     version = str(int(before["popularity"]) + 1)
     assert client.is_model_ready("popularity", version)
