@@ -58,7 +58,7 @@ struct InferenceOperations: Sendable {
 
     func modelMetadata(_ request: Inference_ModelMetadataRequest) throws(ServingError) -> Inference_ModelMetadataResponse {
         let instance = try model(request.name, version: request.version)
-        let signature = ModelSignature(instance)
+        let signature = ModelSignature.of(instance)
         return .with {
             $0.name = instance.name
             $0.versions = [String(instance.generation)]
@@ -81,7 +81,7 @@ struct InferenceOperations: Sendable {
     /// One inference. Never blocks: plugin scoring is required to be fast, as for Score.
     func infer(_ request: Inference_ModelInferRequest) throws -> Inference_ModelInferResponse {
         let instance = try model(request.modelName, version: request.modelVersion, field: "model_name")
-        let signature = ModelSignature(instance)
+        let signature = ModelSignature.of(instance)
         let inputs = try InferenceInputDecoder(inputs: signature.inputs).decode(request)
         let requested = try requestedOutputs(request, signature: signature)
         let encoder = InferenceOutputEncoder(raw: InferenceOutputEncoder.wantsRaw(request))
@@ -367,27 +367,29 @@ struct ModelSignature: Sendable {
     let inputs: [TensorSignature]
     let outputs: [TensorSignature]
 
-    init(_ instance: PluginInstance) {
-        switch instance.kind {
-        case .recommender:
-            platform = "curec_recommender"
-            inputs = [
-                TensorSignature(name: Self.userID, datatypes: [.bytes], shape: [1]),
-                TensorSignature(name: Self.itemIDs, datatypes: [.bytes], shape: [-1]),
-                TensorSignature(name: Self.k, datatypes: [.int64, .int32], shape: [1]),
-            ]
-            outputs = [
-                TensorSignature(name: Self.scores, datatypes: [.fp32], shape: [-1]),
-                TensorSignature(name: Self.itemIDs, datatypes: [.bytes], shape: [-1]),
-            ]
-        case .rewardModel:
-            platform = "curec_reward_model"
-            inputs = [
-                TensorSignature(name: Self.userID, datatypes: [.bytes], shape: [-1]),
-                TensorSignature(name: Self.itemID, datatypes: [.bytes], shape: [-1]),
-                TensorSignature(name: Self.reasonEmbedding, datatypes: [.fp32], shape: [-1, -1]),
-            ]
-            outputs = [TensorSignature(name: Self.rewards, datatypes: [.fp32], shape: [-1])]
-        }
+    /// The signature of `instance`'s kind.
+    static func of(_ instance: PluginInstance) -> ModelSignature {
+        instance.kind == .recommender ? recommender : rewardModel
     }
+
+    static let recommender = ModelSignature(
+        platform: "curec_recommender",
+        inputs: [
+            TensorSignature(name: userID, datatypes: [.bytes], shape: [1]),
+            TensorSignature(name: itemIDs, datatypes: [.bytes], shape: [-1]),
+            TensorSignature(name: k, datatypes: [.int64, .int32], shape: [1]),
+        ],
+        outputs: [
+            TensorSignature(name: scores, datatypes: [.fp32], shape: [-1]),
+            TensorSignature(name: itemIDs, datatypes: [.bytes], shape: [-1]),
+        ])
+
+    static let rewardModel = ModelSignature(
+        platform: "curec_reward_model",
+        inputs: [
+            TensorSignature(name: userID, datatypes: [.bytes], shape: [-1]),
+            TensorSignature(name: itemID, datatypes: [.bytes], shape: [-1]),
+            TensorSignature(name: reasonEmbedding, datatypes: [.fp32], shape: [-1, -1]),
+        ],
+        outputs: [TensorSignature(name: rewards, datatypes: [.fp32], shape: [-1])])
 }

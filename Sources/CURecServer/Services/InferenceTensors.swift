@@ -128,7 +128,7 @@ struct InferenceInputDecoder: Sendable {
             var strings: [String] = []
             strings.reserveCapacity(count)
             for (index, element) in contents.bytesContents.enumerated() {
-                guard let text = String(data: element, encoding: .utf8) else {
+                guard let text = element.withUnsafeBytes({ String(validating: $0, as: UTF8.self) }) else {
                     throw .invalidArgument("input \(input.name) element \(index) is not UTF-8 text")
                 }
                 strings.append(text)
@@ -167,22 +167,30 @@ struct InferenceInputDecoder: Sendable {
                 }
             }
         }
+        let strings = bytes.withUnsafeBytes { buffer in
+            Result { () throws(ServingError) in try lengthPrefixedStrings(buffer, name: name, count: count) }
+        }
+        return .strings(try strings.get())
+    }
+
+    /// BYTES elements, each a 4-byte little-endian length and its bytes; exactly `count` of them.
+    static func lengthPrefixedStrings(_ buffer: UnsafeRawBufferPointer, name: String, count: Int) throws(ServingError) -> [String] {
         var strings: [String] = []
-        strings.reserveCapacity(min(count, bytes.count / 4))
-        var offset = bytes.startIndex
-        while offset < bytes.endIndex {
+        strings.reserveCapacity(min(count, buffer.count / 4))
+        var offset = 0
+        while offset < buffer.count {
             guard strings.count < count else {
                 throw .invalidArgument("input \(name) has more raw BYTES elements than its shape holds (\(count))")
             }
-            guard bytes.endIndex - offset >= 4 else {
+            guard buffer.count - offset >= 4 else {
                 throw .invalidArgument("input \(name) raw element \(strings.count) has a cut length prefix")
             }
-            let length = Int(UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16 | UInt32(bytes[offset + 3]) << 24)
+            let length = Int(UInt32(littleEndian: buffer.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
             offset += 4
-            guard length <= bytes.endIndex - offset else {
-                throw .invalidArgument("input \(name) raw element \(strings.count) declares \(length) bytes; \(bytes.endIndex - offset) remain")
+            guard length <= buffer.count - offset else {
+                throw .invalidArgument("input \(name) raw element \(strings.count) declares \(length) bytes; \(buffer.count - offset) remain")
             }
-            guard let text = String(data: bytes[offset..<offset + length], encoding: .utf8) else {
+            guard let text = String(validating: UnsafeRawBufferPointer(rebasing: buffer[offset..<offset + length]), as: UTF8.self) else {
                 throw .invalidArgument("input \(name) element \(strings.count) is not UTF-8 text")
             }
             strings.append(text)
@@ -191,7 +199,7 @@ struct InferenceInputDecoder: Sendable {
         guard strings.count == count else {
             throw .invalidArgument("input \(name) has \(strings.count) raw BYTES elements; its shape holds \(count)")
         }
-        return .strings(strings)
+        return strings
     }
 }
 
@@ -214,8 +222,12 @@ struct InferenceOutputEncoder: Sendable {
         tensor.datatype = TensorDatatype.fp32.rawValue
         tensor.shape = [Int64(floats.count)]
         if raw {
-            var bytes = Data(capacity: floats.count * 4)
-            for value in floats { withUnsafeBytes(of: value.bitPattern.littleEndian) { bytes.append(contentsOf: $0) } }
+            var bytes = Data(count: floats.count * 4)
+            bytes.withUnsafeMutableBytes { output in
+                for (index, value) in floats.enumerated() {
+                    output.storeBytes(of: value.bitPattern.littleEndian, toByteOffset: index * 4, as: UInt32.self)
+                }
+            }
             response.rawOutputContents.append(bytes)
         } else {
             tensor.contents.fp32Contents = floats
@@ -229,11 +241,17 @@ struct InferenceOutputEncoder: Sendable {
         tensor.datatype = TensorDatatype.bytes.rawValue
         tensor.shape = [Int64(strings.count)]
         if raw {
-            var bytes = Data()
-            for text in strings {
-                let utf8 = Array(text.utf8)
-                withUnsafeBytes(of: UInt32(utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
-                bytes.append(contentsOf: utf8)
+            let size = strings.reduce(0) { $0 + 4 + $1.utf8.count }
+            var bytes = Data(count: size)
+            bytes.withUnsafeMutableBytes { output in
+                var offset = 0
+                for text in strings {
+                    let utf8 = text.utf8
+                    output.storeBytes(of: UInt32(utf8.count).littleEndian, toByteOffset: offset, as: UInt32.self)
+                    offset += 4
+                    UnsafeMutableRawBufferPointer(rebasing: output[offset..<offset + utf8.count]).copyBytes(from: utf8)
+                    offset += utf8.count
+                }
             }
             response.rawOutputContents.append(bytes)
         } else {
