@@ -85,6 +85,15 @@ struct InferenceInputDecoder: Sendable {
         return decoded
     }
 
+    /// The text of `bytes`, or nil when they are not valid UTF-8. (Decoding with repair and
+    /// comparing stays on the specialized UTF-8 path; `String(validating:as:)` instantiates
+    /// generic metadata on every call.)
+    static func utf8Text(_ bytes: UnsafeRawBufferPointer) -> String? {
+        let units = bytes.bindMemory(to: UInt8.self)
+        let text = String(decoding: units, as: UTF8.self)
+        return text.utf8.elementsEqual(units) ? text : nil
+    }
+
     /// The shape as `Int`s and its element count, after checking rank, fixed dimensions and size.
     static func checkShape(_ shape: [Int64], against signature: TensorSignature) throws(ServingError) -> ([Int], Int) {
         let expected = "[" + signature.shape.map { $0 < 0 ? "n" : String($0) }.joined(separator: ", ") + "]"
@@ -128,7 +137,7 @@ struct InferenceInputDecoder: Sendable {
             var strings: [String] = []
             strings.reserveCapacity(count)
             for (index, element) in contents.bytesContents.enumerated() {
-                guard let text = element.withUnsafeBytes({ String(validating: $0, as: UTF8.self) }) else {
+                guard let text = element.withUnsafeBytes({ utf8Text($0) }) else {
                     throw .invalidArgument("input \(input.name) element \(index) is not UTF-8 text")
                 }
                 strings.append(text)
@@ -190,7 +199,7 @@ struct InferenceInputDecoder: Sendable {
             guard length <= buffer.count - offset else {
                 throw .invalidArgument("input \(name) raw element \(strings.count) declares \(length) bytes; \(buffer.count - offset) remain")
             }
-            guard let text = String(validating: UnsafeRawBufferPointer(rebasing: buffer[offset..<offset + length]), as: UTF8.self) else {
+            guard let text = utf8Text(UnsafeRawBufferPointer(rebasing: buffer[offset..<offset + length])) else {
                 throw .invalidArgument("input \(name) element \(strings.count) is not UTF-8 text")
             }
             strings.append(text)
