@@ -150,11 +150,13 @@ public final class Daemon: Sendable {
         }
         var rewards: RewardOperations? = nil
         var reasonStreaming: ReasonStreaming? = nil
+        // Per-model totals are kept even when metrics are not exported: ModelStatistics reads them.
+        let modelMetrics = metrics?.models ?? ModelMetrics.unexported()
         if let data {
             var operations = RecommendOperations(data: data, plugins: plugins, defaultRecommender: configuration.default_recommender)
             operations.reasons = reasons
             operations.generationPool = generationPool
-            operations.metrics = metrics?.models
+            operations.metrics = modelMetrics
             if let reasons {
                 var pairReasons = PairReasons(generator: reasons, chatModels: chatModels,
                                               cache: PairReasonCache(capacity: configuration.pair_reason_cache_size))
@@ -164,7 +166,7 @@ public final class Daemon: Sendable {
             operations.reasonTables = ReasonTableStore(artifacts: artifacts, datasetName: data.dataset.name)
             recommendations = operations
             var rewardOperations = RewardOperations(data: data, plugins: plugins, defaultRewardModel: configuration.default_reward_model)
-            rewardOperations.metrics = metrics?.models
+            rewardOperations.metrics = modelMetrics
             if let corpus = servingCorpus {
                 rewardOperations.reasonReward = ServingReasonReward(data: data, corpus: corpus, plugins: plugins,
                                                                     miniLMDirectory: configuration.resolvedMiniLMDirectory)
@@ -221,16 +223,20 @@ public final class Daemon: Sendable {
             jobStoreHealth.storeAnswered()
         }
         if let metrics { jobs.onJobEnded { metrics.jobEnded($0) } }
-        router.register(PluginService(operations: PluginOperations(plugins: plugins, preparer: preparer, jobs: jobs)))
+        let pluginOperations = PluginOperations(plugins: plugins, preparer: preparer, jobs: jobs)
+        router.register(PluginService(operations: pluginOperations))
         router.register(ModelService(operations: ModelOperations(artifacts: artifacts)))
         router.register(GenerationService(reasons: reasonStreaming,
                                           text: TextGeneration(models: chatModels, pool: generationPool,
                                                                metrics: metrics?.generation)))
         router.register(DatasetService(operations: DatasetOperations(datasets: datasets)))
+        router.register(InferenceService(operations: InferenceOperations(
+            plugins: plugins, recommendations: recommendations, rewards: rewards, pluginOperations: pluginOperations,
+            statistics: modelMetrics, isServing: { health.status(of: "") == .serving })))
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
         if data == nil {
             // Routed, but every call would fail until a dataset is configured.
-            for service in [Curec_V1_RecommendService.name, Curec_V1_RewardService.name] {
+            for service in [Curec_V1_RecommendService.name, Curec_V1_RewardService.name, Inference_GRPCInferenceService.name] {
                 health.setStatus(.notServing, for: service)
             }
         }

@@ -3,13 +3,16 @@ import CURecRPC
 
 /// A permission a bearer token can carry.
 public enum AccessScope: String, Sendable, Hashable, CaseIterable, Codable {
-    /// Scoring and recommendation: RecommendService, RewardService.
+    /// Scoring and recommendation: RecommendService, RewardService; the inference protocol's
+    /// ModelInfer and what a scoring client reads first (ServerMetadata, ModelReady, ModelMetadata).
     case score
     /// Text generation: GenerationService.
     case generate
-    /// Reading jobs, models and datasets: JobService Get/List/Watch, ModelService, DatasetService.List.
+    /// Reading jobs, models and datasets: JobService Get/List/Watch, ModelService, DatasetService.List;
+    /// the inference protocol's RepositoryIndex and ModelStatistics.
     case jobs
-    /// Changing what the daemon runs: PluginService, job submission and cancellation, dataset upload.
+    /// Changing what the daemon runs: PluginService, job submission and cancellation, dataset
+    /// upload; the inference protocol's RepositoryModelLoad and RepositoryModelUnload.
     case admin
 }
 
@@ -52,11 +55,25 @@ public struct AccessPolicy: Sendable {
             Curec_V1_ModelService.name: .scope(.jobs),
             Curec_V1_DatasetService.name: .scope(.jobs),
             Curec_V1_PluginService.name: .scope(.admin),
+            // Closed by default; every method is stated below.
+            Inference_GRPCInferenceService.name: .scope(.admin),
         ]
+        // Liveness and readiness are open as health checks are.
+        let probe: AccessRequirement = healthRequiresToken ? .anyToken : .open
         var methods: [RPCMethodDescriptor: AccessRequirement] = [
             Curec_V1_JobService.Method.submit.descriptor: .scope(.admin),
             Curec_V1_JobService.Method.cancel.descriptor: .scope(.admin),
             Curec_V1_DatasetService.Method.upload.descriptor: .scope(.admin),
+            Inference_GRPCInferenceService.Method.serverLive.descriptor: probe,
+            Inference_GRPCInferenceService.Method.serverReady.descriptor: probe,
+            Inference_GRPCInferenceService.Method.serverMetadata.descriptor: .scope(.score),
+            Inference_GRPCInferenceService.Method.modelReady.descriptor: .scope(.score),
+            Inference_GRPCInferenceService.Method.modelMetadata.descriptor: .scope(.score),
+            Inference_GRPCInferenceService.Method.modelInfer.descriptor: .scope(.score),
+            Inference_GRPCInferenceService.Method.modelStatistics.descriptor: .scope(.jobs),
+            Inference_GRPCInferenceService.Method.repositoryIndex.descriptor: .scope(.jobs),
+            Inference_GRPCInferenceService.Method.repositoryModelLoad.descriptor: .scope(.admin),
+            Inference_GRPCInferenceService.Method.repositoryModelUnload.descriptor: .scope(.admin),
         ]
         for reflection in ReflectionService.servedMethods { methods[reflection] = .anyToken }
         return AccessPolicy(services: services,
