@@ -271,23 +271,19 @@ struct IsolationTests {
         #expect(WorkerProcess.running.withLock { $0 } == running + 1)
     }
 
-    /// Unloading kills the worker, so load/unload cycles leave the daemon's memory and
-    /// mappings where they were (in process, every build stays mapped for good).
-    @Test func loadUnloadCyclesLeaveMemoryAndMappingsAtBaseline() throws {
+    /// Unloading kills and reaps the worker, so load/unload cycles leave no worker behind.
+    /// (The daemon's memory and mappings over 200 cycles are measured on a live daemon, in
+    /// `Tests/Service/python/test_hostile_trust.py`: this process runs other suites at once.)
+    @Test func loadUnloadCyclesLeaveNoWorkerBehind() throws {
         let host = isolatedHost()
         func cycle() throws {
             try host.load(name: "cycled", library: "CURecTestRecommender", config: [],
                           isolation: .process(WorkerLimits(channels: 2))) { try $0.train(Fixtures.data) }
             try host.unload(name: "cycled")
         }
-        for _ in 0..<20 { try cycle() }
         let workersBefore = WorkerProcess.running.withLock { $0 }
-        let (rssBefore, mapsBefore) = (ProcessMemory.residentBytes(), ProcessMemory.mappingCount())
         for _ in 0..<200 { try cycle() }
-        let (rssAfter, mapsAfter) = (ProcessMemory.residentBytes(), ProcessMemory.mappingCount())
         #expect(WorkerProcess.running.withLock { $0 } == workersBefore)
-        #expect(mapsAfter <= mapsBefore + 16, "mappings \(mapsBefore) -> \(mapsAfter)")
-        #expect(rssAfter <= rssBefore + (16 << 20), "RSS \(rssBefore) -> \(rssAfter)")
     }
 
     /// A worker reads nothing it is sent on trust: an oversized length, an unknown type, a
@@ -322,19 +318,5 @@ struct IsolationTests {
             _ = try host.load(name: "x", library: "CURecTestRecommender", config: [], isolation: .process(WorkerLimits()))
         }
         #expect(error?.description.contains("is missing or not executable") == true)
-    }
-}
-
-/// The test process's own memory, from /proc.
-enum ProcessMemory {
-    static func residentBytes() -> Int {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-              let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
-        return kilobytes * 1024
-    }
-
-    static func mappingCount() -> Int {
-        (try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8))?.split(separator: "\n").count ?? 0
     }
 }

@@ -240,6 +240,48 @@ def test_loading_an_unchanged_library_again_maps_no_more_copies(channel, plugins
     health_answers(channel)
 
 
+def mapping_count(pid):
+    """The number of mappings of process `pid` (lines of /proc/PID/maps)."""
+    with open("/proc/%d/maps" % pid) as maps:
+        return sum(1 for _ in maps)
+
+
+def worker_children(pid):
+    """The process IDs of `pid`'s living children (its plugin workers)."""
+    children = set()
+    for task in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/children" % (pid, task)) as listed:
+            children.update(int(child) for child in listed.read().split())
+    return children
+
+
+def test_isolated_load_unload_cycles_return_memory_and_mappings(channel, plugins, daemon):
+    """200 Load/Unload cycles of an isolated instance: each Unload ends its worker, so the
+    daemon keeps no child, its mapping count stays where it was and its resident memory
+    returns to its baseline (an in-process library stays mapped for good, see above)."""
+    pid = daemon.proc.pid
+
+    def cycle():
+        plugins.Load(plugin_pb2.LoadPluginRequest(
+            name="cycled", library="CURecPopularity", isolation=plugin_pb2.PLUGIN_ISOLATION_PROCESS), timeout=30)
+        plugins.Unload(plugin_pb2.UnloadPluginRequest(name="cycled"), timeout=30)
+
+    plugins.Load(plugin_pb2.LoadPluginRequest(
+        name="cycled", library="CURecPopularity", isolation=plugin_pb2.PLUGIN_ISOLATION_PROCESS), timeout=30)
+    assert len(worker_children(pid)) == 1, "an isolated instance runs in a child process"
+    plugins.Unload(plugin_pb2.UnloadPluginRequest(name="cycled"), timeout=30)
+    assert not worker_children(pid), "Unload ends the worker"
+    for _ in range(20):
+        cycle()
+    children, maps_before, rss_before = worker_children(pid), mapping_count(pid), resident_mib(pid)
+    for _ in range(200):
+        cycle()
+    assert worker_children(pid) == children
+    assert mapping_count(pid) <= maps_before + 16, (maps_before, mapping_count(pid))
+    assert_memory_returns_to(pid, rss_before, "after 200 isolated load/unload cycles")
+    health_answers(channel)
+
+
 def test_list_is_paged(channel, jobs):
     seen = []
     token = ""
