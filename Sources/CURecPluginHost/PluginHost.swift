@@ -15,12 +15,16 @@ public final class PluginHost: Sendable {
         public var library: String
         public var generation: UInt64
         public var description: PluginDescription
+        /// The dynamic batching it serves with (resolved), or nil.
+        public var batching: DynamicBatchingConfiguration?
 
-        public init(name: String, library: String, generation: UInt64, description: PluginDescription) {
+        public init(name: String, library: String, generation: UInt64, description: PluginDescription,
+                    batching: DynamicBatchingConfiguration? = nil) {
             self.name = name
             self.library = library
             self.generation = generation
             self.description = description
+            self.batching = batching
         }
     }
 
@@ -83,24 +87,28 @@ public final class PluginHost: Sendable {
 
     /// Creates an instance of `library` with `config` without registering it.
     ///
+    /// `batching` puts a batch queue in front of its batched entry point (refused when the
+    /// plugin declares none); nil takes what ``configureBatching(name:_:)`` set for `name`.
     /// `prepare` runs before the instance is returned (train it or load an artifact).
-    public func makeInstance(name: String, library: String, config: [UInt8],
+    public func makeInstance(name: String, library: String, config: [UInt8], batching: DynamicBatchingConfiguration? = nil,
                              prepare: (PluginInstance) throws -> Void = { _ in }) throws -> PluginInstance {
         let path = try resolve(library: library)
         let loaded = try openLibrary(at: path)
         let generation = generations.withLock { $0[name, default: 0] + 1 }
-        let instance = try PluginInstance(name: name, generation: generation, library: loaded, config: config)
+        let instance = try PluginInstance(name: name, generation: generation, library: loaded, config: config,
+                                          batching: batching ?? batchings.withLock { $0[name] })
         try prepare(instance)
         return instance
     }
 
     /// Loads and registers a new instance; fails if the name is taken.
     @discardableResult
-    public func load(name: String, library: String, config: [UInt8],
+    public func load(name: String, library: String, config: [UInt8], batching: DynamicBatchingConfiguration? = nil,
                      prepare: (PluginInstance) throws -> Void = { _ in }) throws -> PluginInstance {
         try adminLock.withLock { _ in
             if instances.withLock({ $0[name] }) != nil { throw PluginHostError.instanceExists(name) }
-            let instance = try makeInstance(name: name, library: library, config: config, prepare: prepare)
+            let instance = try makeInstance(name: name, library: library, config: config, batching: batching, prepare: prepare)
+            if let batching { batchings.withLock { $0[name] = batching } }
             generations.withLock { $0[name] = instance.generation }
             instances.withLock { $0[name] = instance }
             configs.withLock { $0[name] = config }
@@ -166,8 +174,9 @@ public final class PluginHost: Sendable {
     /// Brings up a new instance beside the serving one and switches to it atomically.
     ///
     /// `library` nil reuses the current library path (re-read from disk); `config` nil reuses
-    /// the current config. If anything fails the old instance keeps serving and the error is
-    /// thrown. Calls in flight finish on the old instance, which is destroyed after them.
+    /// the current config. The replacement keeps the current instance's dynamic batching.
+    /// If anything fails the old instance keeps serving and the error is thrown. Calls in
+    /// flight finish on the old instance, which is destroyed after them.
     @discardableResult
     public func reload(name: String, library: String? = nil, config: [UInt8]? = nil,
                        prepare: (PluginInstance) throws -> Void = { _ in }) throws -> PluginInstance {
@@ -175,7 +184,8 @@ public final class PluginHost: Sendable {
             guard let current = instances.withLock({ $0[name] }) else { throw PluginHostError.instanceNotFound(name) }
             let libraryName = library ?? libraryNames.withLock { $0[name] } ?? (current.libraryPath as NSString).lastPathComponent
             let newConfig = config ?? configs.withLock { $0[name] ?? [] }
-            let replacement = try makeInstance(name: name, library: libraryName, config: newConfig, prepare: prepare)
+            let replacement = try makeInstance(name: name, library: libraryName, config: newConfig,
+                                               batching: current.requestedBatching, prepare: prepare)
             generations.withLock { $0[name] = replacement.generation }
             instances.withLock { $0[name] = replacement }
             configs.withLock { $0[name] = newConfig }
@@ -209,9 +219,18 @@ public final class PluginHost: Sendable {
             }
             _ = configs.withLock { $0.removeValue(forKey: name) }
             _ = libraryNames.withLock { $0.removeValue(forKey: name) }
+            _ = batchings.withLock { $0.removeValue(forKey: name) }
             logger.info("plugin unloaded", metadata: ["name": "\(name)"])
         }
     }
+
+    /// The dynamic batching instances named `name` are made with from now on when none is
+    /// given (a `train` job that serves a client's Load, a reload); nil forgets it.
+    public func configureBatching(name: String, _ batching: DynamicBatchingConfiguration?) {
+        batchings.withLock { $0[name] = batching }
+    }
+
+    private let batchings = Mutex<[String: DynamicBatchingConfiguration]>([:])
 
     /// The library name the instance named `name` was loaded from, as given.
     public func libraryName(of name: String) -> String? {
@@ -232,7 +251,8 @@ public final class PluginHost: Sendable {
     public func list() -> [Status] {
         let current = instances.withLock { Array($0.values) }
         return current.sorted { $0.name < $1.name }.map {
-            Status(name: $0.name, library: $0.libraryPath, generation: $0.generation, description: $0.describe())
+            Status(name: $0.name, library: $0.libraryPath, generation: $0.generation, description: $0.describe(),
+                   batching: $0.batching)
         }
     }
 }

@@ -16,6 +16,23 @@ public struct PluginDescription: Sendable, Hashable {
     public var userFeatureDimension: Int
     public var reasonEmbeddingDimension: Int
     public var isTrained: Bool
+    /// Recommenders with a batched entry point (ABI 1.2): the most requests one batched call
+    /// takes; 0 when the instance is scored one request at a time.
+    public var maxBatchSize: Int = 0
+}
+
+/// One user's recommender scoring request, as the batch queue holds it.
+public struct RecommenderRequest: Sendable, Hashable {
+    public var user: UInt32
+    /// Oldest first; may be empty (the plugin then uses what it knows of the user).
+    public var history: [UInt32]
+    public var candidates: [UInt32]
+
+    public init(user: UInt32, history: [UInt32], candidates: [UInt32]) {
+        self.user = user
+        self.history = history
+        self.candidates = candidates
+    }
 }
 
 /// Training data handed to a plugin, owned by the caller (arrays are copied into the view).
@@ -68,7 +85,8 @@ public final class PluginInstance: @unchecked Sendable {
     let library: PluginLibrary
     private let pointer: OpaquePointer
 
-    init(name: String, generation: UInt64, library: PluginLibrary, config: [UInt8]) throws(PluginHostError) {
+    init(name: String, generation: UInt64, library: PluginLibrary, config: [UInt8],
+         batching: DynamicBatchingConfiguration? = nil) throws(PluginHostError) {
         self.name = name
         self.generation = generation
         self.library = library
@@ -89,6 +107,50 @@ public final class PluginInstance: @unchecked Sendable {
         let version = info.version.map { String(cString: $0) } ?? ""
         self.servedBy = "\(name)@\(version)#\(generation)"
         self.kind = info.kind == Int32(CUREC_PLUGIN_KIND_REWARD_MODEL.rawValue) ? .rewardModel : .recommender
+        let declared = library.scoreRecommenderBatch == nil || kind != .recommender ? 0 : Int(info.max_batch_size)
+        self.maxBatchSize = declared
+        self.requestedBatching = batching
+        guard let batching else {
+            self.batcher = nil
+            return
+        }
+        guard declared > 0 else {
+            library.destroy(created)
+            throw .batchingUnsupported(instance: name)
+        }
+        let resolved: DynamicBatchingConfiguration
+        do throws(PluginHostError) {
+            resolved = try batching.validated(pluginMaximum: declared)
+        } catch {
+            library.destroy(created)
+            throw error
+        }
+        // The batch thread holds the instance weakly: callers waiting in the queue hold it.
+        let box = WeakInstance()
+        self.batcher = DynamicBatcher(instance: name, configuration: resolved) { requests in
+            guard let instance = box.instance else {
+                return requests.map { _ in .failure(.host("plugin '\(name)' was retired while the request waited; retry it")) }
+            }
+            return instance.scoreRecommenderBatch(requests)
+        }
+        box.instance = self
+    }
+
+    /// The most requests one batched call takes (from describe); 0 when not batched.
+    public let maxBatchSize: Int
+
+    /// The queue in front of the batched entry point, when the instance was loaded with
+    /// dynamic batching; nil means every request is its own call.
+    public let batcher: DynamicBatcher<RecommenderRequest, [Float]>?
+
+    /// The dynamic batching the instance was asked for (as given; a reload asks the same).
+    public let requestedBatching: DynamicBatchingConfiguration?
+
+    /// The dynamic batching the instance serves with (resolved), or nil.
+    public var batching: DynamicBatchingConfiguration? { batcher?.configuration }
+
+    private final class WeakInstance: @unchecked Sendable {
+        weak var instance: PluginInstance?
     }
 
     /// What the instance described itself as when it was created; it decides which scoring
@@ -127,7 +189,112 @@ public final class PluginInstance: @unchecked Sendable {
             itemFeatureDimension: Int(info.item_feature_dim),
             userFeatureDimension: Int(info.user_feature_dim),
             reasonEmbeddingDimension: Int(info.reason_embedding_dim),
-            isTrained: info.is_trained != 0)
+            isTrained: info.is_trained != 0, maxBatchSize: maxBatchSize)
+    }
+
+    /// Scores many users' requests in one call of the batched entry point (ABI 1.2): one
+    /// result per request, in order; a request's failure leaves the others' scores intact.
+    /// Without the entry point each request is scored on its own.
+    public func scoreRecommenderBatch(_ requests: [RecommenderRequest]) -> [Result<[Float], PluginHostError>] {
+        guard kind == .recommender else {
+            return requests.map { _ in .failure(.wrongKind(instance: name, expected: "recommender", actual: "reward model")) }
+        }
+        guard let scoreBatch = library.scoreRecommenderBatch, maxBatchSize > 0 else {
+            return requests.map { request in
+                Result { () throws(PluginHostError) -> [Float] in try score(request) }
+            }
+        }
+        var results: [Result<[Float], PluginHostError>] = []
+        results.reserveCapacity(requests.count)
+        var start = 0
+        // Chunks of at most maxBatchSize (the batcher never sends more; direct callers may).
+        while start < requests.count {
+            let end = min(start + maxBatchSize, requests.count)
+            results += scoreChunk(requests[start..<end], scoreBatch)
+            start = end
+        }
+        return results
+    }
+
+    /// One call of the batched entry point for `requests` (at most ``maxBatchSize``): every
+    /// request's scores go into one buffer, at its own offset.
+    private func scoreChunk(_ requests: ArraySlice<RecommenderRequest>,
+                            _ scoreBatch: PluginLibrary.ScoreRecommenderBatch) -> [Result<[Float], PluginHostError>] {
+        var offsets: [Int] = [], total = 0
+        for request in requests {
+            offsets.append(total)
+            total += request.candidates.count
+        }
+        var flat = [Float](repeating: 0, count: total)
+        var outcomes = [CURecError](repeating: CURecError(), count: requests.count)
+        var error = CURecError()
+        let status: Int32 = Self.withRequestViews(requests) { views in
+            flat.withUnsafeMutableBufferPointer { buffer in
+                let pointers: [UnsafeMutablePointer<Float>?] = offsets.map { offset in buffer.baseAddress.map { $0 + offset } }
+                return pointers.withUnsafeBufferPointer { pointers in
+                    outcomes.withUnsafeMutableBufferPointer { outcomes in
+                        scoreBatch(pointer, views.baseAddress, views.count, pointers.baseAddress, outcomes.baseAddress, &error)
+                    }
+                }
+            }
+        }
+        guard status == 0 else {
+            let failure = PluginHostError.plugin(code: status, message: Self.message(error), function: "score_batch", instance: name)
+            return requests.map { _ in .failure(failure) }
+        }
+        return requests.indices.enumerated().map { position, index in
+            let code = outcomes[position].code
+            guard code == 0 else {
+                return .failure(.plugin(code: code, message: Self.message(outcomes[position]), function: "score", instance: name))
+            }
+            return .success(Array(flat[offsets[position]..<(offsets[position] + requests[index].candidates.count)]))
+        }
+    }
+
+    /// Calls `body` with C request views of `requests`, whose arrays stay alive meanwhile.
+    private static func withRequestViews<R>(_ requests: ArraySlice<RecommenderRequest>,
+                                            _ body: (UnsafeBufferPointer<CURecRecommendRequest>) -> R) -> R {
+        var views: [CURecRecommendRequest] = []
+        views.reserveCapacity(requests.count)
+        func nest(_ index: Int) -> R {
+            guard index < requests.endIndex else { return views.withUnsafeBufferPointer(body) }
+            let request = requests[index]
+            return request.history.withUnsafeBufferPointer { history in
+                request.candidates.withUnsafeBufferPointer { candidates in
+                    views.append(CURecRecommendRequest(
+                        struct_size: UInt32(MemoryLayout<CURecRecommendRequest>.size), user: request.user,
+                        history: history.baseAddress, history_count: UInt32(history.count),
+                        candidates: candidates.baseAddress, candidate_count: UInt32(candidates.count)))
+                    return nest(index + 1)
+                }
+            }
+        }
+        return nest(requests.startIndex)
+    }
+
+    /// Scores one request directly (no queue).
+    public func score(_ request: RecommenderRequest) throws(PluginHostError) -> [Float] {
+        var scores = [Float](repeating: 0, count: request.candidates.count)
+        try request.candidates.withUnsafeBufferPointer { candidates throws(PluginHostError) in
+            try scores.withUnsafeMutableBufferPointer { output throws(PluginHostError) in
+                try scoreRecommender(user: request.user, history: request.history, candidates: candidates, scores: output)
+            }
+        }
+        return scores
+    }
+
+    /// Scores `request` through the batch queue when the instance has one, else directly
+    /// (as a batch of one). `deadline` is in ``DynamicBatcher`` monotonic nanoseconds;
+    /// cancelling the task takes a queued request out of the queue.
+    public func scoreQueued(_ request: RecommenderRequest, deadline: UInt64? = nil,
+                            observer: (any BatchExecutionObserver)? = nil) async throws(PluginHostError) -> BatchedOutcome<[Float]> {
+        if let batcher {
+            return try await batcher.submit(request, deadline: deadline, observer: observer)
+        }
+        let start = DynamicBatcher<RecommenderRequest, [Float]>.now()
+        let scores = try score(request)
+        observer?.executed(inferences: 1, computeNanoseconds: DynamicBatcher<RecommenderRequest, [Float]>.now() &- start)
+        return BatchedOutcome(value: scores, queueNanoseconds: 0, batchSize: 1)
     }
 
     /// Scores `candidates` for `user`, writing into `scores` (same count as candidates).
