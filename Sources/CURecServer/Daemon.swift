@@ -89,7 +89,8 @@ public final class Daemon: Sendable {
         for spec in configuration.plugins {
             do {
                 let config = try spec.configBytes()
-                try plugins.load(name: spec.name, library: spec.library, config: config) { instance in
+                try plugins.load(name: spec.name, library: spec.library, config: config,
+                                 batching: spec.dynamic_batching) { instance in
                     try preparer.prepare(instance, config: config, train: spec.train_on_start ?? true)
                 }
             } catch {

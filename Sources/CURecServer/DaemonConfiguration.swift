@@ -18,6 +18,10 @@ public struct PluginSpec: Sendable, Codable, Hashable {
     public var config_base64: String?
     /// Train on the dataset at start when no saved artifact exists (default true).
     public var train_on_start: Bool?
+    /// Queue concurrent scoring requests and run them as batches (a plugin with a batched
+    /// entry point only): `max_queue_delay_microseconds`, `preferred_batch_size`,
+    /// `max_batch_size`, `max_queue_size` (docs/batching.md). Absent: no batching.
+    public var dynamic_batching: DynamicBatchingConfiguration?
 
     public init(name: String, library: String, config: String? = nil, trainOnStart: Bool = true) {
         self.name = name
@@ -424,6 +428,14 @@ public struct DaemonConfiguration: Sendable, Codable {
             }
             guard names.insert(plugin.name).inserted else { throw .invalid("plugin name '\(plugin.name)' is used twice") }
             _ = try plugin.configBytes()
+            if let batching = plugin.dynamic_batching {
+                // The plugin's own maximum is known only once loaded; the bounds hold for any.
+                do {
+                    _ = try batching.validated(pluginMaximum: DynamicBatchingConfiguration.Bounds.batchSize.upperBound)
+                } catch {
+                    throw .invalid("plugins[\(plugin.name)].\(error.description)")
+                }
+            }
         }
         try validateSecurity()
     }

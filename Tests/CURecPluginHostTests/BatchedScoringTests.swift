@@ -47,7 +47,7 @@ struct BatchedScoringTests {
             _ = try plugins.load(name: "plain", library: "CURecTestRecommender", config: counting(maxBatchSize: 0),
                                  batching: DynamicBatchingConfiguration())
         } catch {
-            #expect(error.description.contains("does not declare a batched scoring entry point"))
+            #expect("\(error)".contains("does not declare a batched scoring entry point"))
         }
         // Beyond the plugin's own maximum: refused naming the field.
         do {
@@ -55,7 +55,7 @@ struct BatchedScoringTests {
                                  batching: DynamicBatchingConfiguration(maxBatchSize: 3))
             Issue.record("a max_batch_size above the plugin's was accepted")
         } catch {
-            #expect(error.description.contains("max_batch_size is 3 but the plugin accepts at most 2"))
+            #expect("\(error)".contains("max_batch_size is 3 but the plugin accepts at most 2"))
         }
         #expect(plugins.list().isEmpty)
         // Without a batched plugin queued scoring still works, one call per request.

@@ -177,7 +177,7 @@ private func eventually(_ condition: () -> Bool) async {
         #expect(code == 5 && message == "no such user -1")
     }
 
-    @Test func settingsOutOfRangeAreRefusedNamingTheField() {
+    @Test func settingsOutOfRangeAreRefusedNamingTheField() throws {
         func refusal(_ configuration: DynamicBatchingConfiguration, pluginMaximum: Int = 64) -> String? {
             do {
                 _ = try configuration.validated(pluginMaximum: pluginMaximum)

@@ -94,6 +94,49 @@ public nonisolated struct Curec_V1_PluginStatus: Sendable {
   /// (no saved artifact matched); empty when it was loaded from a saved artifact.
   public var jobID: String = String()
 
+  /// The most requests one batched call of the plugin takes (plugin ABI 1.2); 0 when the
+  /// plugin scores one request per call.
+  public var maxBatchSize: UInt32 = 0
+
+  /// The dynamic batching the instance serves with (max_batch_size resolved); unset: none.
+  public var dynamicBatching: Curec_V1_DynamicBatching {
+    get {_dynamicBatching ?? Curec_V1_DynamicBatching()}
+    set {_dynamicBatching = newValue}
+  }
+  /// Returns true if `dynamicBatching` has been explicitly set.
+  public var hasDynamicBatching: Bool {self._dynamicBatching != nil}
+  /// Clears the value of `dynamicBatching`. Subsequent reads from it will return its default value.
+  public mutating func clearDynamicBatching() {self._dynamicBatching = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _dynamicBatching: Curec_V1_DynamicBatching? = nil
+}
+
+/// How concurrent scoring requests of one instance are queued and run as one batched call,
+/// like Triton's dynamic_batching block (docs/batching.md). Only for plugins declaring a
+/// batched entry point (PluginStatus.max_batch_size > 0); others refuse it with
+/// FAILED_PRECONDITION. Out-of-range values are INVALID_ARGUMENT naming the field.
+public nonisolated struct Curec_V1_DynamicBatching: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Longest wait of the oldest queued request for others to join it, 0 to 1000000 (1 s).
+  public var maxQueueDelayMicroseconds: UInt32 = 0
+
+  /// Batch sizes sent as soon as they are reached, strictly ascending, at most 16, each at
+  /// most max_batch_size. Empty: a batch goes when the delay passes or max_batch_size wait.
+  public var preferredBatchSize: [UInt32] = []
+
+  /// Most requests per call, up to the plugin's own maximum; 0: the plugin's maximum.
+  public var maxBatchSize: UInt32 = 0
+
+  /// Most requests waiting (RESOURCE_EXHAUSTED beyond), 1 to 100000; 0: 1024.
+  public var maxQueueSize: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -145,9 +188,22 @@ public nonisolated struct Curec_V1_LoadPluginRequest: Sendable {
   /// the call returns once the job has trained and served the instance.
   public var train: Bool = false
 
+  /// Queue concurrent Score and Recommend calls for this instance and run them as batches.
+  /// Unset: every call runs on its own. Kept by Reload.
+  public var dynamicBatching: Curec_V1_DynamicBatching {
+    get {_dynamicBatching ?? Curec_V1_DynamicBatching()}
+    set {_dynamicBatching = newValue}
+  }
+  /// Returns true if `dynamicBatching` has been explicitly set.
+  public var hasDynamicBatching: Bool {self._dynamicBatching != nil}
+  /// Clears the value of `dynamicBatching`. Subsequent reads from it will return its default value.
+  public mutating func clearDynamicBatching() {self._dynamicBatching = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _dynamicBatching: Curec_V1_DynamicBatching? = nil
 }
 
 public nonisolated struct Curec_V1_UnloadPluginRequest: Sendable {
@@ -209,7 +265,7 @@ nonisolated extension Curec_V1_PluginKind: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Curec_V1_PluginStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PluginStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}plugin_name\0\u{3}plugin_version\0\u{1}kind\0\u{1}library\0\u{1}trained\0\u{1}generation\0\u{3}item_feature_dim\0\u{3}reason_embedding_dim\0\u{3}job_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}plugin_name\0\u{3}plugin_version\0\u{1}kind\0\u{1}library\0\u{1}trained\0\u{1}generation\0\u{3}item_feature_dim\0\u{3}reason_embedding_dim\0\u{3}job_id\0\u{3}max_batch_size\0\u{3}dynamic_batching\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -227,12 +283,18 @@ nonisolated extension Curec_V1_PluginStatus: SwiftProtobuf.Message, SwiftProtobu
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.itemFeatureDim) }()
       case 9: try { try decoder.decodeSingularUInt32Field(value: &self.reasonEmbeddingDim) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.maxBatchSize) }()
+      case 12: try { try decoder.decodeSingularMessageField(value: &self._dynamicBatching) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -263,6 +325,12 @@ nonisolated extension Curec_V1_PluginStatus: SwiftProtobuf.Message, SwiftProtobu
     if !self.jobID.isEmpty {
       try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 10)
     }
+    if self.maxBatchSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxBatchSize, fieldNumber: 11)
+    }
+    try { if let v = self._dynamicBatching {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -277,6 +345,53 @@ nonisolated extension Curec_V1_PluginStatus: SwiftProtobuf.Message, SwiftProtobu
     if lhs.itemFeatureDim != rhs.itemFeatureDim {return false}
     if lhs.reasonEmbeddingDim != rhs.reasonEmbeddingDim {return false}
     if lhs.jobID != rhs.jobID {return false}
+    if lhs.maxBatchSize != rhs.maxBatchSize {return false}
+    if lhs._dynamicBatching != rhs._dynamicBatching {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Curec_V1_DynamicBatching: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DynamicBatching"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}max_queue_delay_microseconds\0\u{3}preferred_batch_size\0\u{3}max_batch_size\0\u{3}max_queue_size\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.maxQueueDelayMicroseconds) }()
+      case 2: try { try decoder.decodeRepeatedUInt32Field(value: &self.preferredBatchSize) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.maxBatchSize) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.maxQueueSize) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.maxQueueDelayMicroseconds != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxQueueDelayMicroseconds, fieldNumber: 1)
+    }
+    if !self.preferredBatchSize.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.preferredBatchSize, fieldNumber: 2)
+    }
+    if self.maxBatchSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxBatchSize, fieldNumber: 3)
+    }
+    if self.maxQueueSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxQueueSize, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Curec_V1_DynamicBatching, rhs: Curec_V1_DynamicBatching) -> Bool {
+    if lhs.maxQueueDelayMicroseconds != rhs.maxQueueDelayMicroseconds {return false}
+    if lhs.preferredBatchSize != rhs.preferredBatchSize {return false}
+    if lhs.maxBatchSize != rhs.maxBatchSize {return false}
+    if lhs.maxQueueSize != rhs.maxQueueSize {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -338,7 +453,7 @@ nonisolated extension Curec_V1_ListPluginsResponse: SwiftProtobuf.Message, Swift
 
 nonisolated extension Curec_V1_LoadPluginRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoadPluginRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}library\0\u{1}config\0\u{1}train\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}library\0\u{1}config\0\u{1}train\0\u{3}dynamic_batching\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -350,12 +465,17 @@ nonisolated extension Curec_V1_LoadPluginRequest: SwiftProtobuf.Message, SwiftPr
       case 2: try { try decoder.decodeSingularStringField(value: &self.library) }()
       case 3: try { try decoder.decodeSingularBytesField(value: &self.config) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.train) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._dynamicBatching) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -368,6 +488,9 @@ nonisolated extension Curec_V1_LoadPluginRequest: SwiftProtobuf.Message, SwiftPr
     if self.train != false {
       try visitor.visitSingularBoolField(value: self.train, fieldNumber: 4)
     }
+    try { if let v = self._dynamicBatching {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -376,6 +499,7 @@ nonisolated extension Curec_V1_LoadPluginRequest: SwiftProtobuf.Message, SwiftPr
     if lhs.library != rhs.library {return false}
     if lhs.config != rhs.config {return false}
     if lhs.train != rhs.train {return false}
+    if lhs._dynamicBatching != rhs._dynamicBatching {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

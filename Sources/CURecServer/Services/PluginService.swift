@@ -74,12 +74,13 @@ struct PluginOperations: Sendable {
     /// and no saved state matches (returning once the job serves it).
     func load(_ request: Curec_V1_LoadPluginRequest) async throws -> Curec_V1_PluginStatus {
         try checkLoad(request)
+        let batching = request.hasDynamicBatching ? try Self.batching(request.dynamicBatching) : nil
         let config = [UInt8](request.config)
         let train = request.train && preparer.canTrain
         let plugins = self.plugins, preparer = self.preparer, name = request.name, library = request.library
         let loaded: PluginInstance? = try await runBlocking {
             do {
-                return try plugins.load(name: name, library: library, config: config) { instance in
+                return try plugins.load(name: name, library: library, config: config, batching: batching) { instance in
                     if !preparer.loadSaved(instance, config: config), train { throw TrainingNeeded() }
                 }
             } catch is TrainingNeeded {
@@ -87,6 +88,8 @@ struct PluginOperations: Sendable {
             }
         }
         if let loaded { return Self.status(loaded) }
+        // The job's instance is made with the batching just checked.
+        plugins.configureBatching(name: name, batching)
         return try await trainAsJob(name: name, library: library, config: config)
     }
 
@@ -176,9 +179,31 @@ struct PluginOperations: Sendable {
         }
     }
 
+    /// A Load request's dynamic batching, checked against the bounds every plugin shares (the
+    /// plugin's own maximum is checked when the instance is made).
+    static func batching(_ message: Curec_V1_DynamicBatching) throws(PluginHostError) -> DynamicBatchingConfiguration {
+        let batching = DynamicBatchingConfiguration(
+            maxQueueDelayMicroseconds: Int(message.maxQueueDelayMicroseconds),
+            preferredBatchSizes: message.preferredBatchSize.map { Int($0) },
+            maxBatchSize: Int(message.maxBatchSize),
+            maxQueueSize: message.maxQueueSize == 0 ? DynamicBatchingConfiguration().maxQueueSize : Int(message.maxQueueSize))
+        _ = try batching.validated(pluginMaximum: DynamicBatchingConfiguration.Bounds.batchSize.upperBound)
+        return batching
+    }
+
     static func status(_ instance: PluginInstance) -> Curec_V1_PluginStatus {
-        status(PluginHost.Status(name: instance.name, library: instance.libraryPath,
-                                 generation: instance.generation, description: instance.describe()))
+        status(PluginHost.Status(name: instance.name, library: instance.libraryPath, generation: instance.generation,
+                                 description: instance.describe(), batching: instance.batching))
+    }
+
+    /// The wire form of a (resolved) dynamic batching.
+    static func message(_ batching: DynamicBatchingConfiguration) -> Curec_V1_DynamicBatching {
+        .with {
+            $0.maxQueueDelayMicroseconds = UInt32(batching.maxQueueDelayMicroseconds)
+            $0.preferredBatchSize = batching.preferredBatchSizes.map { UInt32($0) }
+            $0.maxBatchSize = UInt32(batching.maxBatchSize)
+            $0.maxQueueSize = UInt32(batching.maxQueueSize)
+        }
     }
 
     static func status(_ status: PluginHost.Status) -> Curec_V1_PluginStatus {
@@ -192,6 +217,8 @@ struct PluginOperations: Sendable {
             $0.generation = status.generation
             $0.itemFeatureDim = UInt32(status.description.itemFeatureDimension)
             $0.reasonEmbeddingDim = UInt32(status.description.reasonEmbeddingDimension)
+            $0.maxBatchSize = UInt32(status.description.maxBatchSize)
+            if let batching = status.batching { $0.dynamicBatching = Self.message(batching) }
         }
     }
 }

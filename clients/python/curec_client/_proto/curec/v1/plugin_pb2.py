@@ -14,29 +14,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63urec/v1/plugin.proto\x12\x08\x63urec.v1\"\xeb\x01\n\x0cPluginStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bplugin_name\x18\x02 \x01(\t\x12\x16\n\x0eplugin_version\x18\x03 \x01(\t\x12\"\n\x04kind\x18\x04 \x01(\x0e\x32\x14.curec.v1.PluginKind\x12\x0f\n\x07library\x18\x05 \x01(\t\x12\x0f\n\x07trained\x18\x06 \x01(\x08\x12\x12\n\ngeneration\x18\x07 \x01(\x04\x12\x18\n\x10item_feature_dim\x18\x08 \x01(\r\x12\x1c\n\x14reason_embedding_dim\x18\t \x01(\r\x12\x0e\n\x06job_id\x18\n \x01(\t\"\x14\n\x12ListPluginsRequest\"[\n\x13ListPluginsResponse\x12\'\n\x07plugins\x18\x01 \x03(\x0b\x32\x16.curec.v1.PluginStatus\x12\x1b\n\x13\x61vailable_libraries\x18\x02 \x03(\t\"Q\n\x11LoadPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07library\x18\x02 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x03 \x01(\x0c\x12\r\n\x05train\x18\x04 \x01(\x08\"#\n\x13UnloadPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14UnloadPluginResponse\"T\n\x13ReloadPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07library\x18\x02 \x01(\t\x12\x13\n\x06\x63onfig\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x42\t\n\x07_config*d\n\nPluginKind\x12\x1b\n\x17PLUGIN_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17PLUGIN_KIND_RECOMMENDER\x10\x01\x12\x1c\n\x18PLUGIN_KIND_REWARD_MODEL\x10\x02\x32\x9b\x02\n\rPluginService\x12\x43\n\x04List\x12\x1c.curec.v1.ListPluginsRequest\x1a\x1d.curec.v1.ListPluginsResponse\x12;\n\x04Load\x12\x1b.curec.v1.LoadPluginRequest\x1a\x16.curec.v1.PluginStatus\x12G\n\x06Unload\x12\x1d.curec.v1.UnloadPluginRequest\x1a\x1e.curec.v1.UnloadPluginResponse\x12?\n\x06Reload\x12\x1d.curec.v1.ReloadPluginRequest\x1a\x16.curec.v1.PluginStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63urec/v1/plugin.proto\x12\x08\x63urec.v1\"\xb8\x02\n\x0cPluginStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bplugin_name\x18\x02 \x01(\t\x12\x16\n\x0eplugin_version\x18\x03 \x01(\t\x12\"\n\x04kind\x18\x04 \x01(\x0e\x32\x14.curec.v1.PluginKind\x12\x0f\n\x07library\x18\x05 \x01(\t\x12\x0f\n\x07trained\x18\x06 \x01(\x08\x12\x12\n\ngeneration\x18\x07 \x01(\x04\x12\x18\n\x10item_feature_dim\x18\x08 \x01(\r\x12\x1c\n\x14reason_embedding_dim\x18\t \x01(\r\x12\x0e\n\x06job_id\x18\n \x01(\t\x12\x16\n\x0emax_batch_size\x18\x0b \x01(\r\x12\x33\n\x10\x64ynamic_batching\x18\x0c \x01(\x0b\x32\x19.curec.v1.DynamicBatching\"\x85\x01\n\x0f\x44ynamicBatching\x12$\n\x1cmax_queue_delay_microseconds\x18\x01 \x01(\r\x12\x1c\n\x14preferred_batch_size\x18\x02 \x03(\r\x12\x16\n\x0emax_batch_size\x18\x03 \x01(\r\x12\x16\n\x0emax_queue_size\x18\x04 \x01(\r\"\x14\n\x12ListPluginsRequest\"[\n\x13ListPluginsResponse\x12\'\n\x07plugins\x18\x01 \x03(\x0b\x32\x16.curec.v1.PluginStatus\x12\x1b\n\x13\x61vailable_libraries\x18\x02 \x03(\t\"\x86\x01\n\x11LoadPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07library\x18\x02 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x03 \x01(\x0c\x12\r\n\x05train\x18\x04 \x01(\x08\x12\x33\n\x10\x64ynamic_batching\x18\x05 \x01(\x0b\x32\x19.curec.v1.DynamicBatching\"#\n\x13UnloadPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14UnloadPluginResponse\"T\n\x13ReloadPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07library\x18\x02 \x01(\t\x12\x13\n\x06\x63onfig\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x42\t\n\x07_config*d\n\nPluginKind\x12\x1b\n\x17PLUGIN_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17PLUGIN_KIND_RECOMMENDER\x10\x01\x12\x1c\n\x18PLUGIN_KIND_REWARD_MODEL\x10\x02\x32\x9b\x02\n\rPluginService\x12\x43\n\x04List\x12\x1c.curec.v1.ListPluginsRequest\x1a\x1d.curec.v1.ListPluginsResponse\x12;\n\x04Load\x12\x1b.curec.v1.LoadPluginRequest\x1a\x16.curec.v1.PluginStatus\x12G\n\x06Unload\x12\x1d.curec.v1.UnloadPluginRequest\x1a\x1e.curec.v1.UnloadPluginResponse\x12?\n\x06Reload\x12\x1d.curec.v1.ReloadPluginRequest\x1a\x16.curec.v1.PluginStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'curec.v1.plugin_pb2', _globals)
 if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
-  _globals['_PLUGINKIND']._serialized_start=618
-  _globals['_PLUGINKIND']._serialized_end=718
+  _globals['_PLUGINKIND']._serialized_start=885
+  _globals['_PLUGINKIND']._serialized_end=985
   _globals['_PLUGINSTATUS']._serialized_start=36
-  _globals['_PLUGINSTATUS']._serialized_end=271
-  _globals['_LISTPLUGINSREQUEST']._serialized_start=273
-  _globals['_LISTPLUGINSREQUEST']._serialized_end=293
-  _globals['_LISTPLUGINSRESPONSE']._serialized_start=295
-  _globals['_LISTPLUGINSRESPONSE']._serialized_end=386
-  _globals['_LOADPLUGINREQUEST']._serialized_start=388
-  _globals['_LOADPLUGINREQUEST']._serialized_end=469
-  _globals['_UNLOADPLUGINREQUEST']._serialized_start=471
-  _globals['_UNLOADPLUGINREQUEST']._serialized_end=506
-  _globals['_UNLOADPLUGINRESPONSE']._serialized_start=508
-  _globals['_UNLOADPLUGINRESPONSE']._serialized_end=530
-  _globals['_RELOADPLUGINREQUEST']._serialized_start=532
-  _globals['_RELOADPLUGINREQUEST']._serialized_end=616
-  _globals['_PLUGINSERVICE']._serialized_start=721
-  _globals['_PLUGINSERVICE']._serialized_end=1004
+  _globals['_PLUGINSTATUS']._serialized_end=348
+  _globals['_DYNAMICBATCHING']._serialized_start=351
+  _globals['_DYNAMICBATCHING']._serialized_end=484
+  _globals['_LISTPLUGINSREQUEST']._serialized_start=486
+  _globals['_LISTPLUGINSREQUEST']._serialized_end=506
+  _globals['_LISTPLUGINSRESPONSE']._serialized_start=508
+  _globals['_LISTPLUGINSRESPONSE']._serialized_end=599
+  _globals['_LOADPLUGINREQUEST']._serialized_start=602
+  _globals['_LOADPLUGINREQUEST']._serialized_end=736
+  _globals['_UNLOADPLUGINREQUEST']._serialized_start=738
+  _globals['_UNLOADPLUGINREQUEST']._serialized_end=773
+  _globals['_UNLOADPLUGINRESPONSE']._serialized_start=775
+  _globals['_UNLOADPLUGINRESPONSE']._serialized_end=797
+  _globals['_RELOADPLUGINREQUEST']._serialized_start=799
+  _globals['_RELOADPLUGINREQUEST']._serialized_end=883
+  _globals['_PLUGINSERVICE']._serialized_start=988
+  _globals['_PLUGINSERVICE']._serialized_end=1271
 # @@protoc_insertion_point(module_scope)

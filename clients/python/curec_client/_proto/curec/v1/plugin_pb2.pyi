@@ -16,7 +16,7 @@ PLUGIN_KIND_RECOMMENDER: PluginKind
 PLUGIN_KIND_REWARD_MODEL: PluginKind
 
 class PluginStatus(_message.Message):
-    __slots__ = ("name", "plugin_name", "plugin_version", "kind", "library", "trained", "generation", "item_feature_dim", "reason_embedding_dim", "job_id")
+    __slots__ = ("name", "plugin_name", "plugin_version", "kind", "library", "trained", "generation", "item_feature_dim", "reason_embedding_dim", "job_id", "max_batch_size", "dynamic_batching")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_NAME_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,8 @@ class PluginStatus(_message.Message):
     ITEM_FEATURE_DIM_FIELD_NUMBER: _ClassVar[int]
     REASON_EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_BATCHING_FIELD_NUMBER: _ClassVar[int]
     name: str
     plugin_name: str
     plugin_version: str
@@ -37,7 +39,21 @@ class PluginStatus(_message.Message):
     item_feature_dim: int
     reason_embedding_dim: int
     job_id: str
-    def __init__(self, name: _Optional[str] = ..., plugin_name: _Optional[str] = ..., plugin_version: _Optional[str] = ..., kind: _Optional[_Union[PluginKind, str]] = ..., library: _Optional[str] = ..., trained: bool = ..., generation: _Optional[int] = ..., item_feature_dim: _Optional[int] = ..., reason_embedding_dim: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
+    max_batch_size: int
+    dynamic_batching: DynamicBatching
+    def __init__(self, name: _Optional[str] = ..., plugin_name: _Optional[str] = ..., plugin_version: _Optional[str] = ..., kind: _Optional[_Union[PluginKind, str]] = ..., library: _Optional[str] = ..., trained: bool = ..., generation: _Optional[int] = ..., item_feature_dim: _Optional[int] = ..., reason_embedding_dim: _Optional[int] = ..., job_id: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., dynamic_batching: _Optional[_Union[DynamicBatching, _Mapping]] = ...) -> None: ...
+
+class DynamicBatching(_message.Message):
+    __slots__ = ("max_queue_delay_microseconds", "preferred_batch_size", "max_batch_size", "max_queue_size")
+    MAX_QUEUE_DELAY_MICROSECONDS_FIELD_NUMBER: _ClassVar[int]
+    PREFERRED_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    max_queue_delay_microseconds: int
+    preferred_batch_size: _containers.RepeatedScalarFieldContainer[int]
+    max_batch_size: int
+    max_queue_size: int
+    def __init__(self, max_queue_delay_microseconds: _Optional[int] = ..., preferred_batch_size: _Optional[_Iterable[int]] = ..., max_batch_size: _Optional[int] = ..., max_queue_size: _Optional[int] = ...) -> None: ...
 
 class ListPluginsRequest(_message.Message):
     __slots__ = ()
@@ -52,16 +68,18 @@ class ListPluginsResponse(_message.Message):
     def __init__(self, plugins: _Optional[_Iterable[_Union[PluginStatus, _Mapping]]] = ..., available_libraries: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LoadPluginRequest(_message.Message):
-    __slots__ = ("name", "library", "config", "train")
+    __slots__ = ("name", "library", "config", "train", "dynamic_batching")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     TRAIN_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_BATCHING_FIELD_NUMBER: _ClassVar[int]
     name: str
     library: str
     config: bytes
     train: bool
-    def __init__(self, name: _Optional[str] = ..., library: _Optional[str] = ..., config: _Optional[bytes] = ..., train: bool = ...) -> None: ...
+    dynamic_batching: DynamicBatching
+    def __init__(self, name: _Optional[str] = ..., library: _Optional[str] = ..., config: _Optional[bytes] = ..., train: bool = ..., dynamic_batching: _Optional[_Union[DynamicBatching, _Mapping]] = ...) -> None: ...
 
 class UnloadPluginRequest(_message.Message):
     __slots__ = ("name",)
