@@ -23,10 +23,10 @@ public final class ModelMetrics: Sendable {
         let method: String
     }
 
-    private let factory: PrometheusMetricsFactory
+    private let factory: DaemonMetricsFactory
     private let table = ManagedAtomic(Table([:]))
 
-    init(factory: PrometheusMetricsFactory) { self.factory = factory }
+    init(factory: DaemonMetricsFactory) { self.factory = factory }
 
     /// The series of `method` on `model` (made on first use).
     public func series(model: String, method: String) -> ModelMethodMetrics {
@@ -55,7 +55,7 @@ public final class ModelMethodMetrics: Sendable {
     private let queueDuration: CoreMetrics.Timer
     private let computeDuration: CoreMetrics.Timer
 
-    init(model: String, method: String, factory: PrometheusMetricsFactory) {
+    init(model: String, method: String, factory: DaemonMetricsFactory) {
         let dimensions = [("model", model), ("method", method)]
         success = Counter(label: "curec_model_request_success_total", dimensions: dimensions, factory: factory)
         failure = Counter(label: "curec_model_request_failure_total", dimensions: dimensions, factory: factory)
