@@ -335,7 +335,8 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
             var catalogueRows: [Int] = []
             try hidden.withUnsafeBufferPointer { h throws(SASRecError) in
                 for (row, index) in rows.enumerated() {
-                    if Self.isWholeCatalogue(requests[index].candidates, itemCount: n) {
+                    // One matrix product pays off for several users; one user keeps the dot products.
+                    if rows.count >= Self.minimumProductRows, Self.isWholeCatalogue(requests[index].candidates, itemCount: n) {
                         catalogueRows.append(row)
                     } else {
                         try model.scores(hidden: h.baseAddress! + row * C, candidates: requests[index].candidates, into: scores[index])
@@ -362,6 +363,9 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
         }
         return outcomes
     }
+
+    /// Users from which the whole-catalogue requests of a batch are scored by one matrix product.
+    static let minimumProductRows = 4
 
     /// Whether `candidates` is every item in index order (Recommend's request).
     static func isWholeCatalogue(_ candidates: UnsafeBufferPointer<UInt32>, itemCount: Int) -> Bool {
