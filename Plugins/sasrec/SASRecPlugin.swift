@@ -28,6 +28,9 @@ public func servedPluginType() -> any SwiftPlugin.Type { SASRecPlugin.self }
 /// user's training history when the request has none. With user features it also reads the
 /// request's user (NOT_FOUND when the user index is not one the model was trained on).
 ///
+/// Batched scoring (ABI 1.2, up to ``maxBatchSize`` users per call) runs one forward pass
+/// over every user of the batch; the daemon's dynamic batching feeds it.
+///
 /// Artifact: the model files of `SASRecFiles` (with user features, `user_table.f32` holds the
 /// projected user features, so scoring needs no feature matrix), `histories.json`, and
 /// `plugin.json` (``Meta``).
@@ -144,6 +147,7 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
     var facts: PluginFacts {
         var facts = PluginFacts(name: "sasrec", version: version, kind: CUREC_PLUGIN_KIND_RECOMMENDER)
         facts.isTrained = model != nil
+        facts.maxBatchSize = Self.maxBatchSize
         facts.itemFeatureDimension = model?.config.featureDimension ?? 0
         facts.userFeatureDimension = model?.config.userFeatureDimension ?? 0
         return facts
@@ -251,12 +255,15 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
         return nil
     }
 
-    func scoreRecommender(user: UInt32, history: UnsafeBufferPointer<UInt32>, candidates: UnsafeBufferPointer<UInt32>,
-                          scores: UnsafeMutableBufferPointer<Float>) throws(PluginFailure) {
-        guard let model else { throw PluginFailure(CUREC_STATUS_FAILED_PRECONDITION, "sasrec is not trained yet") }
+    /// The most users one batched call scores (one forward pass over all of them).
+    static let maxBatchSize = 256
+
+    /// The window the model reads for a request: its history (last `max_length` items), or
+    /// the user's training history when it has none. Checks the user and every item.
+    func sequence(user: UInt32, history: UnsafeBufferPointer<UInt32>, candidates: UnsafeBufferPointer<UInt32>,
+                  model: SASRecModel) throws(PluginFailure) -> [Int32] {
         let items = model.config.itemCount
-        let withUsers = model.config.userFeatureDimension > 0
-        if withUsers && Int(user) >= model.config.userCount {
+        if model.config.userFeatureDimension > 0 && Int(user) >= model.config.userCount {
             throw PluginFailure(CUREC_STATUS_NOT_FOUND,
                                 "user index \(user) is not in the trained model (\(model.config.userCount) users with features)")
         }
@@ -280,7 +287,15 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
         if let bad = candidates.first(where: { Int($0) >= items }) {
             throw PluginFailure(CUREC_STATUS_NOT_FOUND, "item index \(bad) is not in the trained model (\(items) items)")
         }
+        return sequence
+    }
+
+    func scoreRecommender(user: UInt32, history: UnsafeBufferPointer<UInt32>, candidates: UnsafeBufferPointer<UInt32>,
+                          scores: UnsafeMutableBufferPointer<Float>) throws(PluginFailure) {
+        guard let model else { throw PluginFailure(CUREC_STATUS_FAILED_PRECONDITION, "sasrec is not trained yet") }
+        let sequence = try self.sequence(user: user, history: history, candidates: candidates, model: model)
         do {
+            let withUsers = model.config.userFeatureDimension > 0
             let hidden = try model.hiddenStates(sequences: [sequence], users: withUsers ? [Int32(user)] : nil)
             try hidden.withUnsafeBufferPointer { h throws(SASRecError) in
                 try model.scores(hidden: h.baseAddress!, candidates: candidates, into: scores)
@@ -288,6 +303,75 @@ final class SASRecPlugin: SwiftPlugin, @unchecked Sendable {
         } catch {
             throw Self.failure(error)
         }
+    }
+
+    /// Many users at once: one transformer forward over every valid request's window
+    /// (``SASRecModel/hiddenStates(sequences:users:)``, `[B, T]` rows), then the requests that
+    /// score the whole catalogue in item order in one matrix product `[B', C] x [C, n]`, the
+    /// others by dot products with their candidates. A request that fails its checks fails
+    /// alone.
+    func scoreRecommenderBatch(_ requests: [RecommenderBatchRequest], scores: [UnsafeMutableBufferPointer<Float>])
+        -> [PluginFailure?]
+    {
+        guard let model else {
+            return requests.map { _ in PluginFailure(CUREC_STATUS_FAILED_PRECONDITION, "sasrec is not trained yet") }
+        }
+        var outcomes = [PluginFailure?](repeating: nil, count: requests.count)
+        var sequences: [[Int32]] = [], users: [Int32] = [], rows: [Int] = []
+        for (index, request) in requests.enumerated() {
+            do throws(PluginFailure) {
+                sequences.append(try sequence(user: request.user, history: request.history, candidates: request.candidates, model: model))
+                users.append(Int32(request.user))
+                rows.append(index)
+            } catch {
+                outcomes[index] = error
+            }
+        }
+        guard !rows.isEmpty else { return outcomes }
+        let C = model.config.width, n = model.config.itemCount
+        do {
+            // [B, C]: the last position's hidden state of each window.
+            let hidden = try model.hiddenStates(sequences: sequences, users: model.config.userFeatureDimension > 0 ? users : nil)
+            var catalogueRows: [Int] = []
+            try hidden.withUnsafeBufferPointer { h throws(SASRecError) in
+                for (row, index) in rows.enumerated() {
+                    // One matrix product pays off for several users; one user keeps the dot products.
+                    if rows.count >= Self.minimumProductRows, Self.isWholeCatalogue(requests[index].candidates, itemCount: n) {
+                        catalogueRows.append(row)
+                    } else {
+                        try model.scores(hidden: h.baseAddress! + row * C, candidates: requests[index].candidates, into: scores[index])
+                    }
+                }
+            }
+            if !catalogueRows.isEmpty {
+                var gathered = [Float](repeating: 0, count: catalogueRows.count * C)
+                for (k, row) in catalogueRows.enumerated() {
+                    for i in 0..<C { gathered[k * C + i] = hidden[row * C + i] }
+                }
+                // [B', n] = [B', C] x E^T
+                let all = model.allScores(hidden: gathered, users: catalogueRows.count)
+                all.withUnsafeBufferPointer { all in
+                    for (k, row) in catalogueRows.enumerated() {
+                        let output = scores[rows[row]]
+                        output.baseAddress!.update(from: all.baseAddress! + k * n, count: n)
+                    }
+                }
+            }
+        } catch {
+            let failure = Self.failure(error)
+            for index in rows { outcomes[index] = failure }
+        }
+        return outcomes
+    }
+
+    /// Users from which the whole-catalogue requests of a batch are scored by one matrix product.
+    static let minimumProductRows = 4
+
+    /// Whether `candidates` is every item in index order (Recommend's request).
+    static func isWholeCatalogue(_ candidates: UnsafeBufferPointer<UInt32>, itemCount: Int) -> Bool {
+        guard candidates.count == itemCount else { return false }
+        for (index, item) in candidates.enumerated() where Int(item) != index { return false }
+        return true
     }
 
     func save(directory: String) throws(PluginFailure) {

@@ -29,10 +29,13 @@ final class InProcessPlugin: PluginBackend, @unchecked Sendable {
         info.struct_size = UInt32(MemoryLayout<CURecPluginInfo>.size)
         _ = library.describe(created, &info)
         self.pluginVersion = info.version.map { String(cString: $0) } ?? ""
-        self.kind = info.kind == Int32(CUREC_PLUGIN_KIND_REWARD_MODEL.rawValue) ? .rewardModel : .recommender
+        let kind: PluginKind = info.kind == Int32(CUREC_PLUGIN_KIND_REWARD_MODEL.rawValue) ? .rewardModel : .recommender
+        self.kind = kind
+        self.maxBatchSize = library.scoreRecommenderBatch == nil || kind != .recommender ? 0 : Int(info.max_batch_size)
     }
 
     let kind: PluginKind
+    let maxBatchSize: Int
     let pluginVersion: String
     var readiness: PluginReadiness { .serving }
 
@@ -183,5 +186,64 @@ final class InProcessPlugin: PluginBackend, @unchecked Sendable {
         var error = CURecError()
         let status = library.load(pointer, directory, &error)
         try check(status, error, "load")
+    }
+
+    /// One call of the batched entry point for `requests` (at most ``maxBatchSize``): every
+    /// request's scores go into one buffer, at its own offset.
+    func scoreRecommenderBatch(_ requests: ArraySlice<RecommenderRequest>) -> [Result<[Float], PluginHostError>] {
+        guard let scoreBatch = library.scoreRecommenderBatch else {
+            let missing = PluginHostError.missingSymbol(path: library.path, symbol: "curec_plugin_score_recommender_batch")
+            return requests.map { _ in .failure(missing) }
+        }
+        var offsets: [Int] = [], total = 0
+        for request in requests {
+            offsets.append(total)
+            total += request.candidates.count
+        }
+        var flat = [Float](repeating: 0, count: total)
+        var outcomes = [CURecError](repeating: CURecError(), count: requests.count)
+        var error = CURecError()
+        let status: Int32 = Self.withRequestViews(requests) { views in
+            flat.withUnsafeMutableBufferPointer { buffer in
+                let pointers: [UnsafeMutablePointer<Float>?] = offsets.map { offset in buffer.baseAddress.map { $0 + offset } }
+                return pointers.withUnsafeBufferPointer { pointers in
+                    outcomes.withUnsafeMutableBufferPointer { outcomes in
+                        scoreBatch(pointer, views.baseAddress, views.count, pointers.baseAddress, outcomes.baseAddress, &error)
+                    }
+                }
+            }
+        }
+        guard status == 0 else {
+            let failure = PluginHostError.plugin(code: status, message: Self.message(error), function: "score_batch", instance: name)
+            return requests.map { _ in .failure(failure) }
+        }
+        return requests.indices.enumerated().map { position, index in
+            let code = outcomes[position].code
+            guard code == 0 else {
+                return .failure(.plugin(code: code, message: Self.message(outcomes[position]), function: "score", instance: name))
+            }
+            return .success(Array(flat[offsets[position]..<(offsets[position] + requests[index].candidates.count)]))
+        }
+    }
+
+    /// Calls `body` with C request views of `requests`, whose arrays stay alive meanwhile.
+    private static func withRequestViews<R>(_ requests: ArraySlice<RecommenderRequest>,
+                                            _ body: (UnsafeBufferPointer<CURecRecommendRequest>) -> R) -> R {
+        var views: [CURecRecommendRequest] = []
+        views.reserveCapacity(requests.count)
+        func nest(_ index: Int) -> R {
+            guard index < requests.endIndex else { return views.withUnsafeBufferPointer(body) }
+            let request = requests[index]
+            return request.history.withUnsafeBufferPointer { history in
+                request.candidates.withUnsafeBufferPointer { candidates in
+                    views.append(CURecRecommendRequest(
+                        struct_size: UInt32(MemoryLayout<CURecRecommendRequest>.size), user: request.user,
+                        history: history.baseAddress, history_count: UInt32(history.count),
+                        candidates: candidates.baseAddress, candidate_count: UInt32(candidates.count)))
+                    return nest(index + 1)
+                }
+            }
+        }
+        return nest(requests.startIndex)
     }
 }

@@ -19,15 +19,19 @@ public final class PluginHost: Sendable {
         public var isolation: PluginIsolation
         /// Whether it takes calls now.
         public var readiness: PluginReadiness
+        /// The dynamic batching it serves with (resolved), or nil.
+        public var batching: DynamicBatchingConfiguration?
 
         public init(name: String, library: String, generation: UInt64, description: PluginDescription,
-                    isolation: PluginIsolation = .inProcess, readiness: PluginReadiness = .serving) {
+                    isolation: PluginIsolation = .inProcess, readiness: PluginReadiness = .serving,
+                    batching: DynamicBatchingConfiguration? = nil) {
             self.name = name
             self.library = library
             self.generation = generation
             self.description = description
             self.isolation = isolation
             self.readiness = readiness
+            self.batching = batching
         }
     }
 
@@ -118,7 +122,10 @@ public final class PluginHost: Sendable {
     ///
     /// `prepare` runs before the instance is returned (train it or load an artifact). With
     /// `isolation: .process` the library is opened only in the instance's worker process.
+    /// `batching` puts a batch queue in front of its batched entry point (refused when the
+    /// plugin declares none); nil takes what ``configureBatching(name:_:)`` set for `name`.
     public func makeInstance(name: String, library: String, config: [UInt8], isolation: PluginIsolation = .inProcess,
+                             batching: DynamicBatchingConfiguration? = nil,
                              prepare: (PluginInstance) throws -> Void = { _ in }) throws -> PluginInstance {
         let path = try resolve(library: library)
         let generation = generations.withLock { $0[name, default: 0] + 1 }
@@ -137,8 +144,8 @@ public final class PluginHost: Sendable {
                 self?.workerReadinessChanged(name: name, generation: generation, readiness)
             }
         }
-        let instance = PluginInstance(name: name, generation: generation, libraryPath: path, isolation: isolation,
-                                      backend: backend)
+        let instance = try PluginInstance(name: name, generation: generation, libraryPath: path, isolation: isolation,
+                                          backend: backend, batching: batching ?? batchings.withLock { $0[name] })
         try prepare(instance)
         return instance
     }
@@ -157,11 +164,13 @@ public final class PluginHost: Sendable {
     /// Loads and registers a new instance; fails if the name is taken.
     @discardableResult
     public func load(name: String, library: String, config: [UInt8], isolation: PluginIsolation = .inProcess,
+                     batching: DynamicBatchingConfiguration? = nil,
                      prepare: (PluginInstance) throws -> Void = { _ in }) throws -> PluginInstance {
         try adminLock.withLock { _ in
             if instances.withLock({ $0[name] }) != nil { throw PluginHostError.instanceExists(name) }
             let instance = try makeInstance(name: name, library: library, config: config, isolation: isolation,
-                                            prepare: prepare)
+                                            batching: batching, prepare: prepare)
+            if let batching { batchings.withLock { $0[name] = batching } }
             generations.withLock { $0[name] = instance.generation }
             instances.withLock { $0[name] = instance }
             configs.withLock { $0[name] = config }
@@ -229,9 +238,10 @@ public final class PluginHost: Sendable {
     /// Brings up a new instance beside the serving one and switches to it atomically.
     ///
     /// `library` nil reuses the current library path (re-read from disk); `config` nil reuses
-    /// the current config; `isolation` nil keeps the current one. If anything fails the old
-    /// instance keeps serving and the error is thrown. Calls in flight finish on the old
-    /// instance, which is destroyed after them (an isolated one's worker then exits).
+    /// the current config; `isolation` nil keeps the current one. The replacement keeps the
+    /// current instance's dynamic batching. If anything fails the old instance keeps serving
+    /// and the error is thrown. Calls in flight finish on the old instance, which is destroyed
+    /// after them (an isolated one's worker then exits).
     @discardableResult
     public func reload(name: String, library: String? = nil, config: [UInt8]? = nil, isolation: PluginIsolation? = nil,
                        prepare: (PluginInstance) throws -> Void = { _ in }) throws -> PluginInstance {
@@ -240,7 +250,8 @@ public final class PluginHost: Sendable {
             let libraryName = library ?? libraryNames.withLock { $0[name] } ?? (current.libraryPath as NSString).lastPathComponent
             let newConfig = config ?? configs.withLock { $0[name] ?? [] }
             let replacement = try makeInstance(name: name, library: libraryName, config: newConfig,
-                                               isolation: isolation ?? current.isolation, prepare: prepare)
+                                               isolation: isolation ?? current.isolation,
+                                               batching: current.requestedBatching, prepare: prepare)
             generations.withLock { $0[name] = replacement.generation }
             instances.withLock { $0[name] = replacement }
             configs.withLock { $0[name] = newConfig }
@@ -276,10 +287,19 @@ public final class PluginHost: Sendable {
             }
             _ = configs.withLock { $0.removeValue(forKey: name) }
             _ = libraryNames.withLock { $0.removeValue(forKey: name) }
+            _ = batchings.withLock { $0.removeValue(forKey: name) }
             logger.info("plugin unloaded", metadata: ["name": "\(name)"])
             report(name, .failed(reason: "unloaded"))
         }
     }
+
+    /// The dynamic batching instances named `name` are made with from now on when none is
+    /// given (a `train` job that serves a client's Load, a reload); nil forgets it.
+    public func configureBatching(name: String, _ batching: DynamicBatchingConfiguration?) {
+        batchings.withLock { $0[name] = batching }
+    }
+
+    private let batchings = Mutex<[String: DynamicBatchingConfiguration]>([:])
 
     /// The library name the instance named `name` was loaded from, as given.
     public func libraryName(of name: String) -> String? {
@@ -301,7 +321,7 @@ public final class PluginHost: Sendable {
         let current = instances.withLock { Array($0.values) }
         return current.sorted { $0.name < $1.name }.map {
             Status(name: $0.name, library: $0.libraryPath, generation: $0.generation, description: $0.describe(),
-                   isolation: $0.isolation, readiness: $0.readiness)
+                   isolation: $0.isolation, readiness: $0.readiness, batching: $0.batching)
         }
     }
 }

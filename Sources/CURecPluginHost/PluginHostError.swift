@@ -25,6 +25,16 @@ public enum PluginHostError: Error, CustomStringConvertible, Sendable {
     /// An isolated instance's worker is down (crashed, killed for a time limit, restarting
     /// or marked failed); the call did not run or its result is lost. Retryable.
     case workerUnavailable(instance: String, reason: String)
+    /// A dynamic batching setting is out of range (the message names the field).
+    case invalidBatching(String)
+    /// Dynamic batching was asked of an instance that does not declare a batched entry point.
+    case batchingUnsupported(instance: String)
+    /// The instance's batch queue already holds `limit` requests.
+    case queueFull(instance: String, limit: Int)
+    /// The request's deadline passed while it waited in the batch queue (it never ran).
+    case deadlineExpiredInQueue(instance: String)
+    /// The request was cancelled while it waited in the batch queue (it never ran).
+    case cancelledInQueue(instance: String)
 
     /// Whether the plugin stopped because it was asked to (it returned CUREC_STATUS_CANCELLED).
     public var isCancellation: Bool {
@@ -65,6 +75,17 @@ public enum PluginHostError: Error, CustomStringConvertible, Sendable {
             return message
         case .workerUnavailable(let instance, let reason):
             return "plugin '\(instance)' is unavailable: \(reason)"
+        case .invalidBatching(let message):
+            return "dynamic_batching: \(message)"
+        case .batchingUnsupported(let instance):
+            return "plugin '\(instance)' does not declare a batched scoring entry point (ABI 1.2 "
+                + "curec_plugin_score_recommender_batch with max_batch_size > 0); load it without dynamic_batching"
+        case .queueFull(let instance, let limit):
+            return "plugin '\(instance)' has \(limit) requests waiting for a batch (its max_queue_size); retry later"
+        case .deadlineExpiredInQueue(let instance):
+            return "the deadline passed while the request waited for a batch of plugin '\(instance)'"
+        case .cancelledInQueue(let instance):
+            return "the request was cancelled while it waited for a batch of plugin '\(instance)'"
         }
     }
 }

@@ -16,7 +16,25 @@ public struct PluginDescription: Sendable, Hashable {
     public var userFeatureDimension: Int
     public var reasonEmbeddingDimension: Int
     public var isTrained: Bool
+    /// Recommenders with a batched entry point (ABI 1.2): the most requests one batched call
+    /// takes; 0 when the instance is scored one request at a time.
+    public var maxBatchSize: Int = 0
 }
+
+/// One user's recommender scoring request, as the batch queue holds it.
+public struct RecommenderRequest: Sendable, Hashable {
+    public var user: UInt32
+    /// Oldest first; may be empty (the plugin then uses what it knows of the user).
+    public var history: [UInt32]
+    public var candidates: [UInt32]
+
+    public init(user: UInt32, history: [UInt32], candidates: [UInt32]) {
+        self.user = user
+        self.history = history
+        self.candidates = candidates
+    }
+}
+
 
 /// Training data handed to a plugin, owned by the caller (arrays are copied into the view).
 public struct PluginTrainingData: Sendable {
@@ -98,11 +116,35 @@ protocol PluginBackend: AnyObject, Sendable {
     func scoreRecommender(user: UInt32, history: [UInt32], candidates: UnsafeBufferPointer<UInt32>,
                           scores: UnsafeMutableBufferPointer<Float>) throws(PluginHostError)
     func scoreReward(_ inputs: [PluginInstance.RewardInput]) throws(PluginHostError) -> [Float]
+    /// Recommenders with a batched entry point (plugin ABI 1.2): the most requests one
+    /// batched call takes; 0 when requests are scored one at a time.
+    var maxBatchSize: Int { get }
+    /// Scores at most ``maxBatchSize`` requests in one call: one result per request, in order.
+    func scoreRecommenderBatch(_ requests: ArraySlice<RecommenderRequest>) -> [Result<[Float], PluginHostError>]
     func train(_ data: PluginTrainingData, checkpointDirectory: String?,
                progress: @escaping (UInt64, UInt64, String) -> Void,
                isCancelled: @escaping () -> Bool) throws(PluginHostError)
     func save(to directory: String) throws(PluginHostError)
     func load(from directory: String) throws(PluginHostError)
+}
+
+extension PluginBackend {
+    /// No batched entry point: requests are scored one at a time.
+    var maxBatchSize: Int { 0 }
+
+    func scoreRecommenderBatch(_ requests: ArraySlice<RecommenderRequest>) -> [Result<[Float], PluginHostError>] {
+        requests.map { request in
+            Result { () throws(PluginHostError) -> [Float] in
+                var scores = [Float](repeating: 0, count: request.candidates.count)
+                try request.candidates.withUnsafeBufferPointer { candidates throws(PluginHostError) in
+                    try scores.withUnsafeMutableBufferPointer { output throws(PluginHostError) in
+                        try scoreRecommender(user: request.user, history: request.history, candidates: candidates, scores: output)
+                    }
+                }
+                return scores
+            }
+        }
+    }
 }
 
 /// One live plugin instance. Scoring is thread-safe; train/load must not overlap other calls
@@ -123,7 +165,7 @@ public final class PluginInstance: Sendable {
     let backend: any PluginBackend
 
     init(name: String, generation: UInt64, libraryPath: String, isolation: PluginIsolation,
-         backend: any PluginBackend) {
+         backend: any PluginBackend, batching: DynamicBatchingConfiguration? = nil) throws(PluginHostError) {
         self.name = name
         self.generation = generation
         self.libraryPath = libraryPath
@@ -131,6 +173,41 @@ public final class PluginInstance: Sendable {
         self.backend = backend
         self.kind = backend.kind
         self.servedBy = "\(name)@\(backend.pluginVersion)#\(generation)"
+        let declared = backend.kind == .recommender ? backend.maxBatchSize : 0
+        self.maxBatchSize = declared
+        self.requestedBatching = batching
+        guard let batching else {
+            self.batcher = nil
+            return
+        }
+        guard declared > 0 else { throw .batchingUnsupported(instance: name) }
+        let resolved = try batching.validated(pluginMaximum: declared)
+        // The batch thread holds the instance weakly: callers waiting in the queue hold it.
+        let box = WeakInstance()
+        self.batcher = DynamicBatcher(instance: name, configuration: resolved) { requests in
+            guard let instance = box.instance else {
+                return requests.map { _ in .failure(.host("plugin '\(name)' was retired while the request waited; retry it")) }
+            }
+            return instance.scoreRecommenderBatch(requests)
+        }
+        box.instance = self
+    }
+
+    /// The most requests one batched call takes (from describe); 0 when not batched.
+    public let maxBatchSize: Int
+
+    /// The queue in front of the batched entry point, when the instance was loaded with
+    /// dynamic batching; nil means every request is its own call.
+    public let batcher: DynamicBatcher<RecommenderRequest, [Float]>?
+
+    /// The dynamic batching the instance was asked for (as given; a reload asks the same).
+    public let requestedBatching: DynamicBatchingConfiguration?
+
+    /// The dynamic batching the instance serves with (resolved), or nil.
+    public var batching: DynamicBatchingConfiguration? { batcher?.configuration }
+
+    private final class WeakInstance: @unchecked Sendable {
+        weak var instance: PluginInstance?
     }
 
     /// What the instance described itself as when it was created; it decides which scoring
@@ -145,7 +222,54 @@ public final class PluginInstance: Sendable {
 
     /// The plugin's current self-description (the last known one while a worker is down).
     public func describe() -> PluginDescription {
-        backend.describe()
+        var description = backend.describe()
+        description.maxBatchSize = maxBatchSize
+        return description
+    }
+
+    /// Scores many users' requests in one call of the batched entry point (ABI 1.2): one
+    /// result per request, in order; a request's failure leaves the others' scores intact.
+    /// Without the entry point each request is scored on its own.
+    public func scoreRecommenderBatch(_ requests: [RecommenderRequest]) -> [Result<[Float], PluginHostError>] {
+        guard kind == .recommender else {
+            return requests.map { _ in .failure(.wrongKind(instance: name, expected: "recommender", actual: "reward model")) }
+        }
+        guard maxBatchSize > 0 else { return backend.scoreRecommenderBatch(requests[...]) }
+        var results: [Result<[Float], PluginHostError>] = []
+        results.reserveCapacity(requests.count)
+        var start = 0
+        // Chunks of at most maxBatchSize (the batcher never sends more; direct callers may).
+        while start < requests.count {
+            let end = min(start + maxBatchSize, requests.count)
+            results += backend.scoreRecommenderBatch(requests[start..<end])
+            start = end
+        }
+        return results
+    }
+
+    /// Scores one request directly (no queue).
+    public func score(_ request: RecommenderRequest) throws(PluginHostError) -> [Float] {
+        var scores = [Float](repeating: 0, count: request.candidates.count)
+        try request.candidates.withUnsafeBufferPointer { candidates throws(PluginHostError) in
+            try scores.withUnsafeMutableBufferPointer { output throws(PluginHostError) in
+                try scoreRecommender(user: request.user, history: request.history, candidates: candidates, scores: output)
+            }
+        }
+        return scores
+    }
+
+    /// Scores `request` through the batch queue when the instance has one, else directly
+    /// (as a batch of one). `deadline` is in ``DynamicBatcher`` monotonic nanoseconds;
+    /// cancelling the task takes a queued request out of the queue.
+    public func scoreQueued(_ request: RecommenderRequest, deadline: UInt64? = nil,
+                            observer: (any BatchExecutionObserver)? = nil) async throws(PluginHostError) -> BatchedOutcome<[Float]> {
+        if let batcher {
+            return try await batcher.submit(request, deadline: deadline, observer: observer)
+        }
+        let start = DynamicBatcher<RecommenderRequest, [Float]>.now()
+        let scores = try score(request)
+        observer?.executed(inferences: 1, computeNanoseconds: DynamicBatcher<RecommenderRequest, [Float]>.now() &- start)
+        return BatchedOutcome(value: scores, queueNanoseconds: 0, batchSize: 1)
     }
 
     /// Scores `candidates` for `user`, writing into `scores` (same count as candidates).

@@ -20,6 +20,7 @@ final class PluginLibrary: @unchecked Sendable {
     typealias Describe = @convention(c) (OpaquePointer?, UnsafeMutablePointer<CURecPluginInfo>?) -> Int32
     typealias Train = @convention(c) (OpaquePointer?, UnsafePointer<CURecDatasetView>?, UnsafePointer<CURecTrainCallbacks>?, UnsafeMutablePointer<CURecError>?) -> Int32
     typealias ScoreRecommender = @convention(c) (OpaquePointer?, UnsafePointer<CURecRecommendRequest>?, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<CURecError>?) -> Int32
+    typealias ScoreRecommenderBatch = @convention(c) (OpaquePointer?, UnsafePointer<CURecRecommendRequest>?, Int, UnsafePointer<UnsafeMutablePointer<Float>?>?, UnsafeMutablePointer<CURecError>?, UnsafeMutablePointer<CURecError>?) -> Int32
     typealias ScoreReward = @convention(c) (OpaquePointer?, UnsafePointer<CURecRewardTriple>?, Int, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<CURecError>?) -> Int32
     typealias Directory = @convention(c) (OpaquePointer?, UnsafePointer<CChar>?, UnsafeMutablePointer<CURecError>?) -> Int32
     typealias Destroy = @convention(c) (OpaquePointer?) -> Void
@@ -33,6 +34,8 @@ final class PluginLibrary: @unchecked Sendable {
     let train: Train
     let scoreRecommender: ScoreRecommender?
     let scoreReward: ScoreReward?
+    /// The batched recommender entry point (ABI 1.2), looked up only in plugins of minor 2 on.
+    let scoreRecommenderBatch: ScoreRecommenderBatch?
     let save: Directory
     let load: Directory
     let destroy: Destroy
@@ -101,6 +104,8 @@ final class PluginLibrary: @unchecked Sendable {
         self.destroy = destroy
         self.scoreRecommender = try symbol("curec_plugin_score_recommender", as: ScoreRecommender.self, required: false)
         self.scoreReward = try symbol("curec_plugin_score_reward", as: ScoreReward.self, required: false)
+        self.scoreRecommenderBatch = minor >= 2
+            ? try symbol("curec_plugin_score_recommender_batch", as: ScoreRecommenderBatch.self, required: false) : nil
         self.handle = handle
         self.loadedCopy = copy
     }

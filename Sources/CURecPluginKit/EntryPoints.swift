@@ -9,7 +9,8 @@ import CURecPluginABI
 //     @_silgen_name("curec_swift_plugin_type")
 //     public func pluginType() -> any SwiftPlugin.Type { MyPlugin.self }
 //
-// Both scoring entry points are exported; the host calls the one matching the kind the
+// Every scoring entry point is exported (the batched one is used by the host only when the
+// plugin's facts declare a max_batch_size); the host calls the one matching the kind the
 // instance describes, and a plugin that does not implement the other answers UNIMPLEMENTED
 // (the ``SwiftPlugin`` defaults).
 
@@ -47,6 +48,17 @@ public func curecPluginScoreRecommender(_ plugin: OpaquePointer?, _ request: Uns
                                         _ scores: UnsafeMutablePointer<Float>?, _ error: UnsafeMutablePointer<CURecError>?) -> Int32 {
     func score<Plugin: SwiftPlugin>(_: Plugin.Type) -> Int32 {
         PluginExports<Plugin>.scoreRecommender(plugin, request, scores, error)
+    }
+    return score(servedPluginType())
+}
+
+@_cdecl("curec_plugin_score_recommender_batch")
+public func curecPluginScoreRecommenderBatch(_ plugin: OpaquePointer?, _ requests: UnsafePointer<CURecRecommendRequest>?,
+                                             _ count: Int, _ scores: UnsafePointer<UnsafeMutablePointer<Float>?>?,
+                                             _ results: UnsafeMutablePointer<CURecError>?,
+                                             _ error: UnsafeMutablePointer<CURecError>?) -> Int32 {
+    func score<Plugin: SwiftPlugin>(_: Plugin.Type) -> Int32 {
+        PluginExports<Plugin>.scoreRecommenderBatch(plugin, requests, count, scores, results, error)
     }
     return score(servedPluginType())
 }

@@ -21,6 +21,10 @@ public struct PluginFacts: Sendable {
     public var userFeatureDimension: Int = 0
     public var reasonEmbeddingDimension: Int = 0
     public var isTrained: Bool = false
+    /// Recommenders: the most requests ``SwiftPlugin/scoreRecommenderBatch(_:scores:results:)``
+    /// takes in one call (ABI 1.2). 0 (the default) tells the host to call
+    /// ``SwiftPlugin/scoreRecommender(user:history:candidates:scores:)`` one request at a time.
+    public var maxBatchSize: Int = 0
 
     public init(name: String, version: String, kind: CURecPluginKind) {
         self.name = name
@@ -107,13 +111,44 @@ public protocol SwiftPlugin: AnyObject {
     /// Recommenders: one score per candidate.
     func scoreRecommender(user: UInt32, history: UnsafeBufferPointer<UInt32>, candidates: UnsafeBufferPointer<UInt32>,
                           scores: UnsafeMutableBufferPointer<Float>) throws(PluginFailure)
+    /// Recommenders declaring ``PluginFacts/maxBatchSize`` (ABI 1.2): scores every request
+    /// into its own buffer and returns one outcome per request (nil: its scores were written;
+    /// a failure: that request alone failed). The default scores them one by one.
+    func scoreRecommenderBatch(_ requests: [RecommenderBatchRequest], scores: [UnsafeMutableBufferPointer<Float>])
+        -> [PluginFailure?]
     /// Reward models: one reward per triple.
     func scoreReward(_ triples: UnsafeBufferPointer<CURecRewardTriple>, rewards: UnsafeMutableBufferPointer<Float>) throws(PluginFailure)
     func save(directory: String) throws(PluginFailure)
     func load(directory: String) throws(PluginFailure)
 }
 
+/// One request of a batched recommender call: buffers borrowed from the host for the call.
+public struct RecommenderBatchRequest {
+    public let user: UInt32
+    public let history: UnsafeBufferPointer<UInt32>
+    public let candidates: UnsafeBufferPointer<UInt32>
+
+    init(_ request: CURecRecommendRequest) {
+        user = request.user
+        history = UnsafeBufferPointer(start: request.history, count: request.history == nil ? 0 : Int(request.history_count))
+        candidates = UnsafeBufferPointer(start: request.candidates, count: request.candidates == nil ? 0 : Int(request.candidate_count))
+    }
+}
+
 extension SwiftPlugin {
+    public func scoreRecommenderBatch(_ requests: [RecommenderBatchRequest], scores: [UnsafeMutableBufferPointer<Float>])
+        -> [PluginFailure?]
+    {
+        zip(requests, scores).map { request, output in
+            do throws(PluginFailure) {
+                try scoreRecommender(user: request.user, history: request.history, candidates: request.candidates, scores: output)
+                return nil
+            } catch {
+                return error
+            }
+        }
+    }
+
     public func scoreRecommender(user: UInt32, history: UnsafeBufferPointer<UInt32>, candidates: UnsafeBufferPointer<UInt32>,
                                  scores: UnsafeMutableBufferPointer<Float>) throws(PluginFailure) {
         throw PluginFailure(CUREC_STATUS_UNIMPLEMENTED, "\(facts.name) is not a recommender")
@@ -151,6 +186,10 @@ final class PluginBox<Plugin: SwiftPlugin> {
         info.user_feature_dim = UInt32(facts.userFeatureDimension)
         info.reason_embedding_dim = UInt32(facts.reasonEmbeddingDimension)
         info.is_trained = facts.isTrained ? 1 : 0
+        // A field added in 1.2: written only into a struct the host made large enough.
+        if Int(info.struct_size) >= MemoryLayout<CURecPluginInfo>.offset(of: \.max_batch_size)! + MemoryLayout<UInt32>.size {
+            info.max_batch_size = UInt32(clamping: max(0, facts.maxBatchSize))
+        }
     }
 }
 
@@ -225,6 +264,45 @@ public enum PluginExports<Plugin: SwiftPlugin> {
         } catch {
             return report(error, errorOut)
         }
+    }
+
+    public static func scoreRecommenderBatch(_ plugin: OpaquePointer?, _ requests: UnsafePointer<CURecRecommendRequest>?, _ count: Int,
+                                             _ scores: UnsafePointer<UnsafeMutablePointer<Float>?>?,
+                                             _ results: UnsafeMutablePointer<CURecError>?,
+                                             _ errorOut: UnsafeMutablePointer<CURecError>?) -> Int32 {
+        guard let box = box(plugin) else { return missingInstance(errorOut) }
+        guard count > 0, let requests, let scores, let results else {
+            return report(PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "requests, scores or results is NULL or count is 0"), errorOut)
+        }
+        let limit = box.plugin.facts.maxBatchSize
+        guard count <= limit else {
+            return report(PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "a batch of \(count) requests; at most \(limit) per call"), errorOut)
+        }
+        var views: [RecommenderBatchRequest] = []
+        var outputs: [UnsafeMutableBufferPointer<Float>] = []
+        views.reserveCapacity(count)
+        outputs.reserveCapacity(count)
+        for index in 0..<count {
+            let request = requests[index]
+            let output = scores[index]
+            guard output != nil || request.candidate_count == 0 else {
+                return report(PluginFailure(CUREC_STATUS_INVALID_ARGUMENT, "scores[\(index)] is NULL"), errorOut)
+            }
+            views.append(RecommenderBatchRequest(request))
+            outputs.append(UnsafeMutableBufferPointer(start: output, count: Int(request.candidate_count)))
+        }
+        let outcomes = box.plugin.scoreRecommenderBatch(views, scores: outputs)
+        for index in 0..<count {
+            if index < outcomes.count, outcomes[index] == nil {
+                results[index].code = 0
+                results[index].message.0 = 0
+            } else {
+                _ = report(index < outcomes.count ? outcomes[index]!
+                                                  : PluginFailure(CUREC_STATUS_INTERNAL, "the plugin gave no outcome for request \(index)"),
+                           results + index)
+            }
+        }
+        return 0
     }
 
     public static func scoreReward(_ plugin: OpaquePointer?, _ triples: UnsafePointer<CURecRewardTriple>?, _ count: Int,

@@ -666,27 +666,9 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
         let returned: @Sendable () -> Void = {
             loop.execute { connection.value?.handlerReturned(streamID: streamID) }
         }
-        if case .inlineUnary = route.handler {} else { call.handlerRunning = true }
-        switch route.handler {
-        case .inlineUnary(let handler):
-            let request = call.pendingRequest ?? []
-            call.pendingRequest = nil
-            do {
-                let response = try handler(request, context)
-                call.channel.state.withLock { state in
-                    let framed = MessageFramer.frame(response)
-                    state.outbound.append(framed)
-                    state.outboundBytes += framed.count
-                    state.finalStatus = .ok
-                }
-                record(.ok)
-            } catch {
-                let (status, trailers) = Self.status(for: error)
-                call.channel.finish(status, trailingMetadata: trailers)
-                record(status.code)
-            }
-            serviceCall(call)
-        case .unary(let handler):
+        // A unary handler running as a task (also an inline one that declined).
+        func startUnaryTask(_ handler: @escaping @Sendable ([UInt8], ServerContext) async throws -> [UInt8]) {
+            call.handlerRunning = true
             let request = call.pendingRequest ?? []
             call.pendingRequest = nil
             let channel = call.channel
@@ -703,6 +685,39 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
                 }
                 returned()
             })
+        }
+        switch route.handler {
+        case .inlineUnary, .unary: break  // startUnaryTask marks a handler that runs as a task
+        default: call.handlerRunning = true
+        }
+        switch route.handler {
+        case .inlineUnary(let handler, let deferred):
+            let request = call.pendingRequest ?? []
+            do {
+                guard let response = try handler(request, context) else {
+                    if let deferred {
+                        startUnaryTask(deferred)
+                        return
+                    }
+                    throw RPCError(.internal, "the handler gave no response")
+                }
+                call.pendingRequest = nil
+                call.channel.state.withLock { state in
+                    let framed = MessageFramer.frame(response)
+                    state.outbound.append(framed)
+                    state.outboundBytes += framed.count
+                    state.finalStatus = .ok
+                }
+                record(.ok)
+            } catch {
+                call.pendingRequest = nil
+                let (status, trailers) = Self.status(for: error)
+                call.channel.finish(status, trailingMetadata: trailers)
+                record(status.code)
+            }
+            serviceCall(call)
+        case .unary(let handler):
+            startUnaryTask(handler)
         case .serverStreaming(let handler):
             let request = call.pendingRequest ?? []
             call.pendingRequest = nil

@@ -7,8 +7,10 @@ public enum RPCKind: Sendable, Hashable {
 
 /// A type-erased method implementation, as the connection layer runs it.
 enum RouteHandler: Sendable {
-    /// Runs synchronously on the I/O loop: only for handlers that never block.
-    case inlineUnary(@Sendable (_ request: [UInt8], _ context: ServerContext) throws -> [UInt8])
+    /// Runs synchronously on the I/O loop: only for handlers that never block. A handler that
+    /// returns nil declines to answer inline; the call then runs `deferred` as a task.
+    case inlineUnary(@Sendable (_ request: [UInt8], _ context: ServerContext) throws -> [UInt8]?,
+                     deferred: (@Sendable (_ request: [UInt8], _ context: ServerContext) async throws -> [UInt8])?)
     /// Runs as a task once the single request message has arrived.
     case unary(@Sendable (_ request: [UInt8], _ context: ServerContext) async throws -> [UInt8])
     /// Runs as a task once the single request message has arrived, streaming responses.
@@ -70,10 +72,28 @@ public struct RPCRouter: Sendable {
         _ method: RPCMethod<Request, Response>,
         handler: @escaping @Sendable (Request, ServerContext) throws -> Response
     ) {
-        add(method.descriptor, expecting: .unary, handler: .inlineUnary { bytes, context in
+        add(method.descriptor, expecting: .unary, handler: .inlineUnary({ bytes, context in
             let request = try MessageCoding.decode(Request.self, from: bytes)
             return try MessageCoding.encode(try handler(request, context))
-        })
+        }, deferred: nil))
+    }
+
+    /// Registers a unary method that runs inline on the I/O loop when `handler` can answer at
+    /// once, and as a task otherwise: `handler` returns nil to decline (it must not have
+    /// started any work then) and `deferred` answers the call on the worker pool, for
+    /// instance to wait in a queue. Deferring costs one more decoding of the request.
+    public mutating func registerInlineUnary<Request, Response>(
+        _ method: RPCMethod<Request, Response>,
+        handler: @escaping @Sendable (Request, ServerContext) throws -> Response?,
+        deferred: @escaping @Sendable (Request, ServerContext) async throws -> Response
+    ) {
+        add(method.descriptor, expecting: .unary, handler: .inlineUnary({ bytes, context in
+            let request = try MessageCoding.decode(Request.self, from: bytes)
+            return try handler(request, context).map { try MessageCoding.encode($0) }
+        }, deferred: { bytes, context in
+            let request = try MessageCoding.decode(Request.self, from: bytes)
+            return try MessageCoding.encode(try await deferred(request, context))
+        }))
     }
 
     /// Registers a unary method whose handler runs as a task on the worker pool.

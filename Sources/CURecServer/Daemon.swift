@@ -92,7 +92,7 @@ public final class Daemon: Sendable {
             do {
                 let config = try spec.configBytes()
                 try plugins.load(name: spec.name, library: spec.library, config: config,
-                                 isolation: try spec.pluginIsolation()) { instance in
+                                 isolation: try spec.pluginIsolation(), batching: spec.dynamic_batching) { instance in
                     try preparer.prepare(instance, config: config, train: spec.train_on_start ?? true)
                 }
             } catch {

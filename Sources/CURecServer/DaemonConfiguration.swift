@@ -27,6 +27,10 @@ public struct PluginSpec: Sendable, Codable, Hashable {
     public var memory_limit_mb: Int?
     /// `process` only: the worker's CPU-time limit (RLIMIT_CPU) in seconds (default none).
     public var cpu_limit_seconds: Int?
+    /// Queue concurrent scoring requests and run them as batches (a plugin with a batched
+    /// entry point only): `max_queue_delay_microseconds`, `preferred_batch_size`,
+    /// `max_batch_size`, `max_queue_size` (docs/batching.md). Absent: no batching.
+    public var dynamic_batching: DynamicBatchingConfiguration?
 
     public init(name: String, library: String, config: String? = nil, trainOnStart: Bool = true) {
         self.name = name
@@ -483,6 +487,14 @@ public struct DaemonConfiguration: Sendable, Codable {
             guard names.insert(plugin.name).inserted else { throw .invalid("plugin name '\(plugin.name)' is used twice") }
             _ = try plugin.configBytes()
             _ = try plugin.pluginIsolation()
+            if let batching = plugin.dynamic_batching {
+                // The plugin's own maximum is known only once loaded; the bounds hold for any.
+                do {
+                    _ = try batching.validated(pluginMaximum: DynamicBatchingConfiguration.Bounds.batchSize.upperBound)
+                } catch {
+                    throw .invalid("plugins[\(plugin.name)].\(error.description)")
+                }
+            }
         }
         try validateSecurity()
         _ = try jobStoreSettings(readingPassword: false)

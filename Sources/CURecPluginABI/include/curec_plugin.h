@@ -11,6 +11,7 @@
  *     curec_plugin_train(instance, dataset)  -> (optional, before serving)
  *     curec_plugin_load / _save(directory)   -> artifacts
  *     curec_plugin_score_*(instance, ...)    -> many times, from many threads
+ *     curec_plugin_score_recommender_batch    -> (optional, 1.2) many requests in one call
  *     curec_plugin_destroy(instance)
  *
  * VERSIONING
@@ -20,7 +21,8 @@
  *   fields, which is why every input struct starts with `struct_size`: a host or plugin
  *   reads only the fields that fit in the size the other side declared.
  *   1.0: the first version. 1.1: CURecTrainCallbacks.checkpoint_directory (resumable
- *   training).
+ *   training). 1.2: CURecPluginInfo.max_batch_size and the optional batched entry point
+ *   curec_plugin_score_recommender_batch (dynamic batching; see BATCHING).
  *
  * ERRORS
  *   Functions that can fail return a CUREC_STATUS_* code (0 = success) and, on failure, fill
@@ -50,6 +52,17 @@
  *   drops its handle but the code stays mapped (RTLD_NODELETE): plugins need not make their
  *   code safe to unmap, and must not rely on library destructors running at unload.
  *
+ * BATCHING (1.2)
+ *   A recommender may export curec_plugin_score_recommender_batch and describe a non-zero
+ *   max_batch_size. The host then may queue concurrent scoring requests of many users for a
+ *   short while and hand them to the plugin in one call, which should compute them together
+ *   (one forward pass over the batch) and report an outcome per request: one request's
+ *   failure (an unknown user, say) never fails the others. The host uses the batched entry
+ *   point only when both are present; a plugin of an older minor version, or one describing
+ *   max_batch_size 0, is called one request at a time through curec_plugin_score_recommender,
+ *   which every recommender keeps exporting. Batched and single calls of the same request
+ *   must give the same scores (up to float rounding of a different summation order).
+ *
  * IDS
  *   Users and items are dense 0-based indices (uint32), assigned by the host from the
  *   dataset; they are stable for one dataset and saved artifacts are only valid for it.
@@ -66,7 +79,7 @@ extern "C" {
 
 /** The ABI version this header describes. */
 #define CUREC_PLUGIN_ABI_VERSION_MAJOR 1
-#define CUREC_PLUGIN_ABI_VERSION_MINOR 1
+#define CUREC_PLUGIN_ABI_VERSION_MINOR 2
 /** MAJOR and MINOR packed as returned by curec_plugin_abi_version(). */
 #define CUREC_PLUGIN_ABI_VERSION \
     ((uint32_t)((CUREC_PLUGIN_ABI_VERSION_MAJOR << 16) | CUREC_PLUGIN_ABI_VERSION_MINOR))
@@ -128,6 +141,12 @@ typedef struct CURecPluginInfo {
     uint32_t reason_embedding_dim;
     /** Non-zero once the instance can score (trained or loaded). */
     int32_t is_trained;
+    /**
+     * Since 1.2 (write it only when struct_size covers it). Recommenders exporting
+     * curec_plugin_score_recommender_batch: the most requests one batched call accepts;
+     * 0 (the default) means the instance is not batched.
+     */
+    uint32_t max_batch_size;
 } CURecPluginInfo;
 
 /**
@@ -246,6 +265,22 @@ int32_t curec_plugin_train(CURecPlugin *plugin, const CURecDatasetView *dataset,
  */
 int32_t curec_plugin_score_recommender(const CURecPlugin *plugin, const CURecRecommendRequest *request,
                                        float *scores, CURecError *error);
+
+/**
+ * Since 1.2, optional (looked up only in plugins of minor version 2 or later). Recommenders:
+ * scores `count` requests in one call, `count` between 1 and the max_batch_size the instance
+ * describes. `requests[i]` is scored into `scores[i]` (caller-owned, at least
+ * requests[i].candidate_count floats each; the buffers do not overlap). The plugin writes
+ * `results[i].code` for every request: 0 when its scores were written, else a status with
+ * `results[i].message` filled (NUL-terminated), exactly as curec_plugin_score_recommender
+ * would fail for that request alone; the other requests are unaffected. Returns 0 when every
+ * request has its outcome in `results`, or a status with `error` filled when the batch as a
+ * whole could not run (then every request fails with it). All arrays are owned by the caller
+ * and valid during the call. Thread-safe like curec_plugin_score_recommender.
+ */
+int32_t curec_plugin_score_recommender_batch(const CURecPlugin *plugin, const CURecRecommendRequest *requests,
+                                             size_t count, float *const *scores, CURecError *results,
+                                             CURecError *error);
 
 /**
  * Reward models: writes one reward per triple into `rewards` (caller-owned, at least

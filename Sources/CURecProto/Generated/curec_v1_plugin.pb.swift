@@ -154,43 +154,128 @@ public nonisolated enum Curec_V1_PluginKind: SwiftProtobuf.Enum, Swift.CaseItera
 
 }
 
-public nonisolated struct Curec_V1_PluginStatus: Sendable {
+public nonisolated struct Curec_V1_PluginStatus: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Instance name, unique in the daemon (e.g. "bpr").
-  public var name: String = String()
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
 
   /// The plugin's own name and version, from describe.
-  public var pluginName: String = String()
+  public var pluginName: String {
+    get {_storage._pluginName}
+    set {_uniqueStorage()._pluginName = newValue}
+  }
 
-  public var pluginVersion: String = String()
+  public var pluginVersion: String {
+    get {_storage._pluginVersion}
+    set {_uniqueStorage()._pluginVersion = newValue}
+  }
 
-  public var kind: Curec_V1_PluginKind = .unspecified
+  public var kind: Curec_V1_PluginKind {
+    get {_storage._kind}
+    set {_uniqueStorage()._kind = newValue}
+  }
 
   /// The shared library it was loaded from.
-  public var library: String = String()
+  public var library: String {
+    get {_storage._library}
+    set {_uniqueStorage()._library = newValue}
+  }
 
-  public var trained: Bool = false
+  public var trained: Bool {
+    get {_storage._trained}
+    set {_uniqueStorage()._trained = newValue}
+  }
 
   /// Increases by one on every reload of this instance name.
-  public var generation: UInt64 = 0
+  public var generation: UInt64 {
+    get {_storage._generation}
+    set {_uniqueStorage()._generation = newValue}
+  }
 
-  public var itemFeatureDim: UInt32 = 0
+  public var itemFeatureDim: UInt32 {
+    get {_storage._itemFeatureDim}
+    set {_uniqueStorage()._itemFeatureDim = newValue}
+  }
 
-  public var reasonEmbeddingDim: UInt32 = 0
+  public var reasonEmbeddingDim: UInt32 {
+    get {_storage._reasonEmbeddingDim}
+    set {_uniqueStorage()._reasonEmbeddingDim = newValue}
+  }
 
   /// The `train` job that trained this instance when Load or Reload had to train it
   /// (no saved artifact matched); empty when it was loaded from a saved artifact.
-  public var jobID: String = String()
+  public var jobID: String {
+    get {_storage._jobID}
+    set {_uniqueStorage()._jobID = newValue}
+  }
 
-  public var isolation: Curec_V1_PluginIsolation = .unspecified
+  public var isolation: Curec_V1_PluginIsolation {
+    get {_storage._isolation}
+    set {_uniqueStorage()._isolation = newValue}
+  }
 
-  public var readiness: Curec_V1_PluginReadiness = .unspecified
+  public var readiness: Curec_V1_PluginReadiness {
+    get {_storage._readiness}
+    set {_uniqueStorage()._readiness = newValue}
+  }
 
   /// Why the instance is not serving (empty while it serves).
-  public var readinessReason: String = String()
+  public var readinessReason: String {
+    get {_storage._readinessReason}
+    set {_uniqueStorage()._readinessReason = newValue}
+  }
+
+  /// The most requests one batched call of the plugin takes (plugin ABI 1.2); 0 when the
+  /// plugin scores one request per call.
+  public var maxBatchSize: UInt32 {
+    get {_storage._maxBatchSize}
+    set {_uniqueStorage()._maxBatchSize = newValue}
+  }
+
+  /// The dynamic batching the instance serves with (max_batch_size resolved); unset: none.
+  public var dynamicBatching: Curec_V1_DynamicBatching {
+    get {_storage._dynamicBatching ?? Curec_V1_DynamicBatching()}
+    set {_uniqueStorage()._dynamicBatching = newValue}
+  }
+  /// Returns true if `dynamicBatching` has been explicitly set.
+  public var hasDynamicBatching: Bool {_storage._dynamicBatching != nil}
+  /// Clears the value of `dynamicBatching`. Subsequent reads from it will return its default value.
+  public mutating func clearDynamicBatching() {_uniqueStorage()._dynamicBatching = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// How concurrent scoring requests of one instance are queued and run as one batched call,
+/// like Triton's dynamic_batching block (docs/batching.md). Only for plugins declaring a
+/// batched entry point (PluginStatus.max_batch_size > 0); others refuse it with
+/// FAILED_PRECONDITION. Out-of-range values are INVALID_ARGUMENT naming the field.
+public nonisolated struct Curec_V1_DynamicBatching: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Longest wait of the oldest queued request for others to join it, 0 to 1000000 (1 s).
+  public var maxQueueDelayMicroseconds: UInt32 = 0
+
+  /// Batch sizes sent as soon as they are reached, strictly ascending, at most 16, each at
+  /// most max_batch_size. Empty: a batch goes when the delay passes or max_batch_size wait.
+  public var preferredBatchSize: [UInt32] = []
+
+  /// Most requests per call, up to the plugin's own maximum; 0: the plugin's maximum.
+  public var maxBatchSize: UInt32 = 0
+
+  /// Most requests waiting (RESOURCE_EXHAUSTED beyond), 1 to 100000; 0: 1024.
+  public var maxQueueSize: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -251,9 +336,22 @@ public nonisolated struct Curec_V1_LoadPluginRequest: Sendable {
   /// worker, failing with UNAVAILABLE. 0: the daemon's default. At most 3600000.
   public var callTimeLimitMs: UInt32 = 0
 
+  /// Queue concurrent Score and Recommend calls for this instance and run them as batches.
+  /// Unset: every call runs on its own. Kept by Reload.
+  public var dynamicBatching: Curec_V1_DynamicBatching {
+    get {_dynamicBatching ?? Curec_V1_DynamicBatching()}
+    set {_dynamicBatching = newValue}
+  }
+  /// Returns true if `dynamicBatching` has been explicitly set.
+  public var hasDynamicBatching: Bool {self._dynamicBatching != nil}
+  /// Clears the value of `dynamicBatching`. Subsequent reads from it will return its default value.
+  public mutating func clearDynamicBatching() {self._dynamicBatching = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _dynamicBatching: Curec_V1_DynamicBatching? = nil
 }
 
 public nonisolated struct Curec_V1_UnloadPluginRequest: Sendable {
@@ -323,7 +421,175 @@ nonisolated extension Curec_V1_PluginKind: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Curec_V1_PluginStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PluginStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}plugin_name\0\u{3}plugin_version\0\u{1}kind\0\u{1}library\0\u{1}trained\0\u{1}generation\0\u{3}item_feature_dim\0\u{3}reason_embedding_dim\0\u{3}job_id\0\u{1}isolation\0\u{1}readiness\0\u{3}readiness_reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}plugin_name\0\u{3}plugin_version\0\u{1}kind\0\u{1}library\0\u{1}trained\0\u{1}generation\0\u{3}item_feature_dim\0\u{3}reason_embedding_dim\0\u{3}job_id\0\u{1}isolation\0\u{1}readiness\0\u{3}readiness_reason\0\u{3}max_batch_size\0\u{3}dynamic_batching\0")
+
+  fileprivate class _StorageClass {
+    var _name: String = String()
+    var _pluginName: String = String()
+    var _pluginVersion: String = String()
+    var _kind: Curec_V1_PluginKind = .unspecified
+    var _library: String = String()
+    var _trained: Bool = false
+    var _generation: UInt64 = 0
+    var _itemFeatureDim: UInt32 = 0
+    var _reasonEmbeddingDim: UInt32 = 0
+    var _jobID: String = String()
+    var _isolation: Curec_V1_PluginIsolation = .unspecified
+    var _readiness: Curec_V1_PluginReadiness = .unspecified
+    var _readinessReason: String = String()
+    var _maxBatchSize: UInt32 = 0
+    var _dynamicBatching: Curec_V1_DynamicBatching? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _name = source._name
+      _pluginName = source._pluginName
+      _pluginVersion = source._pluginVersion
+      _kind = source._kind
+      _library = source._library
+      _trained = source._trained
+      _generation = source._generation
+      _itemFeatureDim = source._itemFeatureDim
+      _reasonEmbeddingDim = source._reasonEmbeddingDim
+      _jobID = source._jobID
+      _isolation = source._isolation
+      _readiness = source._readiness
+      _readinessReason = source._readinessReason
+      _maxBatchSize = source._maxBatchSize
+      _dynamicBatching = source._dynamicBatching
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._pluginName) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._pluginVersion) }()
+        case 4: try { try decoder.decodeSingularEnumField(value: &_storage._kind) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._library) }()
+        case 6: try { try decoder.decodeSingularBoolField(value: &_storage._trained) }()
+        case 7: try { try decoder.decodeSingularUInt64Field(value: &_storage._generation) }()
+        case 8: try { try decoder.decodeSingularUInt32Field(value: &_storage._itemFeatureDim) }()
+        case 9: try { try decoder.decodeSingularUInt32Field(value: &_storage._reasonEmbeddingDim) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._jobID) }()
+        case 11: try { try decoder.decodeSingularEnumField(value: &_storage._isolation) }()
+        case 12: try { try decoder.decodeSingularEnumField(value: &_storage._readiness) }()
+        case 13: try { try decoder.decodeSingularStringField(value: &_storage._readinessReason) }()
+        case 14: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxBatchSize) }()
+        case 15: try { try decoder.decodeSingularMessageField(value: &_storage._dynamicBatching) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 1)
+      }
+      if !_storage._pluginName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._pluginName, fieldNumber: 2)
+      }
+      if !_storage._pluginVersion.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._pluginVersion, fieldNumber: 3)
+      }
+      if _storage._kind != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._kind, fieldNumber: 4)
+      }
+      if !_storage._library.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._library, fieldNumber: 5)
+      }
+      if _storage._trained != false {
+        try visitor.visitSingularBoolField(value: _storage._trained, fieldNumber: 6)
+      }
+      if _storage._generation != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._generation, fieldNumber: 7)
+      }
+      if _storage._itemFeatureDim != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._itemFeatureDim, fieldNumber: 8)
+      }
+      if _storage._reasonEmbeddingDim != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._reasonEmbeddingDim, fieldNumber: 9)
+      }
+      if !_storage._jobID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._jobID, fieldNumber: 10)
+      }
+      if _storage._isolation != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._isolation, fieldNumber: 11)
+      }
+      if _storage._readiness != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._readiness, fieldNumber: 12)
+      }
+      if !_storage._readinessReason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._readinessReason, fieldNumber: 13)
+      }
+      if _storage._maxBatchSize != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._maxBatchSize, fieldNumber: 14)
+      }
+      try { if let v = _storage._dynamicBatching {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Curec_V1_PluginStatus, rhs: Curec_V1_PluginStatus) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._pluginName != rhs_storage._pluginName {return false}
+        if _storage._pluginVersion != rhs_storage._pluginVersion {return false}
+        if _storage._kind != rhs_storage._kind {return false}
+        if _storage._library != rhs_storage._library {return false}
+        if _storage._trained != rhs_storage._trained {return false}
+        if _storage._generation != rhs_storage._generation {return false}
+        if _storage._itemFeatureDim != rhs_storage._itemFeatureDim {return false}
+        if _storage._reasonEmbeddingDim != rhs_storage._reasonEmbeddingDim {return false}
+        if _storage._jobID != rhs_storage._jobID {return false}
+        if _storage._isolation != rhs_storage._isolation {return false}
+        if _storage._readiness != rhs_storage._readiness {return false}
+        if _storage._readinessReason != rhs_storage._readinessReason {return false}
+        if _storage._maxBatchSize != rhs_storage._maxBatchSize {return false}
+        if _storage._dynamicBatching != rhs_storage._dynamicBatching {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Curec_V1_DynamicBatching: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DynamicBatching"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}max_queue_delay_microseconds\0\u{3}preferred_batch_size\0\u{3}max_batch_size\0\u{3}max_queue_size\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -331,81 +597,36 @@ nonisolated extension Curec_V1_PluginStatus: SwiftProtobuf.Message, SwiftProtobu
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.pluginName) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.pluginVersion) }()
-      case 4: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.library) }()
-      case 6: try { try decoder.decodeSingularBoolField(value: &self.trained) }()
-      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.generation) }()
-      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.itemFeatureDim) }()
-      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.reasonEmbeddingDim) }()
-      case 10: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
-      case 11: try { try decoder.decodeSingularEnumField(value: &self.isolation) }()
-      case 12: try { try decoder.decodeSingularEnumField(value: &self.readiness) }()
-      case 13: try { try decoder.decodeSingularStringField(value: &self.readinessReason) }()
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.maxQueueDelayMicroseconds) }()
+      case 2: try { try decoder.decodeRepeatedUInt32Field(value: &self.preferredBatchSize) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.maxBatchSize) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.maxQueueSize) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.name.isEmpty {
-      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    if self.maxQueueDelayMicroseconds != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxQueueDelayMicroseconds, fieldNumber: 1)
     }
-    if !self.pluginName.isEmpty {
-      try visitor.visitSingularStringField(value: self.pluginName, fieldNumber: 2)
+    if !self.preferredBatchSize.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.preferredBatchSize, fieldNumber: 2)
     }
-    if !self.pluginVersion.isEmpty {
-      try visitor.visitSingularStringField(value: self.pluginVersion, fieldNumber: 3)
+    if self.maxBatchSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxBatchSize, fieldNumber: 3)
     }
-    if self.kind != .unspecified {
-      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 4)
-    }
-    if !self.library.isEmpty {
-      try visitor.visitSingularStringField(value: self.library, fieldNumber: 5)
-    }
-    if self.trained != false {
-      try visitor.visitSingularBoolField(value: self.trained, fieldNumber: 6)
-    }
-    if self.generation != 0 {
-      try visitor.visitSingularUInt64Field(value: self.generation, fieldNumber: 7)
-    }
-    if self.itemFeatureDim != 0 {
-      try visitor.visitSingularUInt32Field(value: self.itemFeatureDim, fieldNumber: 8)
-    }
-    if self.reasonEmbeddingDim != 0 {
-      try visitor.visitSingularUInt32Field(value: self.reasonEmbeddingDim, fieldNumber: 9)
-    }
-    if !self.jobID.isEmpty {
-      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 10)
-    }
-    if self.isolation != .unspecified {
-      try visitor.visitSingularEnumField(value: self.isolation, fieldNumber: 11)
-    }
-    if self.readiness != .unspecified {
-      try visitor.visitSingularEnumField(value: self.readiness, fieldNumber: 12)
-    }
-    if !self.readinessReason.isEmpty {
-      try visitor.visitSingularStringField(value: self.readinessReason, fieldNumber: 13)
+    if self.maxQueueSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxQueueSize, fieldNumber: 4)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Curec_V1_PluginStatus, rhs: Curec_V1_PluginStatus) -> Bool {
-    if lhs.name != rhs.name {return false}
-    if lhs.pluginName != rhs.pluginName {return false}
-    if lhs.pluginVersion != rhs.pluginVersion {return false}
-    if lhs.kind != rhs.kind {return false}
-    if lhs.library != rhs.library {return false}
-    if lhs.trained != rhs.trained {return false}
-    if lhs.generation != rhs.generation {return false}
-    if lhs.itemFeatureDim != rhs.itemFeatureDim {return false}
-    if lhs.reasonEmbeddingDim != rhs.reasonEmbeddingDim {return false}
-    if lhs.jobID != rhs.jobID {return false}
-    if lhs.isolation != rhs.isolation {return false}
-    if lhs.readiness != rhs.readiness {return false}
-    if lhs.readinessReason != rhs.readinessReason {return false}
+  public static func ==(lhs: Curec_V1_DynamicBatching, rhs: Curec_V1_DynamicBatching) -> Bool {
+    if lhs.maxQueueDelayMicroseconds != rhs.maxQueueDelayMicroseconds {return false}
+    if lhs.preferredBatchSize != rhs.preferredBatchSize {return false}
+    if lhs.maxBatchSize != rhs.maxBatchSize {return false}
+    if lhs.maxQueueSize != rhs.maxQueueSize {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -467,7 +688,7 @@ nonisolated extension Curec_V1_ListPluginsResponse: SwiftProtobuf.Message, Swift
 
 nonisolated extension Curec_V1_LoadPluginRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoadPluginRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}library\0\u{1}config\0\u{1}train\0\u{1}isolation\0\u{3}call_time_limit_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}library\0\u{1}config\0\u{1}train\0\u{1}isolation\0\u{3}call_time_limit_ms\0\u{3}dynamic_batching\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -481,12 +702,17 @@ nonisolated extension Curec_V1_LoadPluginRequest: SwiftProtobuf.Message, SwiftPr
       case 4: try { try decoder.decodeSingularBoolField(value: &self.train) }()
       case 5: try { try decoder.decodeSingularEnumField(value: &self.isolation) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.callTimeLimitMs) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._dynamicBatching) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -505,6 +731,9 @@ nonisolated extension Curec_V1_LoadPluginRequest: SwiftProtobuf.Message, SwiftPr
     if self.callTimeLimitMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.callTimeLimitMs, fieldNumber: 6)
     }
+    try { if let v = self._dynamicBatching {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -515,6 +744,7 @@ nonisolated extension Curec_V1_LoadPluginRequest: SwiftProtobuf.Message, SwiftPr
     if lhs.train != rhs.train {return false}
     if lhs.isolation != rhs.isolation {return false}
     if lhs.callTimeLimitMs != rhs.callTimeLimitMs {return false}
+    if lhs._dynamicBatching != rhs._dynamicBatching {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -7,9 +7,9 @@ import Prometheus
 /// request and handler duration histograms. The RPC server asks for one recorder per routed
 /// method at start (``RPCCallObserver``).
 public final class CallMetrics: RPCCallObserver {
-    private let factory: PrometheusMetricsFactory
+    private let factory: DaemonMetricsFactory
 
-    init(factory: PrometheusMetricsFactory) { self.factory = factory }
+    init(factory: DaemonMetricsFactory) { self.factory = factory }
 
     public func recorder(for method: RPCMethodDescriptor) -> any RPCMethodRecorder {
         MethodRecorder(service: method.service, method: method.name, factory: factory)
@@ -20,7 +20,7 @@ public final class CallMetrics: RPCCallObserver {
 /// update; a failure counter is made on the first failure with its code (lock-free).
 final class MethodRecorder: RPCMethodRecorder {
     private let dimensions: [(String, String)]
-    private let factory: PrometheusMetricsFactory
+    private let factory: DaemonMetricsFactory
     private let success: CoreMetrics.Counter
     private let inFlight: CoreMetrics.Meter
     private let requestDuration: CoreMetrics.Timer
@@ -28,7 +28,7 @@ final class MethodRecorder: RPCMethodRecorder {
     /// Failure counters by status code value (1...16), made when first needed.
     private let failures: [ManagedAtomicLazyReference<CoreMetrics.Counter>]
 
-    init(service: String, method: String, factory: PrometheusMetricsFactory) {
+    init(service: String, method: String, factory: DaemonMetricsFactory) {
         let dimensions = [("service", service), ("method", method)]
         self.dimensions = dimensions
         self.factory = factory

@@ -9,15 +9,18 @@ import Prometheus
 /// The daemon's metrics: one Prometheus registry fed through swift-metrics handles.
 ///
 /// Handles are made once per series (per routed method at server start, per model and method
-/// on first use) and kept, so recording is an atomic add (counters, gauges) or a per-series
-/// histogram update; no call takes a lock shared by all calls. Values that are cheap to read
+/// on first use) and kept, so recording is an atomic add: counters and gauges are
+/// swift-prometheus's (atomic), duration histograms are ``AtomicDurationHistogram``s (a
+/// bucket search and two atomic adds); no recording takes a lock. Values that are cheap to read
 /// when scraped (open connections, jobs, plugin generations, RSS) are read then, through
 /// ``ScrapeSources``. docs/metrics.md lists every series.
 public final class DaemonMetrics: Sendable {
     /// The registry every series lives in.
     public let registry: PrometheusCollectorRegistry
-    /// The swift-metrics factory over ``registry``.
-    let factory: PrometheusMetricsFactory
+    /// The swift-metrics factory: counters and gauges in ``registry``, timers in ``histograms``.
+    let factory: DaemonMetricsFactory
+    /// The duration histograms.
+    let histograms: AtomicHistogramRegistry
     /// Per model and method: requests, durations, executions and inferences.
     public let models: ModelMetrics
     /// Calls per gRPC method, as the RPC server reports them.
@@ -43,11 +46,14 @@ public final class DaemonMetrics: Sendable {
 
     public init() {
         let registry = PrometheusCollectorRegistry()
-        var factory = PrometheusMetricsFactory(registry: registry)
-        factory.defaultDurationHistogramBuckets = Self.requestBuckets
-        factory.durationHistogramBuckets = ["curec_job_duration_seconds": Self.jobBuckets]
-        factory.defaultValueHistogramBuckets = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
+        var prometheus = PrometheusMetricsFactory(registry: registry)
+        prometheus.defaultValueHistogramBuckets = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
+        let histograms = AtomicHistogramRegistry()
+        let factory = DaemonMetricsFactory(prometheus: prometheus, histograms: histograms,
+                                           boundsByLabel: ["curec_job_duration_seconds": Self.jobBuckets],
+                                           defaultBounds: Self.requestBuckets)
         self.registry = registry
+        self.histograms = histograms
         self.factory = factory
         self.models = ModelMetrics(factory: factory)
         self.calls = CallMetrics(factory: factory)
@@ -62,6 +68,7 @@ public final class DaemonMetrics: Sendable {
         var buffer: [UInt8] = []
         buffer.reserveCapacity(64 * 1024)
         registry.emit(into: &buffer)
+        histograms.emit(into: &buffer)
         return buffer
     }
 

@@ -4,9 +4,9 @@ import Prometheus
 
 /// Jobs that ended, by kind and final state, with their run time.
 final class JobMetrics: Sendable {
-    private let factory: PrometheusMetricsFactory
+    private let factory: DaemonMetricsFactory
 
-    init(factory: PrometheusMetricsFactory) { self.factory = factory }
+    init(factory: DaemonMetricsFactory) { self.factory = factory }
 
     /// Observes a job that reached a final state (kinds are the daemon's registered kinds, so
     /// the label sets are bounded).
@@ -26,7 +26,7 @@ public final class GenerationMetrics: Sendable {
     private let seconds: CoreMetrics.FloatingPointCounter
     private let rate: CoreMetrics.Recorder
 
-    init(factory: PrometheusMetricsFactory) {
+    init(factory: DaemonMetricsFactory) {
         tokens = Counter(label: "curec_generation_tokens_total", dimensions: [], factory: factory)
         seconds = FloatingPointCounter(label: "curec_generation_seconds_total", dimensions: [], factory: factory)
         rate = Recorder(label: "curec_generation_tokens_per_second", dimensions: [], aggregate: true, factory: factory)

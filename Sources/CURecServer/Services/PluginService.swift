@@ -98,13 +98,15 @@ struct PluginOperations: Sendable {
     /// and no saved state matches (returning once the job serves it).
     func load(_ request: Curec_V1_LoadPluginRequest) async throws -> Curec_V1_PluginStatus {
         try checkLoad(request)
+        let batching = request.hasDynamicBatching ? try Self.batching(request.dynamicBatching) : nil
         let config = [UInt8](request.config)
         let train = request.train && preparer.canTrain
         let isolation = try Self.isolation(of: request)
         let plugins = self.plugins, preparer = self.preparer, name = request.name, library = request.library
         let loaded: PluginInstance? = try await runBlocking {
             do {
-                return try plugins.load(name: name, library: library, config: config, isolation: isolation) { instance in
+                return try plugins.load(name: name, library: library, config: config, isolation: isolation,
+                                        batching: batching) { instance in
                     if !preparer.loadSaved(instance, config: config), train { throw TrainingNeeded() }
                 }
             } catch is TrainingNeeded {
@@ -112,6 +114,8 @@ struct PluginOperations: Sendable {
             }
         }
         if let loaded { return Self.status(loaded) }
+        // The job's instance is made with the batching just checked.
+        plugins.configureBatching(name: name, batching)
         return try await trainAsJob(name: name, library: library, config: config, isolation: isolation)
     }
 
@@ -203,10 +207,33 @@ struct PluginOperations: Sendable {
         }
     }
 
+    /// A Load request's dynamic batching, checked against the bounds every plugin shares (the
+    /// plugin's own maximum is checked when the instance is made).
+    static func batching(_ message: Curec_V1_DynamicBatching) throws(PluginHostError) -> DynamicBatchingConfiguration {
+        let batching = DynamicBatchingConfiguration(
+            maxQueueDelayMicroseconds: Int(message.maxQueueDelayMicroseconds),
+            preferredBatchSizes: message.preferredBatchSize.map { Int($0) },
+            maxBatchSize: Int(message.maxBatchSize),
+            maxQueueSize: message.maxQueueSize == 0 ? DynamicBatchingConfiguration().maxQueueSize : Int(message.maxQueueSize))
+        _ = try batching.validated(pluginMaximum: DynamicBatchingConfiguration.Bounds.batchSize.upperBound)
+        return batching
+    }
+
     static func status(_ instance: PluginInstance) -> Curec_V1_PluginStatus {
         status(PluginHost.Status(name: instance.name, library: instance.libraryPath,
                                  generation: instance.generation, description: instance.describe(),
-                                 isolation: instance.isolation, readiness: instance.readiness))
+                                 isolation: instance.isolation, readiness: instance.readiness,
+                                 batching: instance.batching))
+    }
+
+    /// The wire form of a (resolved) dynamic batching.
+    static func message(_ batching: DynamicBatchingConfiguration) -> Curec_V1_DynamicBatching {
+        .with {
+            $0.maxQueueDelayMicroseconds = UInt32(batching.maxQueueDelayMicroseconds)
+            $0.preferredBatchSize = batching.preferredBatchSizes.map { UInt32($0) }
+            $0.maxBatchSize = UInt32(batching.maxBatchSize)
+            $0.maxQueueSize = UInt32(batching.maxQueueSize)
+        }
     }
 
     static func status(_ status: PluginHost.Status) -> Curec_V1_PluginStatus {
@@ -230,6 +257,8 @@ struct PluginOperations: Sendable {
                 $0.readiness = .failed
                 $0.readinessReason = reason
             }
+            $0.maxBatchSize = UInt32(status.description.maxBatchSize)
+            if let batching = status.batching { $0.dynamicBatching = Self.message(batching) }
         }
     }
 }

@@ -6,7 +6,8 @@ import CURecRPC
 ///
 /// Score runs inline on the I/O threads: plugin scoring is required to be fast
 /// (microseconds for hundreds of candidates), and this keeps the hot path free of thread
-/// hops. Recommend runs as a task, because with `with_reasons` it also generates text.
+/// hops; only a call for an instance with dynamic batching leaves the loop, to wait in its
+/// batch queue. Recommend runs as a task, because with `with_reasons` it also generates text.
 struct RecommendService: Curec_V1_RecommendServiceHandler {
     /// Nil when the daemon has no dataset: every call then fails with FAILED_PRECONDITION.
     let operations: RecommendOperations?
@@ -16,7 +17,21 @@ struct RecommendService: Curec_V1_RecommendServiceHandler {
     }
 
     func recommend(_ request: Curec_V1_RecommendRequest, context: ServerContext) async throws -> Curec_V1_RecommendResponse {
-        try await ServingError.requireDataset(operations).recommend(request, shouldStop: { context.shouldStop })
+        try await ServingError.requireDataset(operations).recommend(request, deadline: context.deadline,
+                                                                    shouldStop: { context.shouldStop })
+    }
+
+    /// The generated registration, except that Score declines to answer inline for an
+    /// instance with dynamic batching and then waits in its queue as a task.
+    func register(into router: inout RPCRouter) {
+        router.registerInlineUnary(Curec_V1_RecommendService.Method.score, handler: { request, _ in
+            try ServingError.requireDataset(operations).scoreUnlessBatched(request)
+        }, deferred: { request, context in
+            try await ServingError.requireDataset(operations).score(request, deadline: context.deadline)
+        })
+        router.registerUnary(Curec_V1_RecommendService.Method.recommend) { request, context in
+            try await recommend(request, context: context)
+        }
     }
 }
 
@@ -46,9 +61,38 @@ struct RecommendOperations: Sendable {
         return instance
     }
 
-    /// The scores of the candidates `request` names. Never blocks.
+    /// The scores of the candidates `request` names, scored directly. Never blocks.
     func score(_ request: Curec_V1_ScoreRequest) throws -> Curec_V1_ScoreResponse {
         let requestStart = metrics == nil ? 0 : MonotonicClock.nanoseconds()
+        let (user, candidates, instance) = try checkScore(request)
+        return try score(candidates, user: user, instance: instance, since: requestStart)
+    }
+
+    /// ``score(_:)``, or nil when the instance batches (the call then goes through
+    /// ``score(_:deadline:)``). Never blocks.
+    func scoreUnlessBatched(_ request: Curec_V1_ScoreRequest) throws -> Curec_V1_ScoreResponse? {
+        let requestStart = metrics == nil ? 0 : MonotonicClock.nanoseconds()
+        let (user, candidates, instance) = try checkScore(request)
+        guard instance.batcher == nil else { return nil }
+        return try score(candidates, user: user, instance: instance, since: requestStart)
+    }
+
+    /// The scores of the candidates `request` names: through the instance's batch queue when
+    /// it has dynamic batching (waiting at most until `deadline`), else directly.
+    func score(_ request: Curec_V1_ScoreRequest, deadline: ContinuousClock.Instant?) async throws -> Curec_V1_ScoreResponse {
+        let requestStart = MonotonicClock.nanoseconds()
+        let (user, candidates, instance) = try checkScore(request)
+        guard instance.batcher != nil else { return try score(candidates, user: user, instance: instance, since: requestStart) }
+        var response = Curec_V1_ScoreResponse()
+        response.scores = try await scoreQueued(
+            RecommenderRequest(user: user, history: data.histories[Int(user)], candidates: candidates),
+            instance: instance, method: "score", since: requestStart, deadline: deadline)
+        response.servedBy = instance.servedBy
+        return response
+    }
+
+    /// The checks of a score request that need no scoring: the user, the items, the instance.
+    private func checkScore(_ request: Curec_V1_ScoreRequest) throws -> (UInt32, [UInt32], PluginInstance) {
         let user = try data.user(request.userID)
         guard !request.itemIds.isEmpty else { throw ServingError.invalidArgument("item_ids is empty; give at least one item id") }
         guard request.itemIds.count <= Self.maxCandidates else {
@@ -58,7 +102,12 @@ struct RecommendOperations: Sendable {
         for (index, itemID) in request.itemIds.enumerated() {
             candidates[index] = try data.item(itemID, field: "item_ids[\(index)]")
         }
-        let instance = try recommender(request.plugin)
+        return (user, candidates, try recommender(request.plugin))
+    }
+
+    /// Scores `candidates` on `instance` now, measured as one execution.
+    private func score(_ candidates: [UInt32], user: UInt32, instance: PluginInstance,
+                       since requestStart: UInt64) throws -> Curec_V1_ScoreResponse {
         var response = Curec_V1_ScoreResponse()
         response.scores = [Float](repeating: 0, count: candidates.count)
         let series = metrics?.series(model: instance.name, method: "score")
@@ -77,13 +126,13 @@ struct RecommendOperations: Sendable {
     /// The top `k` of the catalogue, with reasons when the request asks for them: from the
     /// pipeline's reason table, else written by a language model (blocking; `shouldStop`
     /// ends the writing).
-    func recommend(_ request: Curec_V1_RecommendRequest, shouldStop: @escaping @Sendable () -> Bool) async throws
-        -> Curec_V1_RecommendResponse
+    func recommend(_ request: Curec_V1_RecommendRequest, deadline: ContinuousClock.Instant? = nil,
+                   shouldStop: @escaping @Sendable () -> Bool) async throws -> Curec_V1_RecommendResponse
     {
         if request.withReasons && request.reasonSource == .pair {
             return try await recommendWithPairReasons(request, isCancelled: shouldStop)
         }
-        var response = try rank(request)
+        var response = try await rank(request, deadline: deadline)
         guard request.withReasons else { return response }
         // AUTO falls back to generation when the table cannot be read; TABLE reports it.
         let table: ReasonTableStore.Loaded?
@@ -115,16 +164,11 @@ struct RecommendOperations: Sendable {
         return response
     }
 
-    /// The top `k` of the catalogue for the user, without reasons.
+    /// The top `k` of the catalogue for the user, without reasons, scored directly.
     func rank(_ request: Curec_V1_RecommendRequest) throws -> Curec_V1_RecommendResponse {
         let requestStart = metrics == nil ? 0 : MonotonicClock.nanoseconds()
-        let user = try data.user(request.userID)
-        guard (1...1000).contains(request.k) else {
-            throw ServingError.invalidArgument("k is \(request.k); it must be between 1 and 1000")
-        }
-        let instance = try recommender(request.plugin)
-        let itemCount = data.allItems.count
-        var scores = [Float](repeating: 0, count: itemCount)
+        let (user, instance) = try checkRank(request)
+        var scores = [Float](repeating: 0, count: data.allItems.count)
         let series = metrics?.series(model: instance.name, method: "recommend")
         try series.measure(since: requestStart) {
             try data.allItems.withUnsafeBufferPointer { candidates throws(PluginHostError) in
@@ -134,6 +178,62 @@ struct RecommendOperations: Sendable {
                 }
             }
         }
+        return rankResponse(&scores, user: user, request: request, instance: instance)
+    }
+
+    /// The top `k` of the catalogue for the user, without reasons: through the instance's
+    /// batch queue when it has dynamic batching (waiting at most until `deadline`; the
+    /// calling task's cancellation takes it out of the queue), else directly.
+    func rank(_ request: Curec_V1_RecommendRequest, deadline: ContinuousClock.Instant?) async throws
+        -> Curec_V1_RecommendResponse
+    {
+        let requestStart = MonotonicClock.nanoseconds()
+        let (user, instance) = try checkRank(request)
+        guard instance.batcher != nil else { return try rank(request) }
+        var scores = try await scoreQueued(
+            RecommenderRequest(user: user, history: data.histories[Int(user)], candidates: data.allItems),
+            instance: instance, method: "recommend", since: requestStart, deadline: deadline)
+        return rankResponse(&scores, user: user, request: request, instance: instance)
+    }
+
+    /// Scores `request` on `instance` through its queue, recording the request (its queue
+    /// time included) in the model's series; the executions are recorded by the batcher.
+    func scoreQueued(_ request: RecommenderRequest, instance: PluginInstance, method: String, since requestStart: UInt64,
+                     deadline: ContinuousClock.Instant?) async throws(PluginHostError) -> [Float] {
+        let series = metrics?.series(model: instance.name, method: method)
+        do {
+            let outcome = try await instance.scoreQueued(request, deadline: Self.monotonicDeadline(deadline), observer: series)
+            series?.requestEnded(succeeded: true, requestNanoseconds: MonotonicClock.nanoseconds() &- requestStart,
+                                 queueNanoseconds: outcome.queueNanoseconds)
+            return outcome.value
+        } catch {
+            let elapsed = MonotonicClock.nanoseconds() &- requestStart
+            series?.requestEnded(succeeded: false, requestNanoseconds: elapsed, queueNanoseconds: elapsed)
+            throw error
+        }
+    }
+
+    /// A call's deadline on the batcher's monotonic clock.
+    static func monotonicDeadline(_ deadline: ContinuousClock.Instant?) -> UInt64? {
+        guard let deadline else { return nil }
+        let now = ContinuousClock.now
+        guard deadline > now else { return MonotonicClock.nanoseconds() }
+        let (seconds, attoseconds) = (deadline - now).components
+        return MonotonicClock.nanoseconds() &+ UInt64(seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
+    }
+
+    /// The checks of a rank request that need no scoring: its user and the instance.
+    private func checkRank(_ request: Curec_V1_RecommendRequest) throws -> (UInt32, PluginInstance) {
+        let user = try data.user(request.userID)
+        guard (1...1000).contains(request.k) else {
+            throw ServingError.invalidArgument("k is \(request.k); it must be between 1 and 1000")
+        }
+        return (user, try recommender(request.plugin))
+    }
+
+    /// The response of a rank request from the catalogue's scores.
+    private func rankResponse(_ scores: inout [Float], user: UInt32, request: Curec_V1_RecommendRequest,
+                              instance: PluginInstance) -> Curec_V1_RecommendResponse {
         if request.excludeSeen {
             for item in data.histories[Int(user)] { scores[Int(item)] = -.infinity }
         }
@@ -151,6 +251,8 @@ struct RecommendOperations: Sendable {
         return response
     }
 }
+
+extension ModelMethodMetrics: BatchExecutionObserver {}
 
 /// Selecting the k largest scores.
 enum TopK {

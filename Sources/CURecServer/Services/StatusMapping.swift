@@ -115,6 +115,11 @@ extension PluginHostError: RPCStatusConvertible {
         case .wrongKind, .invalidLibraryName: return RPCError(.invalidArgument, description)
         case .host: return RPCError(.internal, description)
         case .workerUnavailable: return RPCError(.unavailable, description)
+        case .invalidBatching: return RPCError(.invalidArgument, description)
+        case .batchingUnsupported: return RPCError(.failedPrecondition, description)
+        case .queueFull: return RPCError(.resourceExhausted, description)
+        case .deadlineExpiredInQueue: return RPCError(.deadlineExceeded, description)
+        case .cancelledInQueue: return RPCError(.cancelled, description)
         }
     }
 }

@@ -1195,6 +1195,33 @@ def _load_request(name, library, config=b"", isolation=None, call_time_limit_ms=
         body += _pb_varint(5, isolation)
     if call_time_limit_ms is not None:
         body += _pb_varint(6, call_time_limit_ms)
+# --------------------------------------------------------------------------- dynamic batching
+
+LOAD_PLUGIN_PATH = "/curec.v1.PluginService/Load"
+
+
+def _varint(value):
+    out = b""
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out += bytes([byte | (0x80 if value else 0)])
+        if not value:
+            return out
+
+
+def _batching(delay=None, preferred=(), max_batch=None, max_queue=None):
+    """DynamicBatching{max_queue_delay_microseconds, preferred_batch_size (packed),
+    max_batch_size, max_queue_size} encoded by hand."""
+    body = b""
+    if delay is not None:
+        body += bytes([1 << 3]) + _varint(delay)
+    if preferred:
+        body += _pb_bytes(2, b"".join(_varint(size) for size in preferred))
+    if max_batch is not None:
+        body += bytes([3 << 3]) + _varint(max_batch)
+    if max_queue is not None:
+        body += bytes([4 << 3]) + _varint(max_queue)
     return body
 
 
@@ -1257,3 +1284,47 @@ def test_an_isolated_plugin_that_misbehaves_is_restarted_and_reported(server_add
     finally:
         channel.close()
         _unary_raw(server_address, UNLOAD_PLUGIN_PATH, _pb_bytes(1, name.encode()))
+@pytest.mark.parametrize("batching, code, words", [
+    (_batching(delay=4_000_000_000), GRPC_INVALID_ARGUMENT, "max_queue_delay_microseconds is 4000000000"),
+    (_batching(delay=1_000_001), GRPC_INVALID_ARGUMENT, "at most one second"),
+    (_batching(preferred=(0,)), GRPC_INVALID_ARGUMENT, "preferred_batch_size[0] is 0"),
+    (_batching(preferred=(8, 4)), GRPC_INVALID_ARGUMENT, "strictly ascending"),
+    (_batching(preferred=tuple(range(1, 40))), GRPC_INVALID_ARGUMENT, "at most 16"),
+    (_batching(preferred=(4_294_967_295,)), GRPC_INVALID_ARGUMENT, "preferred_batch_size[0]"),
+    (_batching(max_batch=1_000_000), GRPC_INVALID_ARGUMENT, "max_batch_size is 1000000"),
+    (_batching(max_queue=4_000_000_000), GRPC_INVALID_ARGUMENT, "max_queue_size is 4000000000"),
+    # A plugin without a batched entry point (the C popularity plugin): refused, not ignored.
+    (_batching(delay=1000), GRPC_FAILED_PRECONDITION, "does not declare a batched scoring entry point"),
+])
+def test_load_with_hostile_dynamic_batching(server_address, batching, code, words):
+    """PluginService.Load with batching settings out of range, absurd delays or for a plugin
+    that cannot batch: refused with a short message naming the field; nothing is loaded and
+    the daemon keeps serving."""
+    body = _pb_bytes(1, b"batched") + _pb_bytes(2, b"CURecPopularity") + _pb_bytes(7, batching)
+    status, message = _unary_raw(server_address, LOAD_PLUGIN_PATH, body)
+    assert status == code, message
+    assert words in message and len(message) < 300
+    status, _ = _unary_raw(server_address, HEALTH_PATH, b"")
+    assert status == 0
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+@pytest.mark.parametrize("block, words", [
+    ("{max_queue_delay_microseconds: 99999999}", "max_queue_delay_microseconds is 99999999"),
+    ("{preferred_batch_size: [16, 2]}", "strictly ascending"),
+    ("{max_queue_size: 0}", "max_queue_size is 0"),
+    ("{max_batch_size: lots}", "dynamic_batching"),
+])
+def test_hostile_dynamic_batching_in_the_config_file_is_refused_at_start(tmp_path, block, words):
+    """A plugin's dynamic_batching block out of range or of the wrong type in the config
+    file: curecd refuses to start, naming it, instead of serving without the batching asked."""
+    from interop_support import daemon_command
+
+    config = tmp_path / "curecd.yaml"
+    config.write_text("plugins:\n  - name: sasrec\n    library: CURecSASRec\n    dynamic_batching: %s\n" % block)
+    command = daemon_command(str(tmp_path / "port"), extra_args=("--config", str(config)))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert words in output and len(output) < 2000, output
+    assert not (tmp_path / "port").exists()

@@ -11,15 +11,17 @@ public func servedPluginType() -> any SwiftPlugin.Type { CountingRecommender.sel
 ///
 /// Config (JSON, all optional): `version` (reported by describe), `offset`, `refuse` (create
 /// fails with INVALID_ARGUMENT), `destroyed_marker` (a file written when the instance is
-/// destroyed, so a test can see exactly when the host lets go of it).
+/// destroyed, so a test can see exactly when the host lets go of it), `max_batch_size`
+/// (declares the batched entry point of ABI 1.2 with that maximum; 0, the default, does not).
 final class CountingRecommender: SwiftPlugin, @unchecked Sendable {
     struct Config: Decodable {
         var version = "1.0.0"
         var offset: Float = 0
         var refuse = false
         var destroyed_marker: String?
+        var max_batch_size = 0
 
-        enum CodingKeys: String, CodingKey { case version, offset, refuse, destroyed_marker }
+        enum CodingKeys: String, CodingKey { case version, offset, refuse, destroyed_marker, max_batch_size }
 
         init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -27,6 +29,7 @@ final class CountingRecommender: SwiftPlugin, @unchecked Sendable {
             offset = try container.decodeIfPresent(Float.self, forKey: .offset) ?? offset
             refuse = try container.decodeIfPresent(Bool.self, forKey: .refuse) ?? refuse
             destroyed_marker = try container.decodeIfPresent(String.self, forKey: .destroyed_marker)
+            max_batch_size = try container.decodeIfPresent(Int.self, forKey: .max_batch_size) ?? 0
         }
     }
 
@@ -47,6 +50,7 @@ final class CountingRecommender: SwiftPlugin, @unchecked Sendable {
     var facts: PluginFacts {
         var facts = PluginFacts(name: "counting", version: config.version, kind: CUREC_PLUGIN_KIND_RECOMMENDER)
         facts.isTrained = !counts.isEmpty
+        facts.maxBatchSize = config.max_batch_size
         return facts
     }
 

@@ -58,7 +58,7 @@ def test_list_shows_the_default_plugins(plugins):
 @pytest.mark.parametrize(
     "library, code, words",
     [
-        ("wrong_major", grpc.StatusCode.FAILED_PRECONDITION, "plugin ABI 99.0 but this daemon provides 1.1"),
+        ("wrong_major", grpc.StatusCode.FAILED_PRECONDITION, "plugin ABI 99.0 but this daemon provides 1.2"),
         ("missing_symbol", grpc.StatusCode.FAILED_PRECONDITION, "does not export curec_plugin_describe"),
         ("create_fails", grpc.StatusCode.INVALID_ARGUMENT, "the license key in the config is missing"),
         ("not_a_library", grpc.StatusCode.FAILED_PRECONDITION, "not a loadable shared library"),

@@ -14,33 +14,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63urec/v1/plugin.proto\x12\x08\x63urec.v1\"\xe1\x02\n\x0cPluginStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bplugin_name\x18\x02 \x01(\t\x12\x16\n\x0eplugin_version\x18\x03 \x01(\t\x12\"\n\x04kind\x18\x04 \x01(\x0e\x32\x14.curec.v1.PluginKind\x12\x0f\n\x07library\x18\x05 \x01(\t\x12\x0f\n\x07trained\x18\x06 \x01(\x08\x12\x12\n\ngeneration\x18\x07 \x01(\x04\x12\x18\n\x10item_feature_dim\x18\x08 \x01(\r\x12\x1c\n\x14reason_embedding_dim\x18\t \x01(\r\x12\x0e\n\x06job_id\x18\n \x01(\t\x12,\n\tisolation\x18\x0b \x01(\x0e\x32\x19.curec.v1.PluginIsolation\x12,\n\treadiness\x18\x0c \x01(\x0e\x32\x19.curec.v1.PluginReadiness\x12\x18\n\x10readiness_reason\x18\r \x01(\t\"\x14\n\x12ListPluginsRequest\"[\n\x13ListPluginsResponse\x12\'\n\x07plugins\x18\x01 \x03(\x0b\x32\x16.curec.v1.PluginStatus\x12\x1b\n\x13\x61vailable_libraries\x18\x02 \x03(\t\"\x9b\x01\n\x11LoadPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07library\x18\x02 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x03 \x01(\x0c\x12\r\n\x05train\x18\x04 \x01(\x08\x12,\n\tisolation\x18\x05 \x01(\x0e\x32\x19.curec.v1.PluginIsolation\x12\x1a\n\x12\x63\x61ll_time_limit_ms\x18\x06 \x01(\r\"#\n\x13UnloadPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14UnloadPluginResponse\"T\n\x13ReloadPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07library\x18\x02 \x01(\t\x12\x13\n\x06\x63onfig\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x42\t\n\x07_config*r\n\x0fPluginIsolation\x12 \n\x1cPLUGIN_ISOLATION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bPLUGIN_ISOLATION_IN_PROCESS\x10\x01\x12\x1c\n\x18PLUGIN_ISOLATION_PROCESS\x10\x02*\x8f\x01\n\x0fPluginReadiness\x12 \n\x1cPLUGIN_READINESS_UNSPECIFIED\x10\x00\x12\x1c\n\x18PLUGIN_READINESS_SERVING\x10\x01\x12\x1f\n\x1bPLUGIN_READINESS_RESTARTING\x10\x02\x12\x1b\n\x17PLUGIN_READINESS_FAILED\x10\x03*d\n\nPluginKind\x12\x1b\n\x17PLUGIN_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17PLUGIN_KIND_RECOMMENDER\x10\x01\x12\x1c\n\x18PLUGIN_KIND_REWARD_MODEL\x10\x02\x32\x9b\x02\n\rPluginService\x12\x43\n\x04List\x12\x1c.curec.v1.ListPluginsRequest\x1a\x1d.curec.v1.ListPluginsResponse\x12;\n\x04Load\x12\x1b.curec.v1.LoadPluginRequest\x1a\x16.curec.v1.PluginStatus\x12G\n\x06Unload\x12\x1d.curec.v1.UnloadPluginRequest\x1a\x1e.curec.v1.UnloadPluginResponse\x12?\n\x06Reload\x12\x1d.curec.v1.ReloadPluginRequest\x1a\x16.curec.v1.PluginStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63urec/v1/plugin.proto\x12\x08\x63urec.v1\"\xae\x03\n\x0cPluginStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bplugin_name\x18\x02 \x01(\t\x12\x16\n\x0eplugin_version\x18\x03 \x01(\t\x12\"\n\x04kind\x18\x04 \x01(\x0e\x32\x14.curec.v1.PluginKind\x12\x0f\n\x07library\x18\x05 \x01(\t\x12\x0f\n\x07trained\x18\x06 \x01(\x08\x12\x12\n\ngeneration\x18\x07 \x01(\x04\x12\x18\n\x10item_feature_dim\x18\x08 \x01(\r\x12\x1c\n\x14reason_embedding_dim\x18\t \x01(\r\x12\x0e\n\x06job_id\x18\n \x01(\t\x12,\n\tisolation\x18\x0b \x01(\x0e\x32\x19.curec.v1.PluginIsolation\x12,\n\treadiness\x18\x0c \x01(\x0e\x32\x19.curec.v1.PluginReadiness\x12\x18\n\x10readiness_reason\x18\r \x01(\t\x12\x16\n\x0emax_batch_size\x18\x0e \x01(\r\x12\x33\n\x10\x64ynamic_batching\x18\x0f \x01(\x0b\x32\x19.curec.v1.DynamicBatching\"\x85\x01\n\x0f\x44ynamicBatching\x12$\n\x1cmax_queue_delay_microseconds\x18\x01 \x01(\r\x12\x1c\n\x14preferred_batch_size\x18\x02 \x03(\r\x12\x16\n\x0emax_batch_size\x18\x03 \x01(\r\x12\x16\n\x0emax_queue_size\x18\x04 \x01(\r\"\x14\n\x12ListPluginsRequest\"[\n\x13ListPluginsResponse\x12\'\n\x07plugins\x18\x01 \x03(\x0b\x32\x16.curec.v1.PluginStatus\x12\x1b\n\x13\x61vailable_libraries\x18\x02 \x03(\t\"\xd0\x01\n\x11LoadPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07library\x18\x02 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x03 \x01(\x0c\x12\r\n\x05train\x18\x04 \x01(\x08\x12,\n\tisolation\x18\x05 \x01(\x0e\x32\x19.curec.v1.PluginIsolation\x12\x1a\n\x12\x63\x61ll_time_limit_ms\x18\x06 \x01(\r\x12\x33\n\x10\x64ynamic_batching\x18\x07 \x01(\x0b\x32\x19.curec.v1.DynamicBatching\"#\n\x13UnloadPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14UnloadPluginResponse\"T\n\x13ReloadPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07library\x18\x02 \x01(\t\x12\x13\n\x06\x63onfig\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x42\t\n\x07_config*r\n\x0fPluginIsolation\x12 \n\x1cPLUGIN_ISOLATION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bPLUGIN_ISOLATION_IN_PROCESS\x10\x01\x12\x1c\n\x18PLUGIN_ISOLATION_PROCESS\x10\x02*\x8f\x01\n\x0fPluginReadiness\x12 \n\x1cPLUGIN_READINESS_UNSPECIFIED\x10\x00\x12\x1c\n\x18PLUGIN_READINESS_SERVING\x10\x01\x12\x1f\n\x1bPLUGIN_READINESS_RESTARTING\x10\x02\x12\x1b\n\x17PLUGIN_READINESS_FAILED\x10\x03*d\n\nPluginKind\x12\x1b\n\x17PLUGIN_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17PLUGIN_KIND_RECOMMENDER\x10\x01\x12\x1c\n\x18PLUGIN_KIND_REWARD_MODEL\x10\x02\x32\x9b\x02\n\rPluginService\x12\x43\n\x04List\x12\x1c.curec.v1.ListPluginsRequest\x1a\x1d.curec.v1.ListPluginsResponse\x12;\n\x04Load\x12\x1b.curec.v1.LoadPluginRequest\x1a\x16.curec.v1.PluginStatus\x12G\n\x06Unload\x12\x1d.curec.v1.UnloadPluginRequest\x1a\x1e.curec.v1.UnloadPluginResponse\x12?\n\x06Reload\x12\x1d.curec.v1.ReloadPluginRequest\x1a\x16.curec.v1.PluginStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'curec.v1.plugin_pb2', _globals)
 if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
-  _globals['_PLUGINISOLATION']._serialized_start=811
-  _globals['_PLUGINISOLATION']._serialized_end=925
-  _globals['_PLUGINREADINESS']._serialized_start=928
-  _globals['_PLUGINREADINESS']._serialized_end=1071
-  _globals['_PLUGINKIND']._serialized_start=1073
-  _globals['_PLUGINKIND']._serialized_end=1173
+  _globals['_PLUGINISOLATION']._serialized_start=1077
+  _globals['_PLUGINISOLATION']._serialized_end=1191
+  _globals['_PLUGINREADINESS']._serialized_start=1194
+  _globals['_PLUGINREADINESS']._serialized_end=1337
+  _globals['_PLUGINKIND']._serialized_start=1339
+  _globals['_PLUGINKIND']._serialized_end=1439
   _globals['_PLUGINSTATUS']._serialized_start=36
-  _globals['_PLUGINSTATUS']._serialized_end=389
-  _globals['_LISTPLUGINSREQUEST']._serialized_start=391
-  _globals['_LISTPLUGINSREQUEST']._serialized_end=411
-  _globals['_LISTPLUGINSRESPONSE']._serialized_start=413
-  _globals['_LISTPLUGINSRESPONSE']._serialized_end=504
-  _globals['_LOADPLUGINREQUEST']._serialized_start=507
-  _globals['_LOADPLUGINREQUEST']._serialized_end=662
-  _globals['_UNLOADPLUGINREQUEST']._serialized_start=664
-  _globals['_UNLOADPLUGINREQUEST']._serialized_end=699
-  _globals['_UNLOADPLUGINRESPONSE']._serialized_start=701
-  _globals['_UNLOADPLUGINRESPONSE']._serialized_end=723
-  _globals['_RELOADPLUGINREQUEST']._serialized_start=725
-  _globals['_RELOADPLUGINREQUEST']._serialized_end=809
-  _globals['_PLUGINSERVICE']._serialized_start=1176
-  _globals['_PLUGINSERVICE']._serialized_end=1459
+  _globals['_PLUGINSTATUS']._serialized_end=466
+  _globals['_DYNAMICBATCHING']._serialized_start=469
+  _globals['_DYNAMICBATCHING']._serialized_end=602
+  _globals['_LISTPLUGINSREQUEST']._serialized_start=604
+  _globals['_LISTPLUGINSREQUEST']._serialized_end=624
+  _globals['_LISTPLUGINSRESPONSE']._serialized_start=626
+  _globals['_LISTPLUGINSRESPONSE']._serialized_end=717
+  _globals['_LOADPLUGINREQUEST']._serialized_start=720
+  _globals['_LOADPLUGINREQUEST']._serialized_end=928
+  _globals['_UNLOADPLUGINREQUEST']._serialized_start=930
+  _globals['_UNLOADPLUGINREQUEST']._serialized_end=965
+  _globals['_UNLOADPLUGINRESPONSE']._serialized_start=967
+  _globals['_UNLOADPLUGINRESPONSE']._serialized_end=989
+  _globals['_RELOADPLUGINREQUEST']._serialized_start=991
+  _globals['_RELOADPLUGINREQUEST']._serialized_end=1075
+  _globals['_PLUGINSERVICE']._serialized_start=1442
+  _globals['_PLUGINSERVICE']._serialized_end=1725
 # @@protoc_insertion_point(module_scope)

@@ -36,7 +36,7 @@ PLUGIN_KIND_RECOMMENDER: PluginKind
 PLUGIN_KIND_REWARD_MODEL: PluginKind
 
 class PluginStatus(_message.Message):
-    __slots__ = ("name", "plugin_name", "plugin_version", "kind", "library", "trained", "generation", "item_feature_dim", "reason_embedding_dim", "job_id", "isolation", "readiness", "readiness_reason")
+    __slots__ = ("name", "plugin_name", "plugin_version", "kind", "library", "trained", "generation", "item_feature_dim", "reason_embedding_dim", "job_id", "isolation", "readiness", "readiness_reason", "max_batch_size", "dynamic_batching")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_NAME_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,8 @@ class PluginStatus(_message.Message):
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
     READINESS_FIELD_NUMBER: _ClassVar[int]
     READINESS_REASON_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_BATCHING_FIELD_NUMBER: _ClassVar[int]
     name: str
     plugin_name: str
     plugin_version: str
@@ -63,7 +65,21 @@ class PluginStatus(_message.Message):
     isolation: PluginIsolation
     readiness: PluginReadiness
     readiness_reason: str
-    def __init__(self, name: _Optional[str] = ..., plugin_name: _Optional[str] = ..., plugin_version: _Optional[str] = ..., kind: _Optional[_Union[PluginKind, str]] = ..., library: _Optional[str] = ..., trained: bool = ..., generation: _Optional[int] = ..., item_feature_dim: _Optional[int] = ..., reason_embedding_dim: _Optional[int] = ..., job_id: _Optional[str] = ..., isolation: _Optional[_Union[PluginIsolation, str]] = ..., readiness: _Optional[_Union[PluginReadiness, str]] = ..., readiness_reason: _Optional[str] = ...) -> None: ...
+    max_batch_size: int
+    dynamic_batching: DynamicBatching
+    def __init__(self, name: _Optional[str] = ..., plugin_name: _Optional[str] = ..., plugin_version: _Optional[str] = ..., kind: _Optional[_Union[PluginKind, str]] = ..., library: _Optional[str] = ..., trained: bool = ..., generation: _Optional[int] = ..., item_feature_dim: _Optional[int] = ..., reason_embedding_dim: _Optional[int] = ..., job_id: _Optional[str] = ..., isolation: _Optional[_Union[PluginIsolation, str]] = ..., readiness: _Optional[_Union[PluginReadiness, str]] = ..., readiness_reason: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., dynamic_batching: _Optional[_Union[DynamicBatching, _Mapping]] = ...) -> None: ...
+
+class DynamicBatching(_message.Message):
+    __slots__ = ("max_queue_delay_microseconds", "preferred_batch_size", "max_batch_size", "max_queue_size")
+    MAX_QUEUE_DELAY_MICROSECONDS_FIELD_NUMBER: _ClassVar[int]
+    PREFERRED_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    max_queue_delay_microseconds: int
+    preferred_batch_size: _containers.RepeatedScalarFieldContainer[int]
+    max_batch_size: int
+    max_queue_size: int
+    def __init__(self, max_queue_delay_microseconds: _Optional[int] = ..., preferred_batch_size: _Optional[_Iterable[int]] = ..., max_batch_size: _Optional[int] = ..., max_queue_size: _Optional[int] = ...) -> None: ...
 
 class ListPluginsRequest(_message.Message):
     __slots__ = ()
@@ -78,20 +94,22 @@ class ListPluginsResponse(_message.Message):
     def __init__(self, plugins: _Optional[_Iterable[_Union[PluginStatus, _Mapping]]] = ..., available_libraries: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LoadPluginRequest(_message.Message):
-    __slots__ = ("name", "library", "config", "train", "isolation", "call_time_limit_ms")
+    __slots__ = ("name", "library", "config", "train", "isolation", "call_time_limit_ms", "dynamic_batching")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     TRAIN_FIELD_NUMBER: _ClassVar[int]
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
     CALL_TIME_LIMIT_MS_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_BATCHING_FIELD_NUMBER: _ClassVar[int]
     name: str
     library: str
     config: bytes
     train: bool
     isolation: PluginIsolation
     call_time_limit_ms: int
-    def __init__(self, name: _Optional[str] = ..., library: _Optional[str] = ..., config: _Optional[bytes] = ..., train: bool = ..., isolation: _Optional[_Union[PluginIsolation, str]] = ..., call_time_limit_ms: _Optional[int] = ...) -> None: ...
+    dynamic_batching: DynamicBatching
+    def __init__(self, name: _Optional[str] = ..., library: _Optional[str] = ..., config: _Optional[bytes] = ..., train: bool = ..., isolation: _Optional[_Union[PluginIsolation, str]] = ..., call_time_limit_ms: _Optional[int] = ..., dynamic_batching: _Optional[_Union[DynamicBatching, _Mapping]] = ...) -> None: ...
 
 class UnloadPluginRequest(_message.Message):
     __slots__ = ("name",)
