@@ -1195,19 +1195,14 @@ def _load_request(name, library, config=b"", isolation=None, call_time_limit_ms=
         body += _pb_varint(5, isolation)
     if call_time_limit_ms is not None:
         body += _pb_varint(6, call_time_limit_ms)
-# --------------------------------------------------------------------------- dynamic batching
+    return body
 
-LOAD_PLUGIN_PATH = "/curec.v1.PluginService/Load"
+
+# --------------------------------------------------------------------------- dynamic batching
 
 
 def _varint(value):
-    out = b""
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out += bytes([byte | (0x80 if value else 0)])
-        if not value:
-            return out
+    return _pb_varint(0, value)[1:]
 
 
 def _batching(delay=None, preferred=(), max_batch=None, max_queue=None):
