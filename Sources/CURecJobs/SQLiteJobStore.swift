@@ -194,32 +194,25 @@ public final class SQLiteJobStore: JobStore {
     /// never overwritten. Returns the record as stored then, or nil if the job had ended.
     public func markCancelRequested(_ id: String, logLine: String) throws(JobError) -> JobRecord? {
         let finalStates = JobState.allCases.filter(\.isFinal).map(\.rawValue)
-        let marked: JobRecord?
-        do {
-            marked = try database.write { db -> JobRecord? in
-                try db.execute(sql: """
-                    UPDATE job SET cancel_requested = 1 WHERE id = ? AND state NOT IN (?, ?, ?)
-                    """, arguments: [id, finalStates[0], finalStates[1], finalStates[2]])
-                guard db.changesCount > 0,
-                      let record = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [id]).map(Self.record)
-                else { return nil }
-                try Self.insert(JobEvent(record: record, logLine: logLine), in: db)
-                return record
-            }
-        } catch {
-            throw .storage("\(error)")
-        }
-        if let marked { announce([JobEvent(record: marked, logLine: logLine)]) }
-        return marked
+        return try updateAndRecord(id, logLine: logLine, sql: """
+            UPDATE job SET cancel_requested = 1 WHERE id = ? AND state NOT IN (?, ?, ?)
+            """, arguments: [id, finalStates[0], finalStates[1], finalStates[2]])
     }
 
     public func cancelIfQueued(_ id: String, logLine: String) throws(JobError) -> JobRecord? {
-        let cancelled: JobRecord?
+        try updateAndRecord(id, logLine: logLine, sql: """
+            UPDATE job SET state = 'cancelled', finished_ms = ? WHERE id = ? AND state = 'queued'
+            """, arguments: [Clock.nowMS(), id])
+    }
+
+    /// Runs `sql` (an UPDATE of job `id`); when it changed the row, stores an event with
+    /// `logLine` in the same transaction, announces it, and returns the updated record.
+    private func updateAndRecord(_ id: String, logLine: String, sql: String,
+                                 arguments: StatementArguments) throws(JobError) -> JobRecord? {
+        let updated: JobRecord?
         do {
-            cancelled = try database.write { db -> JobRecord? in
-                try db.execute(sql: """
-                    UPDATE job SET state = 'cancelled', finished_ms = ? WHERE id = ? AND state = 'queued'
-                    """, arguments: [Clock.nowMS(), id])
+            updated = try database.write { db -> JobRecord? in
+                try db.execute(sql: sql, arguments: arguments)
                 guard db.changesCount > 0,
                       let record = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [id]).map(Self.record)
                 else { return nil }
@@ -229,8 +222,8 @@ public final class SQLiteJobStore: JobStore {
         } catch {
             throw .storage("\(error)")
         }
-        if let cancelled { announce([JobEvent(record: cancelled, logLine: logLine)]) }
-        return cancelled
+        if let updated { announce([JobEvent(record: updated, logLine: logLine)]) }
+        return updated
     }
 
     public func queuedCount() throws(JobError) -> Int {

@@ -397,17 +397,25 @@ GRPC_INVALID_ARGUMENT = 3
 GRPC_NOT_FOUND = 5
 
 
-def _pb_bytes(field, payload):
-    """A length-delimited protobuf field (field numbers and lengths below 128 bytes of varint)."""
-    length = len(payload)
-    varint = b""
+def _varint(value):
+    """`value` as a protobuf varint."""
+    encoded = b""
     while True:
-        byte = length & 0x7F
-        length >>= 7
-        varint += bytes([byte | (0x80 if length else 0)])
-        if not length:
-            break
-    return bytes([field << 3 | 2]) + varint + payload
+        byte = value & 0x7F
+        value >>= 7
+        encoded += bytes([byte | (0x80 if value else 0)])
+        if not value:
+            return encoded
+
+
+def _pb_bytes(field, payload):
+    """A length-delimited protobuf field (field numbers below 16)."""
+    return bytes([field << 3 | 2]) + _varint(len(payload)) + payload
+
+
+def _pb_varint(field, value):
+    """A varint protobuf field (field numbers below 16)."""
+    return bytes([field << 3]) + _varint(value)
 
 
 def _upload_header(name):
@@ -721,14 +729,6 @@ def _daemon(*args, **kwargs):
         assert status == 0, "the daemon did not exit cleanly (%r):\n%s" % (status, server.log_tail())
 
 
-def _rss_mib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    raise AssertionError("no VmRSS for %d" % pid)
-
-
 def _cpu_seconds(pid):
     """User and system CPU time the process has used, from /proc/PID/stat."""
     with open("/proc/%d/stat" % pid) as f:
@@ -764,7 +764,7 @@ def test_streams_holding_large_bodies_are_bounded_and_reaped():
     with _daemon("--body-read-timeout", "2") as server:
         pid = server.proc.pid
         _assert_healthy_within_a_second(server.address)
-        baseline = _rss_mib(pid)
+        baseline = resident_mib(pid)
         conn = RawConnection(server.address)
         conn.start()
         streams = [1 + 2 * i for i in range(100)]
@@ -823,8 +823,8 @@ def test_streams_holding_large_bodies_are_bounded_and_reaped():
             except socket.timeout:
                 if not progressed:
                     break
-            peak = max(peak, _rss_mib(pid))
-        peak = max(peak, _rss_mib(pid))
+            peak = max(peak, resident_mib(pid))
+        peak = max(peak, resident_mib(pid))
         # 16 MiB of connection window, then credit only while under the 8 MiB buffer budget.
         assert sent <= 26 * MIB, "the server credited %.1f MiB on one connection" % (sent / MIB)
         assert peak - baseline < 80, "RSS grew by %.0f MiB (baseline %.0f)" % (peak - baseline, baseline)
@@ -845,7 +845,7 @@ def test_zero_window_readers_are_reset():
     with _daemon("--send-timeout", "2") as server:
         pid = server.proc.pid
         _assert_healthy_within_a_second(server.address)
-        baseline = _rss_mib(pid)
+        baseline = resident_mib(pid)
         conn = RawConnection(server.address)
         # SETTINGS_INITIAL_WINDOW_SIZE = 0: the server may send no DATA at all.
         conn.send(PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 0)))
@@ -864,7 +864,7 @@ def test_zero_window_readers_are_reset():
                 conn.decode_headers(received)
             elif received.type == RST_STREAM:
                 reset[received.stream_id] = struct.unpack(">I", received.payload)[0]
-            peak = max(peak, _rss_mib(pid))
+            peak = max(peak, resident_mib(pid))
         assert set(reset) == set(streams) and set(reset.values()) == {CANCEL}
         _assert_healthy_within_a_second(server.address)
         conn.close()
@@ -905,7 +905,7 @@ def test_reset_generate_reason_streams_cost_no_generation():
         # The first call loads the model.
         status, _ = _raw_stream_call(server.address, GENERATE_REASON_PATH, request, 120)
         assert status == GRPC_OK, "GenerateReason is not available: %d\n%s" % (status, server.log_tail())
-        baseline = _rss_mib(pid)
+        baseline = resident_mib(pid)
         before = _cpu_seconds(pid)
         status, _ = _raw_stream_call(server.address, GENERATE_REASON_PATH, request, 60)
         assert status == GRPC_OK
@@ -995,7 +995,7 @@ def test_idle_connections_from_one_peer_do_not_lock_out_another():
     with _daemon("--max-connections-per-peer", "8") as server:
         pid = server.proc.pid
         _assert_healthy_within_a_second(server.address)
-        baseline = _rss_mib(pid)
+        baseline = resident_mib(pid)
         held = []
         # From an address nothing else here uses: the health checks' connections from
         # 127.0.0.1 may still be closing on the server and count against that address.
@@ -1036,7 +1036,7 @@ def test_out_of_descriptors_pauses_accept_with_one_log_line():
     with _daemon("--event-loops", "1", preexec_fn=limit_files) as server:
         pid = server.proc.pid
         _assert_healthy_within_a_second(server.address)
-        baseline = _rss_mib(pid)
+        baseline = resident_mib(pid)
         open_now = len(os.listdir("/proc/%d/fd" % pid))
         assert open_now < 100, "the daemon holds %d descriptors at rest" % open_now
         held = []
@@ -1179,17 +1179,6 @@ LOAD_PLUGIN_PATH = "/curec.v1.PluginService/Load"
 UNLOAD_PLUGIN_PATH = "/curec.v1.PluginService/Unload"
 SCORE_PATH = "/curec.v1.RecommendService/Score"
 GRPC_UNAVAILABLE = 14
-
-
-def _pb_varint(field, value):
-    encoded = b""
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        encoded += bytes([byte | (0x80 if value else 0)])
-        if not value:
-            break
-    return bytes([field << 3]) + encoded
 
 
 def _load_request(name, library, config=b"", isolation=None, call_time_limit_ms=None):
