@@ -1193,10 +1193,6 @@ def _load_request(name, library, config=b"", isolation=None, call_time_limit_ms=
 # --------------------------------------------------------------------------- dynamic batching
 
 
-def _varint(value):
-    return _pb_varint(0, value)[1:]
-
-
 def _batching(delay=None, preferred=(), max_batch=None, max_queue=None):
     """DynamicBatching{max_queue_delay_microseconds, preferred_batch_size (packed),
     max_batch_size, max_queue_size} encoded by hand."""
