@@ -41,19 +41,23 @@ import Testing
             server.waitUntilStopped()
         }
         let address = "127.0.0.1:\(port)"
+        // The deferred handlers run on the cooperative pool, which other suites' long synchronous
+        // tests can hold for tens of seconds: the calls get an hour, so they end by their answers.
+        let deadline: Double = 3600
         let answers = try await Self.offThePool { () throws -> [String] in
             let client = try RPCClient(address: address)
-            var answers = [try client.unary(Self.echo, .with { $0.fillUsername = false }).username]
+            var answers = [try client.unary(Self.echo, .with { $0.fillUsername = false }, timeout: deadline).username]
             for size: Int32 in [1, 2, 3] {
-                answers.append(try client.unary(Self.echo, .with { $0.fillUsername = true; $0.responseSize = size }).username)
+                answers.append(try client.unary(
+                    Self.echo, .with { $0.fillUsername = true; $0.responseSize = size }, timeout: deadline).username)
             }
             do {
-                _ = try client.unary(Self.echo, .with { $0.responseSize = -1 })
+                _ = try client.unary(Self.echo, .with { $0.responseSize = -1 }, timeout: deadline)
                 answers.append("no error")
             } catch let error as RPCError {
                 answers.append("\(error.status.code)")
             }
-            answers.append(try client.unary(Self.echo, .with { $0.fillUsername = false }).username)
+            answers.append(try client.unary(Self.echo, .with { $0.fillUsername = false }, timeout: deadline).username)
             return answers
         }
         #expect(answers == ["inline", "task 1", "task 2", "task 3", "\(StatusCode.invalidArgument)", "inline"])
