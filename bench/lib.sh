@@ -40,6 +40,22 @@ run_h2load() { # port path body calls
     awk '/^finished in/ { gsub(",", "", $4); print $4 }' "$WORK/h2load.out"
 }
 
+# CPU seconds (user + system) the server process has used so far, from /proc.
+server_cpu_seconds() {
+    awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$SERVER_PID/stat"
+}
+
+# run_h2load, also measuring the server's CPU time per call. Sets RATE (calls/s) and CPU_US
+# (server CPU microseconds per call). CPU time per call moves far less with the machine's
+# load than calls/s, so it is the figure to compare two builds or settings by.
+measure_h2load() { # port path body calls
+    local before after
+    before="$(server_cpu_seconds)"
+    RATE="$(run_h2load "$@")"
+    after="$(server_cpu_seconds)"
+    CPU_US="$(echo "($after - $before) * 1000000 / $4" | bc -l)"
+}
+
 # Median of the numbers on standard input (one per line or space-separated).
 median() {
     tr ' ' '\n' | grep -v '^$' | sort -g |
