@@ -103,10 +103,12 @@ public struct ArtifactStore: Sendable {
             if rename(staging, final) == 0 {
                 try DurableFiles.sync(base)
                 if let registration {
-                    try registration.registry.record(ModelVersion(
+                    let recorded = try registration.registry.record(ModelVersion(
                         name: name, version: next, kind: stamped.kind.rawValue, plugin: stamped.plugin ?? "", files: files,
                         manifest: String(decoding: manifestData, as: UTF8.self), serve: serve,
                         publisher: registration.publisher, createdMS: Int64(Date().timeIntervalSince1970 * 1000)))
+                    // A daemon starting meanwhile recorded the new directory first (as found, not to serve).
+                    if !recorded, serve { try registration.registry.markServed(name: name, version: next) }
                 }
                 return final
             }
