@@ -122,3 +122,40 @@ def test_a_model_published_by_one_replica_is_served_by_the_other_and_torn_versio
     finally:
         for daemon in (first, second):
             assert daemon.stop() == 0, daemon.log_tail()
+
+
+
+def test_load_with_training_on_a_busy_replica_answers_once_it_serves_what_the_other_trained():
+    """`Load` with `train` submits a `train` job; when the replica called is busy, the other
+    runs it. The one called answers only once it serves the result (loaded from the registry),
+    and both serve the same model."""
+    url = new_database()
+    data_dir = tempfile.mkdtemp(prefix="curec-registry-")
+    first = replica(url, data_dir)
+    second = replica(url, data_dir)
+    try:
+        with grpc.insecure_channel(first.address) as channel:
+            jobs = job_pb2_grpc.JobServiceStub(channel)
+            busy_job = jobs.Submit(job_pb2.SubmitJobRequest(kind="train", parameters={
+                "library": "CURecBPR", "config": '{"factors": 16, "epochs": 100000}', "name": "busy"}), timeout=10)
+            started = None
+            for event in jobs.Watch(job_pb2.WatchJobRequest(id=busy_job.id), timeout=120):
+                if event.log_line.startswith("started on "):
+                    started = event.log_line
+                    break
+        busy, idle = (first, second) if "/%d/" % first.proc.pid in started else (second, first)
+        with grpc.insecure_channel(busy.address) as channel:
+            status = plugin_pb2_grpc.PluginServiceStub(channel).Load(plugin_pb2.LoadPluginRequest(
+                name="loaded", library="CURecBPR", config=b'{"factors": 8, "epochs": 5, "seed": 2}', train=True),
+                timeout=300)
+            assert status.name == "loaded" and status.trained and status.job_id
+            models = model_pb2_grpc.ModelServiceStub(channel).List(model_pb2.ListModelsRequest(name="loaded"), timeout=10)
+        # The idle replica trained and published it.
+        assert "/%d/" % idle.proc.pid in models.models[0].versions[0].metadata["publisher"]
+        wait_for_health(idle.address, "plugin/loaded", health_pb2.HealthCheckResponse.SERVING)
+        assert recommend(busy.address, "loaded") == recommend(idle.address, "loaded")
+        with grpc.insecure_channel(first.address) as channel:
+            job_pb2_grpc.JobServiceStub(channel).Cancel(job_pb2.CancelJobRequest(id=busy_job.id), timeout=10)
+    finally:
+        for daemon in (first, second):
+            assert daemon.stop() == 0, daemon.log_tail()
