@@ -118,6 +118,15 @@ public struct ArtifactStore: Sendable {
         }
     }
 
+    /// Checks the files of version `version` (like "v2") of `name` against its registry row
+    /// (``ModelFiles/verify(_:in:modelsRoot:)``: inside the directory, sizes, SHA-256) before
+    /// it is loaded. Nothing to check without a registry or a row for it.
+    public func verify(_ name: String, version: String) throws {
+        guard let registration, let number = Int(version.dropFirst()) else { return }
+        guard let row = try registration.registry.versions(of: name).first(where: { $0.version == number }) else { return }
+        try ModelFiles.verify(row, in: directory(of: name, version: version), modelsRoot: collectionDirectory)
+    }
+
     /// Marks version `version` (like "v2") of `name` in the registry as published to be
     /// served; nothing without a registry.
     public func markServed(_ name: String, version: String) throws {

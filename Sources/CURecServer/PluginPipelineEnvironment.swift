@@ -138,6 +138,7 @@ enum ReasonAwareRecommender {
         guard let library = manifest?.library, let configText = manifest?.config else {
             throw PipelineError.stage("serve", "models/\(name)/\((directory as NSString).lastPathComponent) has no library or config in its metadata")
         }
+        try artifacts.verify(name, version: (directory as NSString).lastPathComponent)
         // The file name only: libraries load from the plugin directories (older manifests hold a path).
         try plugins.loadOrReload(name: name, library: (library as NSString).lastPathComponent, config: Array(configText.utf8)) { instance in
             try instance.load(from: directory)

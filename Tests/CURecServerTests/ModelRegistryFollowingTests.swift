@@ -162,6 +162,29 @@ import Testing
         #expect(setup.follower.follower.catchUp() == [.loaded(name: "shared", version: 5)])
     }
 
+    /// Saved state loaded at start (or by Load) is checked against its row too: a version whose
+    /// files changed after it was recorded is skipped for an older intact one.
+    @Test func savedStateIsLoadedOnlyWhenItsFilesMatchTheirRow() throws {
+        let setup = try Setup()
+        try setup.publish()
+        let second = try setup.publish()
+        let preparer = PluginPreparer(artifacts: setup.follower.artifacts, data: setup.data, logger: Logger(label: "test"))
+        func loads() throws -> Bool {
+            let instance = try setup.follower.plugins.makeInstance(name: "shared", library: "CURecBPR", config: Self.bprConfig)
+            return preparer.loadSaved(instance, config: Self.bprConfig)
+        }
+        #expect(try loads())
+        let recorded = try #require(try setup.registry.versions(of: "shared").last)
+        let file = try #require(recorded.files.first { $0.path != ArtifactStore.manifestFileName })
+        try Data(count: 3).write(to: URL(fileURLWithPath: second + "/" + file.path))
+        #expect(throws: ModelVerificationError.self) { try setup.follower.artifacts.verify("shared", version: "v2") }
+        try setup.follower.artifacts.verify("shared", version: "v1")
+        // v2 is skipped, v1 loads.
+        #expect(try loads())
+        try Data(count: 3).write(to: URL(fileURLWithPath: setup.root + "/models/shared/v1/" + file.path))
+        #expect(try !loads())
+    }
+
     /// Rows another writer of the database made up: paths outside the version directory, a
     /// name that is a path, a library given as a path. None is loaded, nothing outside the
     /// plugin directories is opened, and the daemon keeps serving.
