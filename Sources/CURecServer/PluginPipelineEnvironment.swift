@@ -75,7 +75,11 @@ struct PluginPipelineEnvironment: PipelineEnvironment {
             manifest.config = configText
             manifest.job = jobID
             manifest.variant = run.variant
-            let directory = try artifacts.addVersion(of: servedName, manifest: manifest) { staging in try instance.save(to: staging) }
+            // Recorded to be served once the job serves it itself (after the reasons and models it
+            // goes with are published): ``ReasonAwareRecommender/serveLatest(name:plugins:artifacts:)``.
+            let directory = try artifacts.addVersion(of: servedName, manifest: manifest) { staging in
+                try instance.save(to: staging)
+            }
             log("saved models/\(servedName)/\((directory as NSString).lastPathComponent) (SASRec with CURec reason features); it serves once the job has published everything")
         }
         return PluginRecommender(instance: instance)
@@ -134,6 +138,7 @@ enum ReasonAwareRecommender {
         guard let library = manifest?.library, let configText = manifest?.config else {
             throw PipelineError.stage("serve", "models/\(name)/\((directory as NSString).lastPathComponent) has no library or config in its metadata")
         }
+        try artifacts.verify(name, version: (directory as NSString).lastPathComponent)
         // The file name only: libraries load from the plugin directories (older manifests hold a path).
         try plugins.loadOrReload(name: name, library: (library as NSString).lastPathComponent, config: Array(configText.utf8)) { instance in
             try instance.load(from: directory)

@@ -24,7 +24,7 @@ public struct PluginPreparer: Sendable {
     var canTrain: Bool { data != nil }
 
     /// Loads the newest saved artifact of `instance`'s name made by the same plugin with the
-    /// same config on the same dataset; false when none loads.
+    /// same config on the same dataset whose files match their registry row; false when none loads.
     public func loadSaved(_ instance: PluginInstance, config: [UInt8]) -> Bool {
         let description = instance.describe()
         let fingerprint = Self.fingerprint(config)
@@ -36,6 +36,7 @@ public struct PluginPreparer: Sendable {
                   manifest.configFingerprint == fingerprint,
                   manifest.dataset == datasetName else { continue }
             do {
+                try artifacts.verify(instance.name, version: version)
                 try instance.load(from: directory)
                 logger.info("plugin state loaded", metadata: ["name": "\(instance.name)", "artifact": "\(directory)"])
                 return true
