@@ -106,7 +106,7 @@ def owner_pid(job_id):
 
 
 def job_log(job_id):
-    return sql("SELECT log_line FROM curec_job_event WHERE job_id = '%s' AND log_line <> '' ORDER BY id" % job_id
+    return sql("SELECT log_line FROM curec_job_event WHERE job_id = '%s' AND log_line <> '' ORDER BY seq" % job_id
                ).splitlines()
 
 
