@@ -1,12 +1,14 @@
-"""Drain on SIGTERM, with two replicas sharing a job queue in PostgreSQL and one data directory.
+"""Drain on SIGTERM: with two replicas sharing a job queue in PostgreSQL and one data
+directory, and with one daemon on SQLite.
 
 A replica that receives SIGTERM while calls are in flight and a train job runs on it turns
 its health NOT_SERVING, lets every call in flight finish OK, checkpoints the job and
 releases it to the queue (a pause, not a crash: the lease is long, so only the release can
 hand it over), and exits 0; the other replica resumes the job from that checkpoint, losing
-no finished epoch, and ends with exactly the model an uninterrupted run makes.
+no finished epoch, and ends with exactly the model an uninterrupted run makes. On SQLite
+the job waits, paused with its checkpoint, for the daemon's next start.
 
-Needs the PostgreSQL server scripts/with-postgres starts (CUREC_TEST_POSTGRES_URL)."""
+The first test needs the PostgreSQL server scripts/with-postgres starts (CUREC_TEST_POSTGRES_URL)."""
 
 import os
 import sys
@@ -25,7 +27,6 @@ from test_jobs_postgres import POSTGRES_URL, new_database
 sys.path.insert(0, os.path.join(REPO_ROOT, "Tests", "Interop", "python"))
 from generated.grpc_testing import messages_pb2, test_pb2_grpc  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="no PostgreSQL server (run under scripts/with-postgres)")
 
 # Checkpoints every 50 epochs; a pause between two of them checkpoints where it stops.
 BPR_CONFIG = '{"factors": 16, "epochs": 240, "checkpoint_every": 50, "seed": 11}'
@@ -40,6 +41,7 @@ def replica(url, data_dir):
                          data_dir=data_dir)
 
 
+@pytest.mark.skipif(not POSTGRES_URL, reason="no PostgreSQL server (run under scripts/with-postgres)")
 def test_sigterm_drains_calls_and_hands_the_running_job_to_another_replica():
     url = new_database()
     data_dir = tempfile.mkdtemp(prefix="curec-drain-")
@@ -146,3 +148,47 @@ def test_sigterm_drains_calls_and_hands_the_running_job_to_another_replica():
         for daemon in (first, second):
             if daemon is not None and daemon.proc.poll() is None:
                 assert daemon.stop() == 0, daemon.log_tail()
+
+
+def test_sigterm_on_sqlite_checkpoints_the_job_and_the_next_start_resumes_it():
+    """One daemon on SQLite: SIGTERM pauses the running job with a checkpoint where it
+    stopped; the next start resumes it from there (not as a crash) and it ends with the same
+    model as an uninterrupted run."""
+    import sqlite3
+
+    data_dir = tempfile.mkdtemp(prefix="curec-drain-sqlite-")
+    daemon = RunningDaemon("--no-plugins", "--drain-timeout", "30", data_dir=data_dir)
+    restarted = None
+    try:
+        with grpc.insecure_channel(daemon.address) as channel:
+            jobs = job_pb2_grpc.JobServiceStub(channel)
+            job = jobs.Submit(job_pb2.SubmitJobRequest(kind="train", parameters={
+                "library": "CURecBPR", "config": BPR_CONFIG, "name": "paused"}), timeout=10)
+            watch_until(jobs, job.id, lambda e: e.step >= 12)
+        daemon.proc.send_signal(15)  # SIGTERM
+        assert daemon.proc.wait(60) == 0, daemon.log_tail()
+        daemon.log.close()
+
+        with sqlite3.connect(os.path.join(data_dir, "jobs.sqlite")) as db:
+            state, stage, step, crashes = db.execute(
+                "SELECT state, stage, step, crashes FROM job WHERE id = ?", (job.id,)).fetchone()
+        assert (state, stage, crashes) == ("queued", "paused", 0)
+        assert os.listdir(os.path.join(data_dir, "jobs", job.id, "checkpoint")) == ["epoch-%d" % step]
+
+        restarted = RunningDaemon("--no-plugins", data_dir=data_dir)
+        with grpc.insecure_channel(restarted.address) as channel:
+            jobs = job_pb2_grpc.JobServiceStub(channel)
+            reference = jobs.Submit(job_pb2.SubmitJobRequest(kind="train", parameters={
+                "library": "CURecBPR", "config": BPR_CONFIG, "name": "unpaused"}), timeout=10)
+            assert watch_to_end(jobs, job.id)[-1].state == job_pb2.JOB_STATE_SUCCEEDED
+            assert watch_to_end(jobs, reference.id)[-1].state == job_pb2.JOB_STATE_SUCCEEDED
+            record = jobs.Get(job_pb2.GetJobRequest(id=job.id), timeout=10)
+        assert record.attempts == 2 and record.metrics["resumed_from_epoch"] == step, record
+        for name in ("user_factors.f32", "item_factors.f32", "item_bias.f32"):
+            with open(os.path.join(data_dir, "models", "unpaused", "v1", name), "rb") as a, \
+                    open(os.path.join(data_dir, "models", "paused", "v1", name), "rb") as b:
+                assert a.read() == b.read(), name
+    finally:
+        for running in (daemon, restarted):
+            if running is not None and running.proc.poll() is None:
+                assert running.stop() == 0, running.log_tail()
