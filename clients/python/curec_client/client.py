@@ -350,13 +350,12 @@ def open_channel(
 
     ``retry`` (on by default) retries idempotent calls that fail with UNAVAILABLE under
     :data:`curec_client.retry.DEFAULT_RETRY_POLICY`, or under the :class:`RetryPolicy`
-    given; ``False`` turns retries off. A ``grpc.service_config`` in ``options`` wins."""
+    given; ``False`` sets no retry policy (grpcio's own transparent retries of calls that
+    never reached the daemon remain). A ``grpc.service_config`` in ``options`` wins."""
     channel_options = list(options or ())
     if retry:
         policy = retry if isinstance(retry, RetryPolicy) else DEFAULT_RETRY_POLICY
         channel_options += policy.channel_options(channel_options)
-    else:
-        channel_options.append(("grpc.enable_retries", 0))
     if server_name:
         channel_options.append(("grpc.ssl_target_name_override", server_name))
     if tls or tls_ca is not None or tls_cert is not None:
