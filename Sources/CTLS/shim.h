@@ -76,4 +76,26 @@ static inline int curec_sha256(const void *data, size_t length, unsigned char *d
     unsigned int written = 0;
     return EVP_Digest(data, length, digest, &written, EVP_sha256(), NULL) == 1 && written == 32;
 }
+
+/* SHA-256 over data given in pieces (files read in chunks): begin, update, end (which frees). */
+static inline EVP_MD_CTX *curec_sha256_begin(void) {
+    EVP_MD_CTX *context = EVP_MD_CTX_new();
+    if (context != NULL && EVP_DigestInit_ex(context, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(context);
+        return NULL;
+    }
+    return context;
+}
+
+static inline int curec_sha256_update(EVP_MD_CTX *context, const void *data, size_t length) {
+    return EVP_DigestUpdate(context, data, length);
+}
+
+/* Writes the 32-byte digest and frees `context`; returns 1 on success. */
+static inline int curec_sha256_end(EVP_MD_CTX *context, unsigned char *digest) {
+    unsigned int written = 0;
+    int ok = EVP_DigestFinal_ex(context, digest, &written) == 1 && written == 32;
+    EVP_MD_CTX_free(context);
+    return ok;
+}
 #endif

@@ -558,7 +558,7 @@ public final class JobManager: Sendable {
     }
 
     /// This machine's name (at most 64 bytes), without a name lookup.
-    private static func hostName() -> String {
+    public static func hostName() -> String {
         var buffer = [CChar](repeating: 0, count: 256)
         guard gethostname(&buffer, buffer.count - 1) == 0 else { return "host" }
         return String(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).prefix(64))

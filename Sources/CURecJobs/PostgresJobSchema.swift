@@ -1,7 +1,7 @@
 import Logging
 import PostgresNIO
 
-/// The PostgreSQL job store's schema: numbered migrations, applied in order, each once.
+/// The PostgreSQL job store's schema (jobs, their events, the model registry): numbered migrations, applied in order, each once.
 ///
 /// `curec_schema_version` holds one row per applied migration. Daemons starting together
 /// serialize on a transaction-scoped advisory lock, so each migration runs exactly once;
@@ -60,6 +60,23 @@ enum PostgresJobSchema {
             )
             """,
             "CREATE INDEX curec_job_event_job ON curec_job_event (job_id, seq)",
+        ]),
+        Migration(version: 2, name: "model registry", statements: [
+            """
+            CREATE TABLE curec_model_version (
+                name TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                plugin TEXT NOT NULL DEFAULT '',
+                files TEXT NOT NULL,
+                manifest TEXT NOT NULL,
+                serve BOOLEAN NOT NULL DEFAULT false,
+                publisher TEXT NOT NULL,
+                created_ms BIGINT NOT NULL,
+                seq BIGSERIAL UNIQUE,
+                PRIMARY KEY (name, version)
+            )
+            """,
         ]),
     ]
 

@@ -36,10 +36,19 @@ public final class PostgresJobStore: JobStore {
             try connections.withConnection { connection throws(JobError) in
                 try PostgresJobSchema.migrate(connection, logger: logger)
             }
-            listener = try PostgresEventListener(connections: connections, logger: logger) { seq throws(JobError) in
-                try PostgresJobStore.event(seq: seq, connections: connections, logger: logger)
-            } deliver: { change in
-                relay.announce(change)
+            listener = try PostgresEventListener(connections: connections, channel: Self.channel, logger: logger) { payload in
+                guard let seq = Int64(payload) else { return }
+                do {
+                    if let event = try PostgresJobStore.event(seq: seq, connections: connections, logger: logger) {
+                        relay.announce(.event(event))
+                    }
+                } catch {
+                    // The event is stored; listeners catch up when the store resynchronizes.
+                    logger.warning("a job event could not be read", metadata: ["seq": "\(seq)", "error": "\(error)"])
+                    relay.announce(.resynchronize)
+                }
+            } resynchronize: {
+                relay.announce(.resynchronize)
             }
         } catch {
             connections.close()

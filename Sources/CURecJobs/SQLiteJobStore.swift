@@ -16,6 +16,13 @@ public final class SQLiteJobStore: JobStore {
 
     /// Opens (creating if needed) the store at `path`.
     public init(path: String) throws(JobError) {
+        database = try Self.open(path: path)
+    }
+
+    /// Opens (creating if needed) the job database at `path` and applies the migrations it
+    /// lacks: the job store's and the model registry's (``SQLiteModelRegistry``), which share
+    /// the file and one list of migrations, whichever opens it first.
+    static func open(path: String) throws(JobError) -> DatabaseQueue {
         do {
             try FileManager.default.createDirectory(
                 atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -26,57 +33,77 @@ public final class SQLiteJobStore: JobStore {
             configuration.prepareDatabase { db in
                 try db.execute(sql: "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL")
             }
-            database = try DatabaseQueue(path: path, configuration: configuration)
-            var migrator = DatabaseMigrator()
-            migrator.registerMigration("v1") { db in
-                try db.create(table: "job") { table in
-                    table.primaryKey("id", .text)
-                    table.column("kind", .text).notNull()
-                    table.column("parameters", .text).notNull()
-                    table.column("state", .text).notNull()
-                    table.column("stage", .text).notNull().defaults(to: "")
-                    table.column("step", .integer).notNull().defaults(to: 0)
-                    table.column("total", .integer).notNull().defaults(to: 0)
-                    table.column("metrics", .text).notNull().defaults(to: "{}")
-                    table.column("error", .text).notNull().defaults(to: "")
-                    table.column("created_ms", .integer).notNull()
-                    table.column("started_ms", .integer).notNull().defaults(to: 0)
-                    table.column("finished_ms", .integer).notNull().defaults(to: 0)
-                    table.column("attempts", .integer).notNull().defaults(to: 0)
-                    table.column("artifact", .text).notNull().defaults(to: "")
-                }
-                try db.create(index: "job_state", on: "job", columns: ["state"])
-                try db.create(table: "job_event") { table in
-                    table.autoIncrementedPrimaryKey("seq")
-                    table.column("job_id", .text).notNull().indexed()
-                    table.column("time_ms", .integer).notNull()
-                    table.column("state", .text).notNull()
-                    table.column("stage", .text).notNull()
-                    table.column("step", .integer).notNull()
-                    table.column("total", .integer).notNull()
-                    table.column("metrics", .text).notNull()
-                    table.column("log_line", .text).notNull()
-                }
-            }
-            migrator.registerMigration("v2: durable cancellation and crash counts") { db in
-                try db.alter(table: "job") { table in
-                    table.add(column: "cancel_requested", .integer).notNull().defaults(to: 0)
-                    table.add(column: "crashes", .integer).notNull().defaults(to: 0)
-                }
-                try db.create(index: "job_created", on: "job", columns: ["created_ms", "id"])
-            }
-            migrator.registerMigration("v3: claims under leases") { db in
-                try db.alter(table: "job") { table in
-                    table.add(column: "owner", .text).notNull().defaults(to: "")
-                    table.add(column: "lease_until_ms", .integer).notNull().defaults(to: 0)
-                }
-            }
+            let database = try DatabaseQueue(path: path, configuration: configuration)
             try migrator.migrate(database)
+            return database
         } catch let error as JobError {
             throw error
         } catch {
             throw .storage("cannot open \(path): \(error)")
         }
+    }
+
+    /// Every migration of the job database, in order.
+    private static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.create(table: "job") { table in
+                table.primaryKey("id", .text)
+                table.column("kind", .text).notNull()
+                table.column("parameters", .text).notNull()
+                table.column("state", .text).notNull()
+                table.column("stage", .text).notNull().defaults(to: "")
+                table.column("step", .integer).notNull().defaults(to: 0)
+                table.column("total", .integer).notNull().defaults(to: 0)
+                table.column("metrics", .text).notNull().defaults(to: "{}")
+                table.column("error", .text).notNull().defaults(to: "")
+                table.column("created_ms", .integer).notNull()
+                table.column("started_ms", .integer).notNull().defaults(to: 0)
+                table.column("finished_ms", .integer).notNull().defaults(to: 0)
+                table.column("attempts", .integer).notNull().defaults(to: 0)
+                table.column("artifact", .text).notNull().defaults(to: "")
+            }
+            try db.create(index: "job_state", on: "job", columns: ["state"])
+            try db.create(table: "job_event") { table in
+                table.autoIncrementedPrimaryKey("seq")
+                table.column("job_id", .text).notNull().indexed()
+                table.column("time_ms", .integer).notNull()
+                table.column("state", .text).notNull()
+                table.column("stage", .text).notNull()
+                table.column("step", .integer).notNull()
+                table.column("total", .integer).notNull()
+                table.column("metrics", .text).notNull()
+                table.column("log_line", .text).notNull()
+            }
+        }
+        migrator.registerMigration("v2: durable cancellation and crash counts") { db in
+            try db.alter(table: "job") { table in
+                table.add(column: "cancel_requested", .integer).notNull().defaults(to: 0)
+                table.add(column: "crashes", .integer).notNull().defaults(to: 0)
+            }
+            try db.create(index: "job_created", on: "job", columns: ["created_ms", "id"])
+        }
+        migrator.registerMigration("v3: claims under leases") { db in
+            try db.alter(table: "job") { table in
+                table.add(column: "owner", .text).notNull().defaults(to: "")
+                table.add(column: "lease_until_ms", .integer).notNull().defaults(to: 0)
+            }
+        }
+        migrator.registerMigration("v4: model registry") { db in
+            try db.create(table: "model_version") { table in
+                table.column("name", .text).notNull()
+                table.column("version", .integer).notNull()
+                table.column("kind", .text).notNull()
+                table.column("plugin", .text).notNull().defaults(to: "")
+                table.column("files", .text).notNull()
+                table.column("manifest", .text).notNull()
+                table.column("serve", .integer).notNull().defaults(to: 0)
+                table.column("publisher", .text).notNull()
+                table.column("created_ms", .integer).notNull()
+                table.primaryKey(["name", "version"])
+            }
+        }
+        return migrator
     }
 
     private static func encode<T: Encodable>(_ value: T) -> String {

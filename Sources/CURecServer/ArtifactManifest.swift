@@ -33,6 +33,8 @@ public struct ArtifactManifest: Sendable, Equatable, Codable {
     public var configFingerprint: String?
     /// The plugin config text, for states that are served later from the manifest alone.
     public var config: String?
+    /// The plugin config as base64, when its bytes are not text (a serialized protobuf).
+    public var configBase64: String?
     /// Seconds the training took.
     public var trainingSeconds: Double?
     /// The pipeline variant that trained it.
@@ -73,6 +75,24 @@ public struct ArtifactManifest: Sendable, Equatable, Codable {
         case lora, full
     }
 
+    /// The plugin config bytes it records (``config`` or ``configBase64``), if any.
+    public var configBytes: [UInt8]? {
+        if let config { return Array(config.utf8) }
+        if let configBase64, let data = Data(base64Encoded: configBase64) { return [UInt8](data) }
+        return nil
+    }
+
+    /// Records `bytes` as the plugin config: as text when they are UTF-8, else as base64.
+    public mutating func setConfig(_ bytes: [UInt8]) {
+        if let text = String(validating: bytes, as: UTF8.self) {
+            config = text
+            configBase64 = nil
+        } else {
+            config = nil
+            configBase64 = Data(bytes).base64EncodedString()
+        }
+    }
+
     /// A manifest of `kind` with no other field set.
     public init(kind: ArtifactKind) {
         format = Self.currentFormat
@@ -82,6 +102,7 @@ public struct ArtifactManifest: Sendable, Equatable, Codable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case format = "manifest_version", kind, created, dataset, job
         case plugin, pluginVersion = "plugin_version", library, configFingerprint = "config_fingerprint", config
+        case configBase64 = "config_base64"
         case trainingSeconds = "training_seconds", variant
         case stage, profile, modelConfig = "model_config", heldOutPerplexity = "held_out_perplexity"
         case base, baseFile = "base_file", method, rank, targets, finalLoss = "final_loss"
@@ -101,6 +122,7 @@ public struct ArtifactManifest: Sendable, Equatable, Codable {
         library = try container.decodeIfPresent(String.self, forKey: .library)
         configFingerprint = try container.decodeIfPresent(String.self, forKey: .configFingerprint)
         config = try container.decodeIfPresent(String.self, forKey: .config)
+        configBase64 = try container.decodeIfPresent(String.self, forKey: .configBase64)
         trainingSeconds = try container.lenientNumberIfPresent(.trainingSeconds)
         variant = try container.decodeIfPresent(String.self, forKey: .variant)
         stage = try container.decodeIfPresent(String.self, forKey: .stage)
@@ -151,6 +173,7 @@ public struct ArtifactManifest: Sendable, Equatable, Codable {
         put(.library, library)
         put(.configFingerprint, configFingerprint)
         put(.config, config)
+        put(.configBase64, configBase64)
         put(.trainingSeconds, trainingSeconds.map { String($0) })
         put(.variant, variant)
         put(.stage, stage)

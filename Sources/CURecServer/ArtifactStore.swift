@@ -1,3 +1,4 @@
+import CURecJobs
 import Foundation
 
 /// Immutable versioned directories on disk: `<root>/<collection>/<name>/<version>/`, versions
@@ -10,15 +11,25 @@ import Foundation
 /// fsynced, and after it the parent directory, so a version that exists after a power loss
 /// is complete. Staging directories a crash left behind are removed by
 /// ``removeStaleStaging()`` at start.
+///
+/// With a ``registration`` (the daemon's `models` collection), each committed version is then
+/// recorded in the model registry with its files' sizes and SHA-256: only after the rename and
+/// the sync, so a daemon that sees the row finds every file.
 public struct ArtifactStore: Sendable {
     public let root: String
     /// The folder under `root` holding the names, e.g. `models`.
     public let collection: String
+    /// Where committed versions are recorded, and as which daemon; nil records nothing.
+    public var registration: ModelRegistration?
 
-    public init(root: String, collection: String = "models") {
+    public init(root: String, collection: String = "models", registration: ModelRegistration? = nil) {
         self.root = root
         self.collection = collection
+        self.registration = registration
     }
+
+    /// The folder holding every name of the collection.
+    public var collectionDirectory: String { (root as NSString).appendingPathComponent(collection) }
 
     /// The directory holding every version of `name`.
     public func directory(of name: String) -> String {
@@ -48,13 +59,15 @@ public struct ArtifactStore: Sendable {
     }
 
     /// Writes a new version: `write` fills a fresh directory, which then becomes `vN+1` with
-    /// `manifest` stored beside the files.
+    /// `manifest` stored beside the files. `serve` records it as published to be served
+    /// (daemons following the registry load it).
     @discardableResult
-    public func addVersion(of name: String, manifest: ArtifactManifest, write: (String) throws -> Void) throws -> String {
+    public func addVersion(of name: String, manifest: ArtifactManifest, serve: Bool = false,
+                           write: (String) throws -> Void) throws -> String {
         let staging = try beginVersion(of: name)
         do {
             try write(staging)
-            return try commitVersion(staging, of: name, manifest: manifest)
+            return try commitVersion(staging, of: name, manifest: manifest, serve: serve)
         } catch {
             discard(staging)
             throw error
@@ -72,26 +85,69 @@ public struct ArtifactStore: Sendable {
     }
 
     /// Writes the manifest (stamped with the current layout and time) into a staging directory
-    /// and renames it to the next free `vN`. Returns the version directory.
-    public func commitVersion(_ staging: String, of name: String, manifest: ArtifactManifest) throws -> String {
+    /// and renames it to the next free `vN`, then records it in the registry when there is
+    /// one. Returns the version directory.
+    public func commitVersion(_ staging: String, of name: String, manifest: ArtifactManifest, serve: Bool = false) throws -> String {
         let base = directory(of: name)
         var stamped = manifest
         stamped.format = ArtifactManifest.currentFormat
         stamped.created = ISO8601DateFormatter().string(from: Date())
-        try Self.manifestEncoder.encode(stamped)
-            .write(to: URL(fileURLWithPath: (staging as NSString).appendingPathComponent(Self.manifestFileName)))
+        let manifestData = try Self.manifestEncoder.encode(stamped)
+        try manifestData.write(to: URL(fileURLWithPath: (staging as NSString).appendingPathComponent(Self.manifestFileName)))
         try DurableFiles.syncTree(staging)
+        // Listed before the rename: the version's files never change after it.
+        let files = registration == nil ? [] : try ModelFiles.list(in: staging)
         while true {
             let next = (versions(of: name).last.flatMap { Int($0.dropFirst()) } ?? 0) + 1
             let final = (base as NSString).appendingPathComponent("v\(next)")
             if rename(staging, final) == 0 {
                 try DurableFiles.sync(base)
+                if let registration {
+                    try registration.registry.record(ModelVersion(
+                        name: name, version: next, kind: stamped.kind.rawValue, plugin: stamped.plugin ?? "", files: files,
+                        manifest: String(decoding: manifestData, as: UTF8.self), serve: serve,
+                        publisher: registration.publisher, createdMS: Int64(Date().timeIntervalSince1970 * 1000)))
+                }
                 return final
             }
             if errno != EEXIST && errno != ENOTEMPTY {
                 throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: final])
             }
         }
+    }
+
+    /// Marks version `version` (like "v2") of `name` in the registry as published to be
+    /// served; nothing without a registry.
+    public func markServed(_ name: String, version: String) throws {
+        guard let registration, let number = Int(version.dropFirst()) else { return }
+        try registration.registry.markServed(name: name, version: number)
+    }
+
+    /// Records every complete version directory of the collection that the registry does not
+    /// list yet (published before the registry existed, or by a daemon stopped between the
+    /// rename and the record), as published by this daemon and not to be served. Returns
+    /// how many it recorded.
+    @discardableResult
+    public func recordUnregisteredVersions() throws -> Int {
+        guard let registration else { return 0 }
+        let known = Set(try registration.registry.versions(of: nil).map { "\($0.name)/\($0.label)" })
+        var recorded = 0
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: collectionDirectory)) ?? []
+        for name in names.sorted() where ResourceName.isValid(name) {
+            for version in versions(of: name) where !known.contains("\(name)/\(version)") {
+                guard let number = Int(version.dropFirst()), number > 0 else { continue }
+                let directory = directory(of: name, version: version)
+                let manifestText = FileManager.default.contents(atPath: (directory as NSString).appendingPathComponent(Self.manifestFileName))
+                    .map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+                let manifest = Self.manifest(in: directory)
+                let added = try registration.registry.record(ModelVersion(
+                    name: name, version: number, kind: (manifest?.kind ?? .unknown).rawValue, plugin: manifest?.plugin ?? "",
+                    files: try ModelFiles.list(in: directory), manifest: manifestText, serve: false,
+                    publisher: registration.publisher, createdMS: Int64(Date().timeIntervalSince1970 * 1000)))
+                if added { recorded += 1 }
+            }
+        }
+        return recorded
     }
 
     /// The manifest of the version in `directory`; nil when it has none or it cannot be read
@@ -115,7 +171,7 @@ public struct ArtifactStore: Sendable {
         return encoder
     }
 
-    private static var manifestDecoder: JSONDecoder {
+    static var manifestDecoder: JSONDecoder {
         let decoder = JSONDecoder()
         decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return decoder
@@ -141,5 +197,18 @@ public struct ArtifactStore: Sendable {
     /// Removes a staging directory that will not become a version.
     public func discard(_ staging: String) {
         try? FileManager.default.removeItem(atPath: staging)
+    }
+}
+
+/// Where an artifact store records the versions it commits: the model registry, and the
+/// daemon recorded as their publisher.
+public struct ModelRegistration: Sendable {
+    public let registry: any ModelRegistry
+    /// This daemon's name in the registry (host, process id, a random part).
+    public let publisher: String
+
+    public init(registry: any ModelRegistry, publisher: String) {
+        self.registry = registry
+        self.publisher = publisher
     }
 }

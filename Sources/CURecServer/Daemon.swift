@@ -42,6 +42,10 @@ public final class Daemon: Sendable {
     private let options: DaemonOptions
     private let logger: Logger
     private let artifacts: ArtifactStore
+    /// The model registry every committed model version is recorded in.
+    private let modelRegistry: any ModelRegistry
+    /// Loads what other daemons publish to be served; nil when the registry is this daemon's alone (SQLite).
+    private let modelFollower: ModelFollower?
     /// Checks tokens and the admin split; nil when neither tokens nor an admin socket are configured.
     private let authorizer: TokenAuthorizer?
     /// The metrics every part records into; nil when `metrics_listen` is empty.
@@ -80,12 +84,26 @@ public final class Daemon: Sendable {
             searchDirectories: searchDirectories,
             cacheDirectory: (pluginCache as NSString).appendingPathComponent("\(getpid())"),
             logger: logger)
-        let artifacts = ArtifactStore(root: configuration.data_dir)
+        // The model registry lives in the job store's database: shared by every daemon on
+        // PostgreSQL, this daemon's own in SQLite.
+        let jobStoreSettings = try configuration.jobStoreSettings(readingPassword: true)
+        let modelRegistry: any ModelRegistry
+        if let postgres = jobStoreSettings {
+            modelRegistry = try PostgresModelRegistry(settings: postgres, logger: logger)
+        } else {
+            modelRegistry = try SQLiteModelRegistry(path: (configuration.data_dir as NSString).appendingPathComponent("jobs.sqlite"))
+        }
+        let registration = ModelRegistration(registry: modelRegistry, publisher: Self.publisherName())
+        let artifacts = ArtifactStore(root: configuration.data_dir, registration: registration)
         for store in [artifacts, ArtifactStore(root: configuration.data_dir, collection: "datasets")] {
             let removed = store.removeStaleStaging()
             if removed > 0 {
                 logger.notice("removed unfinished \(store.collection) versions a stop left behind", metadata: ["count": "\(removed)"])
             }
+        }
+        let adopted = try artifacts.recordUnregisteredVersions()
+        if adopted > 0 {
+            logger.notice("recorded model versions the registry did not list yet", metadata: ["count": "\(adopted)"])
         }
         let preparer = PluginPreparer(artifacts: artifacts, data: data, logger: logger)
         for spec in configuration.plugins {
@@ -111,6 +129,13 @@ public final class Daemon: Sendable {
                 logger.error("the reason-aware recommender could not be loaded", metadata: ["error": "\(error)"])
             }
         }
+
+        // With a shared registry, what other daemons publish to be served is loaded here too.
+        let modelFollower = modelRegistry.sharedByDaemons
+            ? ModelFollower(registration: registration, artifacts: artifacts, plugins: plugins, logger: logger) : nil
+        modelFollower?.adoptServing()
+        self.modelFollower = modelFollower
+        self.modelRegistry = modelRegistry
 
         let metrics = configuration.metrics_listen.isEmpty ? nil : DaemonMetrics()
         self.metrics = metrics
@@ -189,7 +214,7 @@ public final class Daemon: Sendable {
         let sampleLogger = SampleRecommendationLogger()
         jobLimits.leaseDuration = configuration.job_lease_seconds
         let jobStore: any JobStore
-        if let postgres = try configuration.jobStoreSettings(readingPassword: true) {
+        if let postgres = jobStoreSettings {
             logger.info("job store: PostgreSQL", metadata: ["url": "\(postgres.redacted)"])
             jobStore = try PostgresJobStore(settings: postgres, logger: logger)
         } else {
@@ -223,7 +248,8 @@ public final class Daemon: Sendable {
             jobStoreHealth.storeAnswered()
         }
         if let metrics { jobs.onJobEnded { metrics.jobEnded($0) } }
-        let pluginOperations = PluginOperations(plugins: plugins, preparer: preparer, jobs: jobs)
+        var pluginOperations = PluginOperations(plugins: plugins, preparer: preparer, jobs: jobs)
+        pluginOperations.follower = modelFollower
         router.register(PluginService(operations: pluginOperations))
         router.register(ModelService(operations: ModelOperations(artifacts: artifacts)))
         router.register(GenerationService(reasons: reasonStreaming,
@@ -275,6 +301,11 @@ public final class Daemon: Sendable {
         sampleLogger.action.withLock { $0 = sampleAction }
         let tunedAction: @Sendable () -> Void = { [weak self] in self?.logPairReasonSample(model: PipelineJob.tunedChatModel) }
         sampleLogger.tunedAction.withLock { $0 = tunedAction }
+    }
+
+    /// This daemon's name as a model publisher: host, process id and a random part.
+    static func publisherName() -> String {
+        "\(JobManager.hostName())/\(getpid())/\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
     }
 
     /// Removes the plugin-library copies of daemons that are no longer running
@@ -334,6 +365,9 @@ public final class Daemon: Sendable {
         let port = try server.start()
         try startMetricsEndpoint()
         jobs.start()
+        // As often as job leases are renewed: the safety net for announcements a lost
+        // connection missed.
+        modelFollower?.start(checkEvery: max(1, options.configuration.job_lease_seconds / 3))
         if let portFile = options.portFile {
             let temporary = portFile + ".tmp"
             try "\(port)\n".write(toFile: temporary, atomically: false, encoding: .utf8)
@@ -437,6 +471,7 @@ public final class Daemon: Sendable {
     /// timeout passed.
     public func beginShutdown() {
         metricsServer.withLock { $0 }?.stop()
+        modelFollower?.stop()
         jobStoreHealth.shutdownBegan()
         health.markAllNotServing()
         server.beginGracefulShutdown()
@@ -450,7 +485,9 @@ public final class Daemon: Sendable {
     @discardableResult
     public func waitUntilStopped(jobTimeout: TimeInterval? = nil) -> Bool {
         server.waitUntilStopped()
-        return jobs.waitUntilStopped(timeout: jobTimeout ?? options.configuration.drain_timeout_seconds + 5)
+        let stopped = jobs.waitUntilStopped(timeout: jobTimeout ?? options.configuration.drain_timeout_seconds + 5)
+        modelRegistry.close()
+        return stopped
     }
 }
 

@@ -75,7 +75,11 @@ struct PluginPipelineEnvironment: PipelineEnvironment {
             manifest.config = configText
             manifest.job = jobID
             manifest.variant = run.variant
-            let directory = try artifacts.addVersion(of: servedName, manifest: manifest) { staging in try instance.save(to: staging) }
+            // Recorded to be served once the job serves it itself (after the reasons and models it
+            // goes with are published): ``ReasonAwareRecommender/serveLatest(name:plugins:artifacts:)``.
+            let directory = try artifacts.addVersion(of: servedName, manifest: manifest) { staging in
+                try instance.save(to: staging)
+            }
             log("saved models/\(servedName)/\((directory as NSString).lastPathComponent) (SASRec with CURec reason features); it serves once the job has published everything")
         }
         return PluginRecommender(instance: instance)

@@ -65,6 +65,14 @@ struct TestStoreLocation: Sendable {
         }
     }
 
+    /// A new model registry on this location (as another daemon would open it).
+    func openRegistry() throws -> any ModelRegistry {
+        switch backend {
+        case .sqlite: return try SQLiteModelRegistry(path: sqlitePath)
+        case .postgres: return try PostgresModelRegistry(settings: try #require(postgres), logger: Self.logger)
+        }
+    }
+
     /// A manager (a daemon) on a new store of this location.
     func manager(steps: Int = 5, delay: Duration = .milliseconds(5), queue: Int = 8, workers: Int = 1,
                  lease: TimeInterval = 30, kind: (any JobKind)? = nil) throws -> JobManager {

@@ -1,4 +1,7 @@
 import CTLS
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Why TLS could not be set up.
 public enum TLSError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -80,6 +83,43 @@ public enum SHA256Digest {
         var digest = [UInt8](repeating: 0, count: 32)
         let ok = input.withUnsafeBytes { curec_sha256($0.baseAddress, $0.count, &digest) }
         precondition(ok == 1, "OpenSSL SHA-256 failed")
+        return hex(digest: digest)
+    }
+
+    /// Why a file could not be hashed.
+    public struct FileError: Error, CustomStringConvertible {
+        public let path: String
+        public let reason: String
+        public var description: String { "cannot hash \(path): \(reason)" }
+    }
+
+    /// The lowercase hex SHA-256 of the file at `path`, read in 1 MiB chunks, and its size in bytes.
+    public static func hexOfFile(atPath path: String) throws(FileError) -> (hex: String, size: Int64) {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw FileError(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(descriptor) }
+        guard let context = curec_sha256_begin() else { throw FileError(path: path, reason: "OpenSSL SHA-256 is unavailable") }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var size: Int64 = 0
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                let reason = String(cString: strerror(errno))
+                var discarded = [UInt8](repeating: 0, count: 32)
+                _ = curec_sha256_end(context, &discarded)
+                throw FileError(path: path, reason: reason)
+            }
+            if count == 0 { break }
+            size += Int64(count)
+            _ = buffer.withUnsafeBytes { curec_sha256_update(context, $0.baseAddress, count) }
+        }
+        var digest = [UInt8](repeating: 0, count: 32)
+        guard curec_sha256_end(context, &digest) == 1 else { throw FileError(path: path, reason: "OpenSSL SHA-256 failed") }
+        return (hex(digest: digest), size)
+    }
+
+    private static func hex(digest: [UInt8]) -> String {
         let digits = Array("0123456789abcdef".utf8)
         var text = [UInt8]()
         text.reserveCapacity(64)

@@ -195,6 +195,8 @@ struct PipelineJob: JobKind {
         // Last, so reasons, report and the LM are in place when the reason-aware recommender serves.
         if let served = try ReasonAwareRecommender.serveLatest(name: servedName, plugins: plugins, artifacts: artifacts) {
             context.log("now serving '\(servedName)' (SASRec with CURec reason features) from \(served)")
+            // Every daemon following the model registry serves it from now on.
+            try artifacts.markServed(servedName, version: (served as NSString).lastPathComponent)
         }
 
         var metrics: [String: Double] = [:]

@@ -4,7 +4,8 @@ import Foundation
 
 /// Job kind `train`: trains a plugin library with a config on the daemon's dataset and saves
 /// the result as a new immutable artifact version `models/<name>/vN`; with `serve=true`
-/// the serving instance `name` is then loaded or hot-reloaded from it.
+/// the serving instance `name` is then loaded or hot-reloaded from it, and the version is
+/// recorded as one to serve, so every daemon following the model registry loads it too.
 /// Parameters: ``Parameters``.
 ///
 /// Resumable: the plugin checkpoints into the job's checkpoint directory (ABI 1.1), so a
@@ -104,7 +105,11 @@ struct TrainPluginJob: JobKind {
         var manifest = ArtifactManifest.pluginState(description, library: instance.libraryPath,
                                                     configFingerprint: fingerprint, dataset: data.dataset.name)
         manifest.job = context.id
-        let directory = try artifacts.addVersion(of: name, manifest: manifest) { staging in try instance.save(to: staging) }
+        // With the config, any daemon can serve this version from its manifest alone.
+        manifest.setConfig(config)
+        let directory = try artifacts.addVersion(of: name, manifest: manifest, serve: values[Parameters.serve]) { staging in
+            try instance.save(to: staging)
+        }
         let relative = "models/\(name)/\((directory as NSString).lastPathComponent)"
         context.log("saved \(relative)")
         if values[Parameters.serve] {

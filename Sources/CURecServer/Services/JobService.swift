@@ -197,9 +197,44 @@ struct ModelService: Curec_V1_ModelServiceHandler {
 struct ModelOperations: Sendable {
     let artifacts: ArtifactStore
 
-    /// Every model with its versions and their metadata, or only `request.name`.
-    func list(_ request: Curec_V1_ListModelsRequest) throws(ServingError) -> Curec_V1_ListModelsResponse {
-        let root = (artifacts.root as NSString).appendingPathComponent("models")
+    /// Every model with its versions and their metadata, or only `request.name`: as the model
+    /// registry records them (what every daemon sharing it agrees on), else as the models
+    /// directory holds them.
+    func list(_ request: Curec_V1_ListModelsRequest) throws -> Curec_V1_ListModelsResponse {
+        guard let registration = artifacts.registration else { return try listDirectories(request) }
+        guard request.name.isEmpty || ResourceName.isValid(request.name) else {
+            throw ServingError.notFound("no model named \(ResourceName.quoted(request.name))")
+        }
+        let recorded = try registration.registry.versions(of: request.name.isEmpty ? nil : request.name)
+        if !request.name.isEmpty, recorded.isEmpty { throw ServingError.notFound("no model named '\(request.name)'") }
+        var names: [String] = []
+        var versions: [String: [ModelVersion]] = [:]
+        for version in recorded {
+            if versions[version.name] == nil { names.append(version.name) }
+            versions[version.name, default: []].append(version)
+        }
+        return .with { response in
+            response.models = names.sorted().map { name in
+                .with { model in
+                    model.name = name
+                    model.versions = (versions[name] ?? []).map { version in
+                        .with {
+                            $0.version = version.label
+                            var metadata = (try? ArtifactStore.manifestDecoder.decode(
+                                ArtifactManifest.self, from: Data(version.manifest.utf8)))?.fields ?? [:]
+                            metadata["publisher"] = version.publisher
+                            metadata["serve"] = version.serve ? "true" : "false"
+                            $0.metadata = metadata
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// ``list(_:)`` from the models directory (an artifact store without a registry).
+    private func listDirectories(_ request: Curec_V1_ListModelsRequest) throws(ServingError) -> Curec_V1_ListModelsResponse {
+        let root = artifacts.collectionDirectory
         var names = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
         if !request.name.isEmpty {
             guard names.contains(request.name) else { throw .notFound("no model named '\(request.name)'") }

@@ -34,6 +34,8 @@ struct PluginOperations: Sendable {
     let plugins: PluginHost
     let preparer: PluginPreparer
     let jobs: JobManager
+    /// Loads versions other daemons publish (a shared registry): a `train` job may run on any.
+    var follower: ModelFollower? = nil
 
     /// The loaded instances and the libraries that could be loaded.
     func list(_ request: Curec_V1_ListPluginsRequest) -> Curec_V1_ListPluginsResponse {
@@ -194,6 +196,10 @@ struct PluginOperations: Sendable {
         }
         switch final.state {
         case .succeeded:
+            if let follower {
+                // Another daemon may have run the job: serve what it published before answering.
+                _ = try await runBlocking { follower.catchUp() }
+            }
             guard let instance = plugins.instance(named: name) else {
                 throw ServingError.internalFailure("training job \(record.id) succeeded but '\(name)' is not loaded")
             }

@@ -5,7 +5,9 @@ and both come back when the database does.
 
 Needs the PostgreSQL server scripts/with-postgres starts (CUREC_TEST_POSTGRES_URL)."""
 
+import json
 import os
+import time
 import socket
 import subprocess
 import uuid
@@ -120,6 +122,48 @@ def test_a_database_lost_while_serving_turns_health_not_serving_until_it_returns
         _next_status(health, health_pb2.HealthCheckResponse.SERVING)
         list_jobs(b"", timeout=CALL_TIMEOUT)
         health.cancel()
+    finally:
+        channel.close()
+        assert server.stop() == 0, server.log_tail()
+
+
+LIST_MODELS_PATH = "/curec.v1.ModelService/List"
+
+
+def test_registry_rows_naming_files_outside_the_models_directory_are_refused(database):
+    """Rows another writer of the database made up, published to be served: a file path that
+    climbs out of the version directory, an absolute one, a name that is a path, a library
+    given as a path. The daemon loads none (nothing the database names is executed or read
+    outside the models and plugin directories), says why in its log, and keeps serving."""
+    url, name = database
+    server = Daemon("--job-store", "postgres", "--job-store-url", url, "--job-lease-seconds", "1").start()
+    channel = new_channel(server.address)
+    try:
+        manifest = json.dumps({"manifest_version": 1, "kind": "plugin-state", "plugin": "bpr", "library": "/bin/sh",
+                               "config": "{}"})
+        rows = [
+            ("escape", [{"path": "../../../../../etc/passwd", "size": 1, "sha256": "0" * 64}]),
+            ("absolute", [{"path": "/etc/passwd", "size": 1, "sha256": "0" * 64}]),
+            ("../../etc", [{"path": "passwd", "size": 1, "sha256": "0" * 64}]),
+            ("no-files", []),
+        ]
+        for model, files in rows:
+            psql("INSERT INTO curec_model_version (name, version, kind, plugin, files, manifest, serve, publisher, "
+                 "created_ms) VALUES ($n$%s$n$, 1, 'plugin-state', 'bpr', $f$%s$f$, $m$%s$m$, true, 'intruder', 0); "
+                 "SELECT pg_notify('curec_model_versions', seq::text) FROM curec_model_version WHERE name = $n$%s$n$"
+                 % (model, json.dumps(files), manifest, model), database=name)
+        deadline = time.monotonic() + 120
+        while server.log_tail(100000).count("model version refused") < len(rows):
+            assert time.monotonic() < deadline, server.log_tail()
+            assert server.proc.poll() is None, server.log_tail()
+            time.sleep(0.05)
+        log = server.log_tail(100000)
+        assert "outside its directory" in log and "not a valid model name" in log and "lists no files" in log
+        assert "plugin loaded" not in log
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=CALL_TIMEOUT)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        # The listing still answers, with the rows as recorded.
+        assert len(channel.unary_unary(LIST_MODELS_PATH)(b"", timeout=CALL_TIMEOUT)) > 0
     finally:
         channel.close()
         assert server.stop() == 0, server.log_tail()
