@@ -10,10 +10,9 @@ Score and Recommend load goes through nginx with the retrying Python client whil
   restarts it): no call fails; the job is reclaimed once its lease ends, resumes from its
   checkpoint in another daemon and ends with exactly the model an uninterrupted run makes;
 - every replica in turn gets SIGTERM (a rolling restart; each drains, exits 0 and comes
-  back before the next): no call fails and no job is lost.
-
-Not covered here yet: a model one replica publishes being served by all three (it needs
-the model registry in the database).
+  back before the next): no call fails and no job is lost;
+- a model one replica's job publishes to be served is served by every replica (each loads
+  it when the model registry announces it), with the same rankings.
 """
 
 import os
@@ -21,7 +20,9 @@ import signal
 import subprocess
 import threading
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from curec_client import Client, CurecError, JobState
 
@@ -222,3 +223,39 @@ def test_a_rolling_restart_under_load_loses_no_call_and_no_job():
         paused = [line for job in jobs for line in job_log(job.id) if line.startswith("paused by a shutdown")]
         assert paused, "no job was running on a replica that drained"
         assert same_model("cluster-rolling-0", "cluster-rolling-1")
+
+
+def replica_address(index):
+    with open(os.path.join(CLUSTER_DIR, "replica-%d" % index, "port")) as f:
+        return "127.0.0.1:%d" % int(f.read())
+
+
+def wait_for_health(address, service, wanted):
+    """Follows the health of `service` on one replica (Health.Watch) until it is `wanted`."""
+    with grpc.insecure_channel(address) as channel:
+        stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=service), timeout=300)
+        for response in stream:
+            if response.status == wanted:
+                stream.cancel()
+                return
+    raise AssertionError("health of %s on %s never became %s" % (service, address, wanted))
+
+
+def test_a_model_published_on_one_replica_is_served_by_all():
+    name = "cluster-published"
+    with Client(ADDRESS, timeout=30) as client:
+        job = client.submit_job("train", library="CURecBPR", config='{"factors": 16, "epochs": 20, "seed": 7}',
+                                name=name, serve=True)
+        assert follow(client, job.id, lambda e: e.final).state == JobState.SUCCEEDED, job_log(job.id)
+        publisher = owner_pid(job.id)
+    rankings = []
+    for index in range(1, REPLICAS + 1):
+        address = replica_address(index)
+        wait_for_health(address, "plugin/" + name, health_pb2.HealthCheckResponse.SERVING)
+        with Client(address, timeout=30) as client:
+            rankings.append(client.recommend("196", k=10, plugin=name).item_ids)
+    # Every replica serves it now, so nginx may pick any.
+    with Client(ADDRESS, timeout=30) as client:
+        through_nginx = client.recommend("196", k=10, plugin=name).item_ids
+    assert publisher in [replica_pid(i) for i in range(1, REPLICAS + 1)]
+    assert all(ranking == through_nginx for ranking in rankings), rankings
