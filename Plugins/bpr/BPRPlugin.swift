@@ -18,7 +18,9 @@ public func servedPluginType() -> any SwiftPlugin.Type { BPRPlugin.self }
 /// Training is resumable: when the host gives a checkpoint directory (ABI 1.1), the state
 /// after every `checkpoint_every` epochs is written there as `epoch-N/`, and a later train
 /// call with the same shapes continues after the newest complete one, with the same random
-/// stream, so a resumed run ends with exactly the model an uninterrupted run would.
+/// stream, so a resumed run ends with exactly the model an uninterrupted run would. A
+/// cancelled run (a client's cancel, or a daemon draining on SIGTERM) first checkpoints the
+/// epochs it finished since the last checkpoint, so a paused job loses no finished epoch.
 final class BPRPlugin: SwiftPlugin, @unchecked Sendable {
     struct Config: Codable {
         var factors: Int?
@@ -119,7 +121,15 @@ final class BPRPlugin: SwiftPlugin, @unchecked Sendable {
             hooks.progress(step: firstEpoch, total: epochs, metrics: ["resumed_from_epoch": Double(firstEpoch)])
         }
         for epoch in firstEpoch..<epochs {
-            if hooks.isCancelled { throw PluginFailure(CUREC_STATUS_CANCELLED, "bpr training was cancelled") }
+            if hooks.isCancelled {
+                if let checkpointDirectory, epoch > firstEpoch, epoch % checkpointEvery != 0 {
+                    try Self.writeCheckpoint(
+                        Checkpoint(epoch: epoch, users: users, items: items, factors: k, samples: samples,
+                                   seed: seed, randomState: random.state),
+                        p: p, q: q, bias: bias, in: checkpointDirectory)
+                }
+                throw PluginFailure(CUREC_STATUS_CANCELLED, "bpr training was cancelled")
+            }
             var lossSum: Double = 0
             p.withUnsafeMutableBufferPointer { p in
             q.withUnsafeMutableBufferPointer { q in

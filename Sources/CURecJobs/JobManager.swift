@@ -537,8 +537,9 @@ public final class JobManager: Sendable {
                 // Shutdown, not a client: queued again (not a crash), so this or another daemon resumes it.
                 finished.state = .queued
                 finished.stage = "paused"
-                publishOrLog(finished, logLine: "paused by a shutdown; it resumes on the next start")
-                logger.info("job paused by shutdown; it resumes on the next start", metadata: ["job": "\(id)"])
+                let resume = store.sharedByDaemons ? "the next daemon to claim it resumes it" : "it resumes on the next start"
+                publishOrLog(finished, logLine: "paused by a shutdown; \(resume)")
+                logger.info("job paused by shutdown; \(resume)", metadata: ["job": "\(id)"])
                 return
             }
             if error is JobCancelled || isCancelled(id: id) || finished.cancelRequested {

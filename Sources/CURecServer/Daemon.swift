@@ -462,25 +462,30 @@ public final class Daemon: Sendable {
     /// The health service name of a plugin instance's readiness.
     public static func healthName(ofPlugin name: String) -> String { "plugin/\(name)" }
 
-    /// Starts graceful shutdown: health turns NOT_SERVING, GOAWAY is sent, calls drain;
-    /// running jobs pause at their next step and resume on the next start.
+    /// Starts graceful shutdown (the drain on SIGTERM): health turns NOT_SERVING for every
+    /// service (load balancers stop sending), GOAWAY is sent and new connections are
+    /// refused, calls in flight get `drain_timeout_seconds` to finish; meanwhile the job
+    /// workers stop claiming, and a running job checkpoints at its next step and is released
+    /// as `queued` (a pause, not a crash), so another daemon sharing the store resumes it at
+    /// once, or this one at its next start. Returns once the workers ended or the drain
+    /// timeout passed.
     public func beginShutdown() {
         metricsServer.withLock { $0 }?.stop()
         modelFollower?.stop()
         jobStoreHealth.shutdownBegan()
         health.markAllNotServing()
         server.beginGracefulShutdown()
-        jobs.stop(timeout: 10)
+        jobs.stop(timeout: options.configuration.drain_timeout_seconds)
     }
 
     /// Blocks until the server has stopped and the job workers have ended (at most
-    /// `jobTimeout` for those); false when a job was still running then. The process must
-    /// not exit normally with a job running: exit handlers (OpenBLAS's among them) would
-    /// wait on the threads it uses.
+    /// `jobTimeout` for those, by default the drain timeout and 5 s more); false when a job
+    /// was still running then. The process must not exit normally with a job running: exit
+    /// handlers (OpenBLAS's among them) would wait on the threads it uses.
     @discardableResult
-    public func waitUntilStopped(jobTimeout: TimeInterval = 15) -> Bool {
+    public func waitUntilStopped(jobTimeout: TimeInterval? = nil) -> Bool {
         server.waitUntilStopped()
-        let stopped = jobs.waitUntilStopped(timeout: jobTimeout)
+        let stopped = jobs.waitUntilStopped(timeout: jobTimeout ?? options.configuration.drain_timeout_seconds + 5)
         modelRegistry.close()
         return stopped
     }

@@ -124,7 +124,8 @@ public struct DaemonConfiguration: Sendable, Codable {
     public var default_reward_model: String = "reward"
     /// Largest request message, bytes.
     public var max_message_bytes: Int = 4 * 1024 * 1024
-    /// Seconds calls in flight may take during graceful shutdown.
+    /// Seconds calls in flight may take during graceful shutdown (SIGTERM), and the most a
+    /// running job gets to checkpoint and be released to the queue.
     public var drain_timeout_seconds: Double = 10
     /// Seconds before an idle connection is closed.
     public var idle_timeout_seconds: Double = 300

@@ -12,9 +12,10 @@ struct CURecDaemonCommand: ParsableCommand {
         abstract: "CURec serve: a gRPC daemon for recommendation scoring, reasons and fine-tuning jobs.",
         discussion: """
             Serves gRPC over HTTP/2: cleartext (h2c, prior knowledge) on loopback, or TLS with \
-            bearer tokens (docs/security.md). SIGTERM or SIGINT shuts down gracefully: new calls \
-            are refused, calls in flight get --drain-timeout seconds to finish, and the process \
-            exits 0. SIGHUP reloads the bearer tokens from the configuration.
+            bearer tokens (docs/security.md). SIGTERM or SIGINT drains and shuts down: health turns \
+            NOT_SERVING, new calls are refused, calls in flight get --drain-timeout seconds to \
+            finish, a running job checkpoints and is released to the queue (another daemon on the \
+            same job store resumes it), and the process exits 0. SIGHUP reloads the bearer tokens from the configuration.
 
             Settings (each also a YAML key and a CUREC_* environment variable; flags win \
             over the environment, which wins over the file; see docs/configuration.md):

@@ -49,10 +49,12 @@ type Client struct {
 type DialOption func(*dialSettings)
 
 type dialSettings struct {
-	timeout time.Duration
-	grpc    []grpc.DialOption
-	tls     *tls.Config
-	token   string
+	timeout  time.Duration
+	grpc     []grpc.DialOption
+	tls      *tls.Config
+	token    string
+	retry    *RetryPolicy
+	retryOff bool
 }
 
 // WithTimeout sets the deadline of each unary call whose context has none (default
@@ -67,7 +69,9 @@ func WithGRPCOptions(opts ...grpc.DialOption) DialOption {
 }
 
 // Dial connects to a daemon at address ("host:port"): plaintext HTTP/2, or TLS with
-// WithTLS, and a bearer token with WithToken (see docs/security.md). Like grpc.Dial it
+// WithTLS, and a bearer token with WithToken (see docs/security.md). Idempotent unary
+// calls that fail with Unavailable are retried under DefaultRetryPolicy (WithRetryPolicy,
+// WithoutRetries). Like grpc.Dial it
 // does not wait for the connection: an unreachable daemon shows as Unavailable errors on
 // the first calls (pass WithGRPCOptions(grpc.WithBlock()) with DialContext to wait).
 func Dial(address string, opts ...DialOption) (*Client, error) {
@@ -80,7 +84,18 @@ func DialContext(ctx context.Context, address string, opts ...DialOption) (*Clie
 	for _, opt := range opts {
 		opt(&settings)
 	}
-	grpcOpts := append(settings.transportOptions(), settings.grpc...)
+	grpcOpts := settings.transportOptions()
+	if !settings.retryOff {
+		policy := DefaultRetryPolicy
+		if settings.retry != nil {
+			policy = *settings.retry
+		}
+		if err := policy.Validate(); err != nil {
+			return nil, err
+		}
+		grpcOpts = append(grpcOpts, policy.dialOptions()...)
+	}
+	grpcOpts = append(grpcOpts, settings.grpc...)
 	conn, err := grpc.DialContext(ctx, address, grpcOpts...)
 	if err != nil {
 		return nil, wrapError(err, "dial "+address)

@@ -44,6 +44,7 @@ def lm_path():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "pipeline: the long end-to-end CURec pipeline run (minutes)")
+    config.addinivalue_line("markers", "cluster: replicas behind nginx on PostgreSQL (run under scripts/cluster; minutes)")
 
 
 class RunningDaemon:

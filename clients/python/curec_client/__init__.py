@@ -32,6 +32,7 @@ from ._proto.curec.v1 import (  # noqa: F401  (re-exported through ``pb``)
 )
 from .client import DATASET_CHUNK_BYTES, DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client, GenerationStream, open_channel
 from .errors import CurecError
+from .retry import DEFAULT_RETRY_POLICY, IDEMPOTENT_METHODS, RetryPolicy
 from .types import (
     ChatMessage,
     ChatRole,
@@ -65,6 +66,7 @@ __all__ = [
     "Client",
     "CurecError",
     "DATASET_CHUNK_BYTES",
+    "DEFAULT_RETRY_POLICY",
     "DEFAULT_ADDRESS",
     "DEFAULT_TIMEOUT",
     "Dataset",
@@ -73,6 +75,7 @@ __all__ = [
     "FinishReason",
     "Generation",
     "GenerationStream",
+    "IDEMPOTENT_METHODS",
     "Job",
     "JobEvent",
     "JobState",
@@ -85,6 +88,7 @@ __all__ = [
     "RecommendedItem",
     "Recommendations",
     "Report",
+    "RetryPolicy",
     "RewardTriple",
     "Rewards",
     "Scores",

@@ -44,6 +44,7 @@ from ._proto.curec.v1 import (
     reward_pb2_grpc,
 )
 from .errors import CurecError
+from .retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from .types import (
     ChatMessage,
     Dataset,
@@ -341,11 +342,20 @@ def open_channel(
     server_name: Optional[str] = None,
     token: Optional[str] = None,
     options: Optional[Sequence[Tuple[str, Any]]] = None,
+    retry: Union[bool, RetryPolicy] = True,
 ) -> grpc.Channel:
     """A grpcio channel to ``curecd``: TLS when ``tls`` or any ``tls_*`` is given (CA and
     client certificate as paths or PEM bytes; the system's CAs without ``tls_ca``), with the
-    bearer ``token`` as call credentials (or as metadata on a cleartext channel)."""
+    bearer ``token`` as call credentials (or as metadata on a cleartext channel).
+
+    ``retry`` (on by default) retries idempotent calls that fail with UNAVAILABLE under
+    :data:`curec_client.retry.DEFAULT_RETRY_POLICY`, or under the :class:`RetryPolicy`
+    given; ``False`` sets no retry policy (grpcio's own transparent retries of calls that
+    never reached the daemon remain). A ``grpc.service_config`` in ``options`` wins."""
     channel_options = list(options or ())
+    if retry:
+        policy = retry if isinstance(retry, RetryPolicy) else DEFAULT_RETRY_POLICY
+        channel_options += policy.channel_options(channel_options)
     if server_name:
         channel_options.append(("grpc.ssl_target_name_override", server_name))
     if tls or tls_ca is not None or tls_cert is not None:
@@ -388,6 +398,12 @@ class Client:
             to, and a client certificate and key for a daemon that requires mutual TLS.
         server_name: the name the daemon's certificate must carry, if not the address's host.
         token: bearer token sent with every call (``authorization: Bearer <token>``).
+        retry: retry idempotent calls (scoring, recommending, reading jobs, models,
+            datasets, health, the inference protocol's reads and ModelInfer) that fail
+            with UNAVAILABLE, as a replica restarts or drains behind a load balancer: True
+            (the default, :data:`curec_client.retry.DEFAULT_RETRY_POLICY`), a
+            :class:`curec_client.RetryPolicy`, or False. Calls that create or change
+            something (submit, upload, load, cancel, ...) are never retried.
 
     The client is thread-safe (grpcio channels are) and closes its channel on ``close()``
     or when used as a context manager.
@@ -406,13 +422,14 @@ class Client:
         tls_key: Union[None, str, bytes, "os.PathLike[str]"] = None,
         server_name: Optional[str] = None,
         token: Optional[str] = None,
+        retry: Union[bool, RetryPolicy] = True,
     ) -> None:
         self.address = address
         self.timeout = timeout
         self._owns_channel = channel is None
         self._channel: grpc.Channel = channel if channel is not None else open_channel(
             address, tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
-            server_name=server_name, token=token, options=options,
+            server_name=server_name, token=token, options=options, retry=retry,
         )
         self._jobs = job_pb2_grpc.JobServiceStub(self._channel)
         self._generation = generation_pb2_grpc.GenerationServiceStub(self._channel)
