@@ -9,8 +9,10 @@ import Foundation
 /// place when complete, so a crash never leaves a half-written version; an existing version
 /// is never overwritten. Before the rename every file and directory of the version is
 /// fsynced, and after it the parent directory, so a version that exists after a power loss
-/// is complete. Staging directories a crash left behind are removed by
-/// ``removeStaleStaging()`` at start.
+/// is complete. A staging directory's name starts with its maker's ``DaemonIdentity`` tag
+/// (`.staging-<host>+<pid>+<uuid>`), so ``removeStaleStaging()`` at start removes only what a
+/// stopped process on this host left behind, never another live daemon's write on a shared
+/// data directory.
 ///
 /// With a ``registration`` (the daemon's `models` collection), each committed version is then
 /// recorded in the model registry with its files' sizes and SHA-256: only after the rename and
@@ -21,11 +23,15 @@ public struct ArtifactStore: Sendable {
     public let collection: String
     /// Where committed versions are recorded, and as which daemon; nil records nothing.
     public var registration: ModelRegistration?
+    /// The process that writes through this store, named in its staging directories.
+    public var owner: DaemonIdentity
 
-    public init(root: String, collection: String = "models", registration: ModelRegistration? = nil) {
+    public init(root: String, collection: String = "models", registration: ModelRegistration? = nil,
+                owner: DaemonIdentity = .current) {
         self.root = root
         self.collection = collection
         self.registration = registration
+        self.owner = owner
     }
 
     /// The folder holding every name of the collection.
@@ -79,7 +85,7 @@ public struct ArtifactStore: Sendable {
     public func beginVersion(of name: String) throws -> String {
         let base = directory(of: name)
         try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
-        let staging = (base as NSString).appendingPathComponent(".staging-\(UUID().uuidString)")
+        let staging = (base as NSString).appendingPathComponent("\(Self.stagingPrefix)\(owner.tag)+\(UUID().uuidString)")
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
         return staging
     }
@@ -188,21 +194,35 @@ public struct ArtifactStore: Sendable {
         return decoder
     }
 
-    /// Removes the staging directories (`<collection>/<name>/.staging-*`) that a daemon
-    /// stopped mid-write left behind; returns how many. Call at start, before any writer runs.
+    /// How a staging directory's name starts.
+    static let stagingPrefix = ".staging-"
+
+    /// Removes the staging directories (`<collection>/<name>/.staging-*`) that a process
+    /// stopped mid-write left behind: those of this host's exited processes or of an earlier
+    /// process with the owner's id, and untagged ones (from before the tag); returns how many.
+    /// Another live daemon's staging, or another host's, is kept. Call at start, before any
+    /// writer of this store runs.
     @discardableResult
     public func removeStaleStaging() -> Int {
         let top = (root as NSString).appendingPathComponent(collection)
         var removed = 0
         for name in (try? FileManager.default.contentsOfDirectory(atPath: top)) ?? [] {
             let base = (top as NSString).appendingPathComponent(name)
-            for entry in (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? [] where entry.hasPrefix(".staging-") {
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? [] where isLeftoverStaging(entry) {
                 if (try? FileManager.default.removeItem(atPath: (base as NSString).appendingPathComponent(entry))) != nil {
                     removed += 1
                 }
             }
         }
         return removed
+    }
+
+    /// Whether `entry` names a staging directory a stopped process left behind.
+    private func isLeftoverStaging(_ entry: String) -> Bool {
+        guard entry.hasPrefix(Self.stagingPrefix) else { return false }
+        let rest = entry.dropFirst(Self.stagingPrefix.count)
+        guard let maker = DaemonIdentity(tagPrefixOf: rest) else { return true }
+        return owner.findsLeftover(from: maker)
     }
 
     /// Removes a staging directory that will not become a version.

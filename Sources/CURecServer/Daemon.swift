@@ -82,7 +82,7 @@ public final class Daemon: Sendable {
         Self.removeStaleCaches(in: pluginCache, logger: logger)
         let plugins = PluginHost(
             searchDirectories: searchDirectories,
-            cacheDirectory: (pluginCache as NSString).appendingPathComponent("\(getpid())"),
+            cacheDirectory: (pluginCache as NSString).appendingPathComponent(DaemonIdentity.current.tag),
             logger: logger)
         // The model registry lives in the job store's database: shared by every daemon on
         // PostgreSQL, this daemon's own in SQLite.
@@ -308,14 +308,24 @@ public final class Daemon: Sendable {
         "\(JobManager.hostName())/\(getpid())/\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
     }
 
-    /// Removes the plugin-library copies of daemons that are no longer running
-    /// (`plugin-cache/<pid>` of a process that does not exist).
+    /// Removes the plugin-library copies of daemons that are no longer running:
+    /// `plugin-cache/<host>+<pid>` left by an exited process of this host or an earlier process
+    /// with this daemon's id, and `plugin-cache/<pid>` (the older layout) of an exited process.
+    /// Other hosts' copies on a shared data directory are kept. Call before this daemon makes its own.
     static func removeStaleCaches(in directory: String, logger: Logger) {
+        let me = DaemonIdentity.current
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
-            guard let pid = Int32(entry), pid != getpid() else { continue }
-            if kill(pid, 0) == 0 || errno != ESRCH { continue }
+            let maker: DaemonIdentity
+            if let tagged = DaemonIdentity(tagPrefixOf: Substring(entry)), tagged.tag == entry {
+                maker = tagged
+            } else if let pid = Int32(entry), pid > 0, pid != me.pid {
+                maker = DaemonIdentity(host: me.host, pid: pid)
+            } else {
+                continue
+            }
+            guard me.findsLeftover(from: maker) else { continue }
             try? FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(entry))
-            logger.debug("removed a stale plugin cache", metadata: ["pid": "\(pid)"])
+            logger.debug("removed a stale plugin cache", metadata: ["owner": "\(entry)"])
         }
     }
 
