@@ -197,6 +197,24 @@ public final class JobManager: Sendable {
 
     /// Validates and queues a job.
     public func submit(kind: String, parameters: [String: String]) throws(JobError) -> JobRecord {
+        let record = try validatedNewJob(kind: kind, parameters: parameters)
+        try store.save(record, event: JobEvent(record: record, logLine: "queued"))
+        queued(record)
+        return record
+    }
+
+    /// Validates and queues a job of `kind` unless one of that kind was ever submitted, by this
+    /// daemon or any other sharing the store; nil when one was.
+    public func submitIfFirstOfKind(kind: String, parameters: [String: String]) throws(JobError) -> JobRecord? {
+        let record = try validatedNewJob(kind: kind, parameters: parameters)
+        guard try store.saveIfFirstOfKind(record, event: JobEvent(record: record, logLine: "queued")) else { return nil }
+        queued(record)
+        return record
+    }
+
+    /// A new queued record for `kind` with `parameters`, once they pass the kind's checks,
+    /// the size limit and the queue capacity.
+    private func validatedNewJob(kind: String, parameters: [String: String]) throws(JobError) -> JobRecord {
         guard let jobKind = kinds[kind] else { throw .unknownKind(String(kind.prefix(64)), known: kindNames) }
         let size = parameters.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
         guard size <= limits.maxParameterBytes else { throw .parametersTooLarge(limit: limits.maxParameterBytes) }
@@ -204,11 +222,13 @@ public final class JobManager: Sendable {
         // Counted in the store, so the limit holds for the queue all daemons share (daemons
         // submitting at the same moment may each add one past it).
         if try store.queuedCount() >= limits.queueCapacity { throw .queueFull(limit: limits.queueCapacity) }
-        let record = JobRecord(id: Self.newID(), kind: kind, parameters: parameters, state: .queued, createdMS: Clock.nowMS())
-        try store.save(record, event: JobEvent(record: record, logLine: "queued"))
+        return JobRecord(id: Self.newID(), kind: kind, parameters: parameters, state: .queued, createdMS: Clock.nowMS())
+    }
+
+    /// Wakes a worker for a record just stored as queued.
+    private func queued(_ record: JobRecord) {
         wake()
-        logger.info("job queued", metadata: ["job": "\(record.id)", "kind": "\(kind)"])
-        return record
+        logger.info("job queued", metadata: ["job": "\(record.id)", "kind": "\(record.kind)"])
     }
 
     public func get(_ id: String) throws(JobError) -> JobRecord {

@@ -33,6 +33,12 @@ public protocol JobStore: Sendable {
     /// when another daemon has reclaimed or claimed the job since.
     func save(_ record: JobRecord, event: JobEvent, heldBy owner: String) throws(JobError) -> Bool
 
+    /// ``save(_:event:)``, but only when no job of `record.kind` was ever stored: the check and
+    /// the write are one transaction, serialized among all daemons on the store. False, with
+    /// nothing written, when one exists. For a job to submit once however many daemons start
+    /// at the same moment (the first-start pipeline).
+    func saveIfFirstOfKind(_ record: JobRecord, event: JobEvent) throws(JobError) -> Bool
+
     /// Records that a client asked to cancel job `id`, with a log line, unless the job has
     /// already ended; one statement, so a worker finishing the job at the same
     /// moment is never overwritten. Returns the record as stored then, or nil if it had ended.

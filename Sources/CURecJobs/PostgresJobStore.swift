@@ -187,6 +187,20 @@ public final class PostgresJobStore: JobStore {
         }
     }
 
+    public func saveIfFirstOfKind(_ record: JobRecord, event: JobEvent) throws(JobError) -> Bool {
+        try connections.transaction { connection -> Bool in
+            // Daemons submitting the same kind at once wait here until the first one commits.
+            let lockKey = "curec_job_kind/" + record.kind
+            _ = try connection.query("SELECT pg_advisory_xact_lock(hashtext(\(lockKey)))", logger: logger).wait()
+            let existing = try connection.query("SELECT 1 FROM curec_job WHERE kind = \(record.kind) LIMIT 1",
+                                                logger: logger).wait()
+            guard existing.first == nil else { return false }
+            try Self.upsert(record, on: connection, logger: logger)
+            try Self.insert(event, on: connection, logger: logger)
+            return true
+        }
+    }
+
     public func markCancelRequested(_ id: String, logLine: String) throws(JobError) -> JobRecord? {
         try connections.transaction { connection -> JobRecord? in
             let result = try connection.query("""

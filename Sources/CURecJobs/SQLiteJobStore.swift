@@ -199,6 +199,23 @@ public final class SQLiteJobStore: JobStore {
         announce([event])
     }
 
+    public func saveIfFirstOfKind(_ record: JobRecord, event: JobEvent) throws(JobError) -> Bool {
+        let saved: Bool
+        do {
+            saved = try database.write { db -> Bool in
+                guard try Int.fetchOne(db, sql: "SELECT 1 FROM job WHERE kind = ? LIMIT 1", arguments: [record.kind]) == nil
+                else { return false }
+                try Self.upsert(record, in: db)
+                try Self.insert(event, in: db)
+                return true
+            }
+        } catch {
+            throw .storage("\(error)")
+        }
+        if saved { announce([event]) }
+        return saved
+    }
+
     public func save(_ record: JobRecord, event: JobEvent, heldBy owner: String) throws(JobError) -> Bool {
         let held: Bool
         do {

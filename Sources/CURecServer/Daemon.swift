@@ -348,14 +348,16 @@ public final class Daemon: Sendable {
     public static let reasonAwareRecommender = PublishedName.reasonAwareRecommender.rawValue
 
     /// Submits the first-start pipeline when it is enabled, the dataset and MiniLM are
-    /// present, no report exists yet and no pipeline job was ever submitted.
+    /// present, no report exists yet and no pipeline job was ever submitted, by this daemon or
+    /// any other sharing the job store (checked and submitted in one transaction, so daemons
+    /// started at the same moment submit one).
     private func submitFirstStartPipeline() {
         let configuration = options.configuration
         guard configuration.pipeline_on_start != "off", recommendations != nil else { return }
         guard artifacts.latest(of: PublishedName.report.rawValue) == nil else { return }
         do {
-            guard try jobs.list(state: nil, kind: "pipeline", limit: 1).isEmpty else { return }
-            let record = try jobs.submit(kind: "pipeline", parameters: ["profile": configuration.pipeline_on_start])
+            guard let record = try jobs.submitIfFirstOfKind(
+                kind: "pipeline", parameters: ["profile": configuration.pipeline_on_start]) else { return }
             logger.info("first start: submitted the \(configuration.pipeline_on_start) CURec pipeline as job \(record.id); follow it with `curec jobs watch \(record.id)`")
             DispatchQueue.global(qos: .utility).async { [weak self] in
                 self?.logPairReasonSample(model: ChatModelStore.baseName)

@@ -333,7 +333,7 @@ public struct DaemonConfiguration: Sendable, Codable {
               },
               "serve Prometheus metrics (docs/metrics.md) over plain HTTP at `GET /metrics` on this address; empty: no endpoint"),
         .text(\.pipeline_on_start, "pipeline_on_start", rule: .oneOf(["quick", "standard", "off"]),
-              "the `pipeline` profile submitted on the first start with the dataset and MiniLM present (only if no report exists and no pipeline job was ever submitted); `--no-plugins` turns it off"),
+              "the `pipeline` profile submitted on the first start with the dataset and MiniLM present (only if no report exists and no pipeline job was ever submitted, by any daemon sharing the job store); `--no-plugins` turns it off"),
     ]
 
     /// The setting with YAML key `key`.

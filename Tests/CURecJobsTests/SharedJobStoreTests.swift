@@ -80,6 +80,34 @@ struct GateJob: JobKind {
         }
     }
 
+    /// Daemons started at the same moment each try to submit the first-start job: one does.
+    @Test(arguments: StoreBackend.shared) func daemonsStartingAtOnceSubmitTheFirstOfAKindOnce(_ backend: StoreBackend) throws {
+        let location = try TestStoreLocation(backend)
+        let ledger = RunLedger()
+        let managers = try (0..<4).map { _ in try location.manager(queue: 100, workers: 1, kind: LedgerJob(ledger: ledger)) }
+        let submitted = Mutex<[String?]>([])
+        DispatchQueue.concurrentPerform(iterations: managers.count) { index in
+            let id = try? managers[index].submitIfFirstOfKind(kind: "ledger", parameters: [:])?.id
+            submitted.withLock { $0.append(id) }
+        }
+        let ids = submitted.withLock { $0 }.compactMap { $0 }
+        #expect(ids.count == 1)
+        #expect(try managers[0].list(state: nil, kind: "ledger", limit: 10).map(\.id) == ids)
+        // Later starts find it and submit nothing.
+        #expect(try managers[3].submitIfFirstOfKind(kind: "ledger", parameters: [:]) == nil)
+    }
+
+    /// On every store: the first of a kind is queued, later ones are not, other kinds are.
+    @Test(arguments: StoreBackend.available) func onlyTheFirstJobOfAKindIsSubmittedOnce(_ backend: StoreBackend) throws {
+        let location = try TestStoreLocation(backend)
+        let manager = try location.manager(queue: 100, workers: 1, kind: LedgerJob(ledger: RunLedger()))
+        let first = try #require(try manager.submitIfFirstOfKind(kind: "ledger", parameters: [:]))
+        #expect(try manager.get(first.id).state == .queued)
+        #expect(try manager.submitIfFirstOfKind(kind: "ledger", parameters: [:]) == nil)
+        #expect(throws: JobError.self) { try manager.submitIfFirstOfKind(kind: "no-such-kind", parameters: [:]) }
+        #expect(try manager.list(state: nil, kind: "ledger", limit: 10).count == 1)
+    }
+
     @Test(arguments: StoreBackend.available)
     func aJobOfADeadDaemonIsReclaimedWhenItsLeaseEndsAndResumesFromItsCheckpoint(_ backend: StoreBackend) async throws {
         let location = try TestStoreLocation(backend)
