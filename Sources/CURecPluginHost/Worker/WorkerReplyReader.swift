@@ -153,7 +153,8 @@ final class WorkerReplyReader: @unchecked Sendable {
                 }
                 call.completion(result)
             }
-            failExpired()
+            // Only once the earliest deadline (or the idle wake) has come: no scan per reply.
+            if ContinuousClock.now >= wake { failExpired() }
         }
         lock.lock()
         stopped = true
