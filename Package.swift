@@ -78,7 +78,7 @@ let package = Package(
         // Loads, checks, hot-swaps and retires plugin libraries.
         .target(
             name: "CURecPluginHost",
-            dependencies: ["CURecPluginABI", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CURecPluginABI", "CLinux", .product(name: "Logging", package: "swift-log")]
         ),
         // Helpers for writing plugins in Swift (statically linked into each plugin).
         .target(name: "CURecPluginKit", dependencies: ["CURecPluginABI"]),

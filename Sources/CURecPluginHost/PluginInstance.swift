@@ -126,11 +126,47 @@ protocol PluginBackend: AnyObject, Sendable {
                isCancelled: @escaping () -> Bool) throws(PluginHostError)
     func save(to directory: String) throws(PluginHostError)
     func load(from directory: String) throws(PluginHostError)
+    /// Whether a call waits on another process (an isolated worker), so callers on an I/O
+    /// loop must use the suspending entry points.
+    var callsWaitOnAnotherProcess: Bool { get }
+    /// The description without asking the plugin again when that would wait on a worker.
+    var knownDescription: PluginDescription { get }
+    /// Scores `request` without blocking the calling thread while another process computes:
+    /// `completion` runs once, on whichever thread has the result.
+    func scoreRecommender(_ request: RecommenderRequest,
+                          completion: @escaping @Sendable (Result<[Float], PluginHostError>) -> Void)
+    /// Rewards `inputs` without blocking the calling thread while another process computes.
+    func scoreReward(_ inputs: [PluginInstance.RewardInput],
+                     completion: @escaping @Sendable (Result<[Float], PluginHostError>) -> Void)
 }
 
 extension PluginBackend {
     /// No batched entry point: requests are scored one at a time.
     var maxBatchSize: Int { 0 }
+
+    /// In this process a call never waits on another one.
+    var callsWaitOnAnotherProcess: Bool { false }
+
+    var knownDescription: PluginDescription { describe() }
+
+    /// In this process scoring is fast: it runs on the calling thread, which completes.
+    func scoreRecommender(_ request: RecommenderRequest,
+                          completion: @escaping @Sendable (Result<[Float], PluginHostError>) -> Void) {
+        completion(Result { () throws(PluginHostError) -> [Float] in
+            var scores = [Float](repeating: 0, count: request.candidates.count)
+            try request.candidates.withUnsafeBufferPointer { candidates throws(PluginHostError) in
+                try scores.withUnsafeMutableBufferPointer { output throws(PluginHostError) in
+                    try scoreRecommender(user: request.user, history: request.history, candidates: candidates, scores: output)
+                }
+            }
+            return scores
+        })
+    }
+
+    func scoreReward(_ inputs: [PluginInstance.RewardInput],
+                     completion: @escaping @Sendable (Result<[Float], PluginHostError>) -> Void) {
+        completion(Result { () throws(PluginHostError) -> [Float] in try scoreReward(inputs) })
+    }
 
     func scoreRecommenderBatch(_ requests: ArraySlice<RecommenderRequest>) -> [Result<[Float], PluginHostError>] {
         requests.map { request in
@@ -245,6 +281,53 @@ public final class PluginInstance: Sendable {
             start = end
         }
         return results
+    }
+
+    /// Whether a call to this instance waits on its worker process. Callers on an I/O loop
+    /// then use ``scoreSuspending(_:)`` and ``scoreRewardSuspending(_:)``, which leave the
+    /// thread free while the worker computes; in process, calls are fast enough to make inline.
+    public var callsWaitOnAnotherProcess: Bool { backend.callsWaitOnAnotherProcess }
+
+    /// The description as last known: for an isolated instance, without asking its worker
+    /// (which a hanging plugin would hold up); in process the same as ``describe()``.
+    public var knownDescription: PluginDescription {
+        var description = backend.knownDescription
+        description.maxBatchSize = maxBatchSize
+        return description
+    }
+
+    /// Scores one request without blocking the calling thread while an isolated instance's
+    /// worker computes: `completion` gets the scores (one per candidate) or the error once,
+    /// from the worker's reply thread (in process: on the calling thread, before returning).
+    public func score(_ request: RecommenderRequest,
+                      completion: @escaping @Sendable (Result<[Float], PluginHostError>) -> Void) {
+        guard kind == .recommender else {
+            completion(.failure(.wrongKind(instance: name, expected: "recommender", actual: "reward model")))
+            return
+        }
+        backend.scoreRecommender(request, completion: completion)
+    }
+
+    /// ``score(_:completion:)`` for a task: suspends instead of blocking its thread.
+    public func scoreSuspending(_ request: RecommenderRequest) async throws(PluginHostError) -> [Float] {
+        guard callsWaitOnAnotherProcess else { return try score(request) }
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<[Float], PluginHostError>, Never>) in
+            score(request) { continuation.resume(returning: $0) }
+        }
+        return try result.get()
+    }
+
+    /// Scores reasons without blocking the calling task while an isolated instance's worker
+    /// computes; one reward per input.
+    public func scoreRewardSuspending(_ inputs: [RewardInput]) async throws(PluginHostError) -> [Float] {
+        guard kind == .rewardModel else {
+            throw .wrongKind(instance: name, expected: "reward model", actual: "recommender")
+        }
+        guard callsWaitOnAnotherProcess else { return try backend.scoreReward(inputs) }
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<[Float], PluginHostError>, Never>) in
+            backend.scoreReward(inputs) { continuation.resume(returning: $0) }
+        }
+        return try result.get()
     }
 
     /// Scores one request directly (no queue).

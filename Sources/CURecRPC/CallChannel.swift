@@ -136,6 +136,20 @@ final class CallChannel: Sendable {
         if changed { scheduleWake() }
     }
 
+    /// Ends a unary call with its one response (ignored once the call ended or was
+    /// cancelled). Any thread.
+    func finishUnary(with response: [UInt8]) {
+        let framed = MessageFramer.frame(response)
+        let changed = state.withLock { state -> Bool in
+            guard state.finalStatus == nil, state.cancellation == nil else { return false }
+            state.outbound.append(framed)
+            state.outboundBytes += framed.count
+            state.finalStatus = .ok
+            return true
+        }
+        if changed { scheduleWake() }
+    }
+
     /// Adds initial metadata; only effective before the first response is sent.
     func addInitialMetadata(_ metadata: Metadata) {
         state.withLock { $0.initialMetadata.append(contentsOf: metadata) }

@@ -687,7 +687,7 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
             })
         }
         switch route.handler {
-        case .inlineUnary, .unary: break  // startUnaryTask marks a handler that runs as a task
+        case .inlineUnary, .inlineUnaryAnswering, .unary: break  // startUnaryTask marks a handler that runs as a task
         default: call.handlerRunning = true
         }
         switch route.handler {
@@ -709,6 +709,49 @@ final class HTTP2Connection: EventSource, @unchecked Sendable {
                     state.finalStatus = .ok
                 }
                 record(.ok)
+            } catch {
+                call.pendingRequest = nil
+                let (status, trailers) = Self.status(for: error)
+                call.channel.finish(status, trailingMetadata: trailers)
+                record(status.code)
+            }
+            serviceCall(call)
+        case .inlineUnaryAnswering(let handler, let deferred):
+            let request = call.pendingRequest ?? []
+            let channel = call.channel
+            // Called once, on any thread, possibly before the handler returns.
+            let respond: @Sendable (Result<[UInt8], any Error>) -> Void = { result in
+                switch result {
+                case .success(let response):
+                    channel.finishUnary(with: response)
+                    record(.ok)
+                case .failure(let error):
+                    let (status, trailers) = Self.status(for: error)
+                    channel.finish(status, trailingMetadata: trailers)
+                    record(status.code)
+                }
+                returned()
+            }
+            do {
+                switch try handler(request, context, respond) {
+                case .now(let response):
+                    call.pendingRequest = nil
+                    call.channel.state.withLock { state in
+                        let framed = MessageFramer.frame(response)
+                        state.outbound.append(framed)
+                        state.outboundBytes += framed.count
+                        state.finalStatus = .ok
+                    }
+                    record(.ok)
+                case .later:
+                    // The responder's `returned` reaches the loop after this.
+                    call.pendingRequest = nil
+                    call.handlerRunning = true
+                    return
+                case .declined:
+                    startUnaryTask(deferred)
+                    return
+                }
             } catch {
                 call.pendingRequest = nil
                 let (status, trailers) = Self.status(for: error)

@@ -11,6 +11,11 @@ enum RouteHandler: Sendable {
     /// returns nil declines to answer inline; the call then runs `deferred` as a task.
     case inlineUnary(@Sendable (_ request: [UInt8], _ context: ServerContext) throws -> [UInt8]?,
                      deferred: (@Sendable (_ request: [UInt8], _ context: ServerContext) async throws -> [UInt8])?)
+    /// Runs synchronously on the I/O loop and answers now, later (its responder is called once,
+    /// from any thread, while the loop serves other calls) or declines to `deferred`, a task.
+    case inlineUnaryAnswering(@Sendable (_ request: [UInt8], _ context: ServerContext,
+                                         _ respond: @escaping @Sendable (Result<[UInt8], any Error>) -> Void) throws -> InlineAnswer<[UInt8]>,
+                              deferred: @Sendable (_ request: [UInt8], _ context: ServerContext) async throws -> [UInt8])
     /// Runs as a task once the single request message has arrived.
     case unary(@Sendable (_ request: [UInt8], _ context: ServerContext) async throws -> [UInt8])
     /// Runs as a task once the single request message has arrived, streaming responses.
@@ -18,6 +23,22 @@ enum RouteHandler: Sendable {
     /// Runs as a task from the request headers on, reading requests from the channel.
     case streamingRequests(@Sendable (_ context: ServerContext) async throws -> Void)
 }
+
+/// How a handler registered with ``RPCRouter/registerInlineUnary(_:answering:deferred:)``
+/// answers its call.
+public enum InlineAnswer<Response: Sendable>: Sendable {
+    /// The response, sent at once.
+    case now(Response)
+    /// The handler handed its responder to work that calls it exactly once, from any thread
+    /// (for instance when another process answers); the loop serves other calls meanwhile.
+    case later
+    /// The call runs the registration's `deferred` handler as a task instead; the handler has
+    /// started no work and will not call its responder.
+    case declined
+}
+
+/// Completes a call whose handler answered ``InlineAnswer/later``: call it exactly once.
+public typealias UnaryResponder<Response> = @Sendable (Result<Response, any Error>) -> Void
 
 /// One registered method.
 struct Route: Sendable {
@@ -90,6 +111,31 @@ public struct RPCRouter: Sendable {
         add(method.descriptor, expecting: .unary, handler: .inlineUnary({ bytes, context in
             let request = try MessageCoding.decode(Request.self, from: bytes)
             return try handler(request, context).map { try MessageCoding.encode($0) }
+        }, deferred: { bytes, context in
+            let request = try MessageCoding.decode(Request.self, from: bytes)
+            return try MessageCoding.encode(try await deferred(request, context))
+        }))
+    }
+
+    /// Registers a unary method whose handler runs inline on the I/O loop and answers at
+    /// once, later through its responder (when something else, such as another process,
+    /// computes the response: the loop is not held meanwhile), or declines to `deferred`,
+    /// which answers the call as a task. Declining costs one more decoding of the request.
+    public mutating func registerInlineUnary<Request, Response>(
+        _ method: RPCMethod<Request, Response>,
+        answering handler: @escaping @Sendable (Request, ServerContext, @escaping UnaryResponder<Response>) throws -> InlineAnswer<Response>,
+        deferred: @escaping @Sendable (Request, ServerContext) async throws -> Response
+    ) {
+        add(method.descriptor, expecting: .unary, handler: .inlineUnaryAnswering({ bytes, context, respond in
+            let request = try MessageCoding.decode(Request.self, from: bytes)
+            let answer = try handler(request, context) { result in
+                respond(result.flatMap { response in Result { try MessageCoding.encode(response) } })
+            }
+            switch answer {
+            case .now(let response): return .now(try MessageCoding.encode(response))
+            case .later: return .later
+            case .declined: return .declined
+            }
         }, deferred: { bytes, context in
             let request = try MessageCoding.decode(Request.self, from: bytes)
             return try MessageCoding.encode(try await deferred(request, context))

@@ -122,7 +122,7 @@ extension RecommendOperations {
             throw ServingError.invalidArgument("k is \(request.k); pair reasons are written for at most \(PairReasons.maxItems) items per call")
         }
         _ = try pairReasons.resolveModel(request.reasonModel)
-        var response = try rank(request)
+        var response = try await rank(request, deadline: nil)
         let user = try data.user(request.userID)
         let items = response.items.compactMap { data.dataset.itemIndex($0.itemID) }.map { UInt32(bitPattern: $0) }
         let (texts, version) = try await pairReasons.reasons(user: user, items: items, requestedModel: request.reasonModel,

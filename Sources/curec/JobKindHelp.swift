@@ -14,6 +14,9 @@ train:
   name=<name> (default from the library (CURecBPR: bpr)): the model and instance name: the result is models/<name>/vN
   serve=<true or false> (default false): then load or hot-reload the serving instance name from the new version
   isolation=<in_process or process> (default in_process): where the plugin trains and then serves: in the daemon, or in its own worker process (docs/isolation.md)
+  call_time_limit_ms=<integer 1...3600000> (default 10000): isolation=process only: a call of the served instance that takes longer kills and restarts its worker
+  memory_limit_mb=<integer 64...4194304> (default none): isolation=process only: the worker's address-space limit (RLIMIT_AS) in MiB
+  cpu_limit_seconds=<integer 1...1000000000> (default none): isolation=process only: the worker's CPU-time limit (RLIMIT_CPU) in seconds
 
 evaluate:
   plugin=<text> (default the default recommender (default_recommender)): the serving recommender instance to evaluate

@@ -90,6 +90,11 @@ private final class Load: @unchecked Sendable {
     }
 }
 
+/// How many calls tasks have started.
+private final class SentCalls: Sendable {
+    let count = Atomic<Int>(0)
+}
+
 private func unavailableReason(_ body: () throws(PluginHostError) -> Void) -> String? {
     do throws(PluginHostError) {
         try body()
@@ -187,6 +192,86 @@ struct IsolationTests {
         if mode == "hang" { #expect(reason?.contains("time limit of 500 ms") == true) }
         if mode == "garbage" { #expect(reason?.contains("malformed") == true) }
         #expect(healthy.readiness == .serving && bad.readiness == .serving)
+    }
+
+    /// A call that suspends holds no thread while the worker computes: calls to a plugin that
+    /// hangs (more of them than its worker has channels and the pool has threads) leave
+    /// another isolated instance and an in-process one answering on the same pool; the
+    /// hanging calls end only when their worker does, each with UNAVAILABLE.
+    @Test(.timeLimit(.minutes(5)))
+    func hangingCallsThatSuspendHoldNoThread() async throws {
+        let log = ReadinessLog()
+        let host = isolatedHost(log)
+        // An hour: the hanging calls cannot end by their time limit while the test runs.
+        let hanging = try host.load(name: "hanging", library: "CURecTestMisbehaving", config: Array("hang".utf8),
+                                    isolation: .process(WorkerLimits(callTimeLimit: .seconds(3600))))
+        let calm = try host.load(name: "calm", library: "CURecTestMisbehaving", config: Array("hang".utf8),
+                                 isolation: .process(WorkerLimits()))
+        let direct = try host.load(name: "direct", library: "CURecTestRecommender", config: []) { try $0.train(Fixtures.data) }
+        let count = 4 * ProcessInfo.processInfo.activeProcessorCount + 8
+        let sent = SentCalls()
+        let hangs = (0..<count).map { _ in
+            Task { () -> PluginHostError? in
+                sent.count.add(1, ordering: .relaxed)
+                do throws(PluginHostError) {
+                    _ = try await hanging.scoreSuspending(RecommenderRequest(user: 666, history: [], candidates: [1]))
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+        }
+        while sent.count.load(ordering: .relaxed) < count { await Task.yield() }
+        for _ in 0..<20 {
+            #expect(try await calm.scoreSuspending(RecommenderRequest(user: 1, history: [2], candidates: [4, 5])) == [4, 5])
+            #expect(try await direct.scoreSuspending(RecommenderRequest(user: 0, history: [1, 2], candidates: [1, 3]))
+                    == score(direct, [1, 3]))
+        }
+        #expect(hanging.readiness == .serving)
+        // The hanging worker ends: every call on it or waiting for one of its channels fails.
+        let worker = try #require((hanging.backend as? IsolatedPlugin)?.workerProcessID)
+        _ = kill(worker, SIGKILL)
+        for hang in hangs {
+            let error = await hang.value
+            guard case .workerUnavailable(_, let reason)? = error else {
+                Issue.record("expected workerUnavailable, got \(String(describing: error))")
+                continue
+            }
+            #expect(reason.contains("stopped during the call") || reason.contains("restarting"), "\(reason)")
+        }
+        let down = log.wait(for: "hanging") { if case .restarting = $0 { return true } else { return false } }
+        log.wait(after: down, for: "hanging") { $0 == .serving }
+        #expect(try await hanging.scoreSuspending(RecommenderRequest(user: 3, history: [], candidates: [8])) == [8])
+    }
+
+    /// A call that suspends past the instance's time limit kills the worker, fails with
+    /// UNAVAILABLE naming the limit, and the restarted worker answers the next call.
+    @Test func aSuspendedCallPastItsTimeLimitRestartsTheWorker() async throws {
+        let log = ReadinessLog()
+        let host = isolatedHost(log)
+        let bad = try host.load(name: "slow", library: "CURecTestMisbehaving", config: Array("hang".utf8),
+                                isolation: .process(WorkerLimits(callTimeLimit: .milliseconds(300))))
+        var reason: String? = nil
+        do throws(PluginHostError) {
+            _ = try await bad.scoreSuspending(RecommenderRequest(user: 666, history: [], candidates: [1]))
+            Issue.record("a hanging call was answered")
+        } catch {
+            if case .workerUnavailable(_, let why) = error { reason = why } else { Issue.record("got \(error)") }
+        }
+        #expect(reason?.contains("time limit of 300 ms") == true)
+        let down = log.wait(for: "slow") { if case .restarting = $0 { return true } else { return false } }
+        log.wait(after: down, for: "slow") { $0 == .serving }
+        #expect(try await bad.scoreSuspending(RecommenderRequest(user: 2, history: [], candidates: [6, 7])) == [6, 7])
+        // A plugin's own error crosses as it does for a blocking call, and the worker stays.
+        let wrong = try host.makeInstance(name: "untrained", library: "CURecTestRecommender", config: [],
+                                          isolation: .process(WorkerLimits()))
+        do throws(PluginHostError) {
+            _ = try await wrong.scoreSuspending(RecommenderRequest(user: 0, history: [], candidates: [0]))
+            Issue.record("an untrained instance scored")
+        } catch {
+            #expect(error.description == "plugin 'untrained' score failed: counting is not trained")
+        }
+        #expect(wrong.readiness == .serving)
     }
 
     @Test func aWorkerThatKeepsCrashingIsMarkedFailed() throws {

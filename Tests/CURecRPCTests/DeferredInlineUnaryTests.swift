@@ -63,4 +63,60 @@ import Testing
         #expect(answers == ["inline", "task 1", "task 2", "task 3", "\(StatusCode.invalidArgument)", "inline"])
         #expect(deferredCalls.withLock { $0 } == 3)
     }
+
+    /// An inline handler that answers later frees the loop: while its call waits (its
+    /// responder held elsewhere), calls on another connection of the same single loop are
+    /// answered; the responder then answers from another thread, with a response or an error,
+    /// and a responder called before the handler returns answers too.
+    @Test func anInlineHandlerAnsweringLaterHoldsNoLoop() async throws {
+        let (held, holding) = AsyncStream.makeStream(of: UnaryResponder<Grpc_Testing_SimpleResponse>.self)
+        var router = RPCRouter()
+        router.registerInlineUnary(Self.echo, answering: { request, _, respond in
+            switch request.responseSize {
+            case 1:
+                holding.yield(respond)
+                return .later
+            case 2:
+                respond(.success(.with { $0.username = "answered before returning" }))
+                return .later
+            case 3:
+                return .declined
+            default:
+                return .now(.with { $0.username = "now" })
+            }
+        }, deferred: { _, _ in .with { $0.username = "task" } })
+        var configuration = RPCServerConfiguration()
+        configuration.host = "127.0.0.1"
+        configuration.port = 0
+        configuration.eventLoopCount = 1
+        let server = try RPCServer(configuration: configuration, router: router, logger: Logger(label: "test"))
+        let port = try server.start()
+        defer {
+            server.beginGracefulShutdown()
+            server.waitUntilStopped()
+        }
+        let address = "127.0.0.1:\(port)"
+        async let waiting = Self.offThePool { () throws -> [String] in
+            let client = try RPCClient(address: address)
+            var answers = [try client.unary(Self.echo, .with { $0.responseSize = 1 }).username]
+            do {
+                _ = try client.unary(Self.echo, .with { $0.responseSize = 1 })
+                answers.append("no error")
+            } catch let error as RPCError {
+                answers.append("\(error.status.code) \(error.status.message)")
+            }
+            return answers
+        }
+        var responders = held.makeAsyncIterator()
+        let first = try #require(await responders.next())
+        let others = try await Self.offThePool { () throws -> [String] in
+            let client = try RPCClient(address: address)
+            return try [0, 2, 3, 0].map { size in try client.unary(Self.echo, .with { $0.responseSize = size }).username }
+        }
+        #expect(others == ["now", "answered before returning", "task", "now"])
+        Thread { first(.success(.with { $0.username = "later" })) }.start()
+        let second = try #require(await responders.next())
+        Thread { second(.failure(RPCError(.unavailable, "the worker went away"))) }.start()
+        #expect(try await waiting == ["later", "\(StatusCode.unavailable) the worker went away"])
+    }
 }

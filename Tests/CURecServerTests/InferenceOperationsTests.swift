@@ -160,15 +160,16 @@ import Testing
         #expect(try operations.modelMetadata(.with { $0.name = "pop" }).versions == ["1"])
         let items = ["i1", "i2", "i8", "i5"]
         let scores = try recommend.score(.with { $0.userID = "u2"; $0.itemIds = items; $0.plugin = "pop" }).scores
-        let typed = try operations.infer(.with {
+        // In process the inference is answered on the calling thread (inline on the I/O loop).
+        let typed = try #require(try operations.inferUnlessWaiting(.with {
             $0.modelName = "pop"
             $0.id = "r1"
             $0.inputs = [Self.typed("USER_ID", ["u2"]), Self.typed("ITEM_IDS", items)]
-        })
+        }))
         #expect(typed.id == "r1" && typed.modelVersion == "1")
         #expect(typed.outputs.map(\.name) == ["SCORES"] && typed.outputs[0].contents.fp32Contents == scores)
         let top = try recommend.rank(.with { $0.userID = "u2"; $0.k = 3; $0.plugin = "pop"; $0.excludeSeen = true })
-        let raw = try operations.infer(.with {
+        let raw = try await operations.infer(.with {
             $0.modelName = "pop"
             $0.inputs = [.with { $0.name = "USER_ID"; $0.datatype = "BYTES"; $0.shape = [1] },
                          .with { $0.name = "K"; $0.datatype = "INT64"; $0.shape = [1] }]
@@ -194,11 +195,21 @@ import Testing
         _ = try operations.repositoryModelUnload(.with { $0.modelName = "pop" })
         #expect(try !operations.modelReady(.with { $0.name = "pop" }))
         do {
-            _ = try operations.infer(.with { $0.modelName = "pop"; $0.inputs = [Self.typed("USER_ID", ["u2"])] })
+            _ = try await operations.infer(.with { $0.modelName = "pop"; $0.inputs = [Self.typed("USER_ID", ["u2"])] })
             Issue.record("an unloaded model answered")
         } catch let error as ServingError {
             guard case .notFound = error else { Issue.record("\(error)"); return }
         }
+    }
+
+    /// A model's repository state follows its instance's readiness, as its health name does.
+    @Test func repositoryStateFollowsTheInstancesReadiness() {
+        #expect(InferenceOperations.state(serverReady: true, readiness: .serving) == ("READY", ""))
+        let restarting = InferenceOperations.state(serverReady: true, readiness: .restarting(reason: "its worker exited with status 3"))
+        #expect(restarting == ("UNAVAILABLE", "its worker is restarting: its worker exited with status 3"))
+        let failed = InferenceOperations.state(serverReady: true, readiness: .failed(reason: String(repeating: "x", count: 5000)))
+        #expect(failed.state == "UNAVAILABLE" && failed.reason.hasPrefix("its worker is marked failed: ") && failed.reason.count < 300)
+        #expect(InferenceOperations.state(serverReady: false, readiness: .serving).state == "UNAVAILABLE")
     }
 
     @Test func fieldNamesOfTheSharedFunctionsBecomeTensorNames() {

@@ -1,4 +1,5 @@
 import CURecJobs
+import CURecPluginHost
 import Foundation
 import CURecRPC
 import Testing
@@ -30,9 +31,28 @@ import Testing
         }
     }
 
+    /// A `train` job asked for by a Load request or config entry with isolation makes its
+    /// instance with that entry's worker limits, not the defaults; limits without process
+    /// isolation are refused.
+    @Test func trainJobsCarryTheWorkerLimitsTheyWereAskedWith() throws {
+        let limits = WorkerLimits(callTimeLimit: .milliseconds(1500), memoryBytes: 512 << 20, cpuSeconds: 90)
+        var parameters = TrainPluginJob.Parameters.values(for: .process(limits))
+        #expect(parameters == ["isolation": "process", "call_time_limit_ms": "1500", "memory_limit_mb": "512",
+                               "cpu_limit_seconds": "90"])
+        parameters["library"] = "CURecBPR"
+        let values = try schema("train").parse(parameters)
+        #expect(TrainPluginJob.Parameters.isolation(values) == .process(limits))
+        let defaults = try schema("train").parse(["library": "CURecBPR", "isolation": "process"])
+        #expect(TrainPluginJob.Parameters.isolation(defaults) == .process(WorkerLimits()))
+        #expect(TrainPluginJob.Parameters.values(for: .inProcess) == ["isolation": "in_process"])
+        #expect(try refusal("train", ["library": "CURecBPR", "call_time_limit_ms": "0", "isolation": "process"])
+                == "train: parameter 'call_time_limit_ms' must be an integer in 1...3600000, not '0'")
+    }
+
     @Test func unknownMissingMistypedAndOutOfRangeParametersAreNamed() throws {
         #expect(try refusal("train", ["library": "CURecBPR", "epochs": "3"])
-                == "train: unknown parameter 'epochs'; expected library (required), config, config_base64, name, serve, isolation")
+                == "train: unknown parameter 'epochs'; expected library (required), config, config_base64, name, serve, isolation, "
+                + "call_time_limit_ms, memory_limit_mb, cpu_limit_seconds")
         #expect(try refusal("train", [:]).hasPrefix("train: parameter 'library' is required ("))
         #expect(try refusal("train", ["library": "CURecBPR", "serve": "maybe"])
                 == "train: parameter 'serve' must be true or false, not 'maybe'")

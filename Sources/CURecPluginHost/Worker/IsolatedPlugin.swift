@@ -42,6 +42,14 @@ final class IsolatedPlugin: PluginBackend {
 
     var readiness: PluginReadiness { supervisor.readiness }
 
+    /// The process id of the serving worker, nil while it is down (for logs and tests).
+    var workerProcessID: pid_t? { supervisor.workerProcessID }
+
+    var callsWaitOnAnotherProcess: Bool { true }
+
+    /// The last description the worker gave, without asking it again.
+    var knownDescription: PluginDescription { supervisor.lastDescription ?? describe() }
+
     /// Waits until the worker serves or is marked failed; returns whether it serves.
     func waitUntilSettled() -> Bool { supervisor.waitUntilSettled() }
 
@@ -85,6 +93,37 @@ final class IsolatedPlugin: PluginBackend {
                 throw .broken(.malformed(error))
             }
         }
+    }
+
+    /// The scores of `request`, without blocking the calling thread: the request goes to
+    /// the worker and its reply completes the call from the worker's reply thread.
+    func scoreRecommender(_ request: RecommenderRequest,
+                          completion: @escaping @Sendable (Result<[Float], PluginHostError>) -> Void) {
+        var writer = WireWriter(.scoreRecommender, capacity: 12 + 4 * (request.history.count + request.candidates.count))
+        writer.u32(request.user)
+        writer.array(request.history)
+        writer.array(request.candidates)
+        let count = request.candidates.count
+        supervisor.call(writer.finish(), expecting: .scores, function: "score", parse: { reader throws(WireError) in
+            let scores = try reader.floats("scores", limit: count)
+            try reader.finish("the scores")
+            guard scores.count == count else { throw WireError("\(scores.count) scores for \(count) candidates") }
+            return scores
+        }, completion: completion)
+    }
+
+    /// The rewards of `inputs`, without blocking the calling thread.
+    func scoreReward(_ inputs: [PluginInstance.RewardInput],
+                     completion: @escaping @Sendable (Result<[Float], PluginHostError>) -> Void) {
+        var writer = WireWriter(.scoreReward, capacity: 4 + inputs.count * 16)
+        WorkerMessages.write(inputs, to: &writer)
+        let count = inputs.count
+        supervisor.call(writer.finish(), expecting: .scores, function: "score", parse: { reader throws(WireError) in
+            let rewards = try reader.floats("rewards", limit: count)
+            try reader.finish("the rewards")
+            guard rewards.count == count else { throw WireError("\(rewards.count) rewards for \(count) triples") }
+            return rewards
+        }, completion: completion)
     }
 
     func scoreReward(_ inputs: [PluginInstance.RewardInput]) throws(PluginHostError) -> [Float] {

@@ -30,7 +30,11 @@ final class WorkerSupervisor: @unchecked Sendable {
     // Guarded by `condition`.
     private let condition = NSCondition()
     private var process: WorkerProcess?
+    /// Completes the calls made without blocking on the serving worker.
+    private var replies: WorkerReplyReader?
     private var idle: [Int32] = []
+    /// Calls made without blocking that wait for an idle channel, oldest first.
+    private var queued: [QueuedCall] = []
     private var phase: PluginReadiness = .restarting(reason: "starting")
     private var stopped = false
     private var stops: [ContinuousClock.Instant] = []
@@ -53,6 +57,13 @@ final class WorkerSupervisor: @unchecked Sendable {
         return phase
     }
 
+    /// The process id of the serving worker, nil while it is down.
+    var workerProcessID: pid_t? {
+        condition.lock()
+        defer { condition.unlock() }
+        return process?.pid
+    }
+
     /// The last description a worker gave.
     var lastDescription: PluginDescription? {
         condition.lock()
@@ -63,9 +74,9 @@ final class WorkerSupervisor: @unchecked Sendable {
     /// Starts the first worker and, once it serves, the thread that supervises it. Throws
     /// what stopped the worker from starting (the plugin's own error, or how it died).
     func start() throws(PluginHostError) {
-        let first = try startWorker()
+        let (first, replies) = try startWorker()
         condition.lock()
-        install(first)
+        install(first, replies: replies)
         supervising = true
         condition.unlock()
         let thread = Thread { [self] in
@@ -132,37 +143,51 @@ final class WorkerSupervisor: @unchecked Sendable {
             giveBack(channel, of: process)
             return result
         } catch {
-            let failure: WireIO.Failure
             switch error {
             case .plugin(let pluginError):
                 giveBack(channel, of: process)
                 throw pluginError
             case .broken(let broken):
-                failure = broken
+                throw channelBroke(broken, process: process)
             }
-            let reason: String
-            switch failure {
-            case .closed: reason = "its worker process stopped during the call; it is being restarted"
-            case .timedOut:
-                reason = "the call exceeded the instance's time limit of \(Self.text(launch.limits.callTimeLimit)); its worker was killed and is being restarted"
-            case .malformed(let error):
-                reason = "its worker sent a malformed reply (\(error.description.prefix(120))); the worker was killed and is being restarted"
-            case .system(let code):
-                reason = "talking to its worker failed (\(String(cString: strerror(code)))); the worker was killed and is being restarted"
-            }
-            markDown(process, reason: reason)
-            process.kill()
-            throw .workerUnavailable(instance: name, reason: reason)
         }
     }
 
+    /// Returns a channel whose call ended cleanly: to the oldest queued call made without
+    /// blocking, else to the idle ones.
     private func giveBack(_ channel: Int32, of owner: WorkerProcess) {
         condition.lock()
-        if process === owner, phase == .serving {
-            idle.append(channel)
-            condition.signal()
+        guard process === owner, phase == .serving else {
+            condition.unlock()
+            return
         }
+        if !queued.isEmpty, let replies {
+            let next = queued.removeFirst()
+            condition.unlock()
+            begin(next, on: channel, of: owner, replies: replies)
+            return
+        }
+        idle.append(channel)
+        condition.signal()
         condition.unlock()
+    }
+
+    /// Kills a worker whose channel broke, marks the instance down, and returns the error
+    /// the call fails with.
+    private func channelBroke(_ failure: WireIO.Failure, process owner: WorkerProcess) -> PluginHostError {
+        let reason: String
+        switch failure {
+        case .closed: reason = "its worker process stopped during the call; it is being restarted"
+        case .timedOut:
+            reason = "the call exceeded the instance's time limit of \(Self.text(launch.limits.callTimeLimit)); its worker was killed and is being restarted"
+        case .malformed(let error):
+            reason = "its worker sent a malformed reply (\(error.description.prefix(120))); the worker was killed and is being restarted"
+        case .system(let code):
+            reason = "talking to its worker failed (\(String(cString: strerror(code)))); the worker was killed and is being restarted"
+        }
+        markDown(owner, reason: reason)
+        owner.kill()
+        return .workerUnavailable(instance: name, reason: reason)
     }
 
     private func markDown(_ owner: WorkerProcess, reason: String) {
@@ -173,10 +198,96 @@ final class WorkerSupervisor: @unchecked Sendable {
         }
         process = nil
         idle = []
+        let waiting = queued
+        queued = []
         phase = .restarting(reason: reason)
         condition.broadcast()
         condition.unlock()
+        failQueued(waiting, phase: .restarting(reason: reason))
         onChange(.restarting(reason: reason))
+    }
+
+    /// Fails calls that were waiting for a channel of a worker that went down.
+    private func failQueued(_ calls: [QueuedCall], phase: PluginReadiness) {
+        guard !calls.isEmpty else { return }
+        let error = PluginHostError.workerUnavailable(instance: name, reason: Self.unavailableReason(phase))
+        for call in calls { call.fail(error) }
+    }
+
+    // MARK: calls that do not block
+
+    /// A call made without blocking, until it has a channel.
+    struct QueuedCall: Sendable {
+        var request: [UInt8]
+        /// Runs on the reader thread with the reply (or how the channel broke); returns
+        /// whether the channel is still usable.
+        var finish: @Sendable (Result<(WorkerFrame.Kind, [UInt8]), WireIO.Failure>) -> WireIO.Failure?
+        var fail: @Sendable (PluginHostError) -> Void
+    }
+
+    /// Sends `request` to the serving worker and returns at once; `completion` gets what
+    /// `parse` makes of the reply, on the worker's reply thread, or the error that ended
+    /// the call. A call waits (without blocking) while every channel is busy; it fails with
+    /// ``PluginHostError/workerUnavailable(instance:reason:)`` while the worker is down, and
+    /// after the instance's time limit, which kills the worker as a blocking call does.
+    func call<T>(_ request: [UInt8], expecting: WorkerFrame.Kind, function: String,
+                 parse: @escaping @Sendable (inout WireReader) throws(WireError) -> T,
+                 completion: @escaping @Sendable (Result<T, PluginHostError>) -> Void) {
+        let instance = name
+        let queuedCall = QueuedCall(request: request, finish: { result in
+            let reply: WorkerCall.Reply
+            do throws(WorkerCallFailure) {
+                switch result {
+                case .success(let (kind, buffer)):
+                    reply = try WorkerCall.interpret(kind, buffer: buffer, expecting: expecting, function: function,
+                                                     instance: instance)
+                case .failure(let failure):
+                    return failure
+                }
+            } catch {
+                switch error {
+                case .plugin(let pluginError):
+                    completion(.failure(pluginError))
+                    return nil
+                case .broken(let failure):
+                    return failure
+                }
+            }
+            var reader = reply.reader
+            do throws(WireError) {
+                let value = try parse(&reader)
+                completion(.success(value))
+                return nil
+            } catch {
+                return .malformed(error)
+            }
+        }, fail: { error in completion(.failure(error)) })
+        condition.lock()
+        guard phase == .serving, let process, let replies else {
+            let reason = Self.unavailableReason(phase)
+            condition.unlock()
+            completion(.failure(.workerUnavailable(instance: name, reason: reason)))
+            return
+        }
+        guard let channel = idle.popLast() else {
+            queued.append(queuedCall)
+            condition.unlock()
+            return
+        }
+        condition.unlock()
+        begin(queuedCall, on: channel, of: process, replies: replies)
+    }
+
+    /// Starts a call on `channel` of `owner`, with the instance's time limit.
+    private func begin(_ call: QueuedCall, on channel: Int32, of owner: WorkerProcess, replies: WorkerReplyReader) {
+        let deadline = ContinuousClock.now.advanced(by: launch.limits.callTimeLimit)
+        replies.start(call.request, on: channel, deadline: deadline) { [self] result in
+            if let broken = call.finish(result) {
+                call.fail(channelBroke(broken, process: owner))
+            } else {
+                giveBack(channel, of: owner)
+            }
+        }
     }
 
     private static func unavailableReason(_ phase: PluginReadiness) -> String {
@@ -202,11 +313,22 @@ final class WorkerSupervisor: @unchecked Sendable {
 
     // MARK: supervision
 
-    private func install(_ worker: WorkerProcess) {
+    private func install(_ worker: WorkerProcess, replies: WorkerReplyReader) {
         process = worker
+        self.replies = replies
+        replies.startThread(named: "plugin-replies-\(name.prefix(10))")
         idle = worker.channels
         phase = .serving
         condition.broadcast()
+    }
+
+    /// Stops the reply reader of a worker that was reaped (its waiting calls fail) and takes
+    /// the calls queued for it. Called with `condition` held.
+    private func retireReplies() -> (WorkerReplyReader?, [QueuedCall]) {
+        let retired = (replies, queued)
+        replies = nil
+        queued = []
+        return retired
     }
 
     /// The supervising thread: reaps each worker, restarts it with backoff, gives up after
@@ -225,8 +347,12 @@ final class WorkerSupervisor: @unchecked Sendable {
                     process = nil
                     idle = []
                 }
+                let (oldReplies, waiting) = retireReplies()
+                let phaseNow = phase
                 if stopped {
                     condition.unlock()
+                    oldReplies?.stop()
+                    failQueued(waiting, phase: phaseNow)
                     return
                 }
                 if case .restarting(let known) = phase, !wasServing { reason = "\(known); it \(reason)" } else {
@@ -235,6 +361,8 @@ final class WorkerSupervisor: @unchecked Sendable {
                 phase = .restarting(reason: reason)
                 condition.broadcast()
                 condition.unlock()
+                oldReplies?.stop()
+                failQueued(waiting, phase: .restarting(reason: reason))
                 onChange(.restarting(reason: reason))
             } else {
                 condition.lock()
@@ -264,7 +392,7 @@ final class WorkerSupervisor: @unchecked Sendable {
             }
             condition.unlock()
             do {
-                let worker = try startWorker()
+                let (worker, replies) = try startWorker()
                 condition.lock()
                 if stopped {
                     condition.unlock()
@@ -272,7 +400,7 @@ final class WorkerSupervisor: @unchecked Sendable {
                     _ = worker.waitForExit()
                     return
                 }
-                install(worker)
+                install(worker, replies: replies)
                 condition.unlock()
                 onChange(.serving)
                 current = worker
@@ -288,7 +416,7 @@ final class WorkerSupervisor: @unchecked Sendable {
 
     /// Spawns a worker, creates the instance in it and loads the remembered state; on any
     /// failure the worker is killed and reaped and the error says why.
-    private func startWorker() throws(PluginHostError) -> WorkerProcess {
+    private func startWorker() throws(PluginHostError) -> (WorkerProcess, WorkerReplyReader) {
         let worker = try WorkerProcess.spawn(
             executable: launch.executable, libraryPath: launch.libraryPath,
             cacheDirectory: launch.cacheDirectory, limits: launch.limits)
@@ -343,7 +471,13 @@ final class WorkerSupervisor: @unchecked Sendable {
         } catch {
             throw fail(restore == nil ? "create" : "create and load", error)
         }
-        return worker
+        do throws(PluginHostError) {
+            return (worker, try WorkerReplyReader(process: worker, idleWake: launch.limits.callTimeLimit))
+        } catch {
+            worker.kill()
+            _ = worker.waitForExit()
+            throw error
+        }
     }
 
     static func text(_ duration: Duration) -> String {

@@ -237,22 +237,31 @@ enum WireIO {
     private static func readExactly(_ descriptor: Int32, into buffer: inout [UInt8], from offset: Int, count: Int,
                                     deadline: ContinuousClock.Instant?) throws(Failure) {
         var got = 0
+        // With a deadline, bytes already there are taken without waiting (a reply usually
+        // is whole when its descriptor turns readable), and only an empty socket is polled.
+        var mustWait = false
         while got < count {
-            if let deadline {
+            if let deadline, mustWait {
                 let left = ContinuousClock.now.duration(to: deadline)
                 let milliseconds = left <= .zero ? 0 : Int32(clamping: left.components.seconds * 1000
                     + left.components.attoseconds / 1_000_000_000_000_000 + 1)
                 guard try waitReadable(descriptor, milliseconds: milliseconds) else { throw .timedOut }
             }
+            let flags = deadline == nil ? Int32(0) : Int32(MSG_DONTWAIT)
             let result = buffer.withUnsafeMutableBytes { raw in
-                recv(descriptor, raw.baseAddress! + offset + got, count - got, 0)
+                recv(descriptor, raw.baseAddress! + offset + got, count - got, flags)
             }
             if result == 0 { throw .closed }
             if result < 0 {
                 if errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK {
+                    mustWait = true
+                    continue
+                }
                 throw errno == ECONNRESET ? .closed : .system(errno)
             }
             got += result
+            mustWait = true
         }
     }
 

@@ -33,7 +33,40 @@ struct TrainPluginJob: JobKind {
         static let isolation: JobParameter<String> = .choice(
             "isolation", ["in_process", "process"], default: "in_process",
             doc: "where the plugin trains and then serves: in the daemon, or in its own worker process (docs/isolation.md)")
-        static let schema = JobParameterSchema(kind: TrainPluginJob.kindName, [library, config, configBase64, name, serve, isolation])
+        static let callTimeLimit: JobParameter<Int?> = .optionalInteger(
+            "call_time_limit_ms", in: 1...3_600_000, defaultText: "10000",
+            doc: "`isolation=process` only: a call of the served instance that takes longer kills and restarts its worker")
+        static let memoryLimit: JobParameter<Int?> = .optionalInteger(
+            "memory_limit_mb", in: 64...(1 << 22), defaultText: "none",
+            doc: "`isolation=process` only: the worker's address-space limit (RLIMIT_AS) in MiB")
+        static let cpuLimit: JobParameter<Int?> = .optionalInteger(
+            "cpu_limit_seconds", in: 1...1_000_000_000, defaultText: "none",
+            doc: "`isolation=process` only: the worker's CPU-time limit (RLIMIT_CPU) in seconds")
+        static let schema = JobParameterSchema(kind: TrainPluginJob.kindName, [
+            library, config, configBase64, name, serve, isolation, callTimeLimit, memoryLimit, cpuLimit,
+        ])
+
+        /// The parameters that ask for `isolation` with its worker's limits, so the instance
+        /// a job makes runs as the Load request or config entry that asked for it.
+        static func values(for isolation: PluginIsolation) -> [String: String] {
+            var values = [Self.isolation.name: isolation.name]
+            guard case .process(let limits) = isolation else { return values }
+            let (seconds, attoseconds) = limits.callTimeLimit.components
+            values[callTimeLimit.name] = String(max(1, seconds * 1000 + attoseconds / 1_000_000_000_000_000))
+            if let bytes = limits.memoryBytes { values[memoryLimit.name] = String(max(64, bytes >> 20)) }
+            if let cpuSeconds = limits.cpuSeconds { values[cpuLimit.name] = String(min(cpuSeconds, 1_000_000_000)) }
+            return values
+        }
+
+        /// Where the job's instance runs, with the limits the parameters give.
+        static func isolation(_ values: JobParameterValues) -> PluginIsolation {
+            guard values[isolation] == "process" else { return .inProcess }
+            var limits = WorkerLimits()
+            if let milliseconds = values[callTimeLimit] { limits.callTimeLimit = .milliseconds(milliseconds) }
+            if let megabytes = values[memoryLimit] { limits.memoryBytes = UInt64(megabytes) << 20 }
+            if let seconds = values[cpuLimit] { limits.cpuSeconds = UInt64(seconds) }
+            return .process(limits)
+        }
     }
 
     static let kindName = "train"
@@ -49,6 +82,10 @@ struct TrainPluginJob: JobKind {
     func validate(_ values: JobParameterValues) throws(JobError) {
         if values.isGiven(Parameters.configBase64), values.isGiven(Parameters.config) {
             throw .invalidParameter("train: give `config` or `config_base64`, not both")
+        }
+        if values[Parameters.isolation] != "process",
+           [Parameters.callTimeLimit, Parameters.memoryLimit, Parameters.cpuLimit].contains(where: { values.isGiven($0) }) {
+            throw .invalidParameter("train: call_time_limit_ms, memory_limit_mb and cpu_limit_seconds need isolation=process")
         }
         do {
             _ = try plugins.resolve(library: values[Parameters.library])
@@ -81,7 +118,7 @@ struct TrainPluginJob: JobKind {
         let config = Self.configBytes(values)
         let name = Self.modelName(values)
         context.progress(stage: "load", step: 0, total: 1)
-        let isolation: PluginIsolation = values[Parameters.isolation] == "process" ? .process(WorkerLimits()) : .inProcess
+        let isolation = Parameters.isolation(values)
         let instance = try plugins.makeInstance(name: name, library: library, config: config, isolation: isolation)
         let description = instance.describe()
         context.log("training \(description.pluginName) \(description.pluginVersion) as '\(name)'")

@@ -127,6 +127,38 @@ extension Optional where Wrapped == ModelMethodMetrics {
         guard let series = self else { return try body() }
         return try series.measure(since: requestStart, inferences: count, body)
     }
+
+    /// Records one request of one execution that began at `executionStart` and has just
+    /// ended (an execution that completes on another thread), when there are metrics.
+    public func executionEnded(since requestStart: UInt64, executionStart: UInt64, inferences count: Int = 1,
+                               succeeded: Bool) {
+        guard let series = self else { return }
+        let end = MonotonicClock.nanoseconds()
+        if succeeded { series.executed(inferences: count, computeNanoseconds: end &- executionStart) }
+        series.requestEnded(succeeded: succeeded, requestNanoseconds: end &- requestStart,
+                            queueNanoseconds: executionStart &- requestStart)
+    }
+
+    /// ``measure(since:inferences:_:)`` of an execution that suspends (a call to a plugin's
+    /// worker process): the execution is the time until it resumes.
+    public func measureSuspending<T>(since requestStart: UInt64, inferences count: Int = 1,
+                                     _ body: () async throws -> T) async throws -> T {
+        guard let series = self else { return try await body() }
+        let executionStart = MonotonicClock.nanoseconds()
+        do {
+            let result = try await body()
+            let end = MonotonicClock.nanoseconds()
+            series.executed(inferences: count, computeNanoseconds: end &- executionStart)
+            series.requestEnded(succeeded: true, requestNanoseconds: end &- requestStart,
+                                queueNanoseconds: executionStart &- requestStart)
+            return result
+        } catch {
+            let end = MonotonicClock.nanoseconds()
+            series.requestEnded(succeeded: false, requestNanoseconds: end &- requestStart,
+                                queueNanoseconds: executionStart &- requestStart)
+            throw error
+        }
+    }
 }
 
 /// What a model did since the daemon started, summed: the numbers of `ModelStatistics`.

@@ -50,10 +50,14 @@ struct InferenceOperations: Sendable {
         return instance
     }
 
+    /// Whether the model serves: the daemon does, the version is the loaded one, and the
+    /// instance takes calls (an isolated one is not ready while its worker is down or failed,
+    /// as its health service name `plugin/<name>` says).
     func modelReady(_ request: Inference_ModelReadyRequest) throws(ServingError) -> Bool {
         guard !request.name.isEmpty else { throw .invalidArgument("name is empty; name a model (see RepositoryIndex)") }
         guard serverReady(), let instance = plugins.instance(named: request.name) else { return false }
-        return request.version.isEmpty || request.version == String(instance.generation)
+        guard request.version.isEmpty || request.version == String(instance.generation) else { return false }
+        return instance.readiness.isServing
     }
 
     func modelMetadata(_ request: Inference_ModelMetadataRequest) throws(ServingError) -> Inference_ModelMetadataResponse {
@@ -78,9 +82,96 @@ struct InferenceOperations: Sendable {
 
     // MARK: Inference
 
-    /// One inference. Never blocks: plugin scoring is required to be fast, as for Score.
-    func infer(_ request: Inference_ModelInferRequest) throws -> Inference_ModelInferResponse {
+    /// One inference answered on the calling thread, or nil when it would wait: the model
+    /// runs in a worker process (the call then goes through ``infer(_:)``, which suspends).
+    /// Never blocks: plugin scoring in process is required to be fast, as for Score.
+    func inferUnlessWaiting(_ request: Inference_ModelInferRequest) throws -> Inference_ModelInferResponse? {
         let instance = try model(request.modelName, version: request.modelVersion, field: "model_name")
+        guard !instance.callsWaitOnAnotherProcess else { return nil }
+        var inference = try prepare(request, instance: instance)
+        let answer: Answer
+        do {
+            switch inference.work {
+            case .score(let score): answer = .scores(try inference.recommendations().score(score))
+            case .rank(let rank): answer = .ranked(try inference.recommendations().rank(rank))
+            case .reward(let reward): answer = .rewards(try inference.rewards().score(reward))
+            }
+        } catch let error as ServingError {
+            throw Self.renamingFields(error)
+        }
+        return inference.finish(answer)
+    }
+
+    /// One inference; suspends while an isolated model's worker computes.
+    func infer(_ request: Inference_ModelInferRequest) async throws -> Inference_ModelInferResponse {
+        let instance = try model(request.modelName, version: request.modelVersion, field: "model_name")
+        var inference = try prepare(request, instance: instance)
+        let answer: Answer
+        do {
+            switch inference.work {
+            case .score(let score): answer = .scores(try await inference.recommendations().score(score, deadline: nil))
+            case .rank(let rank): answer = .ranked(try await inference.recommendations().rank(rank, deadline: nil))
+            case .reward(let reward): answer = .rewards(try await inference.rewards().scoreSuspending(reward))
+            }
+        } catch let error as ServingError {
+            throw Self.renamingFields(error)
+        }
+        return inference.finish(answer)
+    }
+
+    /// One inference request checked and turned into the curec.v1 call that answers it.
+    private struct Inference {
+        enum Work {
+            /// Scores of the input ITEM_IDS.
+            case score(Curec_V1_ScoreRequest)
+            /// The top K.
+            case rank(Curec_V1_RecommendRequest)
+            /// Rewards of (USER_ID, ITEM_ID, REASON_EMBEDDING) rows.
+            case reward(Curec_V1_RewardRequest)
+        }
+
+        var work: Work
+        var requested: [String]
+        var encoder: InferenceOutputEncoder
+        var response: Inference_ModelInferResponse
+        var generation: UInt64
+        let recommendations: () throws -> RecommendOperations
+        let rewards: () throws -> RewardOperations
+
+        /// The response with the answer's tensors.
+        mutating func finish(_ answer: Answer) -> Inference_ModelInferResponse {
+            let servedBy: String
+            switch answer {
+            case .scores(let scores):
+                encoder.append(ModelSignature.scores, floats: scores.scores, to: &response)
+                servedBy = scores.servedBy
+            case .ranked(let ranked):
+                for output in requested.isEmpty ? [ModelSignature.itemIDs, ModelSignature.scores] : requested {
+                    if output == ModelSignature.itemIDs {
+                        encoder.append(output, strings: ranked.items.map(\.itemID), to: &response)
+                    } else {
+                        encoder.append(output, floats: ranked.items.map(\.score), to: &response)
+                    }
+                }
+                servedBy = ranked.servedBy
+            case .rewards(let rewards):
+                encoder.append(ModelSignature.rewards, floats: rewards.rewards, to: &response)
+                servedBy = rewards.servedBy
+            }
+            response.modelVersion = servedBy.split(separator: "#").last.map(String.init) ?? String(generation)
+            return response
+        }
+    }
+
+    /// What answered an inference.
+    private enum Answer {
+        case scores(Curec_V1_ScoreResponse)
+        case ranked(Curec_V1_RecommendResponse)
+        case rewards(Curec_V1_RewardResponse)
+    }
+
+    /// Decodes and checks `request` for `instance` and says which call answers it.
+    private func prepare(_ request: Inference_ModelInferRequest, instance: PluginInstance) throws -> Inference {
         let signature = ModelSignature.of(instance)
         let inputs = try InferenceInputDecoder(inputs: signature.inputs).decode(request)
         let requested = try requestedOutputs(request, signature: signature)
@@ -88,20 +179,22 @@ struct InferenceOperations: Sendable {
         var response = Inference_ModelInferResponse()
         response.modelName = instance.name
         response.id = request.id
-        let servedBy: String
+        let work: Inference.Work
         do {
             switch instance.kind {
             case .recommender:
-                servedBy = try recommend(instance.name, inputs: inputs, request: request, requested: requested,
-                                         encoder: encoder, into: &response)
+                work = try recommendation(instance.name, inputs: inputs, request: request, requested: requested)
             case .rewardModel:
-                servedBy = try reward(instance, inputs: inputs, requested: requested, encoder: encoder, into: &response)
+                work = try reward(instance, inputs: inputs)
             }
         } catch let error as ServingError {
             throw Self.renamingFields(error)
         }
-        response.modelVersion = servedBy.split(separator: "#").last.map(String.init) ?? String(instance.generation)
-        return response
+        let recommendations = self.recommendations, rewards = self.rewards
+        return Inference(work: work, requested: requested, encoder: encoder, response: response,
+                         generation: instance.generation,
+                         recommendations: { try ServingError.requireDataset(recommendations) },
+                         rewards: { try ServingError.requireDataset(rewards) })
     }
 
     /// The outputs to answer, in the order the request names them (all, when it names none).
@@ -118,12 +211,10 @@ struct InferenceOperations: Sendable {
         return names
     }
 
-    /// Scores (ITEM_IDS given) or top-k (K given) through RecommendService's functions;
-    /// returns the `served_by` of the instance that answered.
-    private func recommend(_ name: String, inputs: [String: DecodedTensor], request: Inference_ModelInferRequest,
-                           requested: [String], encoder: InferenceOutputEncoder,
-                           into response: inout Inference_ModelInferResponse) throws -> String {
-        let recommendations = try ServingError.requireDataset(self.recommendations)
+    /// Scores (ITEM_IDS given) or top-k (K given), as RecommendService's requests.
+    private func recommendation(_ name: String, inputs: [String: DecodedTensor], request: Inference_ModelInferRequest,
+                                requested: [String]) throws -> Inference.Work {
+        _ = try ServingError.requireDataset(self.recommendations)
         guard case .strings(let users)? = inputs[ModelSignature.userID]?.values, users.count == 1 else {
             throw ServingError.invalidArgument("input USER_ID is missing; give one user id, BYTES [1]")
         }
@@ -138,9 +229,7 @@ struct InferenceOperations: Sendable {
             score.userID = users[0]
             score.itemIds = itemIDs
             score.plugin = name
-            let answer = try recommendations.score(score)
-            encoder.append(ModelSignature.scores, floats: answer.scores, to: &response)
-            return answer.servedBy
+            return .score(score)
         case (nil, .integers(let values)?):
             var rank = Curec_V1_RecommendRequest()
             rank.userID = users[0]
@@ -155,15 +244,7 @@ struct InferenceOperations: Sendable {
                 }
                 rank.excludeSeen = exclude
             }
-            let answer = try recommendations.rank(rank)
-            for output in requested.isEmpty ? [ModelSignature.itemIDs, ModelSignature.scores] : requested {
-                if output == ModelSignature.itemIDs {
-                    encoder.append(output, strings: answer.items.map(\.itemID), to: &response)
-                } else {
-                    encoder.append(output, floats: answer.items.map(\.score), to: &response)
-                }
-            }
-            return answer.servedBy
+            return .rank(rank)
         case (nil, nil):
             throw ServingError.invalidArgument("give input ITEM_IDS (BYTES [n], to score them) or K (INT64 [1], for the top k)")
         default:
@@ -171,10 +252,9 @@ struct InferenceOperations: Sendable {
         }
     }
 
-    /// Rewards of (USER_ID, ITEM_ID, REASON_EMBEDDING) rows through RewardService's function.
-    private func reward(_ instance: PluginInstance, inputs: [String: DecodedTensor], requested: [String],
-                        encoder: InferenceOutputEncoder, into response: inout Inference_ModelInferResponse) throws -> String {
-        let rewards = try ServingError.requireDataset(self.rewards)
+    /// Rewards of (USER_ID, ITEM_ID, REASON_EMBEDDING) rows, as RewardService's request.
+    private func reward(_ instance: PluginInstance, inputs: [String: DecodedTensor]) throws -> Inference.Work {
+        _ = try ServingError.requireDataset(self.rewards)
         guard case .strings(let users)? = inputs[ModelSignature.userID]?.values else {
             throw ServingError.invalidArgument("input USER_ID is missing; give BYTES [n]")
         }
@@ -189,7 +269,7 @@ struct InferenceOperations: Sendable {
                 "inputs USER_ID, ITEM_ID and REASON_EMBEDDING have \(users.count), \(items.count) and \(embeddings.shape[0]) rows; give the same n")
         }
         let dimension = embeddings.shape[1]
-        let expected = instance.describe().reasonEmbeddingDimension
+        let expected = instance.knownDescription.reasonEmbeddingDimension
         if expected > 0 && dimension != expected {
             throw ServingError.invalidArgument("input REASON_EMBEDDING has \(dimension) columns; model \(instance.name) expects \(expected)")
         }
@@ -202,9 +282,7 @@ struct InferenceOperations: Sendable {
                 $0.reasonEmbedding = Array(values[(row * dimension)..<((row + 1) * dimension)])
             }
         }
-        let answer = try rewards.score(score)
-        encoder.append(ModelSignature.rewards, floats: answer.rewards, to: &response)
-        return answer.servedBy
+        return .reward(score)
     }
 
     /// The curec.v1 field names in the messages of the shared functions, as tensor names.
@@ -285,14 +363,26 @@ struct InferenceOperations: Sendable {
         let ready = serverReady()
         return .with { response in
             response.models = plugins.list().compactMap { status -> Inference_RepositoryIndexResponse.ModelIndex? in
-                if request.ready && !ready { return nil }
+                let (state, reason) = Self.state(serverReady: ready, readiness: status.readiness)
+                if request.ready && state != "READY" { return nil }
                 return .with {
                     $0.name = status.name
                     $0.version = String(status.generation)
-                    $0.state = ready ? "READY" : "UNAVAILABLE"
-                    $0.reason = ready ? "" : "the daemon has no dataset or is shutting down"
+                    $0.state = state
+                    $0.reason = reason
                 }
             }
+        }
+    }
+
+    /// A model's repository state and its reason: READY when the daemon and the instance
+    /// serve, UNAVAILABLE while the daemon cannot or the instance's worker is down or failed.
+    static func state(serverReady: Bool, readiness: PluginReadiness) -> (state: String, reason: String) {
+        guard serverReady else { return ("UNAVAILABLE", "the daemon has no dataset or is shutting down") }
+        switch readiness {
+        case .serving: return ("READY", "")
+        case .restarting(let reason): return ("UNAVAILABLE", "its worker is restarting: \(reason.prefix(200))")
+        case .failed(let reason): return ("UNAVAILABLE", "its worker is marked failed: \(reason.prefix(200))")
         }
     }
 

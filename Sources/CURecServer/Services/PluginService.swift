@@ -170,8 +170,8 @@ struct PluginOperations: Sendable {
         var parameters = [
             TrainPluginJob.Parameters.library.name: library,
             TrainPluginJob.Parameters.name.name: name, TrainPluginJob.Parameters.serve.name: "true",
-            TrainPluginJob.Parameters.isolation.name: isolation.name,
         ]
+        parameters.merge(TrainPluginJob.Parameters.values(for: isolation)) { _, limit in limit }
         if let text = String(validating: config, as: UTF8.self) {
             if !text.isEmpty { parameters[TrainPluginJob.Parameters.config.name] = text }
         } else {

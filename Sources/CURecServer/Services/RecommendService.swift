@@ -6,8 +6,11 @@ import CURecRPC
 ///
 /// Score runs inline on the I/O threads: plugin scoring is required to be fast
 /// (microseconds for hundreds of candidates), and this keeps the hot path free of thread
-/// hops; only a call for an instance with dynamic batching leaves the loop, to wait in its
-/// batch queue. Recommend runs as a task, because with `with_reasons` it also generates text.
+/// hops. For an isolated instance the loop sends the request to the worker and goes on; the
+/// worker's reply thread answers the call, so a hanging plugin holds nothing but its own
+/// calls. Only a call for an instance with dynamic batching leaves the loop, to wait in its
+/// batch queue as a task. Recommend runs as a task, because with `with_reasons` it also
+/// generates text.
 struct RecommendService: Curec_V1_RecommendServiceHandler {
     /// Nil when the daemon has no dataset: every call then fails with FAILED_PRECONDITION.
     let operations: RecommendOperations?
@@ -21,11 +24,12 @@ struct RecommendService: Curec_V1_RecommendServiceHandler {
                                                                     shouldStop: { context.shouldStop })
     }
 
-    /// The generated registration, except that Score declines to answer inline for an
-    /// instance with dynamic batching and then waits in its queue as a task.
+    /// The generated registration, except that Score answers an isolated instance's call
+    /// when its worker replies, and declines to answer inline for an instance with dynamic
+    /// batching, which then waits in its queue as a task.
     func register(into router: inout RPCRouter) {
-        router.registerInlineUnary(Curec_V1_RecommendService.Method.score, handler: { request, _ in
-            try ServingError.requireDataset(operations).scoreUnlessBatched(request)
+        router.registerInlineUnary(Curec_V1_RecommendService.Method.score, answering: { request, _, respond in
+            try ServingError.requireDataset(operations).scoreInline(request, respond: respond)
         }, deferred: { request, context in
             try await ServingError.requireDataset(operations).score(request, deadline: context.deadline)
         })
@@ -68,22 +72,54 @@ struct RecommendOperations: Sendable {
         return try score(candidates, user: user, instance: instance, since: requestStart)
     }
 
-    /// ``score(_:)``, or nil when the instance batches (the call then goes through
+    /// ``score(_:)`` on the calling thread (the I/O loop); for an isolated instance the
+    /// request goes to its worker and `respond` gets the response from the worker's reply
+    /// thread (`.later`); an instance that batches declines (the call then goes through
     /// ``score(_:deadline:)``). Never blocks.
-    func scoreUnlessBatched(_ request: Curec_V1_ScoreRequest) throws -> Curec_V1_ScoreResponse? {
+    func scoreInline(_ request: Curec_V1_ScoreRequest,
+                     respond: @escaping UnaryResponder<Curec_V1_ScoreResponse>) throws -> InlineAnswer<Curec_V1_ScoreResponse> {
         let requestStart = metrics == nil ? 0 : MonotonicClock.nanoseconds()
         let (user, candidates, instance) = try checkScore(request)
-        guard instance.batcher == nil else { return nil }
-        return try score(candidates, user: user, instance: instance, since: requestStart)
+        guard instance.batcher == nil else { return .declined }
+        guard instance.callsWaitOnAnotherProcess else {
+            return .now(try score(candidates, user: user, instance: instance, since: requestStart))
+        }
+        let series = metrics?.series(model: instance.name, method: "score")
+        let executionStart = series == nil ? 0 : MonotonicClock.nanoseconds()
+        let servedBy = instance.servedBy
+        instance.score(RecommenderRequest(user: user, history: data.histories[Int(user)], candidates: candidates)) { result in
+            switch result {
+            case .success(let scores):
+                series.executionEnded(since: requestStart, executionStart: executionStart, succeeded: true)
+                var response = Curec_V1_ScoreResponse()
+                response.scores = scores
+                response.servedBy = servedBy
+                respond(.success(response))
+            case .failure(let error):
+                series.executionEnded(since: requestStart, executionStart: executionStart, succeeded: false)
+                respond(.failure(error))
+            }
+        }
+        return .later
     }
 
     /// The scores of the candidates `request` names: through the instance's batch queue when
-    /// it has dynamic batching (waiting at most until `deadline`), else directly.
+    /// it has dynamic batching (waiting at most until `deadline`), suspended until the
+    /// worker replies for an isolated instance, else directly.
     func score(_ request: Curec_V1_ScoreRequest, deadline: ContinuousClock.Instant?) async throws -> Curec_V1_ScoreResponse {
         let requestStart = MonotonicClock.nanoseconds()
         let (user, candidates, instance) = try checkScore(request)
-        guard instance.batcher != nil else { return try score(candidates, user: user, instance: instance, since: requestStart) }
         var response = Curec_V1_ScoreResponse()
+        guard instance.batcher != nil else {
+            guard instance.callsWaitOnAnotherProcess else {
+                return try score(candidates, user: user, instance: instance, since: requestStart)
+            }
+            response.scores = try await scoreSuspending(
+                RecommenderRequest(user: user, history: data.histories[Int(user)], candidates: candidates),
+                instance: instance, method: "score", since: requestStart)
+            response.servedBy = instance.servedBy
+            return response
+        }
         response.scores = try await scoreQueued(
             RecommenderRequest(user: user, history: data.histories[Int(user)], candidates: candidates),
             instance: instance, method: "score", since: requestStart, deadline: deadline)
@@ -183,13 +219,20 @@ struct RecommendOperations: Sendable {
 
     /// The top `k` of the catalogue for the user, without reasons: through the instance's
     /// batch queue when it has dynamic batching (waiting at most until `deadline`; the
-    /// calling task's cancellation takes it out of the queue), else directly.
+    /// calling task's cancellation takes it out of the queue), suspended until the worker
+    /// replies for an isolated instance, else directly.
     func rank(_ request: Curec_V1_RecommendRequest, deadline: ContinuousClock.Instant?) async throws
         -> Curec_V1_RecommendResponse
     {
         let requestStart = MonotonicClock.nanoseconds()
         let (user, instance) = try checkRank(request)
-        guard instance.batcher != nil else { return try rank(request) }
+        guard instance.batcher != nil else {
+            guard instance.callsWaitOnAnotherProcess else { return try rank(request) }
+            var scores = try await scoreSuspending(
+                RecommenderRequest(user: user, history: data.histories[Int(user)], candidates: data.allItems),
+                instance: instance, method: "recommend", since: requestStart)
+            return rankResponse(&scores, user: user, request: request, instance: instance)
+        }
         var scores = try await scoreQueued(
             RecommenderRequest(user: user, history: data.histories[Int(user)], candidates: data.allItems),
             instance: instance, method: "recommend", since: requestStart, deadline: deadline)
@@ -211,6 +254,14 @@ struct RecommendOperations: Sendable {
             series?.requestEnded(succeeded: false, requestNanoseconds: elapsed, queueNanoseconds: elapsed)
             throw error
         }
+    }
+
+    /// Scores `request` on an isolated `instance` without holding the thread while its
+    /// worker computes, measured as one execution.
+    func scoreSuspending(_ request: RecommenderRequest, instance: PluginInstance, method: String,
+                         since requestStart: UInt64) async throws -> [Float] {
+        let series = metrics?.series(model: instance.name, method: method)
+        return try await series.measureSuspending(since: requestStart) { try await instance.scoreSuspending(request) }
     }
 
     /// A call's deadline on the batcher's monotonic clock.

@@ -8,7 +8,7 @@ struct RewardService: Curec_V1_RewardServiceHandler {
     let operations: RewardOperations?
 
     func score(_ request: Curec_V1_RewardRequest, context: ServerContext) async throws -> Curec_V1_RewardResponse {
-        try ServingError.requireDataset(operations).score(request)
+        try await ServingError.requireDataset(operations).scoreSuspending(request)
     }
 
     func scoreReasons(_ request: Curec_V1_ScoreReasonsRequest, context: ServerContext) async throws
@@ -35,8 +35,32 @@ struct RewardOperations: Sendable {
 
     static let maxTriples = 4096
 
+    /// The rewards of `request`'s triples, scored on the calling thread.
     func score(_ request: Curec_V1_RewardRequest) throws -> Curec_V1_RewardResponse {
         let requestStart = metrics == nil ? 0 : MonotonicClock.nanoseconds()
+        let (instance, inputs) = try checkReward(request)
+        var response = Curec_V1_RewardResponse()
+        let series = metrics?.series(model: instance.name, method: "reward")
+        response.rewards = try series.measure(since: requestStart, inferences: inputs.count) { try instance.scoreReward(inputs) }
+        response.servedBy = instance.servedBy
+        return response
+    }
+
+    /// The rewards of `request`'s triples; suspends while an isolated instance's worker computes.
+    func scoreSuspending(_ request: Curec_V1_RewardRequest) async throws -> Curec_V1_RewardResponse {
+        let requestStart = metrics == nil ? 0 : MonotonicClock.nanoseconds()
+        let (instance, inputs) = try checkReward(request)
+        var response = Curec_V1_RewardResponse()
+        let series = metrics?.series(model: instance.name, method: "reward")
+        response.rewards = try await series.measureSuspending(since: requestStart, inferences: inputs.count) {
+            try await instance.scoreRewardSuspending(inputs)
+        }
+        response.servedBy = instance.servedBy
+        return response
+    }
+
+    /// The checks of a reward request that need no scoring: the instance and its inputs.
+    private func checkReward(_ request: Curec_V1_RewardRequest) throws -> (PluginInstance, [PluginInstance.RewardInput]) {
         guard !request.triples.isEmpty else { throw ServingError.invalidArgument("triples is empty; give at least one") }
         guard request.triples.count <= Self.maxTriples else {
             throw ServingError.invalidArgument("triples has \(request.triples.count) entries; at most \(Self.maxTriples) per call")
@@ -45,7 +69,7 @@ struct RewardOperations: Sendable {
         guard let instance = plugins.instance(named: name) else {
             throw ServingError.notFound("plugin '\(name)' is not loaded (see PluginService.List)")
         }
-        let expected = instance.describe().reasonEmbeddingDimension
+        let expected = instance.knownDescription.reasonEmbeddingDimension
         var inputs: [PluginInstance.RewardInput] = []
         inputs.reserveCapacity(request.triples.count)
         for (index, triple) in request.triples.enumerated() {
@@ -60,10 +84,6 @@ struct RewardOperations: Sendable {
             }
             inputs.append(.init(user: user, item: item, embedding: triple.reasonEmbedding))
         }
-        var response = Curec_V1_RewardResponse()
-        let series = metrics?.series(model: instance.name, method: "reward")
-        response.rewards = try series.measure(since: requestStart, inferences: inputs.count) { try instance.scoreReward(inputs) }
-        response.servedBy = instance.servedBy
-        return response
+        return (instance, inputs)
     }
 }

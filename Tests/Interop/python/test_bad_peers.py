@@ -679,6 +679,11 @@ def _submit_request(kind, parameters):
     ("train", {"library": "CURecBPR", "k" * 5000: "v"}, "unknown parameter"),
     ("pipeline", {"stop_after": "everything", "run": "x"}, "'stop_after' must be one of"),
     ("pipeline", {"seeds": "18446744073709551616"}, "'seeds'"),
+    ("train", {"library": "CURecBPR", "isolation": "process", "call_time_limit_ms": "0"},
+     "'call_time_limit_ms' must be an integer in 1...3600000"),
+    ("train", {"library": "CURecBPR", "isolation": "process", "memory_limit_mb": "9" * 400}, "'memory_limit_mb' must be an integer"),
+    ("train", {"library": "CURecBPR", "isolation": "process", "cpu_limit_seconds": "-1"}, "'cpu_limit_seconds' must be an integer"),
+    ("train", {"library": "CURecBPR", "call_time_limit_ms": "5000"}, "need isolation=process"),
 ])
 def test_job_parameters_of_the_wrong_type_or_range(raw, server_address, kind, parameters, words):
     """Job submissions with values of the wrong type, out of range or huge are refused with
@@ -1267,6 +1272,186 @@ def test_an_isolated_plugin_that_misbehaves_is_restarted_and_reported(server_add
     finally:
         channel.close()
         _unary_raw(server_address, UNLOAD_PLUGIN_PATH, _pb_bytes(1, name.encode()))
+
+
+RELOAD_PLUGIN_PATH = "/curec.v1.PluginService/Reload"
+MODEL_INFER_PATH = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def _length_delimited_field(message, number):
+    """The first length-delimited field `number` of a serialized message (b"" when absent)."""
+    position = 0
+
+    def varint():
+        nonlocal position
+        value, shift = 0, 0
+        while True:
+            byte = message[position]
+            position += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    while position < len(message):
+        key = varint()
+        kind = key & 7
+        if kind == 0:
+            varint()
+        elif kind == 2:
+            length = varint()
+            if key >> 3 == number:
+                return message[position:position + length]
+            position += length
+        elif kind == 5:
+            position += 4
+        elif kind == 1:
+            position += 8
+        else:
+            raise ValueError("wire type %d" % kind)
+    return b""
+
+
+def _raw_method(channel, path):
+    return channel.unary_unary(path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+
+
+def _infer_request(model, count):
+    """ModelInferRequest{model_name, inputs: USER_ID [1], ITEM_IDS [count]} for the
+    misbehaving plugin (13 items make it misbehave, as for Score)."""
+    from generated.inference import grpc_service_pb2 as inference_pb2
+
+    Input = inference_pb2.ModelInferRequest.InferInputTensor
+    return inference_pb2.ModelInferRequest(model_name=model, inputs=[
+        Input(name="USER_ID", datatype="BYTES", shape=[1], contents=inference_pb2.InferTensorContents(bytes_contents=[b"196"])),
+        Input(name="ITEM_IDS", datatype="BYTES", shape=[count], contents=inference_pb2.InferTensorContents(
+            bytes_contents=[str(item).encode() for item in range(1, count + 1)])),
+    ]).SerializeToString()
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+def test_a_hanging_isolated_plugin_holds_only_its_own_calls(server_address):
+    """An isolated plugin that never returns holds nothing but its own calls: with Score and
+    ModelInfer calls to it outstanding on one HTTP/2 connection, calls on that same
+    connection to an in-process plugin and further calls to the isolated one are answered
+    while the hanging ones still wait; those end UNAVAILABLE at the instance's time limit,
+    whose kill restarts the worker."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    hanging, calm = "isolated_hanging", "in_process_calm"
+    status, message = _unary_raw(server_address, LOAD_PLUGIN_PATH, _load_request(
+        hanging, "CURecTestMisbehaving", b"hang", isolation=2, call_time_limit_ms=15000))
+    assert status == GRPC_OK, message
+    status, message = _unary_raw(server_address, LOAD_PLUGIN_PATH, _load_request(calm, "CURecTestMisbehaving"))
+    assert status == GRPC_OK, message
+    channel = new_channel(server_address)
+    try:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service="plugin/" + hanging), timeout=120)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        score, infer = _raw_method(channel, SCORE_PATH), _raw_method(channel, MODEL_INFER_PATH)
+        # Three of the worker's four channels hang; the fourth stays free for calls that do not.
+        pending = [score.future(_score_with(hanging, 13), timeout=120),
+                   infer.future(_infer_request(hanging, 13), timeout=120),
+                   score.future(_score_with(hanging, 13), timeout=120)]
+        for _ in range(20):
+            score(_score_with(calm, 2), timeout=60)
+            infer(_infer_request(calm, 2), timeout=60)
+        score(_score_with(hanging, 2), timeout=60)
+        infer(_infer_request(hanging, 2), timeout=60)
+        assert not any(call.done() for call in pending)
+        for call in pending:
+            with pytest.raises(grpc.RpcError) as caught:
+                call.result()
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            details = caught.value.details() or ""
+            # The first to reach the limit kills the worker; the others end with it.
+            assert any(words in details for words in ("time limit of 15 s", "stopped during the call", "restarting"))
+            assert len(details) < 400, details
+        assert any("time limit of 15 s" in (call.exception().details() or "") for call in pending)
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
+        score(_score_with(hanging, 2), timeout=60)
+    finally:
+        channel.close()
+        for name in (hanging, calm):
+            _unary_raw(server_address, UNLOAD_PLUGIN_PATH, _pb_bytes(1, name.encode()))
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+def test_model_readiness_follows_an_isolated_worker(server_address):
+    """The Open Inference Protocol tells the truth about an isolated model: ModelReady and its
+    RepositoryIndex state are READY while its worker serves, and not once the worker keeps
+    crashing (UNAVAILABLE, saying why, and left out of the ready-only index), as its health
+    name says; a reload makes it ready again."""
+    from generated.inference import grpc_service_pb2 as inference_pb2
+    from generated.inference import grpc_service_pb2_grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    name = "isolated_readiness"
+    status, message = _unary_raw(server_address, LOAD_PLUGIN_PATH,
+                                 _load_request(name, "CURecTestMisbehaving", b"segv", isolation=2))
+    assert status == GRPC_OK, message
+    channel = new_channel(server_address)
+    try:
+        oip = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+        def ready():
+            return oip.ModelReady(inference_pb2.ModelReadyRequest(name=name), timeout=CALL_TIMEOUT).ready
+
+        def indexed(only_ready=False):
+            models = oip.RepositoryIndex(inference_pb2.RepositoryIndexRequest(ready=only_ready), timeout=CALL_TIMEOUT).models
+            return [model for model in models if model.name == name]
+
+        assert ready()
+        assert [model.state for model in indexed()] == ["READY"]
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service="plugin/" + name), timeout=120)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        # Five stops within a minute mark the worker failed; it is not restarted again.
+        for crash in range(5):
+            status, message = _unary_raw(server_address, SCORE_PATH, _score_with(name, 13))
+            assert status == GRPC_UNAVAILABLE, message
+            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            if crash < 4:
+                assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        assert not ready()
+        [model] = indexed()
+        assert model.state == "UNAVAILABLE" and "its worker" in model.reason and len(model.reason) < 400, model
+        assert indexed(only_ready=True) == []
+        status, message = _unary_raw(server_address, RELOAD_PLUGIN_PATH, _pb_bytes(1, name.encode()))
+        assert status == GRPC_OK, message
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
+        assert ready()
+        assert [model.state for model in indexed(only_ready=True)] == ["READY"]
+    finally:
+        channel.close()
+        _unary_raw(server_address, UNLOAD_PLUGIN_PATH, _pb_bytes(1, name.encode()))
+
+
+@pytest.mark.skipif(use_reference(), reason="curec.v1 is served by curecd only")
+def test_an_instance_a_train_job_makes_keeps_the_limits_of_its_load(server_address):
+    """Load with train, isolation PROCESS and call_time_limit_ms trains the plugin as a job;
+    the instance the job serves has that time limit, not the default of ten seconds."""
+    name = "isolated_trained"
+    body = _load_request(name, "CURecTestMisbehaving", b"hang", isolation=2, call_time_limit_ms=300) + _pb_varint(4, 1)
+    channel = new_channel(server_address)
+    try:
+        status = _raw_method(channel, LOAD_PLUGIN_PATH)(body, timeout=300)
+    finally:
+        channel.close()
+    try:
+        assert _length_delimited_field(status, 10), "the instance was not trained by a job"  # PluginStatus.job_id
+        status, message = _unary_raw(server_address, SCORE_PATH, _score_with(name, 13))
+        assert status == GRPC_UNAVAILABLE, message
+        assert "time limit of 300 ms" in message and len(message) < 400, message
+    finally:
+        _unary_raw(server_address, UNLOAD_PLUGIN_PATH, _pb_bytes(1, name.encode()))
+
+
 @pytest.mark.parametrize("batching, code, words", [
     (_batching(delay=4_000_000_000), GRPC_INVALID_ARGUMENT, "max_queue_delay_microseconds is 4000000000"),
     (_batching(delay=1_000_001), GRPC_INVALID_ARGUMENT, "at most one second"),
