@@ -20,7 +20,8 @@ struct TransformerBlockWeights {
 
 /// Where one block's forward pass writes its activations for `N` tokens. Training points
 /// these into per-layer buffers kept for the backward pass; cached decoding reuses one set
-/// for every block (and may alias `mid` with the block's input and `fcGelu` with `fc`).
+/// for every block (and may alias `mid` with the block's input and `fcGelu` with `fc`); SASRec's
+/// inference forward also shares one buffer between `ln1` and `ln2`.
 struct TransformerBlockActivations {
     let ln1: UnsafeMutablePointer<Float>       // [N,C]
     let ln1Mean: UnsafeMutablePointer<Float>   // [N]
