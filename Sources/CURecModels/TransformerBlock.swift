@@ -1,4 +1,3 @@
-import COpenBLAS
 import CURecTensor
 import Foundation
 
@@ -21,7 +20,8 @@ struct TransformerBlockWeights {
 
 /// Where one block's forward pass writes its activations for `N` tokens. Training points
 /// these into per-layer buffers kept for the backward pass; cached decoding reuses one set
-/// for every block (and may alias `mid` with the block's input and `fcGelu` with `fc`).
+/// for every block (and may alias `mid` with the block's input and `fcGelu` with `fc`); SASRec's
+/// inference forward also shares one buffer between `ln1` and `ln2`.
 struct TransformerBlockActivations {
     let ln1: UnsafeMutablePointer<Float>       // [N,C]
     let ln1Mean: UnsafeMutablePointer<Float>   // [N]
@@ -53,6 +53,11 @@ enum TransformerBlockAttention {
     /// position `positions[i]` of cache row `rows[i]`; its key and value are stored there
     /// and it attends to positions `0...positions[i]` of that row.
     case cached(GPTKVCache, layer: Int, rows: [Int], positions: [Int])
+    /// `B` whole sequences of `T` tokens (`N = B·T`, inference), of which only the last real
+    /// position of each, `lengths[b] − 1`, goes on past attention: every position gives its
+    /// key and value, one query per sequence attends. The block's output then has `B` rows;
+    /// `gathered` `[B,C]` receives those positions' input rows (their residual).
+    case lastPositions(lengths: UnsafePointer<Int>, B: Int, T: Int, gathered: UnsafeMutablePointer<Float>)
 }
 
 /// One GPT-style pre-LayerNorm transformer block, the same code for GPT training, GPT
@@ -79,26 +84,35 @@ struct TransformerBlock {
     let hidden: Int
 
     /// Forward pass of `N` tokens: `out[N,C]` from `inp[N,C]`. `out` may alias `inp` (and
-    /// `a.mid`) when nothing is kept for a backward pass.
+    /// `a.mid`) when nothing is kept for a backward pass. With ``TransformerBlockAttention/lastPositions(lengths:B:T:gathered:)``
+    /// the rows after attention (`atty`, `mid`, `ln2`, `fc`, `fcGelu` and `out`) are the `B`
+    /// last positions only, and `out` must not alias `inp`.
     func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weights w: TransformerBlockWeights,
                  activations a: TransformerBlockActivations, N: Int, attention: TransformerBlockAttention) {
         let C = width, H = hidden
         LayerNorm.forward(out: a.ln1, mean: a.ln1Mean, rstd: a.ln1Rstd, inp: inp,
                           weight: w.ln1Weight, bias: w.ln1Bias, N: N, C: C)
         Matmul.forward(out: a.qkv, inp: a.ln1, weight: w.qkvWeight, bias: w.qkvBias, N: N, C: C, OC: 3 * C)
+        // The rows that go on past attention and their residual.
+        var rows = N, residual = inp
         switch attention {
         case .causal(let att, let B, let T):
             CausalSelfAttention.forward(out: a.atty, att: att, qkv: a.qkv, B: B, T: T, C: C, NH: heads)
         case .cached(let cache, let layer, let rows, let positions):
             cachedAttention(out: a.atty, qkv: a.qkv, cache: cache, layer: layer, rows: rows, positions: positions)
+        case .lastPositions(let lengths, let B, let T, let gathered):
+            CausalSelfAttention.forwardLast(out: a.atty, qkv: a.qkv, lengths: lengths, B: B, T: T, C: C, NH: heads)
+            for b in 0..<B { (gathered + b * C).update(from: inp + (b * T + lengths[b] - 1) * C, count: C) }
+            rows = B
+            residual = UnsafePointer(gathered)
         }
-        Matmul.forward(out: a.mid, inp: a.atty, weight: w.projWeight, bias: w.projBias, N: N, C: C, OC: C,
-                       residual: inp)
+        Matmul.forward(out: a.mid, inp: a.atty, weight: w.projWeight, bias: w.projBias, N: rows, C: C, OC: C,
+                       residual: residual)
         LayerNorm.forward(out: a.ln2, mean: a.ln2Mean, rstd: a.ln2Rstd, inp: a.mid,
-                          weight: w.ln2Weight, bias: w.ln2Bias, N: N, C: C)
-        Matmul.forward(out: a.fc, inp: a.ln2, weight: w.fcWeight, bias: w.fcBias, N: N, C: C, OC: H)
-        GELU.forward(out: a.fcGelu, inp: a.fc, N: N * H)
-        Matmul.forward(out: out, inp: a.fcGelu, weight: w.fcProjWeight, bias: w.fcProjBias, N: N, C: H, OC: C,
+                          weight: w.ln2Weight, bias: w.ln2Bias, N: rows, C: C)
+        Matmul.forward(out: a.fc, inp: a.ln2, weight: w.fcWeight, bias: w.fcBias, N: rows, C: C, OC: H)
+        GELU.forward(out: a.fcGelu, inp: a.fc, N: rows * H)
+        Matmul.forward(out: out, inp: a.fcGelu, weight: w.fcProjWeight, bias: w.fcProjBias, N: rows, C: H, OC: C,
                        residual: a.mid)
     }
 
@@ -150,20 +164,10 @@ struct TransformerBlock {
             defer { scores.deallocate() }
             for ih in r {
                 let i = ih / NH, hh = ih % NH
-                let len = positions[i] + 1
                 let base = cache.offset(layer: l, row: rows[i], head: hh)
-                let q = qp.p + i * 3 * C + hh * hs
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(len), Int32(hs), scale,
-                            cache.k.data + base, Int32(hs), q, 1, 0, scores, 1)
-                var mx = -Float.infinity
-                for j in 0..<len where scores[j] > mx { mx = scores[j] }
-                var sum: Float = 0
-                for j in 0..<len { scores[j] = expf(scores[j] - mx); sum += scores[j] }
-                let inv = 1 / sum
-                for j in 0..<len { scores[j] *= inv }
-                cblas_sgemv(CblasRowMajor, CblasTrans, Int32(len), Int32(hs), 1,
-                            cache.v.data + base, Int32(hs), scores, 1, 0,
-                            yp.p + i * C + hh * hs, 1)
+                CausalSelfAttention.attendOne(out: yp.p + i * C + hh * hs, q: qp.p + i * 3 * C + hh * hs,
+                                              keys: cache.k.data + base, values: cache.v.data + base, stride: hs,
+                                              count: positions[i] + 1, headSize: hs, scale: scale, scores: scores)
             }
         }
         BLAS.restore(saved)

@@ -23,6 +23,12 @@ public struct BatchedOutcome<Value: Sendable>: Sendable {
 /// A request leaves the queue without running when its task is cancelled or its deadline
 /// passes first; one beyond `maxQueueSize` waiting is refused with ``PluginHostError/queueFull(instance:limit:)``.
 /// One batch runs at a time; requests arriving meanwhile form the next.
+///
+/// A quiet instance does not make a lone request wait: when the previous execution served one
+/// request and nothing arrived while it ran, a request that finds the queue empty and no batch
+/// running runs at once. Any sign of concurrency (a batch of several, or a request arriving
+/// while another waits or runs) turns the delay back on until a lone execution sees none
+/// again. An instance starts out as busy (the first request waits the delay).
 public final class DynamicBatcher<Request: Sendable, Response: Sendable>: Sendable {
     /// Runs one batch: one result per request, in order.
     public typealias Execute = @Sendable ([Request]) -> [Result<Response, PluginHostError>]
@@ -93,6 +99,9 @@ public final class DynamicBatcher<Request: Sendable, Response: Sendable>: Sendab
         private var stopped = false
         private var lastID: UInt64 = 0
         private var executions = 0
+        /// Whether the last execution served one request and none arrived while it ran: the
+        /// next request finding the queue empty then runs without waiting the delay.
+        private var quiet = false
 
         init(instance: String, configuration: DynamicBatchingConfiguration, execute: @escaping Execute) {
             self.instance = instance
@@ -179,7 +188,9 @@ public final class DynamicBatcher<Request: Sendable, Response: Sendable>: Sendab
                             continue
                         }
                         let due = oldest.enqueued &+ delay
-                        if let size = Self.batchSize(waiting: pending.count, delayPassed: now >= due, configuration: configuration) {
+                        // A lone request at a quiet instance has nobody to wait for.
+                        let delayPassed = now >= due || (quiet && pending.count == 1)
+                        if let size = Self.batchSize(waiting: pending.count, delayPassed: delayPassed, configuration: configuration) {
                             defer { pending.removeFirst(size) }
                             return Array(pending.prefix(size))
                         }
@@ -199,7 +210,11 @@ public final class DynamicBatcher<Request: Sendable, Response: Sendable>: Sendab
             let start = DynamicBatcher.now()
             let results = execute(batch.map(\.request))
             let compute = DynamicBatcher.now() &- start
-            locked { executions += 1 }
+            locked {
+                executions += 1
+                // Requests that arrived while this batch ran are waiting now.
+                quiet = batch.count == 1 && pending.isEmpty
+            }
             // One execution per observer (per model and method), counting its requests.
             var served: [ObjectIdentifier: (observer: any BatchExecutionObserver, count: Int)] = [:]
             for entry in batch {

@@ -1,3 +1,4 @@
+import COpenBLAS
 import Foundation
 
 // Forward and backward kernels of a GPT-2 style transformer, one type per layer, written out
@@ -65,22 +66,46 @@ public enum LayerNorm {
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, N: Int, C: Int
     ) {
         let o = SendablePointer(out), mp = SendablePointer(mean), rp = SendablePointer(rstd)
-        Parallel.forRange(N, grain: 16) { r in
+        // Rows of eight lanes at a time, then the remainder; 64 rows of 64 are a few
+        // microseconds, less than handing work to another core costs.
+        Parallel.forRange(N, grain: max(16, 4096 / max(C, 1))) { r in
+            let wide = C & ~7
             for n in r {
                 let x = inp + n * C
-                var m: Float = 0
-                for i in 0..<C { m += x[i] }
+                var lanes = SIMD8<Float>()
+                var i = 0
+                while i < wide { lanes += load8(x + i); i += 8 }
+                var m = lanes.sum()
+                while i < C { m += x[i]; i += 1 }
                 m /= Float(C)
-                var v: Float = 0
-                for i in 0..<C { let d = x[i] - m; v += d * d }
+                let mv = SIMD8<Float>(repeating: m)
+                lanes = SIMD8<Float>()
+                i = 0
+                while i < wide { let d = load8(x + i) - mv; lanes += d * d; i += 8 }
+                var v = lanes.sum()
+                while i < C { let d = x[i] - m; v += d * d; i += 1 }
                 v /= Float(C)
                 let s = 1 / (v + eps).squareRoot()
+                let sv = SIMD8<Float>(repeating: s)
                 let y = o.p + n * C
-                for i in 0..<C { y[i] = (x[i] - m) * s * weight[i] + bias[i] }
+                i = 0
+                while i < wide {
+                    store8((load8(x + i) - mv) * sv * load8(weight + i) + load8(bias + i), y + i)
+                    i += 8
+                }
+                while i < C { y[i] = (x[i] - m) * s * weight[i] + bias[i]; i += 1 }
                 mp.p[n] = m
                 rp.p[n] = s
             }
         }
+    }
+
+    @inline(__always) @usableFromInline static func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+    }
+
+    @inline(__always) @usableFromInline static func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
     }
 
     /// Backward of ``forward(out:mean:rstd:inp:weight:bias:N:C:)``.
@@ -282,46 +307,153 @@ public enum CausalSelfAttention {
     }
 }
 
+extension CausalSelfAttention {
+    /// One query against `count` keys and values of one head (inference only, nothing kept):
+    /// `out[hs] = softmax(scale · K q) · V`, with `K` and `V` `[count, hs]` whose rows lie
+    /// `stride` floats apart. `scores` is scratch of at least `count` floats.
+    ///
+    /// The attention of a decoded token over its cache and of a sequence's last position over
+    /// its window; ``forward(out:att:qkv:B:T:C:NH:)`` computes the same row for every position.
+    public static func attendOne(
+        out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, keys: UnsafePointer<Float>,
+        values: UnsafePointer<Float>, stride: Int, count: Int, headSize hs: Int, scale: Float,
+        scores: UnsafeMutablePointer<Float>
+    ) {
+        // scores[count] = scale · K q
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(count), Int32(hs), scale, keys, Int32(stride), q, 1, 0, scores, 1)
+        var mx = -Float.infinity
+        for j in 0..<count where scores[j] > mx { mx = scores[j] }
+        var sum: Float = 0
+        for j in 0..<count {
+            let e = expf(scores[j] - mx)
+            scores[j] = e
+            sum += e
+        }
+        let inv = 1 / sum
+        for j in 0..<count { scores[j] *= inv }
+        // out[hs] = Vᵀ scores
+        cblas_sgemv(CblasRowMajor, CblasTrans, Int32(count), Int32(hs), 1, values, Int32(stride), scores, 1, 0, out, 1)
+    }
+
+    /// Inference forward of one position per sequence: row `b` of `out[B,C]` is the attention
+    /// output of position `lengths[b] − 1` of sequence `b` over its positions `0..<lengths[b]`
+    /// (causal), equal to that row of ``forward(out:att:qkv:B:T:C:NH:)``.
+    ///
+    /// - Parameters:
+    ///   - qkv: `[B,T,3C]` as in ``forward(out:att:qkv:B:T:C:NH:)``.
+    ///   - lengths: `[B]`, each in `1...T`.
+    public static func forwardLast(
+        out: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>, lengths: UnsafePointer<Int>,
+        B: Int, T: Int, C: Int, NH: Int
+    ) {
+        let hs = C / NH, C3 = 3 * C
+        let scale = 1 / Float(hs).squareRoot()
+        let o = SendablePointer(out)
+        let saved = BLAS.enterConcurrentRegion()
+        defer { BLAS.restore(saved) }
+        Parallel.forRange(B * NH, grain: 4) { r in
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: T)
+            defer { scores.deallocate() }
+            for bh in r {
+                let b = bh / NH, h = bh % NH
+                let len = lengths[b]
+                let row = qkv + b * T * C3
+                attendOne(out: o.p + b * C + h * hs, q: row + (len - 1) * C3 + h * hs, keys: row + C + h * hs,
+                          values: row + 2 * C + h * hs, stride: C3, count: len, headSize: hs, scale: scale,
+                          scores: scores)
+            }
+        }
+    }
+}
+
 /// GELU with the tanh approximation used by GPT-2.
 public enum GELU {
     @usableFromInline static let s: Float = (2 / Float.pi).squareRoot()
 
-    /// `tanh(u)` as `(e−1)/(e+1)` with `e = exp(2u)`: one `expf` instead of libm's `tanhf`
-    /// (which goes through `expm1f` and dominated the MLP). Absolute error below 2e-7, which is
-    /// what GELU needs since it uses `1 + tanh`.
+    /// `exp(x)` of eight lanes for `x` in `[−18, 18]`: `2^k · p(r)` with `k = round(x / ln 2)`,
+    /// `r = x − k ln 2` (in two parts) and Cephes' degree-6 polynomial for `exp(r)`; within
+    /// 2 ulp of `expf`. Only vector arithmetic, so a row runs eight lanes at a time.
     @inline(__always) @usableFromInline
-    static func fastTanh(_ u: Float) -> Float {
-        let c = min(max(u, -9), 9)
-        let e = expf(2 * c)
+    static func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
+        // Adding 1.5·2^23 rounds x/ln2 to an integer held in the low mantissa bits.
+        let shifter = SIMD8<Float>(repeating: 12_582_912)
+        let t = x * 1.442_695_04 + shifter
+        let k = t - shifter
+        let r = x - k * 0.693_359_375 - k * -2.121_944_4e-4
+        var p = SIMD8<Float>(repeating: 1.987_569_15e-4)
+        p = p * r + 1.398_199_95e-3
+        p = p * r + 8.333_451_9e-3
+        p = p * r + 4.166_579_59e-2
+        p = p * r + 0.166_666_655
+        p = p * r + 0.500_000_01
+        let e = p * (r * r) + r + 1
+        // 2^k: k + 127 in the exponent field.
+        let kInt = unsafeBitCast(t, to: SIMD8<Int32>.self) &- 0x4B40_0000
+        let scale = unsafeBitCast((kInt &+ 127) &<< 23, to: SIMD8<Float>.self)
+        return e * scale
+    }
+
+    /// `tanh(u)` as `(e−1)/(e+1)` with `e = exp(2u)` (``exp8(_:)``) instead of libm's `tanhf`
+    /// (which goes through `expm1f` and dominated the MLP). Absolute error below 3e-7, which
+    /// is what GELU needs since it uses `1 + tanh`.
+    @inline(__always) @usableFromInline
+    static func tanh8(_ u: SIMD8<Float>) -> SIMD8<Float> {
+        let c = u.clamped(lowerBound: SIMD8(repeating: -9), upperBound: SIMD8(repeating: 9))
+        let e = exp8(c + c)
         return (e - 1) / (e + 1)
     }
 
-    /// `out[N] = 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))`.
+    /// `tanh(u)` of one value, the same arithmetic as ``tanh8(_:)``.
+    @inline(__always) @usableFromInline
+    static func fastTanh(_ u: Float) -> Float { tanh8(SIMD8(repeating: u))[0] }
+
+    /// Eight values of the forward: `0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))`.
+    @inline(__always) @usableFromInline
+    static func forward8(_ x: SIMD8<Float>) -> SIMD8<Float> {
+        let u = s * (x + 0.044715 * x * x * x)
+        return 0.5 * x * (1 + tanh8(u))
+    }
+
+    /// Eight values of the derivative `gelu'(x)`.
+    @inline(__always) @usableFromInline
+    static func derivative8(_ x: SIMD8<Float>) -> SIMD8<Float> {
+        let u = s * (x + 0.044715 * x * x * x)
+        let th = tanh8(u)
+        let sech2 = 1 - th * th
+        return 0.5 * (1 + th) + 0.5 * x * sech2 * s * (1 + 3 * 0.044715 * x * x)
+    }
+
+    /// `out[N] = 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))` (`out` may alias `inp`).
     public static func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, N: Int) {
         let o = SendablePointer(out)
-        Parallel.forRange(N, grain: 4096) { r in
-            for i in r {
-                let x = inp[i]
-                let u = s * (x + 0.044715 * x * x * x)
-                o.p[i] = 0.5 * x * (1 + fastTanh(u))
+        Parallel.forRange(N, grain: 16384) { r in
+            var i = r.lowerBound
+            while i + 8 <= r.upperBound {
+                LayerNorm.store8(forward8(LayerNorm.load8(inp + i)), o.p + i)
+                i += 8
+            }
+            while i < r.upperBound {
+                o.p[i] = forward8(SIMD8(repeating: inp[i]))[0]
+                i += 1
             }
         }
     }
 
-    /// Writes `dinp[N] = gelu'(inp) · dout`.
+    /// Writes `dinp[N] = gelu'(inp) · dout` (`dinp` may alias `dout`).
     public static func backward(
         dinp: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, dout: UnsafePointer<Float>,
         N: Int
     ) {
         let d = SendablePointer(dinp)
-        Parallel.forRange(N, grain: 4096) { r in
-            for i in r {
-                let x = inp[i]
-                let u = s * (x + 0.044715 * x * x * x)
-                let th = fastTanh(u)
-                let sech2 = 1 - th * th
-                let g = 0.5 * (1 + th) + 0.5 * x * sech2 * s * (1 + 3 * 0.044715 * x * x)
-                d.p[i] = g * dout[i]
+        Parallel.forRange(N, grain: 16384) { r in
+            var i = r.lowerBound
+            while i + 8 <= r.upperBound {
+                LayerNorm.store8(derivative8(LayerNorm.load8(inp + i)) * LayerNorm.load8(dout + i), d.p + i)
+                i += 8
+            }
+            while i < r.upperBound {
+                d.p[i] = derivative8(SIMD8(repeating: inp[i]))[0] * dout[i]
+                i += 1
             }
         }
     }

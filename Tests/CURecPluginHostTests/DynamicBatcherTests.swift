@@ -72,6 +72,53 @@ private func eventually(_ condition: () -> Bool) async {
         #expect(executor.executed == [[21]])
     }
 
+    @Test func aLoneRequestAtAQuietInstanceRunsWithoutTheDelay() async throws {
+        let executor = ScriptedExecutor()
+        // The largest delay allowed: the first request waits it (an instance starts as busy),
+        // the second finds the instance quiet and runs at once, far inside the delay.
+        let delay = DynamicBatchingConfiguration.Bounds.maxQueueDelayMicroseconds.upperBound
+        let queue = batcher(executor, delay: delay, max: 8)
+        let first = try await queue.submit(1)
+        #expect(first.batchSize == 1 && first.queueNanoseconds >= UInt64(delay) * 1000)
+        let second = try await queue.submit(2)
+        #expect(second.value == 4 && second.batchSize == 1)
+        #expect(second.queueNanoseconds < UInt64(delay) * 1000)
+        #expect(executor.executed == [[1], [2]])
+    }
+
+    @Test func afterABatchOfSeveralALoneRequestWaitsForOthers() async throws {
+        let executor = ScriptedExecutor()
+        let queue = batcher(executor, delay: DynamicBatchingConfiguration.Bounds.maxQueueDelayMicroseconds.upperBound, max: 2)
+        // Two at once fill the maximum and run together: the instance has seen concurrency.
+        async let a = queue.submit(1)
+        async let b = queue.submit(2)
+        #expect(try await [a.batchSize, b.batchSize] == [2, 2])
+        // So a lone request waits (up to the delay) and the next one joins it.
+        let c = Task { try await queue.submit(3) }
+        await eventually { queue.queuedCount == 1 }
+        let d = try await queue.submit(4)
+        #expect(try await c.value.batchSize == 2 && d.batchSize == 2)
+        #expect(executor.executed.map { $0.sorted() } == [[1, 2], [3, 4]])
+    }
+
+    @Test func aRequestArrivingDuringALoneExecutionEndsTheQuiet() async throws {
+        let executor = ScriptedExecutor()
+        let queue = batcher(executor, delay: DynamicBatchingConfiguration.Bounds.maxQueueDelayMicroseconds.upperBound, max: 2)
+        _ = try await queue.submit(1)                    // waits the delay; now quiet
+        executor.hold()
+        let lone = Task { try await queue.submit(2) }    // runs at once, held
+        await eventually { executor.started == 2 }
+        let during = Task { try await queue.submit(3) }  // arrives while it runs
+        await eventually { queue.queuedCount == 1 }
+        executor.release()
+        #expect(try await lone.value.batchSize == 1)
+        // Request 3 was queued when the lone execution ended: it waits for company.
+        await eventually { executor.executed.count == 2 }
+        let joining = try await queue.submit(4)
+        #expect(try await during.value.batchSize == 2 && joining.batchSize == 2)
+        #expect(executor.executed.map { $0.sorted() } == [[1], [2], [3, 4]])
+    }
+
     @Test func requestsArrivingDuringABatchFormTheNextUpToTheMaximum() async throws {
         let executor = ScriptedExecutor()
         executor.hold()

@@ -161,6 +161,8 @@ public final class SASRecModel: @unchecked Sendable {
     /// refreshed with the item table.
     public let userTable: Tensor
     var acts: SASRecActivations?
+    /// Scratch of the inference forwards (``hiddenStates(sequences:users:)``), reused.
+    let inferencePool = SASRecInferencePool()
 
     /// A new model: embeddings and matrices `N(0, 0.02²)`, the output projections of each
     /// block `N(0, (0.02/√(2·blocks))²)`, biases 0, LayerNorm weights 1. Deterministic per seed.
@@ -488,46 +490,6 @@ public final class SASRecModel: @unchecked Sendable {
     }
 
     // MARK: Scoring
-
-    /// The hidden state after the last item of each sequence (each truncated to its last
-    /// `maxLength` items), `[sequences.count, C]` row-major. Empty sequences get a zero row.
-    /// `users` gives the user of each sequence (`[sequences.count]`): required by a model with
-    /// user features, ignored by one without.
-    /// Thread-safe: uses its own buffers and only reads the weights.
-    public func hiddenStates(sequences: [[Int32]], users: [Int32]? = nil) throws(SASRecError) -> [Float] {
-        let C = config.width, L = config.maxLength, n = config.itemCount
-        let withUsers = config.userFeatureDimension > 0
-        if withUsers { try Self.checkUsers(users, rows: sequences.count, config: config) }
-        var out = [Float](repeating: 0, count: sequences.count * C)
-        let chunk = 256
-        var start = 0
-        while start < sequences.count {
-            let rows = Array(sequences[start..<min(start + chunk, sequences.count)]).map { Array($0.suffix(L)) }
-            for row in rows {
-                if let bad = row.first(where: { $0 < 0 || Int($0) >= n }) {
-                    throw .itemOutOfRange(item: Int(bad), itemCount: n)
-                }
-            }
-            let T = max(1, rows.map(\.count).max() ?? 1), B = rows.count
-            var inputs = [Int32](repeating: 0, count: B * T)
-            for (b, row) in rows.enumerated() {
-                for (t, item) in row.enumerated() { inputs[b * T + t] = item }
-            }
-            let a = SASRecActivations(config: config, B: B, T: T, training: false)
-            let rowUsers = withUsers ? Array((users ?? [])[start..<(start + B)]) : []
-            inputs.withUnsafeBufferPointer { inp in
-                rowUsers.withUnsafeBufferPointer { usr in
-                    forward(inputs: inp.baseAddress!, users: usr.baseAddress, a: a)
-                }
-            }
-            for (b, row) in rows.enumerated() where !row.isEmpty {
-                let src = a.lnf.data + (b * T + row.count - 1) * C
-                for i in 0..<C { out[(start + b) * C + i] = src[i] }
-            }
-            start += chunk
-        }
-        return out
-    }
 
     /// `scores[j] = hidden · E[candidates[j]]` for one hidden state `[C]`.
     /// Throws ``SASRecError/itemOutOfRange(item:itemCount:)`` for an unknown candidate.
