@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Logging
 import SwiftProtobuf
+import Synchronization
 @testable import CURecRPC
 @testable import CURecServer
 
@@ -99,6 +100,32 @@ private final class Signals: Sendable {
     let handlerReturned = DispatchSemaphore(value: 0)
 }
 
+/// A response delivered once through a responder, from any thread, awaited by the call's task.
+private final class AsyncAnswer: Sendable {
+    private let state = Mutex<(result: Result<[UInt8], any Error>?, waiter: CheckedContinuation<[UInt8], any Error>?)>((nil, nil))
+
+    func resolve(_ result: Result<[UInt8], any Error>) {
+        let waiter = state.withLock { state -> CheckedContinuation<[UInt8], any Error>? in
+            guard state.result == nil else { return nil }
+            state.result = result
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(with: result)
+    }
+
+    func value() async throws -> [UInt8] {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready = state.withLock { state -> Result<[UInt8], any Error>? in
+                if let result = state.result { return result }
+                state.waiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(with: ready) }
+        }
+    }
+}
+
 /// How long a call may run before its deadline ends it, as `grpc-timeout` would. Methods
 /// that stream until the client leaves (Health/Watch, the interop streams) end this way.
 private let callDeadlineMilliseconds = 250
@@ -127,8 +154,30 @@ private func call(_ route: Route, messages: [[UInt8]]) -> (RPCStatus, responseBy
         })
     }
     switch route.handler {
-    case .inlineUnary(let handler):
-        start { try await channel.send(framed: MessageFramer.frame(try handler(request, context))) }
+    case .inlineUnary(let handler, let deferred):
+        // Inline, or as a task when the handler declines (as the connection runs it).
+        start {
+            if let response = try handler(request, context) {
+                try await channel.send(framed: MessageFramer.frame(response))
+            } else if let deferred {
+                try await channel.send(framed: MessageFramer.frame(try await deferred(request, context)))
+            } else {
+                throw RPCError(.internal, "the handler gave no response")
+            }
+        }
+    case .inlineUnaryAnswering(let handler, let deferred):
+        // Answered now, later through the responder (from any thread), or as a task.
+        start {
+            let answer = AsyncAnswer()
+            switch try handler(request, context, { answer.resolve($0) }) {
+            case .now(let response):
+                try await channel.send(framed: MessageFramer.frame(response))
+            case .later:
+                try await channel.send(framed: MessageFramer.frame(try await answer.value()))
+            case .declined:
+                try await channel.send(framed: MessageFramer.frame(try await deferred(request, context)))
+            }
+        }
     case .unary(let handler):
         start { try await channel.send(framed: MessageFramer.frame(try await handler(request, context))) }
     case .serverStreaming(let handler):
