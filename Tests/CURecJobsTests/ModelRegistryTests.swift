@@ -77,7 +77,9 @@ import Testing
             if heard.count == 2 { break }
         }
         #expect(heard.map(\.label) == ["v1", "v1"])
-        #expect(heard.map(\.serve) == [false, true])
+        // An announcement carries the row as read when it is heard (on PostgreSQL the NOTIFY
+        // names the row), so the first may already show the mark; the last always does.
+        #expect(heard.last?.serve == true)
         #expect(heard.first?.files == Self.version("bpr", 1).files)
     }
 }

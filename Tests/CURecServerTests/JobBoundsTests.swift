@@ -12,6 +12,10 @@ import Testing
                 case .integer(let range), .integerList(let range):
                     // A seed is a label, not a size: any value costs the same.
                     if parameter.name.contains("seed") { continue }
+                    // An isolated worker's limits (time, memory, CPU) are ceilings that only
+                    // lower what a job may use; they have the bounds of the Load request's.
+                    if parameter.name.hasSuffix("_limit_ms") || parameter.name.hasSuffix("_limit_mb")
+                        || parameter.name.hasSuffix("_limit_seconds") { continue }
                     #expect(range.upperBound <= 1_000_000, "\(schema.kind).\(parameter.name) has no upper bound")
                 case .number(let range):
                     #expect(range.upperBound.isFinite, "\(schema.kind).\(parameter.name) has no upper bound")
