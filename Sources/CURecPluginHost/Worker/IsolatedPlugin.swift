@@ -180,9 +180,11 @@ final class IsolatedPlugin: PluginBackend {
                                     progress: (UInt64, UInt64, String) -> Void,
                                     isCancelled: () -> Bool) throws(WorkerCallFailure) -> PluginDescription {
         var buffer: [UInt8] = []
-        var cancelSent = false
+        // Cancelled already: the cancel frame goes in the same write as the request, so it is
+        // waiting in the channel when the plugin first asks, however late this thread runs on.
+        var cancelSent = isCancelled()
         do throws(WireIO.Failure) {
-            try WireIO.send(frame, on: channel)
+            try WireIO.send(cancelSent ? frame + WireWriter(.cancel).finishing() : frame, on: channel)
         } catch {
             throw .broken(error)
         }
