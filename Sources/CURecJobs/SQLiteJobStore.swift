@@ -200,11 +200,24 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func saveIfFirstOfKind(_ record: JobRecord, event: JobEvent) throws(JobError) -> Bool {
+        try save(record, event: event) { db in
+            try Int.fetchOne(db, sql: "SELECT 1 FROM job WHERE kind = ? LIMIT 1", arguments: [record.kind]) == nil
+        }
+    }
+
+    public func save(_ record: JobRecord, event: JobEvent, heldBy owner: String) throws(JobError) -> Bool {
+        try save(record, event: event) { db in
+            try String.fetchOne(db, sql: "SELECT owner FROM job WHERE id = ?", arguments: [record.id]) == owner
+        }
+    }
+
+    /// ``save(_:event:)`` only when `condition`, read in the same write transaction, holds;
+    /// false, with nothing written, when it does not.
+    private func save(_ record: JobRecord, event: JobEvent, when condition: (Database) throws -> Bool) throws(JobError) -> Bool {
         let saved: Bool
         do {
             saved = try database.write { db -> Bool in
-                guard try Int.fetchOne(db, sql: "SELECT 1 FROM job WHERE kind = ? LIMIT 1", arguments: [record.kind]) == nil
-                else { return false }
+                guard try condition(db) else { return false }
                 try Self.upsert(record, in: db)
                 try Self.insert(event, in: db)
                 return true
@@ -214,23 +227,6 @@ public final class SQLiteJobStore: JobStore {
         }
         if saved { announce([event]) }
         return saved
-    }
-
-    public func save(_ record: JobRecord, event: JobEvent, heldBy owner: String) throws(JobError) -> Bool {
-        let held: Bool
-        do {
-            held = try database.write { db -> Bool in
-                guard try String.fetchOne(db, sql: "SELECT owner FROM job WHERE id = ?", arguments: [record.id]) == owner
-                else { return false }
-                try Self.upsert(record, in: db)
-                try Self.insert(event, in: db)
-                return true
-            }
-        } catch {
-            throw .storage("\(error)")
-        }
-        if held { announce([event]) }
-        return held
     }
 
     /// Records that a client asked to cancel job `id`, with a log line, unless the job has
